@@ -1,0 +1,1 @@
+"""One yrd-gateway node: config, composition root, servers, delivery, storage, CLI."""

@@ -1,0 +1,1 @@
+"""Policy as code: the engine and the shipped bundles."""

@@ -1,0 +1,1 @@
+"""The federated catalogue and the federation manifest."""

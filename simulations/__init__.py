@@ -1,0 +1,1 @@
+"""Multi-node runs of the real node code, and the benchmarks."""
