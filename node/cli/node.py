@@ -1,0 +1,127 @@
+"""``yrd node``: set up and run one node.
+
+``init`` is the first thing a provincial operator runs: it creates the node's key and a
+config that loads, and prints the ``[[members]]`` entry to hand to the federation, so the
+public key travels by copy-paste and the seed never leaves the directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import unicodedata
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+from node.config import NODE_ID_RE, NodeConfig, check_division_code, config_from_document
+from node.errors import ConfigError, Conflict
+from node.keys import NodeKey, save_key
+
+CONFIG_NAME = "node.toml"
+KEY_NAME = "node.key"
+
+
+def register(subparsers: Any) -> None:
+    node = subparsers.add_parser("node", help="set up and run a node")
+    sub = node.add_subparsers(dest="node_command", required=True, metavar="SUBCOMMAND")
+
+    init = sub.add_parser("init", help="create a node key and node.toml in a directory")
+    init.add_argument("--jurisdiction", required=True, help="6-digit GB/T 2260 code, e.g. 320000")
+    init.add_argument("--name", required=True, help="display name, e.g. Jiangsu")
+    init.add_argument("--dir", type=Path, required=True, help="the node's data directory")
+    init.add_argument("--node-id", help="[a-z0-9-]{2,32}; default: derived from --name")
+    init.add_argument("--grpc-listen", default=NodeConfig.grpc_listen, help="host:port")
+    init.add_argument("--http-listen", default=NodeConfig.http_listen, help="host:port")
+    init.set_defaults(handler=_init_command)
+
+
+def derive_node_id(name: str) -> str | None:
+    """``Jiangsu Province`` -> ``jiangsu-province``; None when the name has too little ASCII
+    to make an id (e.g. ``江苏``), so the operator must choose one rather than get ``x1``."""
+    ascii_name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode().lower()
+    candidate = re.sub(r"[^a-z0-9]+", "-", ascii_name).strip("-")[:32].strip("-")
+    return candidate if NODE_ID_RE.fullmatch(candidate) else None
+
+
+def jurisdiction_prefix(code: str) -> str:
+    """The prefix a member serves: ``320000`` -> ``32``, ``320500`` -> ``3205``."""
+    prefix = code
+    while len(prefix) > 2 and prefix.endswith("00"):
+        prefix = prefix[:-2]
+    return prefix
+
+
+def init_node(
+    directory: Path,
+    *,
+    jurisdiction: str,
+    name: str,
+    node_id: str | None = None,
+    grpc_listen: str = NodeConfig.grpc_listen,
+    http_listen: str = NodeConfig.http_listen,
+) -> tuple[NodeConfig, NodeKey]:
+    """Write ``node.key`` and ``node.toml`` into ``directory``; nothing is written unless the
+    whole config is valid and neither file exists yet."""
+    check_division_code(jurisdiction, "--jurisdiction")
+    node_id = node_id or derive_node_id(name)
+    if node_id is None:
+        raise ConfigError(f"cannot derive a node id from {name!r}; pass one", field="--node-id")
+    doc = {
+        "node_id": node_id,
+        "name": name,
+        "jurisdiction": jurisdiction,
+        "data_dir": ".",
+        "key_file": KEY_NAME,
+        "grpc_listen": grpc_listen,
+        "http_listen": http_listen,
+        "anchor_manifest": "anchor.manifest",
+        "catalogue": "catalogue.toml",
+    }
+    directory = directory.resolve()
+    config = config_from_document(doc, directory)
+    config_path = directory / CONFIG_NAME
+    for path, what in ((config.key_file, "key"), (config_path, "config")):
+        if path.exists():
+            raise Conflict(
+                f"{path} already exists; refusing to replace the node's {what}",
+                code="file_exists",
+                field="--dir",
+            )
+    key = NodeKey.generate()
+    save_key(key, config.key_file)
+    with config_path.open("xb") as f:
+        tomli_w.dump(doc, f)
+    return config, key
+
+
+def members_snippet(config: NodeConfig, key: NodeKey) -> str:
+    """The ``[[members]]`` entry for this node, ready for the federation's members.toml."""
+    member = {
+        "node_id": config.node_id,
+        "display_name": config.name,
+        "jurisdictions": [jurisdiction_prefix(config.jurisdiction)],
+        "grpc_endpoint": config.grpc_listen,
+        "http_endpoint": f"http://{config.http_listen}",
+        "keys": [{"public_key": key.public_key.hex(), "status": "active"}],
+    }
+    return tomli_w.dumps({"members": [member]})
+
+
+def _init_command(args: argparse.Namespace) -> int:
+    config, key = init_node(
+        args.dir,
+        jurisdiction=args.jurisdiction,
+        name=args.name,
+        node_id=args.node_id,
+        grpc_listen=args.grpc_listen,
+        http_listen=args.http_listen,
+    )
+    print(f"wrote {config.key_file} and {config.data_dir / CONFIG_NAME}")
+    print(f"node_id: {config.node_id}")
+    print(f"key_id: {key.key_id}")
+    print(f"public_key: {key.public_key.hex()}")
+    print("\n# Add to the federation's members.toml (use addresses the other nodes can reach):")
+    print(members_snippet(config, key), end="")
+    return 0
