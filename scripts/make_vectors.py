@@ -1,0 +1,526 @@
+"""Regenerate docs/protocol-vectors.json from fixed seeds, nonces and times.
+
+Everything here is deterministic (Ed25519 signatures are; the one random input of a
+sealed box, the ephemeral key, is fixed too), so running it twice gives the same file and
+tests/test_protocol_vectors.py can insist the committed file is fresh. Usage:
+``python scripts/make_vectors.py`` writes the file, ``--check`` only compares.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from nacl.bindings import crypto_box_easy, crypto_scalarmult_base
+from yrd.envelope.v1.envelope_pb2 import Envelope
+from yrd.federation.v1 import manifest_pb2 as mpb
+from yrd.peer.v1 import peer_pb2
+
+from node.envelope import request_digest, seal_envelope, signing_input
+from node.keys import NodeKey
+from node.sealing import x25519_public_key, x25519_secret_key
+from registry.manifest import fingerprint, manifest_signing_input
+
+OUT = Path(__file__).resolve().parent.parent / "docs" / "protocol-vectors.json"
+T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z
+DAY = 86_400_000
+DELIVER = "/yrd.peer.v1.PeerService/Deliver"
+NOTIFY = "/yrd.peer.v1.PeerService/NotifyStatus"
+FEDERATION = "yrd-delta"
+STATUS = {
+    mpb.KEY_STATUS_ACTIVE: "active",
+    mpb.KEY_STATUS_RETIRING: "retiring",
+    mpb.KEY_STATUS_REVOKED: "revoked",
+}
+
+
+def seed_for(name: str) -> bytes:
+    return hashlib.sha256(b"yrd-vector-seed:" + name.encode()).digest()
+
+
+KEY_NAMES = ["sh-1", "sh-2", "js-0", "js-1", "zj-0", "zj-1", "zj-next", "ah-1", "sz-1", "outsider"]
+KEYS = {name: NodeKey.from_seed(seed_for(name)) for name in KEY_NAMES}
+
+
+def nonce(i: int) -> bytes:
+    return bytes(range(i, i + 16))
+
+
+def key_entry(key: str, nb: int, na: int, status: int = mpb.KEY_STATUS_ACTIVE) -> mpb.MemberKey:
+    k = KEYS[key]
+    return mpb.MemberKey(
+        key_id=k.key_id, public_key=k.public_key, not_before_ms=nb, not_after_ms=na, status=status
+    )
+
+
+def member(node: str, name: str, juris: list[str], keys: list[mpb.MemberKey], relay: str = "") -> mpb.Member:
+    short = node.removeprefix("node-")
+    return mpb.Member(
+        node_id=node,
+        display_name=name,
+        jurisdictions=juris,
+        grpc_endpoint=f"{short}.yrd.example:7443",
+        http_endpoint=f"https://{short}.yrd.example",
+        keys=keys,
+        relay=relay,
+    )
+
+
+YEAR = (T0 - DAY, T0 + 365 * DAY)
+SH = member("node-sh", "上海", ["31"], [key_entry("sh-1", *YEAR)])
+JS = member(
+    "node-js",
+    "江苏",
+    ["32"],
+    [key_entry("js-1", *YEAR), key_entry("js-0", T0 - 30 * DAY, T0 + 365 * DAY, mpb.KEY_STATUS_REVOKED)],
+)
+ZJ = member(
+    "node-zj",
+    "浙江",
+    ["33"],
+    [
+        key_entry("zj-1", *YEAR),
+        key_entry("zj-next", T0 + 10 * DAY, T0 + 365 * DAY),
+        key_entry("zj-0", T0 - 30 * DAY, T0, mpb.KEY_STATUS_RETIRING),
+    ],
+)
+AH = member("node-ah", "安徽", ["34"], [key_entry("ah-1", *YEAR)])
+SZ = member("node-sz", "苏州", ["3205"], [key_entry("sz-1", *YEAR)], relay="node-js")
+SH_ROTATING = member(
+    "node-sh", "上海", ["31"], [key_entry("sh-1", *YEAR, mpb.KEY_STATUS_RETIRING), key_entry("sh-2", *YEAR)]
+)
+SH_ROTATED = member("node-sh", "上海", ["31"], [key_entry("sh-2", *YEAR)])
+
+
+def manifest(version: int, threshold: int, members: list[mpb.Member], **over: Any) -> bytes:
+    fields: dict[str, Any] = {
+        "federation_id": FEDERATION,
+        "version": version,
+        "threshold": threshold,
+        "issued_at_ms": T0 + (version - 1) * DAY,
+        "expires_at_ms": T0 + 90 * DAY,
+        "members": members,
+    }
+    fields.update(over)
+    return mpb.Manifest(**fields).SerializeToString()
+
+
+def signed(name: str, body: bytes, signers: list[tuple[str, str]], tamper: str = "") -> dict[str, Any]:
+    """``signers`` are (node id, key name); ``tamper`` names a key whose signature is spoilt."""
+    sm = mpb.SignedManifest(manifest=body)
+    for node, key in signers:
+        sig = KEYS[key].sign(manifest_signing_input(body + b"x" if key == tamper else body))
+        sm.signatures.append(mpb.ManifestSignature(node_id=node, key_id=KEYS[key].key_id, signature=sig))
+    return {
+        "name": name,
+        "manifest": body.hex(),
+        "summary": summary(body),
+        "signing_input": manifest_signing_input(body).hex(),
+        "fingerprint": fingerprint(body),
+        "signatures": [
+            {"node_id": s.node_id, "key_id": s.key_id, "signature": s.signature.hex()} for s in sm.signatures
+        ],
+        "signed_manifest": sm.SerializeToString().hex(),
+    }
+
+
+def summary(body: bytes) -> dict[str, Any] | str:
+    m = mpb.Manifest()
+    try:
+        m.ParseFromString(body)
+    except Exception:
+        return "not a Manifest message"
+    return {
+        "federation_id": m.federation_id,
+        "version": m.version,
+        "threshold": m.threshold,
+        "issued_at_ms": m.issued_at_ms,
+        "expires_at_ms": m.expires_at_ms,
+        "members": [
+            {
+                "node_id": x.node_id,
+                "jurisdictions": list(x.jurisdictions),
+                "relay": x.relay,
+                "keys": [
+                    {
+                        "key_id": k.key_id,
+                        "public_key": k.public_key.hex(),
+                        "not_before_ms": k.not_before_ms,
+                        "not_after_ms": k.not_after_ms,
+                        "status": STATUS.get(k.status, f"unspecified({k.status})"),
+                    }
+                    for k in x.keys
+                ],
+            }
+            for x in m.members
+        ],
+    }
+
+
+def manifests() -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
+    v1 = manifest(1, 2, [SH, JS, ZJ])
+    v2 = manifest(2, 3, [SH, JS, ZJ, AH, SZ])
+    v3 = manifest(3, 3, [SH_ROTATING, JS, ZJ, AH, SZ])
+    v4 = manifest(4, 2, [SH_ROTATED, JS, AH, SZ])
+    v5 = manifest(5, 2, [SH_ROTATED, JS, AH, SZ], expires_at_ms=T0 + 5 * DAY)
+    bad_key = mpb.Member()
+    bad_key.CopyFrom(AH)
+    bad_key.keys[0].key_id = KEYS["sh-1"].key_id
+    bad_window = mpb.Member()
+    bad_window.CopyFrom(AH)
+    bad_window.keys[0].not_after_ms = bad_window.keys[0].not_before_ms
+    no_status = mpb.Member()
+    no_status.CopyFrom(AH)
+    no_status.keys[0].status = mpb.KEY_STATUS_UNSPECIFIED
+    pair = [("node-sh", "sh-1"), ("node-js", "js-1")]
+    malformed = {
+        "threshold-zero": manifest(1, 0, [SH, JS, ZJ]),
+        "threshold-above-members": manifest(1, 4, [SH, JS, ZJ]),
+        "issued-not-before-expiry": manifest(1, 2, [SH, JS, ZJ], expires_at_ms=T0),
+        "duplicate-node-id": manifest(1, 2, [SH, JS, ZJ, SH]),
+        "jurisdiction-not-a-province": manifest(1, 2, [SH, JS, member("node-x", "x", ["99"], [])]),
+        "jurisdiction-odd-length": manifest(1, 2, [SH, JS, member("node-x", "x", ["320"], [])]),
+        "jurisdiction-claimed-twice": manifest(1, 2, [SH, JS, member("node-x", "x", ["31"], [])]),
+        "key-id-mismatch": manifest(1, 2, [SH, JS, bad_key]),
+        "key-window-empty": manifest(1, 2, [SH, JS, bad_window]),
+        "key-status-unspecified": manifest(1, 2, [SH, JS, no_status]),
+        "relay-not-a-member": manifest(1, 2, [SH, JS, member("node-x", "x", ["3205"], [], relay="node-zz")]),
+    }
+    table = [
+        signed("v1", v1, pair),
+        signed("v1-one-signature", v1, pair[:1]),
+        signed("v1-same-node-twice", v1, [pair[0], pair[0]]),
+        signed("v1-revoked-signer", v1, [pair[0], ("node-js", "js-0")]),
+        signed("v1-expired-signer-key", v1, [pair[0], ("node-zj", "zj-0")]),
+        signed("v1-signature-spoilt", v1, pair, tamper="js-1"),
+        signed("v1-outsider-signature", v1, [pair[0], ("node-xx", "outsider")]),
+        signed("v2", v2, [*pair, ("node-ah", "ah-1")]),
+        signed("v2-newcomers-only", v2, [("node-sh", "sh-1"), ("node-ah", "ah-1"), ("node-sz", "sz-1")]),
+        signed("v2-below-own-threshold", v2, pair),
+        signed("v3", v3, [*pair, ("node-zj", "zj-1")]),
+        signed("v4", v4, [("node-sh", "sh-2"), ("node-js", "js-1"), ("node-ah", "ah-1")]),
+        signed("v4-below-previous-threshold", v4, [("node-sh", "sh-2"), ("node-ah", "ah-1")]),
+        signed("v5-expired", v5, [("node-sh", "sh-2"), ("node-js", "js-1"), ("node-ah", "ah-1")]),
+        signed("other-federation", manifest(2, 2, [SH, JS, ZJ], federation_id="yrd-other"), pair),
+        signed("not-a-manifest", b"\xff\xff\xff", pair),
+        *(signed(f"malformed-{name}", body, pair) for name, body in malformed.items()),
+    ]
+    anchors = [
+        {"signed_manifest": "v1", "expect": "valid"},
+        {"signed_manifest": "v1-one-signature", "expect": "no_quorum"},
+        {"signed_manifest": "v1-same-node-twice", "expect": "no_quorum"},
+        {"signed_manifest": "v1-revoked-signer", "expect": "no_quorum"},
+        {"signed_manifest": "v1-expired-signer-key", "expect": "no_quorum"},
+        {"signed_manifest": "v1-signature-spoilt", "expect": "no_quorum"},
+        {"signed_manifest": "v1-outsider-signature", "expect": "no_quorum"},
+        {"signed_manifest": "v5-expired", "expect": "valid"},
+        {"signed_manifest": "not-a-manifest", "expect": "malformed_manifest"},
+        *({"signed_manifest": f"malformed-{name}", "expect": "malformed_manifest"} for name in malformed),
+    ]
+    now = T0 + 4 * DAY
+    successors = [
+        {"current": "v1", "candidate": "v2", "now_ms": now, "expect": "valid"},
+        {"current": "v2", "candidate": "v3", "now_ms": now, "expect": "valid"},
+        {"current": "v3", "candidate": "v4", "now_ms": now, "expect": "valid"},
+        {"current": "v1", "candidate": "v4", "now_ms": now, "expect": "no_quorum_of_previous"},
+        {"current": "v1", "candidate": "v2-newcomers-only", "now_ms": now, "expect": "no_quorum_of_previous"},
+        {"current": "v1", "candidate": "v2-below-own-threshold", "now_ms": now, "expect": "no_quorum"},
+        {
+            "current": "v3",
+            "candidate": "v4-below-previous-threshold",
+            "now_ms": now,
+            "expect": "no_quorum_of_previous",
+        },
+        {"current": "v2", "candidate": "v1", "now_ms": now, "expect": "rollback"},
+        {"current": "v2", "candidate": "v2", "now_ms": now, "expect": "rollback"},
+        {"current": "v4", "candidate": "v5-expired", "now_ms": T0 + 5 * DAY, "expect": "expired"},
+        {"current": "v4", "candidate": "v5-expired", "now_ms": T0 + 5 * DAY - 1, "expect": "valid"},
+        {"current": "v1", "candidate": "other-federation", "now_ms": now, "expect": "federation_mismatch"},
+        {
+            "current": "v1",
+            "candidate": "malformed-threshold-zero",
+            "now_ms": now,
+            "expect": "malformed_manifest",
+        },
+    ]
+    return table, anchors, successors
+
+
+def env_json(env: Envelope) -> dict[str, Any]:
+    return {
+        "sender": env.sender,
+        "key_id": env.key_id,
+        "destination": env.destination,
+        "method": env.method,
+        "created_at_ms": env.created_at_ms,
+        "nonce": env.nonce.hex(),
+        "body": env.body.hex(),
+        "in_reply_to": env.in_reply_to.hex(),
+        "signature": env.signature.hex(),
+    }
+
+
+def case(name: str, env: Envelope, expect: str, **context: Any) -> dict[str, Any]:
+    return {
+        "name": name,
+        "envelope": env_json(env),
+        "signing_input": signing_input(env).hex(),
+        "digest": request_digest(env).hex(),
+        **context,
+        "expect": expect,
+    }
+
+
+def changed(env: Envelope, resign: str | None = None, **fields: Any) -> Envelope:
+    """A copy with ``fields`` replaced, re-signed by key ``resign`` (else the old signature stays)."""
+    out = Envelope()
+    out.CopyFrom(env)
+    for k, v in fields.items():
+        setattr(out, k, v)
+    if resign is not None:
+        out.signature = KEYS[resign].sign(signing_input(out))
+    return out
+
+
+def sealed_vectors() -> tuple[list[dict[str, Any]], list[dict[str, Any]], bytes]:
+    payload = peer_pb2.ApplicationPayload(
+        applicant_name="张三",
+        applicant_id_number="110101190001010000",
+        form_json=b'{"purpose":"vector"}',
+        attachments=[
+            peer_pb2.Attachment(
+                material="id-card", filename="id.png", content_type="image/png", data=b"\x89PNG"
+            )
+        ],
+    )
+    valid = []
+    for i, (recipient, pt) in enumerate([("sh-1", payload.SerializeToString()), ("js-1", b"")]):
+        esk = seed_for(f"ephemeral-{i}")
+        epk = crypto_scalarmult_base(esk)
+        rpk = x25519_public_key(KEYS[recipient].public_key)
+        box_nonce = hashlib.blake2b(epk + rpk, digest_size=24).digest()
+        sealed = epk + crypto_box_easy(pt, box_nonce, rpk, esk)
+        valid.append(
+            {
+                "name": f"sealed-to-{recipient}",
+                "recipient_seed": KEYS[recipient].seed.hex(),
+                "recipient_x25519_public_key": rpk.hex(),
+                "ephemeral_secret_key": esk.hex(),
+                "ephemeral_public_key": epk.hex(),
+                "box_nonce": box_nonce.hex(),
+                "plaintext": pt.hex(),
+                "sealed": sealed.hex(),
+            }
+        )
+    good = bytes.fromhex(valid[0]["sealed"])
+    flip = lambda b, i: b[:i] + bytes([b[i] ^ 1]) + b[i + 1 :]  # noqa: E731
+    invalid = [
+        {"name": "ciphertext-byte-flipped", "recipient": "sh-1", "sealed": flip(good, len(good) - 1)},
+        {"name": "tag-byte-flipped", "recipient": "sh-1", "sealed": flip(good, 40)},
+        {"name": "ephemeral-key-byte-flipped", "recipient": "sh-1", "sealed": flip(good, 0)},
+        {"name": "wrong-recipient", "recipient": "js-1", "sealed": good},
+        {"name": "shorter-than-overhead", "recipient": "sh-1", "sealed": good[:47]},
+    ]
+    return (
+        valid,
+        [
+            {
+                "name": v["name"],
+                "recipient_seed": KEYS[v["recipient"]].seed.hex(),
+                "sealed": v["sealed"].hex(),
+                "expect": "sealed_payload_invalid",
+            }
+            for v in invalid
+        ],
+        good,
+    )
+
+
+def envelope_vectors(sealed: bytes) -> dict[str, Any]:
+    now = T0 + 5_000
+    transfer = peer_pb2.ApplicationTransfer(
+        application_id="app-0001",
+        origin_node="node-js",
+        service_id="sh-residence-permit",
+        service_version=1,
+        submitted_at_ms=T0 - 60_000,
+        purpose="vector",
+        consent=True,
+        sealed_payload=sealed,
+        fields_present=["purpose"],
+    )
+    body = peer_pb2.DeliverItem(application=transfer).SerializeToString()
+    e1 = seal_envelope(
+        KEYS["js-1"],
+        sender="node-js",
+        destination="node-sh",
+        method=DELIVER,
+        body=body,
+        now_ms=T0,
+        nonce=nonce(0),
+    )
+    e2 = seal_envelope(
+        KEYS["zj-1"],
+        sender="node-zj",
+        destination="node-sh",
+        method=DELIVER,
+        body=b"",
+        now_ms=now - 30_000,
+        nonce=nonce(16),
+    )
+    e3 = seal_envelope(
+        KEYS["js-1"],
+        sender="node-js",
+        destination="node-sh",
+        method=DELIVER,
+        body=b"\x00",
+        now_ms=now + 30_000,
+        nonce=nonce(32),
+    )
+    wrong_key = changed(e1, key_id=KEYS["js-1"].key_id)
+    wrong_key.signature = KEYS["zj-1"].sign(signing_input(wrong_key))
+    cases: list[tuple[str, Envelope, str, list[Envelope]]] = [
+        ("deliver-from-js", e1, "valid", []),
+        ("empty-body-at-past-skew-limit", e2, "valid", []),
+        ("at-future-skew-limit", e3, "valid", []),
+        ("nonce-15-bytes", changed(e1, "js-1", nonce=nonce(0)[:15]), "malformed_envelope", []),
+        ("signature-63-bytes", changed(e1, signature=e1.signature[:63]), "malformed_envelope", []),
+        ("empty-method", changed(e1, "js-1", method=""), "malformed_envelope", []),
+        ("request-with-in-reply-to", changed(e1, "js-1", in_reply_to=bytes(32)), "malformed_envelope", []),
+        (
+            "not-a-member",
+            changed(e1, "outsider", sender="node-xx", key_id=KEYS["outsider"].key_id),
+            "unknown_sender",
+            [],
+        ),
+        ("key-not-listed", changed(e1, "outsider", key_id=KEYS["outsider"].key_id), "unknown_key", []),
+        ("key-listed-for-another-member", changed(e1, "zj-1", key_id=KEYS["zj-1"].key_id), "unknown_key", []),
+        ("revoked-key", changed(e1, "js-0", key_id=KEYS["js-0"].key_id), "key_revoked", []),
+        (
+            "key-not-yet-valid",
+            changed(e2, "zj-next", key_id=KEYS["zj-next"].key_id, created_at_ms=now),
+            "key_not_valid",
+            [],
+        ),
+        (
+            "key-expired",
+            changed(e2, "zj-0", key_id=KEYS["zj-0"].key_id, created_at_ms=now),
+            "key_not_valid",
+            [],
+        ),
+        ("wrong-destination", changed(e1, "js-1", destination="node-zj"), "wrong_destination", []),
+        ("wrong-destination-and-bad-signature", changed(e1, destination="node-zj"), "wrong_destination", []),
+        ("method-mismatch", changed(e1, "js-1", method=NOTIFY), "method_mismatch", []),
+        ("too-old", changed(e1, "js-1", created_at_ms=now - 30_001), "clock_skew", []),
+        ("too-new", changed(e1, "js-1", created_at_ms=now + 30_001), "clock_skew", []),
+        ("body-byte-flipped", changed(e1, body=body[:-1] + bytes([body[-1] ^ 1])), "bad_signature", []),
+        ("created-at-changed", changed(e1, created_at_ms=T0 + 1), "bad_signature", []),
+        ("nonce-changed", changed(e1, nonce=nonce(1)), "bad_signature", []),
+        ("signed-by-another-key", wrong_key, "bad_signature", []),
+        ("replayed", e1, "nonce_replayed", [e1]),
+        ("forgery-with-seen-nonce", changed(e1, body=b"forged"), "bad_signature", [e1]),
+        ("same-nonce-other-sender", changed(e2, "zj-1", nonce=e1.nonce), "valid", [e1]),
+    ]
+    requests = [
+        case(
+            name,
+            env,
+            expect,
+            method_called=DELIVER,
+            now_ms=now,
+            seen_nonces=[{"sender": s.sender, "nonce": s.nonce.hex()} for s in seen],
+        )
+        for name, env, expect, seen in cases
+    ]
+    request_now = T0 + 5_300
+    receipt = peer_pb2.Receipt(
+        item_id="app-0001", outcome=peer_pb2.RECEIPT_OUTCOME_ACCEPTED, received_at_ms=T0 + 5_100
+    ).SerializeToString()
+    r1 = seal_envelope(
+        KEYS["sh-1"],
+        sender="node-sh",
+        destination="node-js",
+        method=DELIVER,
+        body=receipt,
+        now_ms=T0 + 5_200,
+        in_reply_to=request_digest(e1),
+        nonce=nonce(48),
+    )
+    response_cases = [
+        ("receipt-from-sh", r1, "valid"),
+        (
+            "bound-to-another-request",
+            changed(r1, "sh-1", in_reply_to=request_digest(e3)),
+            "response_mismatch",
+        ),
+        ("no-in-reply-to", changed(r1, "sh-1", in_reply_to=b""), "response_mismatch"),
+        (
+            "answered-by-another-member",
+            changed(r1, "zj-1", sender="node-zj", key_id=KEYS["zj-1"].key_id),
+            "response_mismatch",
+        ),
+        ("addressed-elsewhere", changed(r1, "sh-1", destination="node-zj"), "wrong_destination"),
+        ("method-changed", changed(r1, "sh-1", method=NOTIFY), "method_mismatch"),
+        ("stale", changed(r1, "sh-1", created_at_ms=request_now - 30_001), "clock_skew"),
+        ("body-byte-flipped", changed(r1, body=receipt[:-1] + bytes([receipt[-1] ^ 1])), "bad_signature"),
+    ]
+    return {
+        "manifest": "v1",
+        "max_skew_ms": 30_000,
+        "requests": {"receiver": "node-sh", "cases": requests},
+        "responses": {
+            "receiver": "node-js",
+            "request": "deliver-from-js",
+            "now_ms": request_now,
+            "cases": [case(n, e, x) for n, e, x in response_cases],
+        },
+    }
+
+
+def build() -> dict[str, Any]:
+    table, anchors, successors = manifests()
+    sealed_valid, sealed_invalid, sealed = sealed_vectors()
+    return {
+        "about": "Vectors for docs/protocol.md, made by scripts/make_vectors.py; bytes in lowercase hex.",
+        "keys": [
+            {
+                "name": name,
+                "seed": key.seed.hex(),
+                "public_key": key.public_key.hex(),
+                "key_id": key.key_id,
+                "x25519_public_key": x25519_public_key(key.public_key).hex(),
+                "x25519_secret_key": x25519_secret_key(key).hex(),
+            }
+            for name, key in KEYS.items()
+        ],
+        "envelopes": envelope_vectors(sealed),
+        "sealed": {"valid": sealed_valid, "invalid": sealed_invalid},
+        "manifests": {"signed": table, "anchors": anchors, "successors": successors},
+    }
+
+
+def render() -> str:
+    return json.dumps(build(), indent=2, ensure_ascii=False) + "\n"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="exit 1 if the committed file is stale")
+    args = parser.parse_args()
+    text = render()
+    if args.check:
+        if OUT.read_text(encoding="utf-8") != text:
+            print(f"{OUT} is stale; run scripts/make_vectors.py", file=sys.stderr)
+            return 1
+        return 0
+    OUT.parent.mkdir(parents=True, exist_ok=True)
+    OUT.write_text(text, encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
