@@ -91,14 +91,14 @@ async def test_request_vectors(vector: dict[str, Any]) -> None:
     assert signing_input(env).hex() == vector["signing_input"]
     assert request_digest(env).hex() == vector["digest"]
     assert hashlib.sha256(bytes.fromhex(vector["signing_input"])).hexdigest() == vector["digest"]
-    nonces = MemoryNonceStore()
+    nonces, now = MemoryNonceStore(), vector["now_ms"]
     for seen in vector["seen_nonces"]:
-        assert await nonces.remember(seen["sender"], bytes.fromhex(seen["nonce"]), vector["now_ms"], vector["now_ms"])
+        assert await nonces.remember(seen["sender"], bytes.fromhex(seen["nonce"]), now, now)
     verifier = EnvelopeVerifier(
         VECTORS["envelopes"]["requests"]["receiver"],
         trusted(VECTORS["envelopes"]["manifest"]),
         nonces,
-        FakeClock(vector["now_ms"]),
+        FakeClock(now),
         VECTORS["envelopes"]["max_skew_ms"],
     )
     if vector["expect"] == "valid":
