@@ -1,0 +1,83 @@
+"""``yrd users``: counter accounts on a node's database.
+
+A password given on the command line lands in shell history, so ``--password-stdin`` is
+offered, and when neither is given a strong one is generated and printed exactly once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import secrets
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from node.clock import SystemClock
+from node.config import load_config
+from node.db import Database
+from node.errors import InvalidInput
+from node.users import ROLES, Account, UserStore
+
+
+def register(subparsers: Any) -> None:
+    users = subparsers.add_parser("users", help="manage counter accounts (clerks and operators)")
+    sub = users.add_subparsers(dest="users_command", required=True, metavar="SUBCOMMAND")
+
+    add = sub.add_parser("add", help="create an account")
+    add.add_argument("--config", type=Path, required=True, help="the node's TOML config")
+    add.add_argument("--username", required=True)
+    add.add_argument("--role", required=True, choices=ROLES)
+    secret = add.add_mutually_exclusive_group()
+    secret.add_argument("--password", help="the password (visible in shell history; prefer --password-stdin)")
+    secret.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+    add.set_defaults(handler=add_command)
+
+    show = sub.add_parser("list", help="list accounts")
+    show.add_argument("--config", type=Path, required=True, help="the node's TOML config")
+    show.set_defaults(handler=list_command)
+
+
+def _open_store(config: Path) -> tuple[Database, UserStore]:
+    db = Database(load_config(config).database_url)
+    db.create_all()
+    return db, UserStore(db, SystemClock())
+
+
+def add_command(args: argparse.Namespace) -> int:
+    generated = args.password is None and not args.password_stdin
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+        if not password:
+            raise InvalidInput("no password on stdin", code="missing_field", field="--password-stdin")
+    else:
+        password = secrets.token_urlsafe(18) if generated else args.password
+    db, store = _open_store(args.config)
+    try:
+        account = asyncio.run(store.add_user(args.username, password, args.role))
+    finally:
+        db.close()
+    print(f"added {account.role} {account.username}")
+    if generated:
+        print(f"password: {password}")
+        print("(shown once; it is stored only as an argon2id hash)")
+    return 0
+
+
+def format_accounts(accounts: list[Account]) -> str:
+    lines = [f"{'USERNAME':<24} {'ROLE':<9} CREATED"]
+    for a in accounts:
+        created = datetime.fromtimestamp(a.created_at_ms / 1000, UTC).isoformat(timespec="seconds")
+        lines.append(f"{a.username:<24} {a.role:<9} {created}")
+    return "\n".join(lines)
+
+
+def list_command(args: argparse.Namespace) -> int:
+    db, store = _open_store(args.config)
+    try:
+        accounts = asyncio.run(store.list_users())
+    finally:
+        db.close()
+    print(format_accounts(accounts))
+    return 0
