@@ -1,0 +1,68 @@
+"""Bearer sessions: logging in and out, and the middleware that admits callers.
+
+Everything under /api/v1 needs a token except logging in and reading the API description;
+the check lives in one middleware so a new route is protected without remembering to be.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from aiohttp import hdrs, web
+from aiohttp.typedefs import Handler
+
+from node.errors import InvalidInput, Unauthenticated
+from node.http.context import PRINCIPAL, USERS, json_body
+
+API_PREFIX = "/api/v1"
+SESSION_PATH = f"{API_PREFIX}/session"
+OPENAPI_PATH = f"{API_PREFIX}/openapi.json"
+_PUBLIC = {(hdrs.METH_POST, SESSION_PATH), (hdrs.METH_GET, OPENAPI_PATH), (hdrs.METH_HEAD, OPENAPI_PATH)}
+
+routes = web.RouteTableDef()
+
+
+def iso_utc(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def bearer_token(request: web.Request) -> str:
+    header = request.headers.get(hdrs.AUTHORIZATION)
+    if header is None:
+        raise Unauthenticated("a bearer token is required", code="missing_token")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthenticated("the Authorization header must be 'Bearer <token>'", code="invalid_token")
+    return token.strip()
+
+
+@web.middleware
+async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    resource = request.match_info.route.resource
+    path = resource.canonical if resource is not None else request.path
+    if path.startswith(API_PREFIX) and (request.method, path) not in _PUBLIC:
+        request[PRINCIPAL] = await request.app[USERS].authenticate(bearer_token(request))
+    return await handler(request)
+
+
+def _credential(body: dict[str, Any], name: str) -> str:
+    value = body.get(name)
+    if not isinstance(value, str) or not value:
+        raise InvalidInput(f"{name} is required", code="missing_field", field=name)
+    return value
+
+
+@routes.post(SESSION_PATH)
+async def login(request: web.Request) -> web.Response:
+    body = await json_body(request)
+    users = request.app[USERS]
+    token, expires_at_ms = await users.login(_credential(body, "username"), _credential(body, "password"))
+    principal = await users.authenticate(token)
+    return web.json_response({"token": token, "expires_at": iso_utc(expires_at_ms), "role": principal.role})
+
+
+@routes.delete(SESSION_PATH)
+async def logout(request: web.Request) -> web.Response:
+    await request.app[USERS].logout(bearer_token(request))
+    return web.Response(status=204)

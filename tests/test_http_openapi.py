@@ -1,0 +1,87 @@
+"""The hand-written OpenAPI document and the router must describe the same API."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from aiohttp import hdrs, web
+from jsonschema import Draft202012Validator
+
+from node.clock import FakeClock
+from node.db import Database
+from node.http import HttpLimits, build_http_app
+from node.http.openapi import OPENAPI
+from node.users import UserStore
+
+METHODS = {"get", "post", "put", "delete", "patch"}
+
+
+@pytest.fixture
+def app() -> Iterator[web.Application]:
+    db = Database("sqlite://")
+    # The routes are all this test reads; nothing is ever called on the backend.
+    yield build_http_app(object(), UserStore(db, FakeClock()), FakeClock(), HttpLimits())  # type: ignore[arg-type]
+    db.close()
+
+
+def test_every_route_is_documented_and_every_documented_route_exists(app: web.Application) -> None:
+    served = {
+        (route.method.lower(), route.resource.canonical)
+        for route in app.router.routes()
+        if route.method != hdrs.METH_HEAD and route.resource is not None
+    }
+    documented = {
+        (method, path) for path, item in OPENAPI["paths"].items() for method in item if method in METHODS
+    }
+    assert served == documented
+
+
+def _refs(node: Any) -> Iterator[str]:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "$ref":
+                yield value
+            else:
+                yield from _refs(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from _refs(item)
+
+
+def test_every_reference_resolves_and_every_schema_is_used() -> None:
+    schemas = OPENAPI["components"]["schemas"]
+    refs = {ref.removeprefix("#/components/schemas/") for ref in _refs(OPENAPI)}
+    assert refs == set(schemas)
+    for schema in schemas.values():
+        Draft202012Validator.check_schema(schema)
+    json.dumps(OPENAPI)
+
+
+def _validator(name: str) -> Draft202012Validator:
+    return Draft202012Validator({"$ref": f"#/components/schemas/{name}", "components": OPENAPI["components"]})
+
+
+def test_schemas_accept_what_the_api_accepts_and_refuse_what_it_refuses() -> None:
+    submit = {
+        "service_id": "js-001",
+        "applicant": {"name": "张三", "id_number": "11010519491231002X"},
+        "form": {"child_name": "张小三"},
+        "attachments": [
+            {
+                "material": "出生医学证明",
+                "filename": "b.pdf",
+                "content_type": "application/pdf",
+                "data": base64.b64encode(b"%PDF").decode(),
+            }
+        ],
+        "consent": True,
+    }
+    assert _validator("SubmitApplication").is_valid(submit)
+    assert not _validator("SubmitApplication").is_valid({**submit, "consnet": True})
+    assert not _validator("SubmitApplication").is_valid({k: v for k, v in submit.items() if k != "consent"})
+    assert _validator("Decision").is_valid({"decision": "reject", "reason": "材料不全"})
+    assert not _validator("Decision").is_valid({"decision": "maybe"})
