@@ -10,6 +10,7 @@ division that exists) are done here afterwards. Every problem is an InvalidInput
 from __future__ import annotations
 
 import datetime
+import functools
 import re
 import unicodedata
 from collections.abc import Iterable, Sequence
@@ -141,6 +142,13 @@ def form_json_schema(fields: Sequence[FormField]) -> dict[str, Any]:
     }
 
 
+@functools.lru_cache(maxsize=256)
+def _validator(serialized_fields: tuple[bytes, ...]) -> Draft202012Validator:
+    """Building the schema costs more than checking a form against it; forms of one
+    service arrive over and over, so the validator is kept per distinct field list."""
+    return Draft202012Validator(form_json_schema([FormField.FromString(b) for b in serialized_fields]))
+
+
 def _schema_problem(
     error: ValidationError, fields: Sequence[FormField], form: dict[Any, Any]
 ) -> tuple[int, str, str]:
@@ -195,7 +203,7 @@ def validate_form(fields: Sequence[FormField], form: object) -> dict[str, Any]:
         if value == "" and known is not None and not known.required:
             continue
         cleaned[key] = value
-    validator = Draft202012Validator(form_json_schema(fields))
+    validator = _validator(tuple(f.SerializeToString(deterministic=True) for f in fields))
     problems = [_schema_problem(e, fields, cleaned) for e in validator.iter_errors(cleaned)]
     flawed = {name for _, name, _ in problems}
     result: dict[str, Any] = {}
