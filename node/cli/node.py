@@ -36,6 +36,20 @@ def register(subparsers: Any) -> None:
     init.add_argument("--http-listen", default=NodeConfig.http_listen, help="host:port")
     init.set_defaults(handler=_init_command)
 
+    run = sub.add_parser("run", help="run a node until SIGINT or SIGTERM")
+    run.add_argument("--config", type=Path, required=True, help="the node's node.toml")
+    run.set_defaults(handler=_run_command)
+
+
+def _run_command(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from node.config import load_config
+    from node.runner import serve
+
+    asyncio.run(serve(load_config(args.config)))
+    return 0
+
 
 def derive_node_id(name: str) -> str | None:
     """``Jiangsu Province`` -> ``jiangsu-province``; None when the name has too little ASCII

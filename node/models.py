@@ -1,0 +1,137 @@
+"""The node's tables. Personal data is never stored in the clear at the origin: the
+application row holds routing metadata, and the applicant's data lives only inside the
+sealed transfer in the outbox. The owner keeps the sealed payload and opens it on read.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import Column, LargeBinary, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+
+class Application(SQLModel, table=True):
+    """An application as the origin counter sees it."""
+
+    id: str = Field(primary_key=True)
+    service_id: str
+    owner_node: str
+    status: str = Field(index=True)
+    status_sequence: int = 0
+    submitted_at_ms: int
+    due_at_ms: int
+    submitted_by: str
+    idempotency_key: str
+    purpose: str
+    policy_decision_id: str = ""
+
+    __table_args__ = (UniqueConstraint("submitted_by", "idempotency_key", name="uq_application_idem"),)
+
+
+class StatusEvent(SQLModel, table=True):
+    """One status change of an application at the origin; (application, sequence) is unique
+    so a status update delivered twice is applied once."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    application_id: str = Field(index=True)
+    sequence: int
+    status: str
+    reason: str = ""
+    rule_id: str = ""
+    at_ms: int
+
+    __table_args__ = (UniqueConstraint("application_id", "sequence", name="uq_status_seq"),)
+
+
+class ReceiptRecord(SQLModel, table=True):
+    """A signed receipt kept for non-repudiation: the raw envelope bytes as received."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    application_id: str = Field(index=True)
+    from_node: str
+    outcome: str
+    reason_code: str = ""
+    reason: str = ""
+    rule_id: str = ""
+    received_at_ms: int
+    envelope: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+
+
+class ResultDocument(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    application_id: str = Field(index=True)
+    name: str
+    content_type: str
+    data: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+
+
+class InboundApplication(SQLModel, table=True):
+    """An application at its owner. The primary key on the application id is what makes
+    delivery idempotent: a second copy finds the row and is answered as a duplicate."""
+
+    id: str = Field(primary_key=True)
+    origin_node: str = Field(index=True)
+    service_id: str
+    service_version: int
+    handler: str
+    status: str = Field(index=True)
+    sequence: int
+    received_at_ms: int
+    due_at_ms: int
+    purpose: str
+    sealed_payload: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    fields_present: str = ""
+    reason: str = ""
+    rule_id: str = ""
+
+
+class OutboxEntry(SQLModel, table=True):
+    """Work to send. ``body`` is the serialized DeliverItem or StatusItem; each attempt
+    wraps it in a freshly signed envelope. A claim lease (``claimed_until_ms``) lets
+    several replicas share one PostgreSQL database without sending a row twice."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    next_hop: str = Field(index=True)
+    destination: str
+    method: str
+    item_id: str = Field(index=True)
+    body: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    created_at_ms: int
+    next_attempt_ms: int = Field(index=True)
+    attempts: int = 0
+    state: str = Field(default="pending", index=True)
+    last_error: str = ""
+    claimed_until_ms: int = 0
+
+
+class PeerState(SQLModel, table=True):
+    """Persisted backoff per peer, so a restart does not hammer a peer that is down."""
+
+    node_id: str = Field(primary_key=True)
+    failures: int = 0
+    backoff_until_ms: int = 0
+    last_error: str = ""
+    last_success_ms: int = 0
+
+
+class PeerCatalogue(SQLModel, table=True):
+    """The last verified catalogue of each peer, kept so a restart can serve the union
+    even while a peer is down."""
+
+    node_id: str = Field(primary_key=True)
+    digest: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    catalogue: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    fetched_at_ms: int
+
+
+class AuditRecord(SQLModel, table=True):
+    """One envelope in or out. ``hash`` = SHA-256(prev_hash || record bytes); see node/audit.py."""
+
+    seq: int = Field(primary_key=True)
+    at_ms: int
+    direction: str
+    peer: str
+    method: str
+    envelope_digest: str
+    detail: str = ""
+    prev_hash: str
+    hash: str

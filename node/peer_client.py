@@ -1,0 +1,33 @@
+"""Single signed request/response calls to a peer (catalogue pulls, manifest gossip):
+sign the query, verify that the answer is bound to it, return the answer's body."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from node.clock import Clock
+from node.envelope import EnvelopeVerifier, seal_envelope
+from node.trust import Trust
+
+CALL_TIMEOUT_S = 10.0
+
+
+async def signed_call(
+    call: Callable[..., Awaitable[Any]],
+    request_type: Callable[..., object],
+    *,
+    trust: Trust,
+    verifier: EnvelopeVerifier,
+    clock: Clock,
+    peer: str,
+    method: str,
+    body: bytes,
+) -> bytes:
+    env = seal_envelope(
+        trust.key, sender=trust.node_id, destination=peer, method=method, body=body, now_ms=clock.now_ms()
+    )
+    response = await call(request_type(envelope=env), timeout=CALL_TIMEOUT_S)
+    verifier.verify_response(response.envelope, env)
+    answer: bytes = response.envelope.body
+    return answer

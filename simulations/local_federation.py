@@ -1,0 +1,144 @@
+"""Lay out a federation on one machine: keys, a manifest signed by every member, the
+sample catalogues, signed policy bundles and a node.toml per node.
+
+The demo, the multi-node tests and the simulations all start from this, so they run
+the same node code and configuration an operator would, only on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+import tomli_w
+from yrd.federation.v1 import manifest_pb2
+
+from node.config import NodeConfig, load_config
+from node.keys import NodeKey, load_key, save_key
+from policies.signing import sign_bundle
+from registry.manifest import save_signed_manifest, sign_manifest
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLES = ROOT / "registry" / "samples"
+BUNDLES = ROOT / "policies" / "bundles"
+DAY_MS = 86_400_000
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    node_id: str
+    name: str
+    jurisdiction: str  # 6-digit GB/T 2260 code of the node's own government
+    prefixes: tuple[str, ...]
+    catalogue: Path
+    bundle: Path | None
+    relay: str = ""
+
+
+def province(node_id: str, name: str, code: str) -> NodeSpec:
+    return NodeSpec(
+        node_id, name, code, (code[:2],), SAMPLES / f"{node_id}.toml", BUNDLES / f"{node_id}.yaml"
+    )
+
+
+PROVINCES = (
+    province("shanghai", "上海 Shanghai", "310000"),
+    province("jiangsu", "江苏 Jiangsu", "320000"),
+    province("zhejiang", "浙江 Zhejiang", "330000"),
+    province("anhui", "安徽 Anhui", "340000"),
+)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _key(directory: Path) -> NodeKey:
+    path = directory / "node.key"
+    if path.exists():
+        return load_key(path)
+    key = NodeKey.generate()
+    save_key(key, path)
+    return key
+
+
+def prepare(
+    root: Path,
+    specs: tuple[NodeSpec, ...] | list[NodeSpec],
+    *,
+    now_ms: int,
+    grpc_ports: list[int] | None = None,
+    http_ports: list[int] | None = None,
+    threshold: int | None = None,
+    valid_days: int = 365,
+    extra: dict[str, object] | None = None,
+) -> list[NodeConfig]:
+    """Write every node's directory under ``root`` and return their configs. Keys that
+    exist are kept, so a restarted demo keeps its identities and databases."""
+    grpc_ports = grpc_ports or [free_port() for _ in specs]
+    http_ports = http_ports or [free_port() for _ in specs]
+    keys = {}
+    for spec in specs:
+        (root / spec.node_id).mkdir(parents=True, exist_ok=True)
+        keys[spec.node_id] = _key(root / spec.node_id)
+    members = []
+    for spec, gport, hport in zip(specs, grpc_ports, http_ports, strict=True):
+        key = keys[spec.node_id]
+        members.append(
+            manifest_pb2.Member(
+                node_id=spec.node_id,
+                display_name=spec.name,
+                jurisdictions=list(spec.prefixes),
+                grpc_endpoint=f"127.0.0.1:{gport}",
+                http_endpoint=f"http://127.0.0.1:{hport}",
+                relay=spec.relay,
+                keys=[
+                    manifest_pb2.MemberKey(
+                        key_id=key.key_id,
+                        public_key=key.public_key,
+                        not_before_ms=now_ms - DAY_MS,
+                        not_after_ms=now_ms + valid_days * DAY_MS,
+                        status=manifest_pb2.KEY_STATUS_ACTIVE,
+                    )
+                ],
+            )
+        )
+    manifest = manifest_pb2.Manifest(
+        federation_id="yrd-local",
+        version=1,
+        threshold=threshold or max(1, (len(specs) // 2) + 1),
+        issued_at_ms=now_ms,
+        expires_at_ms=now_ms + valid_days * DAY_MS,
+        members=members,
+    )
+    signed = manifest_pb2.SignedManifest(manifest=manifest.SerializeToString())
+    for spec in specs:
+        signed = sign_manifest(signed, spec.node_id, keys[spec.node_id])
+    configs = []
+    for spec, gport, hport in zip(specs, grpc_ports, http_ports, strict=True):
+        d = root / spec.node_id
+        save_signed_manifest(d / "anchor.manifest", signed)
+        shutil.copyfile(spec.catalogue, d / "catalogue.toml")
+        doc: dict[str, object] = {
+            "node_id": spec.node_id,
+            "name": spec.name,
+            "jurisdiction": spec.jurisdiction,
+            "data_dir": ".",
+            "grpc_listen": f"127.0.0.1:{gport}",
+            "http_listen": f"127.0.0.1:{hport}",
+            "anchor_manifest": "anchor.manifest",
+            "catalogue": "catalogue.toml",
+        }
+        if spec.bundle is not None:
+            shutil.copyfile(spec.bundle, d / "policy.yaml")
+            sign_bundle(d / "policy.yaml", keys[spec.node_id])
+            doc["policy_bundle"] = "policy.yaml"
+        doc.update(extra or {})
+        (d / "node.toml").write_text(tomli_w.dumps(doc))
+        configs.append(load_config(d / "node.toml"))
+    return configs

@@ -1,0 +1,122 @@
+"""A federation of real nodes in this test process: real gRPC and HTTP on 127.0.0.1,
+SQLite files under tmp_path, built through the same composition root as production."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from node.app import Node, build_node
+from node.clock import Clock, SystemClock
+from node.config import NodeConfig
+from simulations.local_federation import PROVINCES, NodeSpec, prepare
+
+PASSWORD = "clerk-password-1"
+
+ALLOW_ALL = """\
+node: {node}
+revision: test-allow-all
+rules:
+  - id: allow-outbound
+    effect: allow
+    when:
+      direction: outbound
+  - id: allow-inbound
+    effect: allow
+    when:
+      direction: inbound
+"""
+
+
+def allow_all_specs(tmp: Path, specs: Sequence[NodeSpec] = PROVINCES) -> list[NodeSpec]:
+    out = []
+    for spec in specs:
+        bundle = tmp / "bundles" / f"{spec.node_id}.yaml"
+        bundle.parent.mkdir(parents=True, exist_ok=True)
+        bundle.write_text(ALLOW_ALL.format(node=spec.node_id))
+        out.append(dataclasses.replace(spec, bundle=bundle))
+    return out
+
+
+class Federation:
+    def __init__(self, root: Path, specs: Sequence[NodeSpec], clock: Clock | None = None) -> None:
+        self.root, self.specs, self.clock = root, list(specs), clock or SystemClock()
+        self.configs: dict[str, NodeConfig] = {}
+        self.nodes: dict[str, Node] = {}
+        self.tokens: dict[str, str] = {}
+        self.http: aiohttp.ClientSession | None = None
+
+    async def start(self) -> Federation:
+        configs = prepare(self.root, self.specs, now_ms=self.clock.now_ms())
+        self.configs = {c.node_id: c for c in configs}
+        for node_id in self.configs:
+            await self.start_node(node_id)
+        self.http = aiohttp.ClientSession()
+        for node_id, node in self.nodes.items():
+            await node.users.add_user("clerk", PASSWORD, "clerk")
+            self.tokens[node_id] = await self.login(node_id, "clerk")
+        await self.sync_catalogues()
+        return self
+
+    async def sync_catalogues(self) -> None:
+        for node in self.nodes.values():
+            await node.sync.pull_all()
+
+    async def start_node(self, node_id: str) -> Node:
+        node = build_node(self.configs[node_id], self.clock)
+        await node.start()
+        self.nodes[node_id] = node
+        return node
+
+    async def stop_node(self, node_id: str) -> None:
+        await self.nodes.pop(node_id).stop()
+
+    async def close(self) -> None:
+        if self.http is not None:
+            await self.http.close()
+        for node_id in list(self.nodes):
+            await self.stop_node(node_id)
+
+    def url(self, node_id: str, path: str) -> str:
+        cfg = self.configs[node_id]
+        return f"http://{cfg.http_listen}{path}"
+
+    async def login(self, node_id: str, username: str) -> str:
+        assert self.http is not None
+        async with self.http.post(
+            self.url(node_id, "/api/v1/session"), json={"username": username, "password": PASSWORD}
+        ) as r:
+            assert r.status == 200, await r.text()
+            token: str = (await r.json())["token"]
+            return token
+
+    async def call(
+        self, node_id: str, method: str, path: str, *, json: Any = None, headers: dict[str, str] | None = None
+    ) -> tuple[int, Any]:
+        assert self.http is not None
+        h = {"Authorization": f"Bearer {self.tokens[node_id]}", **(headers or {})}
+        async with self.http.request(method, self.url(node_id, path), json=json, headers=h) as r:
+            return r.status, await r.json(content_type=None)
+
+    async def submit(self, node_id: str, body: dict[str, Any], key: str) -> tuple[int, Any]:
+        return await self.call(
+            node_id, "POST", "/api/v1/applications", json=body, headers={"Idempotency-Key": key}
+        )
+
+    async def wait_status(
+        self, node_id: str, app_id: str, wanted: set[str], seconds: float = 20.0
+    ) -> dict[str, Any]:
+        """Poll the origin counter until the application reaches one of ``wanted``."""
+        view: dict[str, Any] = {}
+        for _ in range(int(seconds / 0.05)):
+            status, view = await self.call(node_id, "GET", f"/api/v1/applications/{app_id}")
+            assert status == 200, view
+            if view["status"] in wanted:
+                return view
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"{app_id} at {node_id} stayed {view.get('status')}: {view}")
