@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import ClassVar, Protocol
 
-from sqlalchemy import delete
+from sqlalchemy import BigInteger, delete
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Field, Session, SQLModel
 
@@ -68,7 +68,7 @@ class SeenNonce(SQLModel, table=True):
 
     sender: str = Field(primary_key=True)
     nonce: bytes = Field(primary_key=True)
-    created_at_ms: int = Field(index=True)
+    created_at_ms: int = Field(sa_type=BigInteger, index=True)
 
 
 class SqlNonceStore:
@@ -97,8 +97,8 @@ class SqlNonceStore:
         def work(s: Session) -> bool:
             if prune_before is not None:
                 s.execute(delete(SeenNonce).where(SeenNonce.created_at_ms < prune_before))  # type: ignore[arg-type]
+            # RETURNING, not rowcount: drivers disagree on rowcount for INSERT (psycopg gives -1).
             stmt = dialect.insert(SeenNonce).values(**values).on_conflict_do_nothing()
-            inserted: int = s.execute(stmt).rowcount  # type: ignore[attr-defined]
-            return inserted == 1
+            return s.execute(stmt.returning(SeenNonce.created_at_ms)).first() is not None
 
         return await self._db.run(work)

@@ -119,7 +119,7 @@ def check_form(manifest: Manifest) -> None:
     for i, member in enumerate(manifest.members):
         if member.relay and (member.relay == member.node_id or member.relay not in direct):
             raise _malformed(
-                f"relay {member.relay!r} is not another, directly reached member", f"members[{i}]"
+                f"relay {member.relay!r} is not another member reached directly", f"members[{i}].relay"
             )
 
 
