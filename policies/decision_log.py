@@ -1,0 +1,117 @@
+"""The decision log: every decision with its id, the rules that matched and the bundle
+revision, so an operator can answer "why was this refused?" months later.
+
+Only what the engine saw is stored, and the engine never sees form values: field NAMES,
+peer, service, purpose, role and consent. Nothing here can leak an applicant's data, which
+is what lets the operator API serve the log without a second review. Import this module
+before ``Database.create_all`` so the ``policy_decision`` table is created.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from prometheus_client import Counter
+from sqlmodel import Field, Session, SQLModel, col, select
+
+from node.db import Database
+from policies.model import Decision, PolicyInput
+
+DECISIONS = Counter(
+    "yrd_policy_decisions_total",
+    "Policy decisions recorded, by direction and outcome code",
+    ["direction", "code"],
+)
+
+
+class PolicyDecisionRow(SQLModel, table=True):
+    __tablename__ = "policy_decision"
+
+    decision_id: str = Field(primary_key=True, max_length=40)
+    at_ms: int = Field(index=True)
+    allowed: bool
+    code: str = Field(max_length=32)
+    deciding_rule: str = Field(max_length=80)
+    rule_ids: str  # JSON list
+    reason: str
+    obligations: str  # JSON object
+    bundle_revision: str = Field(max_length=160)
+    direction: str = Field(max_length=8)
+    peer_node: str = Field(max_length=32)
+    peer_jurisdiction: str = Field(max_length=12)
+    service_id: str = Field(max_length=128)
+    service_owner: str = Field(max_length=12)
+    service_department: str = Field(max_length=128)
+    purpose: str = Field(max_length=64)
+    role: str = Field(max_length=64)
+    fields: str  # JSON list of field names, never values
+    consent: bool
+
+
+def row_for(decision: Decision, inp: PolicyInput) -> PolicyDecisionRow:
+    return PolicyDecisionRow(
+        decision_id=decision.decision_id,
+        at_ms=inp.at_ms,
+        allowed=decision.allowed,
+        code=decision.code,
+        deciding_rule=decision.deciding_rule,
+        rule_ids=json.dumps(list(decision.rule_ids)),
+        reason=decision.reason,
+        obligations=json.dumps(decision.obligations.as_dict(), sort_keys=True),
+        bundle_revision=decision.bundle_revision,
+        direction=inp.direction,
+        peer_node=inp.peer_node,
+        peer_jurisdiction=inp.peer_jurisdiction,
+        service_id=inp.service_id,
+        service_owner=inp.service_owner,
+        service_department=inp.service_department,
+        purpose=inp.purpose,
+        role=inp.role,
+        fields=json.dumps(sorted(inp.fields)),
+        consent=inp.consent,
+    )
+
+
+def row_as_dict(row: PolicyDecisionRow) -> dict[str, Any]:
+    out: dict[str, Any] = row.model_dump()
+    for key in ("rule_ids", "obligations", "fields"):
+        out[key] = json.loads(out[key])
+    return out
+
+
+class DecisionLog:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def record(self, decision: Decision, inp: PolicyInput) -> None:
+        row = row_for(decision, inp)
+
+        def add(s: Session) -> None:
+            s.add(row)
+
+        await self._db.run(add)
+        DECISIONS.labels(inp.direction, decision.code).inc()
+
+    async def recent(self, limit: int = 100, since_ms: int = 0) -> list[dict[str, Any]]:
+        """Newest first, decided at or after ``since_ms``."""
+
+        def query(s: Session) -> list[dict[str, Any]]:
+            stmt = (
+                select(PolicyDecisionRow)
+                .where(PolicyDecisionRow.at_ms >= since_ms)
+                .order_by(col(PolicyDecisionRow.at_ms).desc(), col(PolicyDecisionRow.decision_id))
+                .limit(max(1, min(limit, 10_000)))
+            )
+            return [row_as_dict(r) for r in s.exec(stmt)]
+
+        return await self._db.run(query)
+
+    async def get(self, decision_id: str) -> dict[str, Any] | None:
+        """One decision by id, e.g. the one quoted in a clerk's refusal."""
+
+        def query(s: Session) -> dict[str, Any] | None:
+            row = s.get(PolicyDecisionRow, decision_id)
+            return None if row is None else row_as_dict(row)
+
+        return await self._db.run(query)
