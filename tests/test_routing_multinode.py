@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import random
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -61,3 +63,70 @@ async def test_worklist_decision_reaches_the_origin(fed: Federation) -> None:
     assert status == 200, decided
     view = await fed.wait_status("anhui", created["id"], {"rejected"})
     assert view["history"][-1]["reason"] == "生产地址与营业执照不符"
+
+
+AUTO_SERVICE = {
+    "shanghai": "sh.medical.cross-region-filing",
+    "jiangsu": "js.driving-licence.replace",
+    "zhejiang": "zj.medical.cross-region-filing",
+    "anhui": "ah.driving-licence.replace",
+}
+
+
+async def test_each_province_reaches_each_other_province(fed: Federation) -> None:
+    submitted = []
+    for i, origin in enumerate(AUTO_SERVICE):
+        for owner, service in AUTO_SERVICE.items():
+            if owner == origin:
+                continue
+            status, created = await fed.submit(origin, body_for(fed, service, seed=i), f"{origin}-{owner}")
+            assert status == 201, created
+            assert created["owner_node"] == owner
+            submitted.append((origin, created["id"]))
+    for origin, app_id in submitted:
+        view = await fed.wait_status(origin, app_id, {"completed", "needs_materials"})
+        assert view["status"] == "completed", view
+
+
+async def test_same_idempotency_key_creates_one_application(fed: Federation) -> None:
+    body = body_for(fed, "zj.industrial-licence")
+    first = await fed.submit("shanghai", body, "same-key")
+    second = await fed.submit("shanghai", body, "same-key")
+    assert first[0] == 201 and second[0] == 201
+    assert first[1]["id"] == second[1]["id"]
+    await fed.wait_status("shanghai", first[1]["id"], {"in_review"})
+    _, work = await fed.call("zhejiang", "GET", "/api/v1/worklist")
+    assert [a["id"] for a in work["applications"]].count(first[1]["id"]) == 1
+
+
+async def test_a_peer_down_for_a_while_drains_its_queue_when_back(fed: Federation) -> None:
+    await fed.stop_node("zhejiang")
+    ids = []
+    for i in range(5):
+        status, created = await fed.submit(
+            "jiangsu", body_for(fed, "zj.medical.cross-region-filing", i), f"d{i}"
+        )
+        assert status == 201, created
+        ids.append(created["id"])
+    # Let the sender fail a few times so it is backing off when the owner returns.
+    for _ in range(40):
+        if fed.nodes["jiangsu"].delivery._failures.get("zhejiang", 0) >= 2:
+            break
+        await asyncio.sleep(0.1)
+    for app_id in ids:
+        _, view = await fed.call("jiangsu", "GET", f"/api/v1/applications/{app_id}")
+        assert view["status"] == "submitted"
+    await fed.start_node("zhejiang")
+    for app_id in ids:
+        await fed.wait_status("jiangsu", app_id, {"completed"})
+
+
+async def test_a_policy_free_node_refuses_everything(tmp_path: Path) -> None:
+    specs = [dataclasses.replace(s, bundle=None) for s in allow_all_specs(tmp_path)]
+    f = await Federation(tmp_path, specs).start()
+    try:
+        status, problem = await f.submit("jiangsu", body_for(f, "zj.medical.cross-region-filing"), "p")
+        assert status == 403
+        assert problem["code"] == "no_policy_bundle"
+    finally:
+        await f.close()
