@@ -30,7 +30,6 @@ log = logging.getLogger(__name__)
 ENVELOPE_DOMAIN = b"yrd-envelope-v1\x00"
 NONCE_BYTES = 16
 SIGNATURE_BYTES = 64
-DIGEST_BYTES = 32
 DEFAULT_MAX_SKEW_MS = 30_000
 
 REJECTIONS = prometheus_client.Counter(
@@ -126,10 +125,6 @@ class KeyDirectory(Protocol):
         ...
 
 
-def _reject(reason: str, code: str) -> EnvelopeRejected:
-    return EnvelopeRejected(reason, code=code)
-
-
 class EnvelopeVerifier:
     """Checks envelopes addressed to ``node_id`` in the fixed order of docs/protocol.md.
 
@@ -164,10 +159,10 @@ class EnvelopeVerifier:
             self._check_signed(env, method, None)
             now_ms = self._clock.now_ms()
             if not await self._nonces.remember(env.sender, env.nonce, env.created_at_ms, now_ms):
-                raise _reject("nonce already seen", "nonce_replayed")
+                raise EnvelopeRejected("nonce already seen", code="nonce_replayed")
         except EnvelopeRejected as e:
             REJECTIONS.labels(e.code).inc()
-            log.info("request from %s on %s rejected: %s", env.sender, method, e.code)
+            log.info("request from %r on %s rejected: %s", env.sender, method, e.code)
             raise
 
     def verify_response(self, response: Envelope, request: Envelope) -> None:
@@ -176,37 +171,41 @@ class EnvelopeVerifier:
             self._check_signed(response, request.method, request)
         except EnvelopeRejected as e:
             REJECTIONS.labels(e.code).inc()
-            log.info("response from %s on %s rejected: %s", response.sender, request.method, e.code)
+            log.info("response from %r on %s rejected: %s", response.sender, request.method, e.code)
             raise
 
     def _check_signed(self, env: Envelope, method: str, request: Envelope | None) -> None:
         _check_form(env, is_request=request is None)
         public_key = self._keys().verify_key(env.sender, env.key_id, env.created_at_ms)
         if env.destination != self.node_id:
-            raise _reject(f"addressed to {env.destination}, not to this node", "wrong_destination")
+            raise EnvelopeRejected(
+                f"addressed to {env.destination}, not to this node", code="wrong_destination"
+            )
         if request is not None and env.sender != request.destination:
-            raise _reject(f"answered by {env.sender}, not by {request.destination}", "response_mismatch")
+            raise EnvelopeRejected(
+                f"answered by {env.sender}, not by {request.destination}", code="response_mismatch"
+            )
         if env.method != method:
-            raise _reject(f"signed for {env.method}, arrived on {method}", "method_mismatch")
+            raise EnvelopeRejected(f"signed for {env.method}, arrived on {method}", code="method_mismatch")
         if request is not None and env.in_reply_to != request_digest(request):
-            raise _reject("in_reply_to is not the digest of the request", "response_mismatch")
+            raise EnvelopeRejected("in_reply_to is not the digest of the request", code="response_mismatch")
         skew = self._clock.now_ms() - env.created_at_ms
         if abs(skew) > self.max_skew_ms:
-            raise _reject(f"created {skew} ms away from now", "clock_skew")
+            raise EnvelopeRejected(f"created {skew} ms away from now", code="clock_skew")
         try:
             VerifyKey(public_key).verify(signing_input(env), env.signature)
         except BadSignatureError as e:
-            raise _reject("signature does not verify", "bad_signature") from e
+            raise EnvelopeRejected("signature does not verify", code="bad_signature") from e
 
 
 def _check_form(env: Envelope, *, is_request: bool) -> None:
     if len(env.nonce) != NONCE_BYTES:
-        raise _reject(f"nonce must be {NONCE_BYTES} bytes", "malformed_envelope")
+        raise EnvelopeRejected(f"nonce must be {NONCE_BYTES} bytes", code="malformed_envelope")
     if len(env.signature) != SIGNATURE_BYTES:
-        raise _reject(f"signature must be {SIGNATURE_BYTES} bytes", "malformed_envelope")
+        raise EnvelopeRejected(f"signature must be {SIGNATURE_BYTES} bytes", code="malformed_envelope")
     for name in ("sender", "key_id", "destination", "method"):
         if not getattr(env, name):
-            raise _reject(f"{name} is empty", "malformed_envelope")
+            raise EnvelopeRejected(f"{name} is empty", code="malformed_envelope")
     if is_request and env.in_reply_to:
         # Otherwise a response could be replayed as a request of the same method.
-        raise _reject("a request carries no in_reply_to", "malformed_envelope")
+        raise EnvelopeRejected("a request carries no in_reply_to", code="malformed_envelope")
