@@ -42,6 +42,7 @@ from node.policy_gate import PolicyGate
 from node.sender import Delivery
 from node.trust import Trust
 from node.users import UserStore
+from node.webhooks import WebhookDispatcher
 from registry.catalogue import load_catalogue_file, sign_entry
 from registry.lookup import CatalogueIndex
 from registry.manifest import TrustedManifest, load_signed_manifest, verify_anchor
@@ -82,6 +83,7 @@ class Node:
     policy: PolicyGate
     backend: NodeBackend
     users: UserStore
+    webhooks: WebhookDispatcher
     grpc_server: grpc.aio.Server
     http_app: web.Application
     grpc_port: int = 0
@@ -115,6 +117,7 @@ class Node:
         self.sync.start()
         self.gossip.start()
         self.policy.start()
+        self.webhooks.start()
         for name in (*SERVICE_NAMES, ""):
             await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
         metrics.MANIFEST_EXPIRES.set(self.trust.manifest.manifest.expires_at_ms / 1000)
@@ -133,6 +136,7 @@ class Node:
         await self.sync.stop()
         await self.gossip.stop()
         await self.policy.stop()
+        await self.webhooks.stop()
         await self.delivery.channels.close()
         self.db.close()
         log.info("node %s stopped", self.trust.node_id)
@@ -200,6 +204,14 @@ def build_node(config: NodeConfig, clock: Clock | None = None) -> Node:
         db=db, trust=trust, services=lambda: own_services, policy=policy, clock=clock, wake=delivery.wake
     )
     origin = Origin(db=db, trust=trust, catalogue=index, policy=policy, clock=clock, wake=delivery.wake)
+    webhooks = WebhookDispatcher(
+        db=db,
+        owner=owner,
+        url=config.handlers.webhook_url,
+        clock=clock,
+        backoff=Backoff(config.delivery.initial_backoff_s, config.delivery.max_backoff_s),
+        poll_interval_s=config.delivery.poll_interval_s,
+    )
     backend = NodeBackend(
         db=db, trust=trust, catalogue=index, origin=origin, owner=owner, policy=policy, clock=clock
     )
@@ -251,6 +263,7 @@ def build_node(config: NodeConfig, clock: Clock | None = None) -> Node:
         policy=policy,
         backend=backend,
         users=users,
+        webhooks=webhooks,
         grpc_server=server,
         http_app=http_app,
     )

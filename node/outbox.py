@@ -89,9 +89,14 @@ def reschedule(session: Session, entry_ids: list[int], next_attempt_ms: int, err
 
 
 def hops_with_work(session: Session, now_ms: int) -> list[str]:
+    """Peers with pending entries; local queues (``~``-prefixed, e.g. webhooks) excluded."""
     stmt = (
         select(OutboxEntry.next_hop)
-        .where(OutboxEntry.state == "pending", col(OutboxEntry.claimed_until_ms) <= now_ms)
+        .where(
+            OutboxEntry.state == "pending",
+            col(OutboxEntry.claimed_until_ms) <= now_ms,
+            ~col(OutboxEntry.next_hop).startswith("~"),
+        )
         .distinct()
     )
     return list(session.exec(stmt).all())

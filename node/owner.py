@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 NOTIFY_STATUS = "/yrd.peer.v1.PeerService/NotifyStatus"
 Outcome = peer_pb2.ReceiptOutcome
 DECISIONS = {"approve", "reject", "need_materials"}
+WEBHOOK_HOP = "~webhook"  # not a node id (node ids are [a-z0-9-]), so no sender ever dials it
 
 
 class Owner:
@@ -98,6 +99,16 @@ class Owner:
         self.emit(s, row, "in_review", now)
         if row.handler == "auto":
             self._auto(s, row, defn, payload, now)
+        elif row.handler == "webhook":
+            enqueue(
+                s,
+                next_hop=WEBHOOK_HOP,
+                destination="",
+                method="webhook",
+                item_id=row.id,
+                body=b"",
+                now_ms=now,
+            )
         metrics.APPLICATIONS_RECEIVED.labels(outcome="accepted").inc()
         return self._receipt(t, Outcome.RECEIPT_OUTCOME_ACCEPTED, "accepted", "stored")
 
@@ -242,27 +253,37 @@ class Owner:
     async def decide(
         self, principal: Principal, app_id: str, decision: str, reason: str, documents: list[Document]
     ) -> dict[str, Any]:
-        if decision not in DECISIONS:
-            raise InvalidInput(
-                f"decision must be one of {sorted(DECISIONS)}", code="bad_decision", field="decision"
-            )
-        if decision != "approve" and not reason.strip():
-            raise InvalidInput("a reason is required", code="reason_required", field="reason")
+        check_decision(decision, reason)
         now = self.clock.now_ms()
         docs = [peer_pb2.Document(name=d.name, content_type=d.content_type, data=d.data) for d in documents]
-
-        def apply(s: Session) -> InboundApplication:
-            row = s.get(InboundApplication, app_id)
-            if row is None:
-                raise NotFound(
-                    f"no application {app_id!r} received here", code="unknown_application", field="id"
-                )
-            if row.status not in ("in_review", "needs_materials"):
-                raise Conflict(f"application is {row.status}; nothing to decide", code="already_decided")
-            self._apply_decision(s, row, self.services().get(row.service_id), decision, reason, docs, now)
-            return row
-
-        row = await self.db.run(apply)
+        row = await self.db.run(lambda s: self.decide_in(s, app_id, decision, reason, docs, now))
         log.info("decision %s on %s by %s", decision, app_id, principal.username)
         self.wake(self.trust.next_hop(row.origin_node))
         return {"id": row.id, "status": row.status, "sequence": row.sequence}
+
+    def decide_in(
+        self, s: Session, app_id: str, decision: str, reason: str, docs: list[peer_pb2.Document], now: int
+    ) -> InboundApplication:
+        """Apply a decision inside the caller's transaction."""
+        row = s.get(InboundApplication, app_id)
+        if row is None:
+            raise NotFound(f"no application {app_id!r} received here", code="unknown_application", field="id")
+        if row.status not in ("in_review", "needs_materials"):
+            raise Conflict(f"application is {row.status}; nothing to decide", code="already_decided")
+        self._apply_decision(s, row, self.services().get(row.service_id), decision, reason, docs, now)
+        return row
+
+    def view(self, s: Session, app_id: str) -> dict[str, Any]:
+        row = s.get(InboundApplication, app_id)
+        if row is None:
+            raise NotFound(f"no application {app_id!r} received here", code="unknown_application", field="id")
+        return self._view(row, self.clock.now_ms())
+
+
+def check_decision(decision: str, reason: str) -> None:
+    if decision not in DECISIONS:
+        raise InvalidInput(
+            f"decision must be one of {sorted(DECISIONS)}", code="bad_decision", field="decision"
+        )
+    if decision != "approve" and not reason.strip():
+        raise InvalidInput("a reason is required", code="reason_required", field="reason")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import shutil
 import socket
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,7 +70,7 @@ def _key(directory: Path) -> NodeKey:
 
 def prepare(
     root: Path,
-    specs: tuple[NodeSpec, ...] | list[NodeSpec],
+    specs: Sequence[NodeSpec],
     *,
     now_ms: int,
     grpc_ports: list[int] | None = None,

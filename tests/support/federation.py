@@ -44,15 +44,21 @@ def allow_all_specs(tmp: Path, specs: Sequence[NodeSpec] = PROVINCES) -> list[No
 
 
 class Federation:
-    def __init__(self, root: Path, specs: Sequence[NodeSpec], clock: Clock | None = None) -> None:
-        self.root, self.specs, self.clock = root, list(specs), clock or SystemClock()
+    def __init__(
+        self,
+        root: Path,
+        specs: Sequence[NodeSpec],
+        clock: Clock | None = None,
+        extra: dict[str, object] | None = None,
+    ) -> None:
+        self.root, self.specs, self.clock, self.extra = root, list(specs), clock or SystemClock(), extra
         self.configs: dict[str, NodeConfig] = {}
         self.nodes: dict[str, Node] = {}
         self.tokens: dict[str, str] = {}
         self.http: aiohttp.ClientSession | None = None
 
     async def start(self) -> Federation:
-        configs = prepare(self.root, self.specs, now_ms=self.clock.now_ms())
+        configs = prepare(self.root, self.specs, now_ms=self.clock.now_ms(), extra=self.extra)
         self.configs = {c.node_id: c for c in configs}
         for node_id in self.configs:
             await self.start_node(node_id)
