@@ -60,8 +60,7 @@ class WebhookDispatcher:
     async def _run(self) -> None:
         while True:
             try:
-                now = self.clock.now_ms()
-                rows = await self.db.run(lambda s: claim(s, WEBHOOK_HOP, 8, now))
+                rows = await self.db.run(self._claim)
                 for row in rows:
                     await self._deliver(row)
             except Exception:
@@ -69,6 +68,9 @@ class WebhookDispatcher:
                 rows = []
             if not rows:
                 await self.clock.sleep(self.poll_interval_s)
+
+    def _claim(self, s: Session) -> list[OutboxEntry]:
+        return claim(s, WEBHOOK_HOP, 8, self.clock.now_ms())
 
     async def _deliver(self, row: OutboxEntry) -> None:
         assert row.id is not None and self._session is not None and self.url is not None
