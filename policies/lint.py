@@ -159,6 +159,7 @@ def _shadowed(bundle: Bundle) -> Iterator[Finding]:
                     rule.line,
                     f"rule {rule.id}",
                     "shadowed",
-                    f"every input it matches is denied first by the broader {deny.id} (line {deny.line})",
+                    f"every input it matches is denied first by the broader deny {deny.id} "
+                    f"(line {deny.line})",
                 )
                 break

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
 
@@ -122,8 +123,7 @@ def _rule(r: Reader, node: yaml.Node, where: str, order: int) -> Rule | None:
     when = _conditions(r, m["when"], f"{where}.when")
     obligations = Obligations()
     if "obligations" in m:
-        allowed = _OBLIGATIONS if effect == "allow" else ("log",)
-        obligations = _obligations(r, m["obligations"], f"{where}.obligations", allowed)
+        obligations = _obligations(r, m["obligations"], f"{where}.obligations", effect)
     if rule_id is None or effect is None or when is None:
         return None
     return Rule(
@@ -152,44 +152,68 @@ def _conditions(r: Reader, node: yaml.Node, where: str) -> Conditions | None:
     m = r.mapping(node, where, _WHEN, required=("direction",))
     if m is None or "direction" not in m:
         return None
+    # Every condition is read even when an earlier one failed, so all errors surface at once.
     directions = _directions(r, m["direction"], f"{where}.direction")
-    peer_nodes = peer_prefixes = services = owners = departments = owned_by_peer = None
-    if "peer" in m:
-        p = r.mapping(m["peer"], f"{where}.peer", ("nodes", "jurisdictions")) or {}
-        if not p:
-            r.error(m["peer"], f"{where}.peer", "give nodes or jurisdictions, or drop the condition")
-        peer_nodes = _set(r.strings(p["nodes"], f"{where}.peer.nodes", NODE_RE)) if "nodes" in p else None
-        if "jurisdictions" in p:
-            peer_prefixes = r.strings(p["jurisdictions"], f"{where}.peer.jurisdictions", PREFIX_RE)
-    if "service" in m:
-        s = r.mapping(m["service"], f"{where}.service", _SERVICE) or {}
-        if not s:
-            r.error(m["service"], f"{where}.service", "give ids, owners, departments or owned_by_peer")
-        if "ids" in s:
-            ids = r.strings(s["ids"], f"{where}.service.ids", SERVICE_RE)
-            services = ServiceSelector.of(ids) if ids is not None else None
-        owners = r.strings(s["owners"], f"{where}.service.owners", PREFIX_RE) if "owners" in s else None
-        if "departments" in s:
-            departments = _set(r.strings(s["departments"], f"{where}.service.departments", DEPARTMENT_RE))
-        if "owned_by_peer" in s:
-            owned_by_peer = r.boolean(s["owned_by_peer"], f"{where}.service.owned_by_peer")
-    return (
-        None
-        if directions is None
-        else Conditions(
-            directions=directions,
-            peer_nodes=peer_nodes,
-            peer_jurisdictions=peer_prefixes,
-            services=services,
-            service_owners=owners,
-            service_departments=departments,
-            owned_by_peer=owned_by_peer,
-            purposes=_set(r.strings(m["purpose"], f"{where}.purpose", WORD_RE)) if "purpose" in m else None,
-            roles=_set(r.strings(m["role"], f"{where}.role", WORD_RE)) if "role" in m else None,
-            consent=r.boolean(m["consent"], f"{where}.consent") if "consent" in m else None,
-            fields=_fields(r, m["fields"], f"{where}.fields") if "fields" in m else None,
-            time=_windows(r, m["time"], f"{where}.time") if "time" in m else None,
-        )
+    peer_nodes, peer_prefixes = _peer(r, m["peer"], f"{where}.peer") if "peer" in m else (None, None)
+    service = _service(r, m["service"], f"{where}.service") if "service" in m else None
+    purposes = _set(r.strings(m["purpose"], f"{where}.purpose", WORD_RE)) if "purpose" in m else None
+    roles = _set(r.strings(m["role"], f"{where}.role", WORD_RE)) if "role" in m else None
+    consent = r.boolean(m["consent"], f"{where}.consent") if "consent" in m else None
+    fields = _fields(r, m["fields"], f"{where}.fields") if "fields" in m else None
+    time = _windows(r, m["time"], f"{where}.time") if "time" in m else None
+    if directions is None:
+        return None
+    return Conditions(
+        directions=directions,
+        peer_nodes=peer_nodes,
+        peer_jurisdictions=peer_prefixes,
+        services=service.selector if service else None,
+        service_owners=service.owners if service else None,
+        service_departments=service.departments if service else None,
+        owned_by_peer=service.owned_by_peer if service else None,
+        purposes=purposes,
+        roles=roles,
+        consent=consent,
+        fields=fields,
+        time=time,
+    )
+
+
+def _peer(r: Reader, node: yaml.Node, where: str) -> tuple[frozenset[str] | None, tuple[str, ...] | None]:
+    p = r.mapping(node, where, ("nodes", "jurisdictions"))
+    if p == {}:
+        r.error(node, where, "give nodes or jurisdictions, or drop the condition")
+    p = p or {}
+    nodes = _set(r.strings(p["nodes"], f"{where}.nodes", NODE_RE)) if "nodes" in p else None
+    prefixes = (
+        r.strings(p["jurisdictions"], f"{where}.jurisdictions", PREFIX_RE) if "jurisdictions" in p else None
+    )
+    return nodes, prefixes
+
+
+@dataclass(frozen=True)
+class _ServiceConditions:
+    selector: ServiceSelector | None
+    owners: tuple[str, ...] | None
+    departments: frozenset[str] | None
+    owned_by_peer: bool | None
+
+
+def _service(r: Reader, node: yaml.Node, where: str) -> _ServiceConditions:
+    s = r.mapping(node, where, _SERVICE)
+    if s == {}:
+        r.error(node, where, "give ids, owners, departments or owned_by_peer, or drop the condition")
+    s = s or {}
+    ids = r.strings(s["ids"], f"{where}.ids", SERVICE_RE) if "ids" in s else None
+    return _ServiceConditions(
+        selector=ServiceSelector.of(ids) if ids is not None else None,
+        owners=r.strings(s["owners"], f"{where}.owners", PREFIX_RE) if "owners" in s else None,
+        departments=_set(r.strings(s["departments"], f"{where}.departments", DEPARTMENT_RE))
+        if "departments" in s
+        else None,
+        owned_by_peer=r.boolean(s["owned_by_peer"], f"{where}.owned_by_peer")
+        if "owned_by_peer" in s
+        else None,
     )
 
 
@@ -253,8 +277,14 @@ def _hhmm(r: Reader, node: yaml.Node, where: str) -> int | None:
     return int(hours) * 60 + int(minutes)
 
 
-def _obligations(r: Reader, node: yaml.Node, where: str, allowed: tuple[str, ...]) -> Obligations:
-    m = r.mapping(node, where, allowed) or {}
+def _obligations(r: Reader, node: yaml.Node, where: str, effect: str | None) -> Obligations:
+    m = r.mapping(node, where, _OBLIGATIONS) or {}
+    if effect == "deny":
+        for key in m.keys() - {"log"}:
+            r.error(
+                m[key], f"{where}.{key}", "a deny rule sends nothing, so it takes only the log obligation"
+            )
+            del m[key]
     strip = _set(r.strings(m["strip"], f"{where}.strip", FIELD_RE)) if "strip" in m else None
     mask = _set(r.strings(m["mask"], f"{where}.mask", FIELD_RE)) if "mask" in m else None
     level = r.string(m["log"], f"{where}.log") if "log" in m else None

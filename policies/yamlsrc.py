@@ -48,7 +48,8 @@ def compose(text: str, file: str) -> yaml.Node:
 
 
 def raise_issues(issues: list[Issue]) -> NoReturn:
-    """Raise one ConfigError carrying all issues; its message names the first."""
+    """Raise one ConfigError carrying all issues in file order; its message names the first."""
+    issues = sorted(issues, key=lambda i: i.line)
     first = issues[0]
     more = f" (and {len(issues) - 1} more)" if len(issues) > 1 else ""
     raise ConfigError(

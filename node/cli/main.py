@@ -12,7 +12,7 @@ from importlib import import_module
 from node.errors import YrdError
 
 # Modules under node.cli that contribute command groups, in help order.
-COMMAND_MODULES = ("keys", "federation", "node", "users", "audit")
+COMMAND_MODULES = ("keys", "federation", "node", "users", "audit", "policy", "bench", "demo")
 
 
 def build_parser() -> argparse.ArgumentParser:
