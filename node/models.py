@@ -5,7 +5,7 @@ sealed transfer in the outbox. The owner keeps the sealed payload and opens it o
 
 from __future__ import annotations
 
-from sqlalchemy import Column, LargeBinary, UniqueConstraint
+from sqlalchemy import BigInteger, Column, LargeBinary, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 
@@ -17,8 +17,8 @@ class Application(SQLModel, table=True):
     owner_node: str
     status: str = Field(index=True)
     status_sequence: int = 0
-    submitted_at_ms: int
-    due_at_ms: int
+    submitted_at_ms: int = Field(sa_type=BigInteger)
+    due_at_ms: int = Field(sa_type=BigInteger)
     submitted_by: str
     idempotency_key: str
     purpose: str
@@ -37,7 +37,7 @@ class StatusEvent(SQLModel, table=True):
     status: str
     reason: str = ""
     rule_id: str = ""
-    at_ms: int
+    at_ms: int = Field(sa_type=BigInteger)
 
     __table_args__ = (UniqueConstraint("application_id", "sequence", name="uq_status_seq"),)
 
@@ -52,7 +52,7 @@ class ReceiptRecord(SQLModel, table=True):
     reason_code: str = ""
     reason: str = ""
     rule_id: str = ""
-    received_at_ms: int
+    received_at_ms: int = Field(sa_type=BigInteger)
     envelope: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
 
 
@@ -75,8 +75,8 @@ class InboundApplication(SQLModel, table=True):
     handler: str
     status: str = Field(index=True)
     sequence: int
-    received_at_ms: int
-    due_at_ms: int
+    received_at_ms: int = Field(sa_type=BigInteger)
+    due_at_ms: int = Field(sa_type=BigInteger)
     purpose: str
     sealed_payload: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
     fields_present: str = ""
@@ -95,12 +95,12 @@ class OutboxEntry(SQLModel, table=True):
     method: str
     item_id: str = Field(index=True)
     body: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
-    created_at_ms: int
-    next_attempt_ms: int = Field(index=True)
+    created_at_ms: int = Field(sa_type=BigInteger)
+    next_attempt_ms: int = Field(index=True, sa_type=BigInteger)
     attempts: int = 0
     state: str = Field(default="pending", index=True)
     last_error: str = ""
-    claimed_until_ms: int = 0
+    claimed_until_ms: int = Field(default=0, sa_type=BigInteger)
 
 
 class PeerState(SQLModel, table=True):
@@ -108,9 +108,9 @@ class PeerState(SQLModel, table=True):
 
     node_id: str = Field(primary_key=True)
     failures: int = 0
-    backoff_until_ms: int = 0
+    backoff_until_ms: int = Field(default=0, sa_type=BigInteger)
     last_error: str = ""
-    last_success_ms: int = 0
+    last_success_ms: int = Field(default=0, sa_type=BigInteger)
 
 
 class PeerCatalogue(SQLModel, table=True):
@@ -120,14 +120,14 @@ class PeerCatalogue(SQLModel, table=True):
     node_id: str = Field(primary_key=True)
     digest: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
     catalogue: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
-    fetched_at_ms: int
+    fetched_at_ms: int = Field(sa_type=BigInteger)
 
 
 class AuditRecord(SQLModel, table=True):
     """One envelope in or out. ``hash`` = SHA-256(prev_hash || record bytes); see node/audit.py."""
 
     seq: int = Field(primary_key=True)
-    at_ms: int
+    at_ms: int = Field(sa_type=BigInteger)
     direction: str
     peer: str
     method: str

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
+from sqlalchemy import BigInteger
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Field, Session, SQLModel, col, delete, select
 
@@ -56,7 +57,7 @@ class UserAccount(SQLModel, table=True):
     username: str = Field(primary_key=True)
     role: str
     password_hash: str
-    created_at_ms: int
+    created_at_ms: int = Field(sa_type=BigInteger)
 
 
 class SessionToken(SQLModel, table=True):
@@ -64,7 +65,7 @@ class SessionToken(SQLModel, table=True):
 
     token_hash: str = Field(primary_key=True)
     username: str = Field(index=True)
-    expires_at_ms: int = Field(index=True)
+    expires_at_ms: int = Field(index=True, sa_type=BigInteger)
 
 
 def token_hash(token: str) -> str:

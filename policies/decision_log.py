@@ -13,6 +13,7 @@ import json
 from typing import Any
 
 from prometheus_client import Counter
+from sqlalchemy import BigInteger
 from sqlmodel import Field, Session, SQLModel, col, select
 
 from node.db import Database
@@ -29,7 +30,7 @@ class PolicyDecisionRow(SQLModel, table=True):
     __tablename__ = "policy_decision"
 
     decision_id: str = Field(primary_key=True, max_length=40)
-    at_ms: int = Field(index=True)
+    at_ms: int = Field(index=True, sa_type=BigInteger)
     allowed: bool
     code: str = Field(max_length=32)
     deciding_rule: str = Field(max_length=80)

@@ -50,7 +50,9 @@ class Federation:
         specs: Sequence[NodeSpec],
         clock: Clock | None = None,
         extra: dict[str, object] | None = None,
+        database_urls: dict[str, str] | None = None,
     ) -> None:
+        self.database_urls = database_urls or {}
         self.root, self.specs, self.clock, self.extra = root, list(specs), clock or SystemClock(), extra
         self.configs: dict[str, NodeConfig] = {}
         self.nodes: dict[str, Node] = {}
@@ -58,8 +60,18 @@ class Federation:
         self.http: aiohttp.ClientSession | None = None
 
     async def start(self) -> Federation:
+        try:
+            return await self._start()
+        except BaseException:
+            await self.close()
+            raise
+
+    async def _start(self) -> Federation:
         configs = prepare(self.root, self.specs, now_ms=self.clock.now_ms(), extra=self.extra)
-        self.configs = {c.node_id: c for c in configs}
+        self.configs = {
+            c.node_id: dataclasses.replace(c, database_url=self.database_urls.get(c.node_id, c.database_url))
+            for c in configs
+        }
         for node_id in self.configs:
             await self.start_node(node_id)
         self.http = aiohttp.ClientSession()
