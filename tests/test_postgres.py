@@ -11,7 +11,6 @@ from pathlib import Path
 import psycopg
 import pytest
 
-
 from node.audit import AuditEntry, append, load_chain, verify_chain
 from node.db import Database
 from node.outbox import claim, enqueue
