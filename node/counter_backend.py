@@ -39,6 +39,9 @@ class NodeBackend:
     ) -> dict[str, Any]:
         return await self.origin.submit(principal, idempotency_key, request)
 
+    async def release(self, principal: Principal, app_id: str) -> dict[str, Any]:
+        return await self.origin.release(principal, app_id)
+
     async def get_application(self, principal: Principal, app_id: str) -> dict[str, Any]:
         return await self.origin.get(app_id)
 

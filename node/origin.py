@@ -21,13 +21,13 @@ from node.clock import Clock
 from node.db import Database
 from node.deadlines import add_working_days, iso
 from node.envelope import seal_envelope
-from node.errors import InvalidInput, NotFound
+from node.errors import Conflict, InvalidInput, NotFound, PermissionDenied
 from node.http.backend import Principal, SubmitRequest
 from node.models import Application, ReceiptRecord, ResultDocument, StatusEvent
-from node.outbox import enqueue
+from node.outbox import enqueue, release
 from node.policy_gate import PolicyGate
 from node.sealing import seal
-from node.statuses import FINAL, FIRST_OWNER_SEQUENCE, FROM_WIRE
+from node.statuses import FINAL, FIRST_OWNER_SEQUENCE, FROM_WIRE, HELD_SEQUENCE
 from node.trust import Trust
 from registry.forms import validate_applicant, validate_form
 from registry.lookup import CatalogueIndex
@@ -118,17 +118,19 @@ class Origin:
                 now_ms=now,
             )
             body = peer_pb2.DeliverItem(forward=inner).SerializeToString()
+        held = decision.obligations.require_second_approval
         row = Application(
             id=app_id,
             service_id=defn.service_id,
             owner_node=owner,
-            status="submitted",
+            status="awaiting_approval" if held else "submitted",
+            status_sequence=HELD_SEQUENCE if held else 0,
             submitted_at_ms=now,
             due_at_ms=add_working_days(now, defn.time_limit_days),
             submitted_by=principal.username,
             idempotency_key=idempotency_key,
             purpose=req.purpose,
-            policy_decision_id=decision,
+            policy_decision_id=decision.decision_id,
         )
 
         def store(s: Session) -> Application:
@@ -136,8 +138,19 @@ class Origin:
             if existing is not None:
                 return existing
             s.add(row)
-            s.add(StatusEvent(application_id=app_id, sequence=0, status="submitted", at_ms=now))
-            enqueue(s, next_hop=hop, destination=owner, method=DELIVER, item_id=app_id, body=body, now_ms=now)
+            s.add(
+                StatusEvent(application_id=app_id, sequence=row.status_sequence, status=row.status, at_ms=now)
+            )
+            enqueue(
+                s,
+                next_hop=hop,
+                destination=owner,
+                method=DELIVER,
+                item_id=app_id,
+                body=body,
+                now_ms=now,
+                held=held,
+            )
             return row
 
         try:
@@ -151,8 +164,36 @@ class Origin:
             stored = found
         if stored.id == app_id:
             metrics.APPLICATIONS_SUBMITTED.labels(service=defn.service_id).inc()
-            self.wake(hop)
+            if not held:
+                self.wake(hop)
         return {"id": stored.id, "owner_node": stored.owner_node, "status": stored.status}
+
+    async def release(self, principal: Principal, app_id: str) -> dict[str, Any]:
+        """A second clerk lets a held application go: the four-eyes obligation."""
+        now = self.clock.now_ms()
+
+        def apply(s: Session) -> Application:
+            app = s.get(Application, app_id)
+            if app is None:
+                raise NotFound(
+                    f"no application {app_id!r} at this node", code="unknown_application", field="id"
+                )
+            if app.status != "awaiting_approval":
+                raise Conflict(f"application is {app.status}, not awaiting approval", code="not_held")
+            if principal.username == app.submitted_by:
+                raise PermissionDenied(
+                    "a second clerk, not the one who submitted it, must release this application",
+                    code="same_clerk",
+                )
+            release(s, app_id, now)
+            record_event(
+                s, app, sequence=0, status="submitted", at_ms=now, reason=f"released by {principal.username}"
+            )
+            return app
+
+        app = await self.db.run(apply)
+        self.wake(self.trust.next_hop(app.owner_node))
+        return {"id": app.id, "owner_node": app.owner_node, "status": app.status}
 
     @staticmethod
     def _by_idempotency_key(s: Session, username: str, key: str) -> Application | None:

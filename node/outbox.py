@@ -31,8 +31,17 @@ class Backoff:
 
 
 def enqueue(
-    session: Session, *, next_hop: str, destination: str, method: str, item_id: str, body: bytes, now_ms: int
+    session: Session,
+    *,
+    next_hop: str,
+    destination: str,
+    method: str,
+    item_id: str,
+    body: bytes,
+    now_ms: int,
+    held: bool = False,
 ) -> None:
+    """Add an entry; a ``held`` one waits (state "held") until :func:`release` makes it due."""
     session.add(
         OutboxEntry(
             next_hop=next_hop,
@@ -42,7 +51,17 @@ def enqueue(
             body=body,
             created_at_ms=now_ms,
             next_attempt_ms=now_ms,
+            state="held" if held else "pending",
         )
+    )
+
+
+def release(session: Session, item_id: str, now_ms: int) -> None:
+    """Make the held entries of one item due now."""
+    session.execute(
+        update(OutboxEntry)
+        .where(col(OutboxEntry.item_id) == item_id, col(OutboxEntry.state) == "held")
+        .values(state="pending", next_attempt_ms=now_ms)
     )
 
 

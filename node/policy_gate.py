@@ -69,8 +69,8 @@ class PolicyGate:
         req: SubmitRequest,
         form: dict[str, Any],
         now: int,
-    ) -> tuple[str, dict[str, Any]]:
-        """(decision id, the form with obligations applied), or PolicyDenied."""
+    ) -> tuple[Decision, dict[str, Any]]:
+        """(the decision, the form with obligations applied), or PolicyDenied."""
         inp = PolicyInput(
             direction="outbound",
             peer_node=owner,
@@ -90,7 +90,7 @@ class PolicyGate:
         await self.log.record(decision, inp)
         if not decision.allowed:
             raise self._deny(decision)
-        return decision.decision_id, apply_obligations(form, decision.obligations)
+        return decision, apply_obligations(form, decision.obligations)
 
     def inbound(
         self,

@@ -1,7 +1,7 @@
 """Application statuses: the names the counter API shows and their wire enum.
 
 Sequence numbers order the changes of one application. The origin's own
-``submitted`` is 0; the owner numbers its changes from 1, and its first change is
+``submitted`` is 0 (``awaiting_approval``, when a policy holds it for a second clerk, is -1); the owner numbers its changes from 1, and its first change is
 always ``delivered`` or ``refused``. A direct receipt produces exactly that first
 event too, so whichever arrives first wins and the other is a no-op.
 """
@@ -21,8 +21,11 @@ TO_WIRE: dict[str, int] = {
     "rejected": S.APPLICATION_STATUS_REJECTED,
     "completed": S.APPLICATION_STATUS_COMPLETED,
     "refused": S.APPLICATION_STATUS_REFUSED,
+    "awaiting_approval": S.APPLICATION_STATUS_AWAITING_APPROVAL,
 }
 FROM_WIRE: dict[int, str] = {v: k for k, v in TO_WIRE.items()}
 
 FINAL = frozenset({"rejected", "completed", "refused"})
 FIRST_OWNER_SEQUENCE = 1
+# A held application starts one below ``submitted`` so its release still moves forward.
+HELD_SEQUENCE = -1

@@ -45,6 +45,10 @@ class FakeBackend:
             raise RuntimeError("secret internal state")
         return {"id": "app-1", "owner_node": "jiangsu", "status": "submitted"}
 
+    async def release(self, principal: Principal, app_id: str) -> dict[str, Any]:
+        self.calls.append(("release", (principal, app_id)))
+        return {"id": app_id, "owner_node": "jiangsu", "status": "submitted"}
+
     async def get_application(self, principal: Principal, app_id: str) -> dict[str, Any]:
         if app_id != "app-1":
             raise NotFound("no such application", field="id")

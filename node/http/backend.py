@@ -57,6 +57,10 @@ class CounterBackend(Protocol):
         """Store the application (once per idempotency key); ``{id, owner_node, status}``."""
         ...
 
+    async def release(self, principal: Principal, app_id: str) -> dict[str, Any]:
+        """A second clerk releases an application a policy held for four-eyes approval."""
+        ...
+
     async def get_application(self, principal: Principal, app_id: str) -> dict[str, Any]:
         """``{id, service_id, owner_node, status, submitted_at, overdue, history: [{status,
         reason, at}], receipts: [...], documents: [{name, content_type, data (base64)}]}``."""

@@ -43,6 +43,12 @@ async def get_application(request: web.Request) -> web.Response:
     return web.json_response(application)
 
 
+@routes.post("/api/v1/applications/{id}/release")
+async def release(request: web.Request) -> web.Response:
+    result = await request.app[BACKEND].release(principal_of(request), request.match_info["id"])
+    return web.json_response(result)
+
+
 @routes.get("/api/v1/worklist")
 async def worklist(request: web.Request) -> web.Response:
     applications = await request.app[BACKEND].worklist(principal_of(request))

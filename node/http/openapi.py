@@ -11,19 +11,11 @@ from typing import Any
 from aiohttp import web
 
 from node.http.session_routes import OPENAPI_PATH
+from node.statuses import TO_WIRE
 
 routes = web.RouteTableDef()
 
-_STATUSES = [
-    "submitted",
-    "delivered",
-    "in_review",
-    "needs_materials",
-    "approved",
-    "rejected",
-    "completed",
-    "refused",
-]
+_STATUSES = list(TO_WIRE)  # one list of statuses: the wire enum's
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -256,6 +248,16 @@ _PATHS: dict[str, Any] = {
             "responses": {
                 "200": _json(_ref("WorkItem"), "decided; the application's new state"),
                 **_problems(400, 401, 403, 404, 409, 413),
+            },
+        }
+    },
+    "/api/v1/applications/{id}/release": {
+        "post": {
+            "summary": "A second clerk releases an application a policy held for four-eyes approval",
+            "parameters": [_ID],
+            "responses": {
+                "200": _json(_ref("Submitted"), "released; the application is on its way"),
+                **_problems(401, 403, 404, 409),
             },
         }
     },

@@ -66,6 +66,8 @@ class _ApplicationStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_App
     APPLICATION_STATUS_REJECTED: _ApplicationStatus.ValueType  # 6
     APPLICATION_STATUS_COMPLETED: _ApplicationStatus.ValueType  # 7
     APPLICATION_STATUS_REFUSED: _ApplicationStatus.ValueType  # 8
+    APPLICATION_STATUS_AWAITING_APPROVAL: _ApplicationStatus.ValueType  # 9
+    """Held at the origin until a second clerk releases it (a policy obligation)."""
 
 class ApplicationStatus(_ApplicationStatus, metaclass=_ApplicationStatusEnumTypeWrapper):
     """ApplicationStatus is the lifecycle of an application as the counter sees it."""
@@ -79,6 +81,8 @@ APPLICATION_STATUS_APPROVED: ApplicationStatus.ValueType  # 5
 APPLICATION_STATUS_REJECTED: ApplicationStatus.ValueType  # 6
 APPLICATION_STATUS_COMPLETED: ApplicationStatus.ValueType  # 7
 APPLICATION_STATUS_REFUSED: ApplicationStatus.ValueType  # 8
+APPLICATION_STATUS_AWAITING_APPROVAL: ApplicationStatus.ValueType  # 9
+"""Held at the origin until a second clerk releases it (a policy obligation)."""
 Global___ApplicationStatus: _TypeAlias = ApplicationStatus  # noqa: Y015
 
 @_typing.final
