@@ -36,7 +36,7 @@ class OffsetClock(SystemClock):
 
 async def start(tmp: Path, clock: SystemClock | None = None) -> Federation:
     fed = await Federation(tmp, PROVINCES, clock=clock).start()
-    for node_id, node in fed.nodes.items():
+    for node in fed.nodes.values():
         await node.users.add_user("clerk2", PASSWORD, "clerk")
         await node.users.add_user("operator", PASSWORD, "operator")
     return fed
