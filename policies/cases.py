@@ -77,7 +77,7 @@ class CaseResult:
         return "\n".join([head, *(f"    {p}" for p in self.problems)])
 
 
-def tests_path_for(bundle: Path) -> Path:
+def case_file_for(bundle: Path) -> Path:
     return bundle.with_name(bundle.stem + _SUFFIX)
 
 

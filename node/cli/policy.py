@@ -18,7 +18,7 @@ from typing import Any
 from node.clock import SystemClock
 from node.errors import ConfigError, InvalidInput, NotFound
 from node.keys import load_key
-from policies.cases import load_cases, run_case_file, tests_path_for
+from policies.cases import case_file_for, load_cases, run_case_file
 from policies.catalogue import CatalogueService, read_catalogues, read_members, sample_catalogue_paths
 from policies.engine import PolicyEngine
 from policies.explain import explain
@@ -134,7 +134,7 @@ def _test_files(paths: list[Path]) -> list[Path]:
         elif path.name.endswith(".tests.yaml"):
             found.append(path)
         else:
-            found.append(tests_path_for(path))
+            found.append(case_file_for(path))
     missing = [p for p in found if not p.is_file()]
     if missing:
         raise NotFound(f"no test file {missing[0]}", field="PATH")
