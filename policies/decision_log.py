@@ -86,12 +86,14 @@ class DecisionLog:
         self._db = db
 
     async def record(self, decision: Decision, inp: PolicyInput) -> None:
-        row = row_for(decision, inp)
+        """Log in a transaction of its own (the origin decides before it stores anything)."""
+        await self._db.run(lambda s: self.add(s, decision, inp))
 
-        def add(s: Session) -> None:
-            s.add(row)
-
-        await self._db.run(add)
+    @staticmethod
+    def add(s: Session, decision: Decision, inp: PolicyInput) -> None:
+        """Log inside the caller's transaction, e.g. the owner's, so the decision commits
+        or rolls back with the application it decided."""
+        s.add(row_for(decision, inp))
         DECISIONS.labels(inp.direction, decision.code).inc()
 
     async def recent(self, limit: int = 100, since_ms: int = 0) -> list[dict[str, Any]]:

@@ -50,16 +50,23 @@ def _stat(path: Path) -> tuple[int, int, int, int] | None:
 
 class PolicyHolder:
     """Holds the engine for one signed bundle. The first load must succeed (there is no
-    older bundle to fall back to), so the constructor raises ConfigError on failure."""
+    older bundle to fall back to), so the constructor raises ConfigError on failure.
 
-    def __init__(self, path: Path, public_key: bytes, clock: Clock) -> None:
+    With ``node_id`` a bundle written for another node is refused even when signed, since
+    copying a neighbour's bundle and signing it is an easy mistake with wide consequences.
+    Metrics are labelled with the node id (or the file name), so several nodes in one
+    process keep apart.
+    """
+
+    def __init__(self, path: Path, public_key: bytes, clock: Clock, *, node_id: str | None = None) -> None:
         self.path = path
         self.sig_path = sig_path_for(path)
         self.last_error: str | None = None
         self._public_key = public_key
         self._clock = clock
+        self._node_id = node_id
         self._quotas = QuotaBook(clock)  # shared by successive engines, see policies.quotas
-        self._label = path.name
+        self._label = node_id or path.name
         self._seen = self._stamp()
         try:
             self._engine = self._load()
@@ -112,4 +119,11 @@ class PolicyHolder:
 
     def _load(self) -> PolicyEngine:
         data = read_signed(self.path, self._public_key)
-        return PolicyEngine(parse_bundle(data, str(self.path)), self._clock, self._quotas)
+        bundle = parse_bundle(data, str(self.path))
+        if self._node_id is not None and bundle.node != self._node_id:
+            raise ConfigError(
+                f"{self.path} is the bundle of {bundle.node!r}, not of this node {self._node_id!r}",
+                code="bundle_wrong_node",
+                field="node",
+            )
+        return PolicyEngine(bundle, self._clock, self._quotas)

@@ -103,3 +103,17 @@ async def test_only_names_are_stored(db: Database) -> None:
         "consent",
     }
     assert row.fields == '["bank", "phone"]'
+
+
+async def test_add_commits_or_rolls_back_with_the_callers_transaction(db: Database) -> None:
+    engine = PolicyEngine(parse_bundle(BUNDLE, "b.yaml"), FakeClock())
+    kept, dropped = engine.decide(REQUEST), engine.decide(REQUEST)
+    await db.run(lambda s: DecisionLog.add(s, kept, REQUEST))
+
+    def add_then_fail(s: Session) -> None:
+        DecisionLog.add(s, dropped, REQUEST)
+        raise RuntimeError("storing the application failed")
+
+    with pytest.raises(RuntimeError):
+        await db.run(add_then_fail)
+    assert [r["decision_id"] for r in await DecisionLog(db).recent()] == [kept.decision_id]

@@ -141,3 +141,14 @@ def test_quota_state_survives_a_reload(tmp_path: Path) -> None:
     signed(tmp_path, key, GOOD.replace(b'"1"', b'"9"') + quota, name="quota.yaml")
     assert holder.maybe_reload()
     assert holder.current().decide(request).code == "quota"  # no fresh burst after a reload
+
+
+def test_a_signed_bundle_of_another_node_is_refused(tmp_path: Path) -> None:
+    key = NodeKey.generate()
+    path = signed(tmp_path, key, name="copied.yaml")  # node: shanghai
+    with pytest.raises(ConfigError) as err:
+        PolicyHolder(path, key.public_key, FakeClock(), node_id="jiangsu")
+    assert err.value.code == "bundle_wrong_node"
+    holder = PolicyHolder(path, key.public_key, FakeClock(), node_id="shanghai")
+    assert metric("yrd_policy_bundle_ok", "shanghai") == 1
+    assert holder.current().bundle.node == "shanghai"
