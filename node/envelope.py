@@ -19,6 +19,7 @@ import prometheus_client
 from nacl.exceptions import BadSignatureError
 from nacl.signing import VerifyKey
 from yrd.envelope.v1.envelope_pb2 import Envelope
+from yrd.federation.v1.manifest_pb2 import Member
 
 from node.clock import Clock
 from node.errors import ConfigError, EnvelopeRejected, InvalidInput
@@ -124,6 +125,10 @@ class KeyDirectory(Protocol):
         """The raw public key, or EnvelopeRejected unknown_sender/unknown_key/key_revoked/key_not_valid."""
         ...
 
+    def member(self, node_id: str) -> Member | None:
+        """The manifest entry of ``node_id``: a relay learns from its ``relay`` whom it serves."""
+        ...
+
 
 class EnvelopeVerifier:
     """Checks envelopes addressed to ``node_id`` in the fixed order of docs/protocol.md.
@@ -174,6 +179,40 @@ class EnvelopeVerifier:
             log.info("response from %r on %s rejected: %s", response.sender, request.method, e.code)
             raise
 
+    def verify_forwarded(self, inner: Envelope, method: str, *, at_relay: bool) -> None:
+        """An envelope carried in another envelope's body (docs/protocol.md, section 3.3).
+
+        The outer envelope was verified already and is what makes the call fresh, so the
+        inner one meets no skew and no nonce store: it may have waited in a relay's outbox
+        for longer than any skew, and a replayed copy is absorbed by the idempotency of what
+        it carries (application ids, status sequence numbers). ``at_relay`` says whether
+        this node passes it on (it must be the relay the manifest names for the inner
+        destination) or is its destination.
+        """
+        try:
+            _check_form(inner, is_request=True)
+            keys = self._keys()
+            public_key = keys.verify_key(inner.sender, inner.key_id, inner.created_at_ms)
+            if at_relay:
+                destination = keys.member(inner.destination)
+                if destination is None or destination.relay != self.node_id:
+                    raise EnvelopeRejected(
+                        f"{self.node_id} is not the relay of {inner.destination}", code="not_relay"
+                    )
+            elif inner.destination != self.node_id:
+                raise EnvelopeRejected(
+                    f"addressed to {inner.destination}, not to this node", code="wrong_destination"
+                )
+            if inner.method != method:
+                raise EnvelopeRejected(
+                    f"signed for {inner.method}, carried on {method}", code="method_mismatch"
+                )
+            _check_signature(public_key, inner)
+        except EnvelopeRejected as e:
+            REJECTIONS.labels(e.code).inc()
+            log.info("forwarded envelope from %r on %s rejected: %s", inner.sender, method, e.code)
+            raise
+
     def _check_signed(self, env: Envelope, method: str, request: Envelope | None) -> None:
         _check_form(env, is_request=request is None)
         public_key = self._keys().verify_key(env.sender, env.key_id, env.created_at_ms)
@@ -192,10 +231,14 @@ class EnvelopeVerifier:
         skew = self._clock.now_ms() - env.created_at_ms
         if abs(skew) > self.max_skew_ms:
             raise EnvelopeRejected(f"created {skew} ms away from now", code="clock_skew")
-        try:
-            VerifyKey(public_key).verify(signing_input(env), env.signature)
-        except BadSignatureError as e:
-            raise EnvelopeRejected("signature does not verify", code="bad_signature") from e
+        _check_signature(public_key, env)
+
+
+def _check_signature(public_key: bytes, env: Envelope) -> None:
+    try:
+        VerifyKey(public_key).verify(signing_input(env), env.signature)
+    except BadSignatureError as e:
+        raise EnvelopeRejected("signature does not verify", code="bad_signature") from e
 
 
 def _check_form(env: Envelope, *, is_request: bool) -> None:

@@ -87,6 +87,7 @@ ENVELOPE_REASONS = (
     "nonce_replayed",
     "bad_signature",
     "response_mismatch",
+    "not_relay",
 )
 
 

@@ -8,8 +8,6 @@ import logging
 from collections.abc import Callable
 
 import grpc
-from nacl.exceptions import BadSignatureError
-from nacl.signing import VerifyKey
 from sqlmodel import Session
 from yrd.envelope.v1 import envelope_pb2
 from yrd.peer.v1 import peer_pb2, peer_pb2_grpc
@@ -18,7 +16,7 @@ from node import audit, metrics
 from node.audit import AuditEntry
 from node.clock import Clock
 from node.db import Database
-from node.envelope import EnvelopeVerifier, answer, request_digest, signing_input
+from node.envelope import EnvelopeVerifier, answer, request_digest
 from node.errors import EnvelopeRejected, InvalidInput
 from node.grpc_errors import grpc_errors
 from node.origin import apply_status_update
@@ -202,13 +200,7 @@ class PeerServicer(peer_pb2_grpc.PeerServiceServicer):
         )
 
     def _verify_inner(self, inner: Env, method: str) -> None:
-        if inner.method != method:
-            raise EnvelopeRejected("inner method differs", code="method_mismatch")
-        public = self.trust.manifest.verify_key(inner.sender, inner.key_id, inner.created_at_ms)
-        try:
-            VerifyKey(public).verify(signing_input(inner), inner.signature)
-        except (BadSignatureError, ValueError) as e:
-            raise EnvelopeRejected("inner signature does not verify", code="bad_signature") from e
+        self.verifier.verify_forwarded(inner, method, at_relay=inner.destination != self.trust.node_id)
 
     # -- exchange ------------------------------------------------------------------------
 
