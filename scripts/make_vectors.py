@@ -481,6 +481,107 @@ def envelope_vectors(sealed: bytes) -> dict[str, Any]:
     }
 
 
+def wrapped(inner: Envelope, method: str) -> bytes:
+    """The outer body that carries ``inner``: DeliverItem or StatusItem field 2, ``forward``."""
+    if method == DELIVER:
+        return peer_pb2.DeliverItem(forward=inner).SerializeToString()
+    return peer_pb2.StatusItem(forward=inner).SerializeToString()
+
+
+def forwarded_vectors() -> dict[str, Any]:
+    """node-sz is reached through its relay node-js (manifest v2). The inner envelopes are hours
+    old at ``now``: section 3.3 applies no skew to them, only the key windows at creation."""
+    created, now = T0 + 2 * DAY, T0 + 2 * DAY + 6 * 3_600_000
+    transfer = peer_pb2.ApplicationTransfer(
+        application_id="app-0002",
+        origin_node="node-sh",
+        service_id="sz-residence-registration",
+        service_version=1,
+        submitted_at_ms=created,
+        purpose="vector",
+        consent=True,
+        fields_present=["purpose"],
+    )
+    body = peer_pb2.DeliverItem(application=transfer).SerializeToString()
+    to_sz = seal_envelope(
+        KEYS["sh-1"],
+        sender="node-sh",
+        destination="node-sz",
+        method=DELIVER,
+        body=body,
+        now_ms=created,
+        nonce=nonce(64),
+    )
+    update = peer_pb2.StatusUpdate(
+        application_id="app-0003",
+        status=peer_pb2.APPLICATION_STATUS_APPROVED,
+        changed_at_ms=created,
+        sequence=3,
+    )
+    status = seal_envelope(
+        KEYS["ah-1"],
+        sender="node-ah",
+        destination="node-sz",
+        method=NOTIFY,
+        body=peer_pb2.StatusItem(status=update).SerializeToString(),
+        now_ms=created,
+        nonce=nonce(80),
+    )
+    answer_body = peer_pb2.Receipt(item_id="app-0002", outcome=peer_pb2.RECEIPT_OUTCOME_ACCEPTED)
+    smuggled = changed(to_sz, "sh-1", body=answer_body.SerializeToString(), in_reply_to=request_digest(to_sz))
+    flipped = body[:-1] + bytes([body[-1] ^ 1])
+    relay, final, other_relay = ("node-js", True), ("node-sz", False), ("node-zj", True)
+    to_ah = changed(to_sz, "sh-1", destination="node-ah")
+    outsider = changed(to_sz, "outsider", sender="node-xx", key_id=KEYS["outsider"].key_id)
+    revoked = changed(to_sz, "js-0", sender="node-js", key_id=KEYS["js-0"].key_id)
+    cases: list[tuple[str, Envelope, tuple[str, bool], str, str]] = [
+        ("application-at-relay", to_sz, relay, DELIVER, "valid"),
+        ("application-at-destination", to_sz, final, DELIVER, "valid"),
+        ("status-at-relay", status, relay, NOTIFY, "valid"),
+        ("status-at-destination", status, final, NOTIFY, "valid"),
+        ("response-smuggled-as-request", smuggled, relay, DELIVER, "malformed_envelope"),
+        ("not-a-member", outsider, relay, DELIVER, "unknown_sender"),
+        ("key-of-another-member", changed(to_sz, key_id=KEYS["js-1"].key_id), relay, DELIVER, "unknown_key"),
+        ("revoked-key", revoked, final, DELIVER, "key_revoked"),
+        (
+            "created-before-key-window",
+            changed(to_sz, "sh-1", created_at_ms=T0 - 2 * DAY),
+            relay,
+            DELIVER,
+            "key_not_valid",
+        ),
+        ("wrong-destination", to_ah, final, DELIVER, "wrong_destination"),
+        ("relay-of-another-member", to_sz, other_relay, DELIVER, "not_relay"),
+        ("destination-has-no-relay", to_ah, relay, DELIVER, "not_relay"),
+        ("not-relay-and-bad-signature", changed(to_sz, body=flipped), other_relay, DELIVER, "not_relay"),
+        ("carried-on-another-method", to_sz, relay, NOTIFY, "method_mismatch"),
+        ("body-byte-flipped", changed(to_sz, body=flipped), relay, DELIVER, "bad_signature"),
+        (
+            "readdressed-to-the-relay",
+            changed(to_sz, destination="node-js"),
+            ("node-js", False),
+            DELIVER,
+            "bad_signature",
+        ),
+    ]
+    return {
+        "manifest": "v2",
+        "now_ms": now,
+        "cases": [
+            case(
+                name,
+                env,
+                expect,
+                receiver=receiver,
+                at_relay=at_relay,
+                method_called=method,
+                wrapped_body=wrapped(env, method).hex(),
+            )
+            for name, env, (receiver, at_relay), method, expect in cases
+        ],
+    }
+
+
 def build() -> dict[str, Any]:
     table, anchors, successors = manifests()
     sealed_valid, sealed_invalid, sealed = sealed_vectors()
@@ -498,6 +599,7 @@ def build() -> dict[str, Any]:
             for name, key in KEYS.items()
         ],
         "envelopes": envelope_vectors(sealed),
+        "forwarded": forwarded_vectors(),
         "sealed": {"valid": sealed_valid, "invalid": sealed_invalid},
         "manifests": {"signed": table, "anchors": anchors, "successors": successors},
     }

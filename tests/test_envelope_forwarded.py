@@ -1,0 +1,247 @@
+"""Relayed envelopes (docs/protocol.md, section 3.3): the published vectors, then the
+properties that set a forwarded envelope apart from a request: no skew, no nonce store,
+and a relay that only passes on what the manifest says it relays."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from prometheus_client import REGISTRY
+from yrd.envelope.v1.envelope_pb2 import Envelope
+from yrd.federation.v1 import manifest_pb2 as mpb
+from yrd.federation.v1.manifest_pb2 import SignedManifest
+from yrd.peer.v1 import peer_pb2
+
+from node.clock import FakeClock
+from node.envelope import EnvelopeVerifier, request_digest, seal_envelope, signing_input
+from node.errors import ENVELOPE_REASONS, EnvelopeRejected
+from node.keys import NodeKey
+from registry.manifest import TrustedManifest, sign_manifest, verify_anchor
+
+ROOT = Path(__file__).resolve().parent.parent
+VECTORS: dict[str, Any] = json.loads((ROOT / "docs" / "protocol-vectors.json").read_text(encoding="utf-8"))
+FORWARDED = VECTORS["forwarded"]
+SEEDS = {k["key_id"]: bytes.fromhex(k["seed"]) for k in VECTORS["keys"]}
+DELIVER = "/yrd.peer.v1.PeerService/Deliver"
+NOTIFY = "/yrd.peer.v1.PeerService/NotifyStatus"
+
+
+def envelope(fields: dict[str, Any]) -> Envelope:
+    env = Envelope(
+        sender=fields["sender"],
+        key_id=fields["key_id"],
+        destination=fields["destination"],
+        method=fields["method"],
+        created_at_ms=fields["created_at_ms"],
+    )
+    for name in ("nonce", "body", "in_reply_to", "signature"):
+        setattr(env, name, bytes.fromhex(fields[name]))
+    return env
+
+
+class NoNonces:
+    """A nonce store that fails the test when asked: forwarded envelopes must not use one."""
+
+    window_ms = 60_000
+
+    async def remember(self, sender: str, nonce: bytes, created_at_ms: int, now_ms: int) -> bool:
+        raise AssertionError("a forwarded envelope consulted the nonce store")
+
+
+def vector_manifest() -> TrustedManifest:
+    signed = next(m for m in VECTORS["manifests"]["signed"] if m["name"] == FORWARDED["manifest"])
+    return verify_anchor(SignedManifest.FromString(bytes.fromhex(signed["signed_manifest"])))
+
+
+@pytest.mark.parametrize("vector", FORWARDED["cases"], ids=lambda v: v["name"])
+def test_forwarded_vectors(vector: dict[str, Any]) -> None:
+    inner = envelope(vector["envelope"])
+    assert signing_input(inner).hex() == vector["signing_input"]
+    assert request_digest(inner).hex() == vector["digest"]
+    outer_body = bytes.fromhex(vector["wrapped_body"])
+    item = peer_pb2.DeliverItem() if vector["method_called"] == DELIVER else peer_pb2.StatusItem()
+    item.ParseFromString(outer_body)
+    assert item.WhichOneof("item") == "forward" and item.forward == inner
+    now = FORWARDED["now_ms"]
+    verifier = EnvelopeVerifier(vector["receiver"], vector_manifest(), NoNonces(), FakeClock(now))
+    method, at_relay = vector["method_called"], vector["at_relay"]
+    if vector["expect"] == "valid":
+        assert now - inner.created_at_ms > verifier.max_skew_ms
+        assert NodeKey.from_seed(SEEDS[inner.key_id]).sign(signing_input(inner)) == inner.signature
+        verifier.verify_forwarded(inner, method, at_relay=at_relay)
+    else:
+        with pytest.raises(EnvelopeRejected) as err:
+            verifier.verify_forwarded(inner, method, at_relay=at_relay)
+        assert err.value.code == vector["expect"]
+
+
+def test_the_vectors_cover_every_forwarded_reason() -> None:
+    expected = {"valid", "malformed_envelope", "unknown_sender", "unknown_key", "key_revoked"}
+    expected |= {"key_not_valid", "wrong_destination", "not_relay", "method_mismatch", "bad_signature"}
+    assert {v["expect"] for v in FORWARDED["cases"]} == expected
+    assert "not_relay" in ENVELOPE_REASONS
+
+
+# --- a small federation of our own: origin a, relay r, city c (relayed by r), bystander b -------------
+
+NOW = 1_767_225_600_000
+DAY = 86_400_000
+KEYS = {name: NodeKey.from_seed(hashlib.sha256(b"fwd:" + name.encode()).digest()) for name in "arcb"}
+
+
+def entry(name: str, status: mpb.KeyStatus.ValueType = mpb.KEY_STATUS_ACTIVE) -> mpb.MemberKey:
+    k = KEYS[name]
+    return mpb.MemberKey(
+        key_id=k.key_id,
+        public_key=k.public_key,
+        not_before_ms=NOW - DAY,
+        not_after_ms=NOW + 30 * DAY,
+        status=status,
+    )
+
+
+def federation(
+    c_relay: str = "node-r", a_status: mpb.KeyStatus.ValueType = mpb.KEY_STATUS_ACTIVE
+) -> TrustedManifest:
+    members = [
+        mpb.Member(node_id="node-a", jurisdictions=["31"], keys=[entry("a", a_status)]),
+        mpb.Member(node_id="node-r", jurisdictions=["32"], keys=[entry("r")]),
+        mpb.Member(node_id="node-c", jurisdictions=["3205"], keys=[entry("c")], relay=c_relay),
+        mpb.Member(node_id="node-b", jurisdictions=["33"], keys=[entry("b")]),
+    ]
+    body = mpb.Manifest(
+        federation_id="f", version=1, threshold=1, issued_at_ms=NOW, expires_at_ms=NOW + DAY, members=members
+    ).SerializeToString()
+    return verify_anchor(sign_manifest(mpb.SignedManifest(manifest=body), "node-r", KEYS["r"]))
+
+
+def inner(destination: str = "node-c", created_at_ms: int = NOW, **over: Any) -> Envelope:
+    fields: dict[str, Any] = {"sender": "node-a", "destination": destination, "method": DELIVER}
+    fields.update({"body": b"app", **over})
+    return seal_envelope(KEYS["a"], now_ms=created_at_ms, **fields)
+
+
+def verifier(node_id: str, clock_ms: int = NOW, manifest: TrustedManifest | None = None) -> EnvelopeVerifier:
+    return EnvelopeVerifier(node_id, manifest or federation(), NoNonces(), FakeClock(clock_ms))
+
+
+def code_of(v: EnvelopeVerifier, env: Envelope, method: str = DELIVER, *, at_relay: bool) -> str:
+    with pytest.raises(EnvelopeRejected) as err:
+        v.verify_forwarded(env, method, at_relay=at_relay)
+    return err.value.code
+
+
+@pytest.mark.parametrize("age_ms", [0, 31_000, 20 * DAY, -DAY])
+def test_age_is_not_held_against_an_inner_envelope(age_ms: int) -> None:
+    env = inner(created_at_ms=NOW)
+    verifier("node-r", NOW + age_ms).verify_forwarded(env, DELIVER, at_relay=True)
+    verifier("node-c", NOW + age_ms).verify_forwarded(env, DELIVER, at_relay=False)
+
+
+def test_the_key_must_be_valid_when_the_inner_envelope_was_made() -> None:
+    # Freshness comes from the outer hop; the signer's key window still bounds created_at.
+    assert code_of(verifier("node-r"), inner(created_at_ms=NOW + 30 * DAY), at_relay=True) == "key_not_valid"
+    assert code_of(verifier("node-c"), inner(created_at_ms=NOW - 2 * DAY), at_relay=False) == "key_not_valid"
+
+
+def test_a_revoked_key_is_refused_however_old_the_envelope() -> None:
+    revoked = federation(a_status=mpb.KEY_STATUS_REVOKED)
+    assert code_of(verifier("node-r", manifest=revoked), inner(), at_relay=True) == "key_revoked"
+
+
+def test_the_same_inner_envelope_verifies_again() -> None:
+    """A relay's outbox may send it twice; the application id absorbs the copy, not a nonce."""
+    env, v = inner(), verifier("node-c")
+    v.verify_forwarded(env, DELIVER, at_relay=False)
+    v.verify_forwarded(env, DELIVER, at_relay=False)
+
+
+@pytest.mark.parametrize(
+    ("node", "destination", "code"),
+    [
+        ("node-b", "node-c", "not_relay"),  # c's relay is r, not b
+        ("node-r", "node-b", "not_relay"),  # b has no relay at all
+        ("node-r", "node-r", "not_relay"),  # a relay is never its own relay
+        ("node-r", "node-zz", "not_relay"),  # not a member
+    ],
+)
+def test_a_relay_passes_on_only_for_the_members_it_relays(node: str, destination: str, code: str) -> None:
+    assert code_of(verifier(node), inner(destination), at_relay=True) == code
+
+
+def test_the_relay_follows_the_current_manifest() -> None:
+    current = [federation()]
+    v = EnvelopeVerifier("node-r", lambda: current[0], NoNonces(), FakeClock(NOW))
+    v.verify_forwarded(inner(), DELIVER, at_relay=True)
+    current[0] = federation(c_relay="node-b")
+    assert code_of(v, inner(), at_relay=True) == "not_relay"
+
+
+def test_at_the_destination_it_must_be_addressed_here() -> None:
+    assert code_of(verifier("node-b"), inner("node-c"), at_relay=False) == "wrong_destination"
+
+
+def test_inner_method_must_match_the_outer_call() -> None:
+    assert code_of(verifier("node-c"), inner(), NOTIFY, at_relay=False) == "method_mismatch"
+    verifier("node-c").verify_forwarded(inner(method=NOTIFY), NOTIFY, at_relay=False)
+
+
+def test_a_response_cannot_travel_as_an_inner_request() -> None:
+    request = inner()
+    smuggled = inner(in_reply_to=request_digest(request))
+    assert code_of(verifier("node-r"), smuggled, at_relay=True) == "malformed_envelope"
+
+
+def test_a_relay_cannot_readdress_an_envelope_to_itself() -> None:
+    env = inner()
+    env.destination = "node-r"
+    assert code_of(verifier("node-r"), env, at_relay=False) == "bad_signature"
+
+
+def test_destination_is_checked_before_the_signature() -> None:
+    env = inner()
+    env.body = b"forged"
+    assert code_of(verifier("node-b"), env, at_relay=True) == "not_relay"
+    assert code_of(verifier("node-r"), env, at_relay=True) == "bad_signature"
+
+
+def test_rejections_are_counted_by_reason() -> None:
+    def count() -> float:
+        return REGISTRY.get_sample_value("yrd_envelope_rejections_total", {"reason": "not_relay"}) or 0.0
+
+    before = count()
+    code_of(verifier("node-b"), inner(), at_relay=True)
+    assert count() == before + 1
+
+
+MUTATIONS = {
+    "sender": st.sampled_from(["node-b", "node-r", "node-c"]),
+    "key_id": st.sampled_from([KEYS[n].key_id for n in "rcb"]),
+    "destination": st.text(min_size=1, max_size=8),
+    "method": st.text(min_size=1, max_size=8),
+    "created_at_ms": st.integers(NOW - DAY, NOW + 30 * DAY - 1),
+    "nonce": st.binary(min_size=16, max_size=16),
+    "body": st.binary(max_size=8),
+    "in_reply_to": st.binary(min_size=1, max_size=32),
+}
+
+
+@settings(max_examples=100)
+@given(
+    st.sampled_from(sorted(MUTATIONS)).flatmap(lambda f: st.tuples(st.just(f), MUTATIONS[f])),
+    st.booleans(),
+)
+def test_any_change_to_a_signed_field_is_refused(change: tuple[str, object], at_relay: bool) -> None:
+    name, value = change
+    env = inner(nonce=bytes(16))
+    if getattr(env, name) == value:
+        return
+    setattr(env, name, value)
+    with pytest.raises(EnvelopeRejected):
+        verifier("node-r" if at_relay else "node-c").verify_forwarded(env, DELIVER, at_relay=at_relay)
