@@ -178,10 +178,6 @@ class PeerServicer(peer_pb2_grpc.PeerServiceServicer):
                     item_id, Outcome.RECEIPT_OUTCOME_REJECTED, "nested_forward", "one relay hop", now
                 )
             return self._local(s, inner.sender, item, now, hops)
-        if not self.trust.relays_for(inner.destination):
-            return _receipt(
-                item_id, Outcome.RECEIPT_OUTCOME_REJECTED, "not_relay", "we do not relay there", now
-            )
         wrapper = (
             peer_pb2.DeliverItem(forward=inner) if method == DELIVER else peer_pb2.StatusItem(forward=inner)
         )

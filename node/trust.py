@@ -41,10 +41,6 @@ class Trust:
             return m.relay
         return destination
 
-    def relays_for(self, destination: str) -> bool:
-        m = self.manifest.member(destination)
-        return m is not None and m.relay == self.node_id
-
     def public_key_of(self, node_id: str, at_ms: int) -> bytes:
         """The key to seal data to: the member's key that signs at ``at_ms``."""
         key_id = self.manifest.signing_key_id(node_id, at_ms)
