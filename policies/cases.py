@@ -235,7 +235,7 @@ def _instant(r: Reader, node: yaml.Node, where: str) -> int | None:
     if text is not None and (at is None or at.tzinfo is None):
         r.error(node, where, f"{text!r} is not an ISO 8601 time with a UTC offset")
         return None
-    return None if at is None else int(at.timestamp() * 1000)
+    return None if at is None else round(at.timestamp() * 1000)
 
 
 def _expect(r: Reader, node: yaml.Node, where: str) -> dict[str, object] | None:

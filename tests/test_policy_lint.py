@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
 import textwrap
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from policies.catalogue import CatalogueService
+from policies.coverage import covers
+from policies.engine import dynamic_match, local_time
+from policies.index import static_key, static_match
 from policies.lint import lint_bundle
+from policies.model import PolicyInput
 from policies.schema import parse_bundle
+from policies.spec import Conditions, FieldCondition, ServiceSelector, TimeWindow
 
 CATALOGUE = {
     s.id: s
@@ -128,3 +137,89 @@ def test_time_and_field_conditions_are_compared_conservatively() -> None:
         """
     )
     assert findings == ["shadowed rule evening"]
+
+
+# --- soundness of the coverage check that "shadowed" rests on ---------------------------
+
+WORDS = st.sampled_from(["a", "b", "c"])
+WINDOWS = st.builds(
+    TimeWindow,
+    days=st.frozensets(st.integers(0, 6), min_size=1),
+    start_min=st.sampled_from([0, 480, 720, 1080]),
+    end_min=st.sampled_from([60, 600, 1020, 1440]),
+)
+
+
+def conditions(absent: int) -> st.SearchStrategy[Conditions]:
+    """Random conditions; each one is absent with weight ``absent`` against 1, so a sparse
+    (broad) rule can be drawn against a dense (narrow) one and coverage actually occurs."""
+
+    def maybe(s: st.SearchStrategy[object]) -> st.SearchStrategy[object]:
+        return st.one_of(*[st.none()] * absent, s)
+
+    sets = maybe(st.frozensets(WORDS, min_size=1))
+    prefixes = maybe(st.lists(st.sampled_from(["3", "31", "32", "320"]), min_size=1, max_size=2).map(tuple))
+    selectors = st.lists(st.sampled_from(["a", "b", "a*", "b?", "*"]), min_size=1).map(
+        lambda ids: ServiceSelector.of(tuple(ids))
+    )
+    return st.builds(
+        Conditions,
+        directions=st.frozensets(st.sampled_from(["outbound", "inbound"]), min_size=1),
+        peer_nodes=sets,
+        peer_jurisdictions=prefixes,
+        services=maybe(selectors),
+        service_owners=prefixes,
+        service_departments=sets,
+        owned_by_peer=maybe(st.booleans()),
+        purposes=sets,
+        roles=sets,
+        consent=maybe(st.booleans()),
+        fields=maybe(st.builds(FieldCondition, any=sets, all=sets, none=sets, only=sets)),
+        time=maybe(st.lists(WINDOWS, min_size=1, max_size=2).map(tuple)),
+    )
+
+
+INPUTS = st.builds(
+    PolicyInput,
+    direction=st.sampled_from(["outbound", "inbound"]),
+    peer_node=WORDS,
+    peer_jurisdiction=st.sampled_from(["31", "32", "3205"]),
+    service_id=st.sampled_from(["a", "ab", "b", "bc", "c"]),
+    service_owner=st.sampled_from(["310000", "320000", "320500"]),
+    service_department=WORDS,
+    purpose=WORDS,
+    role=WORDS,
+    fields=st.frozensets(WORDS),
+    consent=st.booleans(),
+    at_ms=st.integers(0, 14 * 86_400_000),
+)
+
+
+@st.composite
+def pairs(draw: st.DrawFn) -> tuple[Conditions, Conditions]:
+    """A rule and a second one that copies some of its conditions and redraws the rest,
+    so that "covers" is often true and the redrawn conditions are what gets tested."""
+    a, other = draw(conditions(absent=2)), draw(conditions(absent=1))
+    changed = {f.name: getattr(other, f.name) for f in dataclasses.fields(Conditions) if draw(st.booleans())}
+    return a, dataclasses.replace(a, **changed)
+
+
+def matches(c: Conditions, i: PolicyInput) -> bool:
+    weekday, minute = local_time(i.at_ms, 0)
+    return static_match(c, static_key(i)) and dynamic_match(c, i, weekday, minute)
+
+
+@settings(max_examples=200, deadline=None)
+@given(pairs(), st.lists(INPUTS, min_size=1, max_size=40))
+def test_covers_never_claims_a_rule_it_does_not_cover(
+    pair: tuple[Conditions, Conditions], probes: list[PolicyInput]
+) -> None:
+    a, b = pair
+    if covers(a, b):
+        assert all(matches(a, i) for i in probes if matches(b, i))
+
+
+@given(WINDOWS, WINDOWS, st.integers(0, 6), st.integers(0, 1439))
+def test_window_within_is_sound(inner: TimeWindow, outer: TimeWindow, day: int, minute: int) -> None:
+    if inner.start_min != inner.end_min and outer.start_min != outer.end_min and inner.within(outer):
+        assert not inner.contains(day, minute) or outer.contains(day, minute)

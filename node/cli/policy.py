@@ -199,7 +199,7 @@ def _at_ms(text: str | None) -> int:
         raise InvalidInput(f"{text!r} is not an ISO 8601 time", field="--at") from e
     if at.tzinfo is None:
         raise InvalidInput("give the UTC offset, e.g. 2026-01-05T10:00:00+08:00", field="--at")
-    return int(at.timestamp() * 1000)
+    return round(at.timestamp() * 1000)
 
 
 def log_command(args: argparse.Namespace) -> int:
