@@ -12,6 +12,8 @@ from sqlmodel import Field, SQLModel
 class Application(SQLModel, table=True):
     """An application as the origin counter sees it."""
 
+    __tablename__ = "application"
+
     id: str = Field(primary_key=True)
     service_id: str
     owner_node: str
@@ -31,6 +33,8 @@ class StatusEvent(SQLModel, table=True):
     """One status change of an application at the origin; (application, sequence) is unique
     so a status update delivered twice is applied once."""
 
+    __tablename__ = "status_event"
+
     id: int | None = Field(default=None, primary_key=True)
     application_id: str = Field(index=True)
     sequence: int
@@ -45,6 +49,8 @@ class StatusEvent(SQLModel, table=True):
 class ReceiptRecord(SQLModel, table=True):
     """A signed receipt kept for non-repudiation: the raw envelope bytes as received."""
 
+    __tablename__ = "receipt_record"
+
     id: int | None = Field(default=None, primary_key=True)
     application_id: str = Field(index=True)
     from_node: str
@@ -57,6 +63,8 @@ class ReceiptRecord(SQLModel, table=True):
 
 
 class ResultDocument(SQLModel, table=True):
+    __tablename__ = "result_document"
+
     id: int | None = Field(default=None, primary_key=True)
     application_id: str = Field(index=True)
     name: str
@@ -67,6 +75,8 @@ class ResultDocument(SQLModel, table=True):
 class InboundApplication(SQLModel, table=True):
     """An application at its owner. The primary key on the application id is what makes
     delivery idempotent: a second copy finds the row and is answered as a duplicate."""
+
+    __tablename__ = "inbound_application"
 
     id: str = Field(primary_key=True)
     origin_node: str = Field(index=True)
@@ -89,6 +99,8 @@ class OutboxEntry(SQLModel, table=True):
     wraps it in a freshly signed envelope. A claim lease (``claimed_until_ms``) lets
     several replicas share one PostgreSQL database without sending a row twice."""
 
+    __tablename__ = "outbox_entry"
+
     id: int | None = Field(default=None, primary_key=True)
     next_hop: str = Field(index=True)
     destination: str
@@ -106,6 +118,8 @@ class OutboxEntry(SQLModel, table=True):
 class PeerState(SQLModel, table=True):
     """Persisted backoff per peer, so a restart does not hammer a peer that is down."""
 
+    __tablename__ = "peer_state"
+
     node_id: str = Field(primary_key=True)
     failures: int = 0
     backoff_until_ms: int = Field(default=0, sa_type=BigInteger)
@@ -117,6 +131,8 @@ class PeerCatalogue(SQLModel, table=True):
     """The last verified catalogue of each peer, kept so a restart can serve the union
     even while a peer is down."""
 
+    __tablename__ = "peer_catalogue"
+
     node_id: str = Field(primary_key=True)
     digest: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
     catalogue: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
@@ -125,6 +141,8 @@ class PeerCatalogue(SQLModel, table=True):
 
 class AuditRecord(SQLModel, table=True):
     """One envelope in or out. ``hash`` = SHA-256(prev_hash || record bytes); see node/audit.py."""
+
+    __tablename__ = "audit_record"
 
     seq: int = Field(primary_key=True)
     at_ms: int = Field(sa_type=BigInteger)
