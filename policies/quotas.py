@@ -8,16 +8,20 @@ clock's monotonic reading, so tests move it and a wall-clock jump cannot refill 
 
 from __future__ import annotations
 
+import threading
+
 from node.clock import Clock
 from policies.model import PolicyInput
 from policies.spec import Quota
 
 
 class QuotaBook:
-    """Not thread-safe: decisions are taken on the node's event loop."""
+    """Safe to share between threads: the owner may decide inside a database worker while
+    the origin decides on the event loop, and a check-then-take must not interleave."""
 
     def __init__(self, clock: Clock) -> None:
         self._clock = clock
+        self._lock = threading.Lock()
         # (quota id, peer node or service id) -> [tokens, monotonic seconds of last update]
         self._buckets: dict[tuple[str, str], list[float]] = {}
 
@@ -29,6 +33,10 @@ class QuotaBook:
         """
         if not quotas:
             return None
+        with self._lock:
+            return self._admit(quotas, inp, consume)
+
+    def _admit(self, quotas: tuple[Quota, ...], inp: PolicyInput, consume: bool) -> Quota | None:
         now = self._clock.monotonic()
         levels: list[tuple[tuple[str, str], float]] = []
         for q in quotas:
