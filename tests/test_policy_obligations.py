@@ -49,6 +49,5 @@ def test_mask_value_keeps_containers_and_hides_scalars() -> None:
 def test_masking_keeps_the_length_and_hides_the_middle(text: str) -> None:
     masked = mask_text(text)
     assert len(masked) == len(text)
-    assert masked != text or set(text) <= {"*"}
     keep = (3, 4) if len(text) >= 8 else (1, 1 if len(text) > 2 else 0)
     assert masked[keep[0] : len(text) - keep[1]] == "*" * (len(text) - sum(keep))
