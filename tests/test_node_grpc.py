@@ -1,0 +1,113 @@
+"""The gRPC face of a node: health, reflection, the counter service and envelope refusals."""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from yrd.counter.v1 import counter_pb2, counter_pb2_grpc
+from yrd.peer.v1 import peer_pb2, peer_pb2_grpc
+
+from node.envelope import seal_envelope
+from node.grpc_errors import REASON_KEY
+from node.keys import NodeKey
+from simulations.local_federation import PROVINCES
+from simulations.sample_applications import application_body
+from tests.support.federation import Federation, allow_all_specs
+
+DELIVER = "/yrd.peer.v1.PeerService/Deliver"
+
+
+@pytest.fixture
+async def fed(tmp_path: Path) -> AsyncIterator[Federation]:
+    specs = [s for s in allow_all_specs(tmp_path, PROVINCES) if s.node_id in ("jiangsu", "zhejiang")]
+    f = await Federation(tmp_path, specs).start()
+    try:
+        yield f
+    finally:
+        await f.close()
+
+
+def reason(e: grpc.aio.AioRpcError) -> str:
+    return dict(e.trailing_metadata() or ()).get(REASON_KEY, "")
+
+
+async def test_health_and_reflection(fed: Federation) -> None:
+    async with grpc.aio.insecure_channel(fed.nodes["zhejiang"].grpc_address) as ch:
+        answer = await health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(service=""))
+        assert answer.status == health_pb2.HealthCheckResponse.SERVING
+        stub = reflection_pb2_grpc.ServerReflectionStub(ch)
+        responses = stub.ServerReflectionInfo(
+            iter([reflection_pb2.ServerReflectionRequest(list_services="")])
+        )
+        names = {s.name async for r in responses for s in r.list_services_response.service}
+    assert {"yrd.peer.v1.PeerService", "yrd.counter.v1.CounterService", "grpc.health.v1.Health"} <= names
+
+
+async def test_counter_service_submits_and_reports(fed: Federation) -> None:
+    body = application_body(
+        fed.nodes["jiangsu"].index.get("zj.medical.cross-region-filing"), random.Random(2)
+    )
+    meta = (("authorization", f"Bearer {fed.tokens['jiangsu']}"),)
+    async with grpc.aio.insecure_channel(fed.nodes["jiangsu"].grpc_address) as ch:
+        stub = counter_pb2_grpc.CounterServiceStub(ch)
+        created = await stub.SubmitApplication(
+            counter_pb2.SubmitApplicationRequest(
+                service_id=body["service_id"],
+                applicant=counter_pb2.Applicant(**body["applicant"]),
+                form_json=json.dumps(body["form"]),
+                consent=True,
+                idempotency_key="grpc-1",
+            ),
+            metadata=meta,
+        )
+        assert created.owner_node == "zhejiang"
+        await fed.wait_status("jiangsu", created.id, {"completed", "needs_materials"})
+        got = await stub.GetApplication(counter_pb2.GetApplicationRequest(id=created.id), metadata=meta)
+        assert got.id == created.id and len(got.history) >= 4
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await stub.ListServices(counter_pb2.ListServicesRequest())
+        assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await stub.SubmitApplication(
+                counter_pb2.SubmitApplicationRequest(service_id="nope", idempotency_key="g2"), metadata=meta
+            )
+        assert err.value.code() == grpc.StatusCode.NOT_FOUND
+        assert reason(err.value) == "unknown_service"
+
+
+async def test_peer_service_refuses_replays_and_strangers(fed: Federation) -> None:
+    jiangsu = fed.nodes["jiangsu"]
+    zj = fed.nodes["zhejiang"]
+    body = peer_pb2.DeliverItem().SerializeToString()
+    env = seal_envelope(
+        jiangsu.trust.key,
+        sender="jiangsu",
+        destination="zhejiang",
+        method=DELIVER,
+        body=body,
+        now_ms=jiangsu.clock.now_ms(),
+    )
+    stranger = seal_envelope(
+        NodeKey.generate(),
+        sender="jiangsu",
+        destination="zhejiang",
+        method=DELIVER,
+        body=body,
+        now_ms=jiangsu.clock.now_ms(),
+    )
+    async with grpc.aio.insecure_channel(zj.grpc_address) as ch:
+        stub = peer_pb2_grpc.PeerServiceStub(ch)
+        first = await stub.Deliver(peer_pb2.DeliverRequest(envelopes=[env]))
+        assert peer_pb2.Receipt.FromString(first.receipts[0].body).reason_code == "malformed_body"
+        for bad, code in ((env, "nonce_replayed"), (stranger, "unknown_key")):
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await stub.Deliver(peer_pb2.DeliverRequest(envelopes=[bad]))
+            assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+            assert reason(err.value) == code
