@@ -219,14 +219,15 @@ def box_nonce(ephemeral_public: bytes, recipient_public: bytes) -> bytes:
 
 
 def _shared_key(secret: bytes, public: bytes) -> bytes:
-    """X25519 then HSalsa20 (crypto_box_beforenm); an all-zero X25519 result is refused."""
+    """X25519 then HSalsa20 (crypto_box_beforenm); libsodium fails on an all-zero X25519 result.
+
+    5.2 asks for that refusal when sealing only; opening refuses it too (sealed_payload_invalid),
+    as libsodium's crypto_box_seal_open does.
+    """
     try:
-        shared = bindings.crypto_scalarmult(secret, public)
-        if not any(shared):
-            raise Rejected("sealed_payload_invalid", "all-zero shared secret")
         return bytes(bindings.crypto_box_beforenm(public, secret))
-    except (CryptoError, RuntimeError) as exc:
-        raise Rejected("sealed_payload_invalid", "X25519 refused the key") from exc
+    except CryptoError as exc:
+        raise Rejected("sealed_payload_invalid", "X25519 gave the all-zero secret") from exc
 
 
 def seal_with_ephemeral(plaintext: bytes, recipient_public: bytes, ephemeral_secret: bytes) -> bytes:
@@ -245,8 +246,7 @@ def open_sealed(sealed: bytes, recipient_seed: bytes) -> bytes:
     recipient_public = bytes(bindings.crypto_scalarmult_base(secret))
     key = _shared_key(secret, ephemeral_public)
     try:
-        return bytes(
-            bindings.crypto_secretbox_open(sealed[32:], box_nonce(ephemeral_public, recipient_public), key)
-        )
+        nonce = box_nonce(ephemeral_public, recipient_public)
+        return bytes(bindings.crypto_secretbox_open(sealed[SEAL_EPK_BYTES:], nonce, key))
     except CryptoError as exc:
         raise Rejected("sealed_payload_invalid", "tag does not verify") from exc
