@@ -20,7 +20,7 @@ from node.db import Database
 from node.errors import PolicyDenied
 from node.http.backend import Principal, SubmitRequest
 from node.trust import Trust
-from policies.decision_log import DecisionLog, row_for
+from policies.decision_log import DecisionLog
 from policies.holder import PolicyHolder
 from policies.model import Decision, PolicyInput
 from policies.obligations import apply_obligations
@@ -37,7 +37,7 @@ class PolicyGate:
     def from_config(cls, config: NodeConfig, *, db: Database, trust: Trust, clock: Clock) -> PolicyGate:
         holder = None
         if config.policy_bundle is not None:
-            holder = PolicyHolder(config.policy_bundle, trust.key.public_key, clock)
+            holder = PolicyHolder(config.policy_bundle, trust.key.public_key, clock, node_id=config.node_id)
         return cls(holder, DecisionLog(db), trust, clock)
 
     def revision(self) -> str:
@@ -117,7 +117,7 @@ class PolicyGate:
         )
         decision = self._decide(inp)
         if decision is not None:
-            s.add(row_for(decision, inp))
+            self.log.add(s, decision, inp)
         if decision is None or not decision.allowed:
             raise self._deny(decision)
 
