@@ -1,8 +1,9 @@
 """Application statuses: the names the counter API shows and their wire enum.
 
 Sequence numbers order the changes of one application. The origin's own
-``submitted`` is 0 (``awaiting_approval``, when a policy holds it for a second clerk, is -1); the owner numbers its changes from 1, and its first change is
-always ``delivered`` or ``refused``. A direct receipt produces exactly that first
+``submitted`` is 0 (``awaiting_approval``, when a policy holds it for a second clerk,
+is -1); the owner numbers its changes from 1, and its first change is always
+``delivered`` or ``refused``. A direct receipt produces exactly that first
 event too, so whichever arrives first wins and the other is a no-op.
 """
 
