@@ -82,6 +82,8 @@ def check_ports_free(ports: Iterable[int]) -> None:
     that is not the one it started."""
     for port in ports:
         with socket.socket() as s:
+            # As the servers do: connections of a stopped demo still in TIME_WAIT do not count.
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 s.bind(("127.0.0.1", port))
             except OSError as e:

@@ -157,5 +157,5 @@ async def _show_sample(
     """A sample that fails is reported, not fatal: the federation itself is still up."""
     try:
         await _unless_stopped(show_sample_journey(origin, owner, clock, out), stop)
-    except (YrdError, aiohttp.ClientError, TimeoutError) as e:
+    except (YrdError, aiohttp.ClientError, TimeoutError, ValueError) as e:
         log.warning("the sample application did not complete: %s", e)

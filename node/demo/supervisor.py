@@ -159,7 +159,7 @@ class Supervisor:
             backoff = min(backoff * 2, MAX_BACKOFF_S)
             try:
                 await self._start(proc)
-            except Unavailable as e:
+            except (Unavailable, OSError) as e:
                 log.error("restart of node %s failed: %s", node_id, e)
                 # Not ready in time but still running: stop it so the loop restarts it afresh.
                 await self._terminate(proc)
