@@ -22,15 +22,19 @@ def register(subparsers: Any) -> None:
         "--base-port",
         type=int,
         default=DEFAULT_BASE_PORT,
+        metavar="N",
         help="gRPC on N..N+3, HTTP counters on N+100..N+103 (default %(default)s)",
     )
     demo.add_argument(
         "--data-dir",
         type=Path,
         default=DEFAULT_DATA_DIR,
+        metavar="DIR",
         help="keys, databases, logs and passwords; kept between runs (default %(default)s)",
     )
-    demo.add_argument("--state-file", type=Path, help="write JSON describing the running federation here")
+    demo.add_argument(
+        "--state-file", type=Path, metavar="FILE", help="write JSON describing the running federation here"
+    )
     demo.add_argument(
         "--no-sample", dest="sample", action="store_false", help="do not submit the sample application"
     )
