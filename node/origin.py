@@ -229,6 +229,7 @@ class Origin:
                 "history": [
                     {
                         "status": e.status,
+                        "sequence": e.sequence,
                         "reason": e.reason,
                         "rule_id": e.rule_id,
                         "at": iso(e.at_ms),

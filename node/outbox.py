@@ -107,6 +107,15 @@ def reschedule(session: Session, entry_ids: list[int], next_attempt_ms: int, err
         )
 
 
+def release_all_claims(session: Session) -> None:
+    """Forget every lease. Only for a database with a single node process (SQLite): a
+    restart after a crash then resends at once what the dead process had claimed,
+    instead of waiting out its leases."""
+    session.execute(
+        update(OutboxEntry).where(col(OutboxEntry.claimed_until_ms) > 0).values(claimed_until_ms=0)
+    )
+
+
 def hops_with_work(session: Session, now_ms: int) -> list[str]:
     """Peers with pending entries; local queues (``~``-prefixed, e.g. webhooks) excluded."""
     stmt = (

@@ -30,7 +30,15 @@ from node.envelope import EnvelopeVerifier, request_digest, seal_envelope
 from node.errors import YrdError
 from node.models import OutboxEntry, PeerState
 from node.origin import DELIVER, apply_delivery_receipt
-from node.outbox import Backoff, claim, hops_with_work, pending_count, reschedule, settle
+from node.outbox import (
+    Backoff,
+    claim,
+    hops_with_work,
+    pending_count,
+    release_all_claims,
+    reschedule,
+    settle,
+)
 from node.trust import Trust
 
 log = logging.getLogger(__name__)
@@ -76,6 +84,8 @@ class Delivery:
     # -- lifecycle -----------------------------------------------------------------------
 
     async def start(self) -> None:
+        if self.db.is_sqlite:  # one process per SQLite database: no lease can be another's
+            await self.db.run(release_all_claims)
         states = await self.db.run(lambda s: list(s.exec(select(PeerState)).all()))
         for st in states:
             self._backoff_until[st.node_id] = st.backoff_until_ms

@@ -117,7 +117,12 @@ _SCHEMAS: dict[str, Any] = {
         ["status", "reason", "at"],
         {
             "status": _ref("Status"),
+            "sequence": {
+                "type": "integer",
+                "description": "order of the change: -1 held, 0 submitted, owner's changes from 1",
+            },
             "reason": {"type": "string"},
+            "rule_id": {"type": "string"},
             "at": {"type": "string", "format": "date-time"},
         },
         closed=False,
