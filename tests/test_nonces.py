@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -17,20 +16,20 @@ from node.nonces import MemoryNonceStore, NonceStore, SeenNonce, SqlNonceStore
 
 NOW = 1_767_225_600_000
 WINDOW = 60_000
-PG_URL = os.environ.get("YRD_TEST_PG_URL")
 
 
 @pytest.fixture(params=["memory", "sqlite", "postgresql"])
 async def make_store(
     request: pytest.FixtureRequest, tmp_path: Path
 ) -> AsyncIterator[Callable[[], NonceStore]]:
+    url = f"sqlite:///{tmp_path / 'n.db'}"
     if request.param == "memory":
         store = MemoryNonceStore(WINDOW)
         yield lambda: store
         return
-    if request.param == "postgresql" and not PG_URL:
-        pytest.skip("YRD_TEST_PG_URL is not set")
-    db = Database(PG_URL if request.param == "postgresql" else f"sqlite:///{tmp_path / 'n.db'}")
+    if request.param == "postgresql":
+        url = request.getfixturevalue("new_pg_schema")()
+    db = Database(url)
     db.create_all()
     yield lambda: SqlNonceStore(db, WINDOW)
     db.close()
@@ -97,10 +96,9 @@ async def test_sql_store_survives_a_restart_and_prunes(tmp_path: Path) -> None:
     db.close()
 
 
-@pytest.mark.skipif(not PG_URL, reason="YRD_TEST_PG_URL is not set")
-async def test_racing_replicas_let_exactly_one_win(sender: str) -> None:
-    assert PG_URL
-    a, b = Database(PG_URL), Database(PG_URL)
+async def test_racing_replicas_let_exactly_one_win(sender: str, new_pg_schema: Callable[[], str]) -> None:
+    url = new_pg_schema()
+    a, b = Database(url), Database(url)
     a.create_all()
     try:
         stores = [SqlNonceStore(a, WINDOW), SqlNonceStore(b, WINDOW)]

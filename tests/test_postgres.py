@@ -2,14 +2,9 @@
 
 from __future__ import annotations
 
-import os
 import random
-import secrets
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-
-import psycopg
-import pytest
 
 from node.audit import AuditEntry, append, load_chain, verify_chain
 from node.db import Database
@@ -18,31 +13,9 @@ from simulations.local_federation import PROVINCES
 from simulations.sample_applications import application_body
 from tests.support.federation import Federation, allow_all_specs
 
-PG_URL = os.environ.get("YRD_TEST_PG_URL", "")
-pytestmark = pytest.mark.skipif(not PG_URL, reason="YRD_TEST_PG_URL is not set")
 
-
-@pytest.fixture
-def new_schema() -> Iterator[Callable[[], str]]:
-    """Make fresh schemas (a database URL each), dropped after the test."""
-    made: list[str] = []
-
-    def new() -> str:
-        name = f"yrd_t_{secrets.token_hex(4)}"
-        with psycopg.connect(PG_URL, autocommit=True) as conn:
-            conn.execute(f"CREATE SCHEMA {name}")
-        made.append(name)
-        sep = "&" if "?" in PG_URL else "?"
-        return f"{PG_URL}{sep}options=-csearch_path%3D{name}"
-
-    yield new
-    with psycopg.connect(PG_URL, autocommit=True) as conn:
-        for name in made:
-            conn.execute(f"DROP SCHEMA IF EXISTS {name} CASCADE")
-
-
-def test_replicas_claim_disjoint_outbox_rows(new_schema: Callable[[], str]) -> None:
-    db = Database(new_schema())
+def test_replicas_claim_disjoint_outbox_rows(new_pg_schema: Callable[[], str]) -> None:
+    db = Database(new_pg_schema())
     db.create_all()
     try:
         db.transact(
@@ -70,8 +43,8 @@ def test_replicas_claim_disjoint_outbox_rows(new_schema: Callable[[], str]) -> N
         db.close()
 
 
-def test_audit_chain_on_postgres(new_schema: Callable[[], str]) -> None:
-    db = Database(new_schema())
+def test_audit_chain_on_postgres(new_pg_schema: Callable[[], str]) -> None:
+    db = Database(new_pg_schema())
     db.create_all()
     try:
         for i in range(3):
@@ -81,10 +54,10 @@ def test_audit_chain_on_postgres(new_schema: Callable[[], str]) -> None:
         db.close()
 
 
-async def test_routing_with_both_nodes_on_postgres(tmp_path: Path, new_schema: Callable[[], str]) -> None:
+async def test_routing_with_both_nodes_on_postgres(tmp_path: Path, new_pg_schema: Callable[[], str]) -> None:
     specs = [s for s in allow_all_specs(tmp_path, PROVINCES) if s.node_id in ("jiangsu", "zhejiang")]
     fed = await Federation(
-        tmp_path, specs, database_urls={"jiangsu": new_schema(), "zhejiang": new_schema()}
+        tmp_path, specs, database_urls={"jiangsu": new_pg_schema(), "zhejiang": new_pg_schema()}
     ).start()
     try:
         assert fed.nodes["jiangsu"].db.is_sqlite is False

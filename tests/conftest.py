@@ -1,0 +1,34 @@
+"""Shared fixtures. PostgreSQL tests get a fresh schema each (search_path in the URL), so
+runs sharing the one test database never see each other's tables or leftovers."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Callable, Iterator
+
+import psycopg
+import pytest
+
+PG_URL = os.environ.get("YRD_TEST_PG_URL", "")
+
+
+@pytest.fixture
+def new_pg_schema() -> Iterator[Callable[[], str]]:
+    """Make fresh schemas on demand (a database URL each); dropped after the test."""
+    if not PG_URL:
+        pytest.skip("YRD_TEST_PG_URL is not set")
+    made: list[str] = []
+
+    def new() -> str:
+        name = f"yrd_t_{secrets.token_hex(4)}"
+        with psycopg.connect(PG_URL, autocommit=True) as conn:
+            conn.execute(f"CREATE SCHEMA {name}")
+        made.append(name)
+        sep = "&" if "?" in PG_URL else "?"
+        return f"{PG_URL}{sep}options=-csearch_path%3D{name}"
+
+    yield new
+    with psycopg.connect(PG_URL, autocommit=True) as conn:
+        for name in made:
+            conn.execute(f"DROP SCHEMA IF EXISTS {name} CASCADE")
