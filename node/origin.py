@@ -20,12 +20,12 @@ from node import metrics
 from node.clock import Clock
 from node.db import Database
 from node.deadlines import add_working_days, iso
-from node.envelope import seal_envelope
 from node.errors import Conflict, InvalidInput, NotFound, PermissionDenied
 from node.http.backend import Principal, SubmitRequest
 from node.models import Application, ReceiptRecord, ResultDocument, StatusEvent
 from node.outbox import enqueue, release
 from node.policy_gate import PolicyGate
+from node.relaying import DELIVER, address
 from node.sealing import seal
 from node.statuses import FINAL, FIRST_OWNER_SEQUENCE, FROM_WIRE, HELD_SEQUENCE
 from node.trust import Trust
@@ -34,8 +34,6 @@ from registry.lookup import CatalogueIndex
 
 log = logging.getLogger(__name__)
 
-DELIVER = "/yrd.peer.v1.PeerService/Deliver"
-NOTIFY_STATUS = "/yrd.peer.v1.PeerService/NotifyStatus"
 Outcome = peer_pb2.ReceiptOutcome
 
 
@@ -107,17 +105,7 @@ class Origin:
             fields_present=sorted(form),
         )
         body = peer_pb2.DeliverItem(application=transfer).SerializeToString()
-        hop = self.trust.next_hop(owner)
-        if hop != owner:
-            inner = seal_envelope(
-                self.trust.key,
-                sender=self.trust.node_id,
-                destination=owner,
-                method=DELIVER,
-                body=body,
-                now_ms=now,
-            )
-            body = peer_pb2.DeliverItem(forward=inner).SerializeToString()
+        hop, body = address(self.trust, owner, DELIVER, body, now)
         held = decision.obligations.require_second_approval
         row = Application(
             id=app_id,

@@ -17,20 +17,19 @@ from node import metrics
 from node.clock import Clock
 from node.db import Database
 from node.deadlines import add_working_days, iso
-from node.envelope import seal_envelope
 from node.errors import Conflict, InvalidInput, NotFound, YrdError
 from node.handlers import auto_decision, result_notice
 from node.http.backend import Document, Principal
 from node.models import InboundApplication
 from node.outbox import enqueue
 from node.policy_gate import PolicyGate
+from node.relaying import NOTIFY_STATUS, address
 from node.sealing import unseal
 from node.statuses import FINAL, TO_WIRE
 from node.trust import Trust
 
 log = logging.getLogger(__name__)
 
-NOTIFY_STATUS = "/yrd.peer.v1.PeerService/NotifyStatus"
 Outcome = peer_pb2.ReceiptOutcome
 DECISIONS = {"approve", "reject", "need_materials"}
 WEBHOOK_HOP = "~webhook"  # not a node id (node ids are [a-z0-9-]), so no sender ever dials it
@@ -170,17 +169,7 @@ class Owner:
             rule_id=rule_id,
         )
         body = peer_pb2.StatusItem(status=update).SerializeToString()
-        hop = self.trust.next_hop(row.origin_node)
-        if hop != row.origin_node:
-            inner = seal_envelope(
-                self.trust.key,
-                sender=self.trust.node_id,
-                destination=row.origin_node,
-                method=NOTIFY_STATUS,
-                body=body,
-                now_ms=now,
-            )
-            body = peer_pb2.StatusItem(forward=inner).SerializeToString()
+        hop, body = address(self.trust, row.origin_node, NOTIFY_STATUS, body, now)
         enqueue(
             s,
             next_hop=hop,

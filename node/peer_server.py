@@ -22,13 +22,12 @@ from node.grpc_errors import grpc_errors
 from node.origin import apply_status_update
 from node.outbox import enqueue
 from node.owner import Owner
+from node.relaying import DELIVER, NOTIFY_STATUS, forward_item
 from node.trust import Trust
 
 log = logging.getLogger(__name__)
 
 SERVICE = "/yrd.peer.v1.PeerService/"
-DELIVER = SERVICE + "Deliver"
-NOTIFY_STATUS = SERVICE + "NotifyStatus"
 GET_CATALOGUE = SERVICE + "GetCatalogue"
 GET_MANIFEST = SERVICE + "GetManifest"
 Outcome = peer_pb2.ReceiptOutcome
@@ -178,16 +177,13 @@ class PeerServicer(peer_pb2_grpc.PeerServiceServicer):
                     item_id, Outcome.RECEIPT_OUTCOME_REJECTED, "nested_forward", "one relay hop", now
                 )
             return self._local(s, inner.sender, item, now, hops)
-        wrapper = (
-            peer_pb2.DeliverItem(forward=inner) if method == DELIVER else peer_pb2.StatusItem(forward=inner)
-        )
         enqueue(
             s,
             next_hop=inner.destination,
             destination=inner.destination,
             method=method,
             item_id=item_id,
-            body=wrapper.SerializeToString(),
+            body=forward_item(method, inner),
             now_ms=now,
         )
         hops.add(inner.destination)

@@ -29,7 +29,7 @@ from node.db import Database
 from node.envelope import EnvelopeVerifier, request_digest, seal_envelope
 from node.errors import YrdError
 from node.models import OutboxEntry, PeerState
-from node.origin import DELIVER, apply_delivery_receipt
+from node.origin import apply_delivery_receipt
 from node.outbox import (
     Backoff,
     claim,
@@ -39,6 +39,7 @@ from node.outbox import (
     reschedule,
     settle,
 )
+from node.relaying import DELIVER
 from node.trust import Trust
 
 log = logging.getLogger(__name__)
