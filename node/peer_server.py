@@ -8,6 +8,7 @@ import logging
 from collections.abc import Callable
 
 import grpc
+from google.protobuf.message import DecodeError
 from sqlmodel import Session
 from yrd.envelope.v1 import envelope_pb2
 from yrd.peer.v1 import peer_pb2, peer_pb2_grpc
@@ -42,6 +43,18 @@ def _receipt(item_id: str, outcome: int, code: str, reason: str, now: int) -> pe
         reason=reason,
         received_at_ms=now,
     )
+
+
+def _parse_item(method: str, body: bytes) -> peer_pb2.DeliverItem | peer_pb2.StatusItem | None:
+    """The item an envelope body carries on ``method``; None when it does not parse."""
+    item: peer_pb2.DeliverItem | peer_pb2.StatusItem = (
+        peer_pb2.DeliverItem() if method == DELIVER else peer_pb2.StatusItem()
+    )
+    try:
+        item.ParseFromString(body)
+    except DecodeError:
+        return None
+    return item
 
 
 class PeerServicer(peer_pb2_grpc.PeerServiceServicer):
@@ -121,17 +134,12 @@ class PeerServicer(peer_pb2_grpc.PeerServiceServicer):
 
     def _item(self, s: Session, env: Env, method: str, now: int, hops: set[str]) -> peer_pb2.Receipt:
         """Act on one verified envelope; ``env.sender`` is authenticated."""
-        item: peer_pb2.DeliverItem | peer_pb2.StatusItem = (
-            peer_pb2.DeliverItem() if method == DELIVER else peer_pb2.StatusItem()
-        )
-        try:
-            item.ParseFromString(env.body)
-        except Exception:
+        item = _parse_item(method, env.body)
+        if item is None:
             return _receipt(
                 "", Outcome.RECEIPT_OUTCOME_REJECTED, "malformed_body", "body does not parse", now
             )
-        kind = item.WhichOneof("item")
-        if kind == "forward":
+        if item.WhichOneof("item") == "forward":
             return self._forward(s, env, item.forward, method, now, hops)
         return self._local(s, env.sender, item, now, hops)
 
@@ -163,12 +171,8 @@ class PeerServicer(peer_pb2_grpc.PeerServiceServicer):
         except EnvelopeRejected as e:
             return _receipt(item_id, Outcome.RECEIPT_OUTCOME_REJECTED, e.code, e.reason, now)
         if inner.destination == self.trust.node_id:
-            item: peer_pb2.DeliverItem | peer_pb2.StatusItem = (
-                peer_pb2.DeliverItem() if method == DELIVER else peer_pb2.StatusItem()
-            )
-            try:
-                item.ParseFromString(inner.body)
-            except Exception:
+            item = _parse_item(method, inner.body)
+            if item is None:
                 return _receipt(
                     item_id, Outcome.RECEIPT_OUTCOME_REJECTED, "malformed_body", "inner body", now
                 )
