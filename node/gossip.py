@@ -16,7 +16,7 @@ from node.channels import Channels
 from node.clock import Clock
 from node.envelope import EnvelopeVerifier
 from node.errors import YrdError
-from node.peer_client import signed_call
+from node.peer_client import parse_body, signed_call
 from node.trust import Trust
 from registry.manifest import save_signed_manifest
 
@@ -52,7 +52,7 @@ class ManifestGossip:
             method=GET_MANIFEST,
             body=query.SerializeToString(),
         )
-        answer = peer_pb2.ManifestAnswer.FromString(body)
+        answer = parse_body(peer_pb2.ManifestAnswer, body)
         if not answer.HasField("manifest"):
             return False
         if not self.trust.accept_successor(answer.manifest, self.clock.now_ms()):

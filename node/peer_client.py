@@ -4,13 +4,26 @@ sign the query, verify that the answer is bound to it, return the answer's body.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
+
+from google.protobuf.message import DecodeError, Message
 
 from node.clock import Clock
 from node.envelope import EnvelopeVerifier, seal_envelope
+from node.errors import InvalidInput
 from node.trust import Trust
 
 CALL_TIMEOUT_S = 10.0
+M = TypeVar("M", bound=Message)
+
+
+def parse_body(message_type: type[M], body: bytes) -> M:
+    """A peer's message from envelope bytes; bytes that do not parse are the peer's fault,
+    reported as such rather than as a bug of ours."""
+    try:
+        return message_type.FromString(body)
+    except DecodeError as e:
+        raise InvalidInput(f"body is not a {message_type.DESCRIPTOR.name}", code="malformed_body") from e
 
 
 async def signed_call(

@@ -23,6 +23,7 @@ from node.grpc_errors import grpc_errors
 from node.origin import apply_status_update
 from node.outbox import enqueue
 from node.owner import Owner
+from node.peer_client import parse_body
 from node.relaying import DELIVER, NOTIFY_STATUS, forward_item
 from node.trust import Trust
 
@@ -206,7 +207,7 @@ class PeerServicer(peer_pb2_grpc.PeerServiceServicer):
     ) -> peer_pb2.GetCatalogueResponse:
         env = request.envelope
         await self._verify(env, GET_CATALOGUE)
-        query = peer_pb2.CatalogueQuery.FromString(env.body)
+        query = parse_body(peer_pb2.CatalogueQuery, env.body)
         digest, catalogue = self.catalogue()
         unchanged = query.known_digest == digest
         body = peer_pb2.CatalogueAnswer(
@@ -222,7 +223,7 @@ class PeerServicer(peer_pb2_grpc.PeerServiceServicer):
     ) -> peer_pb2.GetManifestResponse:
         env = request.envelope
         await self._verify(env, GET_MANIFEST)
-        query = peer_pb2.ManifestQuery.FromString(env.body)
+        query = parse_body(peer_pb2.ManifestQuery, env.body)
         current = self.trust.manifest
         body = peer_pb2.ManifestAnswer()
         if current.manifest.version > query.known_version:

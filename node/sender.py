@@ -39,6 +39,7 @@ from node.outbox import (
     reschedule,
     settle,
 )
+from node.peer_client import parse_body
 from node.relaying import DELIVER
 from node.trust import Trust
 
@@ -215,11 +216,12 @@ class Delivery:
                 raise YrdError(f"{len(receipts)} receipts for {len(envs)} envelopes", code="receipt_count")
             for req, rep in zip(envs, receipts, strict=True):
                 self.verifier.verify_response(rep, req)
+            answers = [parse_body(peer_pb2.Receipt, rep.body) for rep in receipts]
         except (grpc.aio.AioRpcError, YrdError) as e:
             await self._failed(hop, rows, _describe(e))
             return
         metrics.DELIVERY_BATCHES.labels(peer=hop, result="ok").inc()
-        await self._settle(hop, method, rows, envs, receipts)
+        await self._settle(hop, method, rows, envs, receipts, answers)
 
     async def _failed(self, hop: str, rows: list[OutboxEntry], error: str) -> None:
         failures = self._failures.get(hop, 0) + 1
@@ -244,6 +246,7 @@ class Delivery:
         rows: list[OutboxEntry],
         envs: list[envelope_pb2.Envelope],
         replies: list[envelope_pb2.Envelope],
+        answers: list[peer_pb2.Receipt],
     ) -> None:
         now = self.clock.now_ms()
         retry_at = now + int(self.backoff.delay_s(1, self.rng) * 1000)
@@ -254,8 +257,7 @@ class Delivery:
         def apply(s: Session) -> None:
             retry: list[int] = []
             records: list[AuditEntry] = []
-            for row, req, rep in zip(rows, envs, replies, strict=True):
-                receipt = peer_pb2.Receipt.FromString(rep.body)
+            for row, req, rep, receipt in zip(rows, envs, replies, answers, strict=True):
                 records.append(AuditEntry("out", hop, method, request_digest(req), row.item_id))
                 records.append(AuditEntry("in", hop, method, request_digest(rep), receipt.reason_code))
                 assert row.id is not None

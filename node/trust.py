@@ -24,9 +24,6 @@ class Trust:
     key: NodeKey
     manifest: TrustedManifest
 
-    def keys(self) -> TrustedManifest:
-        return self.manifest
-
     def member(self, node_id: str) -> manifest_pb2.Member:
         m = self.manifest.member(node_id)
         if m is None:

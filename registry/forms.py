@@ -54,6 +54,12 @@ def _invalid(field: str, reason: str) -> InvalidInput:
     return InvalidInput(reason, code="invalid_form_field", field=field)
 
 
+def resident_id_check_char(first17: str) -> str:
+    """The GB 11643 check character (ISO 7064 MOD 11-2) of the first 17 digits."""
+    total = sum(int(digit) * weight for digit, weight in zip(first17, _ID_WEIGHTS, strict=True))
+    return _ID_CHECK_CHARS[total % 11]
+
+
 def resident_id_problem(value: str) -> str | None:
     """Why ``value`` is not a GB 11643 resident ID, or None when it is one."""
     if not re.fullmatch(RESIDENT_ID_PATTERN, value):
@@ -66,8 +72,7 @@ def resident_id_problem(value: str) -> str | None:
         datetime.date(int(value[6:10]), int(value[10:12]), int(value[12:14]))
     except ValueError:
         return "出生日期无效 / the birth date is not a real date"
-    total = sum(int(digit) * weight for digit, weight in zip(value[:17], _ID_WEIGHTS, strict=True))
-    if value[17].upper() != _ID_CHECK_CHARS[total % 11]:
+    if value[17].upper() != resident_id_check_char(value[:17]):
         return "校验位错误 / the check character is wrong"
     return None
 

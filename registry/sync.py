@@ -25,7 +25,7 @@ from node.db import Database
 from node.envelope import EnvelopeVerifier
 from node.errors import NotFound, YrdError
 from node.models import PeerCatalogue
-from node.peer_client import signed_call
+from node.peer_client import parse_body, signed_call
 from node.trust import Trust
 from registry.catalogue import build_catalogue, catalogue_digest, verify_entry
 from registry.lookup import CatalogueIndex
@@ -127,12 +127,12 @@ class CatalogueSync:
             method=GET_CATALOGUE,
             body=query.SerializeToString(),
         )
-        answer = peer_pb2.CatalogueAnswer.FromString(body)
+        answer = parse_body(peer_pb2.CatalogueAnswer, body)
         if answer.unchanged:
             return False
         if catalogue_digest(answer.catalogue) != answer.digest:
             raise YrdError("catalogue digest does not match its bytes", code="catalogue_digest")
-        catalogue = catalogue_pb2.Catalogue.FromString(answer.catalogue)
+        catalogue = parse_body(catalogue_pb2.Catalogue, answer.catalogue)
         self._adopt(peer, catalogue, answer.digest)
         now = self.clock.now_ms()
 

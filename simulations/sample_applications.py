@@ -13,7 +13,7 @@ from typing import Any
 
 from yrd.catalogue.v1 import catalogue_pb2
 
-from registry.forms import _ID_CHECK_CHARS, _ID_WEIGHTS
+from registry.forms import resident_id_check_char
 
 F = catalogue_pb2.FieldType
 SURNAMES = "王李张刘陈杨黄赵吴周徐孙马朱胡郭何林"
@@ -25,8 +25,7 @@ def resident_id(rng: random.Random) -> str:
     region = rng.choice(REGIONS)
     birth = f"{rng.randint(1960, 2004)}{rng.randint(1, 12):02d}{rng.randint(1, 28):02d}"
     body = f"{region}{birth}{rng.randint(0, 999):03d}"
-    check = _ID_CHECK_CHARS[sum(int(d) * w for d, w in zip(body, _ID_WEIGHTS, strict=True)) % 11]
-    return body + check
+    return body + resident_id_check_char(body)
 
 
 def person(rng: random.Random) -> tuple[str, str]:

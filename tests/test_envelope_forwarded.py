@@ -5,8 +5,6 @@ and a relay that only passes on what the manifest says it relays."""
 from __future__ import annotations
 
 import hashlib
-import json
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,26 +21,11 @@ from node.envelope import EnvelopeVerifier, request_digest, seal_envelope, signi
 from node.errors import ENVELOPE_REASONS, EnvelopeRejected
 from node.keys import NodeKey
 from registry.manifest import TrustedManifest, sign_manifest, verify_anchor
+from tests.support.vectors import SEEDS, VECTORS, envelope
 
-ROOT = Path(__file__).resolve().parent.parent
-VECTORS: dict[str, Any] = json.loads((ROOT / "docs" / "protocol-vectors.json").read_text(encoding="utf-8"))
 FORWARDED = VECTORS["forwarded"]
-SEEDS = {k["key_id"]: bytes.fromhex(k["seed"]) for k in VECTORS["keys"]}
 DELIVER = "/yrd.peer.v1.PeerService/Deliver"
 NOTIFY = "/yrd.peer.v1.PeerService/NotifyStatus"
-
-
-def envelope(fields: dict[str, Any]) -> Envelope:
-    env = Envelope(
-        sender=fields["sender"],
-        key_id=fields["key_id"],
-        destination=fields["destination"],
-        method=fields["method"],
-        created_at_ms=fields["created_at_ms"],
-    )
-    for name in ("nonce", "body", "in_reply_to", "signature"):
-        setattr(env, name, bytes.fromhex(fields[name]))
-    return env
 
 
 class NoNonces:

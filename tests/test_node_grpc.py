@@ -111,3 +111,20 @@ async def test_peer_service_refuses_replays_and_strangers(fed: Federation) -> No
                 await stub.Deliver(peer_pb2.DeliverRequest(envelopes=[bad]))
             assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
             assert reason(err.value) == code
+
+
+async def test_an_unparsable_query_is_the_callers_fault_not_ours(fed: Federation) -> None:
+    jiangsu = fed.nodes["jiangsu"]
+    env = seal_envelope(
+        jiangsu.trust.key,
+        sender="jiangsu",
+        destination="zhejiang",
+        method="/yrd.peer.v1.PeerService/GetCatalogue",
+        body=b"\xff\xff\xff",
+        now_ms=jiangsu.clock.now_ms(),
+    )
+    async with grpc.aio.insecure_channel(fed.nodes["zhejiang"].grpc_address) as ch:
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await peer_pb2_grpc.PeerServiceStub(ch).GetCatalogue(peer_pb2.GetCatalogueRequest(envelope=env))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert reason(err.value) == "malformed_body"

@@ -8,13 +8,10 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-import json
-from pathlib import Path
 from typing import Any
 
 import pytest
 from nacl.bindings import crypto_box_easy, crypto_scalarmult_base
-from yrd.envelope.v1.envelope_pb2 import Envelope
 from yrd.federation.v1.manifest_pb2 import SignedManifest
 from yrd.peer.v1.peer_pb2 import ApplicationPayload
 
@@ -31,11 +28,9 @@ from registry.manifest import (
     verify_anchor,
     verify_successor,
 )
+from tests.support.vectors import ROOT, SEEDS, VECTORS, envelope
 
-ROOT = Path(__file__).resolve().parent.parent
-VECTORS: dict[str, Any] = json.loads((ROOT / "docs" / "protocol-vectors.json").read_text(encoding="utf-8"))
 SIGNED = {m["name"]: m for m in VECTORS["manifests"]["signed"]}
-SEEDS = {k["key_id"]: bytes.fromhex(k["seed"]) for k in VECTORS["keys"]}
 
 
 def by_name(cases: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -44,19 +39,6 @@ def by_name(cases: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 REQUESTS = by_name(VECTORS["envelopes"]["requests"]["cases"])
 RESPONSES = by_name(VECTORS["envelopes"]["responses"]["cases"])
-
-
-def envelope(fields: dict[str, Any]) -> Envelope:
-    env = Envelope(
-        sender=fields["sender"],
-        key_id=fields["key_id"],
-        destination=fields["destination"],
-        method=fields["method"],
-        created_at_ms=fields["created_at_ms"],
-    )
-    for name in ("nonce", "body", "in_reply_to", "signature"):
-        setattr(env, name, bytes.fromhex(fields[name]))
-    return env
 
 
 def signed_manifest(name: str) -> SignedManifest:
