@@ -26,6 +26,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 	cd proto && ../$(BIN)/buf lint
 	$(BIN)/python scripts/gen_protos.py --check
 

@@ -20,33 +20,33 @@ from yrd.catalogue.v1 import catalogue_pb2
 from yrd.counter.v1 import counter_pb2, counter_pb2_grpc
 from yrd.peer.v1 import peer_pb2, peer_pb2_grpc
 
+from core.clock import Clock, SystemClock
+from core.db import Database
+from core.errors import ConfigError
+from core.keys import load_key
 from node import metrics
-from node.channels import Channels
-from node.clock import Clock, SystemClock
+from node.cases.origin import Origin, apply_delivery_receipt, apply_status_update
+from node.cases.owner import Owner
+from node.cases.policy_gate import PolicyGate
+from node.cases.webhooks import WebhookDispatcher
 from node.config import NodeConfig
-from node.counter_backend import NodeBackend
-from node.counter_server import CounterServicer
-from node.db import Database
-from node.envelope import EnvelopeVerifier
-from node.errors import ConfigError
-from node.gossip import ManifestGossip
+from node.counter.backend import NodeBackend
+from node.counter.grpc_server import CounterServicer
+from node.counter.users import UserStore
+from node.delivery.catalogue_sync import CatalogueSync
+from node.delivery.channels import Channels
+from node.delivery.gossip import ManifestGossip
+from node.delivery.outbox import Backoff
+from node.delivery.peer_server import PeerServicer
+from node.delivery.sender import Delivery
 from node.http.app import build_http_app
 from node.http.bodies import HttpLimits
-from node.keys import load_key
-from node.nonces import SqlNonceStore
-from node.origin import Origin
-from node.outbox import Backoff
-from node.owner import Owner
-from node.peer_server import PeerServicer
-from node.policy_gate import PolicyGate
-from node.sender import Delivery
-from node.trust import Trust
-from node.users import UserStore
-from node.webhooks import WebhookDispatcher
+from node.trust.envelope import EnvelopeVerifier
+from node.trust.keyring import Trust
+from node.trust.nonces import SqlNonceStore
 from registry.catalogue import load_catalogue_file, sign_entry
 from registry.lookup import CatalogueIndex
 from registry.manifest import TrustedManifest, load_signed_manifest, verify_anchor
-from registry.sync import CatalogueSync
 
 log = logging.getLogger(__name__)
 
@@ -179,6 +179,7 @@ def build_node(config: NodeConfig, clock: Clock | None = None) -> Node:
         backoff=Backoff(config.delivery.initial_backoff_s, config.delivery.max_backoff_s),
         batch_size=config.delivery.batch_size,
         poll_interval_s=config.delivery.poll_interval_s,
+        on_receipt=apply_delivery_receipt,
         rng=random.Random(),
     )
     index = CatalogueIndex()
@@ -228,7 +229,8 @@ def build_node(config: NodeConfig, clock: Clock | None = None) -> Node:
             db=db,
             trust=trust,
             verifier=verifier,
-            owner=owner,
+            accept=owner.accept,
+            apply_status=apply_status_update,
             catalogue=sync.served,
             clock=clock,
             wake=delivery.wake,

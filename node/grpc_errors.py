@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 import grpc
 
-from node.errors import YrdError, grpc_status_of
+from core.errors import YrdError, grpc_status_of
 
 log = logging.getLogger(__name__)
 

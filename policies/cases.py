@@ -16,8 +16,8 @@ from typing import cast
 
 import yaml
 
-from node.clock import FakeClock
-from node.errors import ConfigError
+from core.clock import FakeClock
+from core.errors import ConfigError
 from policies.catalogue import CatalogueService
 from policies.engine import PolicyEngine
 from policies.model import LOG_LEVELS, Decision, Direction, PolicyInput

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from node.errors import ConfigError
+from core.errors import ConfigError
 
 SAMPLES_DIR = Path(__file__).resolve().parent.parent / "registry" / "samples"
 

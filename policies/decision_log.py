@@ -16,7 +16,7 @@ from prometheus_client import Counter
 from sqlalchemy import BigInteger
 from sqlmodel import Field, Session, SQLModel, col, select
 
-from node.db import Database
+from core.db import Database
 from policies.model import Decision, PolicyInput
 
 DECISIONS = Counter(

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import secrets
 
-from node.clock import Clock
+from core.clock import Clock
 from policies.index import RuleIndex
 from policies.model import (
     CODE_ALLOWED,

@@ -14,8 +14,8 @@ from pathlib import Path
 
 from prometheus_client import Counter, Gauge
 
-from node.clock import Clock
-from node.errors import ConfigError
+from core.clock import Clock
+from core.errors import ConfigError
 from policies.engine import PolicyEngine
 from policies.quotas import QuotaBook
 from policies.schema import parse_bundle

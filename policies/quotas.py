@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 
-from node.clock import Clock
+from core.clock import Clock
 from policies.model import PolicyInput
 from policies.spec import Quota
 

@@ -15,7 +15,7 @@ from typing import cast
 
 import yaml
 
-from node.errors import ConfigError
+from core.errors import ConfigError
 from policies.model import LOG_LEVELS, Direction, Obligations
 from policies.spec import (
     DAY_NAMES,

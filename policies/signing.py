@@ -19,8 +19,8 @@ from pathlib import Path
 from nacl.exceptions import BadSignatureError
 from nacl.signing import VerifyKey
 
-from node.errors import ConfigError
-from node.keys import NodeKey, key_id_for
+from core.errors import ConfigError
+from core.keys import NodeKey, key_id_for
 
 DOMAIN = b"yrd-policy-bundle-v1\x00"
 

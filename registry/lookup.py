@@ -17,7 +17,7 @@ from typing import Any
 
 from yrd.catalogue.v1 import catalogue_pb2
 
-from node.errors import InvalidInput, NotFound
+from core.errors import InvalidInput, NotFound
 from registry.divisions import name_of
 from registry.forms import form_json_schema
 

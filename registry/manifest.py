@@ -33,9 +33,9 @@ from yrd.federation.v1.manifest_pb2 import (
     SignedManifest,
 )
 
-from node.envelope import lp
-from node.errors import ConfigError, EnvelopeRejected, ManifestRejected, NotFound
-from node.keys import NodeKey, key_id_for
+from core.errors import ConfigError, EnvelopeRejected, ManifestRejected, NotFound
+from core.keys import NodeKey, key_id_for
+from core.wire import lp
 
 log = logging.getLogger(__name__)
 

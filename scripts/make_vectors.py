@@ -20,9 +20,9 @@ from yrd.envelope.v1.envelope_pb2 import Envelope
 from yrd.federation.v1 import manifest_pb2 as mpb
 from yrd.peer.v1 import peer_pb2
 
-from node.envelope import request_digest, seal_envelope, signing_input
-from node.keys import NodeKey
-from node.sealing import x25519_public_key, x25519_secret_key
+from core.keys import NodeKey
+from node.trust.envelope import request_digest, seal_envelope, signing_input
+from node.trust.sealing import x25519_public_key, x25519_secret_key
 from registry.manifest import fingerprint, manifest_signing_input
 
 OUT = Path(__file__).resolve().parent.parent / "docs" / "protocol-vectors.json"

@@ -16,8 +16,8 @@ from pathlib import Path
 import tomli_w
 from yrd.federation.v1 import manifest_pb2
 
+from core.keys import NodeKey, load_key, save_key
 from node.config import NodeConfig, load_config
-from node.keys import NodeKey, load_key, save_key
 from policies.signing import sign_bundle
 from registry.manifest import save_signed_manifest, sign_manifest
 

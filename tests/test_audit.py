@@ -8,10 +8,10 @@ import pytest
 from sqlalchemy import update
 from sqlmodel import Session, col, delete
 
-from node.audit import AuditEntry, append, load_chain, verify_chain
+from core.db import Database
 from node.cli.main import main
-from node.db import Database
 from node.models import AuditRecord
+from node.trust.audit import AuditEntry, append, load_chain, verify_chain
 
 
 @pytest.fixture

@@ -10,11 +10,11 @@ import pytest
 import tomli_w
 from yrd.federation.v1 import manifest_pb2
 
+from core.clock import FakeClock
+from core.errors import ConfigError, ManifestRejected
+from core.keys import NodeKey, load_key
 from node.cli.federation import init_manifest, verify_manifest_file
 from node.cli.main import main
-from node.clock import FakeClock
-from node.errors import ConfigError, ManifestRejected
-from node.keys import NodeKey, load_key
 from registry.federation_file import DAY_MS, manifest_from_members
 from registry.manifest import load_signed_manifest
 

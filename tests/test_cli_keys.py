@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from core.keys import load_key
 from node.cli.main import main
 from node.cli.node import derive_node_id, jurisdiction_prefix
 from node.config import load_config
-from node.keys import load_key
 from registry.federation_file import manifest_from_members
 
 

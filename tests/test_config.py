@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 import tomli_w
 
+from core.errors import ConfigError
 from node.config import LimitsConfig, NodeConfig, load_config
-from node.errors import ConfigError
 
 MINIMAL = {"node_id": "jiangsu", "jurisdiction": "320000"}
 

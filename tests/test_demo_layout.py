@@ -8,16 +8,16 @@ from pathlib import Path
 
 import pytest
 
-from node.clock import FakeClock
+from core.clock import FakeClock
+from core.errors import ConfigError
 from node.config import NodeConfig
-from node.demo.layout import (
+from simulations.demo.layout import (
     CREDENTIALS_FILE,
     check_ports_free,
     demo_ports,
     ensure_accounts,
     load_or_create_credentials,
 )
-from node.errors import ConfigError
 
 
 def test_ports_are_fixed_offsets_of_the_base() -> None:

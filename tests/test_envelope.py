@@ -12,8 +12,10 @@ from prometheus_client import REGISTRY
 from yrd.envelope.v1.envelope_pb2 import Envelope
 from yrd.federation.v1 import manifest_pb2 as mpb
 
-from node.clock import FakeClock
-from node.envelope import (
+from core.clock import FakeClock
+from core.errors import ConfigError, EnvelopeRejected, InvalidInput
+from core.keys import NodeKey
+from node.trust.envelope import (
     ENVELOPE_DOMAIN,
     EnvelopeVerifier,
     answer,
@@ -22,9 +24,7 @@ from node.envelope import (
     seal_envelope,
     signing_input,
 )
-from node.errors import ConfigError, EnvelopeRejected, InvalidInput
-from node.keys import NodeKey
-from node.nonces import MemoryNonceStore
+from node.trust.nonces import MemoryNonceStore
 from registry.manifest import TrustedManifest, sign_manifest, verify_anchor
 
 NOW = 1_767_225_600_000

@@ -16,10 +16,10 @@ from yrd.federation.v1 import manifest_pb2 as mpb
 from yrd.federation.v1.manifest_pb2 import SignedManifest
 from yrd.peer.v1 import peer_pb2
 
-from node.clock import FakeClock
-from node.envelope import EnvelopeVerifier, request_digest, seal_envelope, signing_input
-from node.errors import ENVELOPE_REASONS, EnvelopeRejected
-from node.keys import NodeKey
+from core.clock import FakeClock
+from core.errors import ENVELOPE_REASONS, EnvelopeRejected
+from core.keys import NodeKey
+from node.trust.envelope import EnvelopeVerifier, request_digest, seal_envelope, signing_input
 from registry.manifest import TrustedManifest, sign_manifest, verify_anchor
 from tests.support.vectors import SEEDS, VECTORS, envelope
 

@@ -13,12 +13,12 @@ from aiohttp.test_utils import TestClient, TestServer
 from argon2 import PasswordHasher
 from prometheus_client import REGISTRY
 
-from node.clock import FakeClock
-from node.db import Database
-from node.errors import NotFound, PolicyDenied
+from core.clock import FakeClock
+from core.db import Database
+from core.errors import NotFound, PolicyDenied
+from node.cases.requests import Document, Principal, SubmitRequest
+from node.counter.users import SESSION_TTL_MS, UserStore
 from node.http import HttpLimits, build_http_app
-from node.http.backend import Document, Principal, SubmitRequest
-from node.users import SESSION_TTL_MS, UserStore
 
 PASSWORD = "correct horse battery"
 LIMITS = HttpLimits(max_body_bytes=64 * 1024, max_attachments=3, max_attachment_bytes=1024)

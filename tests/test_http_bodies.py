@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from node.errors import InvalidInput
+from core.errors import InvalidInput
 from node.http.bodies import HttpLimits, parse_decision, parse_json_object, parse_submit
 
 LIMITS = HttpLimits(max_attachments=3, max_attachment_bytes=64)

@@ -11,11 +11,11 @@ import pytest
 from aiohttp import hdrs, web
 from jsonschema import Draft202012Validator
 
-from node.clock import FakeClock
-from node.db import Database
+from core.clock import FakeClock
+from core.db import Database
+from node.counter.users import UserStore
 from node.http import HttpLimits, build_http_app
 from node.http.openapi import OPENAPI
-from node.users import UserStore
 
 METHODS = {"get", "post", "put", "delete", "patch"}
 

@@ -11,8 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from yrd.federation.v1 import manifest_pb2 as mpb
 
-from node.errors import ConfigError, EnvelopeRejected, ManifestRejected, NotFound
-from node.keys import NodeKey
+from core.errors import ConfigError, EnvelopeRejected, ManifestRejected, NotFound
+from core.keys import NodeKey
 from registry.manifest import (
     TrustedManifest,
     check_form,

@@ -14,9 +14,9 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from yrd.counter.v1 import counter_pb2, counter_pb2_grpc
 from yrd.peer.v1 import peer_pb2, peer_pb2_grpc
 
-from node.envelope import seal_envelope
+from core.keys import NodeKey
 from node.grpc_errors import REASON_KEY
-from node.keys import NodeKey
+from node.trust.envelope import seal_envelope
 from simulations.local_federation import PROVINCES
 from simulations.sample_applications import application_body
 from tests.support.federation import Federation, allow_all_specs

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from sqlmodel import Session, func, select
 
-from node.db import Database
-from node.errors import ConfigError
-from node.nonces import MemoryNonceStore, NonceStore, SeenNonce, SqlNonceStore
+from core.db import Database
+from core.errors import ConfigError
+from node.trust.nonces import MemoryNonceStore, NonceStore, SeenNonce, SqlNonceStore
 
 NOW = 1_767_225_600_000
 WINDOW = 60_000

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from node.errors import ConfigError
+from core.errors import ConfigError
 from policies.cases import case_file_for, run_case_file
 
 BUNDLE = """\

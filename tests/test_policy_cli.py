@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from core.clock import FakeClock
+from core.db import Database
+from core.errors import ConfigError
+from core.keys import NodeKey, save_key
 from node.cli.main import main
-from node.clock import FakeClock
-from node.db import Database
-from node.errors import ConfigError
-from node.keys import NodeKey, save_key
 from policies.decision_log import DecisionLog
 from policies.engine import PolicyEngine
 from policies.holder import PolicyHolder

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from sqlmodel import Session, select
 
-from node.clock import FakeClock
-from node.db import Database
+from core.clock import FakeClock
+from core.db import Database
 from policies.decision_log import DecisionLog, PolicyDecisionRow
 from policies.engine import PolicyEngine
 from policies.model import PolicyInput

@@ -8,7 +8,7 @@ import textwrap
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from node.clock import FakeClock
+from core.clock import FakeClock
 from policies.engine import PolicyEngine, local_time
 from policies.explain import explain
 from policies.model import PolicyInput

@@ -6,7 +6,7 @@ import textwrap
 
 import pytest
 
-from node.errors import ConfigError
+from core.errors import ConfigError
 from policies.schema import parse_bundle
 from policies.spec import Bundle
 

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from prometheus_client import REGISTRY
 
-from node.clock import FakeClock
-from node.errors import ConfigError
-from node.keys import NodeKey
+from core.clock import FakeClock
+from core.errors import ConfigError
+from core.keys import NodeKey
 from policies.holder import PolicyHolder
 from policies.model import PolicyInput
 from policies.signing import read_signed, sig_path_for, sign_bundle, signing_message

@@ -13,10 +13,10 @@ import pytest
 from sqlmodel import select
 from yrd.peer.v1 import peer_pb2
 
-from node.clock import SystemClock
-from node.deadlines import CST
+from core.clock import SystemClock
+from node.cases.deadlines import CST
 from node.models import Application, AuditRecord, InboundApplication, OutboxEntry
-from node.sealing import unseal
+from node.trust.sealing import unseal
 from simulations.local_federation import PROVINCES
 from simulations.sample_applications import application_body
 from tests.support.federation import PASSWORD, Federation

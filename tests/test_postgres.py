@@ -6,9 +6,9 @@ import random
 from collections.abc import Callable
 from pathlib import Path
 
-from node.audit import AuditEntry, append, load_chain, verify_chain
-from node.db import Database
-from node.outbox import claim, enqueue
+from core.db import Database
+from node.delivery.outbox import claim, enqueue
+from node.trust.audit import AuditEntry, append, load_chain, verify_chain
 from simulations.local_federation import PROVINCES
 from simulations.sample_applications import application_body
 from tests.support.federation import Federation, allow_all_specs

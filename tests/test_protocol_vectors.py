@@ -15,12 +15,12 @@ from nacl.bindings import crypto_box_easy, crypto_scalarmult_base
 from yrd.federation.v1.manifest_pb2 import SignedManifest
 from yrd.peer.v1.peer_pb2 import ApplicationPayload
 
-from node.clock import FakeClock
-from node.envelope import EnvelopeVerifier, request_digest, signing_input
-from node.errors import EnvelopeRejected, InvalidInput, ManifestRejected
-from node.keys import NodeKey
-from node.nonces import MemoryNonceStore
-from node.sealing import unseal, x25519_public_key, x25519_secret_key
+from core.clock import FakeClock
+from core.errors import EnvelopeRejected, InvalidInput, ManifestRejected
+from core.keys import NodeKey
+from node.trust.envelope import EnvelopeVerifier, request_digest, signing_input
+from node.trust.nonces import MemoryNonceStore
+from node.trust.sealing import unseal, x25519_public_key, x25519_secret_key
 from registry.manifest import (
     TrustedManifest,
     fingerprint,

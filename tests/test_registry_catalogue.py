@@ -10,8 +10,8 @@ from google.protobuf.message import DecodeError
 from nacl.signing import VerifyKey
 from yrd.catalogue.v1 import catalogue_pb2
 
-from node.errors import ConfigError, Conflict, InvalidInput, NotFound
-from node.keys import NodeKey
+from core.errors import ConfigError, Conflict, InvalidInput, NotFound
+from core.keys import NodeKey
 from registry.catalogue import (
     SAMPLES_DIR,
     build_catalogue,

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 from yrd.catalogue.v1 import catalogue_pb2
 
-from node.errors import InvalidInput
+from core.errors import InvalidInput
 from registry.divisions import is_valid_code, name_of, province_of, require_code
 from registry.forms import (
     form_json_schema,

@@ -6,7 +6,7 @@ import pytest
 from jsonschema import Draft202012Validator
 from yrd.catalogue.v1 import catalogue_pb2
 
-from node.errors import InvalidInput, NotFound
+from core.errors import InvalidInput, NotFound
 from registry.catalogue import SAMPLES_DIR, load_catalogue_file
 from registry.lookup import CatalogueIndex
 

@@ -9,9 +9,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from yrd.peer.v1.peer_pb2 import ApplicationPayload, Attachment
 
-from node.errors import InvalidInput
-from node.keys import NodeKey
-from node.sealing import SEAL_OVERHEAD, seal, unseal
+from core.errors import InvalidInput
+from core.keys import NodeKey
+from node.trust.sealing import SEAL_OVERHEAD, seal, unseal
 
 OWNER = NodeKey.from_seed(hashlib.sha256(b"owner").digest())
 RELAY = NodeKey.from_seed(hashlib.sha256(b"relay").digest())

@@ -10,11 +10,11 @@ import tomli_w
 from argon2 import PasswordHasher
 from sqlmodel import select
 
+from core.clock import FakeClock
+from core.db import Database
+from core.errors import Conflict, InvalidInput, Unauthenticated
 from node.cli.main import main
-from node.clock import FakeClock
-from node.db import Database
-from node.errors import Conflict, InvalidInput, Unauthenticated
-from node.users import (
+from node.counter.users import (
     MAX_PASSWORD_CHARS,
     SESSION_TTL_MS,
     Principal,

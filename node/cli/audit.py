@@ -8,10 +8,10 @@ from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from node.audit import load_chain, verify_chain
+from core.db import Database
+from core.errors import Unavailable
 from node.config import load_config
-from node.db import Database
-from node.errors import Unavailable
+from node.trust.audit import load_chain, verify_chain
 
 
 def register(subparsers: Any) -> None:

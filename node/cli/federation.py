@@ -17,9 +17,9 @@ from typing import Any
 from google.protobuf.message import DecodeError
 from yrd.federation.v1 import manifest_pb2
 
-from node.clock import Clock, SystemClock
-from node.errors import ConfigError, Conflict, ManifestRejected, NotFound
-from node.keys import load_key
+from core.clock import Clock, SystemClock
+from core.errors import ConfigError, Conflict, ManifestRejected, NotFound
+from core.keys import load_key
 from registry.federation_file import iso_utc, load_members_file, manifest_from_members
 from registry.manifest import (
     TrustedManifest,

@@ -10,8 +10,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from node.errors import ConfigError, Conflict
-from node.keys import NodeKey, load_key, save_key
+from core.errors import ConfigError, Conflict
+from core.keys import NodeKey, load_key, save_key
 
 
 def register(subparsers: Any) -> None:

@@ -1,5 +1,9 @@
 """The ``yrd`` command. Each command group lives in its own module with a
-``register(subparsers)`` function; errors become one line naming the field, exit 2."""
+``register(subparsers)`` function; errors become one line naming the field, exit 2.
+
+The groups are found through the ``yrd.commands`` entry points (pyproject.toml), not imported
+here by name: the groups that drive a whole federation (demo, bench, simulate) live in
+simulations/, which sits above node/, and node must not import upwards."""
 
 from __future__ import annotations
 
@@ -7,20 +11,23 @@ import argparse
 import logging
 import sys
 from collections.abc import Callable, Sequence
-from importlib import import_module
+from importlib.metadata import entry_points
 
-from node.errors import YrdError
+from core.errors import YrdError
 
-# Modules under node.cli that contribute command groups, in help order.
-COMMAND_MODULES = ("keys", "federation", "node", "users", "audit", "policy", "bench", "demo")
+ENTRY_POINT_GROUP = "yrd.commands"
+# Help order; a group not listed here (a plug-in) comes after these, by name.
+HELP_ORDER = ("keys", "federation", "node", "users", "audit", "policy", "bench", "simulate", "demo")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="yrd", description="Yangtze River Delta interoperability gateway")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name in COMMAND_MODULES:
-        import_module(f"node.cli.{name}").register(sub)
+    groups = entry_points(group=ENTRY_POINT_GROUP)
+    rank = {name: i for i, name in enumerate(HELP_ORDER)}
+    for ep in sorted(groups, key=lambda ep: (rank.get(ep.name, len(rank)), ep.name)):
+        ep.load()(sub)
     return parser
 
 

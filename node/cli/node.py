@@ -15,9 +15,10 @@ from typing import Any
 
 import tomli_w
 
-from node.config import NODE_ID_RE, NodeConfig, check_division_code, config_from_document
-from node.errors import ConfigError, Conflict
-from node.keys import NodeKey, save_key
+from core.errors import ConfigError, Conflict
+from core.keys import NodeKey, save_key
+from core.toml import NODE_ID_RE, check_division_code
+from node.config import NodeConfig, config_from_document
 
 CONFIG_NAME = "node.toml"
 KEY_NAME = "node.key"

@@ -15,9 +15,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from node.clock import SystemClock
-from node.errors import ConfigError, InvalidInput, NotFound
-from node.keys import load_key
+from core.clock import SystemClock
+from core.errors import ConfigError, InvalidInput, NotFound
+from core.keys import load_key
 from policies.cases import case_file_for, load_cases, run_case_file
 from policies.catalogue import CatalogueService, read_catalogues, read_members, sample_catalogue_paths
 from policies.engine import PolicyEngine
@@ -205,7 +205,7 @@ def _at_ms(text: str | None) -> int:
 def log_command(args: argparse.Namespace) -> int:
     from sqlalchemy import inspect
 
-    from node.db import Database
+    from core.db import Database
     from policies.decision_log import DecisionLog
 
     url = args.database_url

@@ -14,11 +14,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from node.clock import SystemClock
+from core.clock import SystemClock
+from core.db import Database
+from core.errors import InvalidInput
 from node.config import load_config
-from node.db import Database
-from node.errors import InvalidInput
-from node.users import ROLES, Account, UserStore
+from node.counter.users import ROLES, Account, UserStore
 
 
 def register(subparsers: Any) -> None:

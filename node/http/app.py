@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from node.clock import Clock
+from core.clock import Clock
+from node.counter.api import CounterBackend
+from node.counter.users import UserStore
 from node.http import counter_routes, openapi, operator_routes, session_routes
-from node.http.backend import CounterBackend
 from node.http.bodies import HttpLimits
 from node.http.context import BACKEND, CLOCK, LIMITS, USERS
 from node.http.metrics import metrics_middleware
 from node.http.problems import problem_middleware
-from node.users import UserStore
 
 
 def build_http_app(

@@ -14,8 +14,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from node.errors import InvalidInput
-from node.http.backend import Attachment, Document, SubmitRequest
+from core.errors import InvalidInput
+from node.cases.requests import Attachment, Document, SubmitRequest
 
 DECISIONS = ("approve", "reject", "need_materials")
 _MAX_TEXT_CHARS = 512

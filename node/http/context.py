@@ -10,11 +10,12 @@ from typing import Any
 
 from aiohttp import web
 
-from node.clock import Clock
-from node.errors import InvalidInput, PermissionDenied
-from node.http.backend import CounterBackend, Principal
+from core.clock import Clock
+from core.errors import InvalidInput, PermissionDenied
+from node.cases.requests import Principal
+from node.counter.api import CounterBackend
+from node.counter.users import UserStore
 from node.http.bodies import HttpLimits, parse_json_object
-from node.users import UserStore
 
 BACKEND = web.AppKey[CounterBackend]("yrd_backend")
 USERS = web.AppKey("yrd_users", UserStore)

@@ -10,7 +10,7 @@ from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler, Middleware
 from prometheus_client import Counter, Histogram
 
-from node.clock import Clock
+from core.clock import Clock
 
 HTTP_REQUESTS = Counter(
     "yrd_http_requests_total",

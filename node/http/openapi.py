@@ -10,8 +10,8 @@ from typing import Any
 
 from aiohttp import web
 
+from node.cases.statuses import TO_WIRE
 from node.http.session_routes import OPENAPI_PATH
-from node.statuses import TO_WIRE
 
 routes = web.RouteTableDef()
 

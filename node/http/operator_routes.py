@@ -11,7 +11,7 @@ import logging
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from node.errors import InvalidInput
+from core.errors import InvalidInput
 from node.http.context import BACKEND, principal_of
 
 log = logging.getLogger(__name__)

@@ -1,6 +1,6 @@
 """The one place where failures become HTTP answers (RFC 9457 problem+json).
 
-Expected errors carry their own status and stable ``type`` (node.errors.problem_of);
+Expected errors carry their own status and stable ``type`` (core.errors.problem_of);
 aiohttp's routing and body-size errors are given the same shape so a client needs one
 error parser; anything else is a bug, logged with its traceback and answered with a
 bare 500 so internals never reach a counter screen.
@@ -14,7 +14,7 @@ from typing import Any
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler
 
-from node.errors import Unauthenticated, YrdError, problem_of
+from core.errors import Unauthenticated, YrdError, problem_of
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ from typing import Any
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler
 
-from node.errors import InvalidInput, Unauthenticated
+from core.errors import InvalidInput, Unauthenticated
 from node.http.context import PRINCIPAL, USERS, json_body
 
 API_PREFIX = "/api/v1"

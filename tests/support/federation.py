@@ -11,8 +11,8 @@ from typing import Any
 
 import aiohttp
 
+from core.clock import Clock, SystemClock
 from node.app import Node, build_node
-from node.clock import Clock, SystemClock
 from node.config import NodeConfig
 from simulations.local_federation import PROVINCES, NodeSpec, prepare
 

@@ -1,0 +1,147 @@
+"""The one error hierarchy of yrd-gateway.
+
+Every expected failure is a :class:`YrdError`. Each subclass carries, once, the gRPC
+status code and the HTTP status it maps to, plus a stable problem ``type`` slug. The
+gRPC servers and the HTTP front translate with :func:`core.errors.grpc_status_of` and
+``problem_of`` and nowhere else, so a new error needs no new mapping code. Anything
+that is not a YrdError is a bug and is reported as an internal error without details.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import grpc
+
+
+class YrdError(Exception):
+    """Root of all expected errors.
+
+    ``code`` is a stable machine-readable reason (e.g. ``nonce_replayed``); ``field``
+    names the input at fault when there is one, so a clerk or operator sees where.
+    """
+
+    type: ClassVar[str] = "internal"
+    grpc_code: ClassVar[grpc.StatusCode] = grpc.StatusCode.INTERNAL
+    http_status: ClassVar[int] = 500
+
+    def __init__(
+        self, reason: str, *, code: str | None = None, field: str | None = None, **extra: Any
+    ) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.code = code or self.type
+        self.field = field
+        self.extra = extra
+
+    def __str__(self) -> str:
+        where = f" (field {self.field})" if self.field else ""
+        return f"{self.code}: {self.reason}{where}"
+
+
+class InvalidInput(YrdError):
+    type = "invalid_input"
+    grpc_code = grpc.StatusCode.INVALID_ARGUMENT
+    http_status = 400
+
+
+class ConfigError(InvalidInput):
+    """A config file or command-line value is wrong; ``field`` names the key."""
+
+    type = "invalid_config"
+
+
+class NotFound(YrdError):
+    type = "not_found"
+    grpc_code = grpc.StatusCode.NOT_FOUND
+    http_status = 404
+
+
+class Conflict(YrdError):
+    type = "conflict"
+    grpc_code = grpc.StatusCode.ALREADY_EXISTS
+    http_status = 409
+
+
+class Unauthenticated(YrdError):
+    type = "unauthenticated"
+    grpc_code = grpc.StatusCode.UNAUTHENTICATED
+    http_status = 401
+
+
+class EnvelopeRejected(Unauthenticated):
+    """A signed envelope failed verification; ``code`` is one of :data:`ENVELOPE_REASONS`."""
+
+    type = "envelope_rejected"
+
+
+ENVELOPE_REASONS = (
+    "malformed_envelope",
+    "unknown_sender",
+    "unknown_key",
+    "key_revoked",
+    "key_not_valid",
+    "wrong_destination",
+    "method_mismatch",
+    "clock_skew",
+    "nonce_replayed",
+    "bad_signature",
+    "response_mismatch",
+    "not_relay",
+)
+
+
+class ManifestRejected(YrdError):
+    """A federation manifest is not valid (quorum, rollback, expiry, form)."""
+
+    type = "manifest_rejected"
+    grpc_code = grpc.StatusCode.FAILED_PRECONDITION
+    http_status = 422
+
+
+class PermissionDenied(YrdError):
+    type = "forbidden"
+    grpc_code = grpc.StatusCode.PERMISSION_DENIED
+    http_status = 403
+
+
+class PolicyDenied(PermissionDenied):
+    """A policy refused; ``extra['rule_id']`` names the deciding rule (empty: default deny)."""
+
+    type = "policy_denied"
+
+
+class RateLimited(YrdError):
+    type = "rate_limited"
+    grpc_code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    http_status = 429
+
+
+class Unavailable(YrdError):
+    type = "unavailable"
+    grpc_code = grpc.StatusCode.UNAVAILABLE
+    http_status = 503
+
+
+def grpc_status_of(err: BaseException) -> tuple[grpc.StatusCode, str]:
+    """The gRPC status and details for any exception, hiding internals of bugs."""
+    if isinstance(err, YrdError):
+        return err.grpc_code, str(err)
+    return grpc.StatusCode.INTERNAL, "internal error"
+
+
+def problem_of(err: BaseException) -> tuple[int, dict[str, Any]]:
+    """The HTTP status and RFC 9457 problem body for any exception."""
+    if not isinstance(err, YrdError):
+        return 500, {"type": "urn:yrd:problem:internal", "title": "internal error", "status": 500}
+    body: dict[str, Any] = {
+        "type": f"urn:yrd:problem:{err.type}",
+        "title": err.type.replace("_", " "),
+        "status": err.http_status,
+        "code": err.code,
+        "detail": err.reason,
+    }
+    if err.field:
+        body["field"] = err.field
+    body.update({k: v for k, v in err.extra.items() if v is not None})
+    return err.http_status, body

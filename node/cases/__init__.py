@@ -1,0 +1,2 @@
+"""Case handling: submission at the origin, acceptance and decision at the owner, handlers,
+webhooks, deadlines, statuses and the policy gate."""

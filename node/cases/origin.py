@@ -1,0 +1,352 @@
+"""The origin side: take an application at the counter, store it with its outbox entry
+in one transaction, and later apply what the owner sends back (receipts and status
+changes), each exactly once."""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import secrets
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, col, select
+from yrd.catalogue.v1 import catalogue_pb2
+from yrd.peer.v1 import peer_pb2
+
+from core.clock import Clock
+from core.db import Database
+from core.errors import Conflict, InvalidInput, NotFound, PermissionDenied
+from node import metrics
+from node.cases.deadlines import add_working_days, iso
+from node.cases.policy_gate import PolicyGate
+from node.cases.requests import Principal, SubmitRequest
+from node.cases.statuses import FINAL, FIRST_OWNER_SEQUENCE, FROM_WIRE, HELD_SEQUENCE
+from node.delivery.outbox import enqueue, release
+from node.delivery.relaying import DELIVER, address
+from node.models import Application, ReceiptRecord, ResultDocument, StatusEvent
+from node.trust.keyring import Trust
+from node.trust.sealing import seal
+from registry.forms import validate_applicant, validate_form
+from registry.lookup import CatalogueIndex
+
+log = logging.getLogger(__name__)
+
+Outcome = peer_pb2.ReceiptOutcome
+
+
+def new_application_id(now_ms: int) -> str:
+    """Time-ordered and unguessable: 12 hex digits of milliseconds, 16 of randomness."""
+    return f"{now_ms:012x}{secrets.token_hex(8)}"
+
+
+def check_materials(defn: catalogue_pb2.ServiceDefinition, req: SubmitRequest) -> None:
+    known = {m.name for m in defn.materials}
+    for i, a in enumerate(req.attachments):
+        if a.material not in known:
+            raise InvalidInput(
+                f"material {a.material!r} is not one this service accepts ({', '.join(sorted(known))})",
+                code="unknown_material",
+                field=f"attachments[{i}].material",
+            )
+
+
+class Origin:
+    def __init__(
+        self,
+        *,
+        db: Database,
+        trust: Trust,
+        catalogue: CatalogueIndex,
+        policy: PolicyGate,
+        clock: Clock,
+        wake: Callable[[str], None],
+    ) -> None:
+        self.db, self.trust, self.catalogue, self.policy = db, trust, catalogue, policy
+        self.clock, self.wake = clock, wake
+
+    async def submit(self, principal: Principal, idempotency_key: str, req: SubmitRequest) -> dict[str, Any]:
+        defn = self.catalogue.get(req.service_id)
+        applicant_name, applicant_id = validate_applicant(req.applicant_name, req.applicant_id_number)
+        form = validate_form(list(defn.form), req.form)
+        check_materials(defn, req)
+        if not req.consent:
+            raise InvalidInput(
+                "the applicant's consent to send the data to the owner is required",
+                code="consent_required",
+                field="consent",
+            )
+        now = self.clock.now_ms()
+        owner = self.trust.manifest.owner_of(defn.owner).node_id
+        decision, form = await self.policy.outbound(defn, owner, principal, req, form, now)
+        app_id = new_application_id(now)
+        payload = peer_pb2.ApplicationPayload(
+            applicant_name=applicant_name,
+            applicant_id_number=applicant_id,
+            form_json=json.dumps(form, ensure_ascii=False, sort_keys=True).encode(),
+            attachments=[
+                peer_pb2.Attachment(
+                    material=a.material, filename=a.filename, content_type=a.content_type, data=a.data
+                )
+                for a in req.attachments
+            ],
+        )
+        transfer = peer_pb2.ApplicationTransfer(
+            application_id=app_id,
+            origin_node=self.trust.node_id,
+            service_id=defn.service_id,
+            service_version=defn.version,
+            submitted_at_ms=now,
+            purpose=req.purpose,
+            consent=req.consent,
+            sealed_payload=seal(self.trust.public_key_of(owner, now), payload.SerializeToString()),
+            fields_present=sorted(form),
+        )
+        body = peer_pb2.DeliverItem(application=transfer).SerializeToString()
+        hop, body = address(self.trust, owner, DELIVER, body, now)
+        held = decision.obligations.require_second_approval
+        row = Application(
+            id=app_id,
+            service_id=defn.service_id,
+            owner_node=owner,
+            status="awaiting_approval" if held else "submitted",
+            status_sequence=HELD_SEQUENCE if held else 0,
+            submitted_at_ms=now,
+            due_at_ms=add_working_days(now, defn.time_limit_days),
+            submitted_by=principal.username,
+            idempotency_key=idempotency_key,
+            purpose=req.purpose,
+            policy_decision_id=decision.decision_id,
+        )
+
+        def store(s: Session) -> Application:
+            existing = self._by_idempotency_key(s, principal.username, idempotency_key)
+            if existing is not None:
+                return existing
+            s.add(row)
+            s.add(
+                StatusEvent(application_id=app_id, sequence=row.status_sequence, status=row.status, at_ms=now)
+            )
+            enqueue(
+                s,
+                next_hop=hop,
+                destination=owner,
+                method=DELIVER,
+                item_id=app_id,
+                body=body,
+                now_ms=now,
+                held=held,
+            )
+            return row
+
+        try:
+            stored = await self.db.run(store)
+        except IntegrityError:  # a concurrent request with the same key won the race
+            found = await self.db.run(
+                lambda s: self._by_idempotency_key(s, principal.username, idempotency_key)
+            )
+            if found is None:
+                raise
+            stored = found
+        if stored.id == app_id:
+            metrics.APPLICATIONS_SUBMITTED.labels(service=defn.service_id).inc()
+            if not held:
+                self.wake(hop)
+        return {"id": stored.id, "owner_node": stored.owner_node, "status": stored.status}
+
+    async def release(self, principal: Principal, app_id: str) -> dict[str, Any]:
+        """A second clerk lets a held application go: the four-eyes obligation."""
+        now = self.clock.now_ms()
+
+        def apply(s: Session) -> Application:
+            app = s.get(Application, app_id)
+            if app is None:
+                raise NotFound(
+                    f"no application {app_id!r} at this node", code="unknown_application", field="id"
+                )
+            if app.status != "awaiting_approval":
+                raise Conflict(f"application is {app.status}, not awaiting approval", code="not_held")
+            if principal.username == app.submitted_by:
+                raise PermissionDenied(
+                    "a second clerk, not the one who submitted it, must release this application",
+                    code="same_clerk",
+                )
+            release(s, app_id, now)
+            record_event(
+                s, app, sequence=0, status="submitted", at_ms=now, reason=f"released by {principal.username}"
+            )
+            return app
+
+        app = await self.db.run(apply)
+        self.wake(self.trust.next_hop(app.owner_node))
+        return {"id": app.id, "owner_node": app.owner_node, "status": app.status}
+
+    @staticmethod
+    def _by_idempotency_key(s: Session, username: str, key: str) -> Application | None:
+        stmt = select(Application).where(
+            Application.submitted_by == username, Application.idempotency_key == key
+        )
+        return s.exec(stmt).first()
+
+    async def get(self, app_id: str) -> dict[str, Any]:
+        now = self.clock.now_ms()
+
+        def read(s: Session) -> dict[str, Any]:
+            app = s.get(Application, app_id)
+            if app is None:
+                raise NotFound(
+                    f"no application {app_id!r} at this node", code="unknown_application", field="id"
+                )
+            events = s.exec(
+                select(StatusEvent)
+                .where(StatusEvent.application_id == app_id)
+                .order_by(col(StatusEvent.sequence))
+            ).all()
+            receipts = s.exec(select(ReceiptRecord).where(ReceiptRecord.application_id == app_id)).all()
+            docs = s.exec(select(ResultDocument).where(ResultDocument.application_id == app_id)).all()
+            return {
+                "id": app.id,
+                "service_id": app.service_id,
+                "owner_node": app.owner_node,
+                "status": app.status,
+                "submitted_at": iso(app.submitted_at_ms),
+                "due_at": iso(app.due_at_ms),
+                "overdue": app.status not in FINAL and now > app.due_at_ms,
+                "history": [
+                    {
+                        "status": e.status,
+                        "sequence": e.sequence,
+                        "reason": e.reason,
+                        "rule_id": e.rule_id,
+                        "at": iso(e.at_ms),
+                        "at_ms": e.at_ms,
+                    }
+                    for e in events
+                ],
+                "receipts": [
+                    {
+                        "from_node": r.from_node,
+                        "outcome": r.outcome,
+                        "reason_code": r.reason_code,
+                        "reason": r.reason,
+                        "rule_id": r.rule_id,
+                        "received_at": iso(r.received_at_ms),
+                        "envelope": base64.b64encode(r.envelope).decode(),
+                    }
+                    for r in receipts
+                ],
+                "documents": [
+                    {
+                        "name": d.name,
+                        "content_type": d.content_type,
+                        "data": base64.b64encode(d.data).decode(),
+                    }
+                    for d in docs
+                ],
+            }
+
+        return await self.db.run(read)
+
+
+def record_event(
+    s: Session,
+    app: Application,
+    *,
+    sequence: int,
+    status: str,
+    at_ms: int,
+    reason: str = "",
+    rule_id: str = "",
+    documents: list[peer_pb2.Document] | None = None,
+) -> bool:
+    """Record one status change once; the application shows its highest-numbered change."""
+    seen = s.exec(
+        select(StatusEvent).where(StatusEvent.application_id == app.id, StatusEvent.sequence == sequence)
+    ).first()
+    if seen is not None:
+        return False
+    s.add(
+        StatusEvent(
+            application_id=app.id,
+            sequence=sequence,
+            status=status,
+            reason=reason,
+            rule_id=rule_id,
+            at_ms=at_ms,
+        )
+    )
+    for d in documents or []:
+        s.add(ResultDocument(application_id=app.id, name=d.name, content_type=d.content_type, data=d.data))
+    if sequence > app.status_sequence:
+        app.status, app.status_sequence = status, sequence
+        s.add(app)
+    return True
+
+
+def apply_status_update(s: Session, sender: str, update: peer_pb2.StatusUpdate) -> peer_pb2.Receipt:
+    """A status change from the owner; only the application's owner may send one."""
+    app = s.get(Application, update.application_id)
+    if app is None or app.owner_node != sender:
+        return peer_pb2.Receipt(
+            item_id=update.application_id,
+            outcome=Outcome.RECEIPT_OUTCOME_REJECTED,
+            reason_code="unknown_application",
+            reason="no such application from this origin for that owner",
+        )
+    status = FROM_WIRE.get(update.status)
+    if status is None or update.sequence < FIRST_OWNER_SEQUENCE:
+        return peer_pb2.Receipt(
+            item_id=update.application_id,
+            outcome=Outcome.RECEIPT_OUTCOME_REJECTED,
+            reason_code="malformed_status",
+            reason="unknown status or sequence",
+        )
+    fresh = record_event(
+        s,
+        app,
+        sequence=update.sequence,
+        status=status,
+        at_ms=update.changed_at_ms,
+        reason=update.reason,
+        rule_id=update.rule_id,
+        documents=list(update.documents),
+    )
+    outcome = Outcome.RECEIPT_OUTCOME_ACCEPTED if fresh else Outcome.RECEIPT_OUTCOME_DUPLICATE
+    return peer_pb2.Receipt(item_id=update.application_id, outcome=outcome)
+
+
+def apply_delivery_receipt(
+    s: Session, app_id: str, from_node: str, receipt: peer_pb2.Receipt, envelope_bytes: bytes, at_ms: int
+) -> None:
+    """Keep the signed receipt and turn the owner's answer into the first owner event."""
+    app = s.get(Application, app_id)
+    if app is None:
+        return
+    s.add(
+        ReceiptRecord(
+            application_id=app_id,
+            from_node=from_node,
+            outcome=peer_pb2.ReceiptOutcome.Name(receipt.outcome).removeprefix("RECEIPT_OUTCOME_").lower(),
+            reason_code=receipt.reason_code,
+            reason=receipt.reason,
+            rule_id=receipt.rule_id,
+            received_at_ms=at_ms,
+            envelope=envelope_bytes,
+        )
+    )
+    if from_node != app.owner_node:
+        return  # a relay's receipt: the owner's own word comes as a status change
+    if receipt.outcome in (Outcome.RECEIPT_OUTCOME_ACCEPTED, Outcome.RECEIPT_OUTCOME_DUPLICATE):
+        record_event(s, app, sequence=FIRST_OWNER_SEQUENCE, status="delivered", at_ms=receipt.received_at_ms)
+    elif receipt.outcome == Outcome.RECEIPT_OUTCOME_REJECTED:
+        record_event(
+            s,
+            app,
+            sequence=FIRST_OWNER_SEQUENCE,
+            status="refused",
+            at_ms=receipt.received_at_ms,
+            reason=receipt.reason,
+            rule_id=receipt.rule_id,
+        )

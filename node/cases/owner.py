@@ -1,0 +1,278 @@
+"""The owner side: store each application once, answer with a receipt, run the
+service's handler, and send every status change back to the origin through the
+outbox (so the origin learns of it even across crashes on either side)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from sqlmodel import Session, col, select
+from yrd.catalogue.v1 import catalogue_pb2
+from yrd.peer.v1 import peer_pb2
+
+from core.clock import Clock
+from core.db import Database
+from core.errors import Conflict, InvalidInput, NotFound, YrdError
+from node import metrics
+from node.cases.deadlines import add_working_days, iso
+from node.cases.handlers import auto_decision, result_notice
+from node.cases.policy_gate import PolicyGate
+from node.cases.requests import Document, Principal
+from node.cases.statuses import FINAL, TO_WIRE
+from node.delivery.outbox import enqueue
+from node.delivery.relaying import NOTIFY_STATUS, address
+from node.models import InboundApplication
+from node.trust.keyring import Trust
+from node.trust.sealing import unseal
+
+log = logging.getLogger(__name__)
+
+Outcome = peer_pb2.ReceiptOutcome
+DECISIONS = {"approve", "reject", "need_materials"}
+WEBHOOK_HOP = "~webhook"  # not a node id (node ids are [a-z0-9-]), so no sender ever dials it
+
+
+class Owner:
+    def __init__(
+        self,
+        *,
+        db: Database,
+        trust: Trust,
+        services: Callable[[], dict[str, catalogue_pb2.ServiceDefinition]],
+        policy: PolicyGate,
+        clock: Clock,
+        wake: Callable[[str], None],
+    ) -> None:
+        self.db, self.trust, self.services, self.policy = db, trust, services, policy
+        self.clock, self.wake = clock, wake
+
+    # -- receiving ---------------------------------------------------------------------
+
+    def accept(self, s: Session, sender: str, t: peer_pb2.ApplicationTransfer, now: int) -> peer_pb2.Receipt:
+        """Store one application exactly once; called inside the batch's transaction."""
+        if t.origin_node != sender:
+            return self._receipt(
+                t, Outcome.RECEIPT_OUTCOME_REJECTED, "origin_mismatch", "sender is not the origin"
+            )
+        existing = s.get(InboundApplication, t.application_id)
+        if existing is not None:
+            if existing.origin_node != sender:
+                return self._receipt(t, Outcome.RECEIPT_OUTCOME_REJECTED, "id_taken", "application id in use")
+            if existing.status == "refused":
+                return self._receipt(
+                    t, Outcome.RECEIPT_OUTCOME_REJECTED, "refused", existing.reason, existing.rule_id
+                )
+            metrics.APPLICATIONS_RECEIVED.labels(outcome="duplicate").inc()
+            return self._receipt(t, Outcome.RECEIPT_OUTCOME_DUPLICATE, "duplicate", "already received")
+        defn = self.services().get(t.service_id)
+        row = InboundApplication(
+            id=t.application_id,
+            origin_node=sender,
+            service_id=t.service_id,
+            service_version=t.service_version,
+            handler=defn.handler if defn else "",
+            status="delivered",
+            sequence=0,
+            received_at_ms=now,
+            due_at_ms=add_working_days(t.submitted_at_ms, defn.time_limit_days if defn else 0),
+            purpose=t.purpose,
+            sealed_payload=t.sealed_payload,
+            fields_present=",".join(t.fields_present),
+        )
+        try:
+            if defn is None:
+                raise NotFound(f"this node owns no service {t.service_id!r}", code="unknown_service")
+            payload = self._open(row)
+            self.policy.inbound(s, defn, sender, t, now)
+        except YrdError as e:
+            row.status, row.reason, row.rule_id = "refused", e.reason, str(e.extra.get("rule_id") or "")
+            s.add(row)
+            self.emit(s, row, "refused", now, reason=e.reason, rule_id=row.rule_id)
+            metrics.APPLICATIONS_RECEIVED.labels(outcome="refused").inc()
+            return self._receipt(t, Outcome.RECEIPT_OUTCOME_REJECTED, e.code, e.reason, row.rule_id)
+        s.add(row)
+        self.emit(s, row, "delivered", now)
+        self.emit(s, row, "in_review", now)
+        if row.handler == "auto":
+            self._auto(s, row, defn, payload, now)
+        elif row.handler == "webhook":
+            enqueue(
+                s,
+                next_hop=WEBHOOK_HOP,
+                destination="",
+                method="webhook",
+                item_id=row.id,
+                body=b"",
+                now_ms=now,
+            )
+        metrics.APPLICATIONS_RECEIVED.labels(outcome="accepted").inc()
+        return self._receipt(t, Outcome.RECEIPT_OUTCOME_ACCEPTED, "accepted", "stored")
+
+    def _auto(
+        self,
+        s: Session,
+        row: InboundApplication,
+        defn: catalogue_pb2.ServiceDefinition,
+        payload: peer_pb2.ApplicationPayload,
+        now: int,
+    ) -> None:
+        decision, reason = auto_decision(defn, payload)
+        self._apply_decision(s, row, defn, decision, reason, [], now)
+
+    def _receipt(
+        self, t: peer_pb2.ApplicationTransfer, outcome: int, code: str, reason: str, rule_id: str = ""
+    ) -> peer_pb2.Receipt:
+        return peer_pb2.Receipt(
+            item_id=t.application_id,
+            outcome=outcome,  # type: ignore[arg-type]
+            reason_code=code,
+            reason=reason,
+            rule_id=rule_id,
+            received_at_ms=self.clock.now_ms(),
+        )
+
+    def _open(self, row: InboundApplication) -> peer_pb2.ApplicationPayload:
+        payload = peer_pb2.ApplicationPayload()
+        try:
+            payload.ParseFromString(unseal(self.trust.key, row.sealed_payload))
+        except Exception as e:
+            raise InvalidInput("the sealed payload does not open", code="sealed_payload_invalid") from e
+        return payload
+
+    # -- status changes ----------------------------------------------------------------
+
+    def emit(
+        self,
+        s: Session,
+        row: InboundApplication,
+        status: str,
+        now: int,
+        *,
+        reason: str = "",
+        rule_id: str = "",
+        documents: list[peer_pb2.Document] | None = None,
+    ) -> None:
+        """Number the change and put it in the outbox for the origin, in this transaction."""
+        row.sequence += 1
+        row.status = status
+        s.add(row)
+        update = peer_pb2.StatusUpdate(
+            application_id=row.id,
+            status=TO_WIRE[status],  # type: ignore[arg-type]
+            reason=reason,
+            changed_at_ms=now,
+            sequence=row.sequence,
+            documents=documents or [],
+            rule_id=rule_id,
+        )
+        body = peer_pb2.StatusItem(status=update).SerializeToString()
+        hop, body = address(self.trust, row.origin_node, NOTIFY_STATUS, body, now)
+        enqueue(
+            s,
+            next_hop=hop,
+            destination=row.origin_node,
+            method=NOTIFY_STATUS,
+            item_id=f"{row.id}#{row.sequence}",
+            body=body,
+            now_ms=now,
+        )
+
+    def _apply_decision(
+        self,
+        s: Session,
+        row: InboundApplication,
+        defn: catalogue_pb2.ServiceDefinition | None,
+        decision: str,
+        reason: str,
+        documents: list[peer_pb2.Document],
+        now: int,
+    ) -> None:
+        if decision == "approve":
+            self.emit(s, row, "approved", now, reason=reason)
+            docs = documents or [result_notice(row.id, defn, now)]
+            self.emit(s, row, "completed", now, reason=reason, documents=docs)
+        elif decision == "reject":
+            self.emit(s, row, "rejected", now, reason=reason)
+        else:
+            self.emit(s, row, "needs_materials", now, reason=reason)
+
+    # -- the owner's work queue ----------------------------------------------------------
+
+    async def worklist(self) -> list[dict[str, Any]]:
+        now = self.clock.now_ms()
+
+        def read(s: Session) -> list[InboundApplication]:
+            stmt = (
+                select(InboundApplication)
+                .where(col(InboundApplication.status).in_(["in_review", "needs_materials"]))
+                .order_by(col(InboundApplication.due_at_ms))
+            )
+            return list(s.exec(stmt).all())
+
+        return [self._view(row, now) for row in await self.db.run(read)]
+
+    def _view(self, row: InboundApplication, now: int) -> dict[str, Any]:
+        payload = self._open(row)
+        return {
+            "id": row.id,
+            "service_id": row.service_id,
+            "origin_node": row.origin_node,
+            "status": row.status,
+            "handler": row.handler,
+            "received_at": iso(row.received_at_ms),
+            "due_at": iso(row.due_at_ms),
+            "overdue": row.status not in FINAL and now > row.due_at_ms,
+            "purpose": row.purpose,
+            "applicant": {"name": payload.applicant_name, "id_number": payload.applicant_id_number},
+            "form": json.loads(payload.form_json or b"{}"),
+            "attachments": [
+                {
+                    "material": a.material,
+                    "filename": a.filename,
+                    "content_type": a.content_type,
+                    "size": len(a.data),
+                }
+                for a in payload.attachments
+            ],
+        }
+
+    async def decide(
+        self, principal: Principal, app_id: str, decision: str, reason: str, documents: list[Document]
+    ) -> dict[str, Any]:
+        check_decision(decision, reason)
+        now = self.clock.now_ms()
+        docs = [peer_pb2.Document(name=d.name, content_type=d.content_type, data=d.data) for d in documents]
+        row = await self.db.run(lambda s: self.decide_in(s, app_id, decision, reason, docs, now))
+        log.info("decision %s on %s by %s", decision, app_id, principal.username)
+        self.wake(self.trust.next_hop(row.origin_node))
+        return {"id": row.id, "status": row.status, "sequence": row.sequence}
+
+    def decide_in(
+        self, s: Session, app_id: str, decision: str, reason: str, docs: list[peer_pb2.Document], now: int
+    ) -> InboundApplication:
+        """Apply a decision inside the caller's transaction."""
+        row = s.get(InboundApplication, app_id)
+        if row is None:
+            raise NotFound(f"no application {app_id!r} received here", code="unknown_application", field="id")
+        if row.status not in ("in_review", "needs_materials"):
+            raise Conflict(f"application is {row.status}; nothing to decide", code="already_decided")
+        self._apply_decision(s, row, self.services().get(row.service_id), decision, reason, docs, now)
+        return row
+
+    def view(self, s: Session, app_id: str) -> dict[str, Any]:
+        row = s.get(InboundApplication, app_id)
+        if row is None:
+            raise NotFound(f"no application {app_id!r} received here", code="unknown_application", field="id")
+        return self._view(row, self.clock.now_ms())
+
+
+def check_decision(decision: str, reason: str) -> None:
+    if decision not in DECISIONS:
+        raise InvalidInput(
+            f"decision must be one of {sorted(DECISIONS)}", code="bad_decision", field="decision"
+        )
+    if decision != "approve" and not reason.strip():
+        raise InvalidInput("a reason is required", code="reason_required", field="reason")

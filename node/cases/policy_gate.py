@@ -1,0 +1,134 @@
+"""Where the node asks its policy: once at the origin before anything is stored or sent,
+once at the owner before anything is stored. Every decision is logged; obligations are
+applied here, so a stripped field never reaches the sealed payload.
+
+A node without a bundle denies everything: sharing is by agreement, never by default.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from sqlmodel import Session
+from yrd.catalogue.v1 import catalogue_pb2
+from yrd.peer.v1 import peer_pb2
+
+from core.clock import Clock
+from core.db import Database
+from core.errors import PolicyDenied
+from node.cases.requests import Principal, SubmitRequest
+from node.config import NodeConfig
+from node.trust.keyring import Trust
+from policies.decision_log import DecisionLog
+from policies.holder import PolicyHolder
+from policies.model import Decision, PolicyInput
+from policies.obligations import apply_obligations
+
+NO_BUNDLE = "no policy bundle is configured for this node; nothing may be shared"
+
+
+class PolicyGate:
+    def __init__(self, holder: PolicyHolder | None, log: DecisionLog, trust: Trust, clock: Clock) -> None:
+        self.holder, self.log, self.trust, self.clock = holder, log, trust, clock
+        self._task: asyncio.Task[None] | None = None
+
+    @classmethod
+    def from_config(cls, config: NodeConfig, *, db: Database, trust: Trust, clock: Clock) -> PolicyGate:
+        holder = None
+        if config.policy_bundle is not None:
+            holder = PolicyHolder(config.policy_bundle, trust.key.public_key, clock, node_id=config.node_id)
+        return cls(holder, DecisionLog(db), trust, clock)
+
+    def revision(self) -> str:
+        return self.holder.current().revision if self.holder else "none"
+
+    def _jurisdiction(self, node_id: str) -> str:
+        member = self.trust.manifest.member(node_id)
+        return member.jurisdictions[0] if member and member.jurisdictions else ""
+
+    def _decide(self, inp: PolicyInput) -> Decision | None:
+        return self.holder.current().decide(inp) if self.holder else None
+
+    @staticmethod
+    def _deny(decision: Decision | None) -> PolicyDenied:
+        if decision is None:
+            return PolicyDenied(NO_BUNDLE, code="no_policy_bundle", rule_id="")
+        return PolicyDenied(
+            decision.reason,
+            code=decision.code,
+            rule_id=decision.deciding_rule,
+            decision_id=decision.decision_id,
+        )
+
+    async def outbound(
+        self,
+        defn: catalogue_pb2.ServiceDefinition,
+        owner: str,
+        principal: Principal,
+        req: SubmitRequest,
+        form: dict[str, Any],
+        now: int,
+    ) -> tuple[Decision, dict[str, Any]]:
+        """(the decision, the form with obligations applied), or PolicyDenied."""
+        inp = PolicyInput(
+            direction="outbound",
+            peer_node=owner,
+            peer_jurisdiction=self._jurisdiction(owner),
+            service_id=defn.service_id,
+            service_owner=defn.owner,
+            service_department=defn.department,
+            purpose=req.purpose,
+            role=principal.role,
+            fields=frozenset(form),
+            consent=req.consent,
+            at_ms=now,
+        )
+        decision = self._decide(inp)
+        if decision is None:
+            raise self._deny(None)
+        await self.log.record(decision, inp)
+        if not decision.allowed:
+            raise self._deny(decision)
+        return decision, apply_obligations(form, decision.obligations)
+
+    def inbound(
+        self,
+        s: Session,
+        defn: catalogue_pb2.ServiceDefinition,
+        origin: str,
+        t: peer_pb2.ApplicationTransfer,
+        now: int,
+    ) -> None:
+        """Raise PolicyDenied unless this owner accepts the application; the decision is
+        logged in the caller's transaction, with the application it decided."""
+        inp = PolicyInput(
+            direction="inbound",
+            peer_node=origin,
+            peer_jurisdiction=self._jurisdiction(origin),
+            service_id=defn.service_id,
+            service_owner=defn.owner,
+            service_department=defn.department,
+            purpose=t.purpose,
+            role="node",
+            fields=frozenset(t.fields_present),
+            consent=t.consent,
+            at_ms=now,
+        )
+        decision = self._decide(inp)
+        if decision is not None:
+            self.log.add(s, decision, inp)
+        if decision is None or not decision.allowed:
+            raise self._deny(decision)
+
+    async def recent(self, limit: int, since_ms: int | None) -> list[dict[str, Any]]:
+        return await self.log.recent(limit, since_ms or 0)
+
+    def start(self) -> None:
+        if self.holder is not None:
+            self._task = asyncio.create_task(self.holder.watch(), name="policy-reload")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)

@@ -1,0 +1,48 @@
+"""The only door from the fronts (HTTP and the gRPC counter) into the node core.
+
+The fronts parse and shape-check requests into the values of :mod:`node.cases.requests`
+and hand them to a :class:`CounterBackend`; everything deeper (form schemas, resident ID
+check digits, policy, routing) belongs to the backend, which reports failures as YrdError
+subclasses that each front maps once (problem+json, gRPC status). Keeping the seam this
+narrow lets the HTTP front be tested against a fake.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from node.cases.requests import Document, Principal, SubmitRequest
+
+
+class CounterBackend(Protocol):
+    async def list_services(self, q: str | None, owner: str | None) -> list[dict[str, Any]]:
+        """Catalogue entries: id, name, name_en, owner, department, time_limit_days,
+        form_schema and materials ([{name, required}])."""
+        ...
+
+    async def submit(
+        self, principal: Principal, idempotency_key: str, request: SubmitRequest
+    ) -> dict[str, Any]:
+        """Store the application (once per idempotency key); ``{id, owner_node, status}``."""
+        ...
+
+    async def release(self, principal: Principal, app_id: str) -> dict[str, Any]:
+        """A second clerk releases an application a policy held for four-eyes approval."""
+        ...
+
+    async def get_application(self, principal: Principal, app_id: str) -> dict[str, Any]:
+        """``{id, service_id, owner_node, status, submitted_at, overdue, history: [{status,
+        reason, at}], receipts: [...], documents: [{name, content_type, data (base64)}]}``."""
+        ...
+
+    async def worklist(self, principal: Principal) -> list[dict[str, Any]]: ...
+
+    async def decide(
+        self, principal: Principal, app_id: str, decision: str, reason: str, documents: list[Document]
+    ) -> dict[str, Any]: ...
+
+    async def health(self) -> tuple[bool, dict[str, Any]]:
+        """``(ok, details)``; details are shown to anyone who can reach /healthz."""
+        ...
+
+    async def policy_decisions(self, limit: int, since_ms: int | None) -> list[dict[str, Any]]: ...

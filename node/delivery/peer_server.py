@@ -1,0 +1,252 @@
+"""PeerService: what other nodes call. Every envelope of a batch is verified before any
+is acted on; the batch's effects, its audit records and its signed receipts are made in
+one transaction, so a crash either keeps all of them or none (and the sender retries)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import grpc
+from google.protobuf.message import DecodeError
+from sqlmodel import Session
+from yrd.envelope.v1 import envelope_pb2
+from yrd.peer.v1 import peer_pb2, peer_pb2_grpc
+
+from core.clock import Clock
+from core.db import Database
+from core.errors import EnvelopeRejected, InvalidInput
+from node import metrics
+from node.delivery.outbox import enqueue
+from node.delivery.peer_client import parse_body
+from node.delivery.relaying import DELIVER, NOTIFY_STATUS, forward_item
+from node.grpc_errors import grpc_errors
+from node.trust import audit
+from node.trust.audit import AuditEntry
+from node.trust.envelope import EnvelopeVerifier, answer, request_digest
+from node.trust.keyring import Trust
+
+log = logging.getLogger(__name__)
+
+SERVICE = "/yrd.peer.v1.PeerService/"
+GET_CATALOGUE = SERVICE + "GetCatalogue"
+GET_MANIFEST = SERVICE + "GetManifest"
+Outcome = peer_pb2.ReceiptOutcome
+Env = envelope_pb2.Envelope
+
+
+def _receipt(item_id: str, outcome: int, code: str, reason: str, now: int) -> peer_pb2.Receipt:
+    return peer_pb2.Receipt(
+        item_id=item_id,
+        outcome=outcome,  # type: ignore[arg-type]
+        reason_code=code,
+        reason=reason,
+        received_at_ms=now,
+    )
+
+
+def _parse_item(method: str, body: bytes) -> peer_pb2.DeliverItem | peer_pb2.StatusItem | None:
+    """The item an envelope body carries on ``method``; None when it does not parse."""
+    item: peer_pb2.DeliverItem | peer_pb2.StatusItem = (
+        peer_pb2.DeliverItem() if method == DELIVER else peer_pb2.StatusItem()
+    )
+    try:
+        item.ParseFromString(body)
+    except DecodeError:
+        return None
+    return item
+
+
+# The case code that takes an item in, inside the batch's transaction: the owner accepting an
+# application from ``sender``, the origin applying a status update. Injected by the
+# composition root so delivery does not import case handling, which sits above it.
+AcceptApplication = Callable[[Session, str, peer_pb2.ApplicationTransfer, int], peer_pb2.Receipt]
+ApplyStatus = Callable[[Session, str, peer_pb2.StatusUpdate], peer_pb2.Receipt]
+
+
+class PeerServicer(peer_pb2_grpc.PeerServiceServicer):
+    def __init__(
+        self,
+        *,
+        db: Database,
+        trust: Trust,
+        verifier: EnvelopeVerifier,
+        accept: AcceptApplication,
+        apply_status: ApplyStatus,
+        catalogue: Callable[[], tuple[bytes, bytes]],
+        clock: Clock,
+        wake: Callable[[str], None],
+        peer_seen: Callable[[str], None],
+        max_batch: int,
+    ) -> None:
+        self.db, self.trust, self.verifier = db, trust, verifier
+        self.accept, self.apply_status = accept, apply_status
+        self.catalogue, self.clock, self.wake, self.peer_seen = catalogue, clock, wake, peer_seen
+        self.max_batch = max_batch
+
+    # -- batches -----------------------------------------------------------------------
+
+    @grpc_errors
+    async def Deliver(
+        self, request: peer_pb2.DeliverRequest, context: grpc.aio.ServicerContext[object, object]
+    ) -> peer_pb2.DeliverResponse:
+        receipts = await self._batch(list(request.envelopes), DELIVER)
+        return peer_pb2.DeliverResponse(receipts=receipts)
+
+    @grpc_errors
+    async def NotifyStatus(
+        self, request: peer_pb2.NotifyStatusRequest, context: grpc.aio.ServicerContext[object, object]
+    ) -> peer_pb2.NotifyStatusResponse:
+        receipts = await self._batch(list(request.envelopes), NOTIFY_STATUS)
+        return peer_pb2.NotifyStatusResponse(receipts=receipts)
+
+    async def _verify(self, env: Env, method: str) -> None:
+        try:
+            await self.verifier.verify_request(env, method)
+        except EnvelopeRejected as e:
+            metrics.ENVELOPES_VERIFIED.labels(result=e.code).inc()
+            log.warning("refused envelope from %r: %s", env.sender, e.code)
+            raise
+        metrics.ENVELOPES_VERIFIED.labels(result="ok").inc()
+
+    async def _batch(self, envelopes: list[Env], method: str) -> list[Env]:
+        if not envelopes:
+            return []
+        if len(envelopes) > self.max_batch:
+            raise InvalidInput(f"at most {self.max_batch} envelopes per call", code="batch_too_large")
+        for env in envelopes:
+            await self._verify(env, method)
+        for sender in {e.sender for e in envelopes}:
+            self.peer_seen(sender)
+        now = self.clock.now_ms()
+        hops: set[str] = set()
+
+        def work(s: Session) -> list[Env]:
+            answers, records = [], []
+            for env in envelopes:
+                receipt = self._item(s, env, method, now, hops)
+                reply = answer(
+                    self.trust.key, env, receipt.SerializeToString(), now, sender=self.trust.node_id
+                )
+                answers.append(reply)
+                records.append(AuditEntry("in", env.sender, method, request_digest(env), receipt.item_id))
+                records.append(
+                    AuditEntry("out", env.sender, method, request_digest(reply), receipt.reason_code)
+                )
+            audit.append(s, records, now)
+            return answers
+
+        answers = await self.db.run(work)
+        for hop in hops:
+            self.wake(hop)
+        return answers
+
+    def _item(self, s: Session, env: Env, method: str, now: int, hops: set[str]) -> peer_pb2.Receipt:
+        """Act on one verified envelope; ``env.sender`` is authenticated."""
+        item = _parse_item(method, env.body)
+        if item is None:
+            return _receipt(
+                "", Outcome.RECEIPT_OUTCOME_REJECTED, "malformed_body", "body does not parse", now
+            )
+        if item.WhichOneof("item") == "forward":
+            return self._forward(s, env, item.forward, method, now, hops)
+        return self._local(s, env.sender, item, now, hops)
+
+    def _local(
+        self,
+        s: Session,
+        sender: str,
+        item: peer_pb2.DeliverItem | peer_pb2.StatusItem,
+        now: int,
+        hops: set[str],
+    ) -> peer_pb2.Receipt:
+        if isinstance(item, peer_pb2.DeliverItem) and item.HasField("application"):
+            receipt = self.accept(s, sender, item.application, now)
+            hops.add(self.trust.next_hop(item.application.origin_node))
+            return receipt
+        if isinstance(item, peer_pb2.StatusItem) and item.HasField("status"):
+            return self.apply_status(s, sender, item.status)
+        return _receipt("", Outcome.RECEIPT_OUTCOME_REJECTED, "malformed_body", "empty item", now)
+
+    def _forward(
+        self, s: Session, outer: Env, inner: Env, method: str, now: int, hops: set[str]
+    ) -> peer_pb2.Receipt:
+        """A relayed envelope: open it when it is for us, pass it on when we relay for its
+        destination. The origin's signature travels intact; the outer hop gave freshness,
+        so the inner envelope's age is not held against it (retries may wait at a relay)."""
+        item_id = "fwd:" + request_digest(inner).hex()
+        try:
+            self._verify_inner(inner, method)
+        except EnvelopeRejected as e:
+            return _receipt(item_id, Outcome.RECEIPT_OUTCOME_REJECTED, e.code, e.reason, now)
+        if inner.destination == self.trust.node_id:
+            item = _parse_item(method, inner.body)
+            if item is None:
+                return _receipt(
+                    item_id, Outcome.RECEIPT_OUTCOME_REJECTED, "malformed_body", "inner body", now
+                )
+            if item.WhichOneof("item") == "forward":
+                return _receipt(
+                    item_id, Outcome.RECEIPT_OUTCOME_REJECTED, "nested_forward", "one relay hop", now
+                )
+            return self._local(s, inner.sender, item, now, hops)
+        enqueue(
+            s,
+            next_hop=inner.destination,
+            destination=inner.destination,
+            method=method,
+            item_id=item_id,
+            body=forward_item(method, inner),
+            now_ms=now,
+        )
+        hops.add(inner.destination)
+        return _receipt(
+            item_id, Outcome.RECEIPT_OUTCOME_ACCEPTED, "relayed", f"relayed by {outer.destination}", now
+        )
+
+    def _verify_inner(self, inner: Env, method: str) -> None:
+        self.verifier.verify_forwarded(inner, method, at_relay=inner.destination != self.trust.node_id)
+
+    # -- exchange ------------------------------------------------------------------------
+
+    @grpc_errors
+    async def GetCatalogue(
+        self, request: peer_pb2.GetCatalogueRequest, context: grpc.aio.ServicerContext[object, object]
+    ) -> peer_pb2.GetCatalogueResponse:
+        env = request.envelope
+        await self._verify(env, GET_CATALOGUE)
+        query = parse_body(peer_pb2.CatalogueQuery, env.body)
+        digest, catalogue = self.catalogue()
+        unchanged = query.known_digest == digest
+        body = peer_pb2.CatalogueAnswer(
+            digest=digest, unchanged=unchanged, catalogue=b"" if unchanged else catalogue
+        )
+        return peer_pb2.GetCatalogueResponse(
+            envelope=await self._answer(env, body.SerializeToString(), GET_CATALOGUE)
+        )
+
+    @grpc_errors
+    async def GetManifest(
+        self, request: peer_pb2.GetManifestRequest, context: grpc.aio.ServicerContext[object, object]
+    ) -> peer_pb2.GetManifestResponse:
+        env = request.envelope
+        await self._verify(env, GET_MANIFEST)
+        query = parse_body(peer_pb2.ManifestQuery, env.body)
+        current = self.trust.manifest
+        body = peer_pb2.ManifestAnswer()
+        if current.manifest.version > query.known_version:
+            body.manifest.CopyFrom(current.signed)
+        return peer_pb2.GetManifestResponse(
+            envelope=await self._answer(env, body.SerializeToString(), GET_MANIFEST)
+        )
+
+    async def _answer(self, env: Env, body: bytes, method: str) -> Env:
+        now = self.clock.now_ms()
+        reply = answer(self.trust.key, env, body, now, sender=self.trust.node_id)
+        records = [
+            AuditEntry("in", env.sender, method, request_digest(env)),
+            AuditEntry("out", env.sender, method, request_digest(reply)),
+        ]
+        await self.db.run(lambda s: audit.append(s, records, now))
+        self.peer_seen(env.sender)
+        return reply

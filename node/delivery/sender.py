@@ -1,0 +1,296 @@
+"""Per-peer senders: drain the outbox to each next hop in signed batches.
+
+One task per peer, woken when work is enqueued for it and otherwise polling the
+database, so entries written by another replica or left by a crash are picked up too.
+A failed call backs off with jitter; the backoff is persisted (PeerState) and every
+entry's next attempt is in the database, so a restart resumes where it stopped. A
+valid call from the peer resets its backoff: it is evidently up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections import defaultdict
+from collections.abc import Callable
+
+import grpc
+from sqlalchemy import update
+from sqlmodel import Session, col, select
+from yrd.envelope.v1 import envelope_pb2
+from yrd.peer.v1 import peer_pb2
+
+from core.clock import Clock
+from core.db import Database
+from core.errors import YrdError
+from node import metrics
+from node.delivery.channels import Channels
+from node.delivery.outbox import (
+    Backoff,
+    claim,
+    hops_with_work,
+    pending_count,
+    release_all_claims,
+    reschedule,
+    settle,
+)
+from node.delivery.peer_client import parse_body
+from node.delivery.relaying import DELIVER
+from node.models import OutboxEntry, PeerState
+from node.trust import audit
+from node.trust.audit import AuditEntry
+from node.trust.envelope import EnvelopeVerifier, request_digest, seal_envelope
+from node.trust.keyring import Trust
+
+log = logging.getLogger(__name__)
+Outcome = peer_pb2.ReceiptOutcome
+FINAL_OUTCOMES = {
+    Outcome.RECEIPT_OUTCOME_ACCEPTED,
+    Outcome.RECEIPT_OUTCOME_DUPLICATE,
+    Outcome.RECEIPT_OUTCOME_REJECTED,
+}
+CALL_TIMEOUT_S = 10.0
+# What the origin makes of an owner's receipt for a delivered application (kept, and turned
+# into the first owner event), run inside the transaction that settles the outbox entry.
+# Injected so delivery does not depend on case handling, which sits above it.
+ReceiptHandler = Callable[[Session, str, str, peer_pb2.Receipt, bytes, int], None]
+
+
+class Delivery:
+    def __init__(
+        self,
+        *,
+        db: Database,
+        trust: Trust,
+        channels: Channels,
+        verifier: EnvelopeVerifier,
+        clock: Clock,
+        backoff: Backoff,
+        batch_size: int,
+        poll_interval_s: float,
+        on_receipt: ReceiptHandler,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.on_receipt = on_receipt
+        self.db, self.trust, self.channels, self.verifier = db, trust, channels, verifier
+        self.clock, self.backoff, self.batch_size, self.poll_interval_s = (
+            clock,
+            backoff,
+            batch_size,
+            poll_interval_s,
+        )
+        self.rng = rng or random.Random()
+        self._events: dict[str, asyncio.Event] = {}
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._backoff_until: dict[str, int] = {}
+        self._failures: dict[str, int] = {}
+        self._scanner: asyncio.Task[None] | None = None
+        self._resets: set[asyncio.Task[None]] = set()
+        self._stopping = False
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self.db.is_sqlite:  # one process per SQLite database: no lease can be another's
+            await self.db.run(release_all_claims)
+        states = await self.db.run(lambda s: list(s.exec(select(PeerState)).all()))
+        for st in states:
+            self._backoff_until[st.node_id] = st.backoff_until_ms
+            self._failures[st.node_id] = st.failures
+        self._scanner = asyncio.create_task(self._scan(), name="outbox-scan")
+
+    async def stop(self) -> None:
+        """Stop taking new batches; a call in flight finishes (its rows are settled or
+        their lease lapses, so nothing is lost either way)."""
+        self._stopping = True
+        for ev in self._events.values():
+            ev.set()
+        tasks = [t for t in [self._scanner, *self._tasks.values()] if t is not None]
+        if tasks:
+            _done, pending = await asyncio.wait(tasks, timeout=CALL_TIMEOUT_S + 1)
+            for t in pending:
+                t.cancel()
+
+    def wake(self, hop: str) -> None:
+        if self._stopping:
+            return
+        self._events.setdefault(hop, asyncio.Event()).set()
+        task = self._tasks.get(hop)
+        if task is None or task.done():
+            self._tasks[hop] = asyncio.create_task(self._run(hop), name=f"sender-{hop}")
+
+    def peer_seen(self, node_id: str) -> None:
+        """A peer that just called us is up: forget its backoff and retry its work now."""
+        if self._failures.get(node_id) or self._backoff_until.get(node_id):
+            self._failures[node_id] = 0
+            self._backoff_until[node_id] = 0
+            metrics.PEER_BACKOFF.labels(peer=node_id).set(0)
+            task = asyncio.create_task(self._reset_peer(node_id))
+            self._resets.add(task)
+            task.add_done_callback(self._resets.discard)
+
+    async def _reset_peer(self, node_id: str) -> None:
+        now = self.clock.now_ms()
+
+        def reset(s: Session) -> None:
+            _save_peer(s, node_id, 0, 0, "")
+            s.execute(
+                update(OutboxEntry)
+                .where(col(OutboxEntry.next_hop) == node_id, col(OutboxEntry.state) == "pending")
+                .where(col(OutboxEntry.next_attempt_ms) > now)
+                .values(next_attempt_ms=now)
+            )
+
+        await self.db.run(reset)
+        self.wake(node_id)
+
+    async def _scan(self) -> None:
+        while not self._stopping:
+            try:
+                hops, pending = await self.db.run(self._outbox_summary)
+                metrics.OUTBOX_PENDING.set(pending)
+                for hop in hops:
+                    task = self._tasks.get(hop)
+                    if task is None or task.done():
+                        self.wake(hop)
+            except Exception:
+                log.exception("outbox scan failed")
+            await self.clock.sleep(max(self.poll_interval_s * 5, 1.0))
+
+    def _outbox_summary(self, s: Session) -> tuple[list[str], int]:
+        return hops_with_work(s, self.clock.now_ms()), pending_count(s)
+
+    # -- one peer ------------------------------------------------------------------------
+
+    async def _run(self, hop: str) -> None:
+        event = self._events.setdefault(hop, asyncio.Event())
+        while not self._stopping:
+            event.clear()
+            wait_ms = self._backoff_until.get(hop, 0) - self.clock.now_ms()
+            if wait_ms > 0:
+                await self._wait(event, wait_ms / 1000)
+                continue
+            try:
+                sent = await self._drain_once(hop)
+            except Exception:
+                log.exception("sender for %s failed; will retry", hop)
+                sent = 0
+            if sent == 0 and not await self._wait(event, self.poll_interval_s * 10):
+                return  # idle: the scanner restarts this task when work appears
+
+    async def _wait(self, event: asyncio.Event, seconds: float) -> bool:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(event.wait(), timeout=seconds)
+            return True
+        return False
+
+    async def _drain_once(self, hop: str) -> int:
+        now = self.clock.now_ms()
+        rows = await self.db.run(lambda s: claim(s, hop, self.batch_size, now))
+        if not rows:
+            return 0
+        by_method: dict[str, list[OutboxEntry]] = defaultdict(list)
+        for row in rows:
+            by_method[row.method].append(row)
+        for method, group in by_method.items():
+            await self._send(hop, method, group)
+        return len(rows)
+
+    async def _send(self, hop: str, method: str, rows: list[OutboxEntry]) -> None:
+        now = self.clock.now_ms()
+        me = self.trust.node_id
+        envs = [
+            seal_envelope(self.trust.key, sender=me, destination=hop, method=method, body=r.body, now_ms=now)
+            for r in rows
+        ]
+        metrics.DELIVERY_BATCH_SIZE.observe(len(envs))
+        stub = self.channels.peer(hop)
+        try:
+            with metrics.DELIVERY_SECONDS.labels(peer=hop).time():
+                if method == DELIVER:
+                    delivered = await stub.Deliver(
+                        peer_pb2.DeliverRequest(envelopes=envs), timeout=CALL_TIMEOUT_S
+                    )
+                    receipts = list(delivered.receipts)
+                else:
+                    notified = await stub.NotifyStatus(
+                        peer_pb2.NotifyStatusRequest(envelopes=envs), timeout=CALL_TIMEOUT_S
+                    )
+                    receipts = list(notified.receipts)
+            if len(receipts) != len(envs):
+                raise YrdError(f"{len(receipts)} receipts for {len(envs)} envelopes", code="receipt_count")
+            for req, rep in zip(envs, receipts, strict=True):
+                self.verifier.verify_response(rep, req)
+            answers = [parse_body(peer_pb2.Receipt, rep.body) for rep in receipts]
+        except (grpc.aio.AioRpcError, YrdError) as e:
+            await self._failed(hop, rows, _describe(e))
+            return
+        metrics.DELIVERY_BATCHES.labels(peer=hop, result="ok").inc()
+        await self._settle(hop, method, rows, envs, receipts, answers)
+
+    async def _failed(self, hop: str, rows: list[OutboxEntry], error: str) -> None:
+        failures = self._failures.get(hop, 0) + 1
+        delay_s = self.backoff.delay_s(failures, self.rng)
+        until = self.clock.now_ms() + int(delay_s * 1000)
+        self._failures[hop], self._backoff_until[hop] = failures, until
+        metrics.DELIVERY_BATCHES.labels(peer=hop, result="error").inc()
+        metrics.PEER_BACKOFF.labels(peer=hop).set(delay_s)
+        log.warning("delivery to %s failed (%s); attempt %d, retry in %.1fs", hop, error, failures, delay_s)
+        ids = [r.id for r in rows if r.id is not None]
+
+        def record(s: Session) -> None:
+            reschedule(s, ids, until, error)
+            _save_peer(s, hop, failures, until, error)
+
+        await self.db.run(record)
+
+    async def _settle(
+        self,
+        hop: str,
+        method: str,
+        rows: list[OutboxEntry],
+        envs: list[envelope_pb2.Envelope],
+        replies: list[envelope_pb2.Envelope],
+        answers: list[peer_pb2.Receipt],
+    ) -> None:
+        now = self.clock.now_ms()
+        retry_at = now + int(self.backoff.delay_s(1, self.rng) * 1000)
+        was_failing = bool(self._failures.get(hop))
+        self._failures[hop], self._backoff_until[hop] = 0, 0
+        metrics.PEER_BACKOFF.labels(peer=hop).set(0)
+
+        def apply(s: Session) -> None:
+            retry: list[int] = []
+            records: list[AuditEntry] = []
+            for row, req, rep, receipt in zip(rows, envs, replies, answers, strict=True):
+                records.append(AuditEntry("out", hop, method, request_digest(req), row.item_id))
+                records.append(AuditEntry("in", hop, method, request_digest(rep), receipt.reason_code))
+                assert row.id is not None
+                if receipt.outcome not in FINAL_OUTCOMES:
+                    retry.append(row.id)
+                    continue
+                settle(s, row.id)
+                if method == DELIVER:
+                    self.on_receipt(s, row.item_id, hop, receipt, rep.SerializeToString(), now)
+                if receipt.outcome == Outcome.RECEIPT_OUTCOME_REJECTED:
+                    log.info("%s refused %s: %s", hop, row.item_id, receipt.reason_code)
+            reschedule(s, retry, retry_at, "peer asked to retry")
+            audit.append(s, records, now)
+            if was_failing:
+                _save_peer(s, hop, 0, 0, "")
+
+        await self.db.run(apply)
+
+
+def _describe(e: Exception) -> str:
+    if isinstance(e, grpc.aio.AioRpcError):
+        return f"{e.code().name}: {e.details()}"
+    return str(e)
+
+
+def _save_peer(s: Session, node_id: str, failures: int, until: int, error: str) -> None:
+    st = s.get(PeerState, node_id) or PeerState(node_id=node_id)
+    st.failures, st.backoff_until_ms, st.last_error = failures, until, error[:500]
+    s.add(st)

@@ -1,0 +1,54 @@
+"""Sealed payloads: personal data encrypted to the destination node alone.
+
+A relay forwarding an application sees the routing metadata of the transfer but not the
+applicant. Nodes have only Ed25519 identity keys, so the X25519 keys for the sealed box
+are derived from them (docs/protocol.md, section 5); the manifest stays the one place a
+node's key is published.
+"""
+
+from __future__ import annotations
+
+from nacl.bindings import crypto_sign_ed25519_pk_to_curve25519, crypto_sign_ed25519_sk_to_curve25519
+from nacl.exceptions import CryptoError
+from nacl.public import PrivateKey, PublicKey, SealedBox
+
+from core.errors import InvalidInput
+from core.keys import NodeKey
+
+# 32-byte ephemeral public key plus the 16-byte Poly1305 tag.
+SEAL_OVERHEAD = 48
+
+
+def x25519_public_key(ed25519_public_key: bytes) -> bytes:
+    if len(ed25519_public_key) != 32:
+        raise InvalidInput("an Ed25519 public key is 32 bytes", code="recipient_key_invalid")
+    try:
+        return bytes(crypto_sign_ed25519_pk_to_curve25519(ed25519_public_key))
+    except CryptoError as e:  # not a point on the curve
+        raise InvalidInput("not a usable Ed25519 public key", code="recipient_key_invalid") from e
+
+
+def x25519_secret_key(key: NodeKey) -> bytes:
+    return bytes(crypto_sign_ed25519_sk_to_curve25519(key.seed + key.public_key))
+
+
+def seal(recipient_public_key: bytes, plaintext: bytes) -> bytes:
+    """``ephemeral_pk || ciphertext`` for the holder of ``recipient_public_key`` (Ed25519)."""
+    box = SealedBox(PublicKey(x25519_public_key(recipient_public_key)))
+    return bytes(box.encrypt(plaintext))
+
+
+def unseal(key: NodeKey, sealed: bytes) -> bytes:
+    if len(sealed) < SEAL_OVERHEAD:
+        raise InvalidInput(
+            "sealed payload is too short", code="sealed_payload_invalid", field="sealed_payload"
+        )
+    box = SealedBox(PrivateKey(x25519_secret_key(key)))
+    try:
+        return bytes(box.decrypt(sealed))
+    except CryptoError as e:
+        raise InvalidInput(
+            "sealed payload does not open with this node's key",
+            code="sealed_payload_invalid",
+            field="sealed_payload",
+        ) from e

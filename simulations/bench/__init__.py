@@ -1,0 +1,1 @@
+"""Benchmarks of the real code on this machine (`yrd bench ...`)."""

@@ -1,0 +1,1 @@
+"""The `yrd` command groups that drive a whole federation: demo, bench, simulate."""

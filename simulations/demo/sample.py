@@ -1,0 +1,127 @@
+"""The demo's one routed application, shown the way a counter clerk would follow it.
+
+It goes through the public counter API only (log in, wait for the catalogue, submit,
+poll), so what the newcomer watches is exactly what a clerk at the Jiangsu counter sees,
+and the elapsed times are those of the counter, not of the nodes' own clocks.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import secrets
+from collections.abc import Callable
+from typing import Any
+
+import aiohttp
+
+from core.clock import Clock
+from core.errors import NotFound, Unavailable
+from node.cases.statuses import FINAL
+from registry.catalogue import load_catalogue_file
+from simulations.demo.layout import Credentials, DemoNode
+from simulations.sample_applications import application_body
+
+log = logging.getLogger(__name__)
+
+SAMPLE_ORIGIN = "jiangsu"
+SAMPLE_OWNER = "zhejiang"
+SAMPLE_SERVICE = "zj.medical.cross-region-filing"
+CATALOGUE_TIMEOUT_S = 30.0
+JOURNEY_TIMEOUT_S = 30.0
+POLL_S = 0.1
+
+
+class CounterClient:
+    """Just enough of the counter API for the demo, with problem details turned into errors."""
+
+    def __init__(self, http: aiohttp.ClientSession, base_url: str) -> None:
+        self._http = http
+        self._base = base_url
+        self._token = ""
+
+    async def login(self, cred: Credentials) -> None:
+        body = {"username": cred.username, "password": cred.password}
+        self._token = (await self.call("POST", "/api/v1/session", json=body))["token"]
+
+    async def call(
+        self, method: str, path: str, *, json: Any = None, headers: dict[str, str] | None = None
+    ) -> Any:
+        h = {"Authorization": f"Bearer {self._token}", **(headers or {})} if self._token else headers
+        async with self._http.request(method, self._base + path, json=json, headers=h) as r:
+            answer = await r.json(content_type=None)
+            if r.status >= 400:
+                raise Unavailable(
+                    f"{method} {path} answered {r.status}: {answer.get('detail', answer)}",
+                    code="counter_call_failed",
+                    field=path,
+                )
+            return answer
+
+
+async def _wait_for_service(counter: CounterClient, service_id: str, clock: Clock) -> None:
+    """The origin learns other members' catalogues by pulling them after start-up."""
+    deadline = clock.monotonic() + CATALOGUE_TIMEOUT_S
+    while clock.monotonic() < deadline:
+        services = (await counter.call("GET", "/api/v1/services"))["services"]
+        if any(s["id"] == service_id for s in services):
+            return
+        await clock.sleep(POLL_S)
+    raise Unavailable(
+        f"{service_id} not in the origin's catalogue after {CATALOGUE_TIMEOUT_S:.0f} s",
+        code="catalogue_not_synced",
+        field=service_id,
+    )
+
+
+def _sample_body(owner: DemoNode, service_id: str) -> dict[str, Any]:
+    _, definitions = load_catalogue_file(owner.config.catalogue)
+    for defn in definitions:
+        if defn.service_id == service_id:
+            return application_body(defn, random.Random())
+    raise NotFound(f"{owner.spec.node_id} does not publish {service_id}", field="service_id")
+
+
+def _line(elapsed_s: float, event: dict[str, Any]) -> str:
+    reason = f"  {event['reason']}" if event.get("reason") else ""
+    return f"  {elapsed_s * 1000:7.0f} ms  {event['status']:<16}{reason}".rstrip()
+
+
+async def show_sample_journey(
+    origin: DemoNode, owner: DemoNode, clock: Clock, out: Callable[[str], None]
+) -> str:
+    """Submit one application at ``origin`` for a service of ``owner`` and print each
+    status as it reaches the origin's counter. Returns the last status seen."""
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
+        counter = CounterClient(http, origin.http_url)
+        await counter.login(origin.accounts.clerk)
+        await _wait_for_service(counter, SAMPLE_SERVICE, clock)
+        started = clock.monotonic()
+        created = await counter.call(
+            "POST",
+            "/api/v1/applications",
+            json=_sample_body(owner, SAMPLE_SERVICE),
+            headers={"Idempotency-Key": f"demo-sample-{secrets.token_hex(8)}"},
+        )
+        app_id = created["id"]
+        out(
+            f"\nSample: {SAMPLE_SERVICE} submitted at the {origin.spec.node_id} counter as {app_id}, "
+            f"routed to {created['owner_node']}:"
+        )
+        shown = 0
+        status = created["status"]
+        while clock.monotonic() - started < JOURNEY_TIMEOUT_S:
+            view = await counter.call("GET", f"/api/v1/applications/{app_id}")
+            elapsed = clock.monotonic() - started
+            for event in view["history"][shown:]:
+                out(_line(elapsed, event))
+            shown = len(view["history"])
+            status = view["status"]
+            if status in FINAL:
+                documents = ", ".join(d["name"] for d in view.get("documents", []))
+                out(f"  done: {status}" + (f", result document {documents}" if documents else ""))
+                out(f"  follow it: GET {origin.http_url}/api/v1/applications/{app_id}")
+                return str(status)
+            await clock.sleep(POLL_S)
+        out(f"  still {status} after {JOURNEY_TIMEOUT_S:.0f} s; the supervisor keeps the nodes running")
+        return str(status)

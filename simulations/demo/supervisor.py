@@ -1,0 +1,197 @@
+"""A small supervisor: each node is its own OS process, restarted when it dies.
+
+Nodes run in their own session so a Ctrl-C at the terminal reaches only the supervisor,
+which then stops them in order; otherwise a node could exit on the same SIGINT and be
+mistaken for a crash and restarted during shutdown. Readiness is the node's own
+``ready <id> ...`` line in its log, read from the offset where this start began, so a
+line left by an earlier run of the same node is never taken for this one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from core.clock import Clock
+from core.errors import Unavailable
+from simulations.demo.layout import DemoNode
+
+log = logging.getLogger(__name__)
+
+READY_TIMEOUT_S = 60.0
+STOP_TIMEOUT_S = 10.0
+INITIAL_BACKOFF_S = 0.5
+MAX_BACKOFF_S = 15.0
+# A node that stayed up this long before dying is treated as healthy again: backoff restarts small.
+STABLE_AFTER_S = 30.0
+POLL_S = 0.05
+
+
+@dataclass
+class NodeProcess:
+    node: DemoNode
+    process: asyncio.subprocess.Process | None = None
+    started_at: float = 0.0
+    restarts: int = 0
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process is not None else None
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.returncode is None
+
+
+class Supervisor:
+    """Starts, watches, restarts and stops the node processes.
+
+    ``on_change`` is called after every (re)start so the state file always names the
+    live pids.
+    """
+
+    def __init__(
+        self,
+        nodes: Sequence[DemoNode],
+        clock: Clock,
+        on_change: Callable[[], None],
+        *,
+        ready_timeout_s: float = READY_TIMEOUT_S,
+        stop_timeout_s: float = STOP_TIMEOUT_S,
+    ) -> None:
+        self.processes = [NodeProcess(n) for n in nodes]
+        self._clock = clock
+        self._on_change = on_change
+        self._ready_timeout_s = ready_timeout_s
+        self._stop_timeout_s = stop_timeout_s
+        self._watchers: list[asyncio.Task[None]] = []
+        self._stopping = False
+
+    def pids(self) -> dict[str, int | None]:
+        return {p.node.spec.node_id: p.pid for p in self.processes}
+
+    async def start_all(self) -> None:
+        """Start every node at once and return when all are ready; the first failure
+        is raised (the caller stops the rest)."""
+        tasks = [asyncio.create_task(self._start(p)) for p in self.processes]
+        try:
+            await asyncio.gather(*tasks)
+        except BaseException:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
+        self._on_change()
+
+    def watch(self) -> None:
+        self._watchers = [
+            asyncio.create_task(self._watch(p), name=f"watch-{p.node.spec.node_id}") for p in self.processes
+        ]
+
+    async def _start(self, proc: NodeProcess) -> None:
+        node = proc.node
+        node.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with node.log_path.open("ab") as log_file:
+            offset = log_file.tell()
+            proc.process = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "node.cli.main",
+                "node",
+                "run",
+                "--config",
+                str(node.config_path),
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=asyncio.subprocess.STDOUT,
+                start_new_session=True,
+            )
+        proc.started_at = self._clock.monotonic()
+        log.info("started node %s (pid %d)", node.spec.node_id, proc.process.pid)
+        await self._wait_ready(proc, offset)
+
+    async def _wait_ready(self, proc: NodeProcess, offset: int) -> None:
+        node = proc.node
+        marker = f"ready {node.spec.node_id} ".encode()
+        deadline = self._clock.monotonic() + self._ready_timeout_s
+        while True:
+            with node.log_path.open("rb") as f:
+                f.seek(offset)
+                if any(line.startswith(marker) for line in f):
+                    return
+            if not proc.running:
+                raise Unavailable(
+                    f"node {node.spec.node_id} exited before it was ready; see {node.log_path}",
+                    code="node_start_failed",
+                    field=node.spec.node_id,
+                )
+            if self._clock.monotonic() > deadline:
+                raise Unavailable(
+                    f"node {node.spec.node_id} not ready after {self._ready_timeout_s:.0f} s; "
+                    f"see {node.log_path}",
+                    code="node_start_timeout",
+                    field=node.spec.node_id,
+                )
+            await self._clock.sleep(POLL_S)
+
+    async def _watch(self, proc: NodeProcess) -> None:
+        node_id = proc.node.spec.node_id
+        backoff = INITIAL_BACKOFF_S
+        while True:
+            assert proc.process is not None
+            code = await proc.process.wait()
+            if self._stopping:
+                return
+            if self._clock.monotonic() - proc.started_at >= STABLE_AFTER_S:
+                backoff = INITIAL_BACKOFF_S
+            log.warning(
+                "node %s (pid %d) exited with %s; restarting in %.1f s",
+                node_id,
+                proc.process.pid,
+                _describe_exit(code),
+                backoff,
+            )
+            await self._clock.sleep(backoff)
+            backoff = min(backoff * 2, MAX_BACKOFF_S)
+            try:
+                await self._start(proc)
+            except (Unavailable, OSError) as e:
+                log.error("restart of node %s failed: %s", node_id, e)
+                # Not ready in time but still running: stop it so the loop restarts it afresh.
+                await self._terminate(proc)
+                continue
+            proc.restarts += 1
+            log.info("node %s back up (pid %d, restart %d)", node_id, proc.process.pid, proc.restarts)
+            self._on_change()
+
+    async def stop_all(self) -> None:
+        """SIGTERM every node, SIGKILL whichever has not exited after the timeout."""
+        self._stopping = True
+        for task in self._watchers:
+            task.cancel()
+        await asyncio.gather(*self._watchers, return_exceptions=True)
+        await asyncio.gather(*(self._terminate(p) for p in self.processes))
+
+    async def _terminate(self, proc: NodeProcess) -> None:
+        process = proc.process
+        if process is None or process.returncode is not None:
+            return
+        node_id = proc.node.spec.node_id
+        process.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(process.wait(), self._stop_timeout_s)
+        except TimeoutError:
+            log.warning("node %s (pid %d) ignored SIGTERM; killing it", node_id, process.pid)
+            process.kill()
+            await process.wait()
+        log.info("node %s stopped (%s)", node_id, _describe_exit(process.returncode))
+
+
+def _describe_exit(code: int | None) -> str:
+    if code is not None and code < 0:
+        return signal.Signals(-code).name
+    return f"status {code}"
