@@ -1,15 +1,29 @@
 """Promised time limits are in working days (工作日), counted in China Standard Time.
 
-Weekends are skipped; the statutory holiday calendar changes every year by State
-Council notice and is not modelled, so a deadline may fall a few days early around
-holidays, which errs on the side of flagging, not hiding, a late application.
+Working days follow the State Council's statutory holiday calendar, including the weekend
+days that are worked in exchange (调休), through the maintained ``chinesecalendar`` package:
+it is updated every year when the notice appears. For a year the package does not know yet
+(the notice comes out in November or December), weekdays are counted instead, which can put a
+deadline a few days early around a holiday: that errs on the side of flagging, not hiding, a
+late application, and a package upgrade corrects it.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta, timezone
+from functools import lru_cache
+
+import chinese_calendar
 
 CST = timezone(timedelta(hours=8), "CST")
+
+
+@lru_cache(maxsize=4096)
+def is_working_day(day: date) -> bool:
+    try:
+        return bool(chinese_calendar.is_workday(day))
+    except NotImplementedError:  # a year the calendar has no notice for yet
+        return day.weekday() < 5
 
 
 def add_working_days(start_ms: int, days: int) -> int:
@@ -18,7 +32,7 @@ def add_working_days(start_ms: int, days: int) -> int:
     remaining = days
     while remaining > 0:
         day += timedelta(days=1)
-        if day.weekday() < 5:
+        if is_working_day(day):
             remaining -= 1
     end = datetime(day.year, day.month, day.day, tzinfo=CST) + timedelta(days=1)
     return int(end.astimezone(UTC).timestamp() * 1000)
