@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import random
 from dataclasses import dataclass, field
 
@@ -29,7 +30,7 @@ from node.cases.origin import Origin, apply_delivery_receipt, apply_status_updat
 from node.cases.owner import Owner
 from node.cases.policy_gate import PolicyGate
 from node.cases.webhooks import WebhookDispatcher
-from node.config import NodeConfig
+from node.config import NodeConfig, key_passphrase
 from node.counter.backend import NodeBackend
 from node.counter.grpc_server import CounterServicer
 from node.counter.users import UserStore
@@ -144,7 +145,7 @@ class Node:
 
 def build_node(config: NodeConfig, clock: Clock | None = None) -> Node:
     clock = clock or SystemClock()
-    key = load_key(config.key_file)
+    key = load_key(config.key_file, key_passphrase(os.environ))
     manifest = load_trusted_manifest(config)
     member = manifest.member(config.node_id)
     if member is None:

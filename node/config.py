@@ -170,3 +170,21 @@ def _handlers(t: TomlTable) -> HandlersConfig:
 def load_config(path: Path) -> NodeConfig:
     path = Path(path)
     return config_from_document(load_toml(path, "config"), path.resolve().parent)
+
+
+PASSPHRASE_ENV = "YRD_KEY_PASSPHRASE"
+PASSPHRASE_FILE_ENV = "YRD_KEY_PASSPHRASE_FILE"
+
+
+def key_passphrase(environ: Mapping[str, str]) -> bytes | None:
+    """The passphrase of an encrypted key file, from the environment: the value itself, or a
+    file holding it (what systemd's LoadCredential or a Kubernetes secret volume provides), so
+    it never sits in node.toml beside the key."""
+    if value := environ.get(PASSPHRASE_ENV):
+        return value.encode()
+    if file := environ.get(PASSPHRASE_FILE_ENV):
+        try:
+            return Path(file).read_bytes().rstrip(b"\r\n")
+        except OSError as e:
+            raise ConfigError(f"cannot read {file}: {e.strerror}", field=PASSPHRASE_FILE_ENV) from e
+    return None

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from yrd.federation.v1 import manifest_pb2
 from core.clock import Clock, SystemClock
 from core.errors import ConfigError, Conflict, ManifestRejected, NotFound
 from core.keys import load_key
+from node.config import key_passphrase
 from registry.federation_file import iso_utc, load_members_file, manifest_from_members
 from registry.manifest import (
     TrustedManifest,
@@ -123,7 +125,7 @@ def sign_manifest_file(path: Path, key_file: Path, node_id: str) -> manifest_pb2
             code="unknown_member",
             field="--node-id",
         )
-    key = load_key(key_file)
+    key = load_key(key_file, key_passphrase(os.environ))
     listed = {k.key_id: k for k in member.keys}
     if key.key_id not in listed:
         raise ConfigError(

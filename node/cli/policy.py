@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from typing import Any
 from core.clock import SystemClock
 from core.errors import ConfigError, InvalidInput, NotFound
 from core.keys import load_key
+from node.config import key_passphrase
 from policies.cases import case_file_for, load_cases, run_case_file
 from policies.catalogue import CatalogueService, read_catalogues, read_members, sample_catalogue_paths
 from policies.engine import PolicyEngine
@@ -237,7 +239,7 @@ def _log_line(row: dict[str, Any]) -> str:
 
 def sign_command(args: argparse.Namespace) -> int:
     load_bundle(args.bundle)  # never sign a bundle the node would refuse to load
-    key = load_key(args.key)
+    key = load_key(args.key, key_passphrase(os.environ))
     sig = sign_bundle(args.bundle, key)
     print(f"wrote {sig} (key {key.key_id})")
     return 0
