@@ -174,8 +174,9 @@ class Delivery:
     async def _scan(self) -> None:
         while not self._stopping:
             try:
-                hops, pending, dead = await self.db.run(self._outbox_summary)
+                hops, pending, dead, stalled = await self.db.run(self._outbox_summary)
                 metrics.OUTBOX_PENDING.set(pending)
+                metrics.DELIVERY_STALLED.set(len(stalled))
                 for peer in self._dead_peers - dead.keys():
                     metrics.OUTBOX_DEAD_LETTERS.labels(peer=peer).set(0)
                 for peer, count in dead.items():
@@ -189,8 +190,14 @@ class Delivery:
                 log.exception("outbox scan failed")
             await self.clock.sleep(max(self.poll_interval_s * 5, 1.0))
 
-    def _outbox_summary(self, s: Session) -> tuple[list[str], int, dict[str, int]]:
-        return hops_with_work(s, self.clock.now_ms()), pending_count(s), dead_counts(s)
+    def _outbox_summary(self, s: Session) -> tuple[list[str], int, dict[str, int], list[str]]:
+        now = self.clock.now_ms()
+        return (
+            hops_with_work(s, now),
+            pending_count(s),
+            dead_counts(s),
+            stalled_hops(s, now, self.stall_after_ms),
+        )
 
     # -- one peer ------------------------------------------------------------------------
 
