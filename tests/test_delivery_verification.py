@@ -12,7 +12,7 @@ from pathlib import Path
 import grpc
 import pytest
 from prometheus_client import REGISTRY
-from sqlmodel import select
+from sqlmodel import Session, select
 from yrd.envelope.v1.envelope_pb2 import Envelope
 from yrd.peer.v1 import peer_pb2, peer_pb2_grpc
 
@@ -136,42 +136,52 @@ def dead_lettered(code: str) -> float:
     return REGISTRY.get_sample_value("yrd_outbox_dead_lettered_total", {"reason": code}) or 0.0
 
 
+def status_item(app_id: str, now_ms: int) -> bytes:
+    update = peer_pb2.StatusUpdate(
+        application_id=app_id, sequence=1, status=peer_pb2.APPLICATION_STATUS_DELIVERED, changed_at_ms=now_ms
+    )
+    return peer_pb2.StatusItem(status=update).SerializeToString()
+
+
 async def test_a_status_update_the_origin_refuses_becomes_a_dead_letter(
     fed: Federation, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.WARNING, logger="node.delivery")
     zj = fed.nodes["zhejiang"]
-    before = dead_lettered("unknown_application")
-    bogus = peer_pb2.StatusItem(
-        status=peer_pb2.StatusUpdate(
-            application_id="no-such-application",
-            sequence=1,
-            status=peer_pb2.APPLICATION_STATUS_DELIVERED,
-            changed_at_ms=zj.clock.now_ms(),
-        )
-    ).SerializeToString()
-    await zj.db.run(
-        lambda s: enqueue(
-            s,
-            next_hop="jiangsu",
-            destination="jiangsu",
-            method=NOTIFY_STATUS,
-            item_id="no-such-application",
-            body=bogus,
-            now_ms=zj.clock.now_ms(),
-        )
-    )
-    # A genuine application travels the same link at the same time and is unaffected.
     status, created = await fed.submit(
         "jiangsu", application_body(fed.nodes["jiangsu"].index.get(SERVICE), random.Random(7)), "real"
     )
     assert status == 201, created
-    zj.delivery.wake("jiangsu")
     await fed.wait_status("jiangsu", created["id"], {"completed"})
+    before = dead_lettered("unknown_application")
+    now = zj.clock.now_ms()
+
+    def queue_both(s: Session) -> None:
+        # One batch: a repeat of a real update (answered DUPLICATE) and one for no application.
+        for app_id in (created["id"], "no-such-application"):
+            enqueue(
+                s,
+                next_hop="jiangsu",
+                destination="jiangsu",
+                method=NOTIFY_STATUS,
+                item_id=app_id,
+                body=status_item(app_id, now),
+                now_ms=now,
+            )
+
+    await zj.db.run(queue_both)
+    zj.delivery.wake("jiangsu")
     letters = await wait_dead_letters(fed, "zhejiang", 1)
-    assert [(d.item_id, d.peer, d.reason) for d in letters] == [
-        ("no-such-application", "jiangsu", "unknown_application")
+    assert [(d.item_id, d.peer, d.reason, d.attempts) for d in letters] == [
+        ("no-such-application", "jiangsu", "unknown_application", 1)
     ]
+    good = await zj.db.run(
+        lambda s: s.exec(select(OutboxEntry).where(OutboxEntry.item_id == created["id"])).all()
+    )
+    # Settled from the same call, sent once: nothing is re-sent that was answered.
+    assert {(e.method, e.state, e.attempts) for e in good if e.body == status_item(created["id"], now)} == {
+        (NOTIFY_STATUS, "done", 1)
+    }
     assert dead_lettered("unknown_application") == before + 1
     warned = [
         r.getMessage()

@@ -231,10 +231,19 @@ class Delivery:
         by_method: dict[str, list[OutboxEntry]] = defaultdict(list)
         for row in claimed.rows:
             by_method[row.method].append(row)
-        for method, group in by_method.items():
+        groups = list(by_method.items())
+        for i, (method, group) in enumerate(groups):
             if not await self._send(hop, method, group):
-                break  # the link is backing off; the other groups wait with it
+                # The link is backing off: the other groups wait with it, not for their lease.
+                await self._defer(hop, [row for _, later in groups[i + 1 :] for row in later])
+                break
         return len(claimed.rows) + len(claimed.oversized)
+
+    async def _defer(self, hop: str, rows: list[OutboxEntry]) -> None:
+        ids = [r.id for r in rows if r.id is not None]
+        if ids:
+            until = self._backoff_until.get(hop, 0)
+            await self.db.run(lambda s: reschedule(s, ids, until, "not sent: the link is backing off"))
 
     async def _send(self, hop: str, method: str, rows: list[OutboxEntry]) -> bool:
         """Send one batch and settle what it answered; False when the link failed (backoff set)."""
@@ -302,9 +311,7 @@ class Delivery:
         log.warning("%s refused a batch of %d as too large (%s); sending it in halves", hop, len(rows), error)
         half = len(rows) // 2
         if not await self._send(hop, method, rows[:half]):
-            rest = [r.id for r in rows[half:] if r.id is not None]
-            until = self._backoff_until.get(hop, 0)
-            await self.db.run(lambda s: reschedule(s, rest, until, "not sent: the link is backing off"))
+            await self._defer(hop, rows[half:])
             return False
         return await self._send(hop, method, rows[half:])
 
