@@ -179,6 +179,10 @@ def build_node(config: NodeConfig, clock: Clock | None = None) -> Node:
         clock=clock,
         backoff=Backoff(config.delivery.initial_backoff_s, config.delivery.max_backoff_s),
         batch_size=config.delivery.batch_size,
+        # The peer's limit is its max_body_bytes + 1 MiB (the server options below); budgeting
+        # max_body_bytes for a batch's envelopes keeps every batch under it.
+        max_batch_bytes=config.limits.max_body_bytes,
+        stall_after_s=config.delivery.stall_after_s,
         poll_interval_s=config.delivery.poll_interval_s,
         on_receipt=apply_delivery_receipt,
         rng=random.Random(),
@@ -217,6 +221,7 @@ def build_node(config: NodeConfig, clock: Clock | None = None) -> Node:
     backend = NodeBackend(
         db=db, trust=trust, catalogue=index, origin=origin, owner=owner, policy=policy, clock=clock
     )
+    backend.stalled_peers = delivery.stalled_peers
     users = UserStore(db, clock)
     limits = config.limits
     server = grpc.aio.server(

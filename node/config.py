@@ -40,6 +40,8 @@ class DeliveryConfig:
     initial_backoff_s: float = 0.5
     max_backoff_s: float = 60.0
     poll_interval_s: float = 0.2
+    # A peer with work waiting and no successful call for this long turns /healthz degraded.
+    stall_after_s: float = 60.0
 
 
 @dataclass(frozen=True)
@@ -153,6 +155,7 @@ def _delivery(t: TomlTable) -> DeliveryConfig:
         initial_backoff_s=float(t.positive("initial_backoff_s", (int, float), d.initial_backoff_s)),
         max_backoff_s=float(t.positive("max_backoff_s", (int, float), d.max_backoff_s)),
         poll_interval_s=float(t.positive("poll_interval_s", (int, float), d.poll_interval_s)),
+        stall_after_s=float(t.positive("stall_after_s", (int, float), d.stall_after_s)),
     )
     if delivery.max_backoff_s < delivery.initial_backoff_s:
         raise ConfigError("must not be smaller than initial_backoff_s", field=t.path("max_backoff_s"))

@@ -28,3 +28,12 @@ OUTBOX_PENDING = Gauge("yrd_outbox_pending_entries", "Outbox entries not yet set
 PEER_BACKOFF = Gauge("yrd_peer_backoff_seconds", "Seconds until the next attempt to a peer", ["peer"])
 MANIFEST_EXPIRES = Gauge("yrd_manifest_expires_timestamp_seconds", "Expiry of the trusted manifest")
 CATALOGUE_SERVICES = Gauge("yrd_catalogue_services_entries", "Services in the federated catalogue")
+OUTBOX_DEAD_LETTERS = Gauge(
+    "yrd_outbox_dead_letters_entries", "Outbox entries set aside as dead letters, by peer", ["peer"]
+)
+OUTBOX_DEAD_LETTERED = Counter(
+    "yrd_outbox_dead_lettered_total", "Outbox entries made dead letters, by reason code", ["reason"]
+)
+DELIVERY_STALLED = Gauge(
+    "yrd_delivery_stalled_peers", "Peers with work waiting and no successful call for stall_after_s"
+)

@@ -97,7 +97,11 @@ class InboundApplication(SQLModel, table=True):
 class OutboxEntry(SQLModel, table=True):
     """Work to send. ``body`` is the serialized DeliverItem or StatusItem; each attempt
     wraps it in a freshly signed envelope. A claim lease (``claimed_until_ms``) lets
-    several replicas share one PostgreSQL database without sending a row twice."""
+    several replicas share one PostgreSQL database without sending a row twice.
+
+    ``state`` is ``pending``, ``held`` (waits for a release), ``done``, or ``dead``: a dead
+    letter, set aside with its ``dead_reason`` code until an operator re-drives it
+    (node/delivery/dead_letters.py says which failures make one)."""
 
     __tablename__ = "outbox_entry"
 
@@ -113,6 +117,10 @@ class OutboxEntry(SQLModel, table=True):
     state: str = Field(default="pending", index=True)
     last_error: str = ""
     claimed_until_ms: int = Field(default=0, sa_type=BigInteger)
+    # Added with dead letters: a database created before them needs these two columns
+    # (ALTER TABLE outbox_entry ADD COLUMN dead_reason VARCHAR NOT NULL DEFAULT '', ...).
+    dead_reason: str = Field(default="", sa_column_kwargs={"server_default": ""})
+    dead_at_ms: int = Field(default=0, sa_type=BigInteger, sa_column_kwargs={"server_default": "0"})
 
 
 class PeerState(SQLModel, table=True):

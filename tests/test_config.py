@@ -35,6 +35,7 @@ def test_minimal_file_gets_defaults_inside_the_config_directory(tmp_path: Path) 
     assert config.limits == LimitsConfig()
     assert config.limits.max_body_bytes == 8 * 1024 * 1024
     assert config.delivery.initial_backoff_s == 0.5
+    assert config.delivery.stall_after_s == 60.0
     assert config.handlers.webhook_url is None
 
 
@@ -52,7 +53,13 @@ def test_full_file_round_trips_every_field(tmp_path: Path) -> None:
         "policy_bundle": "policies/bundle.yaml",
         "max_skew_ms": 5000,
         "limits": {"max_body_bytes": 1024, "max_batch": 8, "max_attachments": 2, "max_attachment_bytes": 512},
-        "delivery": {"batch_size": 4, "initial_backoff_s": 1, "max_backoff_s": 2.5, "poll_interval_s": 0.05},
+        "delivery": {
+            "batch_size": 4,
+            "initial_backoff_s": 1,
+            "max_backoff_s": 2.5,
+            "poll_interval_s": 0.05,
+            "stall_after_s": 90,
+        },
         "handlers": {"webhook_url": "https://dept.example/hook"},
     }
     config = load_config(write(tmp_path, doc))
@@ -66,6 +73,7 @@ def test_full_file_round_trips_every_field(tmp_path: Path) -> None:
     assert config.limits.max_attachments == 2
     assert config.delivery.initial_backoff_s == 1.0
     assert isinstance(config.delivery.initial_backoff_s, float)
+    assert config.delivery.stall_after_s == 90.0
     assert config.handlers.webhook_url == "https://dept.example/hook"
     assert config.name == "江苏"
 
@@ -89,6 +97,7 @@ def test_full_file_round_trips_every_field(tmp_path: Path) -> None:
         ({"limits": 5}, "limits"),
         ({"delivery": {"max_backoff_s": 0.1}}, "delivery.max_backoff_s"),
         ({"delivery": {"poll_interval_s": -1.0}}, "delivery.poll_interval_s"),
+        ({"delivery": {"stall_after_s": 0}}, "delivery.stall_after_s"),
         ({"handlers": {"webhook_url": "ftp://x"}}, "handlers.webhook_url"),
         ({"grpc_listn": "127.0.0.1:1"}, "grpc_listn"),
     ],

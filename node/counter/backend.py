@@ -4,6 +4,7 @@ health and the policy decision log."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from core.clock import Clock
@@ -16,7 +17,14 @@ from node.trust.keyring import Trust
 from registry.lookup import CatalogueIndex
 
 
+async def _no_stalled_peers() -> list[str]:
+    return []
+
+
 class NodeBackend:
+    # Peers whose link makes no progress (Delivery.stalled_peers, set by the composition root).
+    stalled_peers: Callable[[], Awaitable[list[str]]] = staticmethod(_no_stalled_peers)
+
     def __init__(
         self,
         *,
@@ -67,6 +75,8 @@ class NodeBackend:
             "policy_bundle": self.policy.revision(),
             "catalogue_services": len(self.catalogue),
         }
+        if db_ok:  # a stalled link degrades the node without failing it: restarting it cures nothing
+            checks["stalled_peers"] = await self.stalled_peers()
         return db_ok and not manifest.expired(now), checks
 
     async def _db_ok(self) -> bool:

@@ -10,9 +10,10 @@ import random
 from dataclasses import dataclass
 
 from sqlalchemy import func, update
+from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
-from node.models import OutboxEntry
+from node.models import OutboxEntry, PeerState
 
 CLAIM_LEASE_MS = 30_000
 
@@ -65,15 +66,51 @@ def release(session: Session, item_id: str, now_ms: int) -> None:
     )
 
 
-def claim(session: Session, next_hop: str, limit: int, now_ms: int) -> list[OutboxEntry]:
-    """Claim up to ``limit`` due rows for one peer, oldest first.
+# What an envelope adds to its body on the wire (sender, key id, destination, method, time,
+# nonce, signature, field framing): a generous bound, so a batch budgeted with it stays
+# under the limit that counts the real bytes.
+ENVELOPE_OVERHEAD_BYTES = 512
+TOO_LARGE = "too_large"
 
+
+@dataclass(frozen=True)
+class Oversized:
+    """An entry set aside at claim time because its envelope alone exceeds the batch budget."""
+
+    id: int
+    item_id: str
+    size_bytes: int
+
+
+@dataclass(frozen=True)
+class Claim:
+    rows: list[OutboxEntry]
+    oversized: list[Oversized]
+
+
+def envelope_cost(body_bytes: int) -> int:
+    return body_bytes + ENVELOPE_OVERHEAD_BYTES
+
+
+def claim(session: Session, next_hop: str, limit: int, now_ms: int) -> list[OutboxEntry]:
+    """:func:`claim_batch` without a byte budget, for local queues whose bodies are empty."""
+    return claim_batch(session, next_hop, limit, now_ms, max_bytes=None).rows
+
+
+def claim_batch(session: Session, next_hop: str, limit: int, now_ms: int, max_bytes: int | None) -> Claim:
+    """Claim due rows for one peer, oldest first: at most ``limit`` rows whose envelopes
+    together fit in ``max_bytes`` (the peer's message limit), so no batch is refused for its
+    size. A row too large to send even alone is made a dead letter in this same transaction
+    and reported in :attr:`Claim.oversized`; it never blocks the rows behind it.
+
+    Sizes are read before bodies, so a claim loads only the bodies it will send.
     ``FOR UPDATE SKIP LOCKED`` lets replicas on PostgreSQL claim disjoint rows at once
-    (SQLite ignores it and has a single writer); the lease keeps the rows claimed
-    after this transaction ends, while the network call is under way.
+    (SQLite ignores it and has a single writer); the lease keeps the rows claimed after
+    this transaction ends, while the network call is under way.
     """
+    size = func.length(OutboxEntry.body)
     stmt = (
-        select(OutboxEntry)
+        select(OutboxEntry.id, OutboxEntry.item_id, size)
         .where(
             OutboxEntry.next_hop == next_hop,
             OutboxEntry.state == "pending",
@@ -84,12 +121,133 @@ def claim(session: Session, next_hop: str, limit: int, now_ms: int) -> list[Outb
         .limit(limit)
         .with_for_update(skip_locked=True)
     )
-    rows = list(session.exec(stmt).all())
+    chosen: list[int] = []
+    oversized: list[Oversized] = []
+    total = 0
+    for entry_id, item_id, body_bytes in session.exec(stmt).all():
+        assert entry_id is not None
+        cost = envelope_cost(int(body_bytes))
+        if max_bytes is None:
+            chosen.append(entry_id)
+            continue
+        if cost > max_bytes:
+            oversized.append(Oversized(entry_id, item_id, cost))
+            continue
+        if total + cost > max_bytes:
+            break
+        chosen.append(entry_id)
+        total += cost
+    for o in oversized:
+        bury(session, [o.id], TOO_LARGE, f"{o.size_bytes} bytes exceed the {max_bytes}-byte limit", now_ms)
+    rows: list[OutboxEntry] = []
+    if chosen:
+        rows = list(
+            session.exec(
+                select(OutboxEntry).where(col(OutboxEntry.id).in_(chosen)).order_by(col(OutboxEntry.id))
+            ).all()
+        )
     for row in rows:
         row.claimed_until_ms = now_ms + CLAIM_LEASE_MS
         row.attempts += 1
         session.add(row)
-    return rows
+    return Claim(rows, oversized)
+
+
+def bury(session: Session, entry_ids: list[int], reason: str, detail: str, now_ms: int) -> None:
+    """Make entries dead letters: out of the queue, kept with their reason code for an
+    operator to read and re-drive (:func:`redrive`)."""
+    if entry_ids:
+        session.execute(
+            update(OutboxEntry)
+            .where(col(OutboxEntry.id).in_(entry_ids))
+            .values(
+                state="dead",
+                dead_reason=reason,
+                dead_at_ms=now_ms,
+                claimed_until_ms=0,
+                last_error=detail[:500],
+            )
+        )
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    id: int
+    peer: str
+    method: str
+    item_id: str
+    reason: str
+    detail: str
+    dead_at_ms: int
+    attempts: int
+
+
+def dead_letters(session: Session, limit: int) -> list[DeadLetter]:
+    """The newest dead letters first, without their bodies (which may hold sealed personal data)."""
+    stmt = (
+        sa_select(
+            *(
+                col(c)
+                for c in (
+                    OutboxEntry.id,
+                    OutboxEntry.next_hop,
+                    OutboxEntry.method,
+                    OutboxEntry.item_id,
+                    OutboxEntry.dead_reason,
+                    OutboxEntry.last_error,
+                    OutboxEntry.dead_at_ms,
+                    OutboxEntry.attempts,
+                )
+            )
+        )
+        .where(col(OutboxEntry.state) == "dead")
+        .order_by(col(OutboxEntry.id).desc())
+        .limit(limit)
+    )
+    return [DeadLetter(*row) for row in session.execute(stmt).all()]
+
+
+def redrive(session: Session, entry_id: int, now_ms: int) -> bool:
+    """Put one dead letter back in its queue, due now; False when ``entry_id`` is no dead letter."""
+    result = session.execute(
+        update(OutboxEntry)
+        .where(col(OutboxEntry.id) == entry_id, col(OutboxEntry.state) == "dead")
+        .values(state="pending", next_attempt_ms=now_ms, claimed_until_ms=0, dead_reason="", dead_at_ms=0)
+        .returning(col(OutboxEntry.id))
+    )
+    return result.first() is not None
+
+
+def dead_counts(session: Session) -> dict[str, int]:
+    """Dead letters per peer, for the gauge."""
+    stmt = (
+        select(OutboxEntry.next_hop, func.count())
+        .where(OutboxEntry.state == "dead")
+        .group_by(col(OutboxEntry.next_hop))
+    )
+    return {hop: int(n) for hop, n in session.exec(stmt).all()}
+
+
+def stalled_hops(session: Session, now_ms: int, stall_ms: int) -> list[str]:
+    """Peers that have had work waiting for longer than ``stall_ms`` and no successful call
+    in that time: a link making no progress (local ``~`` queues excluded). Read from the
+    database, so it holds across restarts and for work claimed by another replica."""
+    since = now_ms - stall_ms
+    stmt = (
+        select(OutboxEntry.next_hop)
+        .where(
+            OutboxEntry.state == "pending",
+            col(OutboxEntry.created_at_ms) < since,
+            ~col(OutboxEntry.next_hop).startswith("~"),
+        )
+        .distinct()
+    )
+    stalled = []
+    for hop in sorted(session.exec(stmt).all()):
+        state = session.get(PeerState, hop)
+        if state is None or state.last_success_ms < since:
+            stalled.append(hop)
+    return stalled
 
 
 def settle(session: Session, entry_id: int) -> None:

@@ -1,6 +1,7 @@
-"""PeerService: what other nodes call. Every envelope of a batch is verified before any
-is acted on; the batch's effects, its audit records and its signed receipts are made in
-one transaction, so a crash either keeps all of them or none (and the sender retries)."""
+"""PeerService: what other nodes call. Every envelope of a batch is verified on its own
+and answered on its own; the batch's effects, its nonces, its audit records and its signed
+receipts are made in one transaction, so a crash either keeps all of them or none (and the
+sender retries the same envelopes unchanged)."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from node.delivery.relaying import DELIVER, NOTIFY_STATUS, forward_item
 from node.grpc_errors import grpc_errors
 from node.trust import audit
 from node.trust.audit import AuditEntry
-from node.trust.envelope import EnvelopeVerifier, answer, request_digest
+from node.trust.envelope import EnvelopeVerifier, answer, request_digest, seal_envelope
 from node.trust.keyring import Trust
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,18 @@ def _receipt(item_id: str, outcome: int, code: str, reason: str, now: int) -> pe
         reason=reason,
         received_at_ms=now,
     )
+
+
+def envelope_item_id(env: Env) -> str:
+    """The ``item_id`` of a receipt for an item whose own id cannot be trusted (its envelope
+    failed verification, or its body does not parse): the envelope's digest, which the
+    sender can compute, rather than anything read from unverified bytes."""
+    return "env:" + request_digest(env).hex()
+
+
+def _count_refusal(env: Env, e: EnvelopeRejected) -> None:
+    metrics.ENVELOPES_VERIFIED.labels(result=e.code).inc()
+    log.warning("refused envelope from %r: %s", env.sender, e.code)
 
 
 def _parse_item(method: str, body: bytes) -> peer_pb2.DeliverItem | peer_pb2.StatusItem | None:
@@ -101,52 +114,104 @@ class PeerServicer(peer_pb2_grpc.PeerServiceServicer):
         return peer_pb2.NotifyStatusResponse(receipts=receipts)
 
     async def _verify(self, env: Env, method: str) -> None:
+        """A single-envelope call (catalogue, manifest): every check, the nonce included."""
         try:
             await self.verifier.verify_request(env, method)
         except EnvelopeRejected as e:
-            metrics.ENVELOPES_VERIFIED.labels(result=e.code).inc()
-            log.warning("refused envelope from %r: %s", env.sender, e.code)
+            _count_refusal(env, e)
             raise
         metrics.ENVELOPES_VERIFIED.labels(result="ok").inc()
 
     async def _batch(self, envelopes: list[Env], method: str) -> list[Env]:
+        """Each envelope on its own (docs/protocol.md, "Batches"): one that fails its checks
+        gets a signed REJECTED receipt naming the reason, the others are acted on; nonces
+        are recorded in the transaction that acts, so a refused envelope uses up none. A
+        call in which no envelope is acted on is refused whole (UNAUTHENTICATED, the first
+        envelope's reason) and leaves no trace: a stranger's garbage costs no signature."""
         if not envelopes:
             return []
         if len(envelopes) > self.max_batch:
             raise InvalidInput(f"at most {self.max_batch} envelopes per call", code="batch_too_large")
-        for env in envelopes:
-            await self._verify(env, method)
-        for sender in {e.sender for e in envelopes}:
-            self.peer_seen(sender)
+        refused: dict[int, EnvelopeRejected] = {}
+        for i, env in enumerate(envelopes):
+            try:
+                self.verifier.check_request(env, method)
+            except EnvelopeRejected as e:
+                _count_refusal(env, e)
+                refused[i] = e
+        if len(refused) == len(envelopes):
+            raise refused[0]
         now = self.clock.now_ms()
         hops: set[str] = set()
+        acted: set[str] = set()
 
         def work(s: Session) -> list[Env]:
             answers, records = [], []
-            for env in envelopes:
-                receipt = self._item(s, env, method, now, hops)
-                reply = answer(
-                    self.trust.key, env, receipt.SerializeToString(), now, sender=self.trust.node_id
-                )
+            for i, env in enumerate(envelopes):
+                rejected = refused.get(i)
+                if rejected is None:
+                    try:
+                        self.verifier.record_nonce(s, env)
+                    except EnvelopeRejected as e:
+                        _count_refusal(env, e)
+                        rejected = refused[i] = e
+                if rejected is None:
+                    metrics.ENVELOPES_VERIFIED.labels(result="ok").inc()
+                    receipt = self._item(s, env, method, now, hops)
+                    acted.add(env.sender)
+                else:
+                    receipt = _receipt(
+                        envelope_item_id(env),
+                        Outcome.RECEIPT_OUTCOME_REJECTED,
+                        rejected.code,
+                        rejected.reason,
+                        now,
+                    )
+                reply = self._reply(env, receipt, now)
                 answers.append(reply)
                 records.append(AuditEntry("in", env.sender, method, request_digest(env), receipt.item_id))
                 records.append(
                     AuditEntry("out", env.sender, method, request_digest(reply), receipt.reason_code)
                 )
+            if not acted:  # every nonce replayed: roll back, answer as a wholly refused call
+                raise refused[0]
             audit.append(s, records, now)
             return answers
 
         answers = await self.db.run(work)
+        for sender in acted:
+            self.peer_seen(sender)
         for hop in hops:
             self.wake(hop)
         return answers
+
+    def _reply(self, env: Env, receipt: peer_pb2.Receipt, now: int) -> Env:
+        body = receipt.SerializeToString()
+        if env.destination == self.trust.node_id:
+            return answer(self.trust.key, env, body, now, sender=self.trust.node_id)
+        # Not addressed to us, so we cannot answer as its addressee; signed in our own name and
+        # bound by in_reply_to all the same, which its sender's response check refuses. Only a
+        # forged or misrouted envelope gets here: a sender addresses a whole batch to one peer.
+        return seal_envelope(
+            self.trust.key,
+            sender=self.trust.node_id,
+            destination=env.sender,
+            method=env.method,
+            body=body,
+            now_ms=now,
+            in_reply_to=request_digest(env),
+        )
 
     def _item(self, s: Session, env: Env, method: str, now: int, hops: set[str]) -> peer_pb2.Receipt:
         """Act on one verified envelope; ``env.sender`` is authenticated."""
         item = _parse_item(method, env.body)
         if item is None:
             return _receipt(
-                "", Outcome.RECEIPT_OUTCOME_REJECTED, "malformed_body", "body does not parse", now
+                envelope_item_id(env),
+                Outcome.RECEIPT_OUTCOME_REJECTED,
+                "malformed_body",
+                "body does not parse",
+                now,
             )
         if item.WhichOneof("item") == "forward":
             return self._forward(s, env, item.forward, method, now, hops)

@@ -5,6 +5,11 @@ database, so entries written by another replica or left by a crash are picked up
 A failed call backs off with jitter; the backoff is persisted (PeerState) and every
 entry's next attempt is in the database, so a restart resumes where it stopped. A
 valid call from the peer resets its backoff: it is evidently up.
+
+No entry can hold up the ones behind it: batches are bounded by bytes as well as count
+(the peer's message limit), a batch refused for its size is sent in halves, and an entry
+too large to send alone, or refused by the peer as a failure rather than a decision, is set
+aside as a dead letter (dead_letters.py) for an operator to see and re-drive.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import logging
 import random
 from collections import defaultdict
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import grpc
 from sqlalchemy import update
@@ -26,18 +32,25 @@ from core.clock import Clock
 from core.db import Database
 from core.errors import YrdError
 from node import metrics
+from node.delivery import dead_letters
 from node.delivery.channels import Channels
+from node.delivery.dead_letters import is_dead_letter
 from node.delivery.outbox import (
+    TOO_LARGE,
     Backoff,
-    claim,
+    bury,
+    claim_batch,
+    dead_counts,
     hops_with_work,
     pending_count,
     release_all_claims,
     reschedule,
     settle,
+    stalled_hops,
 )
 from node.delivery.peer_client import parse_body
 from node.delivery.relaying import DELIVER
+from node.grpc_errors import REASON_KEY
 from node.models import OutboxEntry, PeerState
 from node.trust import audit
 from node.trust.audit import AuditEntry
@@ -69,11 +82,15 @@ class Delivery:
         clock: Clock,
         backoff: Backoff,
         batch_size: int,
+        max_batch_bytes: int,
+        stall_after_s: float,
         poll_interval_s: float,
         on_receipt: ReceiptHandler,
         rng: random.Random | None = None,
     ) -> None:
         self.on_receipt = on_receipt
+        self.max_batch_bytes, self.stall_after_ms = max_batch_bytes, int(stall_after_s * 1000)
+        self._dead_peers: set[str] = set()
         self.db, self.trust, self.channels, self.verifier = db, trust, channels, verifier
         self.clock, self.backoff, self.batch_size, self.poll_interval_s = (
             clock,
@@ -146,11 +163,25 @@ class Delivery:
         await self.db.run(reset)
         self.wake(node_id)
 
+    async def stalled_peers(self) -> list[str]:
+        """Peers whose link made no progress for ``stall_after_s`` while work waited for them
+        (read by /healthz, which then reports ``degraded`` and names them)."""
+        now = self.clock.now_ms()
+        stalled = await self.db.run(lambda s: stalled_hops(s, now, self.stall_after_ms))
+        metrics.DELIVERY_STALLED.set(len(stalled))
+        return stalled
+
     async def _scan(self) -> None:
         while not self._stopping:
             try:
-                hops, pending = await self.db.run(self._outbox_summary)
+                hops, pending, dead, stalled = await self.db.run(self._outbox_summary)
                 metrics.OUTBOX_PENDING.set(pending)
+                metrics.DELIVERY_STALLED.set(len(stalled))
+                for peer in self._dead_peers - dead.keys():
+                    metrics.OUTBOX_DEAD_LETTERS.labels(peer=peer).set(0)
+                for peer, count in dead.items():
+                    metrics.OUTBOX_DEAD_LETTERS.labels(peer=peer).set(count)
+                self._dead_peers = set(dead)
                 for hop in hops:
                     task = self._tasks.get(hop)
                     if task is None or task.done():
@@ -159,8 +190,14 @@ class Delivery:
                 log.exception("outbox scan failed")
             await self.clock.sleep(max(self.poll_interval_s * 5, 1.0))
 
-    def _outbox_summary(self, s: Session) -> tuple[list[str], int]:
-        return hops_with_work(s, self.clock.now_ms()), pending_count(s)
+    def _outbox_summary(self, s: Session) -> tuple[list[str], int, dict[str, int], list[str]]:
+        now = self.clock.now_ms()
+        return (
+            hops_with_work(s, now),
+            pending_count(s),
+            dead_counts(s),
+            stalled_hops(s, now, self.stall_after_ms),
+        )
 
     # -- one peer ------------------------------------------------------------------------
 
@@ -188,17 +225,28 @@ class Delivery:
 
     async def _drain_once(self, hop: str) -> int:
         now = self.clock.now_ms()
-        rows = await self.db.run(lambda s: claim(s, hop, self.batch_size, now))
-        if not rows:
-            return 0
+        claimed = await self.db.run(lambda s: claim_batch(s, hop, self.batch_size, now, self.max_batch_bytes))
+        for o in claimed.oversized:
+            dead_letters.report(hop, o.id, o.item_id, TOO_LARGE)
         by_method: dict[str, list[OutboxEntry]] = defaultdict(list)
-        for row in rows:
+        for row in claimed.rows:
             by_method[row.method].append(row)
-        for method, group in by_method.items():
-            await self._send(hop, method, group)
-        return len(rows)
+        groups = list(by_method.items())
+        for i, (method, group) in enumerate(groups):
+            if not await self._send(hop, method, group):
+                # The link is backing off: the other groups wait with it, not for their lease.
+                await self._defer(hop, [row for _, later in groups[i + 1 :] for row in later])
+                break
+        return len(claimed.rows) + len(claimed.oversized)
 
-    async def _send(self, hop: str, method: str, rows: list[OutboxEntry]) -> None:
+    async def _defer(self, hop: str, rows: list[OutboxEntry]) -> None:
+        ids = [r.id for r in rows if r.id is not None]
+        if ids:
+            until = self._backoff_until.get(hop, 0)
+            await self.db.run(lambda s: reschedule(s, ids, until, "not sent: the link is backing off"))
+
+    async def _send(self, hop: str, method: str, rows: list[OutboxEntry]) -> bool:
+        """Send one batch and settle what it answered; False when the link failed (backoff set)."""
         now = self.clock.now_ms()
         me = self.trust.node_id
         envs = [
@@ -206,29 +254,66 @@ class Delivery:
             for r in rows
         ]
         metrics.DELIVERY_BATCH_SIZE.observe(len(envs))
-        stub = self.channels.peer(hop)
         try:
-            with metrics.DELIVERY_SECONDS.labels(peer=hop).time():
-                if method == DELIVER:
-                    delivered = await stub.Deliver(
-                        peer_pb2.DeliverRequest(envelopes=envs), timeout=CALL_TIMEOUT_S
-                    )
-                    receipts = list(delivered.receipts)
-                else:
-                    notified = await stub.NotifyStatus(
-                        peer_pb2.NotifyStatusRequest(envelopes=envs), timeout=CALL_TIMEOUT_S
-                    )
-                    receipts = list(notified.receipts)
-            if len(receipts) != len(envs):
-                raise YrdError(f"{len(receipts)} receipts for {len(envs)} envelopes", code="receipt_count")
-            for req, rep in zip(envs, receipts, strict=True):
-                self.verifier.verify_response(rep, req)
-            answers = [parse_body(peer_pb2.Receipt, rep.body) for rep in receipts]
-        except (grpc.aio.AioRpcError, YrdError) as e:
+            replies = await self._call(hop, method, envs)
+        except grpc.aio.AioRpcError as e:
+            if _refused_for_size(e):
+                return await self._split(hop, method, rows, _describe(e))
             await self._failed(hop, rows, _describe(e))
-            return
+            return False
+        if len(replies) != len(envs):
+            await self._failed(hop, rows, f"{len(replies)} receipts for {len(envs)} envelopes")
+            return False
+        answered: list[Answered] = []
+        unanswered: list[OutboxEntry] = []
+        for row, req, rep in zip(rows, envs, replies, strict=True):
+            try:
+                self.verifier.verify_response(rep, req)
+                answered.append(Answered(row, req, rep, parse_body(peer_pb2.Receipt, rep.body)))
+            except YrdError as e:
+                log.warning("%s answered outbox entry %d with an unusable receipt: %s", hop, row.id, e.code)
+                unanswered.append(row)
+        if not answered:
+            await self._failed(hop, rows, "no receipt verified")
+            return False
         metrics.DELIVERY_BATCHES.labels(peer=hop, result="ok").inc()
-        await self._settle(hop, method, rows, envs, receipts, answers)
+        await self._settle(hop, method, answered, unanswered)
+        return True
+
+    async def _call(
+        self, hop: str, method: str, envs: list[envelope_pb2.Envelope]
+    ) -> list[envelope_pb2.Envelope]:
+        stub = self.channels.peer(hop)
+        with metrics.DELIVERY_SECONDS.labels(peer=hop).time():
+            if method == DELIVER:
+                delivered = await stub.Deliver(
+                    peer_pb2.DeliverRequest(envelopes=envs), timeout=CALL_TIMEOUT_S
+                )
+                return list(delivered.receipts)
+            notified = await stub.NotifyStatus(
+                peer_pb2.NotifyStatusRequest(envelopes=envs), timeout=CALL_TIMEOUT_S
+            )
+            return list(notified.receipts)
+
+    async def _split(self, hop: str, method: str, rows: list[OutboxEntry], error: str) -> bool:
+        """A batch the peer (or our own channel) refused for its size: send it in halves, so
+        a peer with a smaller limit than ours still gets everything that fits it; a batch of
+        one that is still too large becomes a dead letter instead of blocking the queue."""
+        metrics.DELIVERY_BATCHES.labels(peer=hop, result="split").inc()
+        if len(rows) == 1:
+            row = rows[0]
+            assert row.id is not None
+            entry_id = row.id
+            now = self.clock.now_ms()
+            await self.db.run(lambda s: bury(s, [entry_id], TOO_LARGE, error, now))
+            dead_letters.report(hop, entry_id, row.item_id, TOO_LARGE)
+            return True
+        log.warning("%s refused a batch of %d as too large (%s); sending it in halves", hop, len(rows), error)
+        half = len(rows) // 2
+        if not await self._send(hop, method, rows[:half]):
+            await self._defer(hop, rows[half:])
+            return False
+        return await self._send(hop, method, rows[half:])
 
     async def _failed(self, hop: str, rows: list[OutboxEntry], error: str) -> None:
         failures = self._failures.get(hop, 0) + 1
@@ -247,41 +332,64 @@ class Delivery:
         await self.db.run(record)
 
     async def _settle(
-        self,
-        hop: str,
-        method: str,
-        rows: list[OutboxEntry],
-        envs: list[envelope_pb2.Envelope],
-        replies: list[envelope_pb2.Envelope],
-        answers: list[peer_pb2.Receipt],
+        self, hop: str, method: str, answered: list[Answered], unanswered: list[OutboxEntry]
     ) -> None:
+        """Apply the receipts of one answered call: final ones settle their entry (as done, or
+        as a dead letter when it failed rather than was decided: see dead_letters.py), the
+        others and the items without a usable receipt are tried again shortly."""
         now = self.clock.now_ms()
         retry_at = now + int(self.backoff.delay_s(1, self.rng) * 1000)
-        was_failing = bool(self._failures.get(hop))
         self._failures[hop], self._backoff_until[hop] = 0, 0
         metrics.PEER_BACKOFF.labels(peer=hop).set(0)
+        buried: list[tuple[int, str, str]] = []
 
         def apply(s: Session) -> None:
             retry: list[int] = []
             records: list[AuditEntry] = []
-            for row, req, rep, receipt in zip(rows, envs, replies, answers, strict=True):
-                records.append(AuditEntry("out", hop, method, request_digest(req), row.item_id))
-                records.append(AuditEntry("in", hop, method, request_digest(rep), receipt.reason_code))
+            for a in answered:
+                row, receipt = a.row, a.receipt
+                records.append(AuditEntry("out", hop, method, request_digest(a.request), row.item_id))
+                records.append(AuditEntry("in", hop, method, request_digest(a.reply), receipt.reason_code))
                 assert row.id is not None
                 if receipt.outcome not in FINAL_OUTCOMES:
                     retry.append(row.id)
                     continue
-                settle(s, row.id)
+                if is_dead_letter(receipt):
+                    reason = receipt.reason_code or "rejected"
+                    bury(s, [row.id], reason, receipt.reason, now)
+                    buried.append((row.id, row.item_id, reason))
+                else:
+                    settle(s, row.id)
                 if method == DELIVER:
-                    self.on_receipt(s, row.item_id, hop, receipt, rep.SerializeToString(), now)
-                if receipt.outcome == Outcome.RECEIPT_OUTCOME_REJECTED:
-                    log.info("%s refused %s: %s", hop, row.item_id, receipt.reason_code)
+                    self.on_receipt(s, row.item_id, hop, receipt, a.reply.SerializeToString(), now)
             reschedule(s, retry, retry_at, "peer asked to retry")
+            reschedule(s, [r.id for r in unanswered if r.id is not None], retry_at, "no usable receipt")
             audit.append(s, records, now)
-            if was_failing:
-                _save_peer(s, hop, 0, 0, "")
+            _save_peer(s, hop, 0, 0, "", success_ms=now)
 
         await self.db.run(apply)
+        for entry_id, item_id, reason in buried:
+            dead_letters.report(hop, entry_id, item_id, reason)
+
+
+@dataclass(frozen=True)
+class Answered:
+    """One entry of a batch with its request and the peer's verified receipt."""
+
+    row: OutboxEntry
+    request: envelope_pb2.Envelope
+    reply: envelope_pb2.Envelope
+    receipt: peer_pb2.Receipt
+
+
+def _refused_for_size(e: grpc.aio.AioRpcError) -> bool:
+    """A refusal that a smaller batch avoids: gRPC's own message-size limit (RESOURCE_EXHAUSTED
+    with no ``yrd-reason``, which a node's own refusals, rate limits included, always carry)
+    or a peer whose ``max_batch`` is below our batch size."""
+    reason = dict(e.trailing_metadata() or ()).get(REASON_KEY, "")
+    if e.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
+        return not reason
+    return e.code() == grpc.StatusCode.INVALID_ARGUMENT and reason == "batch_too_large"
 
 
 def _describe(e: Exception) -> str:
@@ -290,7 +398,9 @@ def _describe(e: Exception) -> str:
     return str(e)
 
 
-def _save_peer(s: Session, node_id: str, failures: int, until: int, error: str) -> None:
+def _save_peer(s: Session, node_id: str, failures: int, until: int, error: str, success_ms: int = 0) -> None:
     st = s.get(PeerState, node_id) or PeerState(node_id=node_id)
     st.failures, st.backoff_until_ms, st.last_error = failures, until, error[:500]
+    if success_ms:
+        st.last_success_ms = success_ms
     s.add(st)

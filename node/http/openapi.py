@@ -314,7 +314,10 @@ _PATHS: dict[str, Any] = {
             "summary": "Whether the node can serve; fails closed",
             "security": [],
             "responses": {
-                "200": _json({"type": "object", "properties": {"status": {"const": "ok"}}}, "healthy"),
+                "200": _json(
+                    {"type": "object", "properties": {"status": {"enum": ["ok", "degraded"]}}},
+                    "healthy; degraded names stalled_peers, links that make no progress",
+                ),
                 "503": _json({"type": "object", "properties": {"status": {"const": "fail"}}}, "unhealthy"),
             },
         }

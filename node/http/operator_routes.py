@@ -30,7 +30,8 @@ async def healthz(request: web.Request) -> web.Response:
     except Exception:
         log.exception("health check raised")
         ok, details = False, {"error": "health check failed"}
-    return web.json_response({**details, "status": "ok" if ok else "fail"}, status=200 if ok else 503)
+    status = ("degraded" if details.get("stalled_peers") else "ok") if ok else "fail"
+    return web.json_response({**details, "status": status}, status=200 if ok else 503)
 
 
 @routes.get("/metrics")

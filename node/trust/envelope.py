@@ -12,11 +12,12 @@ import hashlib
 import logging
 import os
 from collections.abc import Callable
-from typing import Protocol
+from typing import NoReturn, Protocol
 
 import prometheus_client
 from nacl.exceptions import BadSignatureError
 from nacl.signing import VerifyKey
+from sqlmodel import Session
 from yrd.envelope.v1.envelope_pb2 import Envelope
 from yrd.federation.v1.manifest_pb2 import Member
 
@@ -147,15 +148,34 @@ class EnvelopeVerifier:
         self.max_skew_ms = max_skew_ms
 
     async def verify_request(self, env: Envelope, method: str) -> None:
+        """Every check, the nonce last, for a call that carries one envelope."""
+        self.check_request(env, method)
+        if not await self._nonces.remember(env.sender, env.nonce, env.created_at_ms, self._clock.now_ms()):
+            self._replayed(env, method)
+
+    def check_request(self, env: Envelope, method: str) -> None:
+        """Every check but the nonce. A batch checks each envelope with this, then records
+        the nonces of those it acts on with :meth:`record_nonce` in the transaction that
+        acts on them: a nonce is used up only by an envelope that verified and was acted on,
+        so the sender may resend unchanged anything a failed transaction did not keep."""
         try:
             self._check_signed(env, method, None)
-            now_ms = self._clock.now_ms()
-            if not await self._nonces.remember(env.sender, env.nonce, env.created_at_ms, now_ms):
-                raise EnvelopeRejected("nonce already seen", code="nonce_replayed")
         except EnvelopeRejected as e:
             REJECTIONS.labels(e.code).inc()
             log.info("request from %r on %s rejected: %s", env.sender, method, e.code)
             raise
+
+    def record_nonce(self, session: Session, env: Envelope) -> None:
+        """The last check of an envelope that passed :meth:`check_request`, inside ``session``."""
+        if not self._nonces.remember_in(
+            session, env.sender, env.nonce, env.created_at_ms, self._clock.now_ms()
+        ):
+            self._replayed(env, env.method)
+
+    def _replayed(self, env: Envelope, method: str) -> NoReturn:
+        REJECTIONS.labels("nonce_replayed").inc()
+        log.info("request from %r on %s rejected: %s", env.sender, method, "nonce_replayed")
+        raise EnvelopeRejected("nonce already seen", code="nonce_replayed")
 
     def verify_response(self, response: Envelope, request: Envelope) -> None:
         """Responses need no nonce store: the request digest they carry is already unique."""

@@ -29,6 +29,14 @@ class NonceStore(Protocol):
         """Record the nonce; False when ``sender`` already used it within the window."""
         ...
 
+    def remember_in(
+        self, session: Session, sender: str, nonce: bytes, created_at_ms: int, now_ms: int
+    ) -> bool:
+        """:meth:`remember` inside the caller's transaction, so the nonce is used up only if
+        what the envelope asked for commits with it (a batch whose transaction fails leaves
+        its nonces free for the sender's resend)."""
+        ...
+
 
 def _check_window(window_ms: int) -> int:
     if window_ms <= 0:
@@ -49,6 +57,15 @@ class MemoryNonceStore:
         return self._window_ms
 
     async def remember(self, sender: str, nonce: bytes, created_at_ms: int, now_ms: int) -> bool:
+        return self._remember(sender, nonce, created_at_ms, now_ms)
+
+    def remember_in(
+        self, session: Session, sender: str, nonce: bytes, created_at_ms: int, now_ms: int
+    ) -> bool:
+        """No transaction to join: a memory store records at once (tests and tools only)."""
+        return self._remember(sender, nonce, created_at_ms, now_ms)
+
+    def _remember(self, sender: str, nonce: bytes, created_at_ms: int, now_ms: int) -> bool:
         if now_ms >= self._next_prune_ms:
             horizon = now_ms - self._window_ms
             self._seen = {k: t for k, t in self._seen.items() if t >= horizon}
@@ -85,20 +102,20 @@ class SqlNonceStore:
         return self._window_ms
 
     async def remember(self, sender: str, nonce: bytes, created_at_ms: int, now_ms: int) -> bool:
-        prune_before: int | None = None
+        return await self._db.run(lambda s: self.remember_in(s, sender, nonce, created_at_ms, now_ms))
+
+    def remember_in(
+        self, session: Session, sender: str, nonce: bytes, created_at_ms: int, now_ms: int
+    ) -> bool:
         if now_ms >= self._next_prune_ms:
             # Pruning every call would double the writes; every half window keeps the table
             # at most 1.5 windows of traffic.
-            prune_before = now_ms - self._window_ms
+            session.execute(delete(SeenNonce).where(SeenNonce.created_at_ms < now_ms - self._window_ms))  # type: ignore[arg-type]
             self._next_prune_ms = now_ms + self._window_ms // 2
         dialect = sqlite if self._db.is_sqlite else postgresql
         values = {"sender": sender, "nonce": nonce, "created_at_ms": created_at_ms}
-
-        def work(s: Session) -> bool:
-            if prune_before is not None:
-                s.execute(delete(SeenNonce).where(SeenNonce.created_at_ms < prune_before))  # type: ignore[arg-type]
-            # RETURNING, not rowcount: drivers disagree on rowcount for INSERT (psycopg gives -1).
-            stmt = dialect.insert(SeenNonce).values(**values).on_conflict_do_nothing()
-            return s.execute(stmt.returning(SeenNonce.created_at_ms)).first() is not None
-
-        return await self._db.run(work)
+        # RETURNING, not rowcount: drivers disagree on rowcount for INSERT (psycopg gives -1).
+        # ON CONFLICT DO NOTHING waits for a racing replica's transaction, so of two replicas
+        # recording one nonce exactly one wins, whichever commits first.
+        stmt = dialect.insert(SeenNonce).values(**values).on_conflict_do_nothing()
+        return session.execute(stmt.returning(SeenNonce.created_at_ms)).first() is not None
