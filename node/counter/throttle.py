@@ -6,8 +6,8 @@ things stop that, both checked before any hashing:
 
 - :class:`LoginThrottle` counts failures per account and per client address; past a few
   free failures the key is locked for an interval that doubles with each further failure
-  (capped), and a key may have only a couple of attempts in flight at once, so one
-  address cannot fill the pool with parallel guesses.
+  (capped), and a key may have one attempt in flight at a time, so one address cannot
+  fill the pool with parallel guesses.
 - :class:`HashPool` runs argon2 on its own few threads with a bounded queue; when it is
   full a login is refused at once with 429 rather than waiting behind everyone else.
 
@@ -40,7 +40,9 @@ class ThrottleConfig:
     base_lock_s: float = 2.0  # the first lockout; each further failure doubles it
     max_lock_s: float = 900.0
     forget_after_s: float = 3600.0  # a key with no failure for this long starts afresh
-    max_in_flight: int = 2  # concurrent attempts per account and per address
+    # Concurrent attempts per account and per address. Below the pool's thread count, so one
+    # client, however many connections it opens, never holds every hashing thread.
+    max_in_flight: int = 1
     max_keys: int = 100_000  # memory bound; the stalest keys are forgotten first
 
 
