@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import logging
 import os
 import sqlite3
 from collections.abc import Callable, Iterator
@@ -32,6 +33,8 @@ from sqlmodel import Session, SQLModel, create_engine
 from core.errors import ConfigError, Unavailable
 
 T = TypeVar("T")
+
+log = logging.getLogger(__name__)
 
 
 def normalise_url(url: str) -> str:
@@ -147,8 +150,8 @@ class Database:
                     code="database_exists",
                     field="database_url",
                 )
+            # A folder that exists is the operator's to set (it may be shared); a new one is private.
             path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            os.chmod(path.parent, 0o700)
         with private_files():
             self.create_all()
         self.secure_files()
@@ -158,6 +161,8 @@ class Database:
         path = self.sqlite_path
         if path is not None:
             check_sqlite_file(path)
+            if path.parent.stat().st_mode & 0o077:
+                log.warning("the database folder %s is open to other local users; chmod 700 it", path.parent)
         with private_files():
             self.create_all()
         self.secure_files()

@@ -212,3 +212,28 @@ async def test_http_login_answers_429_with_retry_after(
     clock.advance(2)
     resp = await client.post("/api/v1/session", json={"username": "li.clerk", "password": PASSWORD})
     assert resp.status == 200
+
+
+async def test_a_login_whose_caller_went_away_holds_its_hashing_slot_until_done(
+    db: Database, clock: FakeClock
+) -> None:
+    hasher = GatedHasher()
+    store = make_store(db, clock, hasher, workers=1, max_waiting=0)
+    await store.add_user("li.clerk", PASSWORD, "clerk")
+    await refused(store, "warm-up", PASSWORD, "192.0.2.1")
+    gone = asyncio.create_task(store.login("user1", WRONG, "10.2.0.1"))
+    for _ in range(int(SAFETY_S / 0.01)):
+        if hasher.waiting == 1:
+            break
+        await asyncio.sleep(0.01)
+    gone.cancel()
+    await asyncio.gather(gone, return_exceptions=True)
+    # The thread is still busy with the abandoned check, so the pool is still full.
+    assert await refused(store, "li.clerk", PASSWORD, "10.2.0.2") == "login_busy:1"
+    hasher.gate.set()
+    for _ in range(int(SAFETY_S / 0.01)):
+        if hasher.waiting == 0 and store._pool._admitted == 0:
+            break
+        await asyncio.sleep(0.01)
+    assert await refused(store, "li.clerk", PASSWORD, "10.2.0.2") == "ok"
+    store.close()

@@ -17,6 +17,7 @@ import pytest
 from sqlmodel import select
 
 from core.clock import FakeClock, SystemClock
+from core.db import Database
 from core.errors import ConfigError
 from node.app import build_node, create_node_database, open_node_database
 from node.cli.main import main
@@ -116,16 +117,31 @@ async def test_a_running_node_keeps_its_database_files_private(config: NodeConfi
     assert mode(config.data_dir) == 0o700
 
 
-def test_a_column_added_since_is_added_to_an_older_database(tmp_path: Path) -> None:
-    path = tmp_path / "old.db"
-    with sqlite3.connect(path) as conn:  # user_account as the first release made it
-        conn.execute(
-            "CREATE TABLE user_account (username VARCHAR NOT NULL PRIMARY KEY, role VARCHAR NOT NULL, "
-            "password_hash VARCHAR NOT NULL, created_at_ms BIGINT NOT NULL)"
-        )
-        conn.execute("INSERT INTO user_account VALUES ('li.clerk', 'clerk', 'x', 1)")
+OLD_USER_ACCOUNT = (  # user_account as the first release made it
+    "CREATE TABLE user_account (username VARCHAR NOT NULL PRIMARY KEY, role VARCHAR NOT NULL, "
+    "password_hash VARCHAR NOT NULL, created_at_ms BIGINT NOT NULL)",
+    "INSERT INTO user_account VALUES ('li.clerk', 'clerk', 'x', 1)",
+)
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_a_column_added_since_is_added_to_an_older_database(
+    tmp_path: Path, backend: str, request: pytest.FixtureRequest
+) -> None:
+    if backend == "sqlite":
+        url = f"sqlite:///{tmp_path / 'old.db'}"
+        with sqlite3.connect(tmp_path / "old.db") as conn:
+            for sql in OLD_USER_ACCOUNT:
+                conn.execute(sql)
+    else:
+        url = request.getfixturevalue("new_pg_schema")()
+        old = Database(url)
+        with old.engine.begin() as conn:
+            for sql in OLD_USER_ACCOUNT:
+                conn.exec_driver_sql(sql)
+        old.close()
     db = open_node_database(
-        NodeConfig(node_id="js", jurisdiction="320000", data_dir=tmp_path, database_url=f"sqlite:///{path}")
+        NodeConfig(node_id="js", jurisdiction="320000", data_dir=tmp_path, database_url=url)
     )
     try:
         row = db.transact(lambda s: s.exec(select(UserAccount)).one())

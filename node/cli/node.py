@@ -110,6 +110,8 @@ def init_node(
                 code="file_exists",
                 field="--dir",
             )
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    directory.chmod(0o700)  # the node's own folder: its key, database and config
     key = NodeKey.generate()
     save_key(key, config.key_file)
     with config_path.open("xb") as f:

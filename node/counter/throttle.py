@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import math
+import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -139,17 +140,26 @@ class HashPool:
         self._executor = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="yrd-argon2")
         self._capacity = workers + max_waiting
         self._admitted = 0
+        self._lock = threading.Lock()
 
     async def run(self, fn: Callable[..., T], *args: object) -> T:
-        if self._admitted >= self._capacity:
+        with self._lock:
+            full = self._admitted >= self._capacity
+            if not full:
+                self._admitted += 1
+        if full:
             metrics.LOGIN_THROTTLED.labels(scope="busy").inc()
             raise RateLimited(
                 "the node is busy checking passwords; try again shortly", code="login_busy", retry_after_s=1
             )
-        self._admitted += 1
-        try:
-            return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
-        finally:
+        job = self._executor.submit(fn, *args)
+        # Released when the job is really done (or cancelled before it ran), not when the
+        # caller stops waiting: a login whose client went away still holds its thread.
+        job.add_done_callback(self._release)
+        return await asyncio.wrap_future(job)
+
+    def _release(self, _job: concurrent.futures.Future[T]) -> None:
+        with self._lock:
             self._admitted -= 1
 
     def close(self) -> None:
