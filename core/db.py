@@ -5,22 +5,36 @@ SQLModel is synchronous, so every unit of work runs in a worker thread via
 allows one writer; a single thread also removes "database is locked" retries), and
 PostgreSQL a small pool. A unit of work either commits whole or not at all, which is
 what makes "application + outbox entry in one transaction" hold.
+
+A node's SQLite file is created once, on purpose (:meth:`Database.create`, by ``yrd node
+init``), 0600 in a 0700 folder since it holds password hashes, sessions and decisions.
+Opening an existing node (:meth:`Database.open_existing`) refuses a file that is missing,
+empty or fails ``PRAGMA quick_check``: SQLite would otherwise make a fresh empty file and
+the node would start with its applications, accounts and audit chain silently gone.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-from collections.abc import Callable
+import contextlib
+import logging
+import os
+import sqlite3
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import event
+from sqlalchemy import event, inspect
 from sqlalchemy.engine import Engine
+from sqlalchemy.schema import CreateColumn
 from sqlmodel import Session, SQLModel, create_engine
 
 from core.errors import ConfigError, Unavailable
 
 T = TypeVar("T")
+
+log = logging.getLogger(__name__)
 
 
 def normalise_url(url: str) -> str:
@@ -41,6 +55,66 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
+@contextlib.contextmanager
+def private_files() -> Iterator[None]:
+    """Files created inside are 0600 (SQLite's -wal and -shm too, on first open).
+
+    The umask is process-wide; this is used only while a node is being set up, before
+    any other thread creates files.
+    """
+    old = os.umask(0o077)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+def check_sqlite_file(path: Path) -> None:
+    """Refuse a node database that is missing, empty or damaged, naming what to do."""
+    if not path.exists():
+        raise ConfigError(
+            f"the database {path} is missing. This node has other state (its key and config), so "
+            "starting on a new empty database would silently lose its applications, accounts and "
+            "audit chain; restore the file from a backup (a new node is created by 'yrd node init')",
+            code="database_missing",
+            field="database_url",
+        )
+    if path.stat().st_size == 0:
+        raise ConfigError(
+            f"the database {path} is empty (0 bytes); restore it from a backup "
+            "(a new node is created by 'yrd node init')",
+            code="database_empty",
+            field="database_url",
+        )
+    try:
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=rw", uri=True)
+        try:
+            problems = [row[0] for row in conn.execute("PRAGMA quick_check")]
+            tables = conn.execute("SELECT count(*) FROM sqlite_master WHERE type = 'table'").fetchone()[0]
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError as e:
+        raise ConfigError(
+            f"the database {path} cannot be read ({e}); restore it from a backup",
+            code="database_corrupt",
+            field="database_url",
+        ) from e
+    if problems != ["ok"]:
+        raise ConfigError(
+            f"the database {path} fails PRAGMA quick_check ({'; '.join(problems[:3])}); "
+            "restore it from a backup",
+            code="database_corrupt",
+            field="database_url",
+        )
+    if tables == 0:
+        raise ConfigError(
+            f"the database {path} has no tables; restore it from a backup "
+            "(a new node is created by 'yrd node init')",
+            code="database_empty",
+            field="database_url",
+        )
+
+
 class Database:
     def __init__(self, url: str) -> None:
         self.url = normalise_url(url)
@@ -57,9 +131,71 @@ class Database:
             max_workers=1 if self.is_sqlite else 4, thread_name_prefix="yrd-db"
         )
 
+    @property
+    def sqlite_path(self) -> Path | None:
+        """The SQLite file, or None (PostgreSQL, or an in-memory database)."""
+        if not self.is_sqlite:
+            return None
+        name = self.engine.url.database
+        return Path(name) if name and name != ":memory:" else None
+
+    def create(self) -> None:
+        """Create a new node's database (0600, in a 0700 folder), refusing to touch one that
+        holds anything: a new node starts empty, an old one is never re-created."""
+        path = self.sqlite_path
+        if path is not None:
+            if path.exists() and path.stat().st_size > 0:
+                raise ConfigError(
+                    f"{path} already exists; refusing to create a database over it",
+                    code="database_exists",
+                    field="database_url",
+                )
+            # A folder that exists is the operator's to set (it may be shared); a new one is private.
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        with private_files():
+            self.create_all()
+        self.secure_files()
+
+    def open_existing(self) -> None:
+        """Check an existing node's database and bring its tables up to date."""
+        path = self.sqlite_path
+        if path is not None:
+            check_sqlite_file(path)
+            if path.parent.stat().st_mode & 0o077:
+                log.warning("the database folder %s is open to other local users; chmod 700 it", path.parent)
+        with private_files():
+            self.create_all()
+        self.secure_files()
+
+    def secure_files(self) -> None:
+        """SQLite makes -wal and -shm beside the file with the process umask; tighten all three."""
+        path = self.sqlite_path
+        if path is None:
+            return
+        for p in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+            with contextlib.suppress(FileNotFoundError):
+                os.chmod(p, 0o600)
+
     def create_all(self) -> None:
-        """Create missing tables of every imported SQLModel table class."""
+        """Create missing tables of every imported SQLModel table class, and add the
+        columns added to them since (additive changes only: a column must carry a server
+        default or be nullable, so old rows get a value)."""
         SQLModel.metadata.create_all(self.engine)
+        with self.engine.begin() as conn:
+            inspector = inspect(conn)
+            for table in SQLModel.metadata.sorted_tables:
+                have = {c["name"] for c in inspector.get_columns(table.name)}
+                for column in table.columns:
+                    if column.name in have:
+                        continue
+                    if column.server_default is None and not column.nullable:
+                        raise ConfigError(
+                            f"column {table.name}.{column.name} is missing and has no default to add it with",
+                            code="schema_mismatch",
+                            field="database_url",
+                        )
+                    ddl = CreateColumn(column).compile(dialect=conn.dialect)
+                    conn.exec_driver_sql(f"ALTER TABLE {table.name} ADD COLUMN {ddl}")
 
     def session(self) -> Session:
         return Session(self.engine, expire_on_commit=False)

@@ -11,12 +11,14 @@ import asyncio
 import logging
 import os
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import grpc
 from aiohttp import web
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from sqlalchemy.exc import SQLAlchemyError
 from yrd.catalogue.v1 import catalogue_pb2
 from yrd.counter.v1 import counter_pb2, counter_pb2_grpc
 from yrd.peer.v1 import peer_pb2, peer_pb2_grpc
@@ -140,7 +142,36 @@ class Node:
         await self.webhooks.stop()
         await self.delivery.channels.close()
         self.db.close()
+        self.users.close()
         log.info("node %s stopped", self.trust.node_id)
+
+
+def _database_errors(db: Database, work: Callable[[], None]) -> Database:
+    """Run ``work`` on ``db``; a database error becomes a one-line ``yrd:`` error, not a traceback."""
+    try:
+        work()
+    except ConfigError:
+        db.close()
+        raise
+    except SQLAlchemyError as e:
+        db.close()
+        first_line = str(getattr(e, "orig", None) or e).splitlines()[0][:200]
+        raise ConfigError(
+            f"cannot open the database: {first_line}", code="database_unusable", field="database_url"
+        ) from e
+    return db
+
+
+def create_node_database(config: NodeConfig) -> Database:
+    """A new node's empty database (``yrd node init``); refuses one that exists."""
+    db = Database(config.database_url)
+    return _database_errors(db, db.create)
+
+
+def open_node_database(config: NodeConfig) -> Database:
+    """An existing node's database, refused if missing, empty or damaged (core/db.py)."""
+    db = Database(config.database_url)
+    return _database_errors(db, db.open_existing)
 
 
 def build_node(config: NodeConfig, clock: Clock | None = None) -> Node:
@@ -160,8 +191,7 @@ def build_node(config: NodeConfig, clock: Clock | None = None) -> Node:
             f"catalogue belongs to {catalogue_node!r}, not {config.node_id!r}", field="catalogue"
         )
 
-    db = Database(config.database_url)
-    db.create_all()
+    db = open_node_database(config)
     trust = Trust(config.node_id, key, manifest)
     verifier = EnvelopeVerifier(
         config.node_id,

@@ -14,6 +14,12 @@ APPLICATIONS_SUBMITTED = Counter(
 APPLICATIONS_RECEIVED = Counter(
     "yrd_applications_received_total", "Applications received as owner, by outcome", ["outcome"]
 )
+LOGIN_FAILURES = Counter("yrd_counter_login_failures_total", "Counter logins refused for bad credentials")
+LOGIN_THROTTLED = Counter(
+    "yrd_counter_login_throttled_total",
+    "Counter logins refused before checking the password, by why (account, address, busy)",
+    ["scope"],
+)
 ENVELOPES_VERIFIED = Counter(
     "yrd_envelopes_verified_total", "Inbound envelopes by verification result", ["result"]
 )

@@ -7,6 +7,7 @@ the same node code and configuration an operator would, only on 127.0.0.1.
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 from collections.abc import Sequence
@@ -17,6 +18,7 @@ import tomli_w
 from yrd.federation.v1 import manifest_pb2
 
 from core.keys import NodeKey, load_key, save_key
+from node.app import create_node_database
 from node.config import NodeConfig, load_config
 from policies.signing import sign_bundle
 from registry.manifest import save_signed_manifest, sign_manifest
@@ -84,8 +86,11 @@ def prepare(
     grpc_ports = grpc_ports or [free_port() for _ in specs]
     http_ports = http_ports or [free_port() for _ in specs]
     keys = {}
+    new_nodes = set()
     for spec in specs:
-        (root / spec.node_id).mkdir(parents=True, exist_ok=True)
+        (root / spec.node_id).mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(root / spec.node_id, 0o700)  # keys, database and logs live here
+        new_nodes.update([spec.node_id] if not (root / spec.node_id / "node.key").exists() else [])
         keys[spec.node_id] = _key(root / spec.node_id)
     members = []
     for spec, gport, hport in zip(specs, grpc_ports, http_ports, strict=True):
@@ -141,5 +146,8 @@ def prepare(
             doc["policy_bundle"] = "policy.yaml"
         doc.update(extra or {})
         (d / "node.toml").write_text(tomli_w.dumps(doc))
-        configs.append(load_config(d / "node.toml"))
+        config = load_config(d / "node.toml")
+        if spec.node_id in new_nodes:  # as `yrd node init` does; a kept node keeps its database
+            create_node_database(config).close()
+        configs.append(config)
     return configs

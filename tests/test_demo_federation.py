@@ -138,11 +138,12 @@ async def demo(tmp_path: Path) -> AsyncIterator[Demo]:
 
 
 class Counter:
-    def __init__(self, http: aiohttp.ClientSession, node: dict[str, Any]) -> None:
+    def __init__(self, http: aiohttp.ClientSession, node: dict[str, Any], role: str = "clerk") -> None:
         self.http, self.base, self.node, self.token = http, node["http"], node, ""
+        self.account = node["accounts"][role]
 
     async def login(self) -> Counter:
-        body = {"username": self.node["username"], "password": self.node["password"]}
+        body = {"username": self.account["username"], "password": self.account["password"]}
         async with self.http.post(f"{self.base}/api/v1/session", json=body) as r:
             assert r.status == 200, await r.text()
             self.token = (await r.json())["token"]
@@ -213,7 +214,9 @@ async def test_demo_routes_a_decision_restarts_a_killed_node_and_stops_cleanly(d
     make = bodies()
     async with aiohttp.ClientSession() as http:
         jiangsu = await Counter(http, demo.node("jiangsu")).login()
-        zhejiang = await Counter(http, demo.node("zhejiang")).login()
+        zhejiang = await Counter(http, demo.node("zhejiang"), "owner_clerk").login()
+        status, _ = await (await Counter(http, demo.node("zhejiang")).login()).call("GET", "/api/v1/worklist")
+        assert status == 403  # a counter clerk does not see the owner's work queue
         await eventually("the Zhejiang catalogue at Jiangsu", lambda: jiangsu.knows(WORKLIST_SERVICE))
 
         app_id = await jiangsu.submit(make(WORKLIST_SERVICE, 1), "demo-1")
@@ -288,7 +291,7 @@ async def test_sigkill_of_the_owner_mid_flight_loses_and_duplicates_nothing(demo
                 AUTO_JOURNEY if service == AUTO_SERVICE else WORKLIST_JOURNEY
             )
 
-        zhejiang = await Counter(http, demo.node("zhejiang")).login()
+        zhejiang = await Counter(http, demo.node("zhejiang"), "owner_clerk").login()
         status, work = await zhejiang.call("GET", "/api/v1/worklist")
         assert status == 200
         listed = [a["id"] for a in work["applications"] if a["id"] in ids]

@@ -51,7 +51,7 @@ async def test_worklist_decision_reaches_the_origin(fed: Federation) -> None:
     status, created = await fed.submit("anhui", body_for(fed, "zj.industrial-licence"), "k2")
     assert status == 201, created
     await fed.wait_status("anhui", created["id"], {"in_review"})
-    status, work = await fed.call("zhejiang", "GET", "/api/v1/worklist")
+    status, work = await fed.call("zhejiang", "GET", "/api/v1/worklist", user="supervisor")
     assert status == 200
     assert created["id"] in {a["id"] for a in work["applications"]}
     status, decided = await fed.call(
@@ -59,6 +59,7 @@ async def test_worklist_decision_reaches_the_origin(fed: Federation) -> None:
         "POST",
         f"/api/v1/applications/{created['id']}/decision",
         json={"decision": "reject", "reason": "生产地址与营业执照不符"},
+        user="supervisor",
     )
     assert status == 200, decided
     view = await fed.wait_status("anhui", created["id"], {"rejected"})
@@ -95,7 +96,7 @@ async def test_same_idempotency_key_creates_one_application(fed: Federation) -> 
     assert first[0] == 201 and second[0] == 201
     assert first[1]["id"] == second[1]["id"]
     await fed.wait_status("shanghai", first[1]["id"], {"in_review"})
-    _, work = await fed.call("zhejiang", "GET", "/api/v1/worklist")
+    _, work = await fed.call("zhejiang", "GET", "/api/v1/worklist", user="supervisor")
     assert [a["id"] for a in work["applications"]].count(first[1]["id"]) == 1
 
 

@@ -64,7 +64,7 @@ async def test_a_city_owned_service_goes_to_the_city_node(fed: Federation) -> No
     assert status == 201, created
     assert created["owner_node"] == "suzhou"
     await fed.wait_status("zhejiang", created["id"], {"in_review"})
-    _, work = await fed.call("suzhou", "GET", "/api/v1/worklist")
+    _, work = await fed.call("suzhou", "GET", "/api/v1/worklist", user="supervisor")
     assert created["id"] in {a["id"] for a in work["applications"]}
 
 

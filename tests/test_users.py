@@ -13,7 +13,9 @@ from sqlmodel import select
 from core.clock import FakeClock
 from core.db import Database
 from core.errors import Conflict, InvalidInput, Unauthenticated
+from node.app import create_node_database
 from node.cli.main import main
+from node.config import load_config
 from node.counter.users import (
     MAX_PASSWORD_CHARS,
     SESSION_TTL_MS,
@@ -154,6 +156,7 @@ async def test_list_users_is_sorted_and_omits_secrets(store: UserStore) -> None:
 def _config(tmp_path: Path) -> Path:
     path = tmp_path / "node.toml"
     path.write_text(tomli_w.dumps({"node_id": "jiangsu", "jurisdiction": "320000"}))
+    create_node_database(load_config(path)).close()  # as `yrd node init` does
     return path
 
 

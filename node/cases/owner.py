@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any
 
 from sqlmodel import Session, col, select
@@ -201,16 +201,17 @@ class Owner:
 
     # -- the owner's work queue ----------------------------------------------------------
 
-    async def worklist(self) -> list[dict[str, Any]]:
+    async def worklist(self, service_ids: Collection[str] | None = None) -> list[dict[str, Any]]:
+        """Open applications, of ``service_ids`` only when given (one department's)."""
         now = self.clock.now_ms()
 
         def read(s: Session) -> list[InboundApplication]:
-            stmt = (
-                select(InboundApplication)
-                .where(col(InboundApplication.status).in_(["in_review", "needs_materials"]))
-                .order_by(col(InboundApplication.due_at_ms))
+            stmt = select(InboundApplication).where(
+                col(InboundApplication.status).in_(["in_review", "needs_materials"])
             )
-            return list(s.exec(stmt).all())
+            if service_ids is not None:
+                stmt = stmt.where(col(InboundApplication.service_id).in_(list(service_ids)))
+            return list(s.exec(stmt.order_by(col(InboundApplication.due_at_ms))).all())
 
         return [self._view(row, now) for row in await self.db.run(read)]
 

@@ -12,7 +12,8 @@ class Principal:
     """Who is calling, as established by a bearer token."""
 
     username: str
-    role: str  # "clerk" | "operator"
+    role: str  # one of node.counter.users.ROLES
+    department: str = ""  # an owner clerk's department, as the catalogue names it
 
 
 @dataclass(frozen=True)

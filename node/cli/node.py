@@ -1,8 +1,10 @@
 """``yrd node``: set up and run one node.
 
-``init`` is the first thing a provincial operator runs: it creates the node's key and a
-config that loads, and prints the ``[[members]]`` entry to hand to the federation, so the
-public key travels by copy-paste and the seed never leaves the directory.
+``init`` is the first thing a provincial operator runs: it creates the node's key, a
+config that loads and the node's empty database (the only way a node database is born:
+a node that finds its database missing later refuses to start), and prints the
+``[[members]]`` entry to hand to the federation, so the public key travels by copy-paste
+and the seed never leaves the directory.
 """
 
 from __future__ import annotations
@@ -77,8 +79,11 @@ def init_node(
     grpc_listen: str = NodeConfig.grpc_listen,
     http_listen: str = NodeConfig.http_listen,
 ) -> tuple[NodeConfig, NodeKey]:
-    """Write ``node.key`` and ``node.toml`` into ``directory``; nothing is written unless the
-    whole config is valid and neither file exists yet."""
+    """Write ``node.key``, ``node.toml`` and a new database into ``directory``; nothing is
+    written unless the whole config is valid and none of them exists yet."""
+    from core.db import Database
+    from node.app import create_node_database
+
     check_division_code(jurisdiction, "--jurisdiction")
     node_id = node_id or derive_node_id(name)
     if node_id is None:
@@ -97,17 +102,21 @@ def init_node(
     directory = directory.resolve()
     config = config_from_document(doc, directory)
     config_path = directory / CONFIG_NAME
-    for path, what in ((config.key_file, "key"), (config_path, "config")):
-        if path.exists():
+    db_path = Database(config.database_url).sqlite_path
+    for path, what in ((config.key_file, "key"), (config_path, "config"), (db_path, "database")):
+        if path is not None and path.exists():
             raise Conflict(
                 f"{path} already exists; refusing to replace the node's {what}",
                 code="file_exists",
                 field="--dir",
             )
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    directory.chmod(0o700)  # the node's own folder: its key, database and config
     key = NodeKey.generate()
     save_key(key, config.key_file)
     with config_path.open("xb") as f:
         tomli_w.dump(doc, f)
+    create_node_database(config).close()
     return config, key
 
 
@@ -133,7 +142,7 @@ def _init_command(args: argparse.Namespace) -> int:
         grpc_listen=args.grpc_listen,
         http_listen=args.http_listen,
     )
-    print(f"wrote {config.key_file} and {config.data_dir / CONFIG_NAME}")
+    print(f"wrote {config.key_file}, {config.data_dir / CONFIG_NAME} and the node's database")
     print(f"node_id: {config.node_id}")
     print(f"key_id: {key.key_id}")
     print(f"public_key: {key.public_key.hex()}")

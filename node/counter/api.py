@@ -4,7 +4,8 @@ The fronts parse and shape-check requests into the values of :mod:`node.cases.re
 and hand them to a :class:`CounterBackend`; everything deeper (form schemas, resident ID
 check digits, policy, routing) belongs to the backend, which reports failures as YrdError
 subclasses that each front maps once (problem+json, gRPC status). Keeping the seam this
-narrow lets the HTTP front be tested against a fake.
+narrow lets the HTTP front be tested against a fake. Every method that takes a
+``Principal`` checks its role itself (see node/counter/backend.py), so a front never does.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ class CounterBackend(Protocol):
         ...
 
     async def release(self, principal: Principal, app_id: str) -> dict[str, Any]:
-        """A second clerk releases an application a policy held for four-eyes approval."""
+        """A supervisor (not the submitter) releases an application held for four-eyes approval."""
         ...
 
     async def get_application(self, principal: Principal, app_id: str) -> dict[str, Any]:
@@ -45,4 +46,6 @@ class CounterBackend(Protocol):
         """``(ok, details)``; details are shown to anyone who can reach /healthz."""
         ...
 
-    async def policy_decisions(self, limit: int, since_ms: int | None) -> list[dict[str, Any]]: ...
+    async def policy_decisions(
+        self, principal: Principal, limit: int, since_ms: int | None
+    ) -> list[dict[str, Any]]: ...

@@ -1,18 +1,39 @@
 """The node core behind the counter API, shared by the HTTP front and the gRPC
 CounterService: catalogue lookups, submission at the origin, the owner's work queue,
-health and the policy decision log."""
+health and the policy decision log.
+
+This is also the one place where roles are enforced, so both doors (and any method
+added to either) get the same answer. What each role may do:
+
+=============  ======  ====================  =========  =========  ======  ==============
+role           submit  read an application   release    worklist   decide  decision log
+=============  ======  ====================  =========  =========  ======  ==============
+clerk          yes     those they submitted  no         no         no      no
+owner_clerk    no      no                    no         own dept   own     no
+supervisor     yes     all at the node       not own    all        all     yes
+operator       no      no                    no         no         no      yes
+=============  ======  ====================  =========  =========  ======  ==============
+
+"Own dept" is what this node owns under the catalogue's ``department`` of the service.
+An application a role may not read is answered as not found, so ids cannot be probed.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from sqlmodel import Session
+
 from core.clock import Clock
 from core.db import Database
+from core.errors import NotFound, PermissionDenied
 from node.cases.origin import Origin
 from node.cases.owner import Owner
 from node.cases.policy_gate import PolicyGate
 from node.cases.requests import Document, Principal, SubmitRequest
+from node.counter.users import CLERK, OPERATOR, OWNER_CLERK, SUPERVISOR
+from node.models import Application, InboundApplication
 from node.trust.keyring import Trust
 from registry.lookup import CatalogueIndex
 
@@ -45,21 +66,48 @@ class NodeBackend:
     async def submit(
         self, principal: Principal, idempotency_key: str, request: SubmitRequest
     ) -> dict[str, Any]:
+        require(principal, "submit applications", CLERK, SUPERVISOR)
         return await self.origin.submit(principal, idempotency_key, request)
 
     async def release(self, principal: Principal, app_id: str) -> dict[str, Any]:
+        """Four eyes: a supervisor who is not the submitter (Origin.release checks the latter)."""
+        require(principal, "release held applications", SUPERVISOR)
         return await self.origin.release(principal, app_id)
 
     async def get_application(self, principal: Principal, app_id: str) -> dict[str, Any]:
+        require(principal, "read applications", CLERK, SUPERVISOR)
+        if principal.role == CLERK:
+            submitter = await self.db.run(lambda s: _submitter(s, app_id))
+            if submitter != principal.username:
+                raise _unknown(app_id)
         return await self.origin.get(app_id)
 
     async def worklist(self, principal: Principal) -> list[dict[str, Any]]:
-        return await self.owner.worklist()
+        require(principal, "read the work queue", OWNER_CLERK, SUPERVISOR)
+        return await self.owner.worklist(self._services_of(principal))
 
     async def decide(
         self, principal: Principal, app_id: str, decision: str, reason: str, documents: list[Document]
     ) -> dict[str, Any]:
+        require(principal, "decide applications", OWNER_CLERK, SUPERVISOR)
+        allowed = self._services_of(principal)
+        if allowed is not None:
+            service_id = await self.db.run(lambda s: _inbound_service(s, app_id))
+            if service_id not in allowed:
+                raise NotFound(
+                    f"no application {app_id[:64]!r} for your department",
+                    code="unknown_application",
+                    field="id",
+                )
         return await self.owner.decide(principal, app_id, decision, reason, documents)
+
+    def _services_of(self, principal: Principal) -> frozenset[str] | None:
+        """The services an owner clerk's department owns here; None for all (a supervisor)."""
+        if principal.role != OWNER_CLERK:
+            return None
+        return frozenset(
+            sid for sid, defn in self.owner.services().items() if defn.department == principal.department
+        )
 
     async def health(self) -> tuple[bool, dict[str, Any]]:
         """Fails closed: an expired manifest or an unreachable database is unhealthy."""
@@ -85,5 +133,30 @@ class NodeBackend:
         except Exception:
             return False
 
-    async def policy_decisions(self, limit: int, since_ms: int | None) -> list[dict[str, Any]]:
+    async def policy_decisions(
+        self, principal: Principal, limit: int, since_ms: int | None
+    ) -> list[dict[str, Any]]:
+        require(principal, "read the policy decision log", OPERATOR, SUPERVISOR)
         return await self.policy.recent(limit, since_ms)
+
+
+def require(principal: Principal, action: str, *roles: str) -> None:
+    if principal.role not in roles:
+        raise PermissionDenied(
+            f"a {principal.role} may not {action}; this needs the {' or '.join(roles)} role",
+            code="role_required",
+        )
+
+
+def _unknown(app_id: str) -> NotFound:
+    return NotFound(f"no application {app_id[:64]!r} at this node", code="unknown_application", field="id")
+
+
+def _submitter(s: Session, app_id: str) -> str | None:
+    app = s.get(Application, app_id)
+    return app.submitted_by if app is not None else None
+
+
+def _inbound_service(s: Session, app_id: str) -> str | None:
+    row = s.get(InboundApplication, app_id)
+    return row.service_id if row is not None else None

@@ -2,12 +2,17 @@
 
 Passwords are stored only as argon2id hashes, and session tokens only as their SHA-256:
 whoever reads the database can neither log in as a clerk nor replay a live session.
-Hashing is deliberately slow, so it runs in a worker thread and never on the event loop.
+Hashing is deliberately slow, so it runs on its own bounded pool (node/counter/throttle.py),
+never on the event loop, and logins are throttled per account and per address before it.
+
+Roles decide what a person may do at the node (enforced in node/counter/backend.py):
+``clerk`` at a counter submits and follows what they submitted; ``owner_clerk`` decides
+what is routed to their department; ``supervisor`` releases four-eyes holds and may do
+everything at the node; ``operator`` runs the node and sees no personal data.
 """
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
 import re
@@ -23,11 +28,15 @@ from sqlmodel import Field, Session, SQLModel, col, delete, select
 from core.clock import Clock
 from core.db import Database
 from core.errors import Conflict, InvalidInput, Unauthenticated
+from node import metrics
 from node.cases.requests import Principal
+from node.counter.throttle import HashPool, LoginThrottle
 
 log = logging.getLogger(__name__)
 
-ROLES = ("clerk", "operator")
+CLERK, OWNER_CLERK, SUPERVISOR, OPERATOR = "clerk", "owner_clerk", "supervisor", "operator"
+ROLES = (CLERK, OWNER_CLERK, SUPERVISOR, OPERATOR)
+MAX_DEPARTMENT_CHARS = 128
 SESSION_TTL_MS = 12 * 3600 * 1000
 MIN_PASSWORD_CHARS = 10
 # Long enough for any passphrase, short enough that one login cannot make argon2 chew megabytes.
@@ -42,6 +51,7 @@ class Account:
     username: str
     role: str
     created_at_ms: int
+    department: str = ""
 
 
 class UserAccount(SQLModel, table=True):
@@ -51,6 +61,8 @@ class UserAccount(SQLModel, table=True):
     role: str
     password_hash: str
     created_at_ms: int = Field(sa_type=BigInteger)
+    # Added after the first release: the server default lets Database.create_all add it to old files.
+    department: str = Field(default="", sa_column_kwargs={"server_default": ""})
 
 
 class SessionToken(SQLModel, table=True):
@@ -70,31 +82,61 @@ def check_username(username: str) -> None:
         raise InvalidInput("username must be 2-64 of a-z 0-9 . _ -", code="bad_username", field="username")
 
 
+def check_role(role: str, department: str) -> None:
+    """An owner clerk belongs to exactly one department; no other role has one."""
+    if role not in ROLES:
+        raise InvalidInput(f"role must be one of {', '.join(ROLES)}", code="bad_role", field="role")
+    if role == OWNER_CLERK and not department.strip():
+        raise InvalidInput("an owner_clerk needs a department", code="missing_department", field="department")
+    if role != OWNER_CLERK and department:
+        raise InvalidInput(
+            f"only an owner_clerk has a department, not a {role}",
+            code="unexpected_department",
+            field="department",
+        )
+    if len(department) > MAX_DEPARTMENT_CHARS or not department.isprintable():
+        raise InvalidInput(
+            f"department must be at most {MAX_DEPARTMENT_CHARS} printable characters",
+            code="bad_department",
+            field="department",
+        )
+
+
 class UserStore:
     """Accounts and sessions on the node's database.
 
     ``hasher`` is injectable so tests can use cheap argon2 parameters; production keeps
-    argon2-cffi's defaults (argon2id, 64 MiB, 3 passes).
+    argon2-cffi's defaults (argon2id, 64 MiB, 3 passes). ``throttle`` and ``pool`` are
+    injectable so tests can count and order attempts with a fake clock.
     """
 
-    def __init__(self, db: Database, clock: Clock, hasher: PasswordHasher | None = None) -> None:
+    def __init__(
+        self,
+        db: Database,
+        clock: Clock,
+        hasher: PasswordHasher | None = None,
+        *,
+        throttle: LoginThrottle | None = None,
+        pool: HashPool | None = None,
+    ) -> None:
         self._db = db
         self._clock = clock
         self._hasher = hasher or PasswordHasher()
+        self.throttle = throttle or LoginThrottle(clock)
+        self._pool = pool or HashPool()
         self._dummy_hash: str | None = None
 
-    async def add_user(self, username: str, password: str, role: str) -> Account:
+    async def add_user(self, username: str, password: str, role: str, department: str = "") -> Account:
         check_username(username)
-        if role not in ROLES:
-            raise InvalidInput(f"role must be one of {', '.join(ROLES)}", code="bad_role", field="role")
+        check_role(role, department)
         if not MIN_PASSWORD_CHARS <= len(password) <= MAX_PASSWORD_CHARS:
             raise InvalidInput(
                 f"password must be {MIN_PASSWORD_CHARS}-{MAX_PASSWORD_CHARS} characters",
                 code="weak_password",
                 field="password",
             )
-        password_hash = await asyncio.to_thread(self._hasher.hash, password)
-        account = Account(username, role, self._clock.now_ms())
+        password_hash = await self._pool.run(self._hasher.hash, password)
+        account = Account(username, role, self._clock.now_ms(), department)
 
         def insert(s: Session) -> None:
             s.add(
@@ -103,6 +145,7 @@ class UserStore:
                     role=role,
                     password_hash=password_hash,
                     created_at_ms=account.created_at_ms,
+                    department=department,
                 )
             )
 
@@ -116,16 +159,28 @@ class UserStore:
     async def list_users(self) -> list[Account]:
         def query(s: Session) -> list[Account]:
             rows = s.exec(select(UserAccount).order_by(col(UserAccount.username))).all()
-            return [Account(r.username, r.role, r.created_at_ms) for r in rows]
+            return [Account(r.username, r.role, r.created_at_ms, r.department) for r in rows]
 
         return await self._db.run(query)
 
-    async def login(self, username: str, password: str) -> tuple[str, int]:
-        """A new bearer token and its expiry (epoch ms).
+    async def login(self, username: str, password: str, address: str = "") -> tuple[str, int]:
+        """A new bearer token and its expiry (epoch ms), for a caller at ``address``.
 
         Unknown users are verified against a dummy hash, and every failure raises the
         same error, so neither the answer nor its timing tells whether an account exists.
+        Unknown names are throttled like real ones for the same reason.
         """
+        keys = self.throttle.keys(username if _USERNAME.fullmatch(username) else None, address)
+        with self.throttle.attempt(keys):
+            ok = await self._check_password(username, password)
+            if not ok:
+                self.throttle.failed(keys)
+                metrics.LOGIN_FAILURES.inc()
+                raise Unauthenticated("wrong username or password", code="bad_credentials")
+        self.throttle.succeeded(keys[0])
+        return await self._open_session(username)
+
+    async def _check_password(self, username: str, password: str) -> bool:
 
         def lookup(s: Session) -> str | None:
             if not _USERNAME.fullmatch(username):
@@ -136,11 +191,10 @@ class UserStore:
         stored = await self._db.run(lookup)
         candidate = stored if stored is not None else await self._dummy()
         # An over-long password cannot be an account's; it is not worth argon2's time.
-        ok = len(password) <= MAX_PASSWORD_CHARS and await asyncio.to_thread(
-            self._verify, candidate, password
-        )
-        if not ok or stored is None:
-            raise Unauthenticated("wrong username or password", code="bad_credentials")
+        ok = len(password) <= MAX_PASSWORD_CHARS and await self._pool.run(self._verify, candidate, password)
+        return ok and stored is not None
+
+    async def _open_session(self, username: str) -> tuple[str, int]:
         token = secrets.token_urlsafe(32)
         now = self._clock.now_ms()
         expires_at_ms = now + SESSION_TTL_MS
@@ -168,7 +222,7 @@ class UserStore:
             account = s.get(UserAccount, row.username)
             if account is None:
                 return "invalid_token"
-            return Principal(account.username, account.role)
+            return Principal(account.username, account.role, account.department)
 
         outcome = await self._db.run(resolve)
         if isinstance(outcome, str):
@@ -193,5 +247,8 @@ class UserStore:
 
     async def _dummy(self) -> str:
         if self._dummy_hash is None:
-            self._dummy_hash = await asyncio.to_thread(self._hasher.hash, secrets.token_urlsafe(16))
+            self._dummy_hash = await self._pool.run(self._hasher.hash, secrets.token_urlsafe(16))
         return self._dummy_hash
+
+    def close(self) -> None:
+        self._pool.close()

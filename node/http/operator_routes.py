@@ -55,10 +55,10 @@ def _int_param(request: web.Request, name: str, low: int, high: int) -> int | No
 
 @routes.get("/api/v1/policy/decisions")
 async def policy_decisions(request: web.Request) -> web.Response:
-    principal_of(request, "operator")
+    principal = principal_of(request)
     limit = _int_param(request, "limit", 1, MAX_DECISIONS)
     since_ms = _int_param(request, "since", 0, 2**63 - 1)
     decisions = await request.app[BACKEND].policy_decisions(
-        DEFAULT_DECISIONS if limit is None else limit, since_ms
+        principal, DEFAULT_DECISIONS if limit is None else limit, since_ms
     )
     return web.json_response({"decisions": decisions})

@@ -12,8 +12,9 @@ from typing import Any
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler
 
-from core.errors import InvalidInput, Unauthenticated
+from core.errors import InvalidInput, RateLimited, Unauthenticated, problem_of
 from node.http.context import PRINCIPAL, USERS, json_body
+from node.http.problems import problem_response
 
 API_PREFIX = "/api/v1"
 SESSION_PATH = f"{API_PREFIX}/session"
@@ -55,9 +56,17 @@ def _credential(body: dict[str, Any], name: str) -> str:
 
 @routes.post(SESSION_PATH)
 async def login(request: web.Request) -> web.Response:
+    """Throttled per account and per client address (node/counter/throttle.py); a refusal
+    is 429 with ``Retry-After`` so a counter screen can say when to try again."""
     body = await json_body(request)
     users = request.app[USERS]
-    token, expires_at_ms = await users.login(_credential(body, "username"), _credential(body, "password"))
+    try:
+        token, expires_at_ms = await users.login(
+            _credential(body, "username"), _credential(body, "password"), request.remote or ""
+        )
+    except RateLimited as e:
+        status, problem = problem_of(e)
+        return problem_response(status, problem, {hdrs.RETRY_AFTER: str(e.extra.get("retry_after_s", 1))})
     principal = await users.authenticate(token)
     return web.json_response({"token": token, "expires_at": iso_utc(expires_at_ms), "role": principal.role})
 

@@ -17,10 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from core.clock import Clock
-from core.db import Database
 from core.errors import ConfigError, Conflict, Unauthenticated
+from node.app import open_node_database
 from node.config import NodeConfig
 from node.counter.users import UserStore
+from registry.catalogue import load_catalogue_file
 from simulations.local_federation import NodeSpec, prepare
 
 log = logging.getLogger(__name__)
@@ -37,10 +38,22 @@ class Credentials:
     password: str
 
 
+# One account per role and node, so the demo shows the whole journey with the role each
+# step needs: a counter clerk submits, the owner's department decides, a supervisor
+# releases four-eyes holds, an operator reads health and the decision log.
+ROLES = ("clerk", "owner_clerk", "supervisor", "operator")
+
+
 @dataclass(frozen=True)
 class NodeAccounts:
     clerk: Credentials
     operator: Credentials
+    supervisor: Credentials
+    owner_clerk: Credentials
+    department: str  # the owner clerk's: the first worklist service's in the node's catalogue
+
+    def by_role(self) -> list[tuple[str, Credentials]]:
+        return [(role, getattr(self, role)) for role in ROLES]
 
 
 @dataclass(frozen=True)
@@ -112,8 +125,21 @@ def _new_credentials(username: str) -> Credentials:
     return Credentials(username, secrets.token_urlsafe(12))
 
 
-def load_or_create_credentials(data_dir: Path, node_ids: Sequence[str]) -> dict[str, NodeAccounts]:
-    """Passwords are generated once per node and kept, so a restarted demo prints the same."""
+def owner_department(catalogue: Path) -> str:
+    """The department whose owner clerk the demo creates: the one behind the node's first
+    work-queue service (the one a person decides), else its first service's."""
+    _, definitions = load_catalogue_file(catalogue)
+    worklist = [d for d in definitions if d.handler == "worklist"] or list(definitions)
+    if not worklist:
+        raise ConfigError(f"{catalogue} publishes no services", code="empty_catalogue", field="catalogue")
+    return worklist[0].department
+
+
+def load_or_create_credentials(
+    data_dir: Path, node_ids: Sequence[str], departments: dict[str, str]
+) -> dict[str, NodeAccounts]:
+    """Passwords are generated once per node and kept, so a restarted demo prints the same.
+    A credentials file from an older demo gains the roles it lacks."""
     path = data_dir / CREDENTIALS_FILE
     stored: dict[str, dict[str, dict[str, str]]] = {}
     if path.exists():
@@ -129,37 +155,34 @@ def load_or_create_credentials(data_dir: Path, node_ids: Sequence[str]) -> dict[
     for node_id in node_ids:
         entry = stored.get(node_id, {})
         roles = {}
-        for role in ("clerk", "operator"):
+        for role in ROLES:
             saved = entry.get(role)
             roles[role] = (
                 Credentials(saved["username"], saved["password"])
                 if saved
-                else _new_credentials(f"{role}-{node_id}")
+                else _new_credentials(f"{role.replace('_', '-')}-{node_id}")
             )
-        accounts[node_id] = NodeAccounts(clerk=roles["clerk"], operator=roles["operator"])
-    document = {
-        node_id: {role: vars(getattr(a, role)) for role in ("clerk", "operator")}
-        for node_id, a in accounts.items()
-    }
+        accounts[node_id] = NodeAccounts(**roles, department=departments[node_id])
+    document = {node_id: {role: vars(cred) for role, cred in a.by_role()} for node_id, a in accounts.items()}
     if document != stored:
         write_json_private(path, document)
     return accounts
 
 
 async def ensure_accounts(config: NodeConfig, accounts: NodeAccounts, clock: Clock) -> None:
-    """Create the node's clerk and operator accounts unless they exist with these passwords.
+    """Create the node's accounts (one per role) unless they exist with these passwords.
 
     Runs before the node process starts, directly on its database, the way ``yrd users add``
     does. An account that exists with another password means the credentials file and the
     databases have parted; guessing would hand the newcomer a login that fails.
     """
-    db = Database(config.database_url)
+    db = open_node_database(config)
+    store = UserStore(db, clock)
     try:
-        db.create_all()
-        store = UserStore(db, clock)
-        for role, cred in (("clerk", accounts.clerk), ("operator", accounts.operator)):
+        for role, cred in accounts.by_role():
+            department = accounts.department if role == "owner_clerk" else ""
             try:
-                await store.add_user(cred.username, cred.password, role)
+                await store.add_user(cred.username, cred.password, role, department)
             except Conflict:
                 try:
                     await store.login(cred.username, cred.password)
@@ -171,6 +194,7 @@ async def ensure_accounts(config: NodeConfig, accounts: NodeAccounts, clock: Clo
                         field="--data-dir",
                     ) from e
     finally:
+        store.close()
         db.close()
 
 
@@ -179,7 +203,8 @@ def _prepare_nodes(
 ) -> list[NodeConfig]:
     grpc_ports, http_ports = demo_ports(base_port, len(specs))
     check_ports_free([*grpc_ports, *http_ports])
-    data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(data_dir, 0o700)  # one made by an older demo: it holds databases and passwords
     return prepare(data_dir.resolve(), specs, now_ms=now_ms, grpc_ports=grpc_ports, http_ports=http_ports)
 
 
@@ -187,7 +212,8 @@ async def lay_out(data_dir: Path, base_port: int, specs: Sequence[NodeSpec], clo
     """Prepare every node directory (keeping keys and databases) and its accounts. Nothing
     else runs yet, so the blocking file work here holds up no one."""
     configs = _prepare_nodes(data_dir, base_port, specs, clock.now_ms())
-    accounts = load_or_create_credentials(data_dir, [s.node_id for s in specs])
+    departments = {s.node_id: owner_department(c.catalogue) for s, c in zip(specs, configs, strict=True)}
+    accounts = load_or_create_credentials(data_dir, [s.node_id for s in specs], departments)
     nodes = []
     for spec, config in zip(specs, configs, strict=True):
         await ensure_accounts(config, accounts[spec.node_id], clock)

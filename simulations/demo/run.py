@@ -57,6 +57,10 @@ def state_document(nodes: Sequence[DemoNode], pids: dict[str, int | None], data_
                 "password": n.accounts.clerk.password,
                 "operator_username": n.accounts.operator.username,
                 "operator_password": n.accounts.operator.password,
+                "accounts": {
+                    role: {"username": c.username, "password": c.password} for role, c in n.accounts.by_role()
+                },
+                "department": n.accounts.department,
                 "log": str(n.log_path),
             }
             for n in nodes
@@ -78,9 +82,24 @@ def format_table(nodes: Sequence[DemoNode]) -> str:
         )
         for n in nodes
     ]
+    return _columns(rows)
+
+
+def format_accounts(nodes: Sequence[DemoNode]) -> str:
+    """Every node's accounts, one per role, so each step of the journey has its login."""
+    rows = [("NODE", "ROLE", "USERNAME", "PASSWORD", "DEPARTMENT")]
+    for n in nodes:
+        for role, cred in n.accounts.by_role():
+            department = n.accounts.department if role == "owner_clerk" else ""
+            rows.append((n.spec.node_id, role, cred.username, cred.password, department))
+    return _columns(rows)
+
+
+def _columns(rows: Sequence[tuple[str, ...]]) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
     return "\n".join(
-        "  ".join(cell.ljust(w) for cell, w in zip(r[:-1], widths, strict=True)) + "  " + r[-1] for r in rows
+        ("  ".join(cell.ljust(w) for cell, w in zip(r[:-1], widths, strict=True)) + "  " + r[-1]).rstrip()
+        for r in rows
     )
 
 
@@ -136,9 +155,10 @@ async def _run(options: DemoOptions, clock: Clock, stop: asyncio.Event, out: Cal
             return 0
         supervisor.watch()
         out(format_table(nodes))
+        out("\nAccounts (a clerk submits, the owner clerk decides, a supervisor releases held ones):")
+        out(format_accounts(nodes))
         out(
-            "Operator accounts are operator-<node>; every password is kept in "
-            f"{options.data_dir / 'credentials.json'}. Ctrl-C stops the federation."
+            f"Every password is kept in {options.data_dir / 'credentials.json'}. Ctrl-C stops the federation."
         )
         if options.sample and SAMPLE_ORIGIN in by_id and SAMPLE_OWNER in by_id:
             await _show_sample(by_id[SAMPLE_ORIGIN], by_id[SAMPLE_OWNER], clock, stop, out)

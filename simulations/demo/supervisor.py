@@ -5,16 +5,25 @@ which then stops them in order; otherwise a node could exit on the same SIGINT a
 mistaken for a crash and restarted during shutdown. Readiness is the node's own
 ``ready <id> ...`` line in its log, read from the offset where this start began, so a
 line left by an earlier run of the same node is never taken for this one.
+
+A node that hangs (SIGSTOP, a deadlock) does not exit, so waiting for its exit is not
+enough: once ready, each node's ``/healthz`` is probed every few seconds, and a node that
+does not answer several times in a row is killed (SIGKILL) and so restarted like a crash.
+Any HTTP answer counts as alive, a 503 too: a degraded node is reporting, not hanging.
+In production a process manager does the same (docs/deploy.md).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+
+import aiohttp
 
 from core.clock import Clock
 from core.errors import Unavailable
@@ -29,6 +38,24 @@ MAX_BACKOFF_S = 15.0
 # A node that stayed up this long before dying is treated as healthy again: backoff restarts small.
 STABLE_AFTER_S = 30.0
 POLL_S = 0.05
+LIVENESS_INTERVAL_S = 2.0
+LIVENESS_TIMEOUT_S = 3.0
+LIVENESS_MISSES = 3  # consecutive unanswered probes before the node is killed
+
+Probe = Callable[["NodeProcess"], Awaitable[bool]]
+
+
+async def healthz_answers(proc: NodeProcess, timeout_s: float = LIVENESS_TIMEOUT_S) -> bool:
+    """True when the node's HTTP front answers /healthz at all within ``timeout_s``."""
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout_s)) as http,
+            http.get(f"{proc.node.http_url}/healthz") as r,
+        ):
+            await r.read()
+            return True
+    except (aiohttp.ClientError, TimeoutError, OSError):
+        return False
 
 
 @dataclass
@@ -37,6 +64,8 @@ class NodeProcess:
     process: asyncio.subprocess.Process | None = None
     started_at: float = 0.0
     restarts: int = 0
+    ready: bool = False
+    hang_kills: int = 0
 
     @property
     def pid(self) -> int | None:
@@ -62,12 +91,18 @@ class Supervisor:
         *,
         ready_timeout_s: float = READY_TIMEOUT_S,
         stop_timeout_s: float = STOP_TIMEOUT_S,
+        probe: Probe = healthz_answers,
+        liveness_interval_s: float = LIVENESS_INTERVAL_S,
+        liveness_misses: int = LIVENESS_MISSES,
     ) -> None:
         self.processes = [NodeProcess(n) for n in nodes]
         self._clock = clock
         self._on_change = on_change
         self._ready_timeout_s = ready_timeout_s
         self._stop_timeout_s = stop_timeout_s
+        self._probe = probe
+        self._liveness_interval_s = liveness_interval_s
+        self._liveness_misses = liveness_misses
         self._watchers: list[asyncio.Task[None]] = []
         self._stopping = False
 
@@ -90,12 +125,46 @@ class Supervisor:
     def watch(self) -> None:
         self._watchers = [
             asyncio.create_task(self._watch(p), name=f"watch-{p.node.spec.node_id}") for p in self.processes
+        ] + [
+            asyncio.create_task(self._check_liveness(p), name=f"liveness-{p.node.spec.node_id}")
+            for p in self.processes
         ]
+
+    async def _check_liveness(self, proc: NodeProcess) -> None:
+        """Kill a ready node that stops answering; its watcher then restarts it."""
+        misses = 0
+        while not self._stopping:
+            await self._clock.sleep(self._liveness_interval_s)
+            process = proc.process
+            if not proc.ready or process is None or process.returncode is not None:
+                misses = 0
+                continue
+            if await self._probe(proc):
+                misses = 0
+                continue
+            misses += 1
+            if misses < self._liveness_misses or process is not proc.process or self._stopping:
+                continue
+            log.warning(
+                "node %s (pid %d) did not answer /healthz %d times in a row; killing it",
+                proc.node.spec.node_id,
+                process.pid,
+                misses,
+            )
+            proc.ready = False
+            proc.hang_kills += 1
+            misses = 0
+            if process.returncode is None:
+                process.kill()  # SIGKILL also ends a stopped (SIGSTOP) process
 
     async def _start(self, proc: NodeProcess) -> None:
         node = proc.node
-        node.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with node.log_path.open("ab") as log_file:
+        proc.ready = False
+        node.log_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        # The log names accounts and peers: 0600, like the database beside it.
+        fd = os.open(node.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "ab") as log_file:
             offset = log_file.tell()
             proc.process = await asyncio.create_subprocess_exec(
                 sys.executable,
@@ -113,6 +182,7 @@ class Supervisor:
         proc.started_at = self._clock.monotonic()
         log.info("started node %s (pid %d)", node.spec.node_id, proc.process.pid)
         await self._wait_ready(proc, offset)
+        proc.ready = True
 
     async def _wait_ready(self, proc: NodeProcess, offset: int) -> None:
         node = proc.node

@@ -56,7 +56,8 @@ class Federation:
         self.root, self.specs, self.clock, self.extra = root, list(specs), clock or SystemClock(), extra
         self.configs: dict[str, NodeConfig] = {}
         self.nodes: dict[str, Node] = {}
-        self.tokens: dict[str, str] = {}
+        self.tokens: dict[str, str] = {}  # each node's counter clerk
+        self.user_tokens: dict[tuple[str, str], str] = {}
         self.http: aiohttp.ClientSession | None = None
 
     async def start(self) -> Federation:
@@ -77,6 +78,7 @@ class Federation:
         self.http = aiohttp.ClientSession()
         for node_id, node in self.nodes.items():
             await node.users.add_user("clerk", PASSWORD, "clerk")
+            await node.users.add_user("supervisor", PASSWORD, "supervisor")
             self.tokens[node_id] = await self.login(node_id, "clerk")
         await self.sync_catalogues()
         return self
@@ -114,10 +116,23 @@ class Federation:
             return token
 
     async def call(
-        self, node_id: str, method: str, path: str, *, json: Any = None, headers: dict[str, str] | None = None
+        self,
+        node_id: str,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        headers: dict[str, str] | None = None,
+        user: str | None = None,
     ) -> tuple[int, Any]:
+        """As the node's counter clerk, or as ``user`` (e.g. ``supervisor``, who decides)."""
         assert self.http is not None
-        h = {"Authorization": f"Bearer {self.tokens[node_id]}", **(headers or {})}
+        token = self.tokens[node_id]
+        if user is not None:
+            if (node_id, user) not in self.user_tokens:
+                self.user_tokens[node_id, user] = await self.login(node_id, user)
+            token = self.user_tokens[node_id, user]
+        h = {"Authorization": f"Bearer {token}", **(headers or {})}
         async with self.http.request(method, self.url(node_id, path), json=json, headers=h) as r:
             return r.status, await r.json(content_type=None)
 
