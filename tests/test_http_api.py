@@ -15,13 +15,14 @@ from prometheus_client import REGISTRY
 
 from core.clock import FakeClock
 from core.db import Database
-from core.errors import NotFound, PolicyDenied
+from core.errors import NotFound, PolicyDenied, Unprocessable
 from node.cases.requests import Document, Principal, SubmitRequest
+from node.counter.contract import CounterLimits
 from node.counter.users import SESSION_TTL_MS, UserStore
-from node.http import HttpLimits, build_http_app
+from node.http import build_http_app
 
 PASSWORD = "correct horse battery"
-LIMITS = HttpLimits(max_body_bytes=64 * 1024, max_attachments=3, max_attachment_bytes=1024)
+LIMITS = CounterLimits(max_body_bytes=64 * 1024, max_attachments=3, max_attachment_bytes=1024)
 SERVICE = {"id": "js-001", "name": "生育登记", "name_en": "Birth registration", "owner": "320000"}
 APPLICATION = {"id": "app-1", "service_id": "js-001", "owner_node": "jiangsu", "status": "submitted"}
 
@@ -30,6 +31,15 @@ class FakeBackend:
     def __init__(self) -> None:
         self.calls: list[tuple[str, Any]] = []
         self.health_answer: tuple[bool, dict[str, Any]] | Exception = (True, {"database": "ok"})
+        self.accepted: dict[tuple[str, str], tuple[str, dict[str, Any]]] = {}
+        self.replays: list[tuple[str, str]] = []
+
+    async def replay(self, principal: Principal, idempotency_key: str, digest: str) -> dict[str, Any] | None:
+        self.replays.append((principal.username, idempotency_key))
+        found = self.accepted.get((principal.username, idempotency_key))
+        if found is not None and found[0] != digest:
+            raise Unprocessable("key reused", code="idempotency_key_reused")
+        return None if found is None else found[1]
 
     async def list_services(self, q: str | None, owner: str | None) -> list[dict[str, Any]]:
         self.calls.append(("list_services", (q, owner)))
@@ -43,7 +53,11 @@ class FakeBackend:
             raise PolicyDenied("applications for this service may not leave", rule_id="no-export")
         if request.service_id == "bug":
             raise RuntimeError("secret internal state")
-        return {"id": "app-1", "owner_node": "jiangsu", "status": "submitted"}
+        if request.service_id == "quota":
+            raise PolicyDenied("quota exhausted", code="quota")
+        result = {"id": "app-1", "owner_node": "jiangsu", "status": "submitted"}
+        self.accepted[(principal.username, idempotency_key)] = (request.digest, result)
+        return result
 
     async def release(self, principal: Principal, app_id: str) -> dict[str, Any]:
         self.calls.append(("release", (principal, app_id)))

@@ -7,13 +7,13 @@ the check lives in one middleware so a new route is protected without rememberin
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
 
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler
 
-from core.errors import InvalidInput, Unauthenticated
-from node.http.context import PRINCIPAL, USERS, json_body
+from core.errors import Unauthenticated
+from node.counter.contract import SessionRequest, validate
+from node.http.context import LIMITS, PRINCIPAL, USERS, json_body
 
 API_PREFIX = "/api/v1"
 SESSION_PATH = f"{API_PREFIX}/session"
@@ -46,18 +46,11 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     return await handler(request)
 
 
-def _credential(body: dict[str, Any], name: str) -> str:
-    value = body.get(name)
-    if not isinstance(value, str) or not value:
-        raise InvalidInput(f"{name} is required", code="missing_field", field=name)
-    return value
-
-
 @routes.post(SESSION_PATH)
 async def login(request: web.Request) -> web.Response:
-    body = await json_body(request)
+    creds = validate(SessionRequest, await json_body(request), request.app[LIMITS])
     users = request.app[USERS]
-    token, expires_at_ms = await users.login(_credential(body, "username"), _credential(body, "password"))
+    token, expires_at_ms = await users.login(creds.username, creds.password)
     principal = await users.authenticate(token)
     return web.json_response({"token": token, "expires_at": iso_utc(expires_at_ms), "role": principal.role})
 
