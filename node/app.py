@@ -40,6 +40,7 @@ from node.delivery.gossip import ManifestGossip
 from node.delivery.outbox import Backoff
 from node.delivery.peer_server import PeerServicer
 from node.delivery.sender import Delivery
+from node.grpc_errors import GRPC_CORE_LOGGER, QUIET_UNDECODABLE
 from node.http.app import build_http_app
 from node.trust.envelope import EnvelopeVerifier
 from node.trust.keyring import Trust
@@ -218,6 +219,7 @@ def build_node(config: NodeConfig, clock: Clock | None = None) -> Node:
     )
     users = UserStore(db, clock)
     limits = config.limits
+    logging.getLogger(GRPC_CORE_LOGGER).addFilter(QUIET_UNDECODABLE)
     server = grpc.aio.server(
         options=[
             ("grpc.max_receive_message_length", limits.max_body_bytes + 1024 * 1024),
