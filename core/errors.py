@@ -22,12 +22,14 @@ MAX_REASON_CHARS = 300
 
 def clip(value: object, limit: int = MAX_ECHO_CHARS) -> str:
     """``value`` quoted for an error message, cut to ``limit`` characters."""
-    text = str(value)
-    return repr(text if len(text) <= limit else text[:limit] + "…")
+    return repr(_bounded(str(value), limit))
 
 
 def _bounded(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[:limit] + "…"
+    """Cut to ``limit`` and made valid UTF-8: an echoed lone surrogate must not break the
+    gRPC status or the log line that carries the error."""
+    text = text if len(text) <= limit else text[:limit] + "…"
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 class YrdError(Exception):

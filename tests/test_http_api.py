@@ -24,8 +24,27 @@ from node.http import build_http_app
 
 PASSWORD = "correct horse battery"
 LIMITS = CounterLimits(max_body_bytes=64 * 1024, max_attachments=3, max_attachment_bytes=1024)
-SERVICE = {"id": "js-001", "name": "生育登记", "name_en": "Birth registration", "owner": "320000"}
-APPLICATION = {"id": "app-1", "service_id": "js-001", "owner_node": "jiangsu", "status": "submitted"}
+SERVICE = {
+    "id": "js-001",
+    "name": "生育登记",
+    "name_en": "Birth registration",
+    "owner": "320000",
+    "department": "卫健委",
+    "time_limit_days": 5,
+    "form_schema": {"type": "object"},
+    "materials": [{"name": "出生医学证明", "required": True}],
+}
+APPLICATION = {
+    "id": "app-1",
+    "service_id": "js-001",
+    "owner_node": "jiangsu",
+    "status": "submitted",
+    "submitted_at": "2026-01-01T00:00:00Z",
+    "overdue": False,
+    "history": [{"status": "submitted", "sequence": 0, "reason": "", "at": "2026-01-01T00:00:00Z"}],
+    "receipts": [],
+    "documents": [],
+}
 
 
 class FakeBackend:

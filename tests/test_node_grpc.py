@@ -182,40 +182,41 @@ async def test_grpc_submissions_meet_the_http_limits_and_idempotency(fed: Federa
         }
         return counter_pb2.SubmitApplicationRequest(**{**fields, **overrides})  # type: ignore[arg-type]
 
-    big = [
-        peer_pb2.Attachment(
-            material="m", filename=f"{i}.pdf", content_type="application/pdf", data=b"x" * (3 * 1024 * 1024)
+    def files(count: int, size: int, filename: str = "f.pdf") -> list[peer_pb2.Attachment]:
+        one = peer_pb2.Attachment(
+            material="m", filename=filename, content_type="application/pdf", data=b"x" * size
         )
-        for i in range(3)
-    ]
+        return [one] * count
+
+    mib = 1024 * 1024
+    invalid = grpc.StatusCode.INVALID_ARGUMENT
     async with grpc.aio.insecure_channel(
-        fed.nodes["jiangsu"].grpc_address, options=[("grpc.max_send_message_length", 32 * 1024 * 1024)]
+        fed.nodes["jiangsu"].grpc_address, options=[("grpc.max_send_message_length", 32 * mib)]
     ) as ch:
         stub = counter_pb2_grpc.CounterServiceStub(ch)
-        refusals = [
+        # (request, the codes allowed, the reason); None: refused by the transport's own limit.
+        refusals: list[tuple[counter_pb2.SubmitApplicationRequest, set[grpc.StatusCode], str | None]] = [
             (
-                request("g-big", attachments=big),
-                {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.RESOURCE_EXHAUSTED},
+                request("g-9mib", attachments=files(3, 3 * mib)),
+                {invalid, grpc.StatusCode.RESOURCE_EXHAUSTED},
+                None,
             ),
-            (request("g-deep", form_json="[" * 5000 + "]" * 5000), {grpc.StatusCode.INVALID_ARGUMENT}),
-            (
-                request("g-deep2", form_json='{"a":' + "[" * 40 + "]" * 40 + "}"),
-                {grpc.StatusCode.INVALID_ARGUMENT},
-            ),
-            (request("k" * 129), {grpc.StatusCode.INVALID_ARGUMENT}),
-            (
-                request(
-                    "g-name",
-                    attachments=[peer_pb2.Attachment(material="m", filename="../x", content_type="a/b")],
-                ),
-                {grpc.StatusCode.INVALID_ARGUMENT},
-            ),
+            (request("g-7mib", attachments=files(2, 7 * mib // 2)), {invalid}, "attachments_too_large"),
+            (request("g-file", attachments=files(1, 5 * mib + 1)), {invalid}, "file_too_large"),
+            (request("g-count", attachments=files(11, 1)), {invalid}, "too_many_attachments"),
+            (request("g-name", attachments=files(1, 1, "../x")), {invalid}, "bad_filename"),
+            (request("g-deep", form_json="[" * 5000 + "]" * 5000), {invalid}, "malformed_json"),
+            (request("g-deep2", form_json='{"a":' + "[" * 40 + "]" * 40 + "}"), {invalid}, "too_deep"),
+            (request("g-dup", form_json='{"a": 1, "a": 2}'), {invalid}, "duplicate_key"),
+            (request("g-text", purpose="x" * 513), {invalid}, "bad_type"),
+            (request("k" * 129), {invalid}, "bad_header"),
         ]
-        for bad, codes in refusals:
+        for bad, codes, why in refusals:
             with pytest.raises(grpc.aio.AioRpcError) as err:
                 await stub.SubmitApplication(bad, metadata=meta)
-            assert err.value.code() in codes
-            assert reason(err.value) or err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert err.value.code() in codes, why
+            if why is not None:
+                assert reason(err.value) == why
         first = await stub.SubmitApplication(request("g-1"), metadata=meta)
         again = await stub.SubmitApplication(request("g-1"), metadata=meta)
         assert again.id == first.id

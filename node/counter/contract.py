@@ -239,9 +239,22 @@ class Decision(_Closed):
     _count = field_validator("documents", mode="before")(_bounded_list)
 
 
+def _required(value: str) -> str:
+    if not value:
+        raise PydanticCustomError("missing_field", "is required")
+    return value
+
+
+Credential = Annotated[
+    str,
+    Field(max_length=MAX_TEXT_CHARS, json_schema_extra={"minLength": 1}),
+    AfterValidator(_required),
+]
+
+
 class SessionRequest(_Closed):
-    username: str = Field(min_length=1, max_length=MAX_TEXT_CHARS)
-    password: str = Field(min_length=1, max_length=MAX_TEXT_CHARS)
+    username: Credential
+    password: Credential
 
 
 # --- response bodies (documented; the backend builds them) -----------------------------------
@@ -310,6 +323,14 @@ class HistoryEntry(_Open):
     at: str = Field(json_schema_extra={"format": "date-time"})
 
 
+class ResultDocument(_Open):
+    """A decision's document as stored: written by the owner, so described, not constrained."""
+
+    name: str
+    content_type: str
+    data: str = Field(json_schema_extra={"contentEncoding": "base64"})
+
+
 class Application(_Open):
     id: str
     service_id: str
@@ -319,7 +340,7 @@ class Application(_Open):
     overdue: bool
     history: list[HistoryEntry]
     receipts: list[dict[str, Any]] = Field(description="the owner's signed receipts")
-    documents: list[Document]
+    documents: list[ResultDocument]
 
 
 class WorkItem(_Open):
@@ -357,7 +378,8 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 
 def _walk(doc: Any) -> Iterator[tuple[str, int, Any]]:
-    """Every (path, depth, value) of a parsed JSON document, keys included, breadth first."""
+    """Every (path, depth, value) of a parsed JSON document, keys included; iterative, so a
+    deep document costs no recursion, and it stops descending past MAX_JSON_DEPTH."""
     stack: list[tuple[str, int, Any]] = [("", 0, doc)]
     while stack:
         path, depth, value = stack.pop()
@@ -401,6 +423,8 @@ def _path(loc: tuple[int | str, ...]) -> str:
 
 
 _CODES = {"missing": "missing_field", "extra_forbidden": "unknown_field", "literal_error": "bad_value"}
+# Our validators raise errors already named with the fronts' codes; pydantic's own become bad_type.
+_OWN_CODES = ("bad_", "too_many_", "file_", "missing_")
 
 
 def _invalid(error: ValidationError) -> InvalidInput:
@@ -408,7 +432,7 @@ def _invalid(error: ValidationError) -> InvalidInput:
     first = error.errors(include_url=False, include_input=False)[0]
     field = _path(first["loc"]) or "body"
     kind = first["type"]
-    code = _CODES.get(kind, kind if kind.startswith(("bad_", "too_many_", "file_")) else "bad_type")
+    code = _CODES.get(kind, kind if kind.startswith(_OWN_CODES) else "bad_type")
     if field == "decision" and code == "bad_value":
         code = "bad_decision"
     detail = f"{field}: {first['msg']}" if kind != "extra_forbidden" else f"unknown field {clip(field)}"

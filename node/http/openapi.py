@@ -107,7 +107,7 @@ def _paths(b: _Builder) -> dict[str, Any]:
                 "requestBody": b.body(contract.SubmitApplication),
                 "responses": {
                     "201": b.answer(contract.Submitted, "stored (or stored before under this key)"),
-                    **b.problems(*_BODY, *_AUTH, 403, 404, 409, 422, 429),
+                    **b.problems(*_BODY, *_AUTH, 403, 404, 409, 422),
                 },
             }
         },
