@@ -13,6 +13,24 @@ from typing import Any, ClassVar
 
 import grpc
 
+# An error quotes at most this much of what a caller sent, and says at most this much in all:
+# an echoed 5,000-character id must not push a gRPC status past the metadata limit (which
+# turns NOT_FOUND into RESOURCE_EXHAUSTED) nor flood a log.
+MAX_ECHO_CHARS = 64
+MAX_REASON_CHARS = 300
+
+
+def clip(value: object, limit: int = MAX_ECHO_CHARS) -> str:
+    """``value`` quoted for an error message, cut to ``limit`` characters."""
+    return repr(_bounded(str(value), limit))
+
+
+def _bounded(text: str, limit: int) -> str:
+    """Cut to ``limit`` and made valid UTF-8: an echoed lone surrogate must not break the
+    gRPC status or the log line that carries the error."""
+    text = text if len(text) <= limit else text[:limit] + "…"
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
 
 class YrdError(Exception):
     """Root of all expected errors.
@@ -28,10 +46,11 @@ class YrdError(Exception):
     def __init__(
         self, reason: str, *, code: str | None = None, field: str | None = None, **extra: Any
     ) -> None:
+        reason = _bounded(reason, MAX_REASON_CHARS)
         super().__init__(reason)
         self.reason = reason
-        self.code = code or self.type
-        self.field = field
+        self.code = _bounded(code or self.type, MAX_ECHO_CHARS)
+        self.field = None if field is None else _bounded(field, MAX_ECHO_CHARS)
         self.extra = extra
 
     def __str__(self) -> str:
@@ -61,6 +80,15 @@ class Conflict(YrdError):
     type = "conflict"
     grpc_code = grpc.StatusCode.ALREADY_EXISTS
     http_status = 409
+
+
+class Unprocessable(YrdError):
+    """Well-formed, but contradicts what was accepted before (an idempotency key reused
+    with another request)."""
+
+    type = "unprocessable"
+    grpc_code = grpc.StatusCode.FAILED_PRECONDITION
+    http_status = 422
 
 
 class Unauthenticated(YrdError):

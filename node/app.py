@@ -34,6 +34,7 @@ from node.cases.policy_gate import PolicyGate
 from node.cases.webhooks import WebhookDispatcher
 from node.config import NodeConfig, key_passphrase
 from node.counter.backend import NodeBackend
+from node.counter.contract import CounterLimits
 from node.counter.grpc_server import CounterServicer
 from node.counter.users import UserStore
 from node.delivery.catalogue_sync import CatalogueSync
@@ -42,8 +43,8 @@ from node.delivery.gossip import ManifestGossip
 from node.delivery.outbox import Backoff
 from node.delivery.peer_server import PeerServicer
 from node.delivery.sender import Delivery
+from node.grpc_errors import GRPC_CORE_LOGGER, QUIET_UNDECODABLE
 from node.http.app import build_http_app
-from node.http.bodies import HttpLimits
 from node.trust.envelope import EnvelopeVerifier
 from node.trust.keyring import Trust
 from node.trust.nonces import SqlNonceStore
@@ -254,6 +255,7 @@ def build_node(config: NodeConfig, clock: Clock | None = None) -> Node:
     backend.stalled_peers = delivery.stalled_peers
     users = UserStore(db, clock)
     limits = config.limits
+    logging.getLogger(GRPC_CORE_LOGGER).addFilter(QUIET_UNDECODABLE)
     server = grpc.aio.server(
         options=[
             ("grpc.max_receive_message_length", limits.max_body_bytes + 1024 * 1024),
@@ -275,20 +277,18 @@ def build_node(config: NodeConfig, clock: Clock | None = None) -> Node:
         ),
         server,
     )
-    counter_pb2_grpc.add_CounterServiceServicer_to_server(CounterServicer(backend, users), server)
+    counter_limits = CounterLimits(
+        max_body_bytes=limits.max_body_bytes,
+        max_attachments=limits.max_attachments,
+        max_attachment_bytes=limits.max_attachment_bytes,
+    )
+    counter_pb2_grpc.add_CounterServiceServicer_to_server(
+        CounterServicer(backend, users, counter_limits), server
+    )
     reflection.enable_server_reflection(
         (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
     )
-    http_app = build_http_app(
-        backend,
-        users,
-        clock,
-        HttpLimits(
-            max_body_bytes=limits.max_body_bytes,
-            max_attachments=limits.max_attachments,
-            max_attachment_bytes=limits.max_attachment_bytes,
-        ),
-    )
+    http_app = build_http_app(backend, users, clock, counter_limits)
     return Node(
         config=config,
         clock=clock,

@@ -14,12 +14,15 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import grpc
+from google.protobuf.message import DecodeError
 
 from core.errors import YrdError, grpc_status_of
 
 log = logging.getLogger(__name__)
 
 Resp = TypeVar("Resp")
+# Where grpcio reports a request it could not deserialize (at ERROR, with a traceback).
+GRPC_CORE_LOGGER = "grpc._cython.cygrpc"
 REASON_KEY = "yrd-reason"
 
 
@@ -40,3 +43,20 @@ def grpc_errors(fn: Callable[..., Awaitable[Resp]]) -> Callable[..., Awaitable[R
         raise AssertionError("unreachable: abort raises")
 
     return wrapper
+
+
+class QuietUndecodableRequests(logging.Filter):
+    """Bytes that are not the method's message fail in grpcio before any servicer runs;
+    grpcio answers the caller with an error status and logs an ERROR traceback, so anyone
+    could flood the log with garbage. The answer stays; the record drops to DEBUG."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, DecodeError):
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            record.exc_info, record.exc_text = None, None
+            return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+        return True
+
+
+QUIET_UNDECODABLE = QuietUndecodableRequests()

@@ -29,6 +29,16 @@ class Application(SQLModel, table=True):
     __table_args__ = (UniqueConstraint("submitted_by", "idempotency_key", name="uq_application_idem"),)
 
 
+class SubmissionDigest(SQLModel, table=True):
+    """The digest of the request that created an application: a retry under the same
+    idempotency key must repeat it. Its own table so older databases gain it by create_all."""
+
+    __tablename__ = "submission_digest"
+
+    application_id: str = Field(primary_key=True)
+    digest: str
+
+
 class StatusEvent(SQLModel, table=True):
     """One status change of an application at the origin; (application, sequence) is unique
     so a status update delivered twice is applied once."""

@@ -28,6 +28,10 @@ FieldType = catalogue_pb2.FieldType
 # A field without its own max_length still gets this ceiling: every input is bounded.
 MAX_TEXT_LENGTH = 2000
 MAX_NAME_LENGTH = 50
+# Integer fields (counts of family members, years of residence) get the same kind of ceiling:
+# the catalogue gives no bounds, and an unbounded integer (2**63) breaks whatever stores it.
+MIN_INTEGER = 0
+MAX_INTEGER = 10_000
 
 # [0-9] and not \d: Python's \d also matches non-ASCII digits, which no register accepts.
 RESIDENT_ID_PATTERN = "^[0-9]{17}[0-9Xx]$"
@@ -112,7 +116,7 @@ def _property_schema(field: FormField) -> dict[str, Any]:
         if field.required:
             prop["minLength"] = 1
     elif kind == FieldType.FIELD_TYPE_INTEGER:
-        prop["type"] = "integer"
+        prop.update(type="integer", minimum=MIN_INTEGER, maximum=MAX_INTEGER)
     elif kind == FieldType.FIELD_TYPE_DATE:
         prop.update(type="string", format="date", pattern=DATE_PATTERN)
     elif kind == FieldType.FIELD_TYPE_RESIDENT_ID:
@@ -173,6 +177,8 @@ def _schema_problem(
         reason = f"超过最大长度 {error.validator_value} / longer than {error.validator_value} characters"
     elif error.validator == "minLength":
         reason = "不能为空 / must not be empty"
+    elif error.validator in ("minimum", "maximum"):
+        reason = f"应在 {MIN_INTEGER} 至 {MAX_INTEGER} 之间 / must be from {MIN_INTEGER} to {MAX_INTEGER}"
     elif error.validator == "enum":
         reason = "取值不在可选范围 / must be one of: " + ", ".join(field.choices)
     else:

@@ -17,7 +17,7 @@ from typing import Any
 
 from yrd.catalogue.v1 import catalogue_pb2
 
-from core.errors import InvalidInput, NotFound
+from core.errors import InvalidInput, NotFound, clip
 from registry.divisions import name_of
 from registry.forms import form_json_schema
 
@@ -107,7 +107,7 @@ class CatalogueIndex:
         defn = self._snapshot.by_id.get(service_id)
         if defn is None:
             raise NotFound(
-                f"no service {service_id!r} in the catalogue", code="unknown_service", field="service_id"
+                f"no service {clip(service_id)} in the catalogue", code="unknown_service", field="service_id"
             )
         return defn
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import logging
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -15,21 +16,50 @@ from prometheus_client import REGISTRY
 
 from core.clock import FakeClock
 from core.db import Database
-from core.errors import NotFound, PolicyDenied
+from core.errors import NotFound, PolicyDenied, Unprocessable
 from node.cases.requests import Document, Principal, SubmitRequest
+from node.counter.contract import CounterLimits, request_digest
 from node.counter.users import SESSION_TTL_MS, UserStore
-from node.http import HttpLimits, build_http_app
+from node.http import build_http_app
 
 PASSWORD = "correct horse battery"
-LIMITS = HttpLimits(max_body_bytes=64 * 1024, max_attachments=3, max_attachment_bytes=1024)
-SERVICE = {"id": "js-001", "name": "生育登记", "name_en": "Birth registration", "owner": "320000"}
-APPLICATION = {"id": "app-1", "service_id": "js-001", "owner_node": "jiangsu", "status": "submitted"}
+LIMITS = CounterLimits(max_body_bytes=64 * 1024, max_attachments=3, max_attachment_bytes=1024)
+SERVICE = {
+    "id": "js-001",
+    "name": "生育登记",
+    "name_en": "Birth registration",
+    "owner": "320000",
+    "department": "卫健委",
+    "time_limit_days": 5,
+    "form_schema": {"type": "object"},
+    "materials": [{"name": "出生医学证明", "required": True}],
+}
+APPLICATION = {
+    "id": "app-1",
+    "service_id": "js-001",
+    "owner_node": "jiangsu",
+    "status": "submitted",
+    "submitted_at": "2026-01-01T00:00:00Z",
+    "overdue": False,
+    "history": [{"status": "submitted", "sequence": 0, "reason": "", "at": "2026-01-01T00:00:00Z"}],
+    "receipts": [],
+    "documents": [],
+}
 
 
 class FakeBackend:
     def __init__(self) -> None:
         self.calls: list[tuple[str, Any]] = []
         self.health_answer: tuple[bool, dict[str, Any]] | Exception = (True, {"database": "ok"})
+        self.accepted: dict[tuple[str, str], tuple[str, dict[str, Any]]] = {}
+        self.replays: list[tuple[str, str]] = []
+
+    async def replay(self, principal: Principal, idempotency_key: str, digest: str) -> dict[str, Any] | None:
+        self.replays.append((principal.username, idempotency_key))
+        found = self.accepted.get((principal.username, idempotency_key))
+        if found is not None and found[0] != digest:
+            raise Unprocessable("key reused", code="idempotency_key_reused")
+        return None if found is None else found[1]
 
     async def list_services(self, q: str | None, owner: str | None) -> list[dict[str, Any]]:
         self.calls.append(("list_services", (q, owner)))
@@ -43,7 +73,11 @@ class FakeBackend:
             raise PolicyDenied("applications for this service may not leave", rule_id="no-export")
         if request.service_id == "bug":
             raise RuntimeError("secret internal state")
-        return {"id": "app-1", "owner_node": "jiangsu", "status": "submitted"}
+        if request.service_id == "quota":
+            raise PolicyDenied("quota exhausted", code="quota")
+        result = {"id": "app-1", "owner_node": "jiangsu", "status": "submitted"}
+        self.accepted[(principal.username, idempotency_key)] = (request.digest, result)
+        return result
 
     async def release(self, principal: Principal, app_id: str) -> dict[str, Any]:
         self.calls.append(("release", (principal, app_id)))
@@ -405,3 +439,166 @@ async def test_openapi_document_is_public(client: TestClient[Any, Any]) -> None:
     resp = await client.get("/api/v1/openapi.json")
     assert resp.status == 200
     assert (await resp.json())["openapi"].startswith("3.1")
+
+
+# --- bad input is a 4xx, never a 500 (issue 8) ---------------------------------------------
+
+
+def _raw(doc: dict[str, Any]) -> bytes:
+    return json.dumps(doc).encode()
+
+
+_SURROGATE = "\udc80"
+_ATTACHMENT = submission()["attachments"][0]
+
+
+@pytest.mark.parametrize(
+    ("path", "raw", "status", "code", "field"),
+    [
+        (
+            "/api/v1/applications",
+            _raw(submission(attachments=[{**_ATTACHMENT, "data": "QUJD\u00e9"}])),
+            400,
+            "bad_base64",
+            "attachments[0].data",
+        ),
+        (
+            "/api/v1/applications/app-1/decision",
+            _raw(
+                {"decision": "approve", "documents": [{"name": "n", "content_type": "a/b", "data": "\u00e9"}]}
+            ),
+            400,
+            "bad_base64",
+            "documents[0].data",
+        ),
+        ("/api/v1/applications", _raw(submission(form={"notes": _SURROGATE})), 400, "bad_text", "form.notes"),
+        ("/api/v1/applications", _raw(submission(purpose=_SURROGATE)), 400, "bad_text", "purpose"),
+        (
+            "/api/v1/applications",
+            _raw(submission(attachments=[{**_ATTACHMENT, "filename": _SURROGATE}])),
+            400,
+            "bad_text",
+            "attachments[0].filename",
+        ),
+        (
+            "/api/v1/applications/app-1/decision",
+            _raw({"decision": "reject", "reason": _SURROGATE}),
+            400,
+            "bad_text",
+            "reason",
+        ),
+        (
+            "/api/v1/applications/app-1/decision",
+            _raw(
+                {
+                    "decision": "approve",
+                    "documents": [{"name": _SURROGATE, "content_type": "a/b", "data": ""}],
+                }
+            ),
+            400,
+            "bad_text",
+            "documents[0].name",
+        ),
+        ("/api/v1/applications", b'{"consent": false, "consent": true}', 400, "duplicate_key", "body"),
+        (
+            "/api/v1/applications",
+            b'{"form": ' + b"[" * 40 + b"]" * 40 + b"}",
+            400,
+            "too_deep",
+            None,
+        ),
+    ],
+)
+async def test_bad_text_and_bytes_are_400s_naming_the_field(
+    client: TestClient[Any, Any],
+    backend: FakeBackend,
+    path: str,
+    raw: bytes,
+    status: int,
+    code: str,
+    field: str | None,
+) -> None:
+    headers = {**await login(client), "Idempotency-Key": "k-1", "Content-Type": "application/json"}
+    body = await problem(await client.post(path, data=raw, headers=headers), status)
+    assert body["code"] == code
+    if field is not None:
+        assert body["field"] == field
+    assert [name for name, _ in backend.calls if name in ("submit", "decide")] == []
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "code"),
+    [
+        ("filename", "../../etc/passwd", "bad_filename"),
+        ("filename", "a\\b.pdf", "bad_filename"),
+        ("filename", "a\x00.pdf", "bad_text"),
+        ("filename", "a\r\nX-Evil: 1", "bad_text"),
+        ("content_type", "../../\x00;;", "bad_content_type"),
+        ("content_type", "text/plain; charset=utf-8\r\n", "bad_content_type"),
+        ("content_type", "pdf", "bad_content_type"),
+    ],
+)
+async def test_attachment_names_and_media_types_are_checked(
+    client: TestClient[Any, Any], key: str, value: str, code: str
+) -> None:
+    headers = {**await login(client), "Idempotency-Key": "k-1"}
+    doc = submission(attachments=[{**_ATTACHMENT, key: value}])
+    body = await problem(await client.post("/api/v1/applications", json=doc, headers=headers), 400)
+    assert (body["code"], body["field"]) == (code, f"attachments[0].{key}")
+
+
+async def test_a_body_that_is_not_json_is_a_415(client: TestClient[Any, Any], backend: FakeBackend) -> None:
+    headers = {**await login(client), "Idempotency-Key": "k-1", "Content-Type": "text/plain"}
+    resp = await client.post("/api/v1/applications", data=json.dumps(submission()), headers=headers)
+    assert (await problem(resp, 415))["code"] == "unsupported_media_type"
+    assert backend.calls == []
+
+
+async def test_error_details_echo_at_most_a_clipped_id(client: TestClient[Any, Any]) -> None:
+    headers = {**await login(client), "Idempotency-Key": "k-1"}
+    long_key = "k" * 5000
+    resp = await client.post("/api/v1/applications", json=submission(**{long_key: 1}), headers=headers)
+    body = await problem(resp, 400)
+    assert body["code"] == "unknown_field"
+    assert len(body["detail"]) < 200 and len(body["field"]) <= 80
+
+
+async def test_an_over_long_url_is_a_4xx_without_a_traceback(
+    client: TestClient[Any, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.DEBUG):
+        resp = await client.get("/api/v1/services?q=" + "x" * 20_000)
+    assert 400 <= resp.status < 500
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING or r.exc_info]
+
+
+# --- idempotency (issue 8) ------------------------------------------------------------------
+
+
+async def test_a_retry_is_answered_from_the_stored_result_before_validation(
+    client: TestClient[Any, Any], backend: FakeBackend
+) -> None:
+    headers = {**await login(client), "Idempotency-Key": "k-1"}
+    first = await client.post("/api/v1/applications", json=submission(), headers=headers)
+    assert first.status == 201
+    # The same body again: the stored answer, and the backend is not asked to submit twice.
+    again = await client.post("/api/v1/applications", json=submission(), headers=headers)
+    assert (again.status, await again.json()) == (201, await first.json())
+    assert [name for name, _ in backend.calls] == ["submit"]
+    # Accepted once under rules since tightened (here: a filename the contract now refuses):
+    # the retry still gets its stored answer, not a 400 that would make a counter resubmit.
+    old = submission(attachments=[{**_ATTACHMENT, "filename": "../old.pdf"}])
+    digest = request_digest(json.loads(json.dumps(old)))
+    backend.accepted[("li.clerk", "k-old")] = (digest, APPLICATION)
+    resp = await client.post(
+        "/api/v1/applications", json=old, headers={**headers, "Idempotency-Key": "k-old"}
+    )
+    assert resp.status == 201
+
+
+async def test_a_key_reused_for_another_request_is_a_422(client: TestClient[Any, Any]) -> None:
+    headers = {**await login(client), "Idempotency-Key": "k-1"}
+    assert (await client.post("/api/v1/applications", json=submission(), headers=headers)).status == 201
+    other = submission(service_id="js-002")
+    body = await problem(await client.post("/api/v1/applications", json=other, headers=headers), 422)
+    assert body["code"] == "idempotency_key_reused"

@@ -1,4 +1,4 @@
-"""Shape checks of request bodies, without a server."""
+"""Shape checks of request bodies (the counter contract), without a server."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from core.errors import InvalidInput
-from node.http.bodies import HttpLimits, parse_decision, parse_json_object, parse_submit
+from node.counter.contract import CounterLimits, parse_decision, parse_json_object, parse_submit
 
-LIMITS = HttpLimits(max_attachments=3, max_attachment_bytes=64)
+LIMITS = CounterLimits(max_attachments=3, max_attachment_bytes=64)
 
 
 def body(**overrides: Any) -> dict[str, Any]:
@@ -43,14 +43,14 @@ def test_attachment_bytes_and_purpose_survive_parsing(files: list[bytes], purpos
         }
         for i, data in enumerate(files)
     ]
-    parsed = parse_submit(body(attachments=attachments, purpose=purpose), LIMITS)
+    parsed = parse_submit(body(attachments=attachments, purpose=purpose), LIMITS, "d")
     assert [a.data for a in parsed.attachments] == files
     assert parsed.purpose == purpose
     assert parsed.consent is False
 
 
 def test_attachments_are_optional() -> None:
-    assert parse_submit(body(), LIMITS).attachments == ()
+    assert parse_submit(body(), LIMITS, "d").attachments == ()
 
 
 @pytest.mark.parametrize(
@@ -65,9 +65,12 @@ def test_attachments_are_optional() -> None:
         (body(consent=None), "consent"),
         (body(attachments={"a": 1}), "attachments"),
         (body(attachments=["x"]), "attachments[0]"),
-        (body(attachments=[{"material": "m", "filename": "f", "content_type": "t"}]), "attachments[0].data"),
         (
-            body(attachments=[{"material": "m", "filename": "f", "content_type": "t", "data": 5}]),
+            body(attachments=[{"material": "m", "filename": "f", "content_type": "text/plain"}]),
+            "attachments[0].data",
+        ),
+        (
+            body(attachments=[{"material": "m", "filename": "f", "content_type": "text/plain", "data": 5}]),
             "attachments[0].data",
         ),
         (body(purpose=""), "purpose"),
@@ -75,23 +78,23 @@ def test_attachments_are_optional() -> None:
     ],
 )
 def test_submit_errors_name_the_field(doc: dict[str, Any], field: str) -> None:
-    assert field_of(parse_submit, doc, LIMITS) == field
+    assert field_of(parse_submit, doc, LIMITS, "d") == field
 
 
 def test_size_limit_is_on_decoded_bytes() -> None:
     at_limit = {
         "material": "m",
         "filename": "f",
-        "content_type": "t",
+        "content_type": "text/plain",
         "data": base64.b64encode(b"x" * 64).decode(),
     }
-    assert parse_submit(body(attachments=[at_limit]), LIMITS).attachments[0].data == b"x" * 64
+    assert parse_submit(body(attachments=[at_limit]), LIMITS, "d").attachments[0].data == b"x" * 64
     over = {**at_limit, "data": base64.b64encode(b"x" * 65).decode()}
-    assert field_of(parse_submit, body(attachments=[over]), LIMITS) == "attachments[0].data"
+    assert field_of(parse_submit, body(attachments=[over]), LIMITS, "d") == "attachments[0].data"
 
 
 def test_decision_documents_share_the_attachment_limits() -> None:
-    doc = {"name": "n", "content_type": "t", "data": ""}
+    doc = {"name": "n", "content_type": "text/plain", "data": ""}
     assert parse_decision({"decision": "approve", "documents": [doc] * 3}, LIMITS)[2][0].data == b""
     assert field_of(parse_decision, {"decision": "approve", "documents": [doc] * 4}, LIMITS) == "documents"
     assert field_of(parse_decision, {"decision": "approve", "reason": 3}, LIMITS) == "reason"

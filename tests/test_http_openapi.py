@@ -1,4 +1,4 @@
-"""The hand-written OpenAPI document and the router must describe the same API."""
+"""The OpenAPI document derived from the contract models and the router must describe the same API."""
 
 from __future__ import annotations
 
@@ -13,10 +13,12 @@ from jsonschema import Draft202012Validator
 
 from core.clock import FakeClock
 from core.db import Database
+from node.counter.contract import CounterLimits
 from node.counter.users import UserStore
-from node.http import HttpLimits, build_http_app
-from node.http.openapi import OPENAPI
+from node.http import build_http_app
+from node.http.openapi import build_openapi
 
+OPENAPI = build_openapi(CounterLimits())
 METHODS = {"get", "post", "put", "delete", "patch"}
 
 
@@ -24,7 +26,7 @@ METHODS = {"get", "post", "put", "delete", "patch"}
 def app() -> Iterator[web.Application]:
     db = Database("sqlite://")
     # The routes are all this test reads; nothing is ever called on the backend.
-    yield build_http_app(object(), UserStore(db, FakeClock()), FakeClock(), HttpLimits())  # type: ignore[arg-type]
+    yield build_http_app(object(), UserStore(db, FakeClock()), FakeClock(), CounterLimits())  # type: ignore[arg-type]
     db.close()
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import random
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -76,7 +77,13 @@ async def test_counter_service_submits_and_reports(fed: Federation) -> None:
         assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await stub.SubmitApplication(
-                counter_pb2.SubmitApplicationRequest(service_id="nope", idempotency_key="g2"), metadata=meta
+                counter_pb2.SubmitApplicationRequest(
+                    service_id="nope",
+                    applicant=counter_pb2.Applicant(**body["applicant"]),
+                    consent=True,
+                    idempotency_key="g2",
+                ),
+                metadata=meta,
             )
         assert err.value.code() == grpc.StatusCode.NOT_FOUND
         assert reason(err.value) == "unknown_service"
@@ -128,3 +135,103 @@ async def test_an_unparsable_query_is_the_callers_fault_not_ours(fed: Federation
             await peer_pb2_grpc.PeerServiceStub(ch).GetCatalogue(peer_pb2.GetCatalogueRequest(envelope=env))
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert reason(err.value) == "malformed_body"
+
+
+async def test_counter_service_offers_release_worklist_and_decision(fed: Federation) -> None:
+    meta = (("authorization", f"Bearer {fed.tokens['zhejiang']}"),)
+    async with grpc.aio.insecure_channel(fed.nodes["zhejiang"].grpc_address) as ch:
+        stub = counter_pb2_grpc.CounterServiceStub(ch)
+        queue = await stub.ListWorklist(counter_pb2.ListWorklistRequest(), metadata=meta)
+        assert list(queue.applications) == []
+        long_id = "x" * 5000  # echoed whole, the details would overflow the metadata limit
+        for call in (
+            stub.ReleaseApplication(counter_pb2.ReleaseApplicationRequest(id=long_id), metadata=meta),
+            stub.DecideApplication(
+                counter_pb2.DecideApplicationRequest(id=long_id, decision=counter_pb2.DECISION_APPROVE),
+                metadata=meta,
+            ),
+        ):
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await call
+            assert err.value.code() == grpc.StatusCode.NOT_FOUND
+            assert len(err.value.details() or "") < 400
+        # The decision goes through the HTTP door's contract: a refusal must say why.
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await stub.DecideApplication(
+                counter_pb2.DecideApplicationRequest(id="a", decision=counter_pb2.DECISION_REJECT),
+                metadata=meta,
+            )
+        assert (err.value.code(), reason(err.value)) == (grpc.StatusCode.INVALID_ARGUMENT, "missing_field")
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await stub.ListWorklist(counter_pb2.ListWorklistRequest())
+        assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+async def test_grpc_submissions_meet_the_http_limits_and_idempotency(fed: Federation) -> None:
+    defn = fed.nodes["jiangsu"].index.get("zj.medical.cross-region-filing")
+    body = application_body(defn, random.Random(4))
+    meta = (("authorization", f"Bearer {fed.tokens['jiangsu']}"),)
+
+    def request(key: str, **overrides: object) -> counter_pb2.SubmitApplicationRequest:
+        fields: dict[str, object] = {
+            "service_id": body["service_id"],
+            "applicant": counter_pb2.Applicant(**body["applicant"]),
+            "form_json": json.dumps(body["form"]),
+            "consent": True,
+            "idempotency_key": key,
+        }
+        return counter_pb2.SubmitApplicationRequest(**{**fields, **overrides})  # type: ignore[arg-type]
+
+    def files(count: int, size: int, filename: str = "f.pdf") -> list[peer_pb2.Attachment]:
+        one = peer_pb2.Attachment(
+            material="m", filename=filename, content_type="application/pdf", data=b"x" * size
+        )
+        return [one] * count
+
+    mib = 1024 * 1024
+    invalid = grpc.StatusCode.INVALID_ARGUMENT
+    async with grpc.aio.insecure_channel(
+        fed.nodes["jiangsu"].grpc_address, options=[("grpc.max_send_message_length", 32 * mib)]
+    ) as ch:
+        stub = counter_pb2_grpc.CounterServiceStub(ch)
+        # (request, the codes allowed, the reason); None: refused by the transport's own limit.
+        refusals: list[tuple[counter_pb2.SubmitApplicationRequest, set[grpc.StatusCode], str | None]] = [
+            (
+                request("g-9mib", attachments=files(3, 3 * mib)),
+                {invalid, grpc.StatusCode.RESOURCE_EXHAUSTED},
+                None,
+            ),
+            (request("g-7mib", attachments=files(2, 7 * mib // 2)), {invalid}, "attachments_too_large"),
+            (request("g-file", attachments=files(1, 5 * mib + 1)), {invalid}, "file_too_large"),
+            (request("g-count", attachments=files(11, 1)), {invalid}, "too_many_attachments"),
+            (request("g-name", attachments=files(1, 1, "../x")), {invalid}, "bad_filename"),
+            (request("g-deep", form_json="[" * 5000 + "]" * 5000), {invalid}, "malformed_json"),
+            (request("g-deep2", form_json='{"a":' + "[" * 40 + "]" * 40 + "}"), {invalid}, "too_deep"),
+            (request("g-dup", form_json='{"a": 1, "a": 2}'), {invalid}, "duplicate_key"),
+            (request("g-text", purpose="x" * 513), {invalid}, "bad_type"),
+            (request("k" * 129), {invalid}, "bad_header"),
+        ]
+        for bad, codes, why in refusals:
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await stub.SubmitApplication(bad, metadata=meta)
+            assert err.value.code() in codes, why
+            if why is not None:
+                assert reason(err.value) == why
+        first = await stub.SubmitApplication(request("g-1"), metadata=meta)
+        again = await stub.SubmitApplication(request("g-1"), metadata=meta)
+        assert again.id == first.id
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await stub.SubmitApplication(request("g-1", consent=False), metadata=meta)
+        assert reason(err.value) == "idempotency_key_reused"
+
+
+async def test_garbage_bytes_on_a_grpc_method_log_no_traceback(
+    fed: Federation, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with grpc.aio.insecure_channel(fed.nodes["jiangsu"].grpc_address) as ch:
+        for method in ("/yrd.counter.v1.CounterService/SubmitApplication", DELIVER):
+            call = ch.unary_unary(method, request_serializer=None, response_deserializer=None)
+            with caplog.at_level(logging.DEBUG), pytest.raises(grpc.aio.AioRpcError) as err:
+                await call(b"\xff\xff\xff\xff")
+            assert err.value.code() != grpc.StatusCode.OK
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]

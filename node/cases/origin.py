@@ -18,7 +18,7 @@ from yrd.peer.v1 import peer_pb2
 
 from core.clock import Clock
 from core.db import Database
-from core.errors import Conflict, InvalidInput, NotFound, PermissionDenied
+from core.errors import Conflict, InvalidInput, NotFound, PermissionDenied, Unprocessable, clip
 from node import metrics
 from node.cases.deadlines import add_working_days, iso
 from node.cases.policy_gate import PolicyGate
@@ -26,7 +26,7 @@ from node.cases.requests import Principal, SubmitRequest
 from node.cases.statuses import FINAL, FIRST_OWNER_SEQUENCE, FROM_WIRE, HELD_SEQUENCE
 from node.delivery.outbox import enqueue, release
 from node.delivery.relaying import DELIVER, address
-from node.models import Application, ReceiptRecord, ResultDocument, StatusEvent
+from node.models import Application, ReceiptRecord, ResultDocument, StatusEvent, SubmissionDigest
 from node.trust.keyring import Trust
 from node.trust.sealing import seal
 from registry.forms import validate_applicant, validate_form
@@ -47,10 +47,14 @@ def check_materials(defn: catalogue_pb2.ServiceDefinition, req: SubmitRequest) -
     for i, a in enumerate(req.attachments):
         if a.material not in known:
             raise InvalidInput(
-                f"material {a.material!r} is not one this service accepts ({', '.join(sorted(known))})",
+                f"material {clip(a.material)} is not one this service accepts ({', '.join(sorted(known))})",
                 code="unknown_material",
                 field=f"attachments[{i}].material",
             )
+
+
+def _submitted(app: Application) -> dict[str, Any]:
+    return {"id": app.id, "owner_node": app.owner_node, "status": app.status}
 
 
 class Origin:
@@ -67,7 +71,34 @@ class Origin:
         self.db, self.trust, self.catalogue, self.policy = db, trust, catalogue, policy
         self.clock, self.wake = clock, wake
 
+    async def replay(self, principal: Principal, idempotency_key: str, digest: str) -> dict[str, Any] | None:
+        """What an earlier request under this key was answered, or None if there was none.
+
+        Asked first, before any validation or quota, so a client's retry of an accepted
+        request gets the stored answer even if limits or quotas changed since; a key reused
+        with a different request is refused rather than answered with the first application.
+        """
+        found = await self.db.run(lambda s: self._replayed(s, principal.username, idempotency_key, digest))
+        return None if found is None else _submitted(found)
+
+    def _replayed(self, s: Session, username: str, key: str, digest: str) -> Application | None:
+        app = self._by_idempotency_key(s, username, key)
+        if app is None:
+            return None
+        stored = s.get(SubmissionDigest, app.id)
+        # Rows from before digests were kept cannot be compared; they are replayed as before.
+        if stored is not None and digest and stored.digest != digest:
+            raise Unprocessable(
+                "this idempotency key was used for a different request; use a new key",
+                code="idempotency_key_reused",
+                field="idempotency_key",
+            )
+        return app
+
     async def submit(self, principal: Principal, idempotency_key: str, req: SubmitRequest) -> dict[str, Any]:
+        replayed = await self.replay(principal, idempotency_key, req.digest)
+        if replayed is not None:
+            return replayed
         defn = self.catalogue.get(req.service_id)
         applicant_name, applicant_id = validate_applicant(req.applicant_name, req.applicant_id_number)
         form = validate_form(list(defn.form), req.form)
@@ -122,10 +153,12 @@ class Origin:
         )
 
         def store(s: Session) -> Application:
-            existing = self._by_idempotency_key(s, principal.username, idempotency_key)
+            existing = self._replayed(s, principal.username, idempotency_key, req.digest)
             if existing is not None:
                 return existing
             s.add(row)
+            if req.digest:
+                s.add(SubmissionDigest(application_id=app_id, digest=req.digest))
             s.add(
                 StatusEvent(application_id=app_id, sequence=row.status_sequence, status=row.status, at_ms=now)
             )
@@ -145,7 +178,7 @@ class Origin:
             stored = await self.db.run(store)
         except IntegrityError:  # a concurrent request with the same key won the race
             found = await self.db.run(
-                lambda s: self._by_idempotency_key(s, principal.username, idempotency_key)
+                lambda s: self._replayed(s, principal.username, idempotency_key, req.digest)
             )
             if found is None:
                 raise
@@ -154,7 +187,7 @@ class Origin:
             metrics.APPLICATIONS_SUBMITTED.labels(service=defn.service_id).inc()
             if not held:
                 self.wake(hop)
-        return {"id": stored.id, "owner_node": stored.owner_node, "status": stored.status}
+        return _submitted(stored)
 
     async def release(self, principal: Principal, app_id: str) -> dict[str, Any]:
         """A second clerk lets a held application go: the four-eyes obligation."""
@@ -164,7 +197,7 @@ class Origin:
             app = s.get(Application, app_id)
             if app is None:
                 raise NotFound(
-                    f"no application {app_id!r} at this node", code="unknown_application", field="id"
+                    f"no application {clip(app_id)} at this node", code="unknown_application", field="id"
                 )
             if app.status != "awaiting_approval":
                 raise Conflict(f"application is {app.status}, not awaiting approval", code="not_held")
@@ -197,7 +230,7 @@ class Origin:
             app = s.get(Application, app_id)
             if app is None:
                 raise NotFound(
-                    f"no application {app_id!r} at this node", code="unknown_application", field="id"
+                    f"no application {clip(app_id)} at this node", code="unknown_application", field="id"
                 )
             events = s.exec(
                 select(StatusEvent)

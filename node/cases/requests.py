@@ -42,3 +42,6 @@ class SubmitRequest:
     attachments: tuple[Attachment, ...]
     consent: bool
     purpose: str = "service-delivery"
+    # sha256 of the request as the client sent it: a retry under the same idempotency key
+    # must repeat it, or it is a different request reusing the key.
+    digest: str = ""

@@ -1,6 +1,7 @@
 """The only door from the fronts (HTTP and the gRPC counter) into the node core.
 
-The fronts parse and shape-check requests into the values of :mod:`node.cases.requests`
+The fronts parse and shape-check requests (:mod:`node.counter.contract`, one set of models
+for both) into the values of :mod:`node.cases.requests`
 and hand them to a :class:`CounterBackend`; everything deeper (form schemas, resident ID
 check digits, policy, routing) belongs to the backend, which reports failures as YrdError
 subclasses that each front maps once (problem+json, gRPC status). Keeping the seam this
@@ -19,6 +20,11 @@ class CounterBackend(Protocol):
     async def list_services(self, q: str | None, owner: str | None) -> list[dict[str, Any]]:
         """Catalogue entries: id, name, name_en, owner, department, time_limit_days,
         form_schema and materials ([{name, required}])."""
+        ...
+
+    async def replay(self, principal: Principal, idempotency_key: str, digest: str) -> dict[str, Any] | None:
+        """The answer already given under this key (as submit's), None if none; refuses a key
+        reused with a request of another digest (Unprocessable ``idempotency_key_reused``)."""
         ...
 
     async def submit(

@@ -63,6 +63,9 @@ class NodeBackend:
     async def list_services(self, q: str | None, owner: str | None) -> list[dict[str, Any]]:
         return [self.catalogue.to_api(d) for d in self.catalogue.search(q, owner)]
 
+    async def replay(self, principal: Principal, idempotency_key: str, digest: str) -> dict[str, Any] | None:
+        return await self.origin.replay(principal, idempotency_key, digest)
+
     async def submit(
         self, principal: Principal, idempotency_key: str, request: SubmitRequest
     ) -> dict[str, Any]:

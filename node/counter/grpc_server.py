@@ -1,5 +1,10 @@
 """CounterService: the gRPC twin of the HTTP counter API, over the same backend, so
-both doors behave the same (validation, policy, idempotency, errors)."""
+both doors behave the same (validation, limits, policy, idempotency, errors).
+
+Each message is turned into the JSON-shaped document the HTTP door reads and validated by
+the same contract models (node.counter.contract): one set of limits, one set of error
+codes, and the same request digest for idempotency.
+"""
 
 from __future__ import annotations
 
@@ -11,19 +16,76 @@ import grpc
 from yrd.counter.v1 import counter_pb2, counter_pb2_grpc
 from yrd.peer.v1 import peer_pb2
 
-from core.errors import InvalidInput, Unauthenticated
-from node.cases.requests import Attachment, Principal, SubmitRequest
+from core.errors import Unauthenticated
+from node.cases.requests import Principal
 from node.cases.statuses import TO_WIRE
 from node.counter.backend import NodeBackend
+from node.counter.contract import (
+    CounterLimits,
+    check_idempotency_key,
+    parse_decision,
+    parse_json_object,
+    parse_submit,
+    request_digest,
+)
 from node.counter.users import UserStore
 from node.grpc_errors import grpc_errors
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
+_DECISIONS = {
+    counter_pb2.DECISION_APPROVE: "approve",
+    counter_pb2.DECISION_REJECT: "reject",
+    counter_pb2.DECISION_NEED_MATERIALS: "need_materials",
+}
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def submit_document(request: counter_pb2.SubmitApplicationRequest) -> dict[str, Any]:
+    """The request as the HTTP door's JSON body; absent proto3 fields stay absent."""
+    doc: dict[str, Any] = {
+        "service_id": request.service_id,
+        "applicant": {"name": request.applicant.name, "id_number": request.applicant.id_number},
+        "form": parse_json_object(request.form_json or "{}", field="form_json"),
+        "consent": request.consent,
+    }
+    if request.attachments:
+        doc["attachments"] = [
+            {
+                "material": a.material,
+                "filename": a.filename,
+                "content_type": a.content_type,
+                "data": _b64(a.data),
+            }
+            for a in request.attachments
+        ]
+    if request.purpose:
+        doc["purpose"] = request.purpose
+    return doc
+
+
+def decision_document(request: counter_pb2.DecideApplicationRequest) -> dict[str, Any]:
+    doc: dict[str, Any] = {"reason": request.reason}
+    if request.decision != counter_pb2.DECISION_UNSPECIFIED:
+        # An enum value this build does not know stays a number, which the model refuses.
+        doc["decision"] = _DECISIONS.get(request.decision, request.decision)
+    if request.documents:
+        doc["documents"] = [
+            {"name": d.name, "content_type": d.content_type, "data": _b64(d.data)} for d in request.documents
+        ]
+    return doc
+
+
+def _status(name: str) -> peer_pb2.ApplicationStatus.ValueType:
+    return TO_WIRE[name]  # type: ignore[return-value]
+
 
 class CounterServicer(counter_pb2_grpc.CounterServiceServicer):
-    def __init__(self, backend: NodeBackend, users: UserStore) -> None:
-        self.backend, self.users = backend, users
+    def __init__(self, backend: NodeBackend, users: UserStore, limits: CounterLimits) -> None:
+        self.backend, self.users, self.limits = backend, users, limits
 
     async def _principal(self, context: Context) -> Principal:
         for key, value in context.invocation_metadata() or ():
@@ -36,30 +98,15 @@ class CounterServicer(counter_pb2_grpc.CounterServiceServicer):
         self, request: counter_pb2.SubmitApplicationRequest, context: Context
     ) -> counter_pb2.SubmitApplicationResponse:
         principal = await self._principal(context)
-        if not request.idempotency_key:
-            raise InvalidInput("an idempotency key is required", field="idempotency_key")
-        try:
-            form = json.loads(request.form_json or "{}")
-        except json.JSONDecodeError as e:
-            raise InvalidInput(f"form_json is not JSON: {e.msg}", field="form_json") from e
-        if not isinstance(form, dict):
-            raise InvalidInput("form_json must be a JSON object", field="form_json")
-        submit = SubmitRequest(
-            service_id=request.service_id,
-            applicant_name=request.applicant.name,
-            applicant_id_number=request.applicant.id_number,
-            form=form,
-            attachments=tuple(
-                Attachment(a.material, a.filename, a.content_type, a.data) for a in request.attachments
-            ),
-            consent=request.consent,
-            purpose=request.purpose or "service-delivery",
-        )
-        result = await self.backend.submit(principal, request.idempotency_key, submit)
+        key = check_idempotency_key(request.idempotency_key, "idempotency_key")
+        doc = submit_document(request)
+        digest = request_digest(doc)
+        # A retry is answered before the request is validated, as at the HTTP door.
+        result = await self.backend.replay(principal, key, digest)
+        if result is None:
+            result = await self.backend.submit(principal, key, parse_submit(doc, self.limits, digest))
         return counter_pb2.SubmitApplicationResponse(
-            id=result["id"],
-            owner_node=result["owner_node"],
-            status=TO_WIRE[result["status"]],  # type: ignore[arg-type]
+            id=result["id"], owner_node=result["owner_node"], status=_status(result["status"])
         )
 
     @grpc_errors
@@ -72,14 +119,10 @@ class CounterServicer(counter_pb2_grpc.CounterServiceServicer):
             id=view["id"],
             service_id=view["service_id"],
             owner_node=view["owner_node"],
-            status=TO_WIRE[view["status"]],  # type: ignore[arg-type]
+            status=_status(view["status"]),
             overdue=view["overdue"],
             history=[
-                counter_pb2.HistoryEntry(
-                    status=TO_WIRE[h["status"]],  # type: ignore[arg-type]
-                    reason=h["reason"],
-                    at_ms=h["at_ms"],
-                )
+                counter_pb2.HistoryEntry(status=_status(h["status"]), reason=h["reason"], at_ms=h["at_ms"])
                 for h in view["history"]
             ],
             receipts=[
@@ -101,3 +144,47 @@ class CounterServicer(counter_pb2_grpc.CounterServiceServicer):
         await self._principal(context)
         found = self.backend.catalogue.search(request.query or None, request.owner or None)
         return counter_pb2.ListServicesResponse(services=found)
+
+    @grpc_errors
+    async def ReleaseApplication(
+        self, request: counter_pb2.ReleaseApplicationRequest, context: Context
+    ) -> counter_pb2.ReleaseApplicationResponse:
+        principal = await self._principal(context)
+        result = await self.backend.release(principal, request.id)
+        return counter_pb2.ReleaseApplicationResponse(
+            id=result["id"], owner_node=result["owner_node"], status=_status(result["status"])
+        )
+
+    @grpc_errors
+    async def ListWorklist(
+        self, request: counter_pb2.ListWorklistRequest, context: Context
+    ) -> counter_pb2.ListWorklistResponse:
+        principal = await self._principal(context)
+        items = await self.backend.worklist(principal)
+        return counter_pb2.ListWorklistResponse(applications=[_work_item(i) for i in items])
+
+    @grpc_errors
+    async def DecideApplication(
+        self, request: counter_pb2.DecideApplicationRequest, context: Context
+    ) -> counter_pb2.DecideApplicationResponse:
+        principal = await self._principal(context)
+        decision, reason, documents = parse_decision(decision_document(request), self.limits)
+        result = await self.backend.decide(principal, request.id, decision, reason, documents)
+        return counter_pb2.DecideApplicationResponse(id=result["id"], status=_status(result["status"]))
+
+
+def _work_item(item: dict[str, Any]) -> counter_pb2.WorkItem:
+    return counter_pb2.WorkItem(
+        id=item["id"],
+        service_id=item["service_id"],
+        origin_node=item["origin_node"],
+        status=_status(item["status"]),
+        handler=item["handler"],
+        received_at=item["received_at"],
+        due_at=item["due_at"],
+        overdue=item["overdue"],
+        purpose=item["purpose"],
+        applicant=counter_pb2.Applicant(**item["applicant"]),
+        form_json=json.dumps(item["form"], ensure_ascii=False),
+        attachments=[counter_pb2.AttachmentInfo(**a) for a in item["attachments"]],
+    )

@@ -2,20 +2,42 @@
 
 from __future__ import annotations
 
+import logging
+
 from aiohttp import web
+from aiohttp.http_exceptions import BadHttpMessage
 
 from core.clock import Clock
 from node.counter.api import CounterBackend
+from node.counter.contract import CounterLimits
 from node.counter.users import UserStore
 from node.http import counter_routes, openapi, operator_routes, session_routes
-from node.http.bodies import HttpLimits
 from node.http.context import BACKEND, CLOCK, LIMITS, USERS
 from node.http.metrics import metrics_middleware
 from node.http.problems import problem_middleware
 
 
+class _QuietBadRequests(logging.Filter):
+    """aiohttp answers a malformed request (an over-long URL, a broken header) with a 4xx
+    and logs it at ERROR with a traceback; anyone could flood the log that way. The answer
+    stays; the record drops to DEBUG without the traceback, as aiohttp already does for
+    non-HTTP bytes (BadHttpMethod)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, BadHttpMessage):
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            record.msg = f"{record.msg}: {type(exc).__name__}"
+            record.exc_info, record.exc_text = None, None
+            return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+        return True
+
+
+_QUIET = _QuietBadRequests()
+
+
 def build_http_app(
-    backend: CounterBackend, users: UserStore, clock: Clock, limits: HttpLimits
+    backend: CounterBackend, users: UserStore, clock: Clock, limits: CounterLimits
 ) -> web.Application:
     # Order matters: metrics outermost sees the final status; problems turns every failure,
     # including a refused token, into problem+json; auth runs inside it.
@@ -23,6 +45,7 @@ def build_http_app(
         middlewares=[metrics_middleware(clock), problem_middleware, session_routes.auth_middleware],
         client_max_size=limits.max_body_bytes,
     )
+    logging.getLogger("aiohttp.server").addFilter(_QUIET)
     app[BACKEND] = backend
     app[USERS] = users
     app[CLOCK] = clock

@@ -5,26 +5,24 @@ Kept apart from app.py so route modules and the factory do not import each other
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from aiohttp import web
 
 from core.clock import Clock
-from core.errors import InvalidInput, PermissionDenied
+from core.errors import PermissionDenied
 from node.cases.requests import Principal
 from node.counter.api import CounterBackend
+from node.counter.contract import CounterLimits, check_idempotency_key, parse_json_object
 from node.counter.users import UserStore
-from node.http.bodies import HttpLimits, parse_json_object
 
 BACKEND = web.AppKey[CounterBackend]("yrd_backend")
 USERS = web.AppKey("yrd_users", UserStore)
 CLOCK = web.AppKey[Clock]("yrd_clock")
-LIMITS = web.AppKey("yrd_limits", HttpLimits)
+LIMITS = web.AppKey("yrd_limits", CounterLimits)
 PRINCIPAL = web.RequestKey("yrd_principal", Principal)
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
-_IDEMPOTENCY_KEY = re.compile(r"[\x20-\x7e]{1,128}")
 
 
 def principal_of(request: web.Request, *roles: str) -> Principal:
@@ -35,21 +33,19 @@ def principal_of(request: web.Request, *roles: str) -> Principal:
     return principal
 
 
+def _is_json(content_type: str) -> bool:
+    return content_type == "application/json" or (
+        content_type.startswith("application/") and content_type.endswith("+json")
+    )
+
+
 async def json_body(request: web.Request) -> dict[str, Any]:
+    # A form post or text/plain is not JSON however it parses: refused before reading.
+    if not _is_json(request.content_type):
+        raise web.HTTPUnsupportedMediaType()
     # read() enforces the app's client_max_size and raises 413 past it.
     return parse_json_object(await request.read())
 
 
 def idempotency_key(request: web.Request) -> str:
-    value = request.headers.get(IDEMPOTENCY_HEADER)
-    if value is None:
-        raise InvalidInput(
-            f"the {IDEMPOTENCY_HEADER} header is required", code="missing_header", field=IDEMPOTENCY_HEADER
-        )
-    if not _IDEMPOTENCY_KEY.fullmatch(value):
-        raise InvalidInput(
-            f"{IDEMPOTENCY_HEADER} must be 1-128 printable ASCII characters",
-            code="bad_header",
-            field=IDEMPOTENCY_HEADER,
-        )
-    return value
+    return check_idempotency_key(request.headers.get(IDEMPOTENCY_HEADER), IDEMPOTENCY_HEADER)

@@ -1,13 +1,14 @@
 """The counter API: the catalogue, submitting and following applications, the work queue.
 
-Handlers only translate: shape-check the request, call the backend, wrap its answer.
+Handlers only translate: shape-check the request (node.counter.contract), call the backend,
+wrap its answer.
 """
 
 from __future__ import annotations
 
 from aiohttp import web
 
-from node.http.bodies import parse_decision, parse_submit
+from node.counter.contract import parse_decision, parse_submit, request_digest
 from node.http.context import BACKEND, LIMITS, idempotency_key, json_body, principal_of
 
 routes = web.RouteTableDef()
@@ -30,8 +31,13 @@ async def list_services(request: web.Request) -> web.Response:
 async def submit_application(request: web.Request) -> web.Response:
     principal = principal_of(request)
     key = idempotency_key(request)
-    submit = parse_submit(await json_body(request), request.app[LIMITS])
-    created = await request.app[BACKEND].submit(principal, key, submit)
+    doc = await json_body(request)
+    digest = request_digest(doc)
+    backend = request.app[BACKEND]
+    # A retry is answered before the body is validated, so it gets what the first got.
+    created = await backend.replay(principal, key, digest)
+    if created is None:
+        created = await backend.submit(principal, key, parse_submit(doc, request.app[LIMITS], digest))
     return web.json_response(
         created, status=201, headers={"Location": f"/api/v1/applications/{created['id']}"}
     )

@@ -1,348 +1,235 @@
-"""The OpenAPI 3.1 description of the HTTP front, written by hand.
+"""The OpenAPI 3.1 description of the HTTP front, derived from the contract's models.
 
-Written rather than generated so the document is the contract we mean, reviewed like code;
-a test keeps it and the router in step, route for route.
+Bodies come from :mod:`node.counter.contract` (the models that also validate them), so the
+document cannot drift from what the server accepts; this module only says which route takes
+and answers which model, and every 4xx a route can answer. A test keeps it and the router in
+step, route for route.
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from aiohttp import web
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
 
-from node.cases.statuses import TO_WIRE
+from node.counter import contract
+from node.counter.contract import CounterLimits
+from node.http.context import LIMITS
 from node.http.session_routes import OPENAPI_PATH
 
 routes = web.RouteTableDef()
 
-_STATUSES = list(TO_WIRE)  # one list of statuses: the wire enum's
+_ID = {
+    "name": "id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "minLength": 1, "maxLength": 128},
+}
+_IDEMPOTENCY_KEY = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": True,
+    "description": "a retry with the same key and body returns the stored application; "
+    "the same key with another body is refused (422 idempotency_key_reused)",
+    "schema": {"type": "string", "pattern": contract.IDEMPOTENCY_KEY_PATTERN},
+}
+# What the front itself can answer before a handler runs: a missing or dead token (401), a
+# body past client_max_size (413), a body that is not JSON (415).
+_AUTH = (401,)
+_BODY = (400, 413, 415)
 
 
-def _ref(name: str) -> dict[str, str]:
-    return {"$ref": f"#/components/schemas/{name}"}
+class _Builder:
+    """Collects the models the paths name, so components hold exactly those."""
+
+    def __init__(self) -> None:
+        self.models: dict[type[BaseModel], str] = {}
+
+    def ref(self, model: type[BaseModel], mode: str = "serialization") -> dict[str, str]:
+        self.models.setdefault(model, mode)
+        return {"$ref": f"#/components/schemas/{model.__name__}"}
+
+    def body(self, model: type[BaseModel]) -> dict[str, Any]:
+        return {"required": True, "content": {"application/json": {"schema": self.ref(model, "validation")}}}
+
+    def answer(self, model: type[BaseModel], description: str) -> dict[str, Any]:
+        return {"description": description, "content": {"application/json": {"schema": self.ref(model)}}}
+
+    def problems(self, *statuses: int) -> dict[str, Any]:
+        problem = {"application/problem+json": {"schema": self.ref(contract.Problem)}}
+        return {str(s): {"description": "problem", "content": problem} for s in sorted(set(statuses))}
+
+    def schemas(self) -> dict[str, Any]:
+        _, top = models_json_schema(
+            [(m, mode) for m, mode in self.models.items()],  # type: ignore[misc]
+            ref_template="#/components/schemas/{model}",
+        )
+        schemas: dict[str, Any] = top["$defs"]
+        return schemas
 
 
-def _obj(required: list[str], properties: dict[str, Any], *, closed: bool = True) -> dict[str, Any]:
-    schema: dict[str, Any] = {"type": "object", "required": required, "properties": properties}
-    if closed:
-        schema["additionalProperties"] = False
-    return schema
-
-
-def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
-    return {"description": description, "content": {"application/json": {"schema": schema}}}
-
-
-def _problems(*statuses: int) -> dict[str, Any]:
+def _paths(b: _Builder) -> dict[str, Any]:
     return {
-        str(s): {
-            "description": "problem",
-            "content": {"application/problem+json": {"schema": _ref("Problem")}},
-        }
-        for s in statuses
+        "/api/v1/session": {
+            "post": {
+                "summary": "Log in; returns a bearer token valid for 12 hours",
+                "security": [],
+                "requestBody": b.body(contract.SessionRequest),
+                "responses": {"200": b.answer(contract.Session, "logged in"), **b.problems(*_BODY, 401, 429)},
+            },
+            "delete": {
+                "summary": "Log out: the bearer token stops working at once",
+                "responses": {"204": {"description": "logged out"}, **b.problems(*_AUTH)},
+            },
+        },
+        "/api/v1/services": {
+            "get": {
+                "summary": "Search the federated catalogue",
+                "parameters": [
+                    {"name": "q", "in": "query", "schema": {"type": "string"}, "description": "free text"},
+                    {
+                        "name": "owner",
+                        "in": "query",
+                        "schema": {"type": "string"},
+                        "description": "division prefix",
+                    },
+                ],
+                "responses": {"200": b.answer(contract.Services, "found"), **b.problems(*_AUTH, 403)},
+            }
+        },
+        "/api/v1/applications": {
+            "post": {
+                "summary": "Submit an application; repeating an Idempotency-Key returns the same application",
+                "parameters": [_IDEMPOTENCY_KEY],
+                "requestBody": b.body(contract.SubmitApplication),
+                "responses": {
+                    "201": b.answer(contract.Submitted, "stored (or stored before under this key)"),
+                    **b.problems(*_BODY, *_AUTH, 403, 404, 409, 422),
+                },
+            }
+        },
+        "/api/v1/applications/{id}": {
+            "get": {
+                "summary": "Status, history, receipts and result documents of one application",
+                "parameters": [_ID],
+                "responses": {
+                    "200": b.answer(contract.Application, "the application"),
+                    **b.problems(*_AUTH, 403, 404),
+                },
+            }
+        },
+        "/api/v1/applications/{id}/decision": {
+            "post": {
+                "summary": "The owner's decision on an application in its work queue",
+                "parameters": [_ID],
+                "requestBody": b.body(contract.Decision),
+                "responses": {
+                    "200": b.answer(contract.WorkItem, "decided; the application's new state"),
+                    **b.problems(*_BODY, *_AUTH, 403, 404, 409),
+                },
+            }
+        },
+        "/api/v1/applications/{id}/release": {
+            "post": {
+                "summary": "A second clerk releases an application a policy held for four-eyes approval",
+                "parameters": [_ID],
+                "responses": {
+                    "200": b.answer(contract.Submitted, "released; the application is on its way"),
+                    **b.problems(*_AUTH, 403, 404, 409),
+                },
+            }
+        },
+        "/api/v1/worklist": {
+            "get": {
+                "summary": "Applications this node owns that wait for a decision",
+                "responses": {"200": b.answer(contract.Worklist, "the queue"), **b.problems(*_AUTH, 403)},
+            }
+        },
+        "/api/v1/policy/decisions": {
+            "get": {
+                "summary": "The policy decision log, newest first (operators only)",
+                "parameters": [
+                    {
+                        "name": "limit",
+                        "in": "query",
+                        "schema": {"type": "integer", "minimum": 1, "maximum": 1000},
+                    },
+                    {
+                        "name": "since",
+                        "in": "query",
+                        "schema": {"type": "integer", "minimum": 0, "maximum": 2**63 - 1},
+                        "description": "ms",
+                    },
+                ],
+                "responses": {"200": b.answer(contract.Decisions, "log"), **b.problems(400, *_AUTH, 403)},
+            }
+        },
+        OPENAPI_PATH: {
+            "get": {
+                "summary": "This document",
+                "security": [],
+                "responses": {"200": {"description": "OpenAPI 3.1", "content": {"application/json": {}}}},
+            }
+        },
+        "/healthz": {
+            "get": {
+                "summary": "Whether the node can serve; fails closed",
+                "security": [],
+                "responses": {
+                    "200": {
+                        "description": "healthy; degraded names stalled_peers, links that make no progress",
+                        "content": {"application/json": {"schema": _health("ok", "degraded")}},
+                    },
+                    "503": {
+                        "description": "unhealthy",
+                        "content": {"application/json": {"schema": _health("fail")}},
+                    },
+                },
+            }
+        },
+        "/metrics": {
+            "get": {
+                "summary": "Prometheus metrics",
+                "security": [],
+                "responses": {
+                    "200": {"description": "text exposition format", "content": {"text/plain": {}}}
+                },
+            }
+        },
     }
 
 
-_TEXT = {"type": "string", "minLength": 1, "maxLength": 512}
-_BASE64 = {"type": "string", "contentEncoding": "base64"}
-_ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
+def _plain_json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
 
-_SCHEMAS: dict[str, Any] = {
-    "Problem": _obj(
-        ["type", "title", "status"],
-        {
-            "type": {"type": "string", "examples": ["urn:yrd:problem:invalid_input"]},
-            "title": {"type": "string"},
-            "status": {"type": "integer"},
-            "code": {"type": "string", "description": "stable machine-readable reason"},
-            "detail": {"type": "string"},
-            "field": {"type": "string", "description": "the input at fault, e.g. attachments[1].data"},
-            "rule_id": {"type": "string", "description": "the deciding policy rule (policy_denied)"},
-        },
-        closed=False,
-    ),
-    "SessionRequest": _obj(
-        ["username", "password"], {"username": {"type": "string"}, "password": {"type": "string"}}
-    ),
-    "Session": _obj(
-        ["token", "expires_at", "role"],
-        {
-            "token": {"type": "string"},
-            "expires_at": {"type": "string", "format": "date-time"},
-            "role": {"enum": ["clerk", "operator"]},
-        },
-    ),
-    "Material": _obj(
-        ["name", "required"], {"name": {"type": "string"}, "required": {"type": "boolean"}}, closed=False
-    ),
-    "Service": _obj(
-        ["id", "name", "name_en", "owner", "department", "time_limit_days", "form_schema", "materials"],
-        {
-            "id": {"type": "string"},
-            "name": {"type": "string"},
-            "name_en": {"type": "string"},
-            "owner": {"type": "string", "description": "GB/T 2260 division code of the owning jurisdiction"},
-            "department": {"type": "string"},
-            "time_limit_days": {"type": "integer"},
-            "form_schema": {"type": "object", "description": "JSON Schema the form must satisfy"},
-            "materials": {"type": "array", "items": _ref("Material")},
-        },
-        closed=False,
-    ),
-    "Attachment": _obj(
-        ["material", "filename", "content_type", "data"],
-        {"material": _TEXT, "filename": _TEXT, "content_type": _TEXT, "data": _BASE64},
-    ),
-    "Document": _obj(
-        ["name", "content_type", "data"], {"name": _TEXT, "content_type": _TEXT, "data": _BASE64}
-    ),
-    "SubmitApplication": _obj(
-        ["service_id", "applicant", "form", "consent"],
-        {
-            "service_id": _TEXT,
-            "applicant": _obj(["name", "id_number"], {"name": _TEXT, "id_number": _TEXT}),
-            "form": {"type": "object", "description": "valid under the service's form_schema"},
-            "attachments": {"type": "array", "maxItems": 10, "items": _ref("Attachment")},
-            "consent": {"type": "boolean"},
-            "purpose": {**_TEXT, "default": "service-delivery"},
-        },
-    ),
-    "Status": {"enum": _STATUSES},
-    "Submitted": _obj(
-        ["id", "owner_node", "status"],
-        {"id": {"type": "string"}, "owner_node": {"type": "string"}, "status": _ref("Status")},
-        closed=False,
-    ),
-    "HistoryEntry": _obj(
-        ["status", "reason", "at"],
-        {
-            "status": _ref("Status"),
-            "sequence": {
-                "type": "integer",
-                "description": "order of the change: -1 held, 0 submitted, owner's changes from 1",
-            },
-            "reason": {"type": "string"},
-            "rule_id": {"type": "string"},
-            "at": {"type": "string", "format": "date-time"},
-        },
-        closed=False,
-    ),
-    "Application": _obj(
-        [
-            "id",
-            "service_id",
-            "owner_node",
-            "status",
-            "submitted_at",
-            "overdue",
-            "history",
-            "receipts",
-            "documents",
-        ],
-        {
-            "id": {"type": "string"},
-            "service_id": {"type": "string"},
-            "owner_node": {"type": "string"},
-            "status": _ref("Status"),
-            "submitted_at": {"type": "string", "format": "date-time"},
-            "overdue": {"type": "boolean"},
-            "history": {"type": "array", "items": _ref("HistoryEntry")},
-            "receipts": {
-                "type": "array",
-                "items": {"type": "object", "description": "the owner's signed receipts"},
-            },
-            "documents": {"type": "array", "items": _ref("Document")},
-        },
-        closed=False,
-    ),
-    "WorkItem": _obj(
-        ["id", "status"],
-        {
-            "id": {"type": "string"},
-            "service_id": {"type": "string"},
-            "status": _ref("Status"),
-            "submitted_at": {"type": "string", "format": "date-time"},
-            "overdue": {"type": "boolean"},
-        },
-        closed=False,
-    ),
-    "Decision": _obj(
-        ["decision"],
-        {
-            "decision": {"enum": ["approve", "reject", "need_materials"]},
-            "reason": {"type": "string", "maxLength": 4000, "description": "required unless approving"},
-            "documents": {"type": "array", "maxItems": 10, "items": _ref("Document")},
-        },
-    ),
-}
 
-_PATHS: dict[str, Any] = {
-    "/api/v1/session": {
-        "post": {
-            "summary": "Log in; returns a bearer token valid for 12 hours",
-            "security": [],
-            "requestBody": {
-                "required": True,
-                "content": {"application/json": {"schema": _ref("SessionRequest")}},
-            },
-            "responses": {"200": _json(_ref("Session"), "logged in"), **_problems(400, 401)},
-        },
-        "delete": {
-            "summary": "Log out: the bearer token stops working at once",
-            "responses": {"204": {"description": "logged out"}, **_problems(401)},
-        },
-    },
-    "/api/v1/services": {
-        "get": {
-            "summary": "Search the federated catalogue",
-            "parameters": [
-                {"name": "q", "in": "query", "schema": {"type": "string"}, "description": "free text"},
-                {
-                    "name": "owner",
-                    "in": "query",
-                    "schema": {"type": "string"},
-                    "description": "division prefix",
-                },
-            ],
-            "responses": {
-                "200": _json(
-                    _obj(["services"], {"services": {"type": "array", "items": _ref("Service")}}), "found"
-                ),
-                **_problems(401),
-            },
-        }
-    },
-    "/api/v1/applications": {
-        "post": {
-            "summary": "Submit an application; repeating an Idempotency-Key returns the same application",
-            "parameters": [
-                {
-                    "name": "Idempotency-Key",
-                    "in": "header",
-                    "required": True,
-                    "schema": {
-                        "type": "string",
-                        "minLength": 1,
-                        "maxLength": 128,
-                        "pattern": "^[\\x20-\\x7e]+$",
-                    },
-                }
-            ],
-            "requestBody": {
-                "required": True,
-                "content": {"application/json": {"schema": _ref("SubmitApplication")}},
-            },
-            "responses": {
-                "201": _json(_ref("Submitted"), "stored"),
-                **_problems(400, 401, 403, 404, 409, 413),
-            },
-        }
-    },
-    "/api/v1/applications/{id}": {
-        "get": {
-            "summary": "Status, history, receipts and result documents of one application",
-            "parameters": [_ID],
-            "responses": {"200": _json(_ref("Application"), "the application"), **_problems(401, 403, 404)},
-        }
-    },
-    "/api/v1/applications/{id}/decision": {
-        "post": {
-            "summary": "The owner's decision on an application in its work queue",
-            "parameters": [_ID],
-            "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("Decision")}}},
-            "responses": {
-                "200": _json(_ref("WorkItem"), "decided; the application's new state"),
-                **_problems(400, 401, 403, 404, 409, 413),
-            },
-        }
-    },
-    "/api/v1/applications/{id}/release": {
-        "post": {
-            "summary": "A second clerk releases an application a policy held for four-eyes approval",
-            "parameters": [_ID],
-            "responses": {
-                "200": _json(_ref("Submitted"), "released; the application is on its way"),
-                **_problems(401, 403, 404, 409),
-            },
-        }
-    },
-    "/api/v1/worklist": {
-        "get": {
-            "summary": "Applications this node owns that wait for a decision",
-            "responses": {
-                "200": _json(
-                    _obj(["applications"], {"applications": {"type": "array", "items": _ref("WorkItem")}}),
-                    "the queue",
-                ),
-                **_problems(401),
-            },
-        }
-    },
-    "/api/v1/policy/decisions": {
-        "get": {
-            "summary": "The policy decision log, newest first (operators only)",
-            "parameters": [
-                {
-                    "name": "limit",
-                    "in": "query",
-                    "schema": {"type": "integer", "minimum": 1, "maximum": 1000},
-                },
-                {
-                    "name": "since",
-                    "in": "query",
-                    "schema": {"type": "integer", "minimum": 0},
-                    "description": "ms",
-                },
-            ],
-            "responses": {
-                "200": _json(
-                    _obj(["decisions"], {"decisions": {"type": "array", "items": {"type": "object"}}}), "log"
-                ),
-                **_problems(400, 401, 403),
-            },
-        }
-    },
-    "/api/v1/openapi.json": {
-        "get": {
-            "summary": "This document",
-            "security": [],
-            "responses": {"200": {"description": "OpenAPI 3.1", "content": {"application/json": {}}}},
-        }
-    },
-    "/healthz": {
-        "get": {
-            "summary": "Whether the node can serve; fails closed",
-            "security": [],
-            "responses": {
-                "200": _json(
-                    {"type": "object", "properties": {"status": {"enum": ["ok", "degraded"]}}},
-                    "healthy; degraded names stalled_peers, links that make no progress",
-                ),
-                "503": _json({"type": "object", "properties": {"status": {"const": "fail"}}}, "unhealthy"),
-            },
-        }
-    },
-    "/metrics": {
-        "get": {
-            "summary": "Prometheus metrics",
-            "security": [],
-            "responses": {"200": {"description": "text exposition format", "content": {"text/plain": {}}}},
-        }
-    },
-}
+def _health(*statuses: str) -> dict[str, Any]:
+    return {"type": "object", "required": ["status"], "properties": {"status": {"enum": list(statuses)}}}
 
-OPENAPI: dict[str, Any] = {
-    "openapi": "3.1.0",
-    "info": {"title": "yrd-gateway counter and operator API", "version": "1"},
-    "security": [{"bearer": []}],
-    "paths": _PATHS,
-    "components": {
-        "schemas": _SCHEMAS,
-        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
-    },
-}
+
+@functools.lru_cache(maxsize=4)
+def build_openapi(limits: CounterLimits) -> dict[str, Any]:
+    """The document for a node with these limits (counts are configurable, so is the doc)."""
+    b = _Builder()
+    paths = _paths(b)
+    schemas = b.schemas()
+    schemas["SubmitApplication"]["properties"]["attachments"]["maxItems"] = limits.max_attachments
+    schemas["Decision"]["properties"]["documents"]["maxItems"] = limits.max_attachments
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "yrd-gateway counter and operator API", "version": "1"},
+        "security": [{"bearer": []}],
+        "paths": paths,
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+    }
 
 
 @routes.get(OPENAPI_PATH)
-async def openapi_document(_request: web.Request) -> web.Response:
-    return web.json_response(OPENAPI)
+async def openapi_document(request: web.Request) -> web.Response:
+    return web.json_response(build_openapi(request.app[LIMITS]))

@@ -25,6 +25,7 @@ _HTTP_ERROR_TYPES = {
     404: ("not_found", "no such resource", None),
     405: ("method_not_allowed", "method not allowed on this resource", None),
     413: ("body_too_large", "request body is too large", "body"),
+    415: ("unsupported_media_type", "the request body must be application/json", "body"),
 }
 
 

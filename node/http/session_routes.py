@@ -7,13 +7,13 @@ the check lives in one middleware so a new route is protected without rememberin
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
 
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler
 
-from core.errors import InvalidInput, RateLimited, Unauthenticated, problem_of
-from node.http.context import PRINCIPAL, USERS, json_body
+from core.errors import RateLimited, Unauthenticated, problem_of
+from node.counter.contract import SessionRequest, validate
+from node.http.context import LIMITS, PRINCIPAL, USERS, json_body
 from node.http.problems import problem_response
 
 API_PREFIX = "/api/v1"
@@ -47,23 +47,14 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     return await handler(request)
 
 
-def _credential(body: dict[str, Any], name: str) -> str:
-    value = body.get(name)
-    if not isinstance(value, str) or not value:
-        raise InvalidInput(f"{name} is required", code="missing_field", field=name)
-    return value
-
-
 @routes.post(SESSION_PATH)
 async def login(request: web.Request) -> web.Response:
     """Throttled per account and per client address (node/counter/throttle.py); a refusal
     is 429 with ``Retry-After`` so a counter screen can say when to try again."""
-    body = await json_body(request)
+    creds = validate(SessionRequest, await json_body(request), request.app[LIMITS])
     users = request.app[USERS]
     try:
-        token, expires_at_ms = await users.login(
-            _credential(body, "username"), _credential(body, "password"), request.remote or ""
-        )
+        token, expires_at_ms = await users.login(creds.username, creds.password, request.remote or "")
     except RateLimited as e:
         status, problem = problem_of(e)
         return problem_response(status, problem, {hdrs.RETRY_AFTER: str(e.extra.get("retry_after_s", 1))})

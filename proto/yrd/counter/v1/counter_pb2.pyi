@@ -7,6 +7,7 @@ from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from yrd.catalogue.v1 import catalogue_pb2 as _catalogue_pb2
 from yrd.peer.v1 import peer_pb2 as _peer_pb2
 import builtins as _builtins
@@ -19,6 +20,26 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _Decision:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _DecisionEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Decision.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    DECISION_UNSPECIFIED: _Decision.ValueType  # 0
+    DECISION_APPROVE: _Decision.ValueType  # 1
+    DECISION_REJECT: _Decision.ValueType  # 2
+    DECISION_NEED_MATERIALS: _Decision.ValueType  # 3
+
+class Decision(_Decision, metaclass=_DecisionEnumTypeWrapper):
+    """Decision is what the owning department decides."""
+
+DECISION_UNSPECIFIED: Decision.ValueType  # 0
+DECISION_APPROVE: Decision.ValueType  # 1
+DECISION_REJECT: Decision.ValueType  # 2
+DECISION_NEED_MATERIALS: Decision.ValueType  # 3
+Global___Decision: _TypeAlias = Decision  # noqa: Y015
 
 @_typing.final
 class Applicant(_message.Message):
@@ -239,3 +260,222 @@ class ListServicesResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListServicesResponse: _TypeAlias = ListServicesResponse  # noqa: Y015
+
+@_typing.final
+class ReleaseApplicationRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReleaseApplicationRequest: _TypeAlias = ReleaseApplicationRequest  # noqa: Y015
+
+@_typing.final
+class ReleaseApplicationResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    OWNER_NODE_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    owner_node: _builtins.str
+    status: _peer_pb2.ApplicationStatus.ValueType
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        owner_node: _builtins.str = ...,
+        status: _peer_pb2.ApplicationStatus.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "owner_node", b"owner_node", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReleaseApplicationResponse: _TypeAlias = ReleaseApplicationResponse  # noqa: Y015
+
+@_typing.final
+class ListWorklistRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListWorklistRequest: _TypeAlias = ListWorklistRequest  # noqa: Y015
+
+@_typing.final
+class AttachmentInfo(_message.Message):
+    """AttachmentInfo describes an attachment of a queued application without its bytes."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MATERIAL_FIELD_NUMBER: _builtins.int
+    FILENAME_FIELD_NUMBER: _builtins.int
+    CONTENT_TYPE_FIELD_NUMBER: _builtins.int
+    SIZE_FIELD_NUMBER: _builtins.int
+    material: _builtins.str
+    filename: _builtins.str
+    content_type: _builtins.str
+    size: _builtins.int
+    def __init__(
+        self,
+        *,
+        material: _builtins.str = ...,
+        filename: _builtins.str = ...,
+        content_type: _builtins.str = ...,
+        size: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["content_type", b"content_type", "filename", b"filename", "material", b"material", "size", b"size"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AttachmentInfo: _TypeAlias = AttachmentInfo  # noqa: Y015
+
+@_typing.final
+class WorkItem(_message.Message):
+    """WorkItem is one application in the owner's work queue, opened for the department."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    SERVICE_ID_FIELD_NUMBER: _builtins.int
+    ORIGIN_NODE_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    HANDLER_FIELD_NUMBER: _builtins.int
+    RECEIVED_AT_FIELD_NUMBER: _builtins.int
+    DUE_AT_FIELD_NUMBER: _builtins.int
+    OVERDUE_FIELD_NUMBER: _builtins.int
+    PURPOSE_FIELD_NUMBER: _builtins.int
+    APPLICANT_FIELD_NUMBER: _builtins.int
+    FORM_JSON_FIELD_NUMBER: _builtins.int
+    ATTACHMENTS_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    service_id: _builtins.str
+    origin_node: _builtins.str
+    status: _peer_pb2.ApplicationStatus.ValueType
+    handler: _builtins.str
+    received_at: _builtins.str
+    """RFC 3339 UTC times."""
+    due_at: _builtins.str
+    overdue: _builtins.bool
+    purpose: _builtins.str
+    form_json: _builtins.str
+    """The form as a UTF-8 JSON object."""
+    @_builtins.property
+    def applicant(self) -> Global___Applicant: ...
+    @_builtins.property
+    def attachments(self) -> _containers.RepeatedCompositeFieldContainer[Global___AttachmentInfo]: ...
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        service_id: _builtins.str = ...,
+        origin_node: _builtins.str = ...,
+        status: _peer_pb2.ApplicationStatus.ValueType = ...,
+        handler: _builtins.str = ...,
+        received_at: _builtins.str = ...,
+        due_at: _builtins.str = ...,
+        overdue: _builtins.bool = ...,
+        purpose: _builtins.str = ...,
+        applicant: Global___Applicant | None = ...,
+        form_json: _builtins.str = ...,
+        attachments: _abc.Iterable[Global___AttachmentInfo] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["applicant", b"applicant"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["applicant", b"applicant", "attachments", b"attachments", "due_at", b"due_at", "form_json", b"form_json", "handler", b"handler", "id", b"id", "origin_node", b"origin_node", "overdue", b"overdue", "purpose", b"purpose", "received_at", b"received_at", "service_id", b"service_id", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WorkItem: _TypeAlias = WorkItem  # noqa: Y015
+
+@_typing.final
+class ListWorklistResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    APPLICATIONS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def applications(self) -> _containers.RepeatedCompositeFieldContainer[Global___WorkItem]: ...
+    def __init__(
+        self,
+        *,
+        applications: _abc.Iterable[Global___WorkItem] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["applications", b"applications"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListWorklistResponse: _TypeAlias = ListWorklistResponse  # noqa: Y015
+
+@_typing.final
+class DecideApplicationRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    DECISION_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    DOCUMENTS_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    decision: Global___Decision.ValueType
+    reason: _builtins.str
+    """Required unless approving."""
+    @_builtins.property
+    def documents(self) -> _containers.RepeatedCompositeFieldContainer[_peer_pb2.Document]: ...
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        decision: Global___Decision.ValueType = ...,
+        reason: _builtins.str = ...,
+        documents: _abc.Iterable[_peer_pb2.Document] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["decision", b"decision", "documents", b"documents", "id", b"id", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DecideApplicationRequest: _TypeAlias = DecideApplicationRequest  # noqa: Y015
+
+@_typing.final
+class DecideApplicationResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    status: _peer_pb2.ApplicationStatus.ValueType
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        status: _peer_pb2.ApplicationStatus.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DecideApplicationResponse: _TypeAlias = DecideApplicationResponse  # noqa: Y015

@@ -51,6 +51,21 @@ class CounterServiceStub:
                 request_serializer=yrd_dot_counter_dot_v1_dot_counter__pb2.ListServicesRequest.SerializeToString,
                 response_deserializer=yrd_dot_counter_dot_v1_dot_counter__pb2.ListServicesResponse.FromString,
                 _registered_method=True)
+        self.ReleaseApplication = channel.unary_unary(
+                '/yrd.counter.v1.CounterService/ReleaseApplication',
+                request_serializer=yrd_dot_counter_dot_v1_dot_counter__pb2.ReleaseApplicationRequest.SerializeToString,
+                response_deserializer=yrd_dot_counter_dot_v1_dot_counter__pb2.ReleaseApplicationResponse.FromString,
+                _registered_method=True)
+        self.ListWorklist = channel.unary_unary(
+                '/yrd.counter.v1.CounterService/ListWorklist',
+                request_serializer=yrd_dot_counter_dot_v1_dot_counter__pb2.ListWorklistRequest.SerializeToString,
+                response_deserializer=yrd_dot_counter_dot_v1_dot_counter__pb2.ListWorklistResponse.FromString,
+                _registered_method=True)
+        self.DecideApplication = channel.unary_unary(
+                '/yrd.counter.v1.CounterService/DecideApplication',
+                request_serializer=yrd_dot_counter_dot_v1_dot_counter__pb2.DecideApplicationRequest.SerializeToString,
+                response_deserializer=yrd_dot_counter_dot_v1_dot_counter__pb2.DecideApplicationResponse.FromString,
+                _registered_method=True)
 
 
 class CounterServiceServicer:
@@ -79,6 +94,28 @@ class CounterServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReleaseApplication(self, request, context):
+        """ReleaseApplication lets a second clerk release an application a policy held for
+        four-eyes approval.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListWorklist(self, request, context):
+        """ListWorklist returns the applications this node owns that wait for a decision.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DecideApplication(self, request, context):
+        """DecideApplication records the owner's decision on an application in its work queue.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CounterServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -96,6 +133,21 @@ def add_CounterServiceServicer_to_server(servicer, server):
                     servicer.ListServices,
                     request_deserializer=yrd_dot_counter_dot_v1_dot_counter__pb2.ListServicesRequest.FromString,
                     response_serializer=yrd_dot_counter_dot_v1_dot_counter__pb2.ListServicesResponse.SerializeToString,
+            ),
+            'ReleaseApplication': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReleaseApplication,
+                    request_deserializer=yrd_dot_counter_dot_v1_dot_counter__pb2.ReleaseApplicationRequest.FromString,
+                    response_serializer=yrd_dot_counter_dot_v1_dot_counter__pb2.ReleaseApplicationResponse.SerializeToString,
+            ),
+            'ListWorklist': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListWorklist,
+                    request_deserializer=yrd_dot_counter_dot_v1_dot_counter__pb2.ListWorklistRequest.FromString,
+                    response_serializer=yrd_dot_counter_dot_v1_dot_counter__pb2.ListWorklistResponse.SerializeToString,
+            ),
+            'DecideApplication': grpc.unary_unary_rpc_method_handler(
+                    servicer.DecideApplication,
+                    request_deserializer=yrd_dot_counter_dot_v1_dot_counter__pb2.DecideApplicationRequest.FromString,
+                    response_serializer=yrd_dot_counter_dot_v1_dot_counter__pb2.DecideApplicationResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -181,6 +233,87 @@ class CounterService:
             '/yrd.counter.v1.CounterService/ListServices',
             yrd_dot_counter_dot_v1_dot_counter__pb2.ListServicesRequest.SerializeToString,
             yrd_dot_counter_dot_v1_dot_counter__pb2.ListServicesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReleaseApplication(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/yrd.counter.v1.CounterService/ReleaseApplication',
+            yrd_dot_counter_dot_v1_dot_counter__pb2.ReleaseApplicationRequest.SerializeToString,
+            yrd_dot_counter_dot_v1_dot_counter__pb2.ReleaseApplicationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListWorklist(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/yrd.counter.v1.CounterService/ListWorklist',
+            yrd_dot_counter_dot_v1_dot_counter__pb2.ListWorklistRequest.SerializeToString,
+            yrd_dot_counter_dot_v1_dot_counter__pb2.ListWorklistResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DecideApplication(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/yrd.counter.v1.CounterService/DecideApplication',
+            yrd_dot_counter_dot_v1_dot_counter__pb2.DecideApplicationRequest.SerializeToString,
+            yrd_dot_counter_dot_v1_dot_counter__pb2.DecideApplicationResponse.FromString,
             options,
             channel_credentials,
             insecure,

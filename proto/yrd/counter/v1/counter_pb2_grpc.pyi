@@ -41,6 +41,14 @@ class CounterServiceStub:
     """GetApplication returns the status, history, receipts and documents of one application."""
     ListServices: _grpc.UnaryUnaryMultiCallable[_counter_pb2.ListServicesRequest, _counter_pb2.ListServicesResponse]
     """ListServices searches the federated catalogue."""
+    ReleaseApplication: _grpc.UnaryUnaryMultiCallable[_counter_pb2.ReleaseApplicationRequest, _counter_pb2.ReleaseApplicationResponse]
+    """ReleaseApplication lets a second clerk release an application a policy held for
+    four-eyes approval.
+    """
+    ListWorklist: _grpc.UnaryUnaryMultiCallable[_counter_pb2.ListWorklistRequest, _counter_pb2.ListWorklistResponse]
+    """ListWorklist returns the applications this node owns that wait for a decision."""
+    DecideApplication: _grpc.UnaryUnaryMultiCallable[_counter_pb2.DecideApplicationRequest, _counter_pb2.DecideApplicationResponse]
+    """DecideApplication records the owner's decision on an application in its work queue."""
 
 @_typing.type_check_only
 class CounterServiceAsyncStub(CounterServiceStub):
@@ -55,6 +63,14 @@ class CounterServiceAsyncStub(CounterServiceStub):
     """GetApplication returns the status, history, receipts and documents of one application."""
     ListServices: _aio.UnaryUnaryMultiCallable[_counter_pb2.ListServicesRequest, _counter_pb2.ListServicesResponse]  # type: ignore[assignment]
     """ListServices searches the federated catalogue."""
+    ReleaseApplication: _aio.UnaryUnaryMultiCallable[_counter_pb2.ReleaseApplicationRequest, _counter_pb2.ReleaseApplicationResponse]  # type: ignore[assignment]
+    """ReleaseApplication lets a second clerk release an application a policy held for
+    four-eyes approval.
+    """
+    ListWorklist: _aio.UnaryUnaryMultiCallable[_counter_pb2.ListWorklistRequest, _counter_pb2.ListWorklistResponse]  # type: ignore[assignment]
+    """ListWorklist returns the applications this node owns that wait for a decision."""
+    DecideApplication: _aio.UnaryUnaryMultiCallable[_counter_pb2.DecideApplicationRequest, _counter_pb2.DecideApplicationResponse]  # type: ignore[assignment]
+    """DecideApplication records the owner's decision on an application in its work queue."""
 
 class CounterServiceServicer(metaclass=_abc_1.ABCMeta):
     """CounterService is the counter-facing API of a node (the gRPC twin of the
@@ -84,5 +100,31 @@ class CounterServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_counter_pb2.ListServicesResponse, _abc.Awaitable[_counter_pb2.ListServicesResponse]]:
         """ListServices searches the federated catalogue."""
+
+    @_abc_1.abstractmethod
+    def ReleaseApplication(
+        self,
+        request: _counter_pb2.ReleaseApplicationRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_counter_pb2.ReleaseApplicationResponse, _abc.Awaitable[_counter_pb2.ReleaseApplicationResponse]]:
+        """ReleaseApplication lets a second clerk release an application a policy held for
+        four-eyes approval.
+        """
+
+    @_abc_1.abstractmethod
+    def ListWorklist(
+        self,
+        request: _counter_pb2.ListWorklistRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_counter_pb2.ListWorklistResponse, _abc.Awaitable[_counter_pb2.ListWorklistResponse]]:
+        """ListWorklist returns the applications this node owns that wait for a decision."""
+
+    @_abc_1.abstractmethod
+    def DecideApplication(
+        self,
+        request: _counter_pb2.DecideApplicationRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_counter_pb2.DecideApplicationResponse, _abc.Awaitable[_counter_pb2.DecideApplicationResponse]]:
+        """DecideApplication records the owner's decision on an application in its work queue."""
 
 def add_CounterServiceServicer_to_server(servicer: CounterServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
