@@ -69,7 +69,7 @@ async def test_worklist_and_decision_over_grpc(tmp_path: Path) -> None:
         status, created = await fed.submit("jiangsu", _body(fed, "zj.industrial-licence", 4), "w-1")
         assert status == 201, created
         await fed.wait_status("jiangsu", created["id"], {"in_review"})
-        meta = (("authorization", f"Bearer {fed.tokens['zhejiang']}"),)
+        meta = (("authorization", f"Bearer {await fed.login('zhejiang', 'supervisor')}"),)
         async with grpc.aio.insecure_channel(fed.nodes["zhejiang"].grpc_address) as ch:
             stub = counter_pb2_grpc.CounterServiceStub(ch)
             queue = await stub.ListWorklist(counter_pb2.ListWorklistRequest(), metadata=meta)
@@ -98,16 +98,18 @@ async def test_four_eyes_release_over_grpc(tmp_path: Path) -> None:
     fed = await Federation(tmp_path, _pair(tmp_path, shipped=True)).start()
     try:
         await fed.nodes["jiangsu"].users.add_user("clerk2", PASSWORD, "clerk")
+        await fed.nodes["jiangsu"].users.add_user("supervisor2", PASSWORD, "supervisor")
         status, created = await fed.submit("jiangsu", _body(fed, "zj.hangzhou.hukou.migration", 5), "h-1")
         assert (status, created["status"]) == (201, "awaiting_approval"), created
         async with grpc.aio.insecure_channel(fed.nodes["jiangsu"].grpc_address) as ch:
             stub = counter_pb2_grpc.CounterServiceStub(ch)
             request = counter_pb2.ReleaseApplicationRequest(id=created["id"])
+            # A second counter clerk may not release: four-eyes needs a supervisor.
             with pytest.raises(grpc.aio.AioRpcError) as err:
-                meta = (("authorization", f"Bearer {fed.tokens['jiangsu']}"),)
-                await stub.ReleaseApplication(request, metadata=meta)
-            assert dict(err.value.trailing_metadata() or ()).get(REASON_KEY) == "same_clerk"
-            second = (("authorization", f"Bearer {await fed.login('jiangsu', 'clerk2')}"),)
+                clerk2 = (("authorization", f"Bearer {await fed.login('jiangsu', 'clerk2')}"),)
+                await stub.ReleaseApplication(request, metadata=clerk2)
+            assert dict(err.value.trailing_metadata() or ()).get(REASON_KEY) == "role_required"
+            second = (("authorization", f"Bearer {await fed.login('jiangsu', 'supervisor2')}"),)
             released = await stub.ReleaseApplication(request, metadata=second)
         assert released.id == created["id"] and released.owner_node == "zhejiang"
         await fed.wait_status("jiangsu", created["id"], {"in_review"})

@@ -18,10 +18,10 @@ from prometheus_client import REGISTRY
 from core.clock import FakeClock
 from core.db import Database
 from core.errors import RateLimited, Unauthenticated
+from node.counter.contract import CounterLimits
 from node.counter.throttle import HashPool, LoginThrottle, ThrottleConfig
 from node.counter.users import UserStore
 from node.http.app import build_http_app
-from node.http.bodies import HttpLimits
 from tests.test_http_api import FakeBackend
 
 PASSWORD = "correct horse battery"
@@ -193,7 +193,7 @@ async def test_the_hashing_pool_admits_a_bounded_number_and_refuses_the_rest_at_
 async def client(db: Database, clock: FakeClock) -> AsyncIterator[TestClient[Any, Any]]:
     store = make_store(db, clock)
     await store.add_user("li.clerk", PASSWORD, "clerk")
-    app = build_http_app(FakeBackend(), store, clock, HttpLimits())
+    app = build_http_app(FakeBackend(), store, clock, CounterLimits())
     async with TestClient(TestServer(app, host="127.0.0.1")) as c:
         yield c
     store.close()

@@ -138,7 +138,7 @@ async def test_an_unparsable_query_is_the_callers_fault_not_ours(fed: Federation
 
 
 async def test_counter_service_offers_release_worklist_and_decision(fed: Federation) -> None:
-    meta = (("authorization", f"Bearer {fed.tokens['zhejiang']}"),)
+    meta = (("authorization", f"Bearer {await fed.login('zhejiang', 'supervisor')}"),)
     async with grpc.aio.insecure_channel(fed.nodes["zhejiang"].grpc_address) as ch:
         stub = counter_pb2_grpc.CounterServiceStub(ch)
         queue = await stub.ListWorklist(counter_pb2.ListWorklistRequest(), metadata=meta)

@@ -10,7 +10,6 @@ from typing import Any
 from aiohttp import web
 
 from core.clock import Clock
-from core.errors import PermissionDenied
 from node.cases.requests import Principal
 from node.counter.api import CounterBackend
 from node.counter.contract import CounterLimits, check_idempotency_key, parse_json_object
@@ -25,11 +24,10 @@ PRINCIPAL = web.RequestKey("yrd_principal", Principal)
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 
 
-def principal_of(request: web.Request, *roles: str) -> Principal:
-    """The authenticated caller, refused with 403 unless it holds one of ``roles`` (if any)."""
-    principal = request[PRINCIPAL]
-    if roles and principal.role not in roles:
-        raise PermissionDenied(f"this needs the {' or '.join(roles)} role", code="role_required")
+def principal_of(request: web.Request) -> Principal:
+    """The authenticated caller; what its role may do is the backend's to decide, once for
+    both doors (node/counter/backend.py)."""
+    principal: Principal = request[PRINCIPAL]
     return principal
 
 
