@@ -137,10 +137,13 @@ def test_outbox_commands_list_and_redrive(tmp_path: Path, capsys: pytest.Capture
     specs = allow_all_specs(tmp_path, PROVINCES[1:3])
     config = prepare(tmp_path, specs, now_ms=FakeClock().now_ms())[0]
     toml = str(config.data_dir / "node.toml")
-    assert main(["outbox", "dead", "--config", toml]) == 2  # no database yet: refused, not created
-    assert "database_url" in capsys.readouterr().err
+    db_file = config.data_dir / "node.db"
+    db_file.rename(db_file.with_suffix(".away"))
+    assert main(["outbox", "dead", "--config", toml]) == 2  # a missing database: refused, not created
+    assert "database_missing" in capsys.readouterr().err
+    assert not db_file.exists()
+    db_file.with_suffix(".away").rename(db_file)
     db = Database(config.database_url)
-    db.create_all()
     put(db, "app-\n1", 200 * KB)
     db.transact(lambda s: claim_batch(s, "zhejiang", 32, 10, 100 * KB))
     db.close()

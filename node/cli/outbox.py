@@ -18,7 +18,8 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from core.clock import SystemClock
 from core.db import Database
-from core.errors import ConfigError, InvalidInput, NotFound, Unavailable
+from core.errors import InvalidInput, NotFound, Unavailable
+from node.app import open_node_database
 from node.config import load_config
 from node.delivery.outbox import DeadLetter, dead_letters, redrive
 
@@ -85,10 +86,9 @@ def _positive(raw: str, name: str, high: int) -> int:
 
 
 def _with_db(config: Path, work: Callable[[Database], T]) -> T:
-    url = load_config(config).database_url
-    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).is_file():
-        raise ConfigError(f"no database at {url.removeprefix('sqlite:///')}", field="database_url")
-    db = Database(url)
+    # The same opening every start uses: a missing, empty or damaged database is refused,
+    # never created afresh by a look at the outbox.
+    db = open_node_database(load_config(config))
     try:
         return work(db)
     except SQLAlchemyError as e:
