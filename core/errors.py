@@ -17,7 +17,7 @@ import grpc
 # an echoed 5,000-character id must not push a gRPC status past the metadata limit (which
 # turns NOT_FOUND into RESOURCE_EXHAUSTED) nor flood a log.
 MAX_ECHO_CHARS = 64
-MAX_REASON_CHARS = 300
+MAX_REASON_CHARS = 1000
 
 
 def clip(value: object, limit: int = MAX_ECHO_CHARS) -> str:

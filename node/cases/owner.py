@@ -15,7 +15,7 @@ from yrd.peer.v1 import peer_pb2
 
 from core.clock import Clock
 from core.db import Database
-from core.errors import Conflict, InvalidInput, NotFound, YrdError
+from core.errors import Conflict, InvalidInput, NotFound, YrdError, clip
 from node import metrics
 from node.cases.deadlines import add_working_days, iso
 from node.cases.handlers import auto_decision, result_notice
@@ -84,7 +84,7 @@ class Owner:
         )
         try:
             if defn is None:
-                raise NotFound(f"this node owns no service {t.service_id!r}", code="unknown_service")
+                raise NotFound(f"this node owns no service {clip(t.service_id)}", code="unknown_service")
             payload = self._open(row)
             self.policy.inbound(s, defn, sender, t, now)
         except YrdError as e:
@@ -257,7 +257,9 @@ class Owner:
         """Apply a decision inside the caller's transaction."""
         row = s.get(InboundApplication, app_id)
         if row is None:
-            raise NotFound(f"no application {app_id!r} received here", code="unknown_application", field="id")
+            raise NotFound(
+                f"no application {clip(app_id)} received here", code="unknown_application", field="id"
+            )
         if row.status not in ("in_review", "needs_materials"):
             raise Conflict(f"application is {row.status}; nothing to decide", code="already_decided")
         self._apply_decision(s, row, self.services().get(row.service_id), decision, reason, docs, now)
@@ -266,7 +268,9 @@ class Owner:
     def view(self, s: Session, app_id: str) -> dict[str, Any]:
         row = s.get(InboundApplication, app_id)
         if row is None:
-            raise NotFound(f"no application {app_id!r} received here", code="unknown_application", field="id")
+            raise NotFound(
+                f"no application {clip(app_id)} received here", code="unknown_application", field="id"
+            )
         return self._view(row, self.clock.now_ms())
 
 

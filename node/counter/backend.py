@@ -27,7 +27,7 @@ from sqlmodel import Session
 
 from core.clock import Clock
 from core.db import Database
-from core.errors import NotFound, PermissionDenied
+from core.errors import NotFound, PermissionDenied, clip
 from node.cases.origin import Origin
 from node.cases.owner import Owner
 from node.cases.policy_gate import PolicyGate
@@ -98,7 +98,7 @@ class NodeBackend:
             service_id = await self.db.run(lambda s: _inbound_service(s, app_id))
             if service_id not in allowed:
                 raise NotFound(
-                    f"no application {app_id[:64]!r} for your department",
+                    f"no application {clip(app_id)} for your department",
                     code="unknown_application",
                     field="id",
                 )
@@ -152,7 +152,7 @@ def require(principal: Principal, action: str, *roles: str) -> None:
 
 
 def _unknown(app_id: str) -> NotFound:
-    return NotFound(f"no application {app_id[:64]!r} at this node", code="unknown_application", field="id")
+    return NotFound(f"no application {clip(app_id)} at this node", code="unknown_application", field="id")
 
 
 def _submitter(s: Session, app_id: str) -> str | None:
