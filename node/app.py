@@ -202,7 +202,13 @@ def build_node(config: NodeConfig, clock: Clock | None = None) -> Node:
     )
     policy = PolicyGate.from_config(config, db=db, trust=trust, clock=clock)
     owner = Owner(
-        db=db, trust=trust, services=lambda: own_services, policy=policy, clock=clock, wake=delivery.wake
+        db=db,
+        trust=trust,
+        services=lambda: own_services,
+        policy=policy,
+        clock=clock,
+        wake=delivery.wake,
+        max_skew_ms=config.max_skew_ms,
     )
     origin = Origin(db=db, trust=trust, catalogue=index, policy=policy, clock=clock, wake=delivery.wake)
     webhooks = WebhookDispatcher(

@@ -17,6 +17,7 @@ from core.clock import Clock
 from core.db import Database
 from core.errors import Conflict, InvalidInput, NotFound, YrdError
 from node import metrics
+from node.cases.admission import admit, is_application_id
 from node.cases.deadlines import add_working_days, iso
 from node.cases.handlers import auto_decision, result_notice
 from node.cases.policy_gate import PolicyGate
@@ -25,6 +26,7 @@ from node.cases.statuses import FINAL, TO_WIRE
 from node.delivery.outbox import enqueue
 from node.delivery.relaying import NOTIFY_STATUS, address
 from node.models import InboundApplication
+from node.trust.envelope import DEFAULT_MAX_SKEW_MS
 from node.trust.keyring import Trust
 from node.trust.sealing import unseal
 
@@ -32,6 +34,9 @@ log = logging.getLogger(__name__)
 
 Outcome = peer_pb2.ReceiptOutcome
 DECISIONS = {"approve", "reject", "need_materials"}
+# How long an application may take from the counter to its owner: retries and a relay's
+# outbox may hold it for days; older than this, its dates are not believed.
+MAX_APPLICATION_AGE_MS = 30 * 86_400_000
 WEBHOOK_HOP = "~webhook"  # not a node id (node ids are [a-z0-9-]), so no sender ever dials it
 
 
@@ -45,17 +50,31 @@ class Owner:
         policy: PolicyGate,
         clock: Clock,
         wake: Callable[[str], None],
+        max_skew_ms: int = DEFAULT_MAX_SKEW_MS,
     ) -> None:
         self.db, self.trust, self.services, self.policy = db, trust, services, policy
-        self.clock, self.wake = clock, wake
+        self.clock, self.wake, self.max_skew_ms = clock, wake, max_skew_ms
 
     # -- receiving ---------------------------------------------------------------------
 
     def accept(self, s: Session, sender: str, t: peer_pb2.ApplicationTransfer, now: int) -> peer_pb2.Receipt:
-        """Store one application exactly once; called inside the batch's transaction."""
+        """Store one application exactly once; called inside the batch's transaction.
+
+        The application is checked exactly as this node's own counter checks one, before
+        anything is stored or the policy is asked: what fails gets a REJECTED receipt with
+        the check's code and leaves no row, no status change and no policy decision behind.
+        """
         if t.origin_node != sender:
-            return self._receipt(
-                t, Outcome.RECEIPT_OUTCOME_REJECTED, "origin_mismatch", "sender is not the origin"
+            return self._refuse(t, sender, InvalidInput("sender is not the origin", code="origin_mismatch"))
+        if not is_application_id(t.application_id):
+            return self._refuse(
+                t,
+                sender,
+                InvalidInput(
+                    "an application id is 1 to 64 characters of [0-9a-z-], starting with [0-9a-z]",
+                    code="invalid_application_id",
+                    field="application_id",
+                ),
             )
         existing = s.get(InboundApplication, t.application_id)
         if existing is not None:
@@ -67,25 +86,25 @@ class Owner:
                 )
             metrics.APPLICATIONS_RECEIVED.labels(outcome="duplicate").inc()
             return self._receipt(t, Outcome.RECEIPT_OUTCOME_DUPLICATE, "duplicate", "already received")
-        defn = self.services().get(t.service_id)
+        try:
+            defn, payload, fields = self._admit(t, now)
+        except YrdError as e:
+            return self._refuse(t, sender, e)
         row = InboundApplication(
             id=t.application_id,
             origin_node=sender,
             service_id=t.service_id,
             service_version=t.service_version,
-            handler=defn.handler if defn else "",
+            handler=defn.handler,
             status="delivered",
             sequence=0,
             received_at_ms=now,
-            due_at_ms=add_working_days(t.submitted_at_ms, defn.time_limit_days if defn else 0),
+            due_at_ms=add_working_days(t.submitted_at_ms, defn.time_limit_days),
             purpose=t.purpose,
             sealed_payload=t.sealed_payload,
-            fields_present=",".join(t.fields_present),
+            fields_present=",".join(fields),
         )
         try:
-            if defn is None:
-                raise NotFound(f"this node owns no service {t.service_id!r}", code="unknown_service")
-            payload = self._open(row)
             self.policy.inbound(s, defn, sender, t, now)
         except YrdError as e:
             row.status, row.reason, row.rule_id = "refused", e.reason, str(e.extra.get("rule_id") or "")
@@ -111,6 +130,59 @@ class Owner:
         metrics.APPLICATIONS_RECEIVED.labels(outcome="accepted").inc()
         return self._receipt(t, Outcome.RECEIPT_OUTCOME_ACCEPTED, "accepted", "stored")
 
+    def _admit(
+        self, t: peer_pb2.ApplicationTransfer, now: int
+    ) -> tuple[catalogue_pb2.ServiceDefinition, peer_pb2.ApplicationPayload, list[str]]:
+        """(this node's definition, the opened payload, the form's field names), or the
+        YrdError of the first check that fails, in the order of docs/protocol.md §10.3."""
+        defn = self.services().get(t.service_id)
+        if defn is None:
+            raise NotFound("this node owns no such service", code="unknown_service", field="service_id")
+        if t.service_version != defn.version:
+            raise InvalidInput(
+                f"this node publishes version {defn.version} of the service",
+                code="unknown_version",
+                field="service_version",
+            )
+        if not now - MAX_APPLICATION_AGE_MS <= t.submitted_at_ms <= now + self.max_skew_ms:
+            raise InvalidInput(
+                f"submitted_at_ms must lie within [now - {MAX_APPLICATION_AGE_MS}, now + {self.max_skew_ms}]",
+                code="bad_time",
+                field="submitted_at_ms",
+            )
+        payload = self._open(t.sealed_payload)
+        try:
+            form = json.loads(payload.form_json.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError, RecursionError) as e:
+            raise InvalidInput(
+                "form_json is not a UTF-8 JSON object", code="invalid_form_field", field="form"
+            ) from e
+        admit(
+            defn,
+            applicant_name=payload.applicant_name,
+            applicant_id_number=payload.applicant_id_number,
+            form=form,
+            materials=[a.material for a in payload.attachments],
+            consent=t.consent,
+            purpose=t.purpose,
+        )
+        fields = sorted(form)  # a dict: admit refused anything else
+        if sorted(t.fields_present) != fields:
+            raise InvalidInput(
+                "fields_present does not name exactly the fields of the form",
+                code="fields_present_mismatch",
+                field="fields_present",
+            )
+        return defn, payload, fields
+
+    def _refuse(self, t: peer_pb2.ApplicationTransfer, sender: str, e: YrdError) -> peer_pb2.Receipt:
+        """A refusal that stores nothing: the receipt is the origin's only record of it."""
+        # %r: the id is the peer's text and may hold a newline or anything else.
+        log.info("refused application %r from %s: %s", t.application_id[:100], sender, e.code)
+        metrics.APPLICATIONS_RECEIVED.labels(outcome="refused").inc()
+        reason = f"{e.field}: {e.reason}" if e.field else e.reason
+        return self._receipt(t, Outcome.RECEIPT_OUTCOME_REJECTED, e.code, reason)
+
     def _auto(
         self,
         s: Session,
@@ -134,10 +206,10 @@ class Owner:
             received_at_ms=self.clock.now_ms(),
         )
 
-    def _open(self, row: InboundApplication) -> peer_pb2.ApplicationPayload:
+    def _open(self, sealed: bytes) -> peer_pb2.ApplicationPayload:
         payload = peer_pb2.ApplicationPayload()
         try:
-            payload.ParseFromString(unseal(self.trust.key, row.sealed_payload))
+            payload.ParseFromString(unseal(self.trust.key, sealed))
         except Exception as e:
             raise InvalidInput("the sealed payload does not open", code="sealed_payload_invalid") from e
         return payload
@@ -215,7 +287,7 @@ class Owner:
         return [self._view(row, now) for row in await self.db.run(read)]
 
     def _view(self, row: InboundApplication, now: int) -> dict[str, Any]:
-        payload = self._open(row)
+        payload = self._open(row.sealed_payload)
         return {
             "id": row.id,
             "service_id": row.service_id,
@@ -246,7 +318,7 @@ class Owner:
         now = self.clock.now_ms()
         docs = [peer_pb2.Document(name=d.name, content_type=d.content_type, data=d.data) for d in documents]
         row = await self.db.run(lambda s: self.decide_in(s, app_id, decision, reason, docs, now))
-        log.info("decision %s on %s by %s", decision, app_id, principal.username)
+        log.info("decision %s on %r by %s", decision, app_id, principal.username)
         self.wake(self.trust.next_hop(row.origin_node))
         return {"id": row.id, "status": row.status, "sequence": row.sequence}
 

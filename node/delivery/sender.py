@@ -275,7 +275,7 @@ class Delivery:
                 if method == DELIVER:
                     self.on_receipt(s, row.item_id, hop, receipt, rep.SerializeToString(), now)
                 if receipt.outcome == Outcome.RECEIPT_OUTCOME_REJECTED:
-                    log.info("%s refused %s: %s", hop, row.item_id, receipt.reason_code)
+                    log.info("%s refused %s: %r", hop, row.item_id, receipt.reason_code)
             reschedule(s, retry, retry_at, "peer asked to retry")
             audit.append(s, records, now)
             if was_failing:
