@@ -17,7 +17,7 @@ from core.clock import Clock
 from core.db import Database
 from core.errors import Conflict, InvalidInput, NotFound, YrdError
 from node import metrics
-from node.cases.admission import admit, is_application_id
+from node.cases.admission import admit, check_fields_present, check_sender, check_transfer
 from node.cases.deadlines import add_working_days, iso
 from node.cases.handlers import auto_decision, result_notice
 from node.cases.policy_gate import PolicyGate
@@ -34,9 +34,6 @@ log = logging.getLogger(__name__)
 
 Outcome = peer_pb2.ReceiptOutcome
 DECISIONS = {"approve", "reject", "need_materials"}
-# How long an application may take from the counter to its owner: retries and a relay's
-# outbox may hold it for days; older than this, its dates are not believed.
-MAX_APPLICATION_AGE_MS = 30 * 86_400_000
 WEBHOOK_HOP = "~webhook"  # not a node id (node ids are [a-z0-9-]), so no sender ever dials it
 
 
@@ -64,18 +61,10 @@ class Owner:
         anything is stored or the policy is asked: what fails gets a REJECTED receipt with
         the check's code and leaves no row, no status change and no policy decision behind.
         """
-        if t.origin_node != sender:
-            return self._refuse(t, sender, InvalidInput("sender is not the origin", code="origin_mismatch"))
-        if not is_application_id(t.application_id):
-            return self._refuse(
-                t,
-                sender,
-                InvalidInput(
-                    "an application id is 1 to 64 characters of [0-9a-z-], starting with [0-9a-z]",
-                    code="invalid_application_id",
-                    field="application_id",
-                ),
-            )
+        try:
+            check_sender(t, sender)
+        except YrdError as e:
+            return self._refuse(t, sender, e)
         existing = s.get(InboundApplication, t.application_id)
         if existing is not None:
             if existing.origin_node != sender:
@@ -135,21 +124,7 @@ class Owner:
     ) -> tuple[catalogue_pb2.ServiceDefinition, peer_pb2.ApplicationPayload, list[str]]:
         """(this node's definition, the opened payload, the form's field names), or the
         YrdError of the first check that fails, in the order of docs/protocol.md §10.3."""
-        defn = self.services().get(t.service_id)
-        if defn is None:
-            raise NotFound("this node owns no such service", code="unknown_service", field="service_id")
-        if t.service_version != defn.version:
-            raise InvalidInput(
-                f"this node publishes version {defn.version} of the service",
-                code="unknown_version",
-                field="service_version",
-            )
-        if not now - MAX_APPLICATION_AGE_MS <= t.submitted_at_ms <= now + self.max_skew_ms:
-            raise InvalidInput(
-                f"submitted_at_ms must lie within [now - {MAX_APPLICATION_AGE_MS}, now + {self.max_skew_ms}]",
-                code="bad_time",
-                field="submitted_at_ms",
-            )
+        defn = check_transfer(t, self.services().get(t.service_id), now_ms=now, max_skew_ms=self.max_skew_ms)
         payload = self._open(t.sealed_payload)
         try:
             form = json.loads(payload.form_json.decode("utf-8"))
@@ -166,13 +141,7 @@ class Owner:
             consent=t.consent,
             purpose=t.purpose,
         )
-        fields = sorted(form)  # a dict: admit refused anything else
-        if sorted(t.fields_present) != fields:
-            raise InvalidInput(
-                "fields_present does not name exactly the fields of the form",
-                code="fields_present_mismatch",
-                field="fields_present",
-            )
+        fields = check_fields_present(t, form)  # a dict: admit refused anything else
         return defn, payload, fields
 
     def _refuse(self, t: peer_pb2.ApplicationTransfer, sender: str, e: YrdError) -> peer_pb2.Receipt:

@@ -205,7 +205,7 @@ class PeerServicer(peer_pb2_grpc.PeerServiceServicer):
         )
 
     def _verify_inner(self, inner: Env, method: str) -> None:
-        self.verifier.verify_forwarded(inner, method, at_relay=inner.destination != self.trust.node_id)
+        self.verifier.verify_forwarded(inner, method)
 
     # -- exchange ------------------------------------------------------------------------
 
