@@ -39,6 +39,7 @@ from node.delivery.gossip import ManifestGossip
 from node.delivery.outbox import Backoff
 from node.delivery.peer_server import PeerServicer
 from node.delivery.sender import Delivery
+from node.grpc_errors import MalformedRequests
 from node.http.app import build_http_app
 from node.http.bodies import HttpLimits
 from node.trust.envelope import EnvelopeVerifier
@@ -225,6 +226,7 @@ def build_node(config: NodeConfig, clock: Clock | None = None) -> Node:
     users = UserStore(db, clock)
     limits = config.limits
     server = grpc.aio.server(
+        interceptors=[MalformedRequests()],
         options=[
             ("grpc.max_receive_message_length", limits.max_body_bytes + 1024 * 1024),
             ("grpc.max_send_message_length", limits.max_body_bytes + 1024 * 1024),
