@@ -118,14 +118,14 @@ class Member:
         assert (reply.sender, reply.destination) == ("zhejiang", "jiangsu")
         return peer_pb2.Receipt.FromString(reply.body)
 
-    async def kept_by_owner(self) -> tuple[int, int, int]:
-        """(inbound rows, policy decisions, outbox entries) at the owner."""
+    async def kept_by_owner(self) -> tuple[int, int, list[str]]:
+        """(inbound rows, policy decisions, the item ids queued in the outbox) at the owner."""
 
-        def count(s: Session) -> tuple[int, int, int]:
+        def count(s: Session) -> tuple[int, int, list[str]]:
             return (
                 len(s.exec(select(InboundApplication)).all()),
                 len(s.exec(select(PolicyDecisionRow)).all()),
-                len(s.exec(select(OutboxEntry)).all()),
+                sorted(e.item_id for e in s.exec(select(OutboxEntry)).all()),
             )
 
         return await self.zj.db.run(count)
@@ -157,6 +157,7 @@ async def test_every_bad_item_is_refused_with_its_code_and_nothing_is_kept(
         ("path and newline in id", m.transfer(application_id=forged_id), "invalid_application_id"),
         ("upper-case id", m.transfer(application_id="APP-1"), "invalid_application_id"),
         ("origin is not the sender", m.transfer(origin_node="zhejiang"), "origin_mismatch"),
+        ("origin is no member", m.transfer(origin_node="node-zz"), "origin_mismatch"),
         ("service the owner lacks", m.transfer(service_id="zj.nothing"), "unknown_service"),
         ("version 0", m.transfer(service_version=0), "unknown_version"),
         ("version 99", m.transfer(service_version=99), "unknown_version"),
@@ -195,7 +196,13 @@ async def test_every_bad_item_is_refused_with_its_code_and_nothing_is_kept(
         receipt = await m.deliver(t)
         assert (receipt.outcome, receipt.reason_code) == (Outcome.RECEIPT_OUTCOME_REJECTED, code), name
         assert receipt.item_id == t.application_id, name
-    assert await m.kept_by_owner() == (0, 0, 0)
+    # No application and no policy decision; only the refusal as a status change to the origin
+    # (a relay would otherwise have the only receipt), once per well-formed id of the sender's.
+    told = [t for _, t, code in cases if code not in ("invalid_application_id", "origin_mismatch")]
+    assert await m.kept_by_owner() == (0, 0, sorted(f"{t.application_id}#1" for t in told))
+    again = await m.deliver(told[0])
+    assert again.reason_code == cases[[c[1] for c in cases].index(told[0])][2]
+    assert len((await m.kept_by_owner())[2]) == len(told)
     # The forged id reached the log only escaped: no record holds its line break.
     assert not [r for r in caplog.records if "\n2026-01-01 INFO forged" in r.getMessage()]
     assert any(repr(forged_id) in r.getMessage() for r in caplog.records)

@@ -22,10 +22,10 @@ from node.cases.deadlines import add_working_days, iso
 from node.cases.handlers import auto_decision, result_notice
 from node.cases.policy_gate import PolicyGate
 from node.cases.requests import Document, Principal
-from node.cases.statuses import FINAL, TO_WIRE
+from node.cases.statuses import FINAL, FIRST_OWNER_SEQUENCE, TO_WIRE
 from node.delivery.outbox import enqueue
 from node.delivery.relaying import NOTIFY_STATUS, address
-from node.models import InboundApplication
+from node.models import InboundApplication, OutboxEntry
 from node.trust.envelope import DEFAULT_MAX_SKEW_MS
 from node.trust.keyring import Trust
 from node.trust.sealing import unseal
@@ -59,12 +59,12 @@ class Owner:
 
         The application is checked exactly as this node's own counter checks one, before
         anything is stored or the policy is asked: what fails gets a REJECTED receipt with
-        the check's code and leaves no row, no status change and no policy decision behind.
+        the check's code and leaves no application row and no policy decision behind.
         """
         try:
             check_sender(t, sender)
         except YrdError as e:
-            return self._refuse(t, sender, e)
+            return self._refuse(t, sender, e)  # no origin to tell, or no id safe to name
         existing = s.get(InboundApplication, t.application_id)
         if existing is not None:
             if existing.origin_node != sender:
@@ -78,6 +78,7 @@ class Owner:
         try:
             defn, payload, fields = self._admit(t, now)
         except YrdError as e:
+            self._tell_origin(s, t, e, now)
             return self._refuse(t, sender, e)
         row = InboundApplication(
             id=t.application_id,
@@ -144,8 +145,41 @@ class Owner:
         fields = check_fields_present(t, form)  # a dict: admit refused anything else
         return defn, payload, fields
 
+    def _tell_origin(self, s: Session, t: peer_pb2.ApplicationTransfer, e: YrdError, now: int) -> None:
+        """Queue the refusal as the application's first status change, once per id.
+
+        The receipt answers whoever carried the item, which is the relay when the origin sits
+        behind one; the status change reaches the origin itself. Nothing else is kept."""
+        item_id = f"{t.application_id}#{FIRST_OWNER_SEQUENCE}"
+        queued = s.exec(
+            select(OutboxEntry).where(
+                OutboxEntry.item_id == item_id, OutboxEntry.destination == t.origin_node
+            )
+        ).first()
+        if queued is not None:
+            return
+        update = peer_pb2.StatusUpdate(
+            application_id=t.application_id,
+            status=TO_WIRE["refused"],  # type: ignore[arg-type]
+            reason=f"{e.code}: {e.reason}",
+            changed_at_ms=now,
+            sequence=FIRST_OWNER_SEQUENCE,
+        )
+        body = peer_pb2.StatusItem(status=update).SerializeToString()
+        hop, body = address(self.trust, t.origin_node, NOTIFY_STATUS, body, now)
+        enqueue(
+            s,
+            next_hop=hop,
+            destination=t.origin_node,
+            method=NOTIFY_STATUS,
+            item_id=item_id,
+            body=body,
+            now_ms=now,
+        )
+
     def _refuse(self, t: peer_pb2.ApplicationTransfer, sender: str, e: YrdError) -> peer_pb2.Receipt:
-        """A refusal that stores nothing: the receipt is the origin's only record of it."""
+        """A refusal that keeps no application: the receipt and, once the id is known to be
+        well formed and the sender's own, a status change to the origin are all it leaves."""
         # %r: the id is the peer's text and may hold a newline or anything else.
         log.info("refused application %r from %s: %s", t.application_id[:100], sender, e.code)
         metrics.APPLICATIONS_RECEIVED.labels(outcome="refused").inc()
