@@ -230,7 +230,7 @@ def build_node(config: NodeConfig, clock: Clock | None = None) -> Node:
         options=[
             ("grpc.max_receive_message_length", limits.max_body_bytes + 1024 * 1024),
             ("grpc.max_send_message_length", limits.max_body_bytes + 1024 * 1024),
-        ]
+        ],
     )
     peer_pb2_grpc.add_PeerServiceServicer_to_server(
         PeerServicer(
