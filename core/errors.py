@@ -115,7 +115,6 @@ ENVELOPE_REASONS = (
     "nonce_replayed",
     "bad_signature",
     "response_mismatch",
-    "not_relay",
 )
 
 

@@ -43,7 +43,7 @@ from node.delivery.gossip import ManifestGossip
 from node.delivery.outbox import Backoff
 from node.delivery.peer_server import PeerServicer
 from node.delivery.sender import Delivery
-from node.grpc_errors import GRPC_CORE_LOGGER, QUIET_UNDECODABLE
+from node.grpc_errors import MalformedRequests
 from node.http.app import build_http_app
 from node.trust.envelope import EnvelopeVerifier
 from node.trust.keyring import Trust
@@ -238,7 +238,13 @@ def build_node(config: NodeConfig, clock: Clock | None = None) -> Node:
     )
     policy = PolicyGate.from_config(config, db=db, trust=trust, clock=clock)
     owner = Owner(
-        db=db, trust=trust, services=lambda: own_services, policy=policy, clock=clock, wake=delivery.wake
+        db=db,
+        trust=trust,
+        services=lambda: own_services,
+        policy=policy,
+        clock=clock,
+        wake=delivery.wake,
+        max_skew_ms=config.max_skew_ms,
     )
     origin = Origin(db=db, trust=trust, catalogue=index, policy=policy, clock=clock, wake=delivery.wake)
     webhooks = WebhookDispatcher(
@@ -255,12 +261,12 @@ def build_node(config: NodeConfig, clock: Clock | None = None) -> Node:
     backend.stalled_peers = delivery.stalled_peers
     users = UserStore(db, clock)
     limits = config.limits
-    logging.getLogger(GRPC_CORE_LOGGER).addFilter(QUIET_UNDECODABLE)
     server = grpc.aio.server(
+        interceptors=[MalformedRequests()],
         options=[
             ("grpc.max_receive_message_length", limits.max_body_bytes + 1024 * 1024),
             ("grpc.max_send_message_length", limits.max_body_bytes + 1024 * 1024),
-        ]
+        ],
     )
     peer_pb2_grpc.add_PeerServiceServicer_to_server(
         PeerServicer(

@@ -45,18 +45,38 @@ def grpc_errors(fn: Callable[..., Awaitable[Resp]]) -> Callable[..., Awaitable[R
     return wrapper
 
 
-class QuietUndecodableRequests(logging.Filter):
-    """Bytes that are not the method's message fail in grpcio before any servicer runs;
-    grpcio answers the caller with an error status and logs an ERROR traceback, so anyone
-    could flood the log with garbage. The answer stays; the record drops to DEBUG."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        exc = record.exc_info[1] if record.exc_info else None
-        if isinstance(exc, DecodeError):
-            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
-            record.exc_info, record.exc_text = None, None
-            return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
-        return True
+_UNPARSABLE = object()  # stands in for a request whose bytes did not deserialise
 
 
-QUIET_UNDECODABLE = QuietUndecodableRequests()
+class MalformedRequests(grpc.aio.ServerInterceptor):
+    """A request that does not deserialise (invalid UTF-8 in a string, a truncated field) is
+    the caller's fault: INVALID_ARGUMENT with reason ``malformed_request``, not grpcio's own
+    UNKNOWN answer that quotes the parser and logs a traceback for anyone who sends bad bytes."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        handler = await continuation(handler_call_details)
+        if handler is None or handler.unary_unary is None or handler.request_deserializer is None:
+            return handler  # streaming calls (reflection) parse nothing of ours
+        parse, behaviour = handler.request_deserializer, handler.unary_unary
+
+        def deserialize(raw: bytes) -> Any:
+            try:
+                return parse(raw)
+            except DecodeError:
+                return _UNPARSABLE
+
+        async def unary_unary(request: Any, context: Any) -> Any:
+            if request is _UNPARSABLE:
+                context.set_trailing_metadata(((REASON_KEY, "malformed_request"),))
+                await context.abort(
+                    grpc.StatusCode.INVALID_ARGUMENT, "malformed_request: the request does not parse"
+                )
+            return await behaviour(request, context)
+
+        return grpc.unary_unary_rpc_method_handler(
+            unary_unary, request_deserializer=deserialize, response_serializer=handler.response_serializer
+        )

@@ -176,8 +176,30 @@ def manifests() -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[s
     no_status = mpb.Member()
     no_status.CopyFrom(AH)
     no_status.keys[0].status = mpb.KEY_STATUS_UNSPECIFIED
+    short_key = mpb.Member()
+    short_key.CopyFrom(AH)
+    short_key.keys[0].public_key = short_key.keys[0].public_key[:31]
+    odd_status = mpb.Member()
+    odd_status.CopyFrom(AH)
+    odd_status.keys[0].status = 7  # type: ignore[assignment]  # proto3 enums are open: 7 parses
+    shared_key = member("node-x", "x", ["34"], [key_entry("sh-1", *YEAR)])
+    no_id = member("", "x", ["34"], [])
+    twice = member("node-x", "x", ["34", "34"], [])
+    self_relay = member("node-x", "x", ["3205"], [], relay="node-x")
+    relay_chain = member("node-y", "y", ["3206"], [], relay="node-x")
+    relayed_relay = member("node-x", "x", ["3205"], [], relay="node-js")
+    # Unknown fields (a later version's additions) are skipped by readers and stay signed.
+    v1_unknown_fields = manifest(1, 2, [SH, JS, ZJ]) + b"\xa0\x06\x01" + b"\xaa\x06\x03new"
     pair = [("node-sh", "sh-1"), ("node-js", "js-1")]
     malformed = {
+        "federation-id-empty": manifest(1, 2, [SH, JS, ZJ], federation_id=""),
+        "node-id-empty": manifest(1, 2, [SH, JS, no_id]),
+        "public-key-31-bytes": manifest(1, 2, [SH, JS, short_key]),
+        "key-status-out-of-range": manifest(1, 2, [SH, JS, odd_status]),
+        "key-listed-by-two-members": manifest(1, 2, [SH, JS, shared_key]),
+        "jurisdiction-twice-by-one-member": manifest(1, 2, [SH, JS, twice]),
+        "relay-is-itself": manifest(1, 2, [SH, JS, self_relay]),
+        "relay-is-itself-relayed": manifest(1, 2, [SH, JS, relayed_relay, relay_chain]),
         "threshold-zero": manifest(1, 0, [SH, JS, ZJ]),
         "threshold-above-members": manifest(1, 4, [SH, JS, ZJ]),
         "issued-not-before-expiry": manifest(1, 2, [SH, JS, ZJ], expires_at_ms=T0),
@@ -207,6 +229,15 @@ def manifests() -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[s
         signed("v5-expired", v5, [("node-sh", "sh-2"), ("node-js", "js-1"), ("node-ah", "ah-1")]),
         signed("other-federation", manifest(2, 2, [SH, JS, ZJ], federation_id="yrd-other"), pair),
         signed("not-a-manifest", b"\xff\xff\xff", pair),
+        signed("v1-unknown-fields", v1_unknown_fields, pair),
+        signed("v5-expired-rollback", manifest(1, 2, [SH, JS, ZJ], expires_at_ms=T0 + DAY), pair),
+        signed(
+            "other-federation-malformed",
+            manifest(2, 0, [SH, JS, ZJ], federation_id="yrd-other"),
+            pair,
+        ),
+        signed("other-federation-rollback", manifest(1, 2, [SH, JS, ZJ], federation_id="yrd-other"), pair),
+        signed("v2-expired-no-quorum", manifest(2, 2, [SH, JS, ZJ], expires_at_ms=T0 + 2 * DAY), pair[:1]),
         *(signed(f"malformed-{name}", body, pair) for name, body in malformed.items()),
     ]
     anchors = [
@@ -218,6 +249,7 @@ def manifests() -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[s
         {"signed_manifest": "v1-signature-spoilt", "expect": "no_quorum"},
         {"signed_manifest": "v1-outsider-signature", "expect": "no_quorum"},
         {"signed_manifest": "v5-expired", "expect": "valid"},
+        {"signed_manifest": "v1-unknown-fields", "expect": "valid"},
         {"signed_manifest": "not-a-manifest", "expect": "malformed_manifest"},
         *({"signed_manifest": f"malformed-{name}", "expect": "malformed_manifest"} for name in malformed),
     ]
@@ -246,6 +278,22 @@ def manifests() -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[s
             "now_ms": now,
             "expect": "malformed_manifest",
         },
+        # Check order (6.5): the first failing step decides.
+        {
+            "current": "v1",
+            "candidate": "other-federation-malformed",
+            "now_ms": now,
+            "expect": "malformed_manifest",
+        },
+        {
+            "current": "v2",
+            "candidate": "other-federation-rollback",
+            "now_ms": now,
+            "expect": "federation_mismatch",
+        },
+        {"current": "v2", "candidate": "v5-expired-rollback", "now_ms": now, "expect": "rollback"},
+        {"current": "v1", "candidate": "v2-expired-no-quorum", "now_ms": now, "expect": "expired"},
+        {"current": "v1", "candidate": "v1-unknown-fields", "now_ms": now, "expect": "rollback"},
     ]
     return table, anchors, successors
 
@@ -381,6 +429,8 @@ def envelope_vectors(sealed: bytes) -> dict[str, Any]:
         now_ms=now + 30_000,
         nonce=nonce(32),
     )
+    zj0_last = changed(e2, "zj-0", key_id=KEYS["zj-0"].key_id, created_at_ms=T0 - 1, nonce=nonce(96))
+    zj_next_first = changed(e2, "zj-next", key_id=KEYS["zj-next"].key_id, created_at_ms=T0 + 10 * DAY)
     wrong_key = changed(e1, key_id=KEYS["js-1"].key_id)
     wrong_key.signature = KEYS["zj-1"].sign(signing_input(wrong_key))
     cases: list[tuple[str, Envelope, str, list[Envelope]]] = [
@@ -424,14 +474,72 @@ def envelope_vectors(sealed: bytes) -> dict[str, Any]:
         ("replayed", e1, "nonce_replayed", [e1]),
         ("forgery-with-seen-nonce", changed(e1, body=b"forged"), "bad_signature", [e1]),
         ("same-nonce-other-sender", changed(e2, "zj-1", nonce=e1.nonce), "valid", [e1]),
+        # Key windows are half-open, [not_before_ms, not_after_ms); a retiring key is accepted.
+        ("retiring-key", zj0_last, "valid", []),
+        ("retiring-key-at-not-after", changed(zj0_last, "zj-0", created_at_ms=T0), "key_not_valid", []),
+        ("key-at-not-before", zj_next_first, "valid", []),
+        (
+            "key-just-before-not-before",
+            changed(zj_next_first, "zj-next", created_at_ms=T0 + 10 * DAY - 1),
+            "key_not_valid",
+            [],
+        ),
+        # One node, two valid keys: either verifies (6.6, during a rotation).
+        (
+            "same-node-older-key-during-rotation",
+            changed(zj_next_first, "zj-1", key_id=KEYS["zj-1"].key_id),
+            "valid",
+            [],
+        ),
+        # Check order: the first failing step decides.
+        (
+            "revoked-and-out-of-window",
+            changed(e1, "js-0", key_id=KEYS["js-0"].key_id, created_at_ms=T0 - 31 * DAY),
+            "key_revoked",
+            [],
+        ),
+        (
+            "out-of-window-and-wrong-destination",
+            changed(e2, "zj-0", key_id=KEYS["zj-0"].key_id, destination="node-zj", created_at_ms=now),
+            "key_not_valid",
+            [],
+        ),
+        (
+            "wrong-method-and-stale",
+            changed(e1, "js-1", method=NOTIFY, created_at_ms=now - 30_001),
+            "method_mismatch",
+            [],
+        ),
+        ("stale-and-bad-signature", changed(e1, created_at_ms=now - 30_001), "clock_skew", []),
+        ("seen-nonce-on-stale-envelope", changed(e1, "js-1", created_at_ms=now - 30_001), "clock_skew", [e1]),
+        ("unknown-sender-and-malformed", changed(e1, sender="node-xx", nonce=b""), "malformed_envelope", []),
+        # i64 of a negative time is two's complement; no key window contains it.
+        ("negative-created-at", changed(e1, "js-1", created_at_ms=-1), "key_not_valid", []),
+        # utf8() and lp() count bytes, not characters.
+        ("non-ascii-destination", changed(e1, "js-1", destination="上海节点"), "wrong_destination", []),
+        (
+            "non-ascii-method",
+            changed(e1, "js-1", method="/yrd.peer.v1.PeerService/Délivrer"),
+            "method_mismatch",
+            [],
+        ),
+        ("in-reply-to-31-bytes", changed(e1, "js-1", in_reply_to=bytes(31)), "malformed_envelope", []),
     ]
+    own_now = {
+        "retiring-key": T0 + 1_000,
+        "retiring-key-at-not-after": T0 + 1_000,
+        "key-at-not-before": T0 + 10 * DAY,
+        "key-just-before-not-before": T0 + 10 * DAY,
+        "same-node-older-key-during-rotation": T0 + 10 * DAY,
+        "revoked-and-out-of-window": T0 - 31 * DAY,
+    }
     requests = [
         case(
             name,
             env,
             expect,
             method_called=DELIVER,
-            now_ms=now,
+            now_ms=own_now.get(name, now),
             seen_nonces=[{"sender": s.sender, "nonce": s.nonce.hex()} for s in seen],
         )
         for name, env, expect, seen in cases
@@ -467,6 +575,28 @@ def envelope_vectors(sealed: bytes) -> dict[str, Any]:
         ("method-changed", changed(r1, "sh-1", method=NOTIFY), "method_mismatch"),
         ("stale", changed(r1, "sh-1", created_at_ms=request_now - 30_001), "clock_skew"),
         ("body-byte-flipped", changed(r1, body=receipt[:-1] + bytes([receipt[-1] ^ 1])), "bad_signature"),
+        ("at-past-skew-limit", changed(r1, "sh-1", created_at_ms=request_now - 30_000), "valid"),
+        ("at-future-skew-limit", changed(r1, "sh-1", created_at_ms=request_now + 30_000), "valid"),
+        (
+            "in-reply-to-31-bytes",
+            changed(r1, "sh-1", in_reply_to=request_digest(e1)[:31]),
+            "response_mismatch",
+        ),
+        ("nonce-15-bytes", changed(r1, "sh-1", nonce=nonce(48)[:15]), "malformed_envelope"),
+        (
+            "unknown-sender",
+            changed(r1, "outsider", sender="node-xx", key_id=KEYS["outsider"].key_id),
+            "unknown_sender",
+        ),
+        ("unknown-key", changed(r1, "outsider", key_id=KEYS["outsider"].key_id), "unknown_key"),
+        (
+            "revoked-key",
+            changed(r1, "js-0", sender="node-js", key_id=KEYS["js-0"].key_id, destination="node-js"),
+            "key_revoked",
+        ),
+        ("key-not-valid", changed(r1, "sh-1", created_at_ms=T0 - DAY - 1), "key_not_valid"),
+        # A response needs no nonce store: the same response verifies twice.
+        ("with-a-request-nonce", changed(r1, "sh-1", nonce=e1.nonce), "valid"),
     ]
     return {
         "manifest": "v1",
@@ -530,54 +660,241 @@ def forwarded_vectors() -> dict[str, Any]:
     answer_body = peer_pb2.Receipt(item_id="app-0002", outcome=peer_pb2.RECEIPT_OUTCOME_ACCEPTED)
     smuggled = changed(to_sz, "sh-1", body=answer_body.SerializeToString(), in_reply_to=request_digest(to_sz))
     flipped = body[:-1] + bytes([body[-1] ^ 1])
-    relay, final, other_relay = ("node-js", True), ("node-sz", False), ("node-zj", True)
     to_ah = changed(to_sz, "sh-1", destination="node-ah")
     outsider = changed(to_sz, "outsider", sender="node-xx", key_id=KEYS["outsider"].key_id)
     revoked = changed(to_sz, "js-0", sender="node-js", key_id=KEYS["js-0"].key_id)
-    cases: list[tuple[str, Envelope, tuple[str, bool], str, str]] = [
-        ("application-at-relay", to_sz, relay, DELIVER, "valid"),
-        ("application-at-destination", to_sz, final, DELIVER, "valid"),
-        ("status-at-relay", status, relay, NOTIFY, "valid"),
-        ("status-at-destination", status, final, NOTIFY, "valid"),
-        ("response-smuggled-as-request", smuggled, relay, DELIVER, "malformed_envelope"),
-        ("not-a-member", outsider, relay, DELIVER, "unknown_sender"),
-        ("key-of-another-member", changed(to_sz, key_id=KEYS["js-1"].key_id), relay, DELIVER, "unknown_key"),
-        ("revoked-key", revoked, final, DELIVER, "key_revoked"),
+    # Signed at the very first millisecond of sh-1's window, two days before it is carried.
+    back_dated = changed(to_sz, "sh-1", created_at_ms=T0 - DAY)
+    # A retiring key (zj-0, window [T0 - 30 days, T0)) still vouches for what it signed in time.
+    retiring = changed(to_sz, "zj-0", sender="node-zj", key_id=KEYS["zj-0"].key_id, created_at_ms=T0 - 1)
+    at_not_after = changed(retiring, "zj-0", created_at_ms=T0)
+    js, sz, zj = "node-js", "node-sz", "node-zj"
+    cases: list[tuple[str, Envelope, str, str, str]] = [
+        ("application-at-relay", to_sz, js, DELIVER, "valid"),
+        ("application-at-destination", to_sz, sz, DELIVER, "valid"),
+        ("status-at-relay", status, js, NOTIFY, "valid"),
+        ("status-at-destination", status, sz, NOTIFY, "valid"),
+        ("back-dated-to-key-not-before", back_dated, sz, DELIVER, "valid"),
+        ("retiring-key-before-not-after", retiring, js, DELIVER, "valid"),
+        ("retiring-key-at-not-after", at_not_after, js, DELIVER, "key_not_valid"),
+        ("response-smuggled-as-request", smuggled, js, DELIVER, "malformed_envelope"),
+        ("not-a-member", outsider, js, DELIVER, "unknown_sender"),
+        ("key-of-another-member", changed(to_sz, key_id=KEYS["js-1"].key_id), js, DELIVER, "unknown_key"),
+        ("revoked-key", revoked, sz, DELIVER, "key_revoked"),
         (
             "created-before-key-window",
             changed(to_sz, "sh-1", created_at_ms=T0 - 2 * DAY),
-            relay,
+            js,
             DELIVER,
             "key_not_valid",
         ),
-        ("wrong-destination", to_ah, final, DELIVER, "wrong_destination"),
-        ("relay-of-another-member", to_sz, other_relay, DELIVER, "not_relay"),
-        ("destination-has-no-relay", to_ah, relay, DELIVER, "not_relay"),
-        ("not-relay-and-bad-signature", changed(to_sz, body=flipped), other_relay, DELIVER, "not_relay"),
-        ("carried-on-another-method", to_sz, relay, NOTIFY, "method_mismatch"),
-        ("body-byte-flipped", changed(to_sz, body=flipped), relay, DELIVER, "bad_signature"),
+        # 3.3 step 6: a relayed member (node-sz) relays for nobody.
+        ("wrong-destination", to_ah, sz, DELIVER, "wrong_destination"),
+        ("relay-of-another-member", to_sz, zj, DELIVER, "wrong_destination"),
+        ("destination-has-no-relay", to_ah, js, DELIVER, "wrong_destination"),
         (
-            "readdressed-to-the-relay",
-            changed(to_sz, destination="node-js"),
-            ("node-js", False),
+            "destination-not-a-member",
+            changed(to_sz, "sh-1", destination="node-zz"),
+            js,
             DELIVER,
-            "bad_signature",
+            "wrong_destination",
         ),
+        (
+            "wrong-destination-and-bad-signature",
+            changed(to_sz, body=flipped),
+            zj,
+            DELIVER,
+            "wrong_destination",
+        ),
+        (
+            "addressed-to-its-relay-by-its-signer",
+            changed(to_sz, "sh-1", destination=js),
+            js,
+            DELIVER,
+            "valid",
+        ),
+        ("carried-on-another-method", to_sz, js, NOTIFY, "method_mismatch"),
+        ("body-byte-flipped", changed(to_sz, body=flipped), js, DELIVER, "bad_signature"),
+        ("readdressed-to-the-relay", changed(to_sz, destination=js), js, DELIVER, "bad_signature"),
+        (
+            "key-window-and-destination",
+            changed(to_ah, "sh-1", created_at_ms=T0 - 2 * DAY),
+            sz,
+            DELIVER,
+            "key_not_valid",
+        ),
+        ("destination-and-method", to_ah, sz, NOTIFY, "wrong_destination"),
+    ]
+    out = [
+        case(
+            name,
+            env,
+            expect,
+            receiver=receiver,
+            method_called=method,
+            wrapped_body=wrapped(env, method).hex(),
+            relay_item_id="fwd:" + request_digest(env).hex(),
+        )
+        for name, env, receiver, method, expect in cases
+    ]
+    # 8: a relay may re-encode the Envelope message it carries: fields in another order and an
+    # unknown field. The signature covers the fields, so the inner envelope still verifies.
+    reencoded = case(
+        "re-encoded-by-the-relay",
+        to_sz,
+        "valid",
+        receiver=sz,
+        method_called=DELIVER,
+        wrapped_body=reencode_wrapped(to_sz).hex(),
+        relay_item_id="fwd:" + request_digest(to_sz).hex(),
+    )
+    return {"manifest": "v2", "now_ms": now, "cases": [*out, reencoded]}
+
+
+def reencode_wrapped(inner: Envelope) -> bytes:
+    """DeliverItem{forward = inner}, written by hand: inner's fields last to first, plus field 15."""
+
+    def field(number: int, wire_type: int, payload: bytes) -> bytes:
+        return _varint(number << 3 | wire_type) + payload
+
+    def ld(number: int, data: bytes) -> bytes:
+        return field(number, 2, _varint(len(data)) + data)
+
+    fields = [
+        ld(9, inner.signature), ld(8, inner.in_reply_to) if inner.in_reply_to else b"", ld(7, inner.body),
+        ld(6, inner.nonce), field(5, 0, _varint(inner.created_at_ms % (1 << 64))),
+        ld(4, inner.method.encode()), ld(3, inner.destination.encode()), ld(2, inner.key_id.encode()),
+        ld(1, inner.sender.encode()), ld(15, b"relay-note"),
+    ]  # fmt: skip
+    return ld(2, b"".join(fields))
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def routing_vectors() -> dict[str, Any]:
+    """6.7: longest prefix wins (node-sz's 3205 inside node-js's 32)."""
+    cases = [
+        ("city-inside-province", "320505", "node-sz"),
+        ("province-outside-city", "320102", "node-js"),
+        ("city-prefix-not-matched-by-other-province", "330106", "node-zj"),
+        ("shanghai", "310104", "node-sh"),
+        ("no-member", "440300", "no_route"),
     ]
     return {
         "manifest": "v2",
-        "now_ms": now,
+        "cases": [{"name": n, "division_code": code, "expect": want} for n, code, want in cases],
+    }
+
+
+def signing_key_vectors() -> dict[str, Any]:
+    """6.6: the active key valid now with the latest not_before_ms, ties to the larger key id."""
+    cases = [
+        ("rotating-member-signs-with-new-key", "node-sh", T0 + 5_000, KEYS["sh-2"].key_id),
+        ("revoked-key-never-chosen", "node-js", T0 + 5_000, KEYS["js-1"].key_id),
+        ("before-successor-window", "node-zj", T0 + 10 * DAY - 1, KEYS["zj-1"].key_id),
+        ("successor-from-its-not-before", "node-zj", T0 + 10 * DAY, KEYS["zj-next"].key_id),
+        ("retiring-key-never-chosen", "node-zj", T0 - 1, KEYS["zj-1"].key_id),
+        ("no-key-valid", "node-zj", T0 + 365 * DAY, "no_signing_key"),
+        ("not-a-member", "node-xx", T0, "no_signing_key"),
+    ]
+    return {
+        "manifest": "v3",
+        "cases": [{"name": n, "node_id": node, "at_ms": at, "expect": want} for n, node, at, want in cases],
+    }
+
+
+APP_NOW = T0 + 3 * DAY
+APP_SKEW = 30_000
+APP_MAX_AGE = 30 * DAY
+APP_SERVICES = {"sh-residence-permit": 2}
+
+
+def application_vectors() -> dict[str, Any]:
+    """10.3: what an owner checks in a transfer from a member, before and after it opens it."""
+    form = ["duration_months", "purpose_of_stay"]
+
+    def transfer(**over: Any) -> peer_pb2.ApplicationTransfer:
+        fields: dict[str, Any] = {
+            "application_id": "0193a1b2c3d4e5f60718293a4b5c",
+            "origin_node": "node-js",
+            "service_id": "sh-residence-permit",
+            "service_version": 2,
+            "submitted_at_ms": APP_NOW - 60_000,
+            "purpose": "service-delivery",
+            "consent": True,
+            "fields_present": form,
+        }
+        fields.update(over)
+        return peer_pb2.ApplicationTransfer(**fields)
+
+    cases: list[tuple[str, str, peer_pb2.ApplicationTransfer, str]] = [
+        ("valid", "node-js", transfer(), "valid"),
+        ("id-with-hyphens", "node-js", transfer(application_id="app-0004"), "valid"),
+        ("id-of-64-characters", "node-js", transfer(application_id="a" * 64), "valid"),
+        ("fields-present-in-another-order", "node-js", transfer(fields_present=form[::-1]), "valid"),
+        ("origin-is-not-the-sender", "node-zj", transfer(), "origin_mismatch"),
+        ("origin-mismatch-and-bad-id", "node-zj", transfer(application_id=""), "origin_mismatch"),
+        ("id-empty", "node-js", transfer(application_id=""), "invalid_application_id"),
+        ("id-of-65-characters", "node-js", transfer(application_id="a" * 65), "invalid_application_id"),
+        ("id-of-4000-characters", "node-js", transfer(application_id="a" * 4000), "invalid_application_id"),
+        (
+            "id-with-path-and-newline",
+            "node-js",
+            transfer(application_id="x/../y\nz"),
+            "invalid_application_id",
+        ),
+        ("id-upper-case", "node-js", transfer(application_id="APP-1"), "invalid_application_id"),
+        ("id-starting-with-hyphen", "node-js", transfer(application_id="-app"), "invalid_application_id"),
+        ("id-non-ascii", "node-js", transfer(application_id="申请1"), "invalid_application_id"),
+        ("unknown-service", "node-js", transfer(service_id="sh-nothing"), "unknown_service"),
+        (
+            "unknown-service-and-version",
+            "node-js",
+            transfer(service_id="x", service_version=0),
+            "unknown_service",
+        ),
+        ("version-0", "node-js", transfer(service_version=0), "unknown_version"),
+        ("version-older", "node-js", transfer(service_version=1), "unknown_version"),
+        ("version-99", "node-js", transfer(service_version=99), "unknown_version"),
+        ("version-and-time", "node-js", transfer(service_version=3, submitted_at_ms=-1), "unknown_version"),
+        ("at-future-tolerance", "node-js", transfer(submitted_at_ms=APP_NOW + APP_SKEW), "valid"),
+        ("past-future-tolerance", "node-js", transfer(submitted_at_ms=APP_NOW + APP_SKEW + 1), "bad_time"),
+        ("a-year-ahead", "node-js", transfer(submitted_at_ms=APP_NOW + 365 * DAY), "bad_time"),
+        ("at-age-limit", "node-js", transfer(submitted_at_ms=APP_NOW - APP_MAX_AGE), "valid"),
+        ("past-age-limit", "node-js", transfer(submitted_at_ms=APP_NOW - APP_MAX_AGE - 1), "bad_time"),
+        ("negative-time", "node-js", transfer(submitted_at_ms=-1), "bad_time"),
+        ("time-and-fields", "node-js", transfer(submitted_at_ms=0, fields_present=["bogus"]), "bad_time"),
+        ("fields-present-lies", "node-js", transfer(fields_present=["bogus"]), "fields_present_mismatch"),
+        ("fields-present-short", "node-js", transfer(fields_present=form[:1]), "fields_present_mismatch"),
+        (
+            "fields-present-repeats",
+            "node-js",
+            transfer(fields_present=[*form, form[0]]),
+            "fields_present_mismatch",
+        ),
+    ]
+    return {
+        "owner": "node-sh",
+        "services": APP_SERVICES,
+        "now_ms": APP_NOW,
+        "max_skew_ms": APP_SKEW,
+        "max_age_ms": APP_MAX_AGE,
         "cases": [
-            case(
-                name,
-                env,
-                expect,
-                receiver=receiver,
-                at_relay=at_relay,
-                method_called=method,
-                wrapped_body=wrapped(env, method).hex(),
-            )
-            for name, env, (receiver, at_relay), method, expect in cases
+            {
+                "name": name,
+                "sender": sender,
+                "transfer": t.SerializeToString().hex(),
+                "form_fields": form,
+                "expect": expect,
+            }
+            for name, sender, t, expect in cases
         ],
     }
 
@@ -600,6 +917,9 @@ def build() -> dict[str, Any]:
         ],
         "envelopes": envelope_vectors(sealed),
         "forwarded": forwarded_vectors(),
+        "applications": application_vectors(),
+        "routing": routing_vectors(),
+        "signing_keys": signing_key_vectors(),
         "sealed": {"valid": sealed_valid, "invalid": sealed_invalid},
         "manifests": {"signed": table, "anchors": anchors, "successors": successors},
     }

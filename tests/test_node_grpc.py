@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import random
@@ -63,6 +64,15 @@ async def test_counter_service_submits_and_reports(fed: Federation) -> None:
                 service_id=body["service_id"],
                 applicant=counter_pb2.Applicant(**body["applicant"]),
                 form_json=json.dumps(body["form"]),
+                attachments=[
+                    peer_pb2.Attachment(
+                        material=a["material"],
+                        filename=a["filename"],
+                        content_type=a["content_type"],
+                        data=base64.b64decode(a["data"]),
+                    )
+                    for a in body["attachments"]
+                ],
                 consent=True,
                 idempotency_key="grpc-1",
             ),

@@ -18,6 +18,7 @@ from nacl.exceptions import CryptoError
 
 from tests.independent import edwards
 from tests.independent.primitives import GRPC_STATUS, Rejected, key_id_for, public_key_for
+from tests.independent.ref_cases import check_transfer, owner_of, read_transfer, signing_key_id
 from tests.independent.ref_manifest import (
     MANIFEST_DOMAIN,
     Manifest,
@@ -38,6 +39,7 @@ from tests.independent.ref_protocol import (
     envelope_signing_input,
     open_sealed,
     read_forwarded_item,
+    relay_item_id,
     seal_with_ephemeral,
     sign_envelope,
     verify_forwarded,
@@ -58,9 +60,12 @@ HANDLED_KINDS = {
     },
     "envelopes.responses": {"name", "envelope", "signing_input", "digest", "expect"},
     "forwarded": {
-        "name", "envelope", "signing_input", "digest", "receiver", "at_relay", "method_called",
-        "wrapped_body", "expect",
+        "name", "envelope", "signing_input", "digest", "receiver", "method_called", "wrapped_body",
+        "relay_item_id", "expect",
     },
+    "applications": {"name", "sender", "transfer", "form_fields", "expect"},
+    "routing": {"name", "division_code", "expect"},
+    "signing_keys": {"name", "node_id", "at_ms", "expect"},
     "sealed.valid": {
         "name", "recipient_seed", "recipient_x25519_public_key", "ephemeral_secret_key",
         "ephemeral_public_key", "box_nonce", "plaintext", "sealed",
@@ -77,6 +82,9 @@ HANDLED_PARAMETERS = {
     "envelopes.requests": {"receiver"},
     "envelopes.responses": {"receiver", "request", "now_ms"},
     "forwarded": {"manifest", "now_ms"},
+    "applications": {"owner", "services", "now_ms", "max_skew_ms", "max_age_ms"},
+    "routing": {"manifest"},
+    "signing_keys": {"manifest"},
 }
 ENVELOPE_FIELDS = {
     "sender", "key_id", "destination", "method", "created_at_ms", "nonce", "body", "in_reply_to", "signature",
@@ -242,10 +250,10 @@ def test_forwarded(case: dict[str, Any]) -> None:
             manifest=trusted(VECTORS["forwarded"]["manifest"]),
             receiver=case["receiver"],
             method_called=case["method_called"],
-            at_relay=case["at_relay"],
         )
     )
     assert result == case["expect"]
+    assert case["relay_item_id"] == relay_item_id(inner)
     assert case["expect"] == "valid" or case["expect"] in FORWARDED_CODES
     if case["expect"] == "valid":
         assert sign_envelope(inner, seed_for_key_id()[inner.key_id]) == inner.signature
@@ -253,12 +261,39 @@ def test_forwarded(case: dict[str, Any]) -> None:
         assert VECTORS["forwarded"]["now_ms"] - inner.created_at_ms > VECTORS["envelopes"]["max_skew_ms"]
 
 
-@pytest.mark.xfail(strict=True, reason="3.3 text derives the role; vector wrong-destination contradicts it")
-def test_forwarded_role_follows_the_text() -> None:
-    """3.3: R is 'destination when I.destination == R and relay otherwise', so at_relay is implied."""
-    implied = {c["name"]: c["envelope"]["destination"] != c["receiver"] for c in KINDS["forwarded"]}
-    given = {c["name"]: c["at_relay"] for c in KINDS["forwarded"]}
-    assert implied == given
+@pytest.mark.parametrize("case", cases("applications"))
+def test_application(case: dict[str, Any]) -> None:
+    section = VECTORS["applications"]
+    transfer = read_transfer(unhex(case["transfer"]))
+    result = outcome(
+        lambda: check_transfer(
+            transfer,
+            sender=case["sender"],
+            services=section["services"],
+            now_ms=section["now_ms"],
+            max_skew_ms=section["max_skew_ms"],
+            max_age_ms=section["max_age_ms"],
+            form_fields=case["form_fields"],
+        )
+    )
+    assert result == case["expect"]
+    assert result == "valid" or GRPC_STATUS[result] == "RECEIPT"
+
+
+@pytest.mark.parametrize("case", cases("routing"))
+def test_routing(case: dict[str, Any]) -> None:
+    manifest = trusted(VECTORS["routing"]["manifest"])
+    result = outcome(lambda: owner_of(manifest, case["division_code"]))
+    assert (owner_of(manifest, case["division_code"]) if result == "valid" else result) == case["expect"]
+
+
+@pytest.mark.parametrize("case", cases("signing_keys"))
+def test_signing_key(case: dict[str, Any]) -> None:
+    manifest = trusted(VECTORS["signing_keys"]["manifest"])
+    result = outcome(lambda: signing_key_id(manifest, case["node_id"], case["at_ms"]))
+    if result == "valid":
+        result = signing_key_id(manifest, case["node_id"], case["at_ms"])
+    assert result == case["expect"]
 
 
 @pytest.mark.parametrize("case", cases("sealed.valid"))
@@ -283,7 +318,7 @@ def test_sealed_valid(case: dict[str, Any]) -> None:
 @pytest.mark.parametrize("case", cases("sealed.invalid"))
 def test_sealed_invalid(case: dict[str, Any]) -> None:
     seed, sealed = unhex(case["recipient_seed"]), unhex(case["sealed"])
-    assert GRPC_STATUS[case["expect"]] == "INVALID_ARGUMENT"
+    assert GRPC_STATUS[case["expect"]] == "RECEIPT"
     assert outcome(lambda: open_sealed(sealed, seed)) == case["expect"]
     recipient = edwards.x25519_public_from_ed25519(public_key_for(seed))
     assert recipient is not None

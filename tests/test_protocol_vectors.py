@@ -12,12 +12,14 @@ from typing import Any
 
 import pytest
 from nacl.bindings import crypto_box_easy, crypto_scalarmult_base
+from yrd.catalogue.v1.catalogue_pb2 import ServiceDefinition
 from yrd.federation.v1.manifest_pb2 import SignedManifest
-from yrd.peer.v1.peer_pb2 import ApplicationPayload
+from yrd.peer.v1.peer_pb2 import ApplicationPayload, ApplicationTransfer
 
 from core.clock import FakeClock
-from core.errors import EnvelopeRejected, InvalidInput, ManifestRejected
+from core.errors import EnvelopeRejected, InvalidInput, ManifestRejected, NotFound, YrdError
 from core.keys import NodeKey
+from node.cases.admission import MAX_APPLICATION_AGE_MS, check_fields_present, check_sender, check_transfer
 from node.trust.envelope import EnvelopeVerifier, request_digest, signing_input
 from node.trust.nonces import MemoryNonceStore
 from node.trust.sealing import unseal, x25519_public_key, x25519_secret_key
@@ -177,3 +179,56 @@ def test_successor_vectors(vector: dict[str, Any]) -> None:
         with pytest.raises(ManifestRejected) as err:
             verify_successor(current, candidate, vector["now_ms"])
         assert err.value.code == vector["expect"]
+
+
+APPLICATIONS = VECTORS["applications"]
+
+
+@pytest.mark.parametrize("vector", APPLICATIONS["cases"], ids=lambda v: v["name"])
+def test_application_vectors(vector: dict[str, Any]) -> None:
+    """The owner's checks of a member's transfer (protocol §10.3), in their order."""
+    assert APPLICATIONS["max_age_ms"] == MAX_APPLICATION_AGE_MS
+    t = ApplicationTransfer.FromString(bytes.fromhex(vector["transfer"]))
+    services = {
+        sid: ServiceDefinition(service_id=sid, version=version)
+        for sid, version in APPLICATIONS["services"].items()
+    }
+
+    def check() -> None:
+        check_sender(t, vector["sender"])
+        check_transfer(
+            t,
+            services.get(t.service_id),
+            now_ms=APPLICATIONS["now_ms"],
+            max_skew_ms=APPLICATIONS["max_skew_ms"],
+        )
+        check_fields_present(t, dict.fromkeys(vector["form_fields"], "x"))
+
+    if vector["expect"] == "valid":
+        check()
+    else:
+        with pytest.raises(YrdError) as err:
+            check()
+        assert err.value.code == vector["expect"]
+
+
+@pytest.mark.parametrize("vector", VECTORS["routing"]["cases"], ids=lambda v: v["name"])
+def test_routing_vectors(vector: dict[str, Any]) -> None:
+    manifest = trusted(VECTORS["routing"]["manifest"])
+    if vector["expect"] == "no_route":
+        with pytest.raises(NotFound) as err:
+            manifest.owner_of(vector["division_code"])
+        assert err.value.code == "no_route"
+    else:
+        assert manifest.owner_of(vector["division_code"]).node_id == vector["expect"]
+
+
+@pytest.mark.parametrize("vector", VECTORS["signing_keys"]["cases"], ids=lambda v: v["name"])
+def test_signing_key_vectors(vector: dict[str, Any]) -> None:
+    manifest = trusted(VECTORS["signing_keys"]["manifest"])
+    if vector["expect"] == "no_signing_key":
+        with pytest.raises(NotFound) as err:
+            manifest.signing_key_id(vector["node_id"], vector["at_ms"])
+        assert err.value.code == "no_signing_key"
+    else:
+        assert manifest.signing_key_id(vector["node_id"], vector["at_ms"]) == vector["expect"]

@@ -13,13 +13,13 @@ from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
-from yrd.catalogue.v1 import catalogue_pb2
 from yrd.peer.v1 import peer_pb2
 
 from core.clock import Clock
 from core.db import Database
-from core.errors import Conflict, InvalidInput, NotFound, PermissionDenied, Unprocessable, clip
+from core.errors import Conflict, NotFound, PermissionDenied, Unprocessable, clip
 from node import metrics
+from node.cases.admission import admit
 from node.cases.deadlines import add_working_days, iso
 from node.cases.policy_gate import PolicyGate
 from node.cases.requests import Principal, SubmitRequest
@@ -29,7 +29,6 @@ from node.delivery.relaying import DELIVER, address
 from node.models import Application, ReceiptRecord, ResultDocument, StatusEvent, SubmissionDigest
 from node.trust.keyring import Trust
 from node.trust.sealing import seal
-from registry.forms import validate_applicant, validate_form
 from registry.lookup import CatalogueIndex
 
 log = logging.getLogger(__name__)
@@ -40,17 +39,6 @@ Outcome = peer_pb2.ReceiptOutcome
 def new_application_id(now_ms: int) -> str:
     """Time-ordered and unguessable: 12 hex digits of milliseconds, 16 of randomness."""
     return f"{now_ms:012x}{secrets.token_hex(8)}"
-
-
-def check_materials(defn: catalogue_pb2.ServiceDefinition, req: SubmitRequest) -> None:
-    known = {m.name for m in defn.materials}
-    for i, a in enumerate(req.attachments):
-        if a.material not in known:
-            raise InvalidInput(
-                f"material {clip(a.material)} is not one this service accepts ({', '.join(sorted(known))})",
-                code="unknown_material",
-                field=f"attachments[{i}].material",
-            )
 
 
 def _submitted(app: Application) -> dict[str, Any]:
@@ -100,22 +88,22 @@ class Origin:
         if replayed is not None:
             return replayed
         defn = self.catalogue.get(req.service_id)
-        applicant_name, applicant_id = validate_applicant(req.applicant_name, req.applicant_id_number)
-        form = validate_form(list(defn.form), req.form)
-        check_materials(defn, req)
-        if not req.consent:
-            raise InvalidInput(
-                "the applicant's consent to send the data to the owner is required",
-                code="consent_required",
-                field="consent",
-            )
+        admitted = admit(
+            defn,
+            applicant_name=req.applicant_name,
+            applicant_id_number=req.applicant_id_number,
+            form=req.form,
+            materials=[a.material for a in req.attachments],
+            consent=req.consent,
+            purpose=req.purpose,
+        )
         now = self.clock.now_ms()
         owner = self.trust.manifest.owner_of(defn.owner).node_id
-        decision, form = await self.policy.outbound(defn, owner, principal, req, form, now)
+        decision, form = await self.policy.outbound(defn, owner, principal, req, admitted.form, now)
         app_id = new_application_id(now)
         payload = peer_pb2.ApplicationPayload(
-            applicant_name=applicant_name,
-            applicant_id_number=applicant_id,
+            applicant_name=admitted.applicant_name,
+            applicant_id_number=admitted.applicant_id_number,
             form_json=json.dumps(form, ensure_ascii=False, sort_keys=True).encode(),
             attachments=[
                 peer_pb2.Attachment(

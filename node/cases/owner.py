@@ -17,14 +17,16 @@ from core.clock import Clock
 from core.db import Database
 from core.errors import Conflict, InvalidInput, NotFound, YrdError, clip
 from node import metrics
+from node.cases.admission import admit, check_fields_present, check_sender, check_transfer
 from node.cases.deadlines import add_working_days, iso
 from node.cases.handlers import auto_decision, result_notice
 from node.cases.policy_gate import PolicyGate
 from node.cases.requests import Document, Principal
-from node.cases.statuses import FINAL, TO_WIRE
+from node.cases.statuses import FINAL, FIRST_OWNER_SEQUENCE, TO_WIRE
 from node.delivery.outbox import enqueue
 from node.delivery.relaying import NOTIFY_STATUS, address
-from node.models import InboundApplication
+from node.models import InboundApplication, OutboxEntry
+from node.trust.envelope import DEFAULT_MAX_SKEW_MS
 from node.trust.keyring import Trust
 from node.trust.sealing import unseal
 
@@ -45,18 +47,24 @@ class Owner:
         policy: PolicyGate,
         clock: Clock,
         wake: Callable[[str], None],
+        max_skew_ms: int = DEFAULT_MAX_SKEW_MS,
     ) -> None:
         self.db, self.trust, self.services, self.policy = db, trust, services, policy
-        self.clock, self.wake = clock, wake
+        self.clock, self.wake, self.max_skew_ms = clock, wake, max_skew_ms
 
     # -- receiving ---------------------------------------------------------------------
 
     def accept(self, s: Session, sender: str, t: peer_pb2.ApplicationTransfer, now: int) -> peer_pb2.Receipt:
-        """Store one application exactly once; called inside the batch's transaction."""
-        if t.origin_node != sender:
-            return self._receipt(
-                t, Outcome.RECEIPT_OUTCOME_REJECTED, "origin_mismatch", "sender is not the origin"
-            )
+        """Store one application exactly once; called inside the batch's transaction.
+
+        The application is checked exactly as this node's own counter checks one, before
+        anything is stored or the policy is asked: what fails gets a REJECTED receipt with
+        the check's code and leaves no application row and no policy decision behind.
+        """
+        try:
+            check_sender(t, sender)
+        except YrdError as e:
+            return self._refuse(t, sender, e)  # no origin to tell, or no id safe to name
         existing = s.get(InboundApplication, t.application_id)
         if existing is not None:
             if existing.origin_node != sender:
@@ -67,25 +75,26 @@ class Owner:
                 )
             metrics.APPLICATIONS_RECEIVED.labels(outcome="duplicate").inc()
             return self._receipt(t, Outcome.RECEIPT_OUTCOME_DUPLICATE, "duplicate", "already received")
-        defn = self.services().get(t.service_id)
+        try:
+            defn, payload, fields = self._admit(t, now)
+        except YrdError as e:
+            self._tell_origin(s, t, e, now)
+            return self._refuse(t, sender, e)
         row = InboundApplication(
             id=t.application_id,
             origin_node=sender,
             service_id=t.service_id,
             service_version=t.service_version,
-            handler=defn.handler if defn else "",
+            handler=defn.handler,
             status="delivered",
             sequence=0,
             received_at_ms=now,
-            due_at_ms=add_working_days(t.submitted_at_ms, defn.time_limit_days if defn else 0),
+            due_at_ms=add_working_days(t.submitted_at_ms, defn.time_limit_days),
             purpose=t.purpose,
             sealed_payload=t.sealed_payload,
-            fields_present=",".join(t.fields_present),
+            fields_present=",".join(fields),
         )
         try:
-            if defn is None:
-                raise NotFound(f"this node owns no service {clip(t.service_id)}", code="unknown_service")
-            payload = self._open(row)
             self.policy.inbound(s, defn, sender, t, now)
         except YrdError as e:
             row.status, row.reason, row.rule_id = "refused", e.reason, str(e.extra.get("rule_id") or "")
@@ -111,6 +120,72 @@ class Owner:
         metrics.APPLICATIONS_RECEIVED.labels(outcome="accepted").inc()
         return self._receipt(t, Outcome.RECEIPT_OUTCOME_ACCEPTED, "accepted", "stored")
 
+    def _admit(
+        self, t: peer_pb2.ApplicationTransfer, now: int
+    ) -> tuple[catalogue_pb2.ServiceDefinition, peer_pb2.ApplicationPayload, list[str]]:
+        """(this node's definition, the opened payload, the form's field names), or the
+        YrdError of the first check that fails, in the order of docs/protocol.md §10.3."""
+        defn = check_transfer(t, self.services().get(t.service_id), now_ms=now, max_skew_ms=self.max_skew_ms)
+        payload = self._open(t.sealed_payload)
+        try:
+            form = json.loads(payload.form_json.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError, RecursionError) as e:
+            raise InvalidInput(
+                "form_json is not a UTF-8 JSON object", code="invalid_form_field", field="form"
+            ) from e
+        admit(
+            defn,
+            applicant_name=payload.applicant_name,
+            applicant_id_number=payload.applicant_id_number,
+            form=form,
+            materials=[a.material for a in payload.attachments],
+            consent=t.consent,
+            purpose=t.purpose,
+        )
+        fields = check_fields_present(t, form)  # a dict: admit refused anything else
+        return defn, payload, fields
+
+    def _tell_origin(self, s: Session, t: peer_pb2.ApplicationTransfer, e: YrdError, now: int) -> None:
+        """Queue the refusal as the application's first status change, once per id.
+
+        The receipt answers whoever carried the item, which is the relay when the origin sits
+        behind one; the status change reaches the origin itself. Nothing else is kept."""
+        item_id = f"{t.application_id}#{FIRST_OWNER_SEQUENCE}"
+        queued = s.exec(
+            select(OutboxEntry).where(
+                OutboxEntry.item_id == item_id, OutboxEntry.destination == t.origin_node
+            )
+        ).first()
+        if queued is not None:
+            return
+        update = peer_pb2.StatusUpdate(
+            application_id=t.application_id,
+            status=TO_WIRE["refused"],  # type: ignore[arg-type]
+            reason=f"{e.code}: {e.reason}",
+            changed_at_ms=now,
+            sequence=FIRST_OWNER_SEQUENCE,
+        )
+        body = peer_pb2.StatusItem(status=update).SerializeToString()
+        hop, body = address(self.trust, t.origin_node, NOTIFY_STATUS, body, now)
+        enqueue(
+            s,
+            next_hop=hop,
+            destination=t.origin_node,
+            method=NOTIFY_STATUS,
+            item_id=item_id,
+            body=body,
+            now_ms=now,
+        )
+
+    def _refuse(self, t: peer_pb2.ApplicationTransfer, sender: str, e: YrdError) -> peer_pb2.Receipt:
+        """A refusal that keeps no application: the receipt and, once the id is known to be
+        well formed and the sender's own, a status change to the origin are all it leaves."""
+        # %r: the id is the peer's text and may hold a newline or anything else.
+        log.info("refused application %r from %s: %s", t.application_id[:100], sender, e.code)
+        metrics.APPLICATIONS_RECEIVED.labels(outcome="refused").inc()
+        reason = f"{e.field}: {e.reason}" if e.field else e.reason
+        return self._receipt(t, Outcome.RECEIPT_OUTCOME_REJECTED, e.code, reason)
+
     def _auto(
         self,
         s: Session,
@@ -134,10 +209,10 @@ class Owner:
             received_at_ms=self.clock.now_ms(),
         )
 
-    def _open(self, row: InboundApplication) -> peer_pb2.ApplicationPayload:
+    def _open(self, sealed: bytes) -> peer_pb2.ApplicationPayload:
         payload = peer_pb2.ApplicationPayload()
         try:
-            payload.ParseFromString(unseal(self.trust.key, row.sealed_payload))
+            payload.ParseFromString(unseal(self.trust.key, sealed))
         except Exception as e:
             raise InvalidInput("the sealed payload does not open", code="sealed_payload_invalid") from e
         return payload
@@ -216,7 +291,7 @@ class Owner:
         return [self._view(row, now) for row in await self.db.run(read)]
 
     def _view(self, row: InboundApplication, now: int) -> dict[str, Any]:
-        payload = self._open(row)
+        payload = self._open(row.sealed_payload)
         return {
             "id": row.id,
             "service_id": row.service_id,
@@ -247,7 +322,7 @@ class Owner:
         now = self.clock.now_ms()
         docs = [peer_pb2.Document(name=d.name, content_type=d.content_type, data=d.data) for d in documents]
         row = await self.db.run(lambda s: self.decide_in(s, app_id, decision, reason, docs, now))
-        log.info("decision %s on %s by %s", decision, app_id, principal.username)
+        log.info("decision %s on %r by %s", decision, app_id, principal.username)
         self.wake(self.trust.next_hop(row.origin_node))
         return {"id": row.id, "status": row.status, "sequence": row.sequence}
 

@@ -112,6 +112,6 @@ class WebhookDispatcher:
         assert row.id is not None
         entry_id = row.id
         delay = self.backoff.delay_s(row.attempts, self.rng)
-        log.warning("webhook for %s failed (%s); retry in %.1fs", row.item_id, error, delay)
+        log.warning("webhook for %s failed (%r); retry in %.1fs", row.item_id, error, delay)
         until = self.clock.now_ms() + int(delay * 1000)
         await self.db.run(lambda s: reschedule(s, [entry_id], until, error))

@@ -87,7 +87,7 @@ class CatalogueSync:
             try:
                 good.append((entry, verify_entry(entry, self.trust.manifest, self.serves, now)))
             except YrdError as e:
-                log.warning("refused catalogue entry from %s: %s", catalogue.node_id, e)
+                log.warning("refused catalogue entry from %r: %r", catalogue.node_id, str(e))
         return good
 
     async def load_persisted(self) -> None:

@@ -59,6 +59,16 @@ KNOWN_REASONS: Final = frozenset(
         "sealed_payload_invalid",
         "no_policy_bundle",
         "nested_forward",
+        # The owner's admission checks (docs/protocol.md section 10): the origin sent what its
+        # own counter should have refused, a bug an operator must see.
+        "invalid_application_id",
+        "unknown_version",
+        "bad_time",
+        "fields_present_mismatch",
+        "invalid_form_field",
+        "unknown_material",
+        "missing_material",
+        "invalid_purpose",
         *ENVELOPE_REASONS,
     }
 )

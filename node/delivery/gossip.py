@@ -71,7 +71,7 @@ class ManifestGossip:
                 try:
                     await self.ask(peer)
                 except (grpc.aio.AioRpcError, YrdError) as e:
-                    log.debug("manifest gossip with %s failed: %s", peer, e)
+                    log.debug("manifest gossip with %s failed: %r", peer, str(e))
 
     def start(self) -> None:
         self._task = asyncio.create_task(self.run(), name="manifest-gossip")

@@ -227,7 +227,7 @@ class PeerServicer(peer_pb2_grpc.PeerServiceServicer):
     ) -> peer_pb2.Receipt:
         if isinstance(item, peer_pb2.DeliverItem) and item.HasField("application"):
             receipt = self.accept(s, sender, item.application, now)
-            hops.add(self.trust.next_hop(item.application.origin_node))
+            hops.add(self.trust.next_hop(sender))  # what the owner queues goes to the sender
             return receipt
         if isinstance(item, peer_pb2.StatusItem) and item.HasField("status"):
             return self.apply_status(s, sender, item.status)
@@ -270,7 +270,7 @@ class PeerServicer(peer_pb2_grpc.PeerServiceServicer):
         )
 
     def _verify_inner(self, inner: Env, method: str) -> None:
-        self.verifier.verify_forwarded(inner, method, at_relay=inner.destination != self.trust.node_id)
+        self.verifier.verify_forwarded(inner, method)
 
     # -- exchange ------------------------------------------------------------------------
 

@@ -322,7 +322,7 @@ class Delivery:
         self._failures[hop], self._backoff_until[hop] = failures, until
         metrics.DELIVERY_BATCHES.labels(peer=hop, result="error").inc()
         metrics.PEER_BACKOFF.labels(peer=hop).set(delay_s)
-        log.warning("delivery to %s failed (%s); attempt %d, retry in %.1fs", hop, error, failures, delay_s)
+        log.warning("delivery to %s failed (%r); attempt %d, retry in %.1fs", hop, error, failures, delay_s)
         ids = [r.id for r in rows if r.id is not None]
 
         def record(s: Session) -> None:

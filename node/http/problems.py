@@ -65,6 +65,6 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
     except web.HTTPError as e:
         return _http_error_problem(e)
     except Exception as e:
-        log.exception("unhandled error in %s %s", request.method, request.path)
+        log.exception("unhandled error in %s %r", request.method, request.path)
         status, body = problem_of(e)
         return problem_response(status, body)

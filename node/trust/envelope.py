@@ -186,33 +186,29 @@ class EnvelopeVerifier:
             log.info("response from %r on %s rejected: %s", response.sender, request.method, e.code)
             raise
 
-    def verify_forwarded(self, inner: Envelope, method: str, *, at_relay: bool) -> None:
+    def verify_forwarded(self, inner: Envelope, method: str) -> None:
         """An envelope carried in another envelope's body (docs/protocol.md, section 3.3).
 
         The outer envelope was verified already and is what makes the call fresh, so the
         inner one meets no skew and no nonce store: it may have waited in a relay's outbox
         for longer than any skew, and a replayed copy is absorbed by the idempotency of what
-        it carries (application ids, status sequence numbers). ``at_relay`` says whether
-        this node passes it on (it must be the relay the manifest names for the inner
-        destination) or is its destination.
+        it carries (application ids, status sequence numbers). This node is its destination
+        when it is addressed here, its relay when the manifest names this node as the relay
+        of its destination, and has no business with it otherwise.
         """
         try:
             _check_form(inner, is_request=True)
             keys = self._keys()
             public_key = keys.verify_key(inner.sender, inner.key_id, inner.created_at_ms)
-            if at_relay:
+            if inner.destination != self.node_id:
                 destination = keys.member(inner.destination)
                 if destination is None or destination.relay != self.node_id:
                     raise EnvelopeRejected(
-                        f"{self.node_id} is not the relay of {inner.destination}", code="not_relay"
+                        "addressed to another node, and this node is not its relay", code="wrong_destination"
                     )
-            elif inner.destination != self.node_id:
-                raise EnvelopeRejected(
-                    f"addressed to {inner.destination}, not to this node", code="wrong_destination"
-                )
             if inner.method != method:
                 raise EnvelopeRejected(
-                    f"signed for {inner.method}, carried on {method}", code="method_mismatch"
+                    f"signed for {inner.method!r}, carried on {method}", code="method_mismatch"
                 )
             _check_signature(public_key, inner)
         except EnvelopeRejected as e:

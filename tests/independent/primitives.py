@@ -28,7 +28,22 @@ GRPC_STATUS = {
         ],
         "UNAUTHENTICATED",
     ),
-    "sealed_payload_invalid": "INVALID_ARGUMENT",
+    # 5.2, 7 and 10.3: what refuses one item only is carried in that item's receipt.
+    **dict.fromkeys(
+        [
+            "sealed_payload_invalid",
+            "origin_mismatch",
+            "invalid_application_id",
+            "id_taken",
+            "unknown_service",
+            "unknown_version",
+            "bad_time",
+            "fields_present_mismatch",
+            "malformed_body",
+            "nested_forward",
+        ],
+        "RECEIPT",
+    ),
     **dict.fromkeys(
         [
             "malformed_manifest",

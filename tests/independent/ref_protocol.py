@@ -24,7 +24,7 @@ SEAL_EPK_BYTES = 32
 # The reason codes 3.3 can give; section 7 maps them to no gRPC status, the item's receipt carries them.
 FORWARDED_CODES = frozenset((
     "malformed_envelope", "unknown_sender", "unknown_key", "key_revoked", "key_not_valid",
-    "wrong_destination", "not_relay", "method_mismatch", "bad_signature",
+    "wrong_destination", "method_mismatch", "bad_signature",
 ))  # fmt: skip
 
 
@@ -152,27 +152,27 @@ def verify_response(
     _check_signature(resp, key)
 
 
-def verify_forwarded(
-    inner: Envelope, *, manifest: Manifest, receiver: str, method_called: str, at_relay: bool
-) -> None:
+def verify_forwarded(inner: Envelope, *, manifest: Manifest, receiver: str, method_called: str) -> None:
     """Section 3.3: no skew step and no nonce step, the inner envelope may have waited for days.
 
-    The role is an input because section 9 gives it per vector (`at_relay`); the 3.3 text instead
-    derives it from `inner.destination == receiver`, under which `wrong_destination` could never
-    be the answer. Our report records that disagreement.
+    The role comes from the manifest: destination when addressed here, relay when the manifest
+    names the receiver as the relay of the destination, and `wrong_destination` otherwise.
     """
     if not _well_formed(inner) or inner.in_reply_to:
         raise Rejected("malformed_envelope", "field lengths or empty fields")
     key = _signer_key(inner, manifest)
-    if at_relay:
+    if inner.destination != receiver:
         destination = manifest.member(inner.destination)
         if destination is None or destination.relay != receiver:
-            raise Rejected("not_relay", inner.destination)
-    elif inner.destination != receiver:
-        raise Rejected("wrong_destination", inner.destination)
+            raise Rejected("wrong_destination", inner.destination)
     if inner.method != method_called:
         raise Rejected("method_mismatch", inner.method)
     _check_signature(inner, key)
+
+
+def relay_item_id(inner: Envelope) -> str:
+    """3.3: a relay's receipt names the forwarded envelope by "fwd:" and the hex of its digest."""
+    return "fwd:" + envelope_digest(inner).hex()
 
 
 def read_envelope(raw: bytes) -> Envelope:
