@@ -122,10 +122,11 @@ class Cluster:
         configs = prepare(
             self.root, self.specs, now_ms=now, grpc_ports=grpc_ports, http_ports=http_ports, extra=self.extra
         )
-        for spec, config in zip(self.specs, configs, strict=True):
+        for spec, laid_out in zip(self.specs, configs, strict=True):
+            config = laid_out
             overrides = (extra_for or {}).get(spec.node_id)
             if overrides:
-                path = config.data_dir / "node.toml"
+                path = laid_out.data_dir / "node.toml"
                 doc = tomllib.loads(path.read_text())
                 doc.update(overrides)
                 path.write_text(tomli_w.dumps(doc))
@@ -143,7 +144,15 @@ class Cluster:
         with node.log_path.open("ab") as log_file:
             offset = log_file.tell()
             node.process = subprocess.Popen(
-                [sys.executable, "-m", "node.cli.main", "node", "run", "--config", str(node.config.data_dir / "node.toml")],
+                [
+                    sys.executable,
+                    "-m",
+                    "node.cli.main",
+                    "node",
+                    "run",
+                    "--config",
+                    str(node.config.data_dir / "node.toml"),
+                ],
                 stdin=subprocess.DEVNULL,
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
@@ -211,8 +220,8 @@ class Cluster:
         deadline = time.monotonic() + STOP_TIMEOUT_S
         for node in live:
             assert node.process is not None
-            while node.process.poll() is None and time.monotonic() < deadline:
-                await asyncio.sleep(0.05)
+            while node.process.poll() is None and time.monotonic() < deadline:  # noqa: ASYNC110
+                await asyncio.sleep(0.05)  # a child's exit has no awaitable without a watcher
             if node.process.poll() is None:
                 log.warning("node %s ignored SIGTERM; killing it", node.node_id)
                 node.process.kill()

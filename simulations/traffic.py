@@ -9,6 +9,7 @@ the very nodes being measured, and the status event row is what ``completed`` me
 from __future__ import annotations
 
 import dataclasses
+import math
 import random
 import sqlite3
 import time
@@ -80,9 +81,9 @@ def targets(specs: Sequence[NodeSpec], handlers: Sequence[str] = ("auto",)) -> d
             if d.handler not in handlers:
                 continue
             owner = owner_of(d.owner, specs)
-            for origin in out:
+            for origin, listed in out.items():
                 if origin != owner:
-                    out[origin].append(Target(origin, owner, d))
+                    listed.append(Target(origin, owner, d))
     return out
 
 
@@ -128,7 +129,8 @@ class CompletionWatcher:
             try:
                 conn = self._conns.get(node_id) or self._conns.setdefault(node_id, open_ro(path))
                 rows = conn.execute(
-                    "SELECT id, application_id, status FROM status_event WHERE id > ? AND status IN (?, ?, ?)",
+                    "SELECT id, application_id, status FROM status_event"
+                    " WHERE id > ? AND status IN (?, ?, ?)",
                     (self._last[node_id], *FINAL),
                 ).fetchall()
             except sqlite3.Error:
@@ -152,5 +154,5 @@ def percentile(sorted_values: Sequence[float], q: float) -> float:
     """Nearest-rank percentile of an already sorted list (0 for an empty one)."""
     if not sorted_values:
         return 0.0
-    index = min(len(sorted_values) - 1, max(0, int(round(q * len(sorted_values) + 0.5)) - 1))
+    index = min(len(sorted_values) - 1, max(0, math.ceil(q * len(sorted_values)) - 1))
     return sorted_values[index]

@@ -50,7 +50,7 @@ def start_server(port: int) -> subprocess.Popen[bytes]:
 async def round_trips(port: int, concurrency: int, seconds: float) -> float:
     """Unary calls per second with ``concurrency`` calls in flight on one channel."""
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-        call = channel.unary_unary(METHOD)
+        call: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(METHOD)
         await channel.channel_ready()
         for _ in range(50):
             await call(PAYLOAD)

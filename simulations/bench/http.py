@@ -49,7 +49,9 @@ async def run(count: int = 1000, concurrency: int = 32, work_dir: Path | None = 
             await site.start()
             port = runner.addresses[0][1]
             rng = random.Random(5)
-            services = [d for d in origin.index.all() if d.handler == "auto" and d.service_id.startswith("js.")]
+            services = [
+                d for d in origin.index.all() if d.handler == "auto" and d.service_id.startswith("js.")
+            ]
             bodies = [application_body(rng.choice(services), rng) for _ in range(min(count, 500))]
             url = f"http://127.0.0.1:{port}/api/v1/applications"
             issued = itertools.count()

@@ -26,7 +26,15 @@ from core.errors import Unavailable
 from simulations.bench import echo
 from simulations.cluster import Cluster
 from simulations.local_federation import PROVINCES, free_port
-from simulations.traffic import CompletionWatcher, Target, count_services, open_specs, percentile, submit, targets
+from simulations.traffic import (
+    CompletionWatcher,
+    Target,
+    count_services,
+    open_specs,
+    percentile,
+    submit,
+    targets,
+)
 
 TARGET_RATE = 2000.0
 TARGET_RATIO = 0.4
@@ -88,7 +96,9 @@ class Driver:
         target = self.rng.choice(self.plan[origin])
         started = time.monotonic()
         try:
-            status, doc = await submit(self.http, node.http_url, node.token, target, self.rng, f"b{next(self._keys)}")
+            status, doc = await submit(
+                self.http, node.http_url, node.token, target, self.rng, f"b{next(self._keys)}"
+            )
         except (aiohttp.ClientError, TimeoutError) as e:
             phase.error(type(e).__name__)
             return

@@ -13,6 +13,7 @@ import asyncio
 import random
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -45,9 +46,13 @@ async def run(count: int = 1000, concurrency: int = 16, work_dir: Path | None = 
     with tempfile.TemporaryDirectory(prefix="yrd-bench-store-", dir=work_dir) as tmp:
         async with origin_and_owner(Path(tmp)) as (origin, owner):
             rng = random.Random(3)
-            services = [d for d in origin.index.all() if d.handler == "auto" and d.service_id.startswith("js.")]
+            services = [
+                d for d in origin.index.all() if d.handler == "auto" and d.service_id.startswith("js.")
+            ]
             limits = HttpLimits()
-            requests = [parse_submit(application_body(rng.choice(services), rng), limits) for _ in range(count)]
+            requests = [
+                parse_submit(application_body(rng.choice(services), rng), limits) for _ in range(count)
+            ]
             clerk = Principal("clerk", "clerk")
             pending = iter(enumerate(requests))
 
@@ -66,15 +71,22 @@ async def run(count: int = 1000, concurrency: int = 16, work_dir: Path | None = 
             items = await origin.db.run(transfers)
             half = len(items) // 2
             accept = owner.backend.owner.accept
+
+            def accept_all(chunk: list[peer_pb2.ApplicationTransfer]) -> Callable[[Session], None]:
+                def work(s: Session) -> None:
+                    for t in chunk:
+                        accept(s, ORIGIN, t, owner.clock.now_ms())
+
+                return work
+
             start = time.perf_counter()
             for t in items[:half]:
-                await owner.db.run(lambda s, t=t: accept(s, ORIGIN, t, owner.clock.now_ms()))
+                await owner.db.run(accept_all([t]))
             single_rate = half / (time.perf_counter() - start)
             rest = items[half:]
             start = time.perf_counter()
             for i in range(0, len(rest), BATCH):
-                chunk = rest[i : i + BATCH]
-                await owner.db.run(lambda s, c=chunk: [accept(s, ORIGIN, t, owner.clock.now_ms()) for t in c])
+                await owner.db.run(accept_all(rest[i : i + BATCH]))
             batched_rate = len(rest) / (time.perf_counter() - start)
     return StoreResult(
         submits=count,

@@ -136,7 +136,9 @@ def route_command(args: argparse.Namespace) -> int:
             _verdict("routed per second", closed.rate, route.TARGET_RATE),
             _verdict("ratio to bare gRPC", result.ratio, route.TARGET_RATIO),
             _verdict("p99 ms at half rate", half.p99_ms, route.TARGET_P99_MS, higher_is_better=False),
-            _verdict("max node RSS MB", max(result.rss_mb.values()), route.TARGET_RSS_MB, higher_is_better=False),
+            _verdict(
+                "max node RSS MB", max(result.rss_mb.values()), route.TARGET_RSS_MB, higher_is_better=False
+            ),
         ],
     )
     return 0
@@ -148,7 +150,9 @@ def crypto_command(args: argparse.Namespace) -> int:
     _positive("--seconds", args.seconds, 0.01)
     result = crypto.run(args.seconds)
     # Per routed application: two signatures and verifications each way, one seal, one unseal.
-    per_app = 1 / (2 / result.sign_per_s + 2 / result.verify_per_s + 1 / result.seal_per_s + 1 / result.unseal_per_s)
+    per_app = 1 / (
+        2 / result.sign_per_s + 2 / result.verify_per_s + 1 / result.seal_per_s + 1 / result.unseal_per_s
+    )
     figures = {**result.as_dict(), "crypto_bound_apps_per_s": round(per_app, 1)}
     _print("cryptography per second, one core", figures, args.json, [_verdict("crypto bound", per_app, 2000)])
     return 0

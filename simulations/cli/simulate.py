@@ -48,7 +48,9 @@ def register(subparsers: Any) -> None:
     sim.add_argument("--schedule", type=Path, help="a TOML file of [[faults]] instead of random ones")
     sim.add_argument("--seed", type=int, default=1, help="seed of the load and the random faults")
     sim.add_argument("--out", type=Path, help="report folder (default ./simulation-<time>)")
-    sim.add_argument("--work-dir", type=Path, help="keep the nodes' directories here (default: a temp folder)")
+    sim.add_argument(
+        "--work-dir", type=Path, help="keep the nodes' directories here (default: a temp folder)"
+    )
     sim.add_argument(
         "--drain-timeout", type=float, default=90.0, help="seconds to wait for the federation to settle"
     )

@@ -31,7 +31,13 @@ class Check:
     count: int = 0  # how many broke it; problems holds the first few
 
     def as_dict(self) -> dict[str, object]:
-        return {"name": self.name, "ok": self.ok, "checked": self.checked, "broken": self.count, "examples": self.problems}
+        return {
+            "name": self.name,
+            "ok": self.ok,
+            "checked": self.checked,
+            "broken": self.count,
+            "examples": self.problems,
+        }
 
 
 def _fail(check: Check, problem: str) -> None:
@@ -79,7 +85,9 @@ def check(db_paths: Mapping[str, Path], accepted: Mapping[str, str]) -> list[Che
     holders: Counter[str] = Counter()
     for state in nodes.values():
         holders.update(state.inbound.keys())
-    sent = [(o, a) for o, s in nodes.items() for a in s.applications.values() if a.status != "awaiting_approval"]
+    sent = [
+        (o, a) for o, s in nodes.items() for a in s.applications.values() if a.status != "awaiting_approval"
+    ]
     once = Check("every application reached its owner exactly once", True, len(sent))
     for origin, app in sent:
         row = nodes[app.owner_node].inbound.get(app.id) if app.owner_node in nodes else None
@@ -94,8 +102,8 @@ def check(db_paths: Mapping[str, Path], accepted: Mapping[str, str]) -> list[Che
     for owner, state in nodes.items():
         for row in state.inbound.values():
             origin_state = nodes.get(row.origin_node)
-            app = origin_state.applications.get(row.id) if origin_state else None
-            if app is None or app.owner_node != owner:
+            known = origin_state.applications.get(row.id) if origin_state else None
+            if known is None or known.owner_node != owner:
                 _fail(stray, f"{row.id} at {owner} has no matching application at {row.origin_node}")
 
     decided = [(o, r) for o, s in nodes.items() for r in s.inbound.values() if r.status in FINAL]
@@ -103,9 +111,9 @@ def check(db_paths: Mapping[str, Path], accepted: Mapping[str, str]) -> list[Che
     for owner, row in decided:
         origin_state = nodes.get(row.origin_node)
         seen = origin_state.events.get(row.id, set()) if origin_state else set()
-        app = origin_state.applications.get(row.id) if origin_state else None
-        if row.status not in seen or app is None or app.status != row.status:
-            shown = app.status if app else "missing"
+        there = origin_state.applications.get(row.id) if origin_state else None
+        if row.status not in seen or there is None or there.status != row.status:
+            shown = there.status if there else "missing"
             _fail(back, f"{row.id} is {row.status} at {owner} but {shown} at {row.origin_node}")
 
     drained = Check("every outbox drained (nothing left in flight)", True, len(nodes))

@@ -37,7 +37,9 @@ def parse_mix(text: str) -> dict[str, float]:
     for part in (p.strip() for p in text.split(",") if p.strip()):
         name, _, weight = part.partition("=")
         if name not in HANDLERS:
-            raise ConfigError(f"unknown matter kind {name!r}; expected {' or '.join(HANDLERS)}", field="--mix")
+            raise ConfigError(
+                f"unknown matter kind {name!r}; expected {' or '.join(HANDLERS)}", field="--mix"
+            )
         try:
             mix[name] = float(weight) if weight else 1.0
         except ValueError as e:
@@ -138,8 +140,8 @@ class Load:
                 try:
                     conn = conns.get(node_id) or conns.setdefault(node_id, open_ro(node.db_path))
                     rows = conn.execute(
-                        "SELECT id FROM inbound_application WHERE status = 'in_review' AND handler = 'worklist'"
-                        " AND received_at_ms <= ?",
+                        "SELECT id FROM inbound_application"
+                        " WHERE status = 'in_review' AND handler = 'worklist' AND received_at_ms <= ?",
                         (cutoff,),
                     ).fetchall()
                 except sqlite3.Error:

@@ -15,13 +15,13 @@ from typing import TYPE_CHECKING, Any
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
-from matplotlib.axes import Axes  # noqa: E402
-from rich.console import Console  # noqa: E402
-from rich.table import Table  # noqa: E402
+import matplotlib.pyplot as plt
+from matplotlib.axes import Axes
+from rich.console import Console
+from rich.table import Table
 
-from simulations.simulate.invariants import Check  # noqa: E402
-from simulations.traffic import percentile  # noqa: E402
+from simulations.simulate.invariants import Check
+from simulations.traffic import percentile
 
 if TYPE_CHECKING:
     from simulations.simulate.run import Run
@@ -76,7 +76,9 @@ def build(run: Run, checks: list[Check]) -> dict[str, Any]:
             "decide_delay_s": run.options.decide_delay_s,
             "seed": run.options.seed,
         },
-        "nodes": [{"id": s.node_id, "jurisdiction": s.jurisdiction, "relay": s.relay} for s in run.topology.specs],
+        "nodes": [
+            {"id": s.node_id, "jurisdiction": s.jurisdiction, "relay": s.relay} for s in run.topology.specs
+        ],
         "totals": {**summary(run), "error_kinds": error_kinds},
         "latency_ms": {
             "p50": round(percentile(latencies, 0.5), 1),
@@ -112,6 +114,13 @@ def _shade(ax: Axes, doc: dict[str, Any]) -> None:
 
 
 def _plots(out: Path, doc: dict[str, Any]) -> None:
+    _throughput(out, doc)
+    _latency(out, doc)
+    _flows(out, doc)
+    _queues(out, doc)
+
+
+def _throughput(out: Path, doc: dict[str, Any]) -> None:
     series = doc["series"]
     x = series["second"]
     fig, ax = plt.subplots(figsize=(9, 4))
@@ -127,6 +136,10 @@ def _plots(out: Path, doc: dict[str, Any]) -> None:
     fig.savefig(out / "throughput.png", dpi=90)
     plt.close(fig)
 
+
+def _latency(out: Path, doc: dict[str, Any]) -> None:
+    series = doc["series"]
+    x = series["second"]
     fig, ax = plt.subplots(figsize=(9, 4))
     nan = float("nan")
     for key, label in (("p50_ms", "p50"), ("p99_ms", "p99")):
@@ -141,6 +154,8 @@ def _plots(out: Path, doc: dict[str, Any]) -> None:
     fig.savefig(out / "latency.png", dpi=90)
     plt.close(fig)
 
+
+def _flows(out: Path, doc: dict[str, Any]) -> None:
     nodes = [n["id"] for n in doc["nodes"]]
     matrix = [[doc["flows"].get(a, {}).get(b, 0) for b in nodes] for a in nodes]
     size = max(5.0, len(nodes) * 0.22)
@@ -156,6 +171,10 @@ def _plots(out: Path, doc: dict[str, Any]) -> None:
     fig.savefig(out / "flows.png", dpi=90)
     plt.close(fig)
 
+
+def _queues(out: Path, doc: dict[str, Any]) -> None:
+    nodes = [n["id"] for n in doc["nodes"]]
+    series = doc["series"]
     fig, ax = plt.subplots(figsize=(9, 4))
     samples = series["samples"]
     ts = [s["t"] for s in samples]
@@ -179,22 +198,26 @@ def _html(doc: dict[str, Any]) -> str:
         for c in doc["invariants"]
     )
     faults = "".join(
-        f"<li>{html.escape(f['label'])}: {f['applied_at_s']} s to {f['reverted_at_s']} s</li>" for f in doc["faults"]
+        f"<li>{html.escape(f['label'])}: {f['applied_at_s']} s to {f['reverted_at_s']} s</li>"
+        for f in doc["faults"]
     ) + "".join(f"<li>{html.escape(s)}</li>" for s in doc["skipped_faults"])
-    totals = "".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(str(v))}</td></tr>" for k, v in doc["totals"].items())
+    totals = "".join(
+        f"<tr><td>{html.escape(k)}</td><td>{html.escape(str(v))}</td></tr>" for k, v in doc["totals"].items()
+    )
     lat = ", ".join(f"{k} {v} ms" for k, v in doc["latency_ms"].items())
     images = "".join(f'<img src="{p}" alt="{p}">' for p in PLOTS)
     verdict = "all invariants hold" if doc["ok"] else "INVARIANTS BROKEN"
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>yrd simulate report</title>
-<style>body{{font-family:sans-serif;max-width:1000px;margin:2em auto}}img{{max-width:100%;display:block;margin:1em 0}}
+<style>body{{font-family:sans-serif;max-width:1000px;margin:2em auto}}
+img{{max-width:100%;display:block;margin:1em 0}}
 td{{padding:2px 8px;border-bottom:1px solid #ddd;vertical-align:top}}</style></head><body>
-<h1>yrd simulate: {html.escape(doc['options']['topology'])}, {doc['options']['nodes']} nodes — {verdict}</h1>
-<p>{html.escape(json.dumps(doc['options'], ensure_ascii=False))}</p>
-<p>Latency submit to final at the origin: {lat}. Largest node RSS: {doc['max_rss_mb']:.0f} MB.</p>
+<h1>yrd simulate: {html.escape(doc["options"]["topology"])}, {doc["options"]["nodes"]} nodes — {verdict}</h1>
+<p>{html.escape(json.dumps(doc["options"], ensure_ascii=False))}</p>
+<p>Latency submit to final at the origin: {lat}. Largest node RSS: {doc["max_rss_mb"]:.0f} MB.</p>
 <h2>Invariants</h2><table><tr><th></th><th>invariant</th><th>checked</th><th>broken</th><th>examples</th></tr>{rows}</table>
 <h2>Totals</h2><table>{totals}</table>
-<h2>Faults</h2><ul>{faults or '<li>none</li>'}</ul>
+<h2>Faults</h2><ul>{faults or "<li>none</li>"}</ul>
 <h2>Plots</h2>{images}
 </body></html>
 """
@@ -217,6 +240,10 @@ def print_checks(console: Console, checks: list[Check]) -> None:
     table.add_column("first examples")
     for c in checks:
         table.add_row(
-            "[green]ok[/green]" if c.ok else "[red]BROKEN[/red]", c.name, str(c.checked), str(c.count), "; ".join(c.problems)
+            "[green]ok[/green]" if c.ok else "[red]BROKEN[/red]",
+            c.name,
+            str(c.checked),
+            str(c.count),
+            "; ".join(c.problems),
         )
     console.print(table)

@@ -90,7 +90,9 @@ def default_rate(topology: Topology) -> float:
 async def simulate(options: Options, console: Console | None = None) -> tuple[bool, Path]:
     console = console or Console(stderr=True)
     with contextlib.ExitStack() as stack:
-        root = options.work_dir or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="yrd-simulate-")))
+        root = options.work_dir or Path(
+            stack.enter_context(tempfile.TemporaryDirectory(prefix="yrd-simulate-"))
+        )
         topology = resolve(options.topology, root)
         kinds, skipped = parse_kinds(options.faults)
         for message in skipped:
@@ -111,7 +113,9 @@ async def simulate(options: Options, console: Console | None = None) -> tuple[bo
             for proxy in run.proxies.values():
                 await proxy.stop()
             run.watcher.close()
-        checks = invariants.check({i: n.db_path for i, n in cluster.nodes.items()}, accepted(run.load.submissions))
+        checks = invariants.check(
+            {i: n.db_path for i, n in cluster.nodes.items()}, accepted(run.load.submissions)
+        )
         out = report.write(options.out, report.build(run, checks))
         ok = all(c.ok for c in checks)
         report.print_checks(console, checks)
@@ -141,6 +145,7 @@ async def _start(
     watcher = CompletionWatcher({i: n.db_path for i, n in cluster.nodes.items()})
     run = Run(options, topology, cluster, faults, skipped, load, watcher)
     if links_needed:
+
         def pids() -> dict[int, str]:
             return {n.process.pid: i for i, n in cluster.nodes.items() if n.process is not None}
 
@@ -160,14 +165,18 @@ async def _start(
 
 
 async def _wait_catalogues(run: Run, http: aiohttp.ClientSession) -> None:
-    expected = len({t.definition.service_id for plans in run.load.plans.values() for ts in plans.values() for t in ts})
+    expected = len(
+        {t.definition.service_id for plans in run.load.plans.values() for ts in plans.values() for t in ts}
+    )
     deadline = time.monotonic() + CATALOGUE_WAIT_S
     while time.monotonic() < deadline:
         counts = [await count_services(http, n.http_url, n.token) for n in run.cluster.nodes.values()]
         if min(counts) >= expected:
             return
         await asyncio.sleep(1.0)
-    log.warning("catalogues not all synced after %.0f s; submissions for unknown services will fail", CATALOGUE_WAIT_S)
+    log.warning(
+        "catalogues not all synced after %.0f s; submissions for unknown services will fail", CATALOGUE_WAIT_S
+    )
 
 
 async def _drive(run: Run, console: Console) -> None:
@@ -196,13 +205,17 @@ async def _drive(run: Run, console: Console) -> None:
             bar = progress.add_task("load", total=options.duration_s, status="")
 
             def show(phase: str) -> None:
-                active = [f.label for f in run.faults if f.applied_at_s is not None and f.reverted_at_s is None]
+                active = [
+                    f.label for f in run.faults if f.applied_at_s is not None and f.reverted_at_s is None
+                ]
                 ok = sum(1 for s in run.load.submissions if s.app_id)
                 status = (
                     f"submitted {ok}  final {len(run.watcher.final)}  errors "
                     f"{sum(1 for s in run.load.submissions if s.error)}  {', '.join(active)}"
                 )
-                progress.update(bar, description=phase, completed=min(run.now(), options.duration_s), status=status)
+                progress.update(
+                    bar, description=phase, completed=min(run.now(), options.duration_s), status=status
+                )
 
             load_task = asyncio.create_task(run.load.run(http, options.duration_s, run.t0))
             while not load_task.done():
@@ -241,7 +254,9 @@ async def _sample(run: Run, stop: asyncio.Event) -> None:
         for node_id, node in run.cluster.nodes.items():
             try:
                 conn = conns.get(node_id) or conns.setdefault(node_id, open_ro(node.db_path))
-                queues[node_id] = conn.execute("SELECT count(*) FROM outbox_entry WHERE state = 'pending'").fetchone()[0]
+                queues[node_id] = conn.execute(
+                    "SELECT count(*) FROM outbox_entry WHERE state = 'pending'"
+                ).fetchone()[0]
             except sqlite3.Error:
                 conns.pop(node_id, None)
                 queues[node_id] = -1

@@ -73,20 +73,17 @@ def _write(path: Path, doc: dict[str, Any]) -> Path:
     return path
 
 
-def city_catalogue(root: Path, code: str) -> Path:
+def city_catalogue(root: Path, code: str, node_id: str) -> Path:
     """The province's sample services owned by this city, and one auto matter of its own."""
     province = PROVINCE_OF[code[:2]]
     sample = _sample(province)
     own = [s for s in sample["services"] if s["owner"].startswith(code[:4])]
     template = next(s for s in sample["services"] if s["handler"] == "auto")
     extra = copy.deepcopy(template)
-    extra["id"] = f"{SERVICE_PREFIX[code[:2]]}.{city_node_id(code)}.{template['id'].split('.', 1)[1]}"
+    extra["id"] = f"{SERVICE_PREFIX[code[:2]]}.c{code}.{template['id'].split('.', 1)[1]}"
     extra["owner"] = code
     extra["name"] = f"{template['name']}（{name_of(code).removeprefix(name_of(province.jurisdiction))}）"
-    return _write(root / "catalogues" / f"{city_node_id(code)}.toml", {
-        "node_id": city_node_id(code),
-        "services": [*own, extra],
-    })
+    return _write(root / "catalogues" / f"{node_id}.toml", {"node_id": node_id, "services": [*own, extra]})
 
 
 def province_catalogue(root: Path, province: NodeSpec, cities: Sequence[str]) -> Path:
@@ -97,14 +94,15 @@ def province_catalogue(root: Path, province: NodeSpec, cities: Sequence[str]) ->
     return _write(root / "catalogues" / f"{province.node_id}.toml", {**sample, "services": services})
 
 
-def city_spec(root: Path, code: str, relay: str | None) -> NodeSpec:
+def city_spec(root: Path, code: str, relay: str | None, node_id: str | None = None) -> NodeSpec:
     province = PROVINCE_OF[code[:2]]
+    node_id = node_id or city_node_id(code)
     return NodeSpec(
-        node_id=city_node_id(code),
+        node_id=node_id,
         name=f"{name_of(code)} {code}",
         jurisdiction=code,
         prefixes=(code[:4],),
-        catalogue=city_catalogue(root, code),
+        catalogue=city_catalogue(root, code, node_id),
         bundle=None,
         relay=province.node_id if relay is None else relay,
     )
@@ -127,7 +125,9 @@ def _node_from(table: dict[str, Any], i: int, base: Path, root: Path) -> NodeSpe
     if not isinstance(node_id, str) or not node_id:
         raise ConfigError("needs an id", field=f"{where}.id")
     if not isinstance(code, str) or not is_valid_code(code) or code[:2] not in PROVINCE_OF:
-        raise ConfigError("needs a GB/T 2260 code in Shanghai, Jiangsu, Zhejiang or Anhui", field=f"{where}.jurisdiction")
+        raise ConfigError(
+            "needs a GB/T 2260 code in Shanghai, Jiangsu, Zhejiang or Anhui", field=f"{where}.jurisdiction"
+        )
     relay = table.get("relay", "")
     if not isinstance(relay, str):
         raise ConfigError("must be a node id", field=f"{where}.relay")
@@ -139,8 +139,8 @@ def _node_from(table: dict[str, Any], i: int, base: Path, root: Path) -> NodeSpe
         province = PROVINCE_OF[code[:2]]
         path = base / catalogue if catalogue else SAMPLES / f"{province.node_id}.toml"
         return replace(province, node_id=node_id, catalogue=path, relay=relay, bundle=None)
-    spec = city_spec(root, code, relay)
-    return replace(spec, node_id=node_id, catalogue=base / catalogue) if catalogue else spec
+    spec = city_spec(root, code, relay, node_id)
+    return replace(spec, catalogue=base / catalogue) if catalogue else spec
 
 
 def from_file(path: Path, root: Path) -> Topology:
