@@ -121,6 +121,16 @@ async def test_the_proxy_knows_the_source_process_and_cuts_its_link(tmp_path: Pa
         assert await reader.read(100) == b"hello"
         writer.close()
         assert proxy.bytes.get("me", 0) > 0  # counted against the right source
+        faults.slow[("me", "dest")] = (0.01, 1.0)  # certain loss: TCP gives up, the link resets
+        reader, writer = await asyncio.open_connection("127.0.0.1", proxy.listen_port)
+        writer.write(b"hello")
+        assert await reader.read(100) == b""
+        writer.close()
+        faults.slow[("me", "dest")] = (0.01, 0.0)  # delay only: bytes still arrive
+        reader, writer = await asyncio.open_connection("127.0.0.1", proxy.listen_port)
+        writer.write(b"hello")
+        assert await reader.read(100) == b"hello"
+        writer.close()
         faults.cut.add(("me", "dest"))
         reader, writer = await asyncio.open_connection("127.0.0.1", proxy.listen_port)
         writer.write(b"hello")

@@ -124,22 +124,45 @@ class Proxy:
                 w.close()
 
     async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, link: Link) -> None:
+        """Forward one direction. Delayed chunks wait in a delay line, not in the reader,
+        so latency adds to each chunk's trip without capping the link's throughput."""
         faults = self.faults
+        line: asyncio.Queue[tuple[float, bytes] | None] = asyncio.Queue()
+        sender = asyncio.create_task(self._send(line, writer, link))
+        severed = False
         try:
             while data := await reader.read(CHUNK):
                 if link in faults.cut:
+                    severed = True
                     break
+                due = 0.0
                 slow = faults.slow.get(link)
                 if slow is not None:
                     delay, loss = slow
                     if loss and faults.rng.random() < loss:
+                        severed = True
                         break
-                    if delay:
-                        await asyncio.sleep(delay)
-                writer.write(data)
-                await writer.drain()
-                self.bytes[link[0]] = self.bytes.get(link[0], 0) + len(data)
+                    due = asyncio.get_running_loop().time() + delay
+                line.put_nowait((due, data))
         except (ConnectionError, OSError):
-            pass
+            severed = True
         finally:
+            if severed:
+                sender.cancel()
+            else:
+                line.put_nowait(None)
+            with contextlib.suppress(asyncio.CancelledError, ConnectionError, OSError):
+                await sender
             writer.close()
+
+    async def _send(
+        self, line: asyncio.Queue[tuple[float, bytes] | None], writer: asyncio.StreamWriter, link: Link
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        while (item := await line.get()) is not None:
+            due, data = item
+            if due > loop.time():
+                await asyncio.sleep(due - loop.time())
+            writer.write(data)
+            await writer.drain()
+            self.bytes[link[0]] = self.bytes.get(link[0], 0) + len(data)
