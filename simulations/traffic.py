@@ -58,6 +58,11 @@ class Target:
     definition: catalogue_pb2.ServiceDefinition
 
 
+def service_count(specs: Sequence[NodeSpec]) -> int:
+    """How many services the whole federation publishes: what every counter lists once synced."""
+    return len({d.service_id for defs in services_of(specs).values() for d in defs})
+
+
 def services_of(specs: Sequence[NodeSpec]) -> dict[str, list[catalogue_pb2.ServiceDefinition]]:
     return {s.node_id: load_catalogue_file(s.catalogue)[1] for s in specs}
 

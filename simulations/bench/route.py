@@ -32,6 +32,7 @@ from simulations.traffic import (
     count_services,
     open_specs,
     percentile,
+    service_count,
     submit,
     targets,
 )
@@ -209,7 +210,7 @@ async def run(
         cluster = Cluster(root / "nodes", specs)
         await cluster.prepare()
         plan = targets(specs)
-        expected = sum(len(v) for v in plan.values()) // max(1, len(specs) - 1)
+        expected = service_count(specs)
         try:
             await cluster.start()
             connector = aiohttp.TCPConnector(limit=concurrency * 2, limit_per_host=concurrency)

@@ -32,7 +32,7 @@ from simulations.simulate.faults import Fault, parse_kinds, random_schedule, sch
 from simulations.simulate.load import Load, accepted, parse_mix
 from simulations.simulate.proxy import LinkFaults, Proxy
 from simulations.simulate.topology import LIGHT_NODE, Topology, resolve
-from simulations.traffic import CompletionWatcher, count_services, open_ro, open_specs
+from simulations.traffic import CompletionWatcher, count_services, open_ro, open_specs, service_count
 
 log = logging.getLogger(__name__)
 
@@ -165,9 +165,7 @@ async def _start(
 
 
 async def _wait_catalogues(run: Run, http: aiohttp.ClientSession) -> None:
-    expected = len(
-        {t.definition.service_id for plans in run.load.plans.values() for ts in plans.values() for t in ts}
-    )
+    expected = service_count([n.spec for n in run.cluster.nodes.values()])
     deadline = time.monotonic() + CATALOGUE_WAIT_S
     while time.monotonic() < deadline:
         counts = [await count_services(http, n.http_url, n.token) for n in run.cluster.nodes.values()]
