@@ -3,6 +3,11 @@
 ``yrd bench policy --rules 1000`` prints the median and p99 decision time of the policy
 engine in microseconds (``--json`` for scripts and CI), against the target of a median
 under 20 µs with 1,000 rules.
+
+``route`` measures the whole federation (four node processes) against the bare gRPC
+round trip of the same machine; ``crypto``, ``store`` and ``http`` time one layer each,
+so a slowdown can be placed. Every benchmark prints its figures with the target each is
+held to and the ratio; none fails on a miss, since this is a measurement, not a test.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ def register(subparsers: Any) -> None:
     policy.add_argument("--seed", type=int, default=1, help="seed of the synthetic bundle and inputs")
     policy.add_argument("--json", action="store_true", help="print one JSON object")
     policy.set_defaults(handler=policy_command)
+    register_layers(sub)
 
 
 def policy_command(args: argparse.Namespace) -> int:
@@ -50,4 +56,140 @@ def policy_command(args: argparse.Namespace) -> int:
         f"largest index bucket: {result.largest_bucket}"
     )
     print(f"{verdict} the target median of {TARGET_MEDIAN_US:g} us")
+    return 0
+
+
+def _positive(name: str, value: float | None, minimum: float = 1) -> None:
+    if value is not None and value < minimum:
+        raise InvalidInput(f"must be at least {minimum:g}", field=name)
+
+
+def _common(parser: Any, count: int) -> None:
+    parser.add_argument("--count", type=int, default=count, help=f"submissions (default {count})")
+    parser.add_argument("--concurrency", type=int, default=32, help="concurrent clients (default 32)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def register_layers(sub: Any) -> None:
+    route = sub.add_parser("route", help="routed applications per second on four node processes")
+    _common(route, 2000)
+    route.add_argument("--duration", type=float, help="submit for this many seconds instead of --count")
+    route.add_argument(
+        "--half-rate-seconds", type=float, default=10.0, help="open loop at half the rate (default 10 s)"
+    )
+    route.add_argument("--echo-seconds", type=float, default=5.0, help="bare gRPC echo time (default 5 s)")
+    route.set_defaults(handler=route_command)
+    crypto = sub.add_parser("crypto", help="sign, verify, seal and unseal per second")
+    crypto.add_argument("--seconds", type=float, default=1.0, help="per operation (default 1 s)")
+    crypto.add_argument("--json", action="store_true", help="print one JSON object")
+    crypto.set_defaults(handler=crypto_command)
+    store = sub.add_parser("store", help="origin submit and owner accept transactions per second")
+    _common(store, 1000)
+    store.set_defaults(handler=store_command)
+    http = sub.add_parser("http", help="the counter's submit path alone over HTTP")
+    _common(http, 1000)
+    http.set_defaults(handler=http_command)
+
+
+def _print(title: str, figures: dict[str, Any], as_json: bool, verdicts: list[str]) -> None:
+    if as_json:
+        print(json.dumps(figures, ensure_ascii=False))
+        return
+    print(title)
+    for key, value in figures.items():
+        print(f"  {key}: {value}")
+    for line in verdicts:
+        print(line)
+
+
+def _verdict(label: str, value: float, target: float, higher_is_better: bool = True) -> str:
+    ratio = value / target if higher_is_better else (target / value if value else float("inf"))
+    meets = value >= target if higher_is_better else value <= target
+    return f"{'meets' if meets else 'MISSES'} {label}: {value:g} against {target:g} (ratio {ratio:.3f})"
+
+
+def route_command(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from simulations.bench import route
+
+    _positive("--concurrency", args.concurrency)
+    _positive("--count", args.count)
+    _positive("--duration", args.duration, 0.1)
+    _positive("--half-rate-seconds", args.half_rate_seconds, 0.1)
+    _positive("--echo-seconds", args.echo_seconds, 0.1)
+    result = asyncio.run(
+        route.run(
+            concurrency=args.concurrency,
+            count=None if args.duration else args.count,
+            duration=args.duration,
+            half_rate_seconds=args.half_rate_seconds,
+            echo_seconds=args.echo_seconds,
+        )
+    )
+    closed, half = result.closed_loop, result.half_rate
+    _print(
+        f"routed applications, {result.nodes} node processes, {result.concurrency} clients",
+        result.as_dict(),
+        args.json,
+        [
+            _verdict("routed per second", closed.rate, route.TARGET_RATE),
+            _verdict("ratio to bare gRPC", result.ratio, route.TARGET_RATIO),
+            _verdict("p99 ms at half rate", half.p99_ms, route.TARGET_P99_MS, higher_is_better=False),
+            _verdict(
+                "max node RSS MB", max(result.rss_mb.values()), route.TARGET_RSS_MB, higher_is_better=False
+            ),
+        ],
+    )
+    return 0
+
+
+def crypto_command(args: argparse.Namespace) -> int:
+    from simulations.bench import crypto
+
+    _positive("--seconds", args.seconds, 0.01)
+    result = crypto.run(args.seconds)
+    # Per routed application: two signatures and verifications each way, one seal, one unseal.
+    per_app = 1 / (
+        2 / result.sign_per_s + 2 / result.verify_per_s + 1 / result.seal_per_s + 1 / result.unseal_per_s
+    )
+    figures = {**result.as_dict(), "crypto_bound_apps_per_s": round(per_app, 1)}
+    _print("cryptography per second, one core", figures, args.json, [_verdict("crypto bound", per_app, 2000)])
+    return 0
+
+
+def store_command(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from simulations.bench import store
+
+    _positive("--count", args.count, 4)
+    _positive("--concurrency", args.concurrency)
+    result = asyncio.run(store.run(args.count, args.concurrency))
+    _print(
+        "store transactions per second (SQLite, real case code)",
+        result.as_dict(),
+        args.json,
+        [
+            _verdict("origin submits per second", result.origin_submit_per_s, 2000),
+            _verdict("owner accepts per second", result.owner_accept_per_s, 2000),
+        ],
+    )
+    return 0
+
+
+def http_command(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from simulations.bench import http
+
+    _positive("--count", args.count)
+    _positive("--concurrency", args.concurrency)
+    result = asyncio.run(http.run(args.count, args.concurrency))
+    _print(
+        "counter submits per second over HTTP (delivery not started)",
+        result.as_dict(),
+        args.json,
+        [_verdict("submits per second", result.per_s, 2000)],
+    )
     return 0

@@ -1,0 +1,88 @@
+"""``yrd bench http``: the counter's submit path alone, over real HTTP.
+
+An in-process node serves its aiohttp front (bearer session check, body parsing, form
+checks, outbound policy, sealing, one transaction) while its delivery is not started, so
+the rate is what the counter accepts, with no federation traffic competing for the core.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import random
+import secrets
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import aiohttp
+from aiohttp import web
+
+from simulations.bench.inproc import origin_and_owner
+from simulations.sample_applications import application_body
+from simulations.traffic import percentile
+
+
+@dataclass(frozen=True)
+class HttpResult:
+    submits: int
+    errors: int
+    concurrency: int
+    per_s: float
+    p50_ms: float
+    p99_ms: float
+
+    def as_dict(self) -> dict[str, float | int]:
+        return asdict(self)
+
+
+async def run(count: int = 1000, concurrency: int = 32, work_dir: Path | None = None) -> HttpResult:
+    with tempfile.TemporaryDirectory(prefix="yrd-bench-http-", dir=work_dir) as tmp:
+        async with origin_and_owner(Path(tmp)) as (origin, _owner):
+            password = secrets.token_urlsafe(16)
+            await origin.users.add_user("clerk", password, "clerk")
+            token, _ = await origin.users.login("clerk", password)
+            runner = web.AppRunner(origin.http_app, access_log=None)
+            await runner.setup()
+            site = web.TCPSite(runner, "127.0.0.1", 0)
+            await site.start()
+            port = runner.addresses[0][1]
+            rng = random.Random(5)
+            services = [
+                d for d in origin.index.all() if d.handler == "auto" and d.service_id.startswith("js.")
+            ]
+            bodies = [application_body(rng.choice(services), rng) for _ in range(min(count, 500))]
+            url = f"http://127.0.0.1:{port}/api/v1/applications"
+            issued = itertools.count()
+            latencies: list[float] = []
+            errors = 0
+            try:
+                connector = aiohttp.TCPConnector(limit=concurrency)
+                async with aiohttp.ClientSession(connector=connector) as http:
+
+                    async def client() -> None:
+                        nonlocal errors
+                        while (i := next(issued)) < count:
+                            headers = {"Authorization": f"Bearer {token}", "Idempotency-Key": f"h{i}"}
+                            t0 = time.perf_counter()
+                            async with http.post(url, json=bodies[i % len(bodies)], headers=headers) as r:
+                                await r.read()
+                                if r.status != 201:
+                                    errors += 1
+                            latencies.append((time.perf_counter() - t0) * 1000)
+
+                    start = time.perf_counter()
+                    await asyncio.gather(*(client() for _ in range(concurrency)))
+                    elapsed = time.perf_counter() - start
+            finally:
+                await runner.cleanup()
+    latencies.sort()
+    return HttpResult(
+        submits=count,
+        errors=errors,
+        concurrency=concurrency,
+        per_s=round(count / elapsed, 1),
+        p50_ms=round(percentile(latencies, 0.5), 1),
+        p99_ms=round(percentile(latencies, 0.99), 1),
+    )

@@ -1,0 +1,251 @@
+"""``yrd bench route``: routed applications per second end to end, on four node processes.
+
+One routed application here is everything the issue counts: the counter's HTTP submit
+(form checks, outbound policy, sealing, application + outbox in one transaction), the
+signed delivery over gRPC, the owner's inbound policy, storage, automatic decision and
+its status updates, the signed receipts, and the ``completed`` event stored at the origin.
+
+Phases, in one run: a warm-up; a closed loop of ``concurrency`` clients (the rate and
+latencies); an open loop at half that rate (the p99 the target speaks of); the bare
+grpc.aio echo with the same concurrency (the yardstick); each node's RSS.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import random
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import aiohttp
+
+from core.errors import Unavailable
+from simulations.bench import echo
+from simulations.cluster import Cluster
+from simulations.local_federation import PROVINCES, free_port
+from simulations.traffic import (
+    CompletionWatcher,
+    Target,
+    count_services,
+    open_specs,
+    percentile,
+    service_count,
+    submit,
+    targets,
+)
+
+TARGET_RATE = 2000.0
+TARGET_RATIO = 0.4
+TARGET_P99_MS = 50.0
+TARGET_RSS_MB = 150.0
+POLL_S = 0.02
+DRAIN_TIMEOUT_S = 120.0
+
+
+@dataclass
+class Phase:
+    submitted: int = 0
+    refused: int = 0
+    errors: int = 0
+    completed: int = 0
+    seconds: float = 0.0
+    rate: float = 0.0
+    p50_ms: float = 0.0
+    p90_ms: float = 0.0
+    p99_ms: float = 0.0
+    accepted_rate: float = 0.0
+    error_kinds: dict[str, int] = field(default_factory=dict)
+
+    def error(self, kind: str) -> None:
+        self.errors += 1
+        self.error_kinds[kind] = self.error_kinds.get(kind, 0) + 1
+
+
+@dataclass
+class RouteResult:
+    nodes: int
+    concurrency: int
+    closed_loop: Phase
+    half_rate: Phase
+    half_rate_target: float
+    grpc_echo_rate: float
+    ratio: float
+    rss_mb: dict[str, float] = field(default_factory=dict)
+    targets: dict[str, float] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+class Driver:
+    """Submits through the counters and matches completions seen by the watcher."""
+
+    def __init__(self, cluster: Cluster, plan: dict[str, list[Target]], http: aiohttp.ClientSession):
+        self.cluster, self.plan, self.http = cluster, plan, http
+        self.watcher = CompletionWatcher({i: n.db_path for i, n in cluster.nodes.items()})
+        self.sent: dict[str, float] = {}  # application id -> submit start (monotonic)
+        self.rng = random.Random(1)
+        self._keys = itertools.count()
+        self._origins = itertools.cycle(sorted(plan))
+
+    async def one(self, phase: Phase) -> None:
+        origin = next(self._origins)
+        node = self.cluster.nodes[origin]
+        target = self.rng.choice(self.plan[origin])
+        started = time.monotonic()
+        try:
+            status, doc = await submit(
+                self.http, node.http_url, node.token, target, self.rng, f"b{next(self._keys)}"
+            )
+        except (aiohttp.ClientError, TimeoutError) as e:
+            phase.error(type(e).__name__)
+            return
+        if status == 201:
+            self.sent[doc["id"]] = started
+            phase.submitted += 1
+        elif status in (403, 429):
+            phase.refused += 1
+        else:
+            phase.error(f"{status} {doc.get('code', '')}")
+
+    async def watch(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            self.watcher.poll()
+            await asyncio.sleep(POLL_S)
+
+    async def drain(self, ids: set[str]) -> None:
+        deadline = time.monotonic() + DRAIN_TIMEOUT_S
+        while not ids <= self.watcher.final.keys():
+            if time.monotonic() > deadline:
+                missing = len(ids - self.watcher.final.keys())
+                raise Unavailable(f"{missing} applications not completed after {DRAIN_TIMEOUT_S:.0f} s")
+            self.watcher.poll()
+            await asyncio.sleep(POLL_S)
+
+    def summarise(self, phase: Phase, ids: set[str], started: float, submit_seconds: float) -> None:
+        latencies = sorted((self.watcher.final[i][1] - self.sent[i]) * 1000 for i in ids)
+        last = max((self.watcher.final[i][1] for i in ids), default=started)
+        phase.completed = sum(1 for i in ids if self.watcher.final[i][0] == "completed")
+        phase.seconds = round(last - started, 3)
+        phase.rate = round(len(ids) / phase.seconds, 1) if phase.seconds > 0 else 0.0
+        phase.accepted_rate = round(phase.submitted / submit_seconds, 1) if submit_seconds > 0 else 0.0
+        phase.p50_ms, phase.p90_ms, phase.p99_ms = (
+            round(percentile(latencies, q), 1) for q in (0.5, 0.9, 0.99)
+        )
+
+    async def closed_loop(self, concurrency: int, count: int | None, duration: float | None) -> Phase:
+        phase = Phase()
+        before = set(self.sent)
+        issued = itertools.count()
+        start = time.monotonic()
+        stop_at = start + duration if duration else float("inf")
+
+        async def client() -> None:
+            while time.monotonic() < stop_at and (count is None or next(issued) < count):
+                await self.one(phase)
+
+        await asyncio.gather(*(client() for _ in range(concurrency)))
+        submit_seconds = time.monotonic() - start
+        ids = set(self.sent) - before
+        await self.drain(ids)
+        self.summarise(phase, ids, start, submit_seconds)
+        return phase
+
+    async def open_loop(self, rate: float, seconds: float, max_in_flight: int) -> Phase:
+        """Submissions started at a fixed rate, whatever the answers' pace (up to a cap)."""
+        phase = Phase()
+        before = set(self.sent)
+        gate = asyncio.Semaphore(max_in_flight)
+        tasks: set[asyncio.Task[None]] = set()
+        start = time.monotonic()
+        n = int(rate * seconds)
+
+        async def one() -> None:
+            async with gate:
+                await self.one(phase)
+
+        for i in range(n):
+            delay = start + i / rate - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            task = asyncio.create_task(one())
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+        await asyncio.gather(*tasks)
+        submit_seconds = time.monotonic() - start
+        ids = set(self.sent) - before
+        await self.drain(ids)
+        self.summarise(phase, ids, start, submit_seconds)
+        return phase
+
+
+async def wait_catalogues(cluster: Cluster, http: aiohttp.ClientSession, expected: int) -> None:
+    """Until every counter lists every member's services (catalogue sync has run)."""
+    deadline = time.monotonic() + 60
+    while True:
+        counts = [await count_services(http, n.http_url, n.token) for n in cluster.nodes.values()]
+        if all(c >= expected for c in counts):
+            return
+        if time.monotonic() > deadline:
+            raise Unavailable(f"catalogues not synced after 60 s: {counts} of {expected}")
+        await asyncio.sleep(0.5)
+
+
+async def run(
+    *,
+    concurrency: int = 32,
+    count: int | None = 2000,
+    duration: float | None = None,
+    half_rate_seconds: float = 10.0,
+    echo_seconds: float = 5.0,
+    warmup: int = 40,
+    work_dir: Path | None = None,
+) -> RouteResult:
+    with tempfile.TemporaryDirectory(prefix="yrd-bench-route-", dir=work_dir) as tmp:
+        root = Path(tmp)
+        specs = open_specs(root, PROVINCES)
+        cluster = Cluster(root / "nodes", specs)
+        await cluster.prepare()
+        plan = targets(specs)
+        expected = service_count(specs)
+        try:
+            await cluster.start()
+            connector = aiohttp.TCPConnector(limit=concurrency * 2, limit_per_host=concurrency)
+            timeout = aiohttp.ClientTimeout(total=60)
+            async with aiohttp.ClientSession(connector=connector, timeout=timeout) as http:
+                await wait_catalogues(cluster, http, expected)
+                driver = Driver(cluster, plan, http)
+                stop = asyncio.Event()
+                watcher = asyncio.create_task(driver.watch(stop))
+                try:
+                    await driver.closed_loop(min(concurrency, warmup), warmup, None)
+                    closed = await driver.closed_loop(concurrency, count, duration)
+                    half = max(1.0, closed.rate / 2)
+                    half_phase = await driver.open_loop(half, half_rate_seconds, concurrency * 4)
+                finally:
+                    stop.set()
+                    await watcher
+                    driver.watcher.close()
+            rss = {i: round(n.rss_mb() or 0.0, 1) for i, n in cluster.nodes.items()}
+        finally:
+            await cluster.stop()
+    echo_rate = await echo.measure(concurrency, echo_seconds, free_port())
+    return RouteResult(
+        nodes=len(specs),
+        concurrency=concurrency,
+        closed_loop=closed,
+        half_rate=half_phase,
+        half_rate_target=round(half, 1),
+        grpc_echo_rate=round(echo_rate, 1),
+        ratio=round(closed.rate / echo_rate, 4) if echo_rate else 0.0,
+        rss_mb=rss,
+        targets={
+            "rate": TARGET_RATE,
+            "ratio": TARGET_RATIO,
+            "p99_ms_at_half_rate": TARGET_P99_MS,
+            "rss_mb": TARGET_RSS_MB,
+        },
+    )

@@ -1,0 +1,128 @@
+"""The federation's promises, checked from the nodes' databases after they stopped.
+
+Nothing here trusts what the load generator counted in memory except the one thing only
+it knows: which submissions the counters answered ``201 Created``. Everything else is read
+from each node's SQLite file, opened read-only.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sqlalchemy import create_engine
+from sqlmodel import Session, select
+
+from node.models import Application, InboundApplication, OutboxEntry, StatusEvent
+from node.trust.audit import load_chain, verify_chain
+
+FINAL = {"completed", "rejected", "refused"}
+EXAMPLES = 5
+
+
+@dataclass
+class Check:
+    name: str
+    ok: bool
+    checked: int
+    problems: list[str] = field(default_factory=list)
+    count: int = 0  # how many broke it; problems holds the first few
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "name": self.name,
+            "ok": self.ok,
+            "checked": self.checked,
+            "broken": self.count,
+            "examples": self.problems,
+        }
+
+
+def _fail(check: Check, problem: str) -> None:
+    check.ok = False
+    check.count += 1
+    if len(check.problems) < EXAMPLES:
+        check.problems.append(problem)
+
+
+@dataclass
+class NodeState:
+    applications: dict[str, Application]
+    events: dict[str, set[str]]
+    inbound: dict[str, InboundApplication]
+    pending_outbox: int
+    audit_problems: list[str]
+    audit_records: int
+
+
+def read_node(path: Path) -> NodeState:
+    engine = create_engine(f"sqlite:///file:{path}?mode=ro&uri=true")
+    try:
+        with Session(engine) as s:
+            apps = {a.id: a for a in s.exec(select(Application))}
+            events: dict[str, set[str]] = {}
+            for e in s.exec(select(StatusEvent)):
+                events.setdefault(e.application_id, set()).add(e.status)
+            inbound = {r.id: r for r in s.exec(select(InboundApplication))}
+            pending = len(s.exec(select(OutboxEntry.id).where(OutboxEntry.state == "pending")).all())
+            chain = load_chain(s)
+            audit = [f"seq {p.seq}: {p.problem}" for p in verify_chain(chain)]
+    finally:
+        engine.dispose()
+    return NodeState(apps, events, inbound, pending, audit, len(chain))
+
+
+def check(db_paths: Mapping[str, Path], accepted: Mapping[str, str]) -> list[Check]:
+    """``accepted``: application id -> origin node, for every 201 the counters gave."""
+    nodes = {node_id: read_node(path) for node_id, path in db_paths.items()}
+    stored = Check("every accepted application is stored at its origin", True, len(accepted))
+    for app_id, origin in accepted.items():
+        if app_id not in nodes[origin].applications:
+            _fail(stored, f"{app_id} answered 201 by {origin} but not in its database")
+
+    holders: Counter[str] = Counter()
+    for state in nodes.values():
+        holders.update(state.inbound.keys())
+    sent = [
+        (o, a) for o, s in nodes.items() for a in s.applications.values() if a.status != "awaiting_approval"
+    ]
+    once = Check("every application reached its owner exactly once", True, len(sent))
+    for origin, app in sent:
+        row = nodes[app.owner_node].inbound.get(app.id) if app.owner_node in nodes else None
+        if row is None:
+            _fail(once, f"{app.id} from {origin} never reached {app.owner_node} (lost)")
+        elif row.origin_node != origin:
+            _fail(once, f"{app.id} at {app.owner_node} names origin {row.origin_node}, not {origin}")
+        elif holders[app.id] != 1:
+            _fail(once, f"{app.id} is held by {holders[app.id]} nodes (duplicated)")
+
+    stray = Check("no inbound application without its origin's record", True, sum(holders.values()))
+    for owner, state in nodes.items():
+        for row in state.inbound.values():
+            origin_state = nodes.get(row.origin_node)
+            known = origin_state.applications.get(row.id) if origin_state else None
+            if known is None or known.owner_node != owner:
+                _fail(stray, f"{row.id} at {owner} has no matching application at {row.origin_node}")
+
+    decided = [(o, r) for o, s in nodes.items() for r in s.inbound.values() if r.status in FINAL]
+    back = Check("every decision reached its origin", True, len(decided))
+    for owner, row in decided:
+        origin_state = nodes.get(row.origin_node)
+        seen = origin_state.events.get(row.id, set()) if origin_state else set()
+        there = origin_state.applications.get(row.id) if origin_state else None
+        if row.status not in seen or there is None or there.status != row.status:
+            shown = there.status if there else "missing"
+            _fail(back, f"{row.id} is {row.status} at {owner} but {shown} at {row.origin_node}")
+
+    drained = Check("every outbox drained (nothing left in flight)", True, len(nodes))
+    for node_id, state in nodes.items():
+        if state.pending_outbox:
+            _fail(drained, f"{node_id} still has {state.pending_outbox} items to send")
+
+    audit = Check("every audit chain verifies", True, sum(s.audit_records for s in nodes.values()))
+    for node_id, state in nodes.items():
+        for problem in state.audit_problems:
+            _fail(audit, f"{node_id}: {problem}")
+    return [stored, once, stray, back, drained, audit]

@@ -1,0 +1,179 @@
+"""The load: counters submitting at a fixed rate, owners deciding after a delay.
+
+Submissions are an open loop (started on the clock, whatever the answers' pace), so a
+paused or killed node shows up as errors and latency, not as a politely slower client.
+A cap on submissions in flight keeps a stalled node from piling up unbounded tasks;
+what the cap turns away is counted as ``shed``.
+
+Matters with the ``auto`` handler are decided by the owner node itself on receipt; for
+``worklist`` matters this module plays the owner's clerk: it reads the owner's waiting
+applications from its database (read-only) and, once they have waited ``decide_delay``
+seconds, approves them through the owner's counter API.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import random
+import sqlite3
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import aiohttp
+
+from core.errors import ConfigError
+from simulations.cluster import Cluster
+from simulations.traffic import Target, open_ro, submit, targets
+
+HANDLERS = ("auto", "worklist")
+SUBMIT_TIMEOUT_S = 10.0
+
+
+def parse_mix(text: str) -> dict[str, float]:
+    """``auto=3,worklist=1`` -> weights per handler (a bare name weighs 1)."""
+    mix: dict[str, float] = {}
+    for part in (p.strip() for p in text.split(",") if p.strip()):
+        name, _, weight = part.partition("=")
+        if name not in HANDLERS:
+            raise ConfigError(
+                f"unknown matter kind {name!r}; expected {' or '.join(HANDLERS)}", field="--mix"
+            )
+        try:
+            mix[name] = float(weight) if weight else 1.0
+        except ValueError as e:
+            raise ConfigError(f"weight of {name} must be a number", field="--mix") from e
+        if mix[name] < 0:
+            raise ConfigError(f"weight of {name} must not be negative", field="--mix")
+    if not mix or sum(mix.values()) <= 0:
+        raise ConfigError("needs at least one kind with a positive weight", field="--mix")
+    return mix
+
+
+@dataclass
+class Submission:
+    origin: str
+    owner: str
+    service_id: str
+    started: float
+    answered: float = 0.0
+    status: int = 0
+    app_id: str = ""
+    error: str = ""
+
+
+@dataclass
+class Load:
+    cluster: Cluster
+    rate: float
+    mix: dict[str, float]
+    seed: int
+    max_in_flight: int = 200
+    submissions: list[Submission] = field(default_factory=list)
+    shed: int = 0
+    decisions: int = 0
+    decide_errors: int = 0
+
+    def __post_init__(self) -> None:
+        self.rng = random.Random(self.seed)
+        specs = [n.spec for n in self.cluster.nodes.values()]
+        self.plans = {kind: targets(specs, (kind,)) for kind in self.mix}
+        self._keys = itertools.count()
+
+    def _pick(self) -> Target | None:
+        origin = self.rng.choice(list(self.cluster.nodes))
+        kinds = [k for k in self.mix if self.plans[k][origin]]
+        if not kinds:
+            return None
+        kind = self.rng.choices(kinds, weights=[self.mix[k] for k in kinds])[0]
+        return self.rng.choice(self.plans[kind][origin])
+
+    async def run(self, http: aiohttp.ClientSession, seconds: float, t0: float) -> None:
+        gate = asyncio.Semaphore(self.max_in_flight)
+        tasks: set[asyncio.Task[None]] = set()
+        total = int(self.rate * seconds)
+        for i in range(total):
+            delay = t0 + i / self.rate - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            target = self._pick()
+            if target is None:
+                continue
+            if gate.locked():
+                self.shed += 1
+                continue
+            await gate.acquire()
+            task = asyncio.create_task(self._one(http, target, gate))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+        await asyncio.gather(*tasks)
+
+    async def _one(self, http: aiohttp.ClientSession, target: Target, gate: asyncio.Semaphore) -> None:
+        node = self.cluster.nodes[target.origin]
+        sub = Submission(target.origin, target.owner, target.definition.service_id, time.monotonic())
+        self.submissions.append(sub)
+        try:
+            sub.status, doc = await asyncio.wait_for(
+                submit(http, node.http_url, node.token, target, self.rng, f"sim{next(self._keys)}"),
+                SUBMIT_TIMEOUT_S,
+            )
+            sub.app_id = str(doc.get("id", "")) if sub.status == 201 else ""
+            if sub.status != 201:
+                sub.error = f"{sub.status} {doc.get('code', '')}"
+        except (aiohttp.ClientError, TimeoutError, OSError) as e:
+            sub.error = type(e).__name__
+        finally:
+            sub.answered = time.monotonic()
+            gate.release()
+
+    async def decide(self, http: aiohttp.ClientSession, delay_s: float, stop: asyncio.Event) -> None:
+        """Play every owner's clerk for worklist matters until ``stop``, then once more."""
+        conns: dict[str, sqlite3.Connection] = {}
+        decided: set[str] = set()
+        while True:
+            final_round = stop.is_set()
+            for node_id, node in self.cluster.nodes.items():
+                if not node.running or node.paused:
+                    continue
+                cutoff = int(time.time() * 1000 - delay_s * 1000)
+                try:
+                    conn = conns.get(node_id) or conns.setdefault(node_id, open_ro(node.db_path))
+                    rows = conn.execute(
+                        "SELECT id FROM inbound_application"
+                        " WHERE status = 'in_review' AND handler = 'worklist' AND received_at_ms <= ?",
+                        (cutoff,),
+                    ).fetchall()
+                except sqlite3.Error:
+                    conns.pop(node_id, None)
+                    continue
+                for (app_id,) in rows:
+                    if app_id not in decided and await self._approve(http, node_id, app_id):
+                        decided.add(app_id)
+            if final_round:
+                break
+            await asyncio.sleep(0.25)
+        for conn in conns.values():
+            conn.close()
+
+    async def _approve(self, http: aiohttp.ClientSession, node_id: str, app_id: str) -> bool:
+        node = self.cluster.nodes[node_id]
+        headers = {"Authorization": f"Bearer {node.token}"}
+        body = {"decision": "approve", "reason": "模拟审批 approved by the simulation"}
+        try:
+            async with asyncio.timeout(SUBMIT_TIMEOUT_S):
+                async with http.post(
+                    f"{node.http_url}/api/v1/applications/{app_id}/decision", json=body, headers=headers
+                ) as r:
+                    await r.read()
+                    if r.status in (200, 409):
+                        self.decisions += r.status == 200
+                        return True
+        except (aiohttp.ClientError, TimeoutError, OSError):
+            pass
+        self.decide_errors += 1
+        return False
+
+
+def accepted(submissions: Sequence[Submission]) -> dict[str, str]:
+    return {s.app_id: s.origin for s in submissions if s.app_id}

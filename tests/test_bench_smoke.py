@@ -1,0 +1,56 @@
+"""Every benchmark still runs end to end (tiny counts; figures are not judged here: the
+machine is shared and noisy, so a threshold would only test the neighbours)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from node.cli.main import main
+from simulations.bench import crypto, http, route, store
+
+
+def test_bench_crypto_measures_all_four_operations() -> None:
+    result = crypto.run(seconds=0.02)
+    assert min(result.sign_per_s, result.verify_per_s, result.seal_per_s, result.unseal_per_s) > 0
+
+
+async def test_bench_store_runs_the_real_transactions(tmp_path: Path) -> None:
+    result = await store.run(count=12, concurrency=3, work_dir=tmp_path)
+    assert result.submits == 12
+    assert (
+        result.origin_submit_per_s > 0
+        and result.owner_accept_per_s > 0
+        and result.owner_accept_batched_per_s > 0
+    )
+
+
+async def test_bench_http_submits_through_the_counter(tmp_path: Path) -> None:
+    result = await http.run(count=12, concurrency=3, work_dir=tmp_path)
+    assert result.errors == 0 and result.per_s > 0
+
+
+def test_bench_cli_refuses_a_bad_count(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bench", "http", "--count", "0"]) == 2
+    assert "--count" in capsys.readouterr().err
+
+
+def test_bench_crypto_cli_prints_json(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bench", "crypto", "--seconds", "0.02", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["crypto_bound_apps_per_s"] > 0
+
+
+@pytest.mark.slow
+async def test_bench_route_routes_through_four_node_processes(tmp_path: Path) -> None:
+    result = await route.run(
+        concurrency=4, count=24, half_rate_seconds=1.0, echo_seconds=0.3, warmup=4, work_dir=tmp_path
+    )
+    closed = result.closed_loop
+    assert closed.submitted + closed.errors == 24 and closed.submitted > 0
+    assert closed.completed == closed.submitted  # every accepted one reached `completed`
+    assert closed.p50_ms <= closed.p99_ms
+    assert result.grpc_echo_rate > 0 and result.ratio > 0
+    assert set(result.rss_mb) == {"shanghai", "jiangsu", "zhejiang", "anhui"}
+    assert all(v > 0 for v in result.rss_mb.values())

@@ -1,0 +1,147 @@
+"""The invariant checker must fail on the breakages it exists to catch: a lost
+application, a duplicated one, a decision that never came back, a tampered audit chain."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from sqlmodel import Session, select
+
+from core.db import Database
+from node.models import Application, AuditRecord, InboundApplication, OutboxEntry, StatusEvent
+from node.trust.audit import AuditEntry, append
+from simulations.simulate.invariants import check
+
+NODES = ("shanghai", "jiangsu", "zhejiang")
+
+
+def write(path: Path, fn: Callable[[Session], None]) -> None:
+    db = Database(f"sqlite:///{path}")
+    try:
+        db.create_all()
+        db.transact(fn)
+    finally:
+        db.close()
+
+
+def sent(app_id: str, owner: str, status: str = "completed") -> Callable[[Session], None]:
+    def fn(s: Session) -> None:
+        s.add(
+            Application(
+                id=app_id,
+                service_id="js.x",
+                owner_node=owner,
+                status=status,
+                status_sequence=4,
+                submitted_at_ms=1,
+                due_at_ms=2,
+                submitted_by="clerk",
+                idempotency_key=app_id,
+                purpose="service-delivery",
+            )
+        )
+        s.add(StatusEvent(application_id=app_id, sequence=0, status="submitted", at_ms=1))
+        if status != "submitted":
+            s.add(StatusEvent(application_id=app_id, sequence=4, status=status, at_ms=2))
+        append(s, [AuditEntry("out", owner, "/Deliver", b"\x01" * 32)], 1)
+
+    return fn
+
+
+def received(app_id: str, origin: str, status: str = "completed") -> Callable[[Session], None]:
+    def fn(s: Session) -> None:
+        s.add(
+            InboundApplication(
+                id=app_id,
+                origin_node=origin,
+                service_id="js.x",
+                service_version=1,
+                handler="auto",
+                status=status,
+                sequence=4,
+                received_at_ms=1,
+                due_at_ms=2,
+                purpose="service-delivery",
+                sealed_payload=b"x",
+            )
+        )
+        append(s, [AuditEntry("in", origin, "/Deliver", b"\x02" * 32)], 1)
+
+    return fn
+
+
+@pytest.fixture
+def dbs(tmp_path: Path) -> dict[str, Path]:
+    paths = {n: tmp_path / f"{n}.db" for n in NODES}
+    write(paths["shanghai"], sent("a1", "jiangsu"))
+    write(paths["jiangsu"], received("a1", "shanghai"))
+    write(paths["zhejiang"], lambda s: None)
+    return paths
+
+
+def broken(dbs: dict[str, Path], accepted: dict[str, str]) -> dict[str, list[str]]:
+    return {c.name: c.problems for c in check(dbs, accepted) if not c.ok}
+
+
+def test_a_clean_federation_keeps_every_invariant(dbs: dict[str, Path]) -> None:
+    assert broken(dbs, {"a1": "shanghai"}) == {}
+
+
+def test_a_lost_application_is_caught(dbs: dict[str, Path]) -> None:
+    write(dbs["zhejiang"], sent("a2", "jiangsu", status="submitted"))
+    problems = broken(dbs, {"a1": "shanghai", "a2": "zhejiang"})
+    assert list(problems) == ["every application reached its owner exactly once"]
+    assert "lost" in problems["every application reached its owner exactly once"][0]
+
+
+def test_a_duplicated_application_is_caught(dbs: dict[str, Path]) -> None:
+    write(dbs["zhejiang"], received("a1", "shanghai"))
+    problems = broken(dbs, {"a1": "shanghai"})
+    assert "duplicated" in problems["every application reached its owner exactly once"][0]
+    assert "no inbound application without its origin's record" in problems
+
+
+def test_an_accepted_application_missing_at_its_origin_is_caught(dbs: dict[str, Path]) -> None:
+    assert "every accepted application is stored at its origin" in broken(
+        dbs, {"a1": "shanghai", "a9": "shanghai"}
+    )
+
+
+def test_a_decision_that_never_came_back_is_caught(tmp_path: Path) -> None:
+    paths = {n: tmp_path / f"{n}.db" for n in NODES}
+    write(paths["shanghai"], sent("a1", "jiangsu", status="submitted"))
+    write(paths["jiangsu"], received("a1", "shanghai", status="completed"))
+    write(paths["zhejiang"], lambda s: None)
+    assert list(broken(paths, {"a1": "shanghai"})) == ["every decision reached its origin"]
+
+
+def test_work_left_in_an_outbox_is_caught(dbs: dict[str, Path]) -> None:
+    def queue(s: Session) -> None:
+        s.add(
+            OutboxEntry(
+                next_hop="jiangsu",
+                destination="jiangsu",
+                method="/m",
+                item_id="a1",
+                body=b"",
+                created_at_ms=1,
+                next_attempt_ms=1,
+            )
+        )
+
+    write(dbs["shanghai"], queue)
+    assert list(broken(dbs, {"a1": "shanghai"})) == ["every outbox drained (nothing left in flight)"]
+
+
+def test_a_tampered_audit_chain_is_caught(dbs: dict[str, Path]) -> None:
+    def tamper(s: Session) -> None:
+        record = s.exec(select(AuditRecord)).one()
+        record.peer = "someone-else"
+        s.add(record)
+
+    write(dbs["jiangsu"], tamper)
+    problems = broken(dbs, {"a1": "shanghai"})
+    assert list(problems) == ["every audit chain verifies"]
+    assert problems["every audit chain verifies"][0].startswith("jiangsu: seq 1")
