@@ -21,7 +21,7 @@ from sqlmodel import Session, select
 from yrd.peer.v1 import peer_pb2
 
 from node.cases.requests import Principal
-from node.http.bodies import HttpLimits, parse_submit
+from node.counter.contract import CounterLimits, parse_submit, request_digest
 from node.models import OutboxEntry
 from simulations.bench.inproc import ORIGIN, OWNER, origin_and_owner
 from simulations.sample_applications import application_body
@@ -49,10 +49,9 @@ async def run(count: int = 1000, concurrency: int = 16, work_dir: Path | None = 
             services = [
                 d for d in origin.index.all() if d.handler == "auto" and d.service_id.startswith("js.")
             ]
-            limits = HttpLimits()
-            requests = [
-                parse_submit(application_body(rng.choice(services), rng), limits) for _ in range(count)
-            ]
+            limits = CounterLimits()
+            bodies = [application_body(rng.choice(services), rng) for _ in range(count)]
+            requests = [parse_submit(body, limits, request_digest(body)) for body in bodies]
             clerk = Principal("clerk", "clerk")
             pending = iter(enumerate(requests))
 
