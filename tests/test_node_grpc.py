@@ -21,7 +21,7 @@ from node.grpc_errors import REASON_KEY
 from node.trust.envelope import seal_envelope
 from simulations.local_federation import PROVINCES
 from simulations.sample_applications import application_body
-from tests.support.federation import Federation, allow_all_specs
+from tests.support.federation import Federation, allow_all_specs, grpc_submission
 
 DELIVER = "/yrd.peer.v1.PeerService/Deliver"
 
@@ -183,14 +183,7 @@ async def test_grpc_submissions_meet_the_http_limits_and_idempotency(fed: Federa
     meta = (("authorization", f"Bearer {fed.tokens['jiangsu']}"),)
 
     def request(key: str, **overrides: object) -> counter_pb2.SubmitApplicationRequest:
-        fields: dict[str, object] = {
-            "service_id": body["service_id"],
-            "applicant": counter_pb2.Applicant(**body["applicant"]),
-            "form_json": json.dumps(body["form"]),
-            "consent": True,
-            "idempotency_key": key,
-        }
-        return counter_pb2.SubmitApplicationRequest(**{**fields, **overrides})  # type: ignore[arg-type]
+        return grpc_submission(body, key, **overrides)
 
     def files(count: int, size: int, filename: str = "f.pdf") -> list[peer_pb2.Attachment]:
         one = peer_pb2.Attachment(

@@ -61,16 +61,17 @@ async def test_nested_forward_is_refused_after_the_inner_envelope_verifies(fed: 
     assert receipt.reason_code == "bad_signature"
 
 
-async def test_an_unparsable_body_is_an_item_receipt_with_an_empty_item_id(fed: Federation) -> None:
-    """§3.4: malformed_body refuses the item, names no id; other items of the call stand."""
+async def test_an_unparsable_body_is_an_item_receipt_named_by_its_envelope(fed: Federation) -> None:
+    """§3.4: malformed_body refuses the item, named by its envelope's digest; other items stand."""
     bad, empty = signed(fed, b"\xff\xff\xff"), signed(fed, b"")
     first, second = await deliver(fed, bad, empty)
     assert (first.outcome, first.reason_code, first.item_id) == (
         Outcome.RECEIPT_OUTCOME_REJECTED,
         "malformed_body",
-        "",
+        "env:" + request_digest(bad).hex(),
     )
     assert second.reason_code == "malformed_body"  # a body with neither field of the oneof
+    assert second.item_id == "env:" + request_digest(empty).hex()
 
 
 async def test_invalid_utf8_in_an_envelope_refuses_the_whole_call(

@@ -9,7 +9,6 @@ cannot be probed; a role that may not use a feature at all gets 403.
 
 from __future__ import annotations
 
-import json
 import random
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -25,7 +24,7 @@ from node.cli.users import check_department
 from node.counter.users import check_role
 from simulations.local_federation import PROVINCES
 from simulations.sample_applications import application_body
-from tests.support.federation import PASSWORD, Federation
+from tests.support.federation import PASSWORD, Federation, grpc_submission
 
 MARKET = "浙江省市场监督管理局"  # owns zj.industrial-licence at Zhejiang
 POLICE = "杭州市公安局"  # owns zj.hangzhou.hukou.migration at Zhejiang
@@ -267,16 +266,7 @@ async def test_grpc_roles(fed: Federation) -> None:
                 "read an application": stub.GetApplication(
                     counter_pb2.GetApplicationRequest(id=app), metadata=meta
                 ),
-                "submit": stub.SubmitApplication(
-                    counter_pb2.SubmitApplicationRequest(
-                        service_id=body["service_id"],
-                        applicant=counter_pb2.Applicant(**body["applicant"]),
-                        form_json=json.dumps(body["form"]),
-                        consent=True,
-                        idempotency_key=f"grpc-{user}",
-                    ),
-                    metadata=meta,
-                ),
+                "submit": stub.SubmitApplication(grpc_submission(body, f"grpc-{user}"), metadata=meta),
             }
             for action, call in calls.items():
                 try:

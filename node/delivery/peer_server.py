@@ -205,13 +205,10 @@ class PeerServicer(peer_pb2_grpc.PeerServiceServicer):
     def _item(self, s: Session, env: Env, method: str, now: int, hops: set[str]) -> peer_pb2.Receipt:
         """Act on one verified envelope; ``env.sender`` is authenticated."""
         item = _parse_item(method, env.body)
-        if item is None:
+        if item is None or item.WhichOneof("item") is None:
+            why = "body does not parse" if item is None else "empty item"
             return _receipt(
-                envelope_item_id(env),
-                Outcome.RECEIPT_OUTCOME_REJECTED,
-                "malformed_body",
-                "body does not parse",
-                now,
+                envelope_item_id(env), Outcome.RECEIPT_OUTCOME_REJECTED, "malformed_body", why, now
             )
         if item.WhichOneof("item") == "forward":
             return self._forward(s, env, item.forward, method, now, hops)
@@ -229,9 +226,8 @@ class PeerServicer(peer_pb2_grpc.PeerServiceServicer):
             receipt = self.accept(s, sender, item.application, now)
             hops.add(self.trust.next_hop(sender))  # what the owner queues goes to the sender
             return receipt
-        if isinstance(item, peer_pb2.StatusItem) and item.HasField("status"):
-            return self.apply_status(s, sender, item.status)
-        return _receipt("", Outcome.RECEIPT_OUTCOME_REJECTED, "malformed_body", "empty item", now)
+        assert isinstance(item, peer_pb2.StatusItem)  # the oneof's only other local field
+        return self.apply_status(s, sender, item.status)
 
     def _forward(
         self, s: Session, outer: Env, inner: Env, method: str, now: int, hops: set[str]

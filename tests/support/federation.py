@@ -4,12 +4,16 @@ SQLite files under tmp_path, built through the same composition root as producti
 from __future__ import annotations
 
 import asyncio
+import base64
 import dataclasses
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+from yrd.counter.v1 import counter_pb2
+from yrd.peer.v1 import peer_pb2
 
 from core.clock import Clock, SystemClock
 from node.app import Node, build_node
@@ -153,3 +157,24 @@ class Federation:
                 return view
             await asyncio.sleep(0.05)
         raise AssertionError(f"{app_id} at {node_id} stayed {view.get('status')}: {view}")
+
+
+def grpc_submission(body: dict[str, Any], key: str, **overrides: Any) -> counter_pb2.SubmitApplicationRequest:
+    """The gRPC counter's twin of an HTTP submission body (attachments as raw bytes)."""
+    fields: dict[str, Any] = {
+        "service_id": body["service_id"],
+        "applicant": counter_pb2.Applicant(**body["applicant"]),
+        "form_json": json.dumps(body["form"]),
+        "attachments": [
+            peer_pb2.Attachment(
+                material=a["material"],
+                filename=a["filename"],
+                content_type=a["content_type"],
+                data=base64.b64decode(a["data"]),
+            )
+            for a in body.get("attachments", [])
+        ],
+        "consent": body.get("consent", True),
+        "idempotency_key": key,
+    }
+    return counter_pb2.SubmitApplicationRequest(**{**fields, **overrides})
