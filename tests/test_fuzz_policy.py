@@ -55,6 +55,7 @@ YAML_VALUES = st.recursive(
 @example(bytes([0]) + b"\xff\xfe")  # not UTF-8
 @example(bytes([0]) + b"[" * 2000)  # deep enough to exhaust PyYAML's recursive composer
 @example(bytes([0]) + b"a: &x 1\nb: *x\n")
+@example(bytes([0]) + b"\n\r%&")  # a lone \r ends a YAML line too: the oracle once miscounted
 @example(bytes([0]) + b"(")  # a root that is no mapping: its error once named no field
 @example(bytes([len(SEEDS) * MODES]) + b"\x00\x01\x5b" * 30)  # the signature's JSON damaged
 def test_any_bytes_give_a_bundle_or_an_error_with_file_line_field(data: bytes) -> None:
