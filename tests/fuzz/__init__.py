@@ -67,10 +67,11 @@ def _instrument(prefixes: tuple[str, ...]) -> int:
     count = 0
     for obj in gc.get_objects():
         module = getattr(obj, "__module__", None) or ""
-        if isinstance(obj, types.FunctionType) and module.split(".")[0] in {p.split(".")[0] for p in prefixes}:
-            if any(module == p or module.startswith(p + ".") for p in prefixes):
-                atheris.instrument_func(obj)
-                count += 1
+        if isinstance(obj, types.FunctionType) and module.startswith(prefixes) and (
+            module in prefixes or module.startswith(tuple(p + "." for p in prefixes))
+        ):
+            atheris.instrument_func(obj)
+            count += 1
     return count
 
 
