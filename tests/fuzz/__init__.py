@@ -65,11 +65,10 @@ def _instrument(prefixes: tuple[str, ...]) -> int:
     import atheris
 
     count = 0
+    packages = tuple(p + "." for p in prefixes)
     for obj in gc.get_objects():
         module = getattr(obj, "__module__", None) or ""
-        if isinstance(obj, types.FunctionType) and module.startswith(prefixes) and (
-            module in prefixes or module.startswith(tuple(p + "." for p in prefixes))
-        ):
+        if isinstance(obj, types.FunctionType) and (module in prefixes or module.startswith(packages)):
             atheris.instrument_func(obj)
             count += 1
     return count
