@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import tomllib
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -11,8 +12,11 @@ import tomli_w
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from core.errors import InvalidInput
-from registry.catalogue import verify_entry
+from core.errors import ConfigError, InvalidInput
+from core.toml import load_toml, parse_toml
+from policies.catalogue import read_catalogues
+from registry.catalogue import SAMPLES_DIR, load_catalogue_file, verify_entry
+from registry.lookup import CatalogueIndex
 from tests.fuzz import FUZZ, MODES
 from tests.fuzz.catalogue import ENTRY, SEEDS, Keys, check_entry, check_file, fuzz_one, serves
 
@@ -85,3 +89,45 @@ def test_a_relay_altering_any_field_of_an_entry_is_refused(field: str, value: by
         verify_entry(entry, Keys(), serves, 0)
     assert err.value.code == "catalogue_entry_invalid"
     check_entry(entry.SerializeToString())
+
+
+@FUZZ
+@given(st.binary(max_size=400))
+@example(b"a = " + b"[" * 5000)
+@example(b"a = " + b"{b = " * 5000)
+@example(b"a = '\xff'")
+def test_every_toml_reader_gives_a_table_or_a_config_error_naming_its_field(data: bytes) -> None:
+    """The node config, members.toml and policy-lint catalogues share core.toml's reading."""
+    try:
+        parse_toml(data, "fuzz.toml", "config")
+    except ConfigError as e:
+        assert e.field == "config", e
+
+
+@pytest.mark.parametrize("text", [b"a = " + b"[" * 5000, b"node_id = '\xff'"], ids=["deep", "not-utf8"])
+def test_node_config_and_lint_catalogues_refuse_bad_toml_by_field(tmp_path: Path, text: bytes) -> None:
+    path = tmp_path / "x.toml"
+    path.write_bytes(text)
+    with pytest.raises(ConfigError) as err:
+        load_toml(path, "config")
+    assert err.value.field == "config"
+    with pytest.raises(ConfigError) as err:
+        read_catalogues([path])
+    assert err.value.field == "catalogue"
+
+
+INDEX = CatalogueIndex()
+INDEX.replace_node("shanghai", load_catalogue_file(SAMPLES_DIR / "shanghai.toml")[1])
+
+
+@FUZZ
+@given(st.text(max_size=120) | st.none(), st.text(max_size=10) | st.none())
+@example("ﷺ" * 60, None)  # NFKC makes each of these 18 characters
+@example(None, "３３")  # full-width digits
+def test_catalogue_search_answers_or_names_the_bad_parameter(q: str | None, owner: str | None) -> None:
+    try:
+        found = INDEX.search(q, owner)
+    except InvalidInput as e:
+        assert e.field in ("q", "owner"), e
+        return
+    assert all(d.owner.startswith((owner or "").rstrip("0")[:2]) for d in found)
