@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 ARGS ?=
 
-.PHONY: demo test lint protos fmt clean
+.PHONY: demo test lint protos fmt clean fuzz
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,22 @@ lint: $(STAMP)
 	$(BIN)/lint-imports
 	cd proto && ../$(BIN)/buf lint
 	$(BIN)/python scripts/gen_protos.py --check
+
+# The long coverage-guided fuzz run (atheris), kept out of `make test`: each target in turn,
+# its corpus kept in .fuzz/<target>/ between runs, any crashing input written to .fuzz/.
+FUZZ_TARGETS ?= envelope manifest policy catalogue peer_bodies
+FUZZ_ARGS ?= -max_total_time=120
+
+$(VENV)/.fuzz-installed: pyproject.toml $(STAMP)
+	$(BIN)/pip install -q -e '.[dev,fuzz]'
+	touch $@
+
+fuzz: $(VENV)/.fuzz-installed
+	@for t in $(FUZZ_TARGETS); do \
+		mkdir -p .fuzz/$$t; \
+		echo "== fuzzing $$t"; \
+		$(BIN)/python -m tests.fuzz.$$t $(FUZZ_ARGS) -artifact_prefix=.fuzz/ .fuzz/$$t || exit 1; \
+	done
 
 protos: $(STAMP)
 	$(BIN)/python scripts/gen_protos.py

@@ -120,12 +120,24 @@ def _kind_name(kind: type | tuple[type, ...]) -> str:
     return " or ".join(names.get(k, k.__name__) for k in kinds)
 
 
+def parse_toml(data: bytes, where: str, field: str) -> dict[str, Any]:
+    """TOML bytes from ``where`` (a path, for the message); every way they can be wrong is a
+    ConfigError naming ``field``: bad syntax, bytes that are not UTF-8, and nesting so deep
+    that tomllib's recursive parser runs out of stack (it has no depth limit of its own)."""
+    try:
+        return tomllib.loads(data.decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{where} is not UTF-8 text (byte {e.start})", field=field) from e
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{where} is not valid TOML: {e}", field=field) from e
+    except RecursionError as e:
+        raise ConfigError(f"{where} is not valid TOML: arrays or tables nested too deep", field=field) from e
+
+
 def load_toml(path: Path, field: str) -> dict[str, Any]:
     """Read a TOML file; a missing file or a syntax error names ``field`` and the file."""
     try:
-        with path.open("rb") as f:
-            return tomllib.load(f)
+        data = path.read_bytes()
     except OSError as e:
         raise ConfigError(f"cannot read {path}: {e.strerror}", field=field) from e
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{path} is not valid TOML: {e}", field=field) from e
+    return parse_toml(data, str(path), field)

@@ -7,12 +7,12 @@ linting a bundle needs neither a running node nor a signed manifest.
 
 from __future__ import annotations
 
-import tomllib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from core.errors import ConfigError
+from core.toml import parse_toml
 
 SAMPLES_DIR = Path(__file__).resolve().parent.parent / "registry" / "samples"
 
@@ -26,12 +26,10 @@ class CatalogueService:
 
 def _read_toml(path: Path) -> dict[str, object]:
     try:
-        with path.open("rb") as f:
-            return tomllib.load(f)
+        data = path.read_bytes()
     except OSError as e:
         raise ConfigError(f"cannot read {path}: {e.strerror}", field="catalogue") from e
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{path}: not valid TOML: {e}", field="catalogue") from e
+    return parse_toml(data, str(path), "catalogue")
 
 
 def read_catalogues(paths: Iterable[Path]) -> dict[str, CatalogueService]:

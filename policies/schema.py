@@ -29,7 +29,7 @@ from policies.spec import (
     ServiceSelector,
     TimeWindow,
 )
-from policies.yamlsrc import Reader, compose
+from policies.yamlsrc import Issue, Reader, compose, raise_issues
 
 NODE_RE = re.compile(r"[a-z0-9-]{2,32}")
 ID_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,79}")
@@ -63,7 +63,7 @@ def parse_bundle(data: bytes, source: str) -> Bundle:
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise ConfigError(f"{source}: bundle is not UTF-8", code="bundle_invalid", field="(file)") from e
+        raise_issues([Issue(source, data.count(b"\n", 0, e.start) + 1, "(file)", "not UTF-8 text")])
     r = Reader(source)
     top = r.mapping(compose(text, source), "", _TOP, required=("node", "revision", "rules"))
     r.check()

@@ -11,7 +11,6 @@ here a missing ``.sig`` is a refusal, never a fallback to unsigned loading.
 from __future__ import annotations
 
 import base64
-import binascii
 import json
 import struct
 from pathlib import Path
@@ -65,7 +64,9 @@ def verify_bundle_bytes(data: bytes, sig: bytes, public_key: bytes, source: str)
             body["key_id"],
             base64.b64decode(body["signature"], validate=True),
         )
-    except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, binascii.Error) as e:
+    # ValueError covers bad UTF-8, bad JSON, bad base64 and integers past Python's digit limit;
+    # RecursionError is json's answer to deeply nested brackets.
+    except (ValueError, KeyError, TypeError, RecursionError) as e:
         raise ConfigError(
             f"{source}: signature file is malformed", code="bundle_sig_malformed", field="sig"
         ) from e

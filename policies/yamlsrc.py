@@ -5,6 +5,11 @@ silently wins) and turns ``17:30`` into 1050 and ``no`` into False. Bundles are 
 read from the composed node tree: scalars are taken from their source text, every key is
 checked against the allowed set, and all problems are collected so an operator fixes a
 file in one pass rather than one error per run.
+
+Bundles cross a trust boundary (a signed bundle still comes from an operator's editor), so
+anchors and aliases are refused: an alias is free to write but walked once per reference,
+which turns a small file into quadratic or exponential work ("billion laughs"). Nesting is
+capped too, since PyYAML composes recursively and deep brackets would end in RecursionError.
 """
 
 from __future__ import annotations
@@ -21,6 +26,32 @@ from core.errors import ConfigError
 _STR_TAGS = frozenset(f"tag:yaml.org,2002:{t}" for t in ("str", "int", "float", "timestamp"))
 _BOOL_TAG = "tag:yaml.org,2002:bool"
 _NUMBER_TAGS = frozenset({"tag:yaml.org,2002:int", "tag:yaml.org,2002:float"})
+MAX_DEPTH = 32
+"""Deeper than any bundle or case file needs, far below Python's recursion limit."""
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader's composer with anchors, aliases and deep nesting refused at their mark."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self._depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        event = self.peek_event()  # type: ignore[no-untyped-call]
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
+            raise yaml.composer.ComposerError(
+                None, None, "anchors and aliases (&, *) are not allowed", event.start_mark
+            )
+        if self._depth >= MAX_DEPTH:
+            raise yaml.composer.ComposerError(
+                None, None, f"nested deeper than {MAX_DEPTH} levels", event.start_mark
+            )
+        self._depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
 
 
 @dataclass(frozen=True)
@@ -36,7 +67,7 @@ class Issue:
 
 def compose(text: str, file: str) -> yaml.Node:
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        node = yaml.compose(text, Loader=_StrictLoader)
     except yaml.MarkedYAMLError as e:
         line = e.problem_mark.line + 1 if e.problem_mark is not None else 1
         raise_issues([Issue(file, line, "(file)", f"not valid YAML: {e.problem}")])
@@ -70,7 +101,8 @@ class Reader:
         self.issues: list[Issue] = []
 
     def error(self, node: yaml.Node, field: str, message: str) -> None:
-        self.issues.append(Issue(self.file, node.start_mark.line + 1, field, message))
+        # The document root has no key path; "(file)" still tells the operator where to look.
+        self.issues.append(Issue(self.file, node.start_mark.line + 1, field or "(file)", message))
 
     def error_at(self, line: int, field: str, message: str) -> None:
         self.issues.append(Issue(self.file, line, field, message))

@@ -13,7 +13,6 @@ import hashlib
 import logging
 import re
 import struct
-import tomllib
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
@@ -25,6 +24,7 @@ from yrd.catalogue.v1 import catalogue_pb2
 
 from core.errors import ConfigError, Conflict, InvalidInput, YrdError
 from core.keys import NodeKey
+from core.toml import parse_toml
 from registry.divisions import is_valid_code
 from registry.forms import MAX_TEXT_LENGTH
 
@@ -231,11 +231,10 @@ def _service_from_toml(raw: object, where: str) -> ServiceDefinition:
 def load_catalogue_file(path: Path) -> tuple[str, list[ServiceDefinition]]:
     """The node id and the services of a catalogue TOML file (see docs/catalogue.md)."""
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        data = path.read_bytes()
     except OSError as e:
         raise ConfigError(f"cannot read catalogue {path}: {e.strerror}", field="catalogue_file") from e
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-        raise ConfigError(f"catalogue {path} is not valid TOML: {e}", field="catalogue_file") from e
+    raw = parse_toml(data, f"catalogue {path}", "catalogue_file")
     for key in raw:
         if key not in ("node_id", "services"):
             raise ConfigError(f"unknown key {key!r}", field=key)
