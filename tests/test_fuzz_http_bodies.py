@@ -11,10 +11,10 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from core.errors import InvalidInput
-from node.http.bodies import HttpLimits, parse_decision, parse_json_object, parse_submit
+from node.counter.contract import CounterLimits, parse_decision, parse_json_object, parse_submit
 from tests.fuzz import FUZZ
 
-LIMITS = HttpLimits(max_body_bytes=64 * 1024, max_attachments=3, max_attachment_bytes=64)
+LIMITS = CounterLimits(max_body_bytes=64 * 1024, max_attachments=3, max_attachment_bytes=64)
 SCALARS = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20)
 JSON = st.recursive(
     SCALARS,
@@ -72,7 +72,7 @@ def test_any_request_body_is_an_object_or_a_client_error(raw: bytes) -> None:
 @FUZZ
 @given(SUBMIT)
 def test_any_submission_parses_or_is_a_client_error(body: dict[str, Any]) -> None:
-    refused_cleanly(parse_submit, body, LIMITS)
+    refused_cleanly(parse_submit, body, LIMITS, "digest")
 
 
 @FUZZ
@@ -81,11 +81,6 @@ def test_any_decision_parses_or_is_a_client_error(body: dict[str, Any]) -> None:
     refused_cleanly(parse_decision, body, LIMITS)
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="issue 15 (hardening at the HTTP door): base64.b64decode raises a bare ValueError on "
-    "non-ASCII text, which node/http/bodies.py _base64 does not catch (a 500)",
-)
 def test_non_ascii_attachment_data_is_a_client_error() -> None:
     body = {"material": "m", "filename": "f", "content_type": "t", "data": "数据"}
     with pytest.raises(InvalidInput):
@@ -98,4 +93,5 @@ def test_non_ascii_attachment_data_is_a_client_error() -> None:
                 "attachments": [body],
             },
             LIMITS,
+            "digest",
         )
