@@ -88,8 +88,8 @@ def check_response(v: EnvelopeVerifier, env: Envelope) -> None:
 
 
 def check_forwarded(v: EnvelopeVerifier, env: Envelope) -> None:
-    # As PeerService decides it: this node relays whatever is not addressed to itself.
-    v.verify_forwarded(env, DELIVER, at_relay=env.destination != ME)
+    # Section 3.3: for this node, or for a member this node relays for (node-c), else refused.
+    v.verify_forwarded(env, DELIVER)
 
 
 SEEDS: list[tuple[Check, Envelope]] = [
