@@ -27,7 +27,7 @@ from core.clock import Clock, SystemClock
 from core.db import Database
 from core.errors import ConfigError
 from core.keys import load_key
-from node import metrics
+from node import metrics, migrations
 from node.cases.origin import Origin, apply_delivery_receipt, apply_status_update
 from node.cases.owner import Owner
 from node.cases.policy_gate import PolicyGate
@@ -166,13 +166,13 @@ def _database_errors(db: Database, work: Callable[[], None]) -> Database:
 def create_node_database(config: NodeConfig) -> Database:
     """A new node's empty database (``yrd node init``); refuses one that exists."""
     db = Database(config.database_url)
-    return _database_errors(db, db.create)
+    return _database_errors(db, lambda: db.create(migrations.upgrade))
 
 
 def open_node_database(config: NodeConfig) -> Database:
     """An existing node's database, refused if missing, empty or damaged (core/db.py)."""
     db = Database(config.database_url)
-    return _database_errors(db, db.open_existing)
+    return _database_errors(db, lambda: db.open_existing(migrations.check_at_head))
 
 
 def build_node(config: NodeConfig, clock: Clock | None = None) -> Node:
