@@ -39,6 +39,7 @@ from node.counter.grpc_server import CounterServicer
 from node.counter.users import UserStore
 from node.delivery.catalogue_sync import CatalogueSync
 from node.delivery.channels import Channels
+from node.delivery.checkpoints import Checkpoints
 from node.delivery.gossip import ManifestGossip
 from node.delivery.outbox import Backoff
 from node.delivery.peer_server import PeerServicer
@@ -84,6 +85,7 @@ class Node:
     delivery: Delivery
     sync: CatalogueSync
     gossip: ManifestGossip
+    checkpoints: Checkpoints
     policy: PolicyGate
     backend: NodeBackend
     users: UserStore
@@ -120,6 +122,7 @@ class Node:
         await self.delivery.start()
         self.sync.start()
         self.gossip.start()
+        self.checkpoints.start()
         self.policy.start()
         self.webhooks.start()
         for name in (*SERVICE_NAMES, ""):
@@ -139,6 +142,7 @@ class Node:
         await self.delivery.stop()
         await self.sync.stop()
         await self.gossip.stop()
+        await self.checkpoints.stop()
         await self.policy.stop()
         await self.webhooks.stop()
         await self.delivery.channels.close()
@@ -236,6 +240,15 @@ def build_node(config: NodeConfig, clock: Clock | None = None) -> Node:
         clock=clock,
         store=config.data_dir / CURRENT_MANIFEST,
     )
+    checkpoints = Checkpoints(
+        db=db,
+        trust=trust,
+        channels=channels,
+        verifier=verifier,
+        clock=clock,
+        interval_s=config.audit_checkpoint_interval_s,
+        every_records=config.audit_checkpoint_records,
+    )
     policy = PolicyGate.from_config(config, db=db, trust=trust, clock=clock)
     owner = Owner(
         db=db,
@@ -304,6 +317,7 @@ def build_node(config: NodeConfig, clock: Clock | None = None) -> Node:
         delivery=delivery,
         sync=sync,
         gossip=gossip,
+        checkpoints=checkpoints,
         policy=policy,
         backend=backend,
         users=users,
