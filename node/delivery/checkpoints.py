@@ -75,6 +75,8 @@ def answer(s: Session, own_id: str, query: peer_pb2.AuditCheckpointQuery) -> pee
 
 def check_signature(manifest: TrustedManifest, cp: peer_pb2.AuditCheckpoint) -> None:
     """Refuse a checkpoint not signed by a key the manifest lists for its node at its time."""
+    if cp.seq >= 2**63:  # signed as i64 (docs/protocol.md 12); a peer may send any uint64
+        raise InvalidInput("seq is out of range", code="malformed_body", field="seq")
     if len(cp.head_hash) != HASH_HEX_LEN or cp.head_hash.strip("0123456789abcdef"):
         raise InvalidInput(
             "head_hash must be 64 lowercase hex digits", code="malformed_body", field="head_hash"

@@ -133,7 +133,7 @@ def checkpoint_signing_input(node_id: str, seq: int, head_hash: str, at_ms: int)
         [
             b"yrd-audit-checkpoint-v1\x00",
             lp(node_id.encode()),
-            struct.pack(">Q", seq),
+            i64(seq),
             lp(head_hash.encode()),
             i64(at_ms),
         ]

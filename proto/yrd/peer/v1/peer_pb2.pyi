@@ -701,8 +701,8 @@ Global___AuditCheckpointQuery: _TypeAlias = AuditCheckpointQuery  # noqa: Y015
 class AuditCheckpoint(_message.Message):
     """AuditCheckpoint is a signed head of one node's audit chain: the record with sequence
     number `seq` has hash `head_hash` (64 lowercase hex). `signature` is Ed25519 by `node_id`'s
-    key `key_id` over "yrd-audit-checkpoint-v1" 0x00, lp(node_id), u64 seq, lp(head_hash),
-    i64 at_ms (docs/protocol.md, 12).
+    key `key_id` over "yrd-audit-checkpoint-v1" 0x00, lp(node_id), i64(seq), lp(head_hash),
+    i64(at_ms) (docs/protocol.md, 12).
     """
 
     DESCRIPTOR: _descriptor.Descriptor
