@@ -12,21 +12,55 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sqlalchemy import delete
 from sqlmodel import Session, col
+from yrd.federation.v1.manifest_pb2 import KEY_STATUS_ACTIVE, Manifest, Member, MemberKey, SignedManifest
 from yrd.peer.v1 import peer_pb2
 
 from core.db import Database
+from core.errors import InvalidInput, YrdError
+from core.keys import NodeKey
 from node import metrics
+from node.cli.audit import FIELDS, read_checkpoint
 from node.cli.main import main
 from node.delivery import checkpoints
 from node.models import AuditCheckpoint, AuditRecord
 from node.trust.audit import AuditEntry, append, check_against, load_chain, verify_chain
+from registry.manifest import TrustedManifest, sign_manifest, verify_anchor
 from simulations.local_federation import PROVINCES
 from simulations.sample_applications import application_body
 from tests.support.federation import Federation, allow_all_specs
 
 SERVICE = "zj.medical.cross-region-filing"
+
+
+def one_member_manifest() -> TrustedManifest:
+    """A manifest whose one member, jiangsu, has one active key: what a receiver checks against."""
+    key = NodeKey.generate()
+    member_key = MemberKey(
+        key_id=key.key_id,
+        public_key=key.public_key,
+        not_before_ms=0,
+        not_after_ms=10**13,
+        status=KEY_STATUS_ACTIVE,
+    )
+    member = Member(
+        node_id="jiangsu",
+        display_name="J",
+        jurisdictions=["32"],
+        grpc_endpoint="127.0.0.1:1",
+        http_endpoint="http://127.0.0.1:2",
+        keys=[member_key],
+    )
+    manifest = Manifest(
+        federation_id="t", version=1, threshold=1, issued_at_ms=0, expires_at_ms=10**13, members=[member]
+    )
+    return verify_anchor(sign_manifest(SignedManifest(manifest=manifest.SerializeToString()), "jiangsu", key))
+
+
+MANIFEST = one_member_manifest()
 
 
 @pytest.fixture
@@ -168,3 +202,55 @@ def test_replicas_append_one_chain_on_postgres(new_pg_schema: Callable[[], str])
             db.close()
     assert [r.seq for r in chain] == list(range(1, 61))
     assert list(verify_chain(chain)) == []
+
+
+def _any_checkpoint() -> st.SearchStrategy[peer_pb2.AuditCheckpoint]:
+    return st.builds(
+        peer_pb2.AuditCheckpoint,
+        node_id=st.sampled_from(["jiangsu", "zhejiang", "", "x" * 40]) | st.text(max_size=20),
+        seq=st.integers(0, 2**64 - 1),
+        head_hash=st.sampled_from(["0" * 64, "F" * 64]) | st.text(max_size=70),
+        at_ms=st.integers(-(2**63), 2**63 - 1),
+        key_id=st.text(max_size=20),
+        signature=st.binary(max_size=70),
+    )
+
+
+@settings(max_examples=150, deadline=None)
+@given(cp=_any_checkpoint())
+def test_any_checkpoint_from_a_peer_is_refused_with_a_clear_error_or_verifies(
+    cp: peer_pb2.AuditCheckpoint,
+) -> None:
+    try:
+        checkpoints.check_signature(MANIFEST, cp)
+    except YrdError as e:
+        assert e.code in {
+            "malformed_body",
+            "bad_signature",
+            "unknown_sender",
+            "unknown_key",
+            "key_revoked",
+            "key_not_valid",
+        }
+    else:
+        raise AssertionError("a random checkpoint verified")
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    doc=st.dictionaries(
+        st.sampled_from([*FIELDS, "extra"]),
+        st.none() | st.booleans() | st.integers() | st.text(max_size=8) | st.lists(st.integers(), max_size=2),
+    )
+)
+def test_any_checkpoint_file_is_read_or_refused_naming_the_field(
+    doc: dict[str, object], tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    path = tmp_path_factory.mktemp("cp") / "cp.json"
+    path.write_text(json.dumps(doc))
+    try:
+        cp = read_checkpoint(path)
+    except InvalidInput as e:
+        assert e.code == "bad_checkpoint" and e.field
+    else:
+        assert set(doc) == set(FIELDS) and cp.seq == doc["seq"]
