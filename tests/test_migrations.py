@@ -142,3 +142,19 @@ def test_a_node_refuses_an_empty_postgres_database(new_pg_schema: Callable[[], s
     with pytest.raises(ConfigError) as e:
         open_node_database(config)
     assert e.value.code == "schema_missing"
+
+
+def test_yrd_db_status_names_the_revision_and_what_to_do(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = old_node(tmp_path)
+    toml = str(config.data_dir / "node.toml")
+    assert main(["db", "status", "--config", toml]) == 0
+    assert (
+        f"database: none; code head: {migrations.head()} (older: run 'yrd db upgrade')"
+        in capsys.readouterr().out
+    )
+    assert main(["db", "upgrade", "--config", toml]) == 0
+    capsys.readouterr()
+    assert main(["db", "status", "--config", toml]) == 0
+    assert "(at head)" in capsys.readouterr().out

@@ -70,12 +70,11 @@ def _status(args: argparse.Namespace) -> int:
     finally:
         db.close()
     head = migrations.head()
-    state = (
-        "at head"
-        if revision == head
-        else "run 'yrd db upgrade'"
-        if revision in migrations.known_revisions() or revision is None
-        else "newer than this code"
-    )
+    if revision == head:
+        state = "at head"
+    elif revision is None or revision in migrations.known_revisions():
+        state = "older: run 'yrd db upgrade'"
+    else:
+        state = "newer than this code: run the newer yrd"
     print(f"database: {revision or 'none'}; code head: {head} ({state})")
     return 0
