@@ -5,20 +5,23 @@ next asks the peer what it holds of it. Replicas on PostgreSQL append to one cha
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
 import threading
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy import delete
-from sqlmodel import Session, col
+from sqlmodel import Session, col, select
 from yrd.federation.v1.manifest_pb2 import KEY_STATUS_ACTIVE, Manifest, Member, MemberKey, SignedManifest
 from yrd.peer.v1 import peer_pb2
 
+from core.clock import FakeClock
 from core.db import Database
 from core.errors import InvalidInput, YrdError
 from core.keys import NodeKey
@@ -254,3 +257,56 @@ def test_any_checkpoint_file_is_read_or_refused_naming_the_field(
         assert e.code == "bad_checkpoint" and e.field
     else:
         assert set(doc) == set(FIELDS) and cp.seq == doc["seq"]
+
+
+async def test_the_loop_signs_when_due_and_exchanges_once_per_interval(tmp_path: Path) -> None:
+    db = Database(f"sqlite:///{tmp_path / 'n.db'}")
+    db.create_all()
+    clock = FakeClock()
+    members = [SimpleNamespace(node_id=n) for n in ("jiangsu", "zhejiang", "anhui")]
+    trust = SimpleNamespace(
+        node_id="jiangsu",
+        key=NodeKey.generate(),
+        manifest=SimpleNamespace(members=members),
+        next_hop=lambda peer: peer,
+    )
+    cps = checkpoints.Checkpoints(
+        db=db,
+        trust=trust,  # type: ignore[arg-type]
+        channels=None,  # type: ignore[arg-type]
+        verifier=None,  # type: ignore[arg-type]
+        clock=clock,
+        interval_s=60.0,
+        every_records=5,
+    )
+    exchanged: list[tuple[float, str]] = []
+
+    async def exchange(peer: str) -> None:
+        exchanged.append((clock.monotonic(), peer))
+
+    cps.exchange = exchange  # type: ignore[method-assign]
+    start_ms = clock.now_ms()
+    records = [AuditEntry("in", "anhui", "/m", b"\x01" * 32)]
+    db.transact(lambda s: append(s, records * 2, 1))  # signed at the first tick: none held yet
+    signing_tick = cps.tick
+    past_two_intervals = asyncio.Event()
+
+    async def tick() -> AuditCheckpoint | None:
+        if clock.monotonic() == 30:  # seven more records by now: due before the interval
+            await db.run(lambda s: append(s, records * 7, 1))
+        if clock.monotonic() > 125:
+            past_two_intervals.set()
+        return await signing_tick()
+
+    cps.tick = tick  # type: ignore[method-assign]
+    task = asyncio.create_task(cps.run())
+    try:
+        await past_two_intervals.wait()
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    held = db.transact(lambda s: s.exec(select(AuditCheckpoint).order_by(col(AuditCheckpoint.seq))).all())
+    db.close()
+    assert [(c.seq, c.at_ms - start_ms) for c in held][:2] == [(2, 10_000), (9, 30_000)]
+    assert [t for t, _ in exchanged] == [60.0, 60.0, 120.0, 120.0]  # twice, to both peers, not every tick
+    assert {p for _, p in exchanged} == {"zhejiang", "anhui"}
