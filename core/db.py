@@ -11,6 +11,10 @@ init``), 0600 in a 0700 folder since it holds password hashes, sessions and deci
 Opening an existing node (:meth:`Database.open_existing`) refuses a file that is missing,
 empty or fails ``PRAGMA quick_check``: SQLite would otherwise make a fresh empty file and
 the node would start with its applications, accounts and audit chain silently gone.
+
+The schema is versioned by the node's migrations (node/migrations, alembic), which this kernel
+does not import: :meth:`Database.create` and :meth:`Database.open_existing` take the step that
+creates the schema at its head or checks that it is there.
 """
 
 from __future__ import annotations
@@ -25,14 +29,14 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import event, inspect
+from sqlalchemy import event
 from sqlalchemy.engine import Engine
-from sqlalchemy.schema import CreateColumn
 from sqlmodel import Session, SQLModel, create_engine
 
 from core.errors import ConfigError, Unavailable
 
 T = TypeVar("T")
+SchemaStep = Callable[[Engine], object]
 
 log = logging.getLogger(__name__)
 
@@ -139,9 +143,9 @@ class Database:
         name = self.engine.url.database
         return Path(name) if name and name != ":memory:" else None
 
-    def create(self) -> None:
-        """Create a new node's database (0600, in a 0700 folder), refusing to touch one that
-        holds anything: a new node starts empty, an old one is never re-created."""
+    def create(self, init_schema: SchemaStep) -> None:
+        """Create a new node's database (0600, in a 0700 folder) with ``init_schema``, refusing
+        to touch one that holds anything: a new node starts empty, an old one is never re-created."""
         path = self.sqlite_path
         if path is not None:
             if path.exists() and path.stat().st_size > 0:
@@ -153,18 +157,18 @@ class Database:
             # A folder that exists is the operator's to set (it may be shared); a new one is private.
             path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         with private_files():
-            self.create_all()
+            init_schema(self.engine)
         self.secure_files()
 
-    def open_existing(self) -> None:
-        """Check an existing node's database and bring its tables up to date."""
+    def open_existing(self, check_schema: SchemaStep) -> None:
+        """Check an existing node's database, its file and then (``check_schema``) its schema."""
         path = self.sqlite_path
         if path is not None:
             check_sqlite_file(path)
             if path.parent.stat().st_mode & 0o077:
                 log.warning("the database folder %s is open to other local users; chmod 700 it", path.parent)
         with private_files():
-            self.create_all()
+            check_schema(self.engine)
         self.secure_files()
 
     def secure_files(self) -> None:
@@ -177,25 +181,9 @@ class Database:
                 os.chmod(p, 0o600)
 
     def create_all(self) -> None:
-        """Create missing tables of every imported SQLModel table class, and add the
-        columns added to them since (additive changes only: a column must carry a server
-        default or be nullable, so old rows get a value)."""
+        """Create the tables of every imported SQLModel table class, unversioned: for tests and
+        throwaway tools. A node's database is made and upgraded by its migrations instead."""
         SQLModel.metadata.create_all(self.engine)
-        with self.engine.begin() as conn:
-            inspector = inspect(conn)
-            for table in SQLModel.metadata.sorted_tables:
-                have = {c["name"] for c in inspector.get_columns(table.name)}
-                for column in table.columns:
-                    if column.name in have:
-                        continue
-                    if column.server_default is None and not column.nullable:
-                        raise ConfigError(
-                            f"column {table.name}.{column.name} is missing and has no default to add it with",
-                            code="schema_mismatch",
-                            field="database_url",
-                        )
-                    ddl = CreateColumn(column).compile(dialect=conn.dialect)
-                    conn.exec_driver_sql(f"ALTER TABLE {table.name} ADD COLUMN {ddl}")
 
     def session(self) -> Session:
         return Session(self.engine, expire_on_commit=False)

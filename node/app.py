@@ -27,7 +27,7 @@ from core.clock import Clock, SystemClock
 from core.db import Database
 from core.errors import ConfigError
 from core.keys import load_key
-from node import metrics
+from node import metrics, migrations
 from node.cases.origin import Origin, apply_delivery_receipt, apply_status_update
 from node.cases.owner import Owner
 from node.cases.policy_gate import PolicyGate
@@ -39,6 +39,7 @@ from node.counter.grpc_server import CounterServicer
 from node.counter.users import UserStore
 from node.delivery.catalogue_sync import CatalogueSync
 from node.delivery.channels import Channels
+from node.delivery.checkpoints import Checkpoints
 from node.delivery.gossip import ManifestGossip
 from node.delivery.outbox import Backoff
 from node.delivery.peer_server import PeerServicer
@@ -84,6 +85,7 @@ class Node:
     delivery: Delivery
     sync: CatalogueSync
     gossip: ManifestGossip
+    checkpoints: Checkpoints
     policy: PolicyGate
     backend: NodeBackend
     users: UserStore
@@ -120,6 +122,7 @@ class Node:
         await self.delivery.start()
         self.sync.start()
         self.gossip.start()
+        self.checkpoints.start()
         self.policy.start()
         self.webhooks.start()
         for name in (*SERVICE_NAMES, ""):
@@ -139,6 +142,7 @@ class Node:
         await self.delivery.stop()
         await self.sync.stop()
         await self.gossip.stop()
+        await self.checkpoints.stop()
         await self.policy.stop()
         await self.webhooks.stop()
         await self.delivery.channels.close()
@@ -166,13 +170,13 @@ def _database_errors(db: Database, work: Callable[[], None]) -> Database:
 def create_node_database(config: NodeConfig) -> Database:
     """A new node's empty database (``yrd node init``); refuses one that exists."""
     db = Database(config.database_url)
-    return _database_errors(db, db.create)
+    return _database_errors(db, lambda: db.create(migrations.upgrade))
 
 
 def open_node_database(config: NodeConfig) -> Database:
     """An existing node's database, refused if missing, empty or damaged (core/db.py)."""
     db = Database(config.database_url)
-    return _database_errors(db, db.open_existing)
+    return _database_errors(db, lambda: db.open_existing(migrations.check_at_head))
 
 
 def build_node(config: NodeConfig, clock: Clock | None = None) -> Node:
@@ -235,6 +239,15 @@ def build_node(config: NodeConfig, clock: Clock | None = None) -> Node:
         verifier=verifier,
         clock=clock,
         store=config.data_dir / CURRENT_MANIFEST,
+    )
+    checkpoints = Checkpoints(
+        db=db,
+        trust=trust,
+        channels=channels,
+        verifier=verifier,
+        clock=clock,
+        interval_s=config.audit_checkpoint_interval_s,
+        every_records=config.audit_checkpoint_records,
     )
     policy = PolicyGate.from_config(config, db=db, trust=trust, clock=clock)
     owner = Owner(
@@ -304,6 +317,7 @@ def build_node(config: NodeConfig, clock: Clock | None = None) -> Node:
         delivery=delivery,
         sync=sync,
         gossip=gossip,
+        checkpoints=checkpoints,
         policy=policy,
         backend=backend,
         users=users,

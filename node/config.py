@@ -66,6 +66,9 @@ class NodeConfig:
     catalogue: Path = Path("catalogue.toml")
     policy_bundle: Path | None = None
     max_skew_ms: int = 30_000
+    # How often the audit head is signed and checkpoints exchanged with peers (docs/protocol.md 12).
+    audit_checkpoint_interval_s: float = 300.0
+    audit_checkpoint_records: int = 1000
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
     handlers: HandlersConfig = field(default_factory=HandlersConfig)
@@ -113,6 +116,10 @@ def config_from_document(doc: Mapping[str, Any], base_dir: Path) -> NodeConfig:
     catalogue = _path(top, "catalogue", base_dir, None) or Path("catalogue.toml")
     policy_bundle = _path(top, "policy_bundle", base_dir, None)
     max_skew_ms = top.positive("max_skew_ms", int, NodeConfig.max_skew_ms)
+    checkpoint_s = float(
+        top.positive("audit_checkpoint_interval_s", (int, float), NodeConfig.audit_checkpoint_interval_s)
+    )
+    checkpoint_records = top.positive("audit_checkpoint_records", int, NodeConfig.audit_checkpoint_records)
     limits = _limits(top.subtable("limits"))
     delivery = _delivery(top.subtable("delivery"))
     handlers = _handlers(top.subtable("handlers"))
@@ -130,6 +137,8 @@ def config_from_document(doc: Mapping[str, Any], base_dir: Path) -> NodeConfig:
         catalogue=catalogue,
         policy_bundle=policy_bundle,
         max_skew_ms=max_skew_ms,
+        audit_checkpoint_interval_s=checkpoint_s,
+        audit_checkpoint_records=checkpoint_records,
         limits=limits,
         delivery=delivery,
         handlers=handlers,

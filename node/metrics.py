@@ -43,3 +43,13 @@ OUTBOX_DEAD_LETTERED = Counter(
 DELIVERY_STALLED = Gauge(
     "yrd_delivery_stalled_peers", "Peers with work waiting and no successful call for stall_after_s"
 )
+AUDIT_CHECKPOINTS = Counter(
+    "yrd_audit_checkpoints_total",
+    "Audit checkpoints signed by this node (own) or fetched from peers and kept (peer)",
+    ["source"],
+)
+AUDIT_CHECKPOINT_CONFLICTS = Counter(
+    "yrd_audit_checkpoint_conflicts_total",
+    "Checkpoints that contradict one held before (a chain cut or rewritten), by whose chain",
+    ["node"],
+)

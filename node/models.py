@@ -31,7 +31,7 @@ class Application(SQLModel, table=True):
 
 class SubmissionDigest(SQLModel, table=True):
     """The digest of the request that created an application: a retry under the same
-    idempotency key must repeat it. Its own table so older databases gain it by create_all."""
+    idempotency key must repeat it. Its own table (node/migrations 0002 adds it to older databases)."""
 
     __tablename__ = "submission_digest"
 
@@ -171,3 +171,31 @@ class AuditRecord(SQLModel, table=True):
     detail: str = ""
     prev_hash: str
     hash: str
+
+
+class QuotaUsage(SQLModel, table=True):
+    """One policy quota's token bucket, shared by every replica of the node (policies/quotas.py
+    updates it under a row lock); ``tokens`` as of ``updated_ms`` (wall clock, the replicas'
+    only common time)."""
+
+    __tablename__ = "quota_usage"
+
+    quota_id: str = Field(primary_key=True)
+    scope_key: str = Field(primary_key=True)
+    tokens: float
+    updated_ms: int = Field(sa_type=BigInteger)
+
+
+class AuditCheckpoint(SQLModel, table=True):
+    """A signed head of an audit chain: this node's own (``node_id`` is this node) and those
+    its peers handed over, kept so a truncated chain is caught (node/delivery/checkpoints.py)."""
+
+    __tablename__ = "audit_checkpoint"
+
+    node_id: str = Field(primary_key=True)
+    seq: int = Field(primary_key=True, sa_type=BigInteger)
+    head_hash: str
+    at_ms: int = Field(sa_type=BigInteger)
+    key_id: str
+    signature: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    received_at_ms: int = Field(sa_type=BigInteger)

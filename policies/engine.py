@@ -24,7 +24,7 @@ from policies.model import (
     Obligations,
     PolicyInput,
 )
-from policies.quotas import QuotaBook
+from policies.quotas import QuotaBook, QuotaCounter
 from policies.spec import Bundle, Conditions, Rule
 
 DEFAULT_DENY_REASON = "no rule allows this exchange (default deny)"
@@ -59,10 +59,10 @@ class PolicyEngine:
     """One loaded bundle, compiled. ``decide`` is synchronous and allocation-light because it
     runs on the event loop for every application, twice (origin and owner)."""
 
-    def __init__(self, bundle: Bundle, clock: Clock, quotas: QuotaBook | None = None) -> None:
+    def __init__(self, bundle: Bundle, clock: Clock, quotas: QuotaCounter | None = None) -> None:
         self.bundle = bundle
         self.revision = bundle.full_revision
-        self.quotas = quotas if quotas is not None else QuotaBook(clock)
+        self.quotas: QuotaCounter = quotas if quotas is not None else QuotaBook(clock)
         self.index = RuleIndex(bundle.rules, bundle.quotas)
         self._offset = bundle.utc_offset_min
         self._reasons = {r.id: rule_reason(r) for r in bundle.rules}

@@ -17,7 +17,7 @@ from prometheus_client import Counter, Gauge
 from core.clock import Clock
 from core.errors import ConfigError
 from policies.engine import PolicyEngine
-from policies.quotas import QuotaBook
+from policies.quotas import QuotaBook, QuotaCounter
 from policies.schema import parse_bundle
 from policies.signing import read_signed, sig_path_for
 
@@ -58,14 +58,23 @@ class PolicyHolder:
     process keep apart.
     """
 
-    def __init__(self, path: Path, public_key: bytes, clock: Clock, *, node_id: str | None = None) -> None:
+    def __init__(
+        self,
+        path: Path,
+        public_key: bytes,
+        clock: Clock,
+        *,
+        node_id: str | None = None,
+        quotas: QuotaCounter | None = None,
+    ) -> None:
         self.path = path
         self.sig_path = sig_path_for(path)
         self.last_error: str | None = None
         self._public_key = public_key
         self._clock = clock
         self._node_id = node_id
-        self._quotas = QuotaBook(clock)  # shared by successive engines, see policies.quotas
+        # Shared by successive engines, see policies.quotas; in the database for replicas.
+        self._quotas = quotas if quotas is not None else QuotaBook(clock)
         self._label = node_id or path.name
         self._seen = self._stamp()
         try:

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlmodel import select
 
 from core.clock import FakeClock, SystemClock
 from core.db import Database
@@ -22,7 +21,6 @@ from core.errors import ConfigError
 from node.app import build_node, create_node_database, open_node_database
 from node.cli.main import main
 from node.config import NodeConfig
-from node.counter.users import UserAccount
 from simulations.demo.layout import DemoNode, NodeAccounts, lay_out
 from simulations.demo.supervisor import NodeProcess, Supervisor, healthz_answers
 from simulations.local_federation import PROVINCES, prepare
@@ -125,7 +123,7 @@ OLD_USER_ACCOUNT = (  # user_account as the first release made it
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
-def test_a_column_added_since_is_added_to_an_older_database(
+def test_an_older_database_is_refused_until_yrd_db_upgrade(
     tmp_path: Path, backend: str, request: pytest.FixtureRequest
 ) -> None:
     if backend == "sqlite":
@@ -140,14 +138,11 @@ def test_a_column_added_since_is_added_to_an_older_database(
             for sql in OLD_USER_ACCOUNT:
                 conn.exec_driver_sql(sql)
         old.close()
-    db = open_node_database(
-        NodeConfig(node_id="js", jurisdiction="320000", data_dir=tmp_path, database_url=url)
-    )
-    try:
-        row = db.transact(lambda s: s.exec(select(UserAccount)).one())
-    finally:
-        db.close()
-    assert (row.username, row.role, row.department) == ("li.clerk", "clerk", "")
+    with pytest.raises(ConfigError, match="yrd db upgrade") as e:  # tests/test_migrations.py upgrades
+        open_node_database(
+            NodeConfig(node_id="js", jurisdiction="320000", data_dir=tmp_path, database_url=url)
+        )
+    assert e.value.code == "schema_outdated"
 
 
 # --- a node that hangs ------------------------------------------------------------------

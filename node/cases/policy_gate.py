@@ -24,21 +24,35 @@ from policies.decision_log import DecisionLog
 from policies.holder import PolicyHolder
 from policies.model import Decision, PolicyInput
 from policies.obligations import apply_obligations
+from policies.quotas import SqlQuotaBook
 
 NO_BUNDLE = "no policy bundle is configured for this node; nothing may be shared"
 
 
 class PolicyGate:
-    def __init__(self, holder: PolicyHolder | None, log: DecisionLog, trust: Trust, clock: Clock) -> None:
+    def __init__(
+        self,
+        holder: PolicyHolder | None,
+        log: DecisionLog,
+        trust: Trust,
+        clock: Clock,
+        *,
+        off_loop: bool = False,
+    ) -> None:
         self.holder, self.log, self.trust, self.clock = holder, log, trust, clock
+        self._off_loop = off_loop  # quotas counted in the database: decide on a thread, not the loop
         self._task: asyncio.Task[None] | None = None
 
     @classmethod
     def from_config(cls, config: NodeConfig, *, db: Database, trust: Trust, clock: Clock) -> PolicyGate:
         holder = None
         if config.policy_bundle is not None:
-            holder = PolicyHolder(config.policy_bundle, trust.key.public_key, clock, node_id=config.node_id)
-        return cls(holder, DecisionLog(db), trust, clock)
+            # Replicas share PostgreSQL, so they must share the quota buckets too (policies/quotas.py).
+            quotas = None if db.is_sqlite else SqlQuotaBook(db, clock)
+            holder = PolicyHolder(
+                config.policy_bundle, trust.key.public_key, clock, node_id=config.node_id, quotas=quotas
+            )
+        return cls(holder, DecisionLog(db), trust, clock, off_loop=not db.is_sqlite)
 
     def revision(self) -> str:
         return self.holder.current().revision if self.holder else "none"
@@ -84,7 +98,7 @@ class PolicyGate:
             consent=req.consent,
             at_ms=now,
         )
-        decision = self._decide(inp)
+        decision = await asyncio.to_thread(self._decide, inp) if self._off_loop else self._decide(inp)
         if decision is None:
             raise self._deny(None)
         await self.log.record(decision, inp)

@@ -17,7 +17,19 @@ from core.errors import YrdError
 
 ENTRY_POINT_GROUP = "yrd.commands"
 # Help order; a group not listed here (a plug-in) comes after these, by name.
-HELP_ORDER = ("keys", "federation", "node", "users", "audit", "outbox", "policy", "bench", "simulate", "demo")
+HELP_ORDER = (
+    "keys",
+    "federation",
+    "node",
+    "db",
+    "users",
+    "audit",
+    "outbox",
+    "policy",
+    "bench",
+    "simulate",
+    "demo",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,8 +1,9 @@
 """``yrd node``: set up and run one node.
 
 ``init`` is the first thing a provincial operator runs: it creates the node's key, a
-config that loads and the node's empty database (the only way a node database is born:
-a node that finds its database missing later refuses to start), and prints the
+config that loads and the node's empty database at the schema head of node/migrations (the
+only way a node database is born: a node that finds its database missing later refuses to
+start), and prints the
 ``[[members]]`` entry to hand to the federation, so the public key travels by copy-paste
 and the seed never leaves the directory.
 """

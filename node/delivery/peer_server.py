@@ -18,6 +18,7 @@ from core.clock import Clock
 from core.db import Database
 from core.errors import EnvelopeRejected, InvalidInput
 from node import metrics
+from node.delivery import checkpoints
 from node.delivery.outbox import enqueue
 from node.delivery.peer_client import parse_body
 from node.delivery.relaying import DELIVER, NOTIFY_STATUS, forward_item
@@ -299,6 +300,18 @@ class PeerServicer(peer_pb2_grpc.PeerServiceServicer):
             body.manifest.CopyFrom(current.signed)
         return peer_pb2.GetManifestResponse(
             envelope=await self._answer(env, body.SerializeToString(), GET_MANIFEST)
+        )
+
+    @grpc_errors
+    async def GetAuditCheckpoint(
+        self, request: peer_pb2.GetAuditCheckpointRequest, context: grpc.aio.ServicerContext[object, object]
+    ) -> peer_pb2.GetAuditCheckpointResponse:
+        env = request.envelope
+        await self._verify(env, checkpoints.GET_AUDIT_CHECKPOINT)
+        query = parse_body(peer_pb2.AuditCheckpointQuery, env.body)
+        body = await self.db.run(lambda s: checkpoints.answer(s, self.trust.node_id, query))
+        return peer_pb2.GetAuditCheckpointResponse(
+            envelope=await self._answer(env, body.SerializeToString(), checkpoints.GET_AUDIT_CHECKPOINT)
         )
 
     async def _answer(self, env: Env, body: bytes, method: str) -> Env:

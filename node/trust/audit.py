@@ -6,6 +6,21 @@ every hash after it. The chain is appended inside the caller's transaction: the 
 of an envelope commits or rolls back with the effect of that envelope. On PostgreSQL a
 transaction-scoped advisory lock serialises appenders across replicas; SQLite has one
 writer anyway.
+
+Checkpoints anchor the head outside the node. The chain alone catches altered, reordered or
+removed records in the middle, but not records removed from the end: a chain cut after any
+record is still a valid chain. So the node signs a checkpoint (its node id, a sequence
+number, the hash of that record, the time) from time to time and its peers fetch and keep
+it (node/delivery/checkpoints.py, docs/protocol.md section 12). :func:`check_against` then
+finds a cut: the chain must still hold the checkpointed record with the checkpointed hash.
+
+Threat model, honestly: this catches an operator (or intruder with the database) who removes
+or rewrites records up to the newest checkpoint a peer holds. It does not catch removal of
+records appended after that checkpoint (the window is the checkpoint interval), and it does
+not stop a node with its own key from signing a checkpoint of a rewritten chain before any
+peer fetched the old one; once a peer holds a checkpoint, a rewrite below it shows as a
+different hash at that sequence. The node's own stored checkpoints prove nothing against
+its own operator (they can be deleted with the records); the peers' copies are the anchor.
 """
 
 from __future__ import annotations
@@ -18,6 +33,7 @@ from dataclasses import dataclass
 from sqlalchemy import text
 from sqlmodel import Session, col, select
 
+from core.wire import i64, lp
 from node.models import AuditRecord
 
 GENESIS = "0" * 64
@@ -109,3 +125,39 @@ def verify_chain(records: Iterable[AuditRecord]) -> Iterator[AuditProblem]:
 
 def load_chain(session: Session) -> list[AuditRecord]:
     return list(session.exec(select(AuditRecord).order_by(col(AuditRecord.seq))).all())
+
+
+def checkpoint_signing_input(node_id: str, seq: int, head_hash: str, at_ms: int) -> bytes:
+    """The bytes a checkpoint's signature covers (docs/protocol.md section 12)."""
+    return b"".join(
+        [
+            b"yrd-audit-checkpoint-v1\x00",
+            lp(node_id.encode()),
+            i64(seq),
+            lp(head_hash.encode()),
+            i64(at_ms),
+        ]
+    )
+
+
+def head(session: Session) -> tuple[int, str]:
+    """(sequence, hash) of the newest record; (0, GENESIS) for an empty chain."""
+    last = session.exec(select(AuditRecord).order_by(col(AuditRecord.seq).desc()).limit(1)).first()
+    return (last.seq, last.hash) if last else (0, GENESIS)
+
+
+def check_against(records: list[AuditRecord], seq: int, head_hash: str) -> AuditProblem | None:
+    """A problem when the chain (in ``seq`` order, from 1) does not hold record ``seq`` with
+    hash ``head_hash``: records were removed from the tail, or the chain was rewritten."""
+    if seq == 0:
+        return None
+    record = next((r for r in reversed(records) if r.seq == seq), None) if records else None
+    if record is None:
+        last = records[-1].seq if records else 0
+        return AuditProblem(
+            seq,
+            f"the chain has no record {seq} (it ends at {last}), but a checkpoint holds it: records removed",
+        )
+    if record.hash != head_hash:
+        return AuditProblem(seq, "the record's hash differs from the checkpoint's: the chain was rewritten")
+    return None

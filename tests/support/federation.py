@@ -16,6 +16,8 @@ from yrd.counter.v1 import counter_pb2
 from yrd.peer.v1 import peer_pb2
 
 from core.clock import Clock, SystemClock
+from core.db import Database
+from node import migrations
 from node.app import Node, build_node
 from node.config import NodeConfig
 from simulations.local_federation import PROVINCES, NodeSpec, prepare
@@ -77,6 +79,10 @@ class Federation:
             c.node_id: dataclasses.replace(c, database_url=self.database_urls.get(c.node_id, c.database_url))
             for c in configs
         }
+        for url in self.database_urls.values():  # as the operator does with `yrd db upgrade`
+            db = Database(url)
+            migrations.upgrade(db.engine)
+            db.close()
         for node_id in self.configs:
             await self.start_node(node_id)
         self.http = aiohttp.ClientSession()

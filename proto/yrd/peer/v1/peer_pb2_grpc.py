@@ -56,6 +56,11 @@ class PeerServiceStub:
                 request_serializer=yrd_dot_peer_dot_v1_dot_peer__pb2.GetManifestRequest.SerializeToString,
                 response_deserializer=yrd_dot_peer_dot_v1_dot_peer__pb2.GetManifestResponse.FromString,
                 _registered_method=True)
+        self.GetAuditCheckpoint = channel.unary_unary(
+                '/yrd.peer.v1.PeerService/GetAuditCheckpoint',
+                request_serializer=yrd_dot_peer_dot_v1_dot_peer__pb2.GetAuditCheckpointRequest.SerializeToString,
+                response_deserializer=yrd_dot_peer_dot_v1_dot_peer__pb2.GetAuditCheckpointResponse.FromString,
+                _registered_method=True)
 
 
 class PeerServiceServicer:
@@ -91,6 +96,13 @@ class PeerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetAuditCheckpoint(self, request, context):
+        """The newest signed checkpoint of an audit chain the callee holds (docs/protocol.md, 12).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PeerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -113,6 +125,11 @@ def add_PeerServiceServicer_to_server(servicer, server):
                     servicer.GetManifest,
                     request_deserializer=yrd_dot_peer_dot_v1_dot_peer__pb2.GetManifestRequest.FromString,
                     response_serializer=yrd_dot_peer_dot_v1_dot_peer__pb2.GetManifestResponse.SerializeToString,
+            ),
+            'GetAuditCheckpoint': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetAuditCheckpoint,
+                    request_deserializer=yrd_dot_peer_dot_v1_dot_peer__pb2.GetAuditCheckpointRequest.FromString,
+                    response_serializer=yrd_dot_peer_dot_v1_dot_peer__pb2.GetAuditCheckpointResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -225,6 +242,33 @@ class PeerService:
             '/yrd.peer.v1.PeerService/GetManifest',
             yrd_dot_peer_dot_v1_dot_peer__pb2.GetManifestRequest.SerializeToString,
             yrd_dot_peer_dot_v1_dot_peer__pb2.GetManifestResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetAuditCheckpoint(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/yrd.peer.v1.PeerService/GetAuditCheckpoint',
+            yrd_dot_peer_dot_v1_dot_peer__pb2.GetAuditCheckpointRequest.SerializeToString,
+            yrd_dot_peer_dot_v1_dot_peer__pb2.GetAuditCheckpointResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -43,6 +43,8 @@ class PeerServiceStub:
     """GetCatalogue returns the callee's signed catalogue unless the caller's digest is current."""
     GetManifest: _grpc.UnaryUnaryMultiCallable[_peer_pb2.GetManifestRequest, _peer_pb2.GetManifestResponse]
     """GetManifest returns the newest manifest the callee trusts (gossip)."""
+    GetAuditCheckpoint: _grpc.UnaryUnaryMultiCallable[_peer_pb2.GetAuditCheckpointRequest, _peer_pb2.GetAuditCheckpointResponse]
+    """The newest signed checkpoint of an audit chain the callee holds (docs/protocol.md, 12)."""
 
 @_typing.type_check_only
 class PeerServiceAsyncStub(PeerServiceStub):
@@ -59,6 +61,8 @@ class PeerServiceAsyncStub(PeerServiceStub):
     """GetCatalogue returns the callee's signed catalogue unless the caller's digest is current."""
     GetManifest: _aio.UnaryUnaryMultiCallable[_peer_pb2.GetManifestRequest, _peer_pb2.GetManifestResponse]  # type: ignore[assignment]
     """GetManifest returns the newest manifest the callee trusts (gossip)."""
+    GetAuditCheckpoint: _aio.UnaryUnaryMultiCallable[_peer_pb2.GetAuditCheckpointRequest, _peer_pb2.GetAuditCheckpointResponse]  # type: ignore[assignment]
+    """The newest signed checkpoint of an audit chain the callee holds (docs/protocol.md, 12)."""
 
 class PeerServiceServicer(metaclass=_abc_1.ABCMeta):
     """PeerService is what nodes call on each other. Every request and response
@@ -96,5 +100,13 @@ class PeerServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_peer_pb2.GetManifestResponse, _abc.Awaitable[_peer_pb2.GetManifestResponse]]:
         """GetManifest returns the newest manifest the callee trusts (gossip)."""
+
+    @_abc_1.abstractmethod
+    def GetAuditCheckpoint(
+        self,
+        request: _peer_pb2.GetAuditCheckpointRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_peer_pb2.GetAuditCheckpointResponse, _abc.Awaitable[_peer_pb2.GetAuditCheckpointResponse]]:
+        """The newest signed checkpoint of an audit chain the callee holds (docs/protocol.md, 12)."""
 
 def add_PeerServiceServicer_to_server(servicer: PeerServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
