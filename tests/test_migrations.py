@@ -24,6 +24,7 @@ from node.cli.node import init_node
 from node.config import NodeConfig, load_config
 from node.counter.users import UserAccount
 from node.models import Application, OutboxEntry, SubmissionDigest
+from simulations.demo.layout import upgrade_demo_database
 
 OLD_SCHEMA = Path(__file__).with_name("old_schema_d5ad50f.sql")
 
@@ -158,3 +159,18 @@ def test_yrd_db_status_names_the_revision_and_what_to_do(
     capsys.readouterr()
     assert main(["db", "status", "--config", toml]) == 0
     assert "(at head)" in capsys.readouterr().out
+
+
+def test_the_demo_upgrades_its_own_kept_database(tmp_path: Path) -> None:
+    """``make demo`` on a data directory from an older release keeps working (and keeps its
+    applications): the demo upgrades its own databases; an operator's node never does."""
+    config = old_node(tmp_path)
+    with pytest.raises(ConfigError):
+        open_node_database(config).close()
+    upgrade_demo_database(config)
+    db = open_node_database(config)
+    try:
+        with db.engine.connect() as conn:
+            assert conn.exec_driver_sql("SELECT count(*) FROM application").scalar() == 3
+    finally:
+        db.close()

@@ -17,7 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from core.clock import Clock
+from core.db import Database, check_sqlite_file
 from core.errors import ConfigError, Conflict, Unauthenticated
+from node import migrations
 from node.app import open_node_database
 from node.config import NodeConfig
 from node.counter.users import UserStore
@@ -169,6 +171,23 @@ def load_or_create_credentials(
     return accounts
 
 
+def upgrade_demo_database(config: NodeConfig) -> None:
+    """Bring a kept demo database to this code's schema, as ``yrd db upgrade`` would.
+
+    An operator's node refuses an older schema until they upgrade on purpose; the demo's data
+    directory is the demo's own, and a newcomer who pulled newer code expects ``make demo``
+    to keep working with the applications it made yesterday."""
+    db = Database(config.database_url)
+    try:
+        if db.sqlite_path is not None:
+            check_sqlite_file(db.sqlite_path)  # missing or damaged: refused, never made anew
+        done = migrations.upgrade(db.engine)
+    finally:
+        db.close()
+    if done.before != done.after:
+        log.info("upgraded %s's demo database from %s to %s", config.node_id, done.before, done.after)
+
+
 async def ensure_accounts(config: NodeConfig, accounts: NodeAccounts, clock: Clock) -> None:
     """Create the node's accounts (one per role) unless they exist with these passwords.
 
@@ -176,6 +195,7 @@ async def ensure_accounts(config: NodeConfig, accounts: NodeAccounts, clock: Clo
     does. An account that exists with another password means the credentials file and the
     databases have parted; guessing would hand the newcomer a login that fails.
     """
+    upgrade_demo_database(config)
     db = open_node_database(config)
     store = UserStore(db, clock)
     try:
