@@ -2,8 +2,9 @@
 (GB 32100-2015) and a node's signed dispatch rules, which map (region prefix, domain) to the
 regulator department responsible at the right level (docs/clues.md).
 
-Dispatch rules are signed like policy bundles (policies/signing.py): a rule file that does
-not verify against the node's own key is not loaded, so whoever can write the data folder
+Dispatch rules are signed like policy bundles (the composition root reads them through
+policies/signing.py, which registry may not import): a rule file that does not verify
+against the node's own key is not loaded, so whoever can write the data folder
 cannot silently send every clue to a desk nobody reads. Every error names the file, the
 line of the table at fault and the key path, so an operator can fix the file by reading it.
 """
@@ -11,13 +12,12 @@ line of the table at fault and the key path, so an operator can fix the file by 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Literal
 
 from core.errors import ConfigError, InvalidInput, clip
 from core.toml import TomlTable, check_node_id, parse_toml
-from policies.signing import read_signed
 from registry.divisions import is_valid_code
 
 # The domains a clue may concern; the codes travel on the wire and label metrics, the names
@@ -113,9 +113,9 @@ class DispatchRules:
         when none does, so an unroutable clue is still someone's work."""
         best: Rule | None = None
         for rule in self.rules:
-            if rule.domain == domain and region_code.startswith(rule.region_prefix):
-                if best is None or len(rule.region_prefix) > len(best.region_prefix):
-                    best = rule
+            matches = rule.domain == domain and region_code.startswith(rule.region_prefix)
+            if matches and (best is None or len(rule.region_prefix) > len(best.region_prefix)):
+                best = rule
         return self.desk if best is None else self.departments[best.department]
 
     def department(self, name: str) -> Department | None:
@@ -136,11 +136,6 @@ class DispatchRules:
         return frozenset((self.desk.name, *self.departments))
 
 
-def load_dispatch_rules(path: Path, public_key: bytes) -> DispatchRules:
-    """The node's rules, only after their detached signature verified against its key."""
-    return parse_dispatch_rules(read_signed(path, public_key), str(path))
-
-
 def _line_finder(text: str, header: str) -> list[int]:
     """Line numbers (1-based) of each ``[[header]]`` table, in order."""
     pattern = re.compile(rf"^\s*\[\[\s*{re.escape(header)}\s*\]\]")
@@ -149,8 +144,7 @@ def _line_finder(text: str, header: str) -> list[int]:
 
 def parse_dispatch_rules(data: bytes, source: str) -> DispatchRules:
     doc = parse_toml(data, source, "dispatch_rules")
-    text = data.decode("utf-8")
-    lines = {"departments": _line_finder(text, "departments"), "rules": _line_finder(text, "rules")}
+    lines = {kind: _line_finder(data.decode("utf-8"), kind) for kind in ("departments", "rules")}
 
     def where(kind: str, i: int) -> str:
         found = lines[kind]
@@ -180,21 +174,7 @@ def parse_dispatch_rules(data: bytes, source: str) -> DispatchRules:
             if not is_valid_code(region) or not region.startswith(province[:2]):
                 raise fail(f"{clip(region)} is not a division code in {province}", t.path("region"), at)
             departments[name] = Department(name, region, level_of(region), parent)
-        for i, (name, dept) in enumerate(departments.items()):
-            if not dept.parent:
-                continue
-            up = departments.get(dept.parent)
-            field = f"departments[{i}].parent"
-            if up is None:
-                raise fail(f"no department named {clip(dept.parent)!r}", field, where("departments", i))
-            if LEVEL_RANK[up.level] <= LEVEL_RANK[dept.level] or not dept.region.startswith(
-                up.region[: _PREFIX_DIGITS[up.level]]
-            ):
-                raise fail(
-                    f"{clip(dept.parent)!r} is not a level above {clip(name)!r} over its region",
-                    field,
-                    where("departments", i),
-                )
+        _check_parents(departments, fail, lambda i: where("departments", i))
         rules: list[Rule] = []
         seen: set[tuple[str, str]] = set()
         for i, t in enumerate(top.tables("rules", required=True)):
@@ -204,7 +184,9 @@ def parse_dispatch_rules(data: bytes, source: str) -> DispatchRules:
             department = t.take("department", str, required=True).strip()
             t.finish()
             if not _REGION_PREFIX.fullmatch(prefix) or not prefix.startswith(province[:2]):
-                raise fail(f"{clip(prefix)} is not a 2-, 4- or 6-digit prefix in {province}", t.path("region"), at)
+                raise fail(
+                    f"{clip(prefix)} is not a 2-, 4- or 6-digit prefix in {province}", t.path("region"), at
+                )
             if not is_valid_code(prefix.ljust(6, "0")):
                 raise fail(f"{clip(prefix)} names no GB/T 2260 division", t.path("region"), at)
             if domain not in DOMAINS:
@@ -221,3 +203,26 @@ def parse_dispatch_rules(data: bytes, source: str) -> DispatchRules:
             raise
         raise fail(e.reason, e.field or "dispatch_rules") from e
     return DispatchRules(node_id, province, desk, departments, tuple(rules))
+
+
+def _check_parents(
+    departments: dict[str, Department],
+    fail: Callable[[str, str, str], ConfigError],
+    where: Callable[[int], str],
+) -> None:
+    """Each ``parent`` names a department a level up whose region contains the child's."""
+    for i, (name, dept) in enumerate(departments.items()):
+        if not dept.parent:
+            continue
+        up = departments.get(dept.parent)
+        field = f"departments[{i}].parent"
+        if up is None:
+            raise fail(f"no department named {clip(dept.parent)!r}", field, where(i))
+        if LEVEL_RANK[up.level] <= LEVEL_RANK[dept.level] or not dept.region.startswith(
+            up.region[: _PREFIX_DIGITS[up.level]]
+        ):
+            raise fail(
+                f"{clip(dept.parent)!r} is not a level above {clip(name)!r} over its region",
+                field,
+                where(i),
+            )
