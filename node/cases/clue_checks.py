@@ -30,6 +30,7 @@ MAX_PLACE_CHARS = 200
 MAX_DESCRIPTION_CHARS = 4000
 MAX_REPORTER_CHARS = 100
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_TEXT_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 
 
 @dataclass(frozen=True)
@@ -115,9 +116,13 @@ def check_clue(
             code="bad_deadline",
             field="close_by",
         )
-    if not description.strip() or len(description) > MAX_DESCRIPTION_CHARS:
+    if (
+        not description.strip()
+        or len(description) > MAX_DESCRIPTION_CHARS
+        or _TEXT_CONTROL.search(description)
+    ):
         raise InvalidInput(
-            f"a description of 1 to {MAX_DESCRIPTION_CHARS} characters is required",
+            f"a description of 1 to {MAX_DESCRIPTION_CHARS} characters, no control characters but newlines",
             code="invalid_description",
             field="description",
         )

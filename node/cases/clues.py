@@ -21,7 +21,7 @@ from collections import Counter as Tally
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlmodel import Session, col, select
 from yrd.peer.v1 import peer_pb2
 
@@ -210,6 +210,13 @@ class Clues:
                 outcome=Outcome.RECEIPT_OUTCOME_REJECTED,
                 reason_code="malformed_status",
                 reason="unknown step or sequence",
+            )
+        if u.sealed_findings and self._findings(u.sealed_findings) is None:
+            return peer_pb2.Receipt(
+                item_id=u.clue_id,
+                outcome=Outcome.RECEIPT_OUTCOME_REJECTED,
+                reason_code="sealed_payload_invalid",
+                reason="the sealed findings do not open",
             )
         fresh = record_clue_event(
             s,
@@ -552,19 +559,18 @@ class Clues:
         """Escalate every task past a deadline to the level above; refresh the gauges. Returns
         how many tasks were escalated."""
         now = self.clock.now_ms()
-        count = await self.db.run(lambda s: self._escalate(s, now))
-        if count:
-            sources = await self.db.run(lambda s: {c.source_node for c in s.exec(select(ClueCase)).all()})
-            for source in sources - {self.trust.node_id}:
-                self.wake(self.trust.next_hop(source))
-        return count
+        sources = await self.db.run(lambda s: self._escalate(s, now))
+        for source in set(sources) - {self.trust.node_id}:
+            self.wake(self.trust.next_hop(source))
+        return len(sources)
 
-    def _escalate(self, s: Session, now: int) -> int:
+    def _escalate(self, s: Session, now: int) -> list[str]:
+        """The source node of each task escalated now."""
         rules = self.rules
         tasks = s.exec(select(ClueTask).where(col(ClueTask.status).in_(OPEN))).all()
         cases = {c.id: c for c in s.exec(select(ClueCase).where(ClueCase.status == "open")).all()}
         open_, overdue = Tally[tuple[str, str]](), Tally[tuple[str, str]]()
-        escalated = 0
+        escalated: list[str] = []
         for task in tasks:
             case = cases.get(task.clue_id)
             if case is None:
@@ -594,7 +600,7 @@ class Clues:
             s.add(task)
             self._step(s, case, "escalated", now, department=above.name, level=above.level, note=note)
             metrics.CLUES_ESCALATED.labels(domain=labels[0], region=labels[1]).inc()
-            escalated += 1
+            escalated.append(case.source_node)
         metrics.CLUES_OPEN.clear()
         metrics.CLUES_OVERDUE.clear()
         for (domain, region), n in open_.items():
@@ -608,8 +614,8 @@ class Clues:
             await self.clock.sleep(self.interval_s)
             try:
                 await self.tick()
-            except YrdError as e:
-                log.warning("clue escalation check failed: %s", e.code)
+            except (YrdError, SQLAlchemyError) as e:  # the database is away: try again next time
+                log.warning("clue escalation check failed: %s", type(e).__name__)
 
     def start(self) -> None:
         self._task = asyncio.create_task(self.run(), name="clue-escalation")
@@ -720,11 +726,19 @@ class Clues:
             "note": e.note,
             "at": iso(e.at_ms),
         }
-        if e.sealed_findings and ours:  # sealed to this node, the clue's source
-            findings = peer_pb2.ClueFindings()
-            findings.ParseFromString(unseal(self.trust.key, e.sealed_findings))
+        findings = self._findings(e.sealed_findings) if e.sealed_findings and ours else None
+        if findings is not None:  # sealed to this node, the clue's source
             out["findings"] = {"text": findings.text, "documents": _docs(list(findings.documents))}
         return out
+
+    def _findings(self, sealed: bytes) -> peer_pb2.ClueFindings | None:
+        """Findings sealed to this node, or None when they do not open (checked on receipt)."""
+        findings = peer_pb2.ClueFindings()
+        try:
+            findings.ParseFromString(unseal(self.trust.key, sealed))
+        except Exception:
+            return None
+        return findings
 
     @staticmethod
     def _task_view(t: ClueTask, now: int) -> dict[str, Any]:
