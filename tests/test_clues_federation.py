@@ -191,7 +191,7 @@ async def test_an_unacknowledged_clue_climbs_to_the_dispatch_desk(fed: Federatio
 
     for department, level in ((SZ_SMJ, "city"), (JS_SMJ, "province"), (JS_DESK, "province")):
         clock.advance(3601)
-        await clues.tick()
+        await clues.tick()  # the node's own periodic check may run it first: the same
         status, view = await fed.call("jiangsu", "GET", f"/api/v1/clues/{clue_id}", user="supervisor")
         assert status == 200
         (task,) = view["tasks"]
@@ -316,3 +316,90 @@ async def test_a_members_invalid_clue_is_refused_with_its_code_and_not_stored(fe
     assert (await deliver(good)).outcome == Outcome.RECEIPT_OUTCOME_ACCEPTED
     assert (await deliver(good)).outcome == Outcome.RECEIPT_OUTCOME_DUPLICATE
     assert await js.db.run(kept) == (1, 1)
+
+
+async def test_a_clue_in_the_own_region_is_dispatched_at_once_and_a_ruleless_domain_reaches_the_desk(
+    fed: Federation,
+) -> None:
+    # Taken in at Jiangsu for Jiangsu: the receiver's code runs in the counter's transaction.
+    status, created = await fed.call(
+        "jiangsu", "POST", "/api/v1/clues", json=clue_body(), headers={"Idempotency-Key": "local-1"}
+    )
+    assert status == 201 and created["owner_node"] == "jiangsu" and created["status"] == "dispatched"
+    status, view = await fed.call("jiangsu", "GET", f"/api/v1/clues/{created['id']}", user="supervisor")
+    assert [h["step"] for h in view["history"]] == ["submitted", "dispatched"]
+    assert view["tasks"][0]["department"] == ZJG_SMJ
+
+    # Shanghai's rules name no department for finance: its dispatch desk takes the clue.
+    body = clue_body(region_code="310115", domains=["finance"], subject={"place": "浦东新区某路某号"})
+    status, created = await fed.call(
+        "jiangsu", "POST", "/api/v1/clues", json=body, headers={"Idempotency-Key": "desk-1"}
+    )
+    assert status == 201 and created["owner_node"] == "shanghai"
+    for _ in range(400):
+        status, view = await fed.call("jiangsu", "GET", f"/api/v1/clues/{created['id']}")
+        if len(view["history"]) >= 2:
+            break
+        await asyncio.sleep(0.05)
+    assert view["history"][1]["department"] == "上海市城市运行管理和应急指挥中心"
+    assert view["history"][1]["level"] == "province"
+
+
+async def test_a_clue_not_closed_in_time_is_escalated_too(fed: Federation) -> None:
+    clock = fed.clock
+    assert isinstance(clock, FakeClock)
+    clue_id = await submit(fed, clue_body(close_within_days=1, acknowledge_within_hours=2), "clue-6")
+    await wait_steps(fed, clue_id, 2)
+    path = f"/api/v1/clues/{clue_id}"
+    assert (await fed.call("jiangsu", "POST", path + "/acknowledge", json={}, user="zjg-smj"))[0] == 200
+    clock.advance(3 * 3600)
+    assert await fed.nodes["jiangsu"].backend.clues.tick() == 0  # acknowledged in time
+    clock.advance(22 * 3600)
+    await fed.nodes["jiangsu"].backend.clues.tick()  # (or the node's own periodic check, first)
+    fed.user_tokens.clear()  # a day has passed: the sessions of the morning have expired
+    fed.tokens["shanghai"] = await fed.login("shanghai", "clerk")
+    status, view = await fed.call("jiangsu", "GET", path, user="sz-smj")
+    assert status == 200
+    (task,) = view["tasks"]
+    assert (task["department"], task["status"], task["escalations"]) == (SZ_SMJ, "acknowledged", 1)
+    view = await wait_steps(fed, clue_id, 4)
+    assert view["history"][-1]["step"] == "escalated"
+    assert view["history"][-1]["note"] == f"not closed by {ZJG_SMJ} in time"
+
+
+async def test_the_source_takes_steps_only_from_the_member_it_sent_the_clue_to(fed: Federation) -> None:
+    sh, js = fed.nodes["shanghai"], fed.nodes["jiangsu"]
+    clue_id = await submit(fed, clue_body(), "clue-5")
+    await wait_steps(fed, clue_id, 2)
+    now = js.clock.now_ms()
+
+    async def notify(update: peer_pb2.ClueUpdate) -> peer_pb2.Receipt:
+        env = seal_envelope(
+            js.trust.key,
+            sender="jiangsu",
+            destination="shanghai",
+            method="/yrd.peer.v1.PeerService/NotifyStatus",
+            body=peer_pb2.StatusItem(clue_update=update).SerializeToString(),
+            now_ms=now,
+        )
+        async with grpc.aio.insecure_channel(sh.grpc_address) as ch:
+            answer = await peer_pb2_grpc.PeerServiceStub(ch).NotifyStatus(
+                peer_pb2.NotifyStatusRequest(envelopes=[env])
+            )
+        return peer_pb2.Receipt.FromString(answer.receipts[0].body)
+
+    for update, code in (
+        (peer_pb2.ClueUpdate(clue_id="no-such-clue", sequence=9, step="closed", at_ms=now), "unknown_clue"),
+        (peer_pb2.ClueUpdate(clue_id=clue_id, sequence=9, step="bribed", at_ms=now), "malformed_status"),
+        (peer_pb2.ClueUpdate(clue_id=clue_id, sequence=0, step="closed", at_ms=now), "malformed_status"),
+        (
+            peer_pb2.ClueUpdate(
+                clue_id=clue_id, sequence=9, step="findings", at_ms=now, sealed_findings=b"junk"
+            ),
+            "sealed_payload_invalid",
+        ),
+    ):
+        receipt = await notify(update)
+        assert (receipt.outcome, receipt.reason_code) == (Outcome.RECEIPT_OUTCOME_REJECTED, code)
+    status, view = await fed.call("shanghai", "GET", f"/api/v1/clues/{clue_id}")
+    assert status == 200 and [h["step"] for h in view["history"]] == ["submitted", "dispatched"]

@@ -71,6 +71,7 @@ class Clues:
         self.db, self.trust, self.rules, self.clock, self.wake = db, trust, rules, clock, wake
         self.max_skew_ms, self.interval_s = max_skew_ms, interval_s
         self._task: asyncio.Task[None] | None = None
+        self._gauged: dict[str, set[tuple[str, str]]] = {}  # gauge name -> labels set last time
 
     # -- the source: taking a clue in ----------------------------------------------------------
 
@@ -469,7 +470,9 @@ class Clues:
         documents: tuple[Document, ...],
         now: int,
     ) -> str:
-        case = s.get(ClueCase, clue_id)
+        # Locked (PostgreSQL; SQLite writes one at a time anyway): the step numbers of a clue
+        # come from this row, and the escalation check may be numbering one concurrently.
+        case = s.get(ClueCase, clue_id, with_for_update=True)
         if case is None:
             raise _unknown(clue_id)
         task = self._task_of(s, principal, clue_id, department)
@@ -567,8 +570,12 @@ class Clues:
     def _escalate(self, s: Session, now: int) -> list[str]:
         """The source node of each task escalated now."""
         rules = self.rules
-        tasks = s.exec(select(ClueTask).where(col(ClueTask.status).in_(OPEN))).all()
-        cases = {c.id: c for c in s.exec(select(ClueCase).where(ClueCase.status == "open")).all()}
+        # Locked in this order (cases, then tasks) as _act locks them, so two replicas' checks
+        # or a check and a department's step never escalate or number one step twice.
+        cases = {
+            c.id: c for c in s.exec(select(ClueCase).where(ClueCase.status == "open").with_for_update()).all()
+        }
+        tasks = s.exec(select(ClueTask).where(col(ClueTask.status).in_(OPEN)).with_for_update()).all()
         open_, overdue = Tally[tuple[str, str]](), Tally[tuple[str, str]]()
         escalated: list[str] = []
         for task in tasks:
@@ -601,12 +608,14 @@ class Clues:
             self._step(s, case, "escalated", now, department=above.name, level=above.level, note=note)
             metrics.CLUES_ESCALATED.labels(domain=labels[0], region=labels[1]).inc()
             escalated.append(case.source_node)
-        metrics.CLUES_OPEN.clear()
-        metrics.CLUES_OVERDUE.clear()
-        for (domain, region), n in open_.items():
-            metrics.CLUES_OPEN.labels(domain=domain, region=region).set(n)
-        for (domain, region), n in overdue.items():
-            metrics.CLUES_OVERDUE.labels(domain=domain, region=region).set(n)
+        # Labels this node set before and has no task for now go to 0 (not removed: another
+        # node in the same process, as in tests and simulations, may share them).
+        for gauge, counts in ((metrics.CLUES_OPEN, open_), (metrics.CLUES_OVERDUE, overdue)):
+            for labels in self._gauged.get(gauge._name, set()) - set(counts):
+                gauge.labels(*labels).set(0)
+            for labels, n in counts.items():
+                gauge.labels(*labels).set(n)
+            self._gauged[gauge._name] = set(counts)
         return escalated
 
     async def run(self) -> None:
