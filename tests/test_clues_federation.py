@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -403,3 +404,20 @@ async def test_the_source_takes_steps_only_from_the_member_it_sent_the_clue_to(f
         assert (receipt.outcome, receipt.reason_code) == (Outcome.RECEIPT_OUTCOME_REJECTED, code)
     status, view = await fed.call("shanghai", "GET", f"/api/v1/clues/{clue_id}")
     assert status == 200 and [h["step"] for h in view["history"]] == ["submitted", "dispatched"]
+
+
+async def test_a_member_without_dispatch_rules_refuses_and_the_source_shows_why(tmp_path: Path) -> None:
+    specs = [
+        dataclasses.replace(s, dispatch=None) if s.node_id == "jiangsu" else s
+        for s in allow_all_specs(tmp_path, PROVINCES)
+        if s.node_id in ("shanghai", "jiangsu")
+    ]
+    fed = await Federation(tmp_path, specs).start()
+    try:
+        clue_id = await submit(fed, clue_body(), "no-rules-1")
+        view = await wait_steps(fed, clue_id, 2)
+        assert view["status"] == "refused"
+        assert view["history"][1]["note"].startswith("no_dispatch_rules")
+        assert view["receipts"][0]["outcome"] == "rejected"
+    finally:
+        await fed.close()
