@@ -19,6 +19,7 @@ from aiohttp import web
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from sqlalchemy.exc import SQLAlchemyError
+from sqlmodel import Session
 from yrd.catalogue.v1 import catalogue_pb2
 from yrd.counter.v1 import counter_pb2, counter_pb2_grpc
 from yrd.peer.v1 import peer_pb2, peer_pb2_grpc
@@ -28,6 +29,7 @@ from core.db import Database
 from core.errors import ConfigError
 from core.keys import load_key
 from node import metrics, migrations
+from node.cases.clues import Clues
 from node.cases.origin import Origin, apply_delivery_receipt, apply_status_update
 from node.cases.owner import Owner
 from node.cases.policy_gate import PolicyGate
@@ -49,7 +51,9 @@ from node.http.app import build_http_app
 from node.trust.envelope import EnvelopeVerifier
 from node.trust.keyring import Trust
 from node.trust.nonces import SqlNonceStore
+from policies.signing import read_signed
 from registry.catalogue import load_catalogue_file, sign_entry
+from registry.dispatch import parse_dispatch_rules
 from registry.lookup import CatalogueIndex
 from registry.manifest import TrustedManifest, load_signed_manifest, verify_anchor
 
@@ -125,6 +129,7 @@ class Node:
         self.checkpoints.start()
         self.policy.start()
         self.webhooks.start()
+        self.backend.clues.start()
         for name in (*SERVICE_NAMES, ""):
             await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
         metrics.MANIFEST_EXPIRES.set(self.trust.manifest.manifest.expires_at_ms / 1000)
@@ -145,6 +150,7 @@ class Node:
         await self.checkpoints.stop()
         await self.policy.stop()
         await self.webhooks.stop()
+        await self.backend.clues.stop()
         await self.delivery.channels.close()
         self.db.close()
         self.users.close()
@@ -177,6 +183,14 @@ def open_node_database(config: NodeConfig) -> Database:
     """An existing node's database, refused if missing, empty or damaged (core/db.py)."""
     db = Database(config.database_url)
     return _database_errors(db, lambda: db.open_existing(migrations.check_at_head))
+
+
+def _on_receipt(
+    s: Session, item_id: str, from_node: str, receipt: peer_pb2.Receipt, envelope: bytes, at_ms: int
+) -> None:
+    """A receiver's signed receipt, for whichever kind of item it answers (at most one matches)."""
+    apply_delivery_receipt(s, item_id, from_node, receipt, envelope, at_ms)
+    Clues.apply_receipt(s, item_id, from_node, receipt, envelope, at_ms)
 
 
 def build_node(config: NodeConfig, clock: Clock | None = None) -> Node:
@@ -219,7 +233,7 @@ def build_node(config: NodeConfig, clock: Clock | None = None) -> Node:
         max_batch_bytes=config.limits.max_body_bytes,
         stall_after_s=config.delivery.stall_after_s,
         poll_interval_s=config.delivery.poll_interval_s,
-        on_receipt=apply_delivery_receipt,
+        on_receipt=_on_receipt,
         rng=random.Random(),
     )
     index = CatalogueIndex()
@@ -268,8 +282,32 @@ def build_node(config: NodeConfig, clock: Clock | None = None) -> Node:
         backoff=Backoff(config.delivery.initial_backoff_s, config.delivery.max_backoff_s),
         poll_interval_s=config.delivery.poll_interval_s,
     )
+    # Supervision clues (docs/clues.md): the node's signed dispatch rules, verified by its own key.
+    rules = None
+    if config.dispatch_rules is not None:
+        path = config.dispatch_rules
+        rules = parse_dispatch_rules(read_signed(path, key.public_key), str(path))
+        if rules.node_id != config.node_id:
+            raise ConfigError(
+                f"dispatch rules belong to {rules.node_id!r}, not {config.node_id!r}", field="dispatch_rules"
+            )
+    clues = Clues(
+        db=db,
+        trust=trust,
+        rules=rules,
+        clock=clock,
+        wake=delivery.wake,
+        max_skew_ms=config.max_skew_ms,
+    )
     backend = NodeBackend(
-        db=db, trust=trust, catalogue=index, origin=origin, owner=owner, policy=policy, clock=clock
+        db=db,
+        trust=trust,
+        catalogue=index,
+        origin=origin,
+        owner=owner,
+        policy=policy,
+        clock=clock,
+        clues=clues,
     )
     backend.stalled_peers = delivery.stalled_peers
     users = UserStore(db, clock)
@@ -293,6 +331,8 @@ def build_node(config: NodeConfig, clock: Clock | None = None) -> Node:
             wake=delivery.wake,
             peer_seen=delivery.peer_seen,
             max_batch=limits.max_batch,
+            accept_clue=clues.accept,
+            apply_clue_update=clues.apply_update,
         ),
         server,
     )

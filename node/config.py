@@ -65,6 +65,7 @@ class NodeConfig:
     anchor_manifest: Path = Path("anchor.manifest")
     catalogue: Path = Path("catalogue.toml")
     policy_bundle: Path | None = None
+    dispatch_rules: Path | None = None  # signed clue dispatch rules (registry/dispatch.py)
     max_skew_ms: int = 30_000
     # How often the audit head is signed and checkpoints exchanged with peers (docs/protocol.md 12).
     audit_checkpoint_interval_s: float = 300.0
@@ -81,6 +82,8 @@ class NodeConfig:
         put(self, "catalogue", self.data_dir / self.catalogue)
         if self.policy_bundle is not None:
             put(self, "policy_bundle", self.data_dir / self.policy_bundle)
+        if self.dispatch_rules is not None:
+            put(self, "dispatch_rules", self.data_dir / self.dispatch_rules)
         if not self.database_url:
             put(self, "database_url", f"sqlite:///{self.data_dir / 'node.db'}")
         if not self.name:
@@ -115,6 +118,7 @@ def config_from_document(doc: Mapping[str, Any], base_dir: Path) -> NodeConfig:
     anchor = _path(top, "anchor_manifest", base_dir, None) or Path("anchor.manifest")
     catalogue = _path(top, "catalogue", base_dir, None) or Path("catalogue.toml")
     policy_bundle = _path(top, "policy_bundle", base_dir, None)
+    dispatch_rules = _path(top, "dispatch_rules", base_dir, None)
     max_skew_ms = top.positive("max_skew_ms", int, NodeConfig.max_skew_ms)
     checkpoint_s = float(
         top.positive("audit_checkpoint_interval_s", (int, float), NodeConfig.audit_checkpoint_interval_s)
@@ -136,6 +140,7 @@ def config_from_document(doc: Mapping[str, Any], base_dir: Path) -> NodeConfig:
         anchor_manifest=anchor,
         catalogue=catalogue,
         policy_bundle=policy_bundle,
+        dispatch_rules=dispatch_rules,
         max_skew_ms=max_skew_ms,
         audit_checkpoint_interval_s=checkpoint_s,
         audit_checkpoint_records=checkpoint_records,

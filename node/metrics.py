@@ -53,3 +53,25 @@ AUDIT_CHECKPOINT_CONFLICTS = Counter(
     "Checkpoints that contradict one held before (a chain cut or rewritten), by whose chain",
     ["node"],
 )
+
+# Supervision clues (node/cases/clues.py). ``region`` is the four-digit city prefix at most.
+CLUES_RECEIVED = Counter(
+    "yrd_clues_received_total",
+    "Clues stored as the owning member, by domain and region",
+    ["domain", "region"],
+)
+CLUES_REFUSED = Counter("yrd_clues_refused_total", "Clues refused on receipt, by reason code", ["reason"])
+CLUES_ESCALATED = Counter(
+    "yrd_clues_escalated_total", "Clue tasks escalated a level up, by domain and region", ["domain", "region"]
+)
+CLUES_CLOSED = Counter(
+    "yrd_clues_closed_total",
+    "Clue tasks closed by their department, by domain and region",
+    ["domain", "region"],
+)
+CLUES_OPEN = Gauge(
+    "yrd_clues_open_entries", "Clue tasks not yet closed, by domain and region", ["domain", "region"]
+)
+CLUES_OVERDUE = Gauge(
+    "yrd_clues_overdue_entries", "Open clue tasks past a deadline, by domain and region", ["domain", "region"]
+)

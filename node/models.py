@@ -199,3 +199,95 @@ class AuditCheckpoint(SQLModel, table=True):
     key_id: str
     signature: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
     received_at_ms: int = Field(sa_type=BigInteger)
+
+
+# --- supervision clues (node/cases/clues.py, docs/clues.md) ------------------------------------
+
+
+class ClueSent(SQLModel, table=True):
+    """A clue as the node that took it in sees it: where it went and its latest step. The
+    reporter and the description live only inside the sealed transfer in the outbox."""
+
+    __tablename__ = "clue_sent"
+
+    id: str = Field(primary_key=True)
+    owner_node: str
+    source: str
+    region_code: str
+    domains: str  # comma-separated domain codes
+    severity: str
+    subject: str
+    status: str = Field(index=True)
+    status_sequence: int = 0
+    created_at_ms: int = Field(sa_type=BigInteger)
+    acknowledge_by_ms: int = Field(sa_type=BigInteger)
+    close_by_ms: int = Field(sa_type=BigInteger)
+    submitted_by: str
+    idempotency_key: str
+    digest: str = ""  # of the request: a retry under the same key must repeat it
+
+    __table_args__ = (UniqueConstraint("submitted_by", "idempotency_key", name="uq_clue_idem"),)
+
+
+class ClueCase(SQLModel, table=True):
+    """A clue at the member that owns its region. The primary key on the clue id is what makes
+    delivery idempotent; the detail stays sealed as received and is opened on read."""
+
+    __tablename__ = "clue_case"
+
+    id: str = Field(primary_key=True)
+    source_node: str = Field(index=True)
+    source: str
+    region_code: str
+    domains: str
+    subject_credit_code: str = ""
+    subject_place: str = ""
+    severity: str
+    reported_at_ms: int = Field(sa_type=BigInteger)
+    acknowledge_by_ms: int = Field(sa_type=BigInteger)
+    close_by_ms: int = Field(sa_type=BigInteger)
+    received_at_ms: int = Field(sa_type=BigInteger)
+    status: str = Field(index=True)  # open | closed
+    sequence: int = 0
+    sealed_detail: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+
+
+class ClueTask(SQLModel, table=True):
+    """One department's part of a clue: one per domain, so a clue of several domains is one
+    joint inspection shared by their departments, each recording its own findings."""
+
+    __tablename__ = "clue_task"
+
+    id: int | None = Field(default=None, primary_key=True)
+    clue_id: str = Field(index=True)
+    domain: str
+    department: str = Field(index=True)
+    level: str
+    status: str = Field(index=True)  # dispatched | acknowledged | findings | closed
+    acknowledge_by_ms: int = Field(sa_type=BigInteger)
+    close_by_ms: int = Field(sa_type=BigInteger)
+    escalations: int = 0
+    # Serialized ClueFindings (text and documents), as the department recorded them.
+    findings: bytes = Field(default=b"", sa_column=Column(LargeBinary, nullable=False))
+    rectification: str = ""
+
+    __table_args__ = (UniqueConstraint("clue_id", "domain", name="uq_clue_task_domain"),)
+
+
+class ClueEvent(SQLModel, table=True):
+    """One step of a clue, at both ends; (clue, sequence) is unique so a step delivered twice
+    is recorded once. ``sealed_findings`` is sealed to the clue's source node."""
+
+    __tablename__ = "clue_event"
+
+    id: int | None = Field(default=None, primary_key=True)
+    clue_id: str = Field(index=True)
+    sequence: int
+    step: str
+    department: str = ""
+    level: str = ""
+    note: str = ""
+    at_ms: int = Field(sa_type=BigInteger)
+    sealed_findings: bytes = Field(default=b"", sa_column=Column(LargeBinary, nullable=False))
+
+    __table_args__ = (UniqueConstraint("clue_id", "sequence", name="uq_clue_event_seq"),)

@@ -38,11 +38,18 @@ class NodeSpec:
     catalogue: Path
     bundle: Path | None
     relay: str = ""
+    dispatch: Path | None = None  # clue dispatch rules, signed with the node key like the bundle
 
 
 def province(node_id: str, name: str, code: str) -> NodeSpec:
     return NodeSpec(
-        node_id, name, code, (code[:2],), SAMPLES / f"{node_id}.toml", BUNDLES / f"{node_id}.yaml"
+        node_id,
+        name,
+        code,
+        (code[:2],),
+        SAMPLES / f"{node_id}.toml",
+        BUNDLES / f"{node_id}.yaml",
+        dispatch=SAMPLES / f"{node_id}.dispatch.toml",
     )
 
 
@@ -144,6 +151,10 @@ def prepare(
             shutil.copyfile(spec.bundle, d / "policy.yaml")
             sign_bundle(d / "policy.yaml", keys[spec.node_id])
             doc["policy_bundle"] = "policy.yaml"
+        if spec.dispatch is not None:
+            shutil.copyfile(spec.dispatch, d / "dispatch.toml")
+            sign_bundle(d / "dispatch.toml", keys[spec.node_id])
+            doc["dispatch_rules"] = "dispatch.toml"
         doc.update(extra or {})
         (d / "node.toml").write_text(tomli_w.dumps(doc))
         config = load_config(d / "node.toml")

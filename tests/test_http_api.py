@@ -109,6 +109,23 @@ class FakeBackend:
         self.calls.append(("policy_decisions", (limit, since_ms)))
         return [{"decision_id": "d-1", "effect": "permit"}]
 
+    # Clues (node/http/clue_routes.py): the front's side only; the real steps are in test_clues_*.
+    async def submit_clue(self, principal: Principal, idempotency_key: str, request: Any) -> dict[str, Any]:
+        self.calls.append(("submit_clue", (principal, idempotency_key, request)))
+        return {"id": "clue-1", "owner_node": "jiangsu", "status": "submitted"}
+
+    async def get_clue(self, principal: Principal, clue_id: str) -> dict[str, Any]:
+        raise NotFound("no such clue", code="unknown_clue", field="id")
+
+    async def list_clues(self, principal: Principal) -> list[dict[str, Any]]:
+        return []
+
+    async def act_on_clue(
+        self, principal: Principal, clue_id: str, action: str, **kwargs: Any
+    ) -> dict[str, Any]:
+        self.calls.append(("act_on_clue", (clue_id, action, kwargs)))
+        raise NotFound("no such clue", code="unknown_clue", field="id")
+
 
 @pytest.fixture
 def clock() -> FakeClock:

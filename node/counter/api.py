@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
+from node.cases.clue_checks import ClueRequest
 from node.cases.requests import Document, Principal, SubmitRequest
 
 
@@ -55,3 +56,24 @@ class CounterBackend(Protocol):
     async def policy_decisions(
         self, principal: Principal, limit: int, since_ms: int | None
     ) -> list[dict[str, Any]]: ...
+
+    # -- supervision clues (node/counter/backend.py says who may do what) ---------------------
+
+    async def submit_clue(
+        self, principal: Principal, idempotency_key: str, request: ClueRequest
+    ) -> dict[str, Any]: ...
+
+    async def get_clue(self, principal: Principal, clue_id: str) -> dict[str, Any]: ...
+
+    async def list_clues(self, principal: Principal) -> list[dict[str, Any]]: ...
+
+    async def act_on_clue(
+        self,
+        principal: Principal,
+        clue_id: str,
+        action: str,
+        department: str,
+        text: str = "",
+        rectification: str = "",
+        documents: tuple[Document, ...] = (),
+    ) -> dict[str, Any]: ...

@@ -14,6 +14,9 @@ supervisor     yes     all at the node       not own    all        all     yes
 operator       no      no                    no         no         no      yes
 =============  ======  ====================  =========  =========  ======  ==============
 
+Clues: clerk and supervisor submit (a clerk reads those they submitted); an owner clerk reads
+and handles the tasks of their own department; a supervisor reads and handles all.
+
 "Own dept" is what this node owns under the catalogue's ``department`` of the service.
 An application a role may not read is answered as not found, so ids cannot be probed.
 """
@@ -28,6 +31,8 @@ from sqlmodel import Session
 from core.clock import Clock
 from core.db import Database
 from core.errors import NotFound, PermissionDenied, clip
+from node.cases.clue_checks import ClueRequest
+from node.cases.clues import Clues
 from node.cases.origin import Origin
 from node.cases.owner import Owner
 from node.cases.policy_gate import PolicyGate
@@ -56,9 +61,10 @@ class NodeBackend:
         owner: Owner,
         policy: PolicyGate,
         clock: Clock,
+        clues: Clues,
     ) -> None:
         self.db, self.trust, self.catalogue, self.origin, self.owner = db, trust, catalogue, origin, owner
-        self.policy, self.clock = policy, clock
+        self.policy, self.clock, self.clues = policy, clock, clues
 
     async def list_services(self, q: str | None, owner: str | None) -> list[dict[str, Any]]:
         return [self.catalogue.to_api(d) for d in self.catalogue.search(q, owner)]
@@ -110,6 +116,46 @@ class NodeBackend:
             return None
         return frozenset(
             sid for sid, defn in self.owner.services().items() if defn.department == principal.department
+        )
+
+    # -- supervision clues (docs/clues.md) --------------------------------------------------------
+    # A clerk or supervisor takes a clue in and follows it; the regulator is an owner clerk of
+    # the department a task is dispatched to (or a supervisor): it reads, acknowledges, records
+    # findings and closes only its own department's tasks. Anything else reads as not found.
+
+    async def submit_clue(
+        self, principal: Principal, idempotency_key: str, request: ClueRequest
+    ) -> dict[str, Any]:
+        require(principal, "submit clues", CLERK, SUPERVISOR)
+        return await self.clues.submit(principal, idempotency_key, request)
+
+    async def get_clue(self, principal: Principal, clue_id: str) -> dict[str, Any]:
+        require(principal, "read clues", CLERK, OWNER_CLERK, SUPERVISOR)
+        return await self.clues.get(principal, clue_id)
+
+    async def list_clues(self, principal: Principal) -> list[dict[str, Any]]:
+        require(principal, "list clues", CLERK, OWNER_CLERK, SUPERVISOR)
+        return await self.clues.list(principal)
+
+    async def act_on_clue(
+        self,
+        principal: Principal,
+        clue_id: str,
+        action: str,
+        department: str,
+        text: str = "",
+        rectification: str = "",
+        documents: tuple[Document, ...] = (),
+    ) -> dict[str, Any]:
+        require(principal, "handle clues", OWNER_CLERK, SUPERVISOR)
+        return await self.clues.act(
+            principal,
+            clue_id,
+            action,
+            department,
+            text=text,
+            rectification=rectification,
+            documents=documents,
         )
 
     async def health(self) -> tuple[bool, dict[str, Any]]:

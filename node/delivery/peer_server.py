@@ -76,6 +76,17 @@ def _parse_item(method: str, body: bytes) -> peer_pb2.DeliverItem | peer_pb2.Sta
 # composition root so delivery does not import case handling, which sits above it.
 AcceptApplication = Callable[[Session, str, peer_pb2.ApplicationTransfer, int], peer_pb2.Receipt]
 ApplyStatus = Callable[[Session, str, peer_pb2.StatusUpdate], peer_pb2.Receipt]
+# The same for supervision clues (node/cases/clues.py): taking a clue in, applying one of its steps.
+AcceptClue = Callable[[Session, str, peer_pb2.ClueTransfer, int], peer_pb2.Receipt]
+ApplyClueUpdate = Callable[[Session, str, peer_pb2.ClueUpdate], peer_pb2.Receipt]
+
+
+def _no_clues(s: Session, sender: str, item: object, *now: int) -> peer_pb2.Receipt:
+    return peer_pb2.Receipt(
+        outcome=Outcome.RECEIPT_OUTCOME_REJECTED,
+        reason_code="unsupported_item",
+        reason="clues not taken here",
+    )
 
 
 class PeerServicer(peer_pb2_grpc.PeerServiceServicer):
@@ -92,11 +103,14 @@ class PeerServicer(peer_pb2_grpc.PeerServiceServicer):
         wake: Callable[[str], None],
         peer_seen: Callable[[str], None],
         max_batch: int,
+        accept_clue: AcceptClue = _no_clues,
+        apply_clue_update: ApplyClueUpdate = _no_clues,
     ) -> None:
         self.db, self.trust, self.verifier = db, trust, verifier
         self.accept, self.apply_status = accept, apply_status
         self.catalogue, self.clock, self.wake, self.peer_seen = catalogue, clock, wake, peer_seen
         self.max_batch = max_batch
+        self.accept_clue, self.apply_clue_update = accept_clue, apply_clue_update
 
     # -- batches -----------------------------------------------------------------------
 
@@ -227,7 +241,13 @@ class PeerServicer(peer_pb2_grpc.PeerServiceServicer):
             receipt = self.accept(s, sender, item.application, now)
             hops.add(self.trust.next_hop(sender))  # what the owner queues goes to the sender
             return receipt
-        assert isinstance(item, peer_pb2.StatusItem)  # the oneof's only other local field
+        if isinstance(item, peer_pb2.DeliverItem) and item.HasField("clue"):
+            receipt = self.accept_clue(s, sender, item.clue, now)
+            hops.add(self.trust.next_hop(sender))  # the clue's steps go back to its source
+            return receipt
+        assert isinstance(item, peer_pb2.StatusItem)  # the oneof's only other local fields
+        if item.HasField("clue_update"):
+            return self.apply_clue_update(s, sender, item.clue_update)
         return self.apply_status(s, sender, item.status)
 
     def _forward(

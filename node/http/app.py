@@ -11,7 +11,7 @@ from core.clock import Clock
 from node.counter.api import CounterBackend
 from node.counter.contract import CounterLimits
 from node.counter.users import UserStore
-from node.http import counter_routes, openapi, operator_routes, session_routes
+from node.http import clue_routes, counter_routes, openapi, operator_routes, session_routes
 from node.http.context import BACKEND, CLOCK, LIMITS, USERS
 from node.http.metrics import metrics_middleware
 from node.http.problems import problem_middleware
@@ -50,6 +50,6 @@ def build_http_app(
     app[USERS] = users
     app[CLOCK] = clock
     app[LIMITS] = limits
-    for module in (session_routes, counter_routes, operator_routes, openapi):
+    for module in (session_routes, counter_routes, operator_routes, clue_routes, openapi):
         app.add_routes(module.routes)
     return app

@@ -15,7 +15,7 @@ from aiohttp import web
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
-from node.counter import contract
+from node.counter import clue_contract, contract
 from node.counter.contract import CounterLimits
 from node.http.context import LIMITS
 from node.http.session_routes import OPENAPI_PATH
@@ -166,6 +166,58 @@ def _paths(b: _Builder) -> dict[str, Any]:
                 ],
                 "responses": {"200": b.answer(contract.Decisions, "log"), **b.problems(400, *_AUTH, 403)},
             }
+        },
+        # -- supervision clues (docs/clues.md) --
+        "/api/v1/clues": {
+            "post": {
+                "summary": "Take a supervision clue in; it goes to the member that owns its region",
+                "parameters": [_IDEMPOTENCY_KEY],
+                "requestBody": b.body(clue_contract.SubmitClue),
+                "responses": {
+                    "201": b.answer(clue_contract.ClueSubmitted, "stored (or stored before under this key)"),
+                    **b.problems(*_BODY, *_AUTH, 403, 404, 422),
+                },
+            },
+            "get": {
+                "summary": "A regulator's queue of open clue tasks, or the clues taken in here",
+                "responses": {"200": b.answer(clue_contract.Clues, "the clues"), **b.problems(*_AUTH, 403)},
+            },
+        },
+        "/api/v1/clues/{id}": {
+            "get": {
+                "summary": "A clue with its tasks and its history, every step of the closed loop",
+                "parameters": [_ID],
+                "responses": {
+                    "200": b.answer(clue_contract.Clue, "the clue"),
+                    **b.problems(*_AUTH, 403, 404),
+                },
+            }
+        },
+        **{
+            f"/api/v1/clues/{{id}}/{action}": {
+                "post": {
+                    "summary": summary,
+                    "parameters": [_ID],
+                    "requestBody": b.body(model),
+                    "responses": {
+                        "200": b.answer(clue_contract.Clue, "done; the clue as it now stands"),
+                        **b.problems(*_BODY, *_AUTH, 403, 404, 409),
+                    },
+                }
+            }
+            for action, model, summary in (
+                ("acknowledge", clue_contract.ClueAction, "The department acknowledges its task"),
+                (
+                    "findings",
+                    clue_contract.ClueFindings,
+                    "The department records findings and any rectification",
+                ),
+                (
+                    "close",
+                    clue_contract.ClueClose,
+                    "The department closes its task; the clue closes with the last",
+                ),
+            )
         },
         OPENAPI_PATH: {
             "get": {

@@ -22,7 +22,14 @@ from core.clock import Clock, SystemClock
 from core.errors import YrdError
 from simulations.demo import DEFAULT_BASE_PORT, DEFAULT_DATA_DIR
 from simulations.demo.layout import DemoNode, lay_out, write_json_private
-from simulations.demo.sample import SAMPLE_ORIGIN, SAMPLE_OWNER, show_sample_journey
+from simulations.demo.sample import (
+    CLUE_HANDLER,
+    CLUE_SOURCE,
+    SAMPLE_ORIGIN,
+    SAMPLE_OWNER,
+    show_sample_clue,
+    show_sample_journey,
+)
 from simulations.demo.supervisor import Supervisor
 from simulations.local_federation import PROVINCES, NodeSpec
 
@@ -162,6 +169,8 @@ async def _run(options: DemoOptions, clock: Clock, stop: asyncio.Event, out: Cal
         )
         if options.sample and SAMPLE_ORIGIN in by_id and SAMPLE_OWNER in by_id:
             await _show_sample(by_id[SAMPLE_ORIGIN], by_id[SAMPLE_OWNER], clock, stop, out)
+        if options.sample and CLUE_SOURCE in by_id and CLUE_HANDLER in by_id:
+            await _show_sample_clue(by_id[CLUE_SOURCE], by_id[CLUE_HANDLER], clock, stop, out)
         await stop.wait()
         out("yrd demo: stopping")
         return 0
@@ -179,3 +188,13 @@ async def _show_sample(
         await _unless_stopped(show_sample_journey(origin, owner, clock, out), stop)
     except (YrdError, aiohttp.ClientError, TimeoutError, ValueError) as e:
         log.warning("the sample application did not complete: %s", e)
+
+
+async def _show_sample_clue(
+    source: DemoNode, handler: DemoNode, clock: Clock, stop: asyncio.Event, out: Callable[[str], None]
+) -> None:
+    """As the sample application: a clue that fails is reported, not fatal."""
+    try:
+        await _unless_stopped(show_sample_clue(source, handler, clock, out), stop)
+    except (YrdError, aiohttp.ClientError, TimeoutError, ValueError) as e:
+        log.warning("the sample clue did not complete: %s", e)

@@ -19,6 +19,7 @@ from core.clock import Clock
 from core.errors import NotFound, Unavailable
 from node.cases.statuses import FINAL
 from registry.catalogue import load_catalogue_file
+from registry.dispatch import credit_code_check_character
 from simulations.demo.layout import Credentials, DemoNode
 from simulations.sample_applications import application_body
 
@@ -125,3 +126,74 @@ async def show_sample_journey(
             await clock.sleep(POLL_S)
         out(f"  still {status} after {JOURNEY_TIMEOUT_S:.0f} s; the supervisor keeps the nodes running")
         return str(status)
+
+
+CLUE_SOURCE = "shanghai"
+CLUE_HANDLER = "jiangsu"
+# A Zhangjiagang (320582) food maker supplying Shanghai schools; the check character is computed,
+# as a counter would verify it.
+CLUE_COMPANY = "91320582MA1N2P3Q4" + credit_code_check_character("91320582MA1N2P3Q4")
+
+
+def _clue_line(elapsed_s: float, step: dict[str, Any]) -> str:
+    who = f"  {step['department']}" if step.get("department") else ""
+    note = f"  {step['note']}" if step.get("note") else ""
+    return f"  {elapsed_s * 1000:7.0f} ms  {step['step']:<22}{who}{note}".rstrip()
+
+
+async def show_sample_clue(
+    source: DemoNode, handler: DemoNode, clock: Clock, out: Callable[[str], None]
+) -> str:
+    """Take one food-safety clue in at ``source`` (Shanghai) about a company under
+    ``handler`` (Jiangsu); its supervisor handles and closes it; print each step as the
+    source sees it (docs/clues.md). Returns the last step seen."""
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
+        counter, regulator = CounterClient(http, source.http_url), CounterClient(http, handler.http_url)
+        await counter.login(source.accounts.clerk)
+        await regulator.login(handler.accounts.supervisor)
+        started = clock.monotonic()
+        created = await counter.call(
+            "POST",
+            "/api/v1/clues",
+            json={
+                "source": "national",
+                "region_code": "320582",
+                "domains": ["food_drug"],
+                "subject": {"credit_code": CLUE_COMPANY},
+                "severity": "high",
+                "description": "供应上海学校的食品企业抽检不合格 (a school supplier failed a sample check)",
+                "acknowledge_within_hours": 4,
+                "close_within_days": 7,
+            },
+            headers={"Idempotency-Key": f"demo-clue-{secrets.token_hex(8)}"},
+        )
+        clue_id = created["id"]
+        out(
+            f"\nSample clue: food safety in 320582 taken in at {source.spec.node_id} as {clue_id}, sent to "
+            f"{created['owner_node']}:"
+        )
+        path = f"/api/v1/clues/{clue_id}"
+        shown, acted, last = 0, False, created["status"]
+        while clock.monotonic() - started < JOURNEY_TIMEOUT_S:
+            view = await counter.call("GET", path)
+            for step in view["history"][shown:]:
+                out(_clue_line(clock.monotonic() - started, step))
+            shown, last = len(view["history"]), view["status"]
+            if last in ("completed", "refused"):
+                out(f"  follow it: GET {source.http_url}{path}")
+                return str(last)
+            if not acted and last == "dispatched":
+                await regulator.call("POST", path + "/acknowledge", json={})
+                await regulator.call(
+                    "POST",
+                    path + "/findings",
+                    json={
+                        "text": "现场检查属实 (confirmed on site)",
+                        "rectification": "停产整改 (stop and fix)",
+                    },
+                )
+                await regulator.call("POST", path + "/close", json={"note": "复查合格 (re-inspected)"})
+                acted = True
+            await clock.sleep(POLL_S)
+        out(f"  still {last} after {JOURNEY_TIMEOUT_S:.0f} s")
+        return str(last)

@@ -26,17 +26,17 @@ from yrd.envelope.v1 import envelope_pb2 as yrd_dot_envelope_dot_v1_dot_envelope
 from yrd.federation.v1 import manifest_pb2 as yrd_dot_federation_dot_v1_dot_manifest__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16yrd/peer/v1/peer.proto\x12\x0byrd.peer.v1\x1a\x1eyrd/envelope/v1/envelope.proto\x1a yrd/federation/v1/manifest.proto\">\n\x0e\x44\x65liverRequest\x12,\n\tenvelopes\x18\x01 \x03(\x0b\x32\x19.yrd.envelope.v1.Envelope\">\n\x0f\x44\x65liverResponse\x12+\n\x08receipts\x18\x01 \x03(\x0b\x32\x19.yrd.envelope.v1.Envelope\"C\n\x13NotifyStatusRequest\x12,\n\tenvelopes\x18\x01 \x03(\x0b\x32\x19.yrd.envelope.v1.Envelope\"C\n\x14NotifyStatusResponse\x12+\n\x08receipts\x18\x01 \x03(\x0b\x32\x19.yrd.envelope.v1.Envelope\"B\n\x13GetCatalogueRequest\x12+\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x19.yrd.envelope.v1.Envelope\"C\n\x14GetCatalogueResponse\x12+\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x19.yrd.envelope.v1.Envelope\"A\n\x12GetManifestRequest\x12+\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x19.yrd.envelope.v1.Envelope\"B\n\x13GetManifestResponse\x12+\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x19.yrd.envelope.v1.Envelope\"|\n\x0b\x44\x65liverItem\x12\x37\n\x0b\x61pplication\x18\x01 \x01(\x0b\x32 .yrd.peer.v1.ApplicationTransferH\x00\x12,\n\x07\x66orward\x18\x02 \x01(\x0b\x32\x19.yrd.envelope.v1.EnvelopeH\x00\x42\x06\n\x04item\"o\n\nStatusItem\x12+\n\x06status\x18\x01 \x01(\x0b\x32\x19.yrd.peer.v1.StatusUpdateH\x00\x12,\n\x07\x66orward\x18\x02 \x01(\x0b\x32\x19.yrd.envelope.v1.EnvelopeH\x00\x42\x06\n\x04item\"\xda\x01\n\x13\x41pplicationTransfer\x12\x16\n\x0e\x61pplication_id\x18\x01 \x01(\t\x12\x13\n\x0borigin_node\x18\x02 \x01(\t\x12\x12\n\nservice_id\x18\x03 \x01(\t\x12\x17\n\x0fservice_version\x18\x04 \x01(\x04\x12\x17\n\x0fsubmitted_at_ms\x18\x05 \x01(\x03\x12\x0f\n\x07purpose\x18\x06 \x01(\t\x12\x0f\n\x07\x63onsent\x18\x07 \x01(\x08\x12\x16\n\x0esealed_payload\x18\x08 \x01(\x0c\x12\x16\n\x0e\x66ields_present\x18\t \x03(\t\"T\n\nAttachment\x12\x10\n\x08material\x18\x01 \x01(\t\x12\x10\n\x08\x66ilename\x18\x02 \x01(\t\x12\x14\n\x0c\x63ontent_type\x18\x03 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\"\x8a\x01\n\x12\x41pplicationPayload\x12\x16\n\x0e\x61pplicant_name\x18\x01 \x01(\t\x12\x1b\n\x13\x61pplicant_id_number\x18\x02 \x01(\t\x12\x11\n\tform_json\x18\x03 \x01(\x0c\x12,\n\x0b\x61ttachments\x18\x04 \x03(\x0b\x32\x17.yrd.peer.v1.Attachment\"\x96\x01\n\x07Receipt\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12,\n\x07outcome\x18\x02 \x01(\x0e\x32\x1b.yrd.peer.v1.ReceiptOutcome\x12\x13\n\x0breason_code\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x16\n\x0ereceived_at_ms\x18\x05 \x01(\x03\x12\x0f\n\x07rule_id\x18\x06 \x01(\t\"<\n\x08\x44ocument\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x0c\x63ontent_type\x18\x02 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"\xca\x01\n\x0cStatusUpdate\x12\x16\n\x0e\x61pplication_id\x18\x01 \x01(\t\x12.\n\x06status\x18\x02 \x01(\x0e\x32\x1e.yrd.peer.v1.ApplicationStatus\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x15\n\rchanged_at_ms\x18\x04 \x01(\x03\x12\x10\n\x08sequence\x18\x05 \x01(\x04\x12(\n\tdocuments\x18\x06 \x03(\x0b\x32\x15.yrd.peer.v1.Document\x12\x0f\n\x07rule_id\x18\x07 \x01(\t\"&\n\x0e\x43\x61talogueQuery\x12\x14\n\x0cknown_digest\x18\x01 \x01(\x0c\"G\n\x0f\x43\x61talogueAnswer\x12\x0e\n\x06\x64igest\x18\x01 \x01(\x0c\x12\x11\n\tunchanged\x18\x02 \x01(\x08\x12\x11\n\tcatalogue\x18\x03 \x01(\x0c\"&\n\rManifestQuery\x12\x15\n\rknown_version\x18\x01 \x01(\x04\"E\n\x0eManifestAnswer\x12\x33\n\x08manifest\x18\x01 \x01(\x0b\x32!.yrd.federation.v1.SignedManifest\"H\n\x19GetAuditCheckpointRequest\x12+\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x19.yrd.envelope.v1.Envelope\"I\n\x1aGetAuditCheckpointResponse\x12+\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x19.yrd.envelope.v1.Envelope\"\'\n\x14\x41uditCheckpointQuery\x12\x0f\n\x07node_id\x18\x01 \x01(\t\"t\n\x0f\x41uditCheckpoint\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x04\x12\x11\n\thead_hash\x18\x03 \x01(\t\x12\r\n\x05\x61t_ms\x18\x04 \x01(\x03\x12\x0e\n\x06key_id\x18\x05 \x01(\t\x12\x11\n\tsignature\x18\x06 \x01(\x0c\"I\n\x15\x41uditCheckpointAnswer\x12\x30\n\ncheckpoint\x18\x01 \x01(\x0b\x32\x1c.yrd.peer.v1.AuditCheckpoint*\xa7\x01\n\x0eReceiptOutcome\x12\x1f\n\x1bRECEIPT_OUTCOME_UNSPECIFIED\x10\x00\x12\x1c\n\x18RECEIPT_OUTCOME_ACCEPTED\x10\x01\x12\x1d\n\x19RECEIPT_OUTCOME_DUPLICATE\x10\x02\x12\x1c\n\x18RECEIPT_OUTCOME_REJECTED\x10\x03\x12\x19\n\x15RECEIPT_OUTCOME_RETRY\x10\x04*\xf3\x02\n\x11\x41pplicationStatus\x12\"\n\x1e\x41PPLICATION_STATUS_UNSPECIFIED\x10\x00\x12 \n\x1c\x41PPLICATION_STATUS_SUBMITTED\x10\x01\x12 \n\x1c\x41PPLICATION_STATUS_DELIVERED\x10\x02\x12 \n\x1c\x41PPLICATION_STATUS_IN_REVIEW\x10\x03\x12&\n\"APPLICATION_STATUS_NEEDS_MATERIALS\x10\x04\x12\x1f\n\x1b\x41PPLICATION_STATUS_APPROVED\x10\x05\x12\x1f\n\x1b\x41PPLICATION_STATUS_REJECTED\x10\x06\x12 \n\x1c\x41PPLICATION_STATUS_COMPLETED\x10\x07\x12\x1e\n\x1a\x41PPLICATION_STATUS_REFUSED\x10\x08\x12(\n$APPLICATION_STATUS_AWAITING_APPROVAL\x10\t2\xb6\x03\n\x0bPeerService\x12\x44\n\x07\x44\x65liver\x12\x1b.yrd.peer.v1.DeliverRequest\x1a\x1c.yrd.peer.v1.DeliverResponse\x12S\n\x0cNotifyStatus\x12 .yrd.peer.v1.NotifyStatusRequest\x1a!.yrd.peer.v1.NotifyStatusResponse\x12S\n\x0cGetCatalogue\x12 .yrd.peer.v1.GetCatalogueRequest\x1a!.yrd.peer.v1.GetCatalogueResponse\x12P\n\x0bGetManifest\x12\x1f.yrd.peer.v1.GetManifestRequest\x1a .yrd.peer.v1.GetManifestResponse\x12\x65\n\x12GetAuditCheckpoint\x12&.yrd.peer.v1.GetAuditCheckpointRequest\x1a\'.yrd.peer.v1.GetAuditCheckpointResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16yrd/peer/v1/peer.proto\x12\x0byrd.peer.v1\x1a\x1eyrd/envelope/v1/envelope.proto\x1a yrd/federation/v1/manifest.proto\">\n\x0e\x44\x65liverRequest\x12,\n\tenvelopes\x18\x01 \x03(\x0b\x32\x19.yrd.envelope.v1.Envelope\">\n\x0f\x44\x65liverResponse\x12+\n\x08receipts\x18\x01 \x03(\x0b\x32\x19.yrd.envelope.v1.Envelope\"C\n\x13NotifyStatusRequest\x12,\n\tenvelopes\x18\x01 \x03(\x0b\x32\x19.yrd.envelope.v1.Envelope\"C\n\x14NotifyStatusResponse\x12+\n\x08receipts\x18\x01 \x03(\x0b\x32\x19.yrd.envelope.v1.Envelope\"B\n\x13GetCatalogueRequest\x12+\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x19.yrd.envelope.v1.Envelope\"C\n\x14GetCatalogueResponse\x12+\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x19.yrd.envelope.v1.Envelope\"A\n\x12GetManifestRequest\x12+\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x19.yrd.envelope.v1.Envelope\"B\n\x13GetManifestResponse\x12+\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x19.yrd.envelope.v1.Envelope\"\xa7\x01\n\x0b\x44\x65liverItem\x12\x37\n\x0b\x61pplication\x18\x01 \x01(\x0b\x32 .yrd.peer.v1.ApplicationTransferH\x00\x12,\n\x07\x66orward\x18\x02 \x01(\x0b\x32\x19.yrd.envelope.v1.EnvelopeH\x00\x12)\n\x04\x63lue\x18\x03 \x01(\x0b\x32\x19.yrd.peer.v1.ClueTransferH\x00\x42\x06\n\x04item\"\x9f\x01\n\nStatusItem\x12+\n\x06status\x18\x01 \x01(\x0b\x32\x19.yrd.peer.v1.StatusUpdateH\x00\x12,\n\x07\x66orward\x18\x02 \x01(\x0b\x32\x19.yrd.envelope.v1.EnvelopeH\x00\x12.\n\x0b\x63lue_update\x18\x03 \x01(\x0b\x32\x17.yrd.peer.v1.ClueUpdateH\x00\x42\x06\n\x04item\"\xda\x01\n\x13\x41pplicationTransfer\x12\x16\n\x0e\x61pplication_id\x18\x01 \x01(\t\x12\x13\n\x0borigin_node\x18\x02 \x01(\t\x12\x12\n\nservice_id\x18\x03 \x01(\t\x12\x17\n\x0fservice_version\x18\x04 \x01(\x04\x12\x17\n\x0fsubmitted_at_ms\x18\x05 \x01(\x03\x12\x0f\n\x07purpose\x18\x06 \x01(\t\x12\x0f\n\x07\x63onsent\x18\x07 \x01(\x08\x12\x16\n\x0esealed_payload\x18\x08 \x01(\x0c\x12\x16\n\x0e\x66ields_present\x18\t \x03(\t\"T\n\nAttachment\x12\x10\n\x08material\x18\x01 \x01(\t\x12\x10\n\x08\x66ilename\x18\x02 \x01(\t\x12\x14\n\x0c\x63ontent_type\x18\x03 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\"\x8a\x01\n\x12\x41pplicationPayload\x12\x16\n\x0e\x61pplicant_name\x18\x01 \x01(\t\x12\x1b\n\x13\x61pplicant_id_number\x18\x02 \x01(\t\x12\x11\n\tform_json\x18\x03 \x01(\x0c\x12,\n\x0b\x61ttachments\x18\x04 \x03(\x0b\x32\x17.yrd.peer.v1.Attachment\"\x96\x01\n\x07Receipt\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12,\n\x07outcome\x18\x02 \x01(\x0e\x32\x1b.yrd.peer.v1.ReceiptOutcome\x12\x13\n\x0breason_code\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x16\n\x0ereceived_at_ms\x18\x05 \x01(\x03\x12\x0f\n\x07rule_id\x18\x06 \x01(\t\"<\n\x08\x44ocument\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x0c\x63ontent_type\x18\x02 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"\xca\x01\n\x0cStatusUpdate\x12\x16\n\x0e\x61pplication_id\x18\x01 \x01(\t\x12.\n\x06status\x18\x02 \x01(\x0e\x32\x1e.yrd.peer.v1.ApplicationStatus\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x15\n\rchanged_at_ms\x18\x04 \x01(\x03\x12\x10\n\x08sequence\x18\x05 \x01(\x04\x12(\n\tdocuments\x18\x06 \x03(\x0b\x32\x15.yrd.peer.v1.Document\x12\x0f\n\x07rule_id\x18\x07 \x01(\t\"&\n\x0e\x43\x61talogueQuery\x12\x14\n\x0cknown_digest\x18\x01 \x01(\x0c\"G\n\x0f\x43\x61talogueAnswer\x12\x0e\n\x06\x64igest\x18\x01 \x01(\x0c\x12\x11\n\tunchanged\x18\x02 \x01(\x08\x12\x11\n\tcatalogue\x18\x03 \x01(\x0c\"&\n\rManifestQuery\x12\x15\n\rknown_version\x18\x01 \x01(\x04\"E\n\x0eManifestAnswer\x12\x33\n\x08manifest\x18\x01 \x01(\x0b\x32!.yrd.federation.v1.SignedManifest\"H\n\x19GetAuditCheckpointRequest\x12+\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x19.yrd.envelope.v1.Envelope\"I\n\x1aGetAuditCheckpointResponse\x12+\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x19.yrd.envelope.v1.Envelope\"\'\n\x14\x41uditCheckpointQuery\x12\x0f\n\x07node_id\x18\x01 \x01(\t\"t\n\x0f\x41uditCheckpoint\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x04\x12\x11\n\thead_hash\x18\x03 \x01(\t\x12\r\n\x05\x61t_ms\x18\x04 \x01(\x03\x12\x0e\n\x06key_id\x18\x05 \x01(\t\x12\x11\n\tsignature\x18\x06 \x01(\x0c\"I\n\x15\x41uditCheckpointAnswer\x12\x30\n\ncheckpoint\x18\x01 \x01(\x0b\x32\x1c.yrd.peer.v1.AuditCheckpoint\"\x8f\x02\n\x0c\x43lueTransfer\x12\x0f\n\x07\x63lue_id\x18\x01 \x01(\t\x12\x13\n\x0bsource_node\x18\x02 \x01(\t\x12\x0e\n\x06source\x18\x03 \x01(\t\x12\x13\n\x0bregion_code\x18\x04 \x01(\t\x12\x0f\n\x07\x64omains\x18\x05 \x03(\t\x12\x1b\n\x13subject_credit_code\x18\x06 \x01(\t\x12\x15\n\rsubject_place\x18\x07 \x01(\t\x12\x10\n\x08severity\x18\x08 \x01(\t\x12\x16\n\x0ereported_at_ms\x18\t \x01(\x03\x12\x19\n\x11\x61\x63knowledge_by_ms\x18\n \x01(\x03\x12\x13\n\x0b\x63lose_by_ms\x18\x0b \x01(\x03\x12\x15\n\rsealed_detail\x18\x0c \x01(\x0c\"|\n\nClueDetail\x12\x13\n\x0b\x64\x65scription\x18\x01 \x01(\t\x12\x15\n\rreporter_name\x18\x02 \x01(\t\x12\x18\n\x10reporter_contact\x18\x03 \x01(\t\x12(\n\tdocuments\x18\x04 \x03(\x0b\x32\x15.yrd.peer.v1.Document\"F\n\x0c\x43lueFindings\x12\x0c\n\x04text\x18\x01 \x01(\t\x12(\n\tdocuments\x18\x02 \x03(\x0b\x32\x15.yrd.peer.v1.Document\"\x96\x01\n\nClueUpdate\x12\x0f\n\x07\x63lue_id\x18\x01 \x01(\t\x12\x10\n\x08sequence\x18\x02 \x01(\x04\x12\x0c\n\x04step\x18\x03 \x01(\t\x12\x12\n\ndepartment\x18\x04 \x01(\t\x12\r\n\x05level\x18\x05 \x01(\t\x12\x0c\n\x04note\x18\x06 \x01(\t\x12\r\n\x05\x61t_ms\x18\x07 \x01(\x03\x12\x17\n\x0fsealed_findings\x18\x08 \x01(\x0c*\xa7\x01\n\x0eReceiptOutcome\x12\x1f\n\x1bRECEIPT_OUTCOME_UNSPECIFIED\x10\x00\x12\x1c\n\x18RECEIPT_OUTCOME_ACCEPTED\x10\x01\x12\x1d\n\x19RECEIPT_OUTCOME_DUPLICATE\x10\x02\x12\x1c\n\x18RECEIPT_OUTCOME_REJECTED\x10\x03\x12\x19\n\x15RECEIPT_OUTCOME_RETRY\x10\x04*\xf3\x02\n\x11\x41pplicationStatus\x12\"\n\x1e\x41PPLICATION_STATUS_UNSPECIFIED\x10\x00\x12 \n\x1c\x41PPLICATION_STATUS_SUBMITTED\x10\x01\x12 \n\x1c\x41PPLICATION_STATUS_DELIVERED\x10\x02\x12 \n\x1c\x41PPLICATION_STATUS_IN_REVIEW\x10\x03\x12&\n\"APPLICATION_STATUS_NEEDS_MATERIALS\x10\x04\x12\x1f\n\x1b\x41PPLICATION_STATUS_APPROVED\x10\x05\x12\x1f\n\x1b\x41PPLICATION_STATUS_REJECTED\x10\x06\x12 \n\x1c\x41PPLICATION_STATUS_COMPLETED\x10\x07\x12\x1e\n\x1a\x41PPLICATION_STATUS_REFUSED\x10\x08\x12(\n$APPLICATION_STATUS_AWAITING_APPROVAL\x10\t2\xb6\x03\n\x0bPeerService\x12\x44\n\x07\x44\x65liver\x12\x1b.yrd.peer.v1.DeliverRequest\x1a\x1c.yrd.peer.v1.DeliverResponse\x12S\n\x0cNotifyStatus\x12 .yrd.peer.v1.NotifyStatusRequest\x1a!.yrd.peer.v1.NotifyStatusResponse\x12S\n\x0cGetCatalogue\x12 .yrd.peer.v1.GetCatalogueRequest\x1a!.yrd.peer.v1.GetCatalogueResponse\x12P\n\x0bGetManifest\x12\x1f.yrd.peer.v1.GetManifestRequest\x1a .yrd.peer.v1.GetManifestResponse\x12\x65\n\x12GetAuditCheckpoint\x12&.yrd.peer.v1.GetAuditCheckpointRequest\x1a\'.yrd.peer.v1.GetAuditCheckpointResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'yrd.peer.v1.peer_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_RECEIPTOUTCOME']._serialized_start=2358
-  _globals['_RECEIPTOUTCOME']._serialized_end=2525
-  _globals['_APPLICATIONSTATUS']._serialized_start=2528
-  _globals['_APPLICATIONSTATUS']._serialized_end=2899
+  _globals['_RECEIPTOUTCOME']._serialized_start=3076
+  _globals['_RECEIPTOUTCOME']._serialized_end=3243
+  _globals['_APPLICATIONSTATUS']._serialized_start=3246
+  _globals['_APPLICATIONSTATUS']._serialized_end=3617
   _globals['_DELIVERREQUEST']._serialized_start=105
   _globals['_DELIVERREQUEST']._serialized_end=167
   _globals['_DELIVERRESPONSE']._serialized_start=169
@@ -53,40 +53,48 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETMANIFESTREQUEST']._serialized_end=573
   _globals['_GETMANIFESTRESPONSE']._serialized_start=575
   _globals['_GETMANIFESTRESPONSE']._serialized_end=641
-  _globals['_DELIVERITEM']._serialized_start=643
-  _globals['_DELIVERITEM']._serialized_end=767
-  _globals['_STATUSITEM']._serialized_start=769
-  _globals['_STATUSITEM']._serialized_end=880
-  _globals['_APPLICATIONTRANSFER']._serialized_start=883
-  _globals['_APPLICATIONTRANSFER']._serialized_end=1101
-  _globals['_ATTACHMENT']._serialized_start=1103
-  _globals['_ATTACHMENT']._serialized_end=1187
-  _globals['_APPLICATIONPAYLOAD']._serialized_start=1190
-  _globals['_APPLICATIONPAYLOAD']._serialized_end=1328
-  _globals['_RECEIPT']._serialized_start=1331
-  _globals['_RECEIPT']._serialized_end=1481
-  _globals['_DOCUMENT']._serialized_start=1483
-  _globals['_DOCUMENT']._serialized_end=1543
-  _globals['_STATUSUPDATE']._serialized_start=1546
-  _globals['_STATUSUPDATE']._serialized_end=1748
-  _globals['_CATALOGUEQUERY']._serialized_start=1750
-  _globals['_CATALOGUEQUERY']._serialized_end=1788
-  _globals['_CATALOGUEANSWER']._serialized_start=1790
-  _globals['_CATALOGUEANSWER']._serialized_end=1861
-  _globals['_MANIFESTQUERY']._serialized_start=1863
-  _globals['_MANIFESTQUERY']._serialized_end=1901
-  _globals['_MANIFESTANSWER']._serialized_start=1903
-  _globals['_MANIFESTANSWER']._serialized_end=1972
-  _globals['_GETAUDITCHECKPOINTREQUEST']._serialized_start=1974
-  _globals['_GETAUDITCHECKPOINTREQUEST']._serialized_end=2046
-  _globals['_GETAUDITCHECKPOINTRESPONSE']._serialized_start=2048
-  _globals['_GETAUDITCHECKPOINTRESPONSE']._serialized_end=2121
-  _globals['_AUDITCHECKPOINTQUERY']._serialized_start=2123
-  _globals['_AUDITCHECKPOINTQUERY']._serialized_end=2162
-  _globals['_AUDITCHECKPOINT']._serialized_start=2164
-  _globals['_AUDITCHECKPOINT']._serialized_end=2280
-  _globals['_AUDITCHECKPOINTANSWER']._serialized_start=2282
-  _globals['_AUDITCHECKPOINTANSWER']._serialized_end=2355
-  _globals['_PEERSERVICE']._serialized_start=2902
-  _globals['_PEERSERVICE']._serialized_end=3340
+  _globals['_DELIVERITEM']._serialized_start=644
+  _globals['_DELIVERITEM']._serialized_end=811
+  _globals['_STATUSITEM']._serialized_start=814
+  _globals['_STATUSITEM']._serialized_end=973
+  _globals['_APPLICATIONTRANSFER']._serialized_start=976
+  _globals['_APPLICATIONTRANSFER']._serialized_end=1194
+  _globals['_ATTACHMENT']._serialized_start=1196
+  _globals['_ATTACHMENT']._serialized_end=1280
+  _globals['_APPLICATIONPAYLOAD']._serialized_start=1283
+  _globals['_APPLICATIONPAYLOAD']._serialized_end=1421
+  _globals['_RECEIPT']._serialized_start=1424
+  _globals['_RECEIPT']._serialized_end=1574
+  _globals['_DOCUMENT']._serialized_start=1576
+  _globals['_DOCUMENT']._serialized_end=1636
+  _globals['_STATUSUPDATE']._serialized_start=1639
+  _globals['_STATUSUPDATE']._serialized_end=1841
+  _globals['_CATALOGUEQUERY']._serialized_start=1843
+  _globals['_CATALOGUEQUERY']._serialized_end=1881
+  _globals['_CATALOGUEANSWER']._serialized_start=1883
+  _globals['_CATALOGUEANSWER']._serialized_end=1954
+  _globals['_MANIFESTQUERY']._serialized_start=1956
+  _globals['_MANIFESTQUERY']._serialized_end=1994
+  _globals['_MANIFESTANSWER']._serialized_start=1996
+  _globals['_MANIFESTANSWER']._serialized_end=2065
+  _globals['_GETAUDITCHECKPOINTREQUEST']._serialized_start=2067
+  _globals['_GETAUDITCHECKPOINTREQUEST']._serialized_end=2139
+  _globals['_GETAUDITCHECKPOINTRESPONSE']._serialized_start=2141
+  _globals['_GETAUDITCHECKPOINTRESPONSE']._serialized_end=2214
+  _globals['_AUDITCHECKPOINTQUERY']._serialized_start=2216
+  _globals['_AUDITCHECKPOINTQUERY']._serialized_end=2255
+  _globals['_AUDITCHECKPOINT']._serialized_start=2257
+  _globals['_AUDITCHECKPOINT']._serialized_end=2373
+  _globals['_AUDITCHECKPOINTANSWER']._serialized_start=2375
+  _globals['_AUDITCHECKPOINTANSWER']._serialized_end=2448
+  _globals['_CLUETRANSFER']._serialized_start=2451
+  _globals['_CLUETRANSFER']._serialized_end=2722
+  _globals['_CLUEDETAIL']._serialized_start=2724
+  _globals['_CLUEDETAIL']._serialized_end=2848
+  _globals['_CLUEFINDINGS']._serialized_start=2850
+  _globals['_CLUEFINDINGS']._serialized_end=2920
+  _globals['_CLUEUPDATE']._serialized_start=2923
+  _globals['_CLUEUPDATE']._serialized_end=3073
+  _globals['_PEERSERVICE']._serialized_start=3620
+  _globals['_PEERSERVICE']._serialized_end=4058
 # @@protoc_insertion_point(module_scope)

@@ -269,23 +269,29 @@ class DeliverItem(_message.Message):
 
     APPLICATION_FIELD_NUMBER: _builtins.int
     FORWARD_FIELD_NUMBER: _builtins.int
+    CLUE_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def application(self) -> Global___ApplicationTransfer: ...
     @_builtins.property
     def forward(self) -> _envelope_pb2.Envelope:
         """An envelope from another node, addressed to a node this one relays for."""
 
+    @_builtins.property
+    def clue(self) -> Global___ClueTransfer:
+        """A supervision clue for the member that owns its region (docs/clues.md)."""
+
     def __init__(
         self,
         *,
         application: Global___ApplicationTransfer | None = ...,
         forward: _envelope_pb2.Envelope | None = ...,
+        clue: Global___ClueTransfer | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["application", b"application", "forward", b"forward", "item", b"item"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["application", b"application", "clue", b"clue", "forward", b"forward", "item", b"item"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["application", b"application", "forward", b"forward", "item", b"item"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["application", b"application", "clue", b"clue", "forward", b"forward", "item", b"item"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_item: _TypeAlias = _typing.Literal["application", "forward"]  # noqa: Y015
+    _WhichOneofReturnType_item: _TypeAlias = _typing.Literal["application", "forward", "clue"]  # noqa: Y015
     _WhichOneofArgType_item: _TypeAlias = _typing.Literal["item", b"item"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_item) -> _WhichOneofReturnType_item | None: ...
 
@@ -299,21 +305,27 @@ class StatusItem(_message.Message):
 
     STATUS_FIELD_NUMBER: _builtins.int
     FORWARD_FIELD_NUMBER: _builtins.int
+    CLUE_UPDATE_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def status(self) -> Global___StatusUpdate: ...
     @_builtins.property
     def forward(self) -> _envelope_pb2.Envelope: ...
+    @_builtins.property
+    def clue_update(self) -> Global___ClueUpdate:
+        """One step of a clue, sent by the member that handles it to the member that sent it."""
+
     def __init__(
         self,
         *,
         status: Global___StatusUpdate | None = ...,
         forward: _envelope_pb2.Envelope | None = ...,
+        clue_update: Global___ClueUpdate | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["forward", b"forward", "item", b"item", "status", b"status"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["clue_update", b"clue_update", "forward", b"forward", "item", b"item", "status", b"status"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["forward", b"forward", "item", b"item", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["clue_update", b"clue_update", "forward", b"forward", "item", b"item", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_item: _TypeAlias = _typing.Literal["status", "forward"]  # noqa: Y015
+    _WhichOneofReturnType_item: _TypeAlias = _typing.Literal["status", "forward", "clue_update"]  # noqa: Y015
     _WhichOneofArgType_item: _TypeAlias = _typing.Literal["item", b"item"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_item) -> _WhichOneofReturnType_item | None: ...
 
@@ -758,3 +770,171 @@ class AuditCheckpointAnswer(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___AuditCheckpointAnswer: _TypeAlias = AuditCheckpointAnswer  # noqa: Y015
+
+@_typing.final
+class ClueTransfer(_message.Message):
+    """ClueTransfer is a supervision clue (一网统管) on its way to the member that owns its
+    region. What routing and dispatch need is in the clear; the reporter and the description
+    are sealed to the receiver. Field meanings and codes: docs/clues.md.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CLUE_ID_FIELD_NUMBER: _builtins.int
+    SOURCE_NODE_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    REGION_CODE_FIELD_NUMBER: _builtins.int
+    DOMAINS_FIELD_NUMBER: _builtins.int
+    SUBJECT_CREDIT_CODE_FIELD_NUMBER: _builtins.int
+    SUBJECT_PLACE_FIELD_NUMBER: _builtins.int
+    SEVERITY_FIELD_NUMBER: _builtins.int
+    REPORTED_AT_MS_FIELD_NUMBER: _builtins.int
+    ACKNOWLEDGE_BY_MS_FIELD_NUMBER: _builtins.int
+    CLOSE_BY_MS_FIELD_NUMBER: _builtins.int
+    SEALED_DETAIL_FIELD_NUMBER: _builtins.int
+    clue_id: _builtins.str
+    source_node: _builtins.str
+    source: _builtins.str
+    """national | provincial_department | citizen_report"""
+    region_code: _builtins.str
+    """GB/T 2260 code, down to county level."""
+    subject_credit_code: _builtins.str
+    """The subject: a unified social credit code (GB 32100-2015) or, if empty, a place."""
+    subject_place: _builtins.str
+    severity: _builtins.str
+    """low | medium | high | critical"""
+    reported_at_ms: _builtins.int
+    acknowledge_by_ms: _builtins.int
+    close_by_ms: _builtins.int
+    sealed_detail: _builtins.bytes
+    """Sealed ClueDetail."""
+    @_builtins.property
+    def domains(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Domain codes (docs/clues.md), distinct; more than one makes a joint inspection."""
+
+    def __init__(
+        self,
+        *,
+        clue_id: _builtins.str = ...,
+        source_node: _builtins.str = ...,
+        source: _builtins.str = ...,
+        region_code: _builtins.str = ...,
+        domains: _abc.Iterable[_builtins.str] | None = ...,
+        subject_credit_code: _builtins.str = ...,
+        subject_place: _builtins.str = ...,
+        severity: _builtins.str = ...,
+        reported_at_ms: _builtins.int = ...,
+        acknowledge_by_ms: _builtins.int = ...,
+        close_by_ms: _builtins.int = ...,
+        sealed_detail: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["acknowledge_by_ms", b"acknowledge_by_ms", "close_by_ms", b"close_by_ms", "clue_id", b"clue_id", "domains", b"domains", "region_code", b"region_code", "reported_at_ms", b"reported_at_ms", "sealed_detail", b"sealed_detail", "severity", b"severity", "source", b"source", "source_node", b"source_node", "subject_credit_code", b"subject_credit_code", "subject_place", b"subject_place"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ClueTransfer: _TypeAlias = ClueTransfer  # noqa: Y015
+
+@_typing.final
+class ClueDetail(_message.Message):
+    """ClueDetail is the sensitive part of a clue, sealed to the receiver."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    REPORTER_NAME_FIELD_NUMBER: _builtins.int
+    REPORTER_CONTACT_FIELD_NUMBER: _builtins.int
+    DOCUMENTS_FIELD_NUMBER: _builtins.int
+    description: _builtins.str
+    reporter_name: _builtins.str
+    """A citizen reporter's identity; empty for other sources."""
+    reporter_contact: _builtins.str
+    @_builtins.property
+    def documents(self) -> _containers.RepeatedCompositeFieldContainer[Global___Document]: ...
+    def __init__(
+        self,
+        *,
+        description: _builtins.str = ...,
+        reporter_name: _builtins.str = ...,
+        reporter_contact: _builtins.str = ...,
+        documents: _abc.Iterable[Global___Document] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["description", b"description", "documents", b"documents", "reporter_contact", b"reporter_contact", "reporter_name", b"reporter_name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ClueDetail: _TypeAlias = ClueDetail  # noqa: Y015
+
+@_typing.final
+class ClueFindings(_message.Message):
+    """ClueFindings is what a department found, sealed to the clue's source."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TEXT_FIELD_NUMBER: _builtins.int
+    DOCUMENTS_FIELD_NUMBER: _builtins.int
+    text: _builtins.str
+    @_builtins.property
+    def documents(self) -> _containers.RepeatedCompositeFieldContainer[Global___Document]: ...
+    def __init__(
+        self,
+        *,
+        text: _builtins.str = ...,
+        documents: _abc.Iterable[Global___Document] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["documents", b"documents", "text", b"text"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ClueFindings: _TypeAlias = ClueFindings  # noqa: Y015
+
+@_typing.final
+class ClueUpdate(_message.Message):
+    """ClueUpdate is one step of a clue at the member that handles it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CLUE_ID_FIELD_NUMBER: _builtins.int
+    SEQUENCE_FIELD_NUMBER: _builtins.int
+    STEP_FIELD_NUMBER: _builtins.int
+    DEPARTMENT_FIELD_NUMBER: _builtins.int
+    LEVEL_FIELD_NUMBER: _builtins.int
+    NOTE_FIELD_NUMBER: _builtins.int
+    AT_MS_FIELD_NUMBER: _builtins.int
+    SEALED_FINDINGS_FIELD_NUMBER: _builtins.int
+    clue_id: _builtins.str
+    sequence: _builtins.int
+    """Increases by one per step of one clue, so the source records each once."""
+    step: _builtins.str
+    """received | acknowledged | findings | rectification_ordered | closed | escalated | completed"""
+    department: _builtins.str
+    level: _builtins.str
+    """province | city | county"""
+    note: _builtins.str
+    at_ms: _builtins.int
+    sealed_findings: _builtins.bytes
+    """Sealed ClueFindings for a findings step; empty otherwise."""
+    def __init__(
+        self,
+        *,
+        clue_id: _builtins.str = ...,
+        sequence: _builtins.int = ...,
+        step: _builtins.str = ...,
+        department: _builtins.str = ...,
+        level: _builtins.str = ...,
+        note: _builtins.str = ...,
+        at_ms: _builtins.int = ...,
+        sealed_findings: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["at_ms", b"at_ms", "clue_id", b"clue_id", "department", b"department", "level", b"level", "note", b"note", "sealed_findings", b"sealed_findings", "sequence", b"sequence", "step", b"step"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ClueUpdate: _TypeAlias = ClueUpdate  # noqa: Y015
