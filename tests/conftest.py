@@ -1,5 +1,6 @@
-"""Shared fixtures. PostgreSQL tests get a fresh schema each (search_path in the URL), so
-runs sharing the one test database never see each other's tables or leftovers."""
+"""Shared fixtures and the hypothesis profile. PostgreSQL tests get a fresh schema each
+(search_path in the URL), so runs sharing the one test database never see each other's tables
+or leftovers."""
 
 from __future__ import annotations
 
@@ -9,8 +10,14 @@ from collections.abc import Callable, Iterator
 
 import psycopg
 import pytest
+from hypothesis import settings
 
 PG_URL = os.environ.get("YRD_TEST_PG_URL", "")
+
+# No wall-clock limits in tests: these machines are shared and noisy, so hypothesis's default
+# 200 ms deadline per example would fail correct code under load.
+settings.register_profile("yrd", deadline=None)
+settings.load_profile("yrd")
 
 
 @pytest.fixture
