@@ -1,6 +1,7 @@
 """``yrd node``: set up and run one node.
 
-``init`` is the first thing a provincial operator runs: it creates the node's key, a
+``init`` is the first thing a provincial operator runs: it creates the node's key, its TLS
+key and self-signed certificate (pinned by the manifest, docs/deploy.md), a
 config that loads and the node's empty database (the only way a node database is born:
 a node that finds its database missing later refuses to start), and prints the
 ``[[members]]`` entry to hand to the federation, so the public key travels by copy-paste
@@ -10,6 +11,7 @@ and the seed never leaves the directory.
 from __future__ import annotations
 
 import argparse
+import datetime
 import re
 import unicodedata
 from pathlib import Path
@@ -21,6 +23,7 @@ from core.errors import ConfigError, Conflict
 from core.keys import NodeKey, save_key
 from core.toml import NODE_ID_RE, check_division_code
 from node.config import NodeConfig, config_from_document
+from node.trust.tls import create_tls_identity
 
 CONFIG_NAME = "node.toml"
 KEY_NAME = "node.key"
@@ -103,7 +106,13 @@ def init_node(
     config = config_from_document(doc, directory)
     config_path = directory / CONFIG_NAME
     db_path = Database(config.database_url).sqlite_path
-    for path, what in ((config.key_file, "key"), (config_path, "config"), (db_path, "database")):
+    for path, what in (
+        (config.key_file, "key"),
+        (config_path, "config"),
+        (db_path, "database"),
+        (config.transport.tls_cert, "TLS certificate"),
+        (config.transport.tls_key, "TLS key"),
+    ):
         if path is not None and path.exists():
             raise Conflict(
                 f"{path} already exists; refusing to replace the node's {what}",
@@ -114,6 +123,9 @@ def init_node(
     directory.chmod(0o700)  # the node's own folder: its key, database and config
     key = NodeKey.generate()
     save_key(key, config.key_file)
+    create_tls_identity(
+        node_id, config.transport.tls_cert, config.transport.tls_key, datetime.datetime.now(datetime.UTC)
+    )
     with config_path.open("xb") as f:
         tomli_w.dump(doc, f)
     create_node_database(config).close()
@@ -129,6 +141,8 @@ def members_snippet(config: NodeConfig, key: NodeKey) -> str:
         "grpc_endpoint": config.grpc_listen,
         "http_endpoint": f"http://{config.http_listen}",
         "keys": [{"public_key": key.public_key.hex(), "status": "active"}],
+        # Pinned: peers trust this certificate for this node and no other (docs/deploy.md).
+        "tls_certificates": [config.transport.tls_cert.read_text()],
     }
     return tomli_w.dumps({"members": [member]})
 
@@ -142,7 +156,10 @@ def _init_command(args: argparse.Namespace) -> int:
         grpc_listen=args.grpc_listen,
         http_listen=args.http_listen,
     )
-    print(f"wrote {config.key_file}, {config.data_dir / CONFIG_NAME} and the node's database")
+    print(
+        f"wrote {config.key_file}, {config.transport.tls_cert}, {config.transport.tls_key}, "
+        f"{config.data_dir / CONFIG_NAME} and the node's database"
+    )
     print(f"node_id: {config.node_id}")
     print(f"key_id: {key.key_id}")
     print(f"public_key: {key.public_key.hex()}")

@@ -5,8 +5,10 @@ sender retries the same envelopes unchanged)."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import grpc
 from google.protobuf.message import DecodeError
@@ -20,6 +22,7 @@ from core.errors import EnvelopeRejected, InvalidInput
 from node import metrics
 from node.delivery.outbox import enqueue
 from node.delivery.peer_client import parse_body
+from node.delivery.peer_limits import PeerLimits
 from node.delivery.relaying import DELIVER, NOTIFY_STATUS, forward_item
 from node.grpc_errors import grpc_errors
 from node.trust import audit
@@ -91,11 +94,13 @@ class PeerServicer(peer_pb2_grpc.PeerServiceServicer):
         wake: Callable[[str], None],
         peer_seen: Callable[[str], None],
         max_batch: int,
+        limits: PeerLimits | None = None,
     ) -> None:
         self.db, self.trust, self.verifier = db, trust, verifier
         self.accept, self.apply_status = accept, apply_status
         self.catalogue, self.clock, self.wake, self.peer_seen = catalogue, clock, wake, peer_seen
         self.max_batch = max_batch
+        self.limits = limits
 
     # -- batches -----------------------------------------------------------------------
 
@@ -103,15 +108,21 @@ class PeerServicer(peer_pb2_grpc.PeerServiceServicer):
     async def Deliver(
         self, request: peer_pb2.DeliverRequest, context: grpc.aio.ServicerContext[object, object]
     ) -> peer_pb2.DeliverResponse:
-        receipts = await self._batch(list(request.envelopes), DELIVER)
+        with self._admit(context, request.envelopes):
+            receipts = await self._batch(list(request.envelopes), DELIVER)
         return peer_pb2.DeliverResponse(receipts=receipts)
 
     @grpc_errors
     async def NotifyStatus(
         self, request: peer_pb2.NotifyStatusRequest, context: grpc.aio.ServicerContext[object, object]
     ) -> peer_pb2.NotifyStatusResponse:
-        receipts = await self._batch(list(request.envelopes), NOTIFY_STATUS)
+        with self._admit(context, request.envelopes):
+            receipts = await self._batch(list(request.envelopes), NOTIFY_STATUS)
         return peer_pb2.NotifyStatusResponse(receipts=receipts)
+
+    def _admit(self, context: grpc.aio.ServicerContext[object, object], envelopes: Sequence[Env]) -> Any:
+        """The per-peer limits (node/delivery/peer_limits.py), checked before any work."""
+        return contextlib.nullcontext() if self.limits is None else self.limits.admit(context, envelopes)
 
     async def _verify(self, env: Env, method: str) -> None:
         """A single-envelope call (catalogue, manifest): every check, the nonce included."""
