@@ -37,11 +37,12 @@ class LimitsConfig:
     # Peer service calls (Deliver, NotifyStatus) per authenticated peer: in flight at once,
     # and a token bucket of ``peer_burst`` refilled at ``peer_calls_per_s``.
     peer_max_concurrent_calls: int = 8
-    peer_calls_per_s: float = 50.0
-    peer_burst: int = 100
-    # Counter HTTP requests per authenticated account.
-    clerk_requests_per_s: float = 10.0
-    clerk_burst: int = 40
+    peer_calls_per_s: float = 100.0
+    peer_burst: int = 200
+    # Counter HTTP requests per authenticated account: far above a person at a screen, far
+    # below a script hammering the node.
+    clerk_requests_per_s: float = 20.0
+    clerk_burst: int = 200
     # Slow clients: the time to send a request's body before being cut off.
     http_body_timeout_s: float = 30.0
 

@@ -29,6 +29,9 @@ ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "registry" / "samples"
 BUNDLES = ROOT / "policies" / "bundles"
 DAY_MS = 86_400_000
+# Load generators (yrd bench, yrd simulate) submit as one account standing for every clerk
+# of a province, so the per-account limit meant for one person is lifted for them.
+LOAD_LIMITS: dict[str, object] = {"clerk_requests_per_s": 1_000_000, "clerk_burst": 1_000_000}
 
 
 @dataclass(frozen=True)
