@@ -215,8 +215,11 @@ def https_context(config: NodeConfig) -> ssl.SSLContext | None:
     return context
 
 
-def build_node(config: NodeConfig, clock: Clock | None = None) -> Node:
+def build_node(config: NodeConfig, clock: Clock | None = None, *, limits_clock: Clock | None = None) -> Node:
+    """``limits_clock`` times the per-peer and per-clerk rate limits (default: ``clock``);
+    a test gives them a FakeClock of their own to move bucket time and nothing else."""
     clock = clock or SystemClock()
+    limits_clock = limits_clock or clock
     key = load_key(config.key_file, key_passphrase(os.environ))
     manifest = load_trusted_manifest(config)
     member = manifest.member(config.node_id)
@@ -323,7 +326,7 @@ def build_node(config: NodeConfig, clock: Clock | None = None) -> Node:
             max_batch=limits.max_batch,
             limits=PeerLimits(
                 trust,
-                clock,
+                limits_clock,
                 rate=limits.peer_calls_per_s,
                 burst=limits.peer_burst,
                 max_concurrent=limits.peer_max_concurrent_calls,
@@ -342,7 +345,7 @@ def build_node(config: NodeConfig, clock: Clock | None = None) -> Node:
     reflection.enable_server_reflection(
         (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
     )
-    http_app = build_http_app(backend, users, clock, counter_limits, http_limits(clock, limits))
+    http_app = build_http_app(backend, users, clock, counter_limits, http_limits(limits_clock, limits))
     return Node(
         config=config,
         clock=clock,
