@@ -150,3 +150,22 @@ async def test_a_client_trickling_its_body_is_cut_off_and_others_are_served(tmp_
         assert status == 200
     finally:
         await fed.close()
+
+
+class CertContext(FakeContext):
+    def __init__(self, pem: bytes) -> None:
+        self.pem = pem
+
+    def auth_context(self) -> dict[str, Any]:
+        return {"x509_pem_cert": [self.pem]}
+
+
+async def test_under_mutual_tls_the_client_certificate_names_the_caller(fed: LimitedFederation) -> None:
+    jiangsu, zhejiang = fed.nodes["jiangsu"], fed.nodes["zhejiang"]
+    limits = PeerLimits(zhejiang.trust, FakeClock(), rate=1000, burst=1000, max_concurrent=1)
+    jiangsu_cert: Any = CertContext(jiangsu.config.transport.tls_cert.read_bytes())
+    # The handshake proved the certificate, so it names the caller whatever the envelope claims.
+    assert limits.caller(jiangsu_cert, [sealed(fed.nodes["anhui"], "zhejiang")]) == "jiangsu"
+    assert limits.caller(jiangsu_cert, []) == "jiangsu"
+    unknown: Any = CertContext(b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n")
+    assert limits.caller(unknown, []) == UNAUTHENTICATED
