@@ -94,9 +94,11 @@ MAX_TLS_CERTIFICATES = 2  # the current one and its successor during a rotation
 MAX_CERTIFICATE_BYTES = 4096
 
 
-def _check_certificate(der: bytes, node_id: str, where: str) -> None:
+def _check_certificate(der: bytes, node_id: str, where: str) -> x509.Name:
     """A pinned certificate must parse and name its member (SAN dNSName = node id), since a
-    client checks that name; a certificate naming another member would let it pass for one."""
+    client checks that name; a certificate naming another member would let it pass for one.
+    Returns its subject, which must differ between a member's certificates: TLS stacks find a
+    trust anchor by subject, and with two alike a handshake may check against the wrong one."""
     if len(der) > MAX_CERTIFICATE_BYTES:
         raise _malformed(f"a TLS certificate is at most {MAX_CERTIFICATE_BYTES} bytes", where)
     try:
@@ -106,6 +108,7 @@ def _check_certificate(der: bytes, node_id: str, where: str) -> None:
         raise _malformed("a TLS certificate is DER X.509 with a subjectAltName", where) from e
     if names.get_values_for_type(x509.DNSName) != [node_id]:
         raise _malformed(f"the TLS certificate must name {node_id!r} as its only DNS name", where)
+    return cert.subject
 
 
 def check_form(manifest: Manifest) -> None:
@@ -138,8 +141,12 @@ def check_form(manifest: Manifest) -> None:
             raise _malformed(f"at most {MAX_TLS_CERTIFICATES} TLS certificates", f"{where}.tls_certificates")
         if len(set(member.tls_certificates)) != len(member.tls_certificates):
             raise _malformed("a TLS certificate is listed twice", f"{where}.tls_certificates")
-        for j, der in enumerate(member.tls_certificates):
+        subjects = [
             _check_certificate(der, member.node_id, f"{where}.tls_certificates[{j}]")
+            for j, der in enumerate(member.tls_certificates)
+        ]
+        if len(set(subjects)) != len(subjects):
+            raise _malformed("two TLS certificates with the same subject", f"{where}.tls_certificates")
     direct = {m.node_id for m in manifest.members if not m.relay}
     for i, member in enumerate(manifest.members):
         if member.relay and (member.relay == member.node_id or member.relay not in direct):

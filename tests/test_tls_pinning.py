@@ -10,6 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from core.errors import ConfigError, ManifestRejected
 from core.keys import NodeKey
@@ -101,7 +105,7 @@ def test_transport_config_is_strict() -> None:
         assert err.value.field == field
 
 
-def test_a_node_refuses_to_start_with_an_unpinned_or_missing_certificate(tmp_path: Path) -> None:
+async def test_a_node_refuses_to_start_with_an_unpinned_or_missing_certificate(tmp_path: Path) -> None:
     (config,) = prepare(tmp_path, PROVINCES[:1], now_ms=NOW_MS)
     tls = config.transport
     tls.tls_cert.unlink()
@@ -139,3 +143,31 @@ def test_node_init_creates_a_private_certificate_that_the_members_file_pins(tmp_
     manifest = manifest_from_members(doc, version=1, now_ms=NOW_MS)
     check_form(manifest)
     assert list(manifest.members[0].tls_certificates) == [tls.cert_der]
+
+
+def plain_cert(node_id: str) -> bytes:
+    """A certificate whose subject is only ``CN=<node_id>``, as a hand-made one might be."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, node_id)])
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(NOW)
+        .not_valid_after(NOW + datetime.timedelta(days=30))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(node_id)]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    return cert.public_bytes(serialization.Encoding.DER)
+
+
+def test_a_members_two_certificates_need_distinct_subjects() -> None:
+    """Found by the rotation test: with two pinned anchors of one subject name, a handshake
+    was checked against the wrong one and failed ("self signed certificate")."""
+    manifest = manifest_from_members(members_doc([]), version=1, now_ms=NOW_MS)
+    manifest.members[0].tls_certificates.extend([plain_cert("jiangsu"), plain_cert("jiangsu")])
+    with pytest.raises(ManifestRejected) as err:
+        check_form(manifest)
+    assert "same subject" in str(err.value)

@@ -84,13 +84,13 @@ async def test_plaintext_and_unpinned_servers_are_refused(fed: Federation, tmp_p
         assert await reach(right) == grpc.StatusCode.UNAUTHENTICATED
 
 
-def _pin(anchor: Path, root: Path, node_id: str, der: bytes) -> None:
-    """Rewrite ``anchor`` pinning ``der`` for ``node_id``, signed again by every member."""
+def _pin(anchor: Path, root: Path, node_id: str, *ders: bytes) -> None:
+    """Rewrite ``anchor`` pinning ``ders`` for ``node_id``, signed again by every member."""
     signed = load_signed_manifest(anchor)
     manifest = manifest_pb2.Manifest.FromString(signed.manifest)
     member = next(m for m in manifest.members if m.node_id == node_id)
     del member.tls_certificates[:]
-    member.tls_certificates.append(der)
+    member.tls_certificates.extend(ders)
     out = manifest_pb2.SignedManifest(manifest=manifest.SerializeToString())
     for m in manifest.members:
         out = sign_manifest(out, m.node_id, load_key(root / m.node_id / "node.key"))
@@ -152,3 +152,27 @@ async def test_mutual_tls_routes_and_refuses_clients_without_a_member_certificat
             assert await reach(member) == grpc.StatusCode.UNAUTHENTICATED
     finally:
         await fed.close()
+
+
+async def test_a_certificate_rotates_with_both_pinned_and_nothing_stops(fed: Federation) -> None:
+    from node.cli.main import main
+
+    zj = fed.configs["zhejiang"]
+    assert main(["node", "tls-new", "--config", str(zj.data_dir / "node.toml")]) == 0
+    old = load_tls_identity(zj.transport.tls_cert, zj.transport.tls_key).cert_der
+    new = load_tls_identity(zj.data_dir / "tls.next.crt", zj.data_dir / "tls.next.key").cert_der
+    for node_id in list(fed.nodes):  # every member adopts the manifest pinning both
+        await fed.stop_node(node_id)
+        _pin(fed.configs[node_id].anchor_manifest, fed.root, "zhejiang", old, new)
+    for node_id in fed.configs:
+        await fed.start_node(node_id)
+    status, first = await fed.submit("jiangsu", body(fed), "rotate-1")
+    assert status == 201, first
+    await fed.wait_status("jiangsu", first["id"], {"completed"})
+    await fed.stop_node("zhejiang")  # the switch: the new pair replaces the old
+    (zj.data_dir / "tls.next.crt").replace(zj.transport.tls_cert)
+    (zj.data_dir / "tls.next.key").replace(zj.transport.tls_key)
+    await fed.start_node("zhejiang")
+    status, second = await fed.submit("jiangsu", body(fed), "rotate-2")
+    assert status == 201, second
+    await fed.wait_status("jiangsu", second["id"], {"completed"})

@@ -23,7 +23,7 @@ from core.errors import ConfigError, Conflict
 from core.keys import NodeKey, save_key
 from core.toml import NODE_ID_RE, check_division_code
 from node.config import NodeConfig, config_from_document
-from node.trust.tls import create_tls_identity
+from node.trust.tls import DEFAULT_VALID_DAYS, certificate_fingerprint, create_tls_identity
 
 CONFIG_NAME = "node.toml"
 KEY_NAME = "node.key"
@@ -42,6 +42,12 @@ def register(subparsers: Any) -> None:
     init.add_argument("--http-listen", default=NodeConfig.http_listen, help="host:port")
     init.set_defaults(handler=_init_command)
 
+    tls = sub.add_parser("tls-new", help="a new TLS key and certificate beside the current ones, to rotate")
+    tls.add_argument("--config", type=Path, required=True, help="the node's node.toml")
+    tls.add_argument("--out", default="tls.next", help="file stem in the data directory (.crt and .key)")
+    tls.add_argument("--valid-days", type=int, default=DEFAULT_VALID_DAYS)
+    tls.set_defaults(handler=_tls_new_command)
+
     run = sub.add_parser("run", help="run a node until SIGINT or SIGTERM")
     run.add_argument("--config", type=Path, required=True, help="the node's node.toml")
     run.set_defaults(handler=_run_command)
@@ -54,6 +60,26 @@ def _run_command(args: argparse.Namespace) -> int:
     from node.runner import serve
 
     asyncio.run(serve(load_config(args.config)))
+    return 0
+
+
+def _tls_new_command(args: argparse.Namespace) -> int:
+    """Step 1 of a rotation (docs/deploy.md): the pair to pin next to the current one."""
+    from node.config import load_config
+
+    config = load_config(args.config)
+    if not 1 <= args.valid_days <= 3650:
+        raise ConfigError("expected 1 to 3650 days", field="--valid-days")
+    if not re.fullmatch(r"[A-Za-z0-9._-]{1,64}", args.out):
+        raise ConfigError("expected a plain file stem such as tls.next", field="--out")
+    cert, key = config.data_dir / f"{args.out}.crt", config.data_dir / f"{args.out}.key"
+    der = create_tls_identity(
+        config.node_id, cert, key, datetime.datetime.now(datetime.UTC), valid_days=args.valid_days
+    )
+    print(f"wrote {cert} and {key}")
+    print(f"sha256: {certificate_fingerprint(der)}")
+    print("\n# Add to this member's tls_certificates in members.toml, next to the current one:")
+    print(cert.read_text(), end="")
     return 0
 
 

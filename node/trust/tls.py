@@ -82,13 +82,24 @@ def create_tls_identity(
         if path.exists():
             raise ConfigError(f"{path} already exists; refusing to replace it", field=str(path))
     key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, node_id)])
+    serial = x509.random_serial_number()
+    # A distinct subject per certificate: while two are pinned (a rotation) a TLS stack looks
+    # its trust anchor up by subject name, and with two alike it may try only the wrong one.
+    name = x509.Name(
+        [
+            x509.NameAttribute(NameOID.COMMON_NAME, node_id),
+            x509.NameAttribute(NameOID.SERIAL_NUMBER, f"{serial:x}"),
+        ]
+    )
+    ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
     cert = (
         x509.CertificateBuilder()
         .subject_name(name)
         .issuer_name(name)
         .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
+        .serial_number(serial)
+        .add_extension(ski, critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), critical=False)
         # An hour back so a peer whose clock is a little behind still accepts it.
         .not_valid_before(now - datetime.timedelta(hours=1))
         .not_valid_after(now + datetime.timedelta(days=valid_days))
