@@ -47,6 +47,7 @@ from node.delivery.peer_server import PeerServicer
 from node.delivery.sender import Delivery
 from node.grpc_errors import MalformedRequests
 from node.http.app import build_http_app
+from node.http.deadlines import HeaderDeadline
 from node.http.limits import http_limits
 from node.trust.envelope import EnvelopeVerifier
 from node.trust.keyring import Trust
@@ -99,6 +100,7 @@ class Node:
     grpc_port: int = 0
     http_port: int = 0
     _http_runner: web.AppRunner | None = None
+    _http_listener: asyncio.Server | None = None
     _health: health.aio.HealthServicer = field(default_factory=health.aio.HealthServicer)
     _stopped: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -121,12 +123,18 @@ class Node:
         if self.grpc_port == 0:
             raise ConfigError(f"cannot listen on {self.config.grpc_listen}", field="grpc_listen")
         await self.grpc_server.start()
-        self._http_runner = web.AppRunner(self.http_app, access_log=None)
+        # Idle kept-alive connections close after a minute rather than aiohttp's hour.
+        self._http_runner = web.AppRunner(self.http_app, access_log=None, keepalive_timeout=75.0)
         await self._http_runner.setup()
         host, port = self.config.http_listen.rsplit(":", 1)
-        site = web.TCPSite(self._http_runner, host, int(port), ssl_context=self.http_ssl)
-        await site.start()
-        self.http_port = self._http_runner.addresses[0][1]
+        handlers = self._http_runner.server
+        assert handlers is not None  # set by setup()
+        header_timeout_s = self.config.limits.http_header_timeout_s
+        # Our own listener (not web.TCPSite) so each connection gets its header deadline.
+        self._http_listener = await asyncio.get_running_loop().create_server(
+            lambda: HeaderDeadline(handlers(), header_timeout_s), host, int(port), ssl=self.http_ssl
+        )
+        self.http_port = self._http_listener.sockets[0].getsockname()[1]
         await self.delivery.start()
         self.sync.start()
         self.gossip.start()
@@ -143,6 +151,8 @@ class Node:
             return
         self._stopped.set()
         await self._health.enter_graceful_shutdown()
+        if self._http_listener is not None:
+            self._http_listener.close()
         if self._http_runner is not None:
             await self._http_runner.cleanup()
         await self.grpc_server.stop(grace=5.0)

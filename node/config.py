@@ -43,7 +43,8 @@ class LimitsConfig:
     # below a script hammering the node.
     clerk_requests_per_s: float = 20.0
     clerk_burst: int = 200
-    # Slow clients: the time to send a request's body before being cut off.
+    # Slow clients: the time to send a request's headers, and its body, before being cut off.
+    http_header_timeout_s: float = 10.0
     http_body_timeout_s: float = 30.0
 
 
@@ -212,6 +213,9 @@ def _limits(t: TomlTable) -> LimitsConfig:
         peer_burst=t.positive("peer_burst", int, d.peer_burst),
         clerk_requests_per_s=float(t.positive("clerk_requests_per_s", (int, float), d.clerk_requests_per_s)),
         clerk_burst=t.positive("clerk_burst", int, d.clerk_burst),
+        http_header_timeout_s=float(
+            t.positive("http_header_timeout_s", (int, float), d.http_header_timeout_s)
+        ),
         http_body_timeout_s=float(t.positive("http_body_timeout_s", (int, float), d.http_body_timeout_s)),
     )
     t.finish()

@@ -25,6 +25,9 @@ PEER_CALLS_LIMITED = Counter(
     "Peer service calls refused by a per-peer limit, by reason (rate_limited, too_many_calls)",
     ["reason"],
 )
+HTTP_SLOW_CLIENTS = Counter(
+    "yrd_http_slow_clients_total", "HTTP connections closed because their request headers came too slowly"
+)
 COUNTER_REQUESTS_LIMITED = Counter(
     "yrd_counter_requests_limited_total", "Counter HTTP requests refused by the per-account rate limit"
 )

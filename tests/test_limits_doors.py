@@ -132,9 +132,10 @@ async def test_calls_in_flight_are_capped_per_authenticated_peer(fed: LimitedFed
     assert limits.caller(ctx, []) == UNAUTHENTICATED
 
 
-async def test_a_client_trickling_its_body_is_cut_off_and_others_are_served(tmp_path: Path) -> None:
+async def test_clients_trickling_headers_or_body_are_cut_off_and_others_are_served(tmp_path: Path) -> None:
     specs = allow_all_specs(tmp_path, [p for p in PROVINCES if p.node_id == "jiangsu"])
-    fed = await Federation(tmp_path, specs, extra={"limits": {"http_body_timeout_s": 0.2}}).start()
+    deadlines = {"http_body_timeout_s": 0.2, "http_header_timeout_s": 0.2}
+    fed = await Federation(tmp_path, specs, extra={"limits": deadlines}).start()
     try:
         host, port = fed.configs["jiangsu"].http_listen.rsplit(":", 1)
         reader, writer = await asyncio.open_connection(host, int(port))
@@ -146,6 +147,12 @@ async def test_a_client_trickling_its_body_is_cut_off_and_others_are_served(tmp_
         head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=60)
         writer.close()
         assert head.startswith(b"HTTP/1.1 408"), head
+        # Headers that never end: the connection is closed without an answer.
+        reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(b"GET /api/v1/services HTTP/1.1\r\nHost: x\r\nX-Slow: a")
+        await writer.drain()
+        assert await asyncio.wait_for(reader.read(), timeout=60) == b""  # closed by the node
+        writer.close()
         status, _ = await fed.call("jiangsu", "GET", "/api/v1/services")
         assert status == 200
     finally:
