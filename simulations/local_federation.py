@@ -80,8 +80,13 @@ def _tls_certificate(directory: Path, node_id: str, now_ms: int, valid_days: int
     cert, key = directory / "tls.crt", directory / "tls.key"
     if cert.exists():
         return pem_to_der(cert.read_bytes(), str(cert))
-    now = datetime.datetime.fromtimestamp(now_ms / 1000, datetime.UTC)
-    return create_tls_identity(node_id, cert, key, now, valid_days=valid_days)
+    # TLS checks validity against the machine's real clock, whatever clock the federation runs
+    # on (tests shift it by hours or start it in the past), so the window covers both.
+    laid_out = datetime.datetime.fromtimestamp(now_ms / 1000, datetime.UTC)
+    real = datetime.datetime.now(datetime.UTC)
+    start = min(laid_out, real) - datetime.timedelta(days=1)
+    days = (max(laid_out, real) - start).days + valid_days
+    return create_tls_identity(node_id, cert, key, start, valid_days=days)
 
 
 def prepare(
