@@ -11,6 +11,7 @@ import asyncio
 import logging
 import os
 import random
+import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -44,13 +45,17 @@ from node.delivery.channels import Channels
 from node.delivery.checkpoints import Checkpoints
 from node.delivery.gossip import ManifestGossip
 from node.delivery.outbox import Backoff
+from node.delivery.peer_limits import PeerLimits
 from node.delivery.peer_server import PeerServicer
 from node.delivery.sender import Delivery
 from node.grpc_errors import MalformedRequests
 from node.http.app import build_http_app
+from node.http.deadlines import HeaderDeadline
+from node.http.limits import http_limits
 from node.trust.envelope import EnvelopeVerifier
 from node.trust.keyring import Trust
 from node.trust.nonces import SqlNonceStore
+from node.trust.tls import TlsIdentity, load_tls_identity, server_credentials
 from policies.signing import read_signed
 from registry.catalogue import load_catalogue_file, sign_entry
 from registry.dispatch import parse_dispatch_rules
@@ -96,15 +101,19 @@ class Node:
     webhooks: WebhookDispatcher
     grpc_server: grpc.aio.Server
     http_app: web.Application
+    grpc_credentials: grpc.ServerCredentials | None = None  # None: plaintext, by explicit config
+    http_ssl: ssl.SSLContext | None = None
     grpc_port: int = 0
     http_port: int = 0
     _http_runner: web.AppRunner | None = None
+    _http_listener: asyncio.Server | None = None
     _health: health.aio.HealthServicer = field(default_factory=health.aio.HealthServicer)
     _stopped: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
     def http_url(self) -> str:
-        return f"http://{self.config.http_listen.rsplit(':', 1)[0]}:{self.http_port}"
+        scheme = "https" if self.http_ssl is not None else "http"
+        return f"{scheme}://{self.config.http_listen.rsplit(':', 1)[0]}:{self.http_port}"
 
     @property
     def grpc_address(self) -> str:
@@ -113,16 +122,25 @@ class Node:
     async def start(self) -> None:
         await self.sync.load_persisted()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self.grpc_server)
-        self.grpc_port = self.grpc_server.add_insecure_port(self.config.grpc_listen)
+        if self.grpc_credentials is None:
+            self.grpc_port = self.grpc_server.add_insecure_port(self.config.grpc_listen)
+        else:
+            self.grpc_port = self.grpc_server.add_secure_port(self.config.grpc_listen, self.grpc_credentials)
         if self.grpc_port == 0:
             raise ConfigError(f"cannot listen on {self.config.grpc_listen}", field="grpc_listen")
         await self.grpc_server.start()
-        self._http_runner = web.AppRunner(self.http_app, access_log=None)
+        # Idle kept-alive connections close after a minute rather than aiohttp's hour.
+        self._http_runner = web.AppRunner(self.http_app, access_log=None, keepalive_timeout=75.0)
         await self._http_runner.setup()
         host, port = self.config.http_listen.rsplit(":", 1)
-        site = web.TCPSite(self._http_runner, host, int(port))
-        await site.start()
-        self.http_port = self._http_runner.addresses[0][1]
+        handlers = self._http_runner.server
+        assert handlers is not None  # set by setup()
+        header_timeout_s = self.config.limits.http_header_timeout_s
+        # Our own listener (not web.TCPSite) so each connection gets its header deadline.
+        self._http_listener = await asyncio.get_running_loop().create_server(
+            lambda: HeaderDeadline(handlers(), header_timeout_s), host, int(port), ssl=self.http_ssl
+        )
+        self.http_port = self._http_listener.sockets[0].getsockname()[1]
         await self.delivery.start()
         self.sync.start()
         self.gossip.start()
@@ -141,6 +159,8 @@ class Node:
             return
         self._stopped.set()
         await self._health.enter_graceful_shutdown()
+        if self._http_listener is not None:
+            self._http_listener.close()
         if self._http_runner is not None:
             await self._http_runner.cleanup()
         await self.grpc_server.stop(grace=5.0)
@@ -193,8 +213,41 @@ def _on_receipt(
     Clues.apply_receipt(s, item_id, from_node, receipt, envelope, at_ms)
 
 
-def build_node(config: NodeConfig, clock: Clock | None = None) -> Node:
+def node_tls(config: NodeConfig, manifest: TrustedManifest) -> TlsIdentity | None:
+    """This node's TLS identity, or None when node.toml says ``[transport] plaintext = true``.
+    Refused unless the manifest pins the certificate: peers would refuse every handshake."""
+    if config.transport.plaintext:
+        log.warning("node %s talks plaintext gRPC to its peers ([transport] plaintext)", config.node_id)
+        return None
+    tls = load_tls_identity(config.transport.tls_cert, config.transport.tls_key)
+    member = manifest.member(config.node_id)
+    if member is None or tls.cert_der not in member.tls_certificates:
+        raise ConfigError(
+            f"the TLS certificate {config.transport.tls_cert} is not pinned for {config.node_id} in the "
+            "manifest; pin it with a manifest successor (docs/deploy.md, Transport security)",
+            field="transport.tls_cert",
+        )
+    return tls
+
+
+def https_context(config: NodeConfig) -> ssl.SSLContext | None:
+    """The counter front's HTTPS context when node.toml names a certificate and key."""
+    t = config.transport
+    if t.https_cert is None or t.https_key is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(t.https_cert, t.https_key)
+    except (OSError, ssl.SSLError) as e:
+        raise ConfigError(f"cannot load the HTTPS certificate: {e}", field="transport.https_cert") from e
+    return context
+
+
+def build_node(config: NodeConfig, clock: Clock | None = None, *, limits_clock: Clock | None = None) -> Node:
+    """``limits_clock`` times the per-peer and per-clerk rate limits (default: ``clock``);
+    a test gives them a FakeClock of their own to move bucket time and nothing else."""
     clock = clock or SystemClock()
+    limits_clock = limits_clock or clock
     key = load_key(config.key_file, key_passphrase(os.environ))
     manifest = load_trusted_manifest(config)
     member = manifest.member(config.node_id)
@@ -219,7 +272,8 @@ def build_node(config: NodeConfig, clock: Clock | None = None) -> Node:
         clock,
         max_skew_ms=config.max_skew_ms,
     )
-    channels = Channels(trust, config.limits.max_body_bytes + 1024 * 1024)
+    tls = node_tls(config, manifest)
+    channels = Channels(trust, config.limits.max_body_bytes + 1024 * 1024, tls)
     delivery = Delivery(
         db=db,
         trust=trust,
@@ -333,6 +387,13 @@ def build_node(config: NodeConfig, clock: Clock | None = None) -> Node:
             max_batch=limits.max_batch,
             accept_clue=clues.accept,
             apply_clue_update=clues.apply_update,
+            limits=PeerLimits(
+                trust,
+                limits_clock,
+                rate=limits.peer_calls_per_s,
+                burst=limits.peer_burst,
+                max_concurrent=limits.peer_max_concurrent_calls,
+            ),
         ),
         server,
     )
@@ -347,7 +408,7 @@ def build_node(config: NodeConfig, clock: Clock | None = None) -> Node:
     reflection.enable_server_reflection(
         (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
     )
-    http_app = build_http_app(backend, users, clock, counter_limits)
+    http_app = build_http_app(backend, users, clock, counter_limits, http_limits(limits_clock, limits))
     return Node(
         config=config,
         clock=clock,
@@ -364,4 +425,8 @@ def build_node(config: NodeConfig, clock: Clock | None = None) -> Node:
         webhooks=webhooks,
         grpc_server=server,
         http_app=http_app,
+        grpc_credentials=None
+        if tls is None
+        else server_credentials(tls, lambda: trust.manifest.members, mutual=config.transport.mutual_tls),
+        http_ssl=https_context(config),
     )

@@ -28,10 +28,37 @@ MIB = 1024 * 1024
 
 @dataclass(frozen=True)
 class LimitsConfig:
+    """Every limit a door enforces (docs/deploy.md, "Limits", says what exceeding each returns)."""
+
     max_body_bytes: int = 8 * MIB
     max_batch: int = 64
     max_attachments: int = 10
     max_attachment_bytes: int = 5 * MIB
+    # Peer service calls (Deliver, NotifyStatus) per authenticated peer: in flight at once,
+    # and a token bucket of ``peer_burst`` refilled at ``peer_calls_per_s``.
+    peer_max_concurrent_calls: int = 8
+    peer_calls_per_s: float = 100.0
+    peer_burst: int = 200
+    # Counter HTTP requests per authenticated account: far above a person at a screen, far
+    # below a script hammering the node.
+    clerk_requests_per_s: float = 20.0
+    clerk_burst: int = 200
+    # Slow clients: the time to send a request's headers, and its body, before being cut off.
+    http_header_timeout_s: float = 10.0
+    http_body_timeout_s: float = 30.0
+
+
+@dataclass(frozen=True)
+class TransportConfig:
+    """gRPC between nodes is TLS with manifest-pinned certificates unless ``plaintext`` is
+    set explicitly; HTTPS on the counter front when both ``https_cert`` and ``https_key`` are."""
+
+    plaintext: bool = False
+    tls_cert: Path = Path("tls.crt")
+    tls_key: Path = Path("tls.key")
+    mutual_tls: bool = False
+    https_cert: Path | None = None
+    https_key: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -73,6 +100,7 @@ class NodeConfig:
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
     handlers: HandlersConfig = field(default_factory=HandlersConfig)
+    transport: TransportConfig = field(default_factory=TransportConfig)
 
     def __post_init__(self) -> None:
         # Frozen, so the derived values are set once here rather than recomputed by every reader.
@@ -88,6 +116,19 @@ class NodeConfig:
             put(self, "database_url", f"sqlite:///{self.data_dir / 'node.db'}")
         if not self.name:
             put(self, "name", self.node_id)
+        t = self.transport
+        put(
+            self,
+            "transport",
+            TransportConfig(
+                plaintext=t.plaintext,
+                tls_cert=self.data_dir / t.tls_cert,
+                tls_key=self.data_dir / t.tls_key,
+                mutual_tls=t.mutual_tls,
+                https_cert=None if t.https_cert is None else self.data_dir / t.https_cert,
+                https_key=None if t.https_key is None else self.data_dir / t.https_key,
+            ),
+        )
 
 
 def _path(table: TomlTable, key: str, base: Path, default: Path | None) -> Path | None:
@@ -127,6 +168,7 @@ def config_from_document(doc: Mapping[str, Any], base_dir: Path) -> NodeConfig:
     limits = _limits(top.subtable("limits"))
     delivery = _delivery(top.subtable("delivery"))
     handlers = _handlers(top.subtable("handlers"))
+    transport = _transport(top.subtable("transport"), base_dir)
     top.finish()
     return NodeConfig(
         node_id=node_id,
@@ -147,7 +189,30 @@ def config_from_document(doc: Mapping[str, Any], base_dir: Path) -> NodeConfig:
         limits=limits,
         delivery=delivery,
         handlers=handlers,
+        transport=transport,
     )
+
+
+def _transport(t: TomlTable, base: Path) -> TransportConfig:
+    d = TransportConfig()
+    plaintext = t.take("plaintext", bool, False)
+    mutual = t.take("mutual_tls", bool, False)
+    if plaintext and mutual:
+        raise ConfigError("mutual TLS needs TLS; drop plaintext", field=t.path("mutual_tls"))
+    https_cert = _path(t, "https_cert", base, None)
+    https_key = _path(t, "https_key", base, None)
+    if (https_cert is None) != (https_key is None):
+        raise ConfigError("set both https_cert and https_key, or neither", field=t.path("https_key"))
+    transport = TransportConfig(
+        plaintext=plaintext,
+        tls_cert=_path(t, "tls_cert", base, None) or d.tls_cert,
+        tls_key=_path(t, "tls_key", base, None) or d.tls_key,
+        mutual_tls=mutual,
+        https_cert=https_cert,
+        https_key=https_key,
+    )
+    t.finish()
+    return transport
 
 
 def _limits(t: TomlTable) -> LimitsConfig:
@@ -157,6 +222,15 @@ def _limits(t: TomlTable) -> LimitsConfig:
         max_batch=t.positive("max_batch", int, d.max_batch),
         max_attachments=t.positive("max_attachments", int, d.max_attachments),
         max_attachment_bytes=t.positive("max_attachment_bytes", int, d.max_attachment_bytes),
+        peer_max_concurrent_calls=t.positive("peer_max_concurrent_calls", int, d.peer_max_concurrent_calls),
+        peer_calls_per_s=float(t.positive("peer_calls_per_s", (int, float), d.peer_calls_per_s)),
+        peer_burst=t.positive("peer_burst", int, d.peer_burst),
+        clerk_requests_per_s=float(t.positive("clerk_requests_per_s", (int, float), d.clerk_requests_per_s)),
+        clerk_burst=t.positive("clerk_burst", int, d.clerk_burst),
+        http_header_timeout_s=float(
+            t.positive("http_header_timeout_s", (int, float), d.http_header_timeout_s)
+        ),
+        http_body_timeout_s=float(t.positive("http_body_timeout_s", (int, float), d.http_body_timeout_s)),
     )
     t.finish()
     return limits

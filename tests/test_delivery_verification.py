@@ -27,7 +27,7 @@ from node.trust.envelope import EnvelopeVerifier, request_digest, seal_envelope
 from node.trust.nonces import MemoryNonceStore
 from simulations.local_federation import PROVINCES
 from simulations.sample_applications import application_body
-from tests.support.federation import Federation, allow_all_specs
+from tests.support.federation import Federation, allow_all_specs, node_channel
 
 SERVICE = "zj.medical.cross-region-filing"
 Outcome = peer_pb2.ReceiptOutcome
@@ -77,7 +77,7 @@ async def test_a_batch_with_one_forged_envelope_stores_the_others(fed: Federatio
     forged.signature = bytes(64)
     zj = fed.nodes["zhejiang"]
     verifier = EnvelopeVerifier("jiangsu", lambda: zj.trust.manifest, MemoryNonceStore(), SystemClock())
-    async with grpc.aio.insecure_channel(zj.grpc_address) as ch:
+    async with node_channel(zj) as ch:
         stub = peer_pb2_grpc.PeerServiceStub(ch)
         reply = await stub.Deliver(peer_pb2.DeliverRequest(envelopes=[envs[0], forged, envs[2]]))
         assert len(reply.receipts) == 3
@@ -121,7 +121,7 @@ async def test_an_envelope_addressed_elsewhere_gets_an_answer_its_sender_cannot_
     )
     zj = fed.nodes["zhejiang"]
     verifier = EnvelopeVerifier("jiangsu", lambda: zj.trust.manifest, MemoryNonceStore(), SystemClock())
-    async with grpc.aio.insecure_channel(zj.grpc_address) as ch:
+    async with node_channel(zj) as ch:
         reply = await peer_pb2_grpc.PeerServiceStub(ch).Deliver(
             peer_pb2.DeliverRequest(envelopes=[good, astray])
         )

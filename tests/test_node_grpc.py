@@ -21,7 +21,7 @@ from node.grpc_errors import REASON_KEY
 from node.trust.envelope import seal_envelope
 from simulations.local_federation import PROVINCES
 from simulations.sample_applications import application_body
-from tests.support.federation import Federation, allow_all_specs, grpc_submission
+from tests.support.federation import Federation, allow_all_specs, grpc_submission, node_channel
 
 DELIVER = "/yrd.peer.v1.PeerService/Deliver"
 
@@ -41,7 +41,7 @@ def reason(e: grpc.aio.AioRpcError) -> str:
 
 
 async def test_health_and_reflection(fed: Federation) -> None:
-    async with grpc.aio.insecure_channel(fed.nodes["zhejiang"].grpc_address) as ch:
+    async with node_channel(fed.nodes["zhejiang"]) as ch:
         answer = await health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(service=""))
         assert answer.status == health_pb2.HealthCheckResponse.SERVING
         stub = reflection_pb2_grpc.ServerReflectionStub(ch)
@@ -57,7 +57,7 @@ async def test_counter_service_submits_and_reports(fed: Federation) -> None:
         fed.nodes["jiangsu"].index.get("zj.medical.cross-region-filing"), random.Random(2)
     )
     meta = (("authorization", f"Bearer {fed.tokens['jiangsu']}"),)
-    async with grpc.aio.insecure_channel(fed.nodes["jiangsu"].grpc_address) as ch:
+    async with node_channel(fed.nodes["jiangsu"]) as ch:
         stub = counter_pb2_grpc.CounterServiceStub(ch)
         created = await stub.SubmitApplication(
             counter_pb2.SubmitApplicationRequest(
@@ -119,7 +119,7 @@ async def test_peer_service_refuses_replays_and_strangers(fed: Federation) -> No
         body=body,
         now_ms=jiangsu.clock.now_ms(),
     )
-    async with grpc.aio.insecure_channel(zj.grpc_address) as ch:
+    async with node_channel(zj) as ch:
         stub = peer_pb2_grpc.PeerServiceStub(ch)
         first = await stub.Deliver(peer_pb2.DeliverRequest(envelopes=[env]))
         assert peer_pb2.Receipt.FromString(first.receipts[0].body).reason_code == "malformed_body"
@@ -140,7 +140,7 @@ async def test_an_unparsable_query_is_the_callers_fault_not_ours(fed: Federation
         body=b"\xff\xff\xff",
         now_ms=jiangsu.clock.now_ms(),
     )
-    async with grpc.aio.insecure_channel(fed.nodes["zhejiang"].grpc_address) as ch:
+    async with node_channel(fed.nodes["zhejiang"]) as ch:
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await peer_pb2_grpc.PeerServiceStub(ch).GetCatalogue(peer_pb2.GetCatalogueRequest(envelope=env))
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
@@ -149,7 +149,7 @@ async def test_an_unparsable_query_is_the_callers_fault_not_ours(fed: Federation
 
 async def test_counter_service_offers_release_worklist_and_decision(fed: Federation) -> None:
     meta = (("authorization", f"Bearer {await fed.login('zhejiang', 'supervisor')}"),)
-    async with grpc.aio.insecure_channel(fed.nodes["zhejiang"].grpc_address) as ch:
+    async with node_channel(fed.nodes["zhejiang"]) as ch:
         stub = counter_pb2_grpc.CounterServiceStub(ch)
         queue = await stub.ListWorklist(counter_pb2.ListWorklistRequest(), metadata=meta)
         assert list(queue.applications) == []
@@ -193,9 +193,7 @@ async def test_grpc_submissions_meet_the_http_limits_and_idempotency(fed: Federa
 
     mib = 1024 * 1024
     invalid = grpc.StatusCode.INVALID_ARGUMENT
-    async with grpc.aio.insecure_channel(
-        fed.nodes["jiangsu"].grpc_address, options=[("grpc.max_send_message_length", 32 * mib)]
-    ) as ch:
+    async with node_channel(fed.nodes["jiangsu"], options=[("grpc.max_send_message_length", 32 * mib)]) as ch:
         stub = counter_pb2_grpc.CounterServiceStub(ch)
         # (request, the codes allowed, the reason); None: refused by the transport's own limit.
         refusals: list[tuple[counter_pb2.SubmitApplicationRequest, set[grpc.StatusCode], str | None]] = [
@@ -231,7 +229,7 @@ async def test_grpc_submissions_meet_the_http_limits_and_idempotency(fed: Federa
 async def test_garbage_bytes_on_a_grpc_method_log_no_traceback(
     fed: Federation, caplog: pytest.LogCaptureFixture
 ) -> None:
-    async with grpc.aio.insecure_channel(fed.nodes["jiangsu"].grpc_address) as ch:
+    async with node_channel(fed.nodes["jiangsu"]) as ch:
         for method in ("/yrd.counter.v1.CounterService/SubmitApplication", DELIVER):
             call = ch.unary_unary(method, request_serializer=None, response_deserializer=None)
             with caplog.at_level(logging.DEBUG), pytest.raises(grpc.aio.AioRpcError) as err:

@@ -15,7 +15,6 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
-import grpc
 import pytest
 from nacl.signing import VerifyKey
 from sqlmodel import Session, select
@@ -31,7 +30,7 @@ from policies.decision_log import PolicyDecisionRow
 from registry.forms import resident_id_check_char
 from simulations.local_federation import PROVINCES
 from simulations.sample_applications import application_body
-from tests.support.federation import Federation, allow_all_specs
+from tests.support.federation import Federation, allow_all_specs, node_channel
 
 DELIVER = "/yrd.peer.v1.PeerService/Deliver"
 SERVICE = "zj.medical.cross-region-filing"
@@ -111,7 +110,7 @@ class Member:
             body=peer_pb2.DeliverItem(application=t).SerializeToString(),
             now_ms=self.js.clock.now_ms(),
         )
-        async with grpc.aio.insecure_channel(self.zj.grpc_address) as ch:
+        async with node_channel(self.zj) as ch:
             answer = await peer_pb2_grpc.PeerServiceStub(ch).Deliver(peer_pb2.DeliverRequest(envelopes=[env]))
         (reply,) = answer.receipts
         VerifyKey(self.zj.trust.key.public_key).verify(signing_input(reply), reply.signature)

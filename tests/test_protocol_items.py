@@ -14,7 +14,7 @@ from yrd.peer.v1 import peer_pb2, peer_pb2_grpc
 
 from node.trust.envelope import request_digest, seal_envelope
 from simulations.local_federation import PROVINCES
-from tests.support.federation import Federation, allow_all_specs
+from tests.support.federation import Federation, allow_all_specs, node_channel
 
 DELIVER = "/yrd.peer.v1.PeerService/Deliver"
 Outcome = peer_pb2.ReceiptOutcome
@@ -43,7 +43,7 @@ def signed(fed: Federation, body: bytes) -> envelope_pb2.Envelope:
 
 
 async def deliver(fed: Federation, *envelopes: envelope_pb2.Envelope) -> list[peer_pb2.Receipt]:
-    async with grpc.aio.insecure_channel(fed.nodes["zhejiang"].grpc_address) as ch:
+    async with node_channel(fed.nodes["zhejiang"]) as ch:
         answer = await peer_pb2_grpc.PeerServiceStub(ch).Deliver(peer_pb2.DeliverRequest(envelopes=envelopes))
     return [peer_pb2.Receipt.FromString(r.body) for r in answer.receipts]
 
@@ -84,7 +84,7 @@ async def test_invalid_utf8_in_an_envelope_refuses_the_whole_call(
     size = len(broken)
     assert 128 <= size < 16384
     raw = b"\x0a" + bytes([size & 0x7F | 0x80, size >> 7]) + broken  # DeliverRequest.envelopes[0]
-    async with grpc.aio.insecure_channel(fed.nodes["zhejiang"].grpc_address) as ch:
+    async with node_channel(fed.nodes["zhejiang"]) as ch:
         call = ch.unary_unary(DELIVER, request_serializer=None, response_deserializer=None)
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await call(raw)

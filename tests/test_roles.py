@@ -24,7 +24,7 @@ from node.cli.users import check_department
 from node.counter.users import check_role
 from simulations.local_federation import PROVINCES
 from simulations.sample_applications import application_body
-from tests.support.federation import PASSWORD, Federation, grpc_submission
+from tests.support.federation import PASSWORD, Federation, grpc_submission, node_channel
 
 MARKET = "浙江省市场监督管理局"  # owns zj.industrial-licence at Zhejiang
 POLICE = "杭州市公安局"  # owns zj.hangzhou.hukou.migration at Zhejiang
@@ -257,7 +257,7 @@ async def test_grpc_roles(fed: Federation) -> None:
     app = await submitted(fed, WORKLIST_SERVICE, "grpc-roles", {"in_review"})
     body = body_for(fed, WORKLIST_SERVICE, 3)
     got: dict[tuple[str, str], grpc.StatusCode] = {}
-    async with grpc.aio.insecure_channel(fed.nodes["jiangsu"].grpc_address) as ch:
+    async with node_channel(fed.nodes["jiangsu"]) as ch:
         stub = counter_pb2_grpc.CounterServiceStub(ch)
         for user in USERS:
             meta = (("authorization", f"Bearer {await fed.login('jiangsu', user)}"),)

@@ -1,9 +1,10 @@
 """``yrd node``: set up and run one node.
 
-``init`` is the first thing a provincial operator runs: it creates the node's key, a
-config that loads and the node's empty database at the schema head of node/migrations (the
-only way a node database is born: a node that finds its database missing later refuses to
-start), and prints the
+``init`` is the first thing a provincial operator runs: it creates the node's key, its TLS
+key and self-signed certificate (pinned by the manifest, docs/deploy.md), a config that
+loads and the node's empty database at the schema head of node/migrations (the only way a
+node database is born: a node that finds its database missing later refuses to start), and
+prints the
 ``[[members]]`` entry to hand to the federation, so the public key travels by copy-paste
 and the seed never leaves the directory.
 """
@@ -11,6 +12,7 @@ and the seed never leaves the directory.
 from __future__ import annotations
 
 import argparse
+import datetime
 import re
 import unicodedata
 from pathlib import Path
@@ -22,6 +24,7 @@ from core.errors import ConfigError, Conflict
 from core.keys import NodeKey, save_key
 from core.toml import NODE_ID_RE, check_division_code
 from node.config import NodeConfig, config_from_document
+from node.trust.tls import DEFAULT_VALID_DAYS, certificate_fingerprint, create_tls_identity
 
 CONFIG_NAME = "node.toml"
 KEY_NAME = "node.key"
@@ -40,6 +43,12 @@ def register(subparsers: Any) -> None:
     init.add_argument("--http-listen", default=NodeConfig.http_listen, help="host:port")
     init.set_defaults(handler=_init_command)
 
+    tls = sub.add_parser("tls-new", help="a new TLS key and certificate beside the current ones, to rotate")
+    tls.add_argument("--config", type=Path, required=True, help="the node's node.toml")
+    tls.add_argument("--out", default="tls.next", help="file stem in the data directory (.crt and .key)")
+    tls.add_argument("--valid-days", type=int, default=DEFAULT_VALID_DAYS)
+    tls.set_defaults(handler=_tls_new_command)
+
     run = sub.add_parser("run", help="run a node until SIGINT or SIGTERM")
     run.add_argument("--config", type=Path, required=True, help="the node's node.toml")
     run.set_defaults(handler=_run_command)
@@ -52,6 +61,26 @@ def _run_command(args: argparse.Namespace) -> int:
     from node.runner import serve
 
     asyncio.run(serve(load_config(args.config)))
+    return 0
+
+
+def _tls_new_command(args: argparse.Namespace) -> int:
+    """Step 1 of a rotation (docs/deploy.md): the pair to pin next to the current one."""
+    from node.config import load_config
+
+    config = load_config(args.config)
+    if not 1 <= args.valid_days <= 3650:
+        raise ConfigError("expected 1 to 3650 days", field="--valid-days")
+    if not re.fullmatch(r"[A-Za-z0-9._-]{1,64}", args.out):
+        raise ConfigError("expected a plain file stem such as tls.next", field="--out")
+    cert, key = config.data_dir / f"{args.out}.crt", config.data_dir / f"{args.out}.key"
+    der = create_tls_identity(
+        config.node_id, cert, key, datetime.datetime.now(datetime.UTC), valid_days=args.valid_days
+    )
+    print(f"wrote {cert} and {key}")
+    print(f"sha256: {certificate_fingerprint(der)}")
+    print("\n# Add to this member's tls_certificates in members.toml, next to the current one:")
+    print(cert.read_text(), end="")
     return 0
 
 
@@ -104,7 +133,13 @@ def init_node(
     config = config_from_document(doc, directory)
     config_path = directory / CONFIG_NAME
     db_path = Database(config.database_url).sqlite_path
-    for path, what in ((config.key_file, "key"), (config_path, "config"), (db_path, "database")):
+    for path, what in (
+        (config.key_file, "key"),
+        (config_path, "config"),
+        (db_path, "database"),
+        (config.transport.tls_cert, "TLS certificate"),
+        (config.transport.tls_key, "TLS key"),
+    ):
         if path is not None and path.exists():
             raise Conflict(
                 f"{path} already exists; refusing to replace the node's {what}",
@@ -115,6 +150,9 @@ def init_node(
     directory.chmod(0o700)  # the node's own folder: its key, database and config
     key = NodeKey.generate()
     save_key(key, config.key_file)
+    create_tls_identity(
+        node_id, config.transport.tls_cert, config.transport.tls_key, datetime.datetime.now(datetime.UTC)
+    )
     with config_path.open("xb") as f:
         tomli_w.dump(doc, f)
     create_node_database(config).close()
@@ -130,6 +168,8 @@ def members_snippet(config: NodeConfig, key: NodeKey) -> str:
         "grpc_endpoint": config.grpc_listen,
         "http_endpoint": f"http://{config.http_listen}",
         "keys": [{"public_key": key.public_key.hex(), "status": "active"}],
+        # Pinned: peers trust this certificate for this node and no other (docs/deploy.md).
+        "tls_certificates": [config.transport.tls_cert.read_text()],
     }
     return tomli_w.dumps({"members": [member]})
 
@@ -143,7 +183,10 @@ def _init_command(args: argparse.Namespace) -> int:
         grpc_listen=args.grpc_listen,
         http_listen=args.http_listen,
     )
-    print(f"wrote {config.key_file}, {config.data_dir / CONFIG_NAME} and the node's database")
+    print(
+        f"wrote {config.key_file}, {config.transport.tls_cert}, {config.transport.tls_key}, "
+        f"{config.data_dir / CONFIG_NAME} and the node's database"
+    )
     print(f"node_id: {config.node_id}")
     print(f"key_id: {key.key_id}")
     print(f"public_key: {key.public_key.hex()}")

@@ -5,8 +5,10 @@ sender retries the same envelopes unchanged)."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import grpc
 from google.protobuf.message import DecodeError
@@ -21,6 +23,7 @@ from node import metrics
 from node.delivery import checkpoints
 from node.delivery.outbox import enqueue
 from node.delivery.peer_client import parse_body
+from node.delivery.peer_limits import PeerLimits
 from node.delivery.relaying import DELIVER, NOTIFY_STATUS, forward_item
 from node.grpc_errors import grpc_errors
 from node.trust import audit
@@ -105,6 +108,7 @@ class PeerServicer(peer_pb2_grpc.PeerServiceServicer):
         max_batch: int,
         accept_clue: AcceptClue = _no_clues,
         apply_clue_update: ApplyClueUpdate = _no_clues,
+        limits: PeerLimits | None = None,
     ) -> None:
         self.db, self.trust, self.verifier = db, trust, verifier
         self.accept, self.apply_status = accept, apply_status
@@ -112,21 +116,29 @@ class PeerServicer(peer_pb2_grpc.PeerServiceServicer):
         self.max_batch = max_batch
         self.accept_clue, self.apply_clue_update = accept_clue, apply_clue_update
 
+        self.limits = limits
+
     # -- batches -----------------------------------------------------------------------
 
     @grpc_errors
     async def Deliver(
         self, request: peer_pb2.DeliverRequest, context: grpc.aio.ServicerContext[object, object]
     ) -> peer_pb2.DeliverResponse:
-        receipts = await self._batch(list(request.envelopes), DELIVER)
+        with self._admit(context, request.envelopes):
+            receipts = await self._batch(list(request.envelopes), DELIVER)
         return peer_pb2.DeliverResponse(receipts=receipts)
 
     @grpc_errors
     async def NotifyStatus(
         self, request: peer_pb2.NotifyStatusRequest, context: grpc.aio.ServicerContext[object, object]
     ) -> peer_pb2.NotifyStatusResponse:
-        receipts = await self._batch(list(request.envelopes), NOTIFY_STATUS)
+        with self._admit(context, request.envelopes):
+            receipts = await self._batch(list(request.envelopes), NOTIFY_STATUS)
         return peer_pb2.NotifyStatusResponse(receipts=receipts)
+
+    def _admit(self, context: grpc.aio.ServicerContext[object, object], envelopes: Sequence[Env]) -> Any:
+        """The per-peer limits (node/delivery/peer_limits.py), checked before any work."""
+        return contextlib.nullcontext() if self.limits is None else self.limits.admit(context, envelopes)
 
     async def _verify(self, env: Env, method: str) -> None:
         """A single-envelope call (catalogue, manifest): every check, the nonce included."""

@@ -13,6 +13,7 @@ from node.counter.contract import CounterLimits
 from node.counter.users import UserStore
 from node.http import clue_routes, counter_routes, openapi, operator_routes, session_routes
 from node.http.context import BACKEND, CLOCK, LIMITS, USERS
+from node.http.limits import HTTP_LIMITS, HttpLimits, default_http_limits, limits_middleware
 from node.http.metrics import metrics_middleware
 from node.http.problems import problem_middleware
 
@@ -37,12 +38,22 @@ _QUIET = _QuietBadRequests()
 
 
 def build_http_app(
-    backend: CounterBackend, users: UserStore, clock: Clock, limits: CounterLimits
+    backend: CounterBackend,
+    users: UserStore,
+    clock: Clock,
+    limits: CounterLimits,
+    http_limits: HttpLimits | None = None,
 ) -> web.Application:
     # Order matters: metrics outermost sees the final status; problems turns every failure,
-    # including a refused token, into problem+json; auth runs inside it.
+    # including a refused token, into problem+json; auth runs inside it, and the per-account
+    # limit inside auth, where the account is known.
     app = web.Application(
-        middlewares=[metrics_middleware(clock), problem_middleware, session_routes.auth_middleware],
+        middlewares=[
+            metrics_middleware(clock),
+            problem_middleware,
+            session_routes.auth_middleware,
+            limits_middleware,
+        ],
         client_max_size=limits.max_body_bytes,
     )
     logging.getLogger("aiohttp.server").addFilter(_QUIET)
@@ -50,6 +61,7 @@ def build_http_app(
     app[USERS] = users
     app[CLOCK] = clock
     app[LIMITS] = limits
+    app[HTTP_LIMITS] = http_limits or default_http_limits(clock)
     for module in (session_routes, counter_routes, operator_routes, clue_routes, openapi):
         app.add_routes(module.routes)
     return app

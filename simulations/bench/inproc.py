@@ -14,7 +14,7 @@ from pathlib import Path
 from core.clock import SystemClock
 from node.app import Node, build_node
 from registry.catalogue import load_catalogue_file
-from simulations.local_federation import PROVINCES, prepare
+from simulations.local_federation import LOAD_LIMITS, PROVINCES, prepare
 from simulations.traffic import open_specs
 
 ORIGIN = "shanghai"
@@ -30,7 +30,8 @@ async def origin_and_owner(root: Path) -> AsyncIterator[tuple[Node, Node]]:
     """Shanghai as origin (knowing Jiangsu's catalogue) and Jiangsu as owner."""
     specs = open_specs(root, PROVINCES)
     clock = SystemClock()
-    configs = {c.node_id: c for c in prepare(root / "nodes", specs, now_ms=clock.now_ms())}
+    laid_out = prepare(root / "nodes", specs, now_ms=clock.now_ms(), extra={"limits": LOAD_LIMITS})
+    configs = {c.node_id: c for c in laid_out}
     origin = build_node(configs[ORIGIN], clock)
     owner = build_node(configs[OWNER], clock)
     spec = next(s for s in specs if s.node_id == OWNER)

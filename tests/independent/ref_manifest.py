@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-from tests.independent import wire
+from tests.independent import der, wire
 from tests.independent.primitives import Rejected, ed25519_verify, key_id_for, lp
 
 MANIFEST_DOMAIN = b"yrd-manifest-v1\x00"
@@ -39,6 +39,7 @@ class Member:
     http_endpoint: str
     keys: tuple[MemberKey, ...]
     relay: str
+    tls_certificates: tuple[bytes, ...] = ()
 
     def key(self, key_id: str) -> MemberKey | None:
         return next((key for key in self.keys if key.key_id == key_id), None)
@@ -90,15 +91,20 @@ def _read_member(buf: bytes) -> Member:
     scalars: dict[int, bytes] = {1: b"", 2: b"", 4: b"", 5: b"", 7: b""}
     jurisdictions: list[str] = []
     keys: list[MemberKey] = []
-    for number, value in wire.known_fields(buf, dict.fromkeys(range(1, 8), _LD)):
+    certificates: list[bytes] = []
+    for number, value in wire.known_fields(buf, dict.fromkeys(range(1, 9), _LD)):
         if number == 3:
             jurisdictions.append(wire.as_string(_bytes(value)))
         elif number == 6:
             keys.append(_read_key(_bytes(value)))
+        elif number == 8:
+            certificates.append(_bytes(value))
         else:
             scalars[number] = _bytes(value)
     text = {number: wire.as_string(value) for number, value in scalars.items()}
-    return Member(text[1], text[2], tuple(jurisdictions), text[4], text[5], tuple(keys), text[7])
+    return Member(
+        text[1], text[2], tuple(jurisdictions), text[4], text[5], tuple(keys), text[7], tuple(certificates)
+    )
 
 
 def _read_manifest(buf: bytes) -> Manifest:
@@ -173,6 +179,23 @@ def _valid_key(key: MemberKey) -> bool:
     return identified and key.not_before_ms < key.not_after_ms and key.status in (ACTIVE, RETIRING, REVOKED)
 
 
+def _valid_certificates(member: Member) -> bool:
+    """Rule 10: at most two, none twice, each small, naming the member only, subjects distinct."""
+    certs = member.tls_certificates
+    if len(certs) > 2 or len(set(certs)) != len(certs) or any(len(c) > 4096 for c in certs):
+        return False
+    subjects = []
+    for cert in certs:
+        try:
+            subject, names = der.subject_and_dns_names(cert)
+        except (der.DerError, UnicodeDecodeError):
+            return False
+        if names != [member.node_id]:
+            return False
+        subjects.append(subject)
+    return len(set(subjects)) == len(subjects)
+
+
 def form_violations(m: Manifest) -> set[int]:
     """The numbers of the 6.3 rules the manifest breaks, all of them, so vector coverage can be judged."""
     node_ids = [member.node_id for member in m.members]
@@ -189,6 +212,7 @@ def form_violations(m: Manifest) -> set[int]:
         7: all(_valid_key(key) for key in keys),
         8: len({key.key_id for key in keys}) == len(keys),
         9: all(not member.relay or relays.get(member.relay) == "" for member in m.members),
+        10: all(_valid_certificates(member) for member in m.members),
     }
     return {number for number, holds in rules.items() if not holds}
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import grpc
 from yrd.counter.v1 import counter_pb2
 from yrd.peer.v1 import peer_pb2
 
@@ -20,6 +21,7 @@ from core.db import Database
 from node import migrations
 from node.app import Node, build_node
 from node.config import NodeConfig
+from node.trust.tls import load_tls_identity
 from simulations.local_federation import PROVINCES, NodeSpec, prepare
 
 PASSWORD = "clerk-password-1"
@@ -163,6 +165,19 @@ class Federation:
                 return view
             await asyncio.sleep(0.05)
         raise AssertionError(f"{app_id} at {node_id} stayed {view.get('status')}: {view}")
+
+
+def node_channel(node: Node, options: Sequence[tuple[str, Any]] = ()) -> grpc.aio.Channel:
+    """A gRPC channel to ``node`` as its peers make one: TLS trusting the node's pinned
+    certificate, presenting the node's own (a member certificate, which mutual TLS asks for);
+    plaintext only when the node is configured so."""
+    transport = node.config.transport
+    if transport.plaintext:
+        return grpc.aio.insecure_channel(node.grpc_address, options=options)
+    tls = load_tls_identity(transport.tls_cert, transport.tls_key)
+    credentials = grpc.ssl_channel_credentials(tls.cert_pem, tls.key_pem, tls.cert_pem)
+    override = ("grpc.ssl_target_name_override", node.config.node_id)
+    return grpc.aio.secure_channel(node.grpc_address, credentials, options=[*options, override])
 
 
 def grpc_submission(body: dict[str, Any], key: str, **overrides: Any) -> counter_pb2.SubmitApplicationRequest:

@@ -24,23 +24,23 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n yrd/federation/v1/manifest.proto\x12\x11yrd.federation.v1\"\x8a\x01\n\tMemberKey\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x12\n\npublic_key\x18\x02 \x01(\x0c\x12\x15\n\rnot_before_ms\x18\x03 \x01(\x03\x12\x14\n\x0cnot_after_ms\x18\x04 \x01(\x03\x12,\n\x06status\x18\x05 \x01(\x0e\x32\x1c.yrd.federation.v1.KeyStatus\"\xaf\x01\n\x06Member\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12\x15\n\rjurisdictions\x18\x03 \x03(\t\x12\x15\n\rgrpc_endpoint\x18\x04 \x01(\t\x12\x15\n\rhttp_endpoint\x18\x05 \x01(\t\x12*\n\x04keys\x18\x06 \x03(\x0b\x32\x1c.yrd.federation.v1.MemberKey\x12\r\n\x05relay\x18\x07 \x01(\t\"\x9e\x01\n\x08Manifest\x12\x15\n\rfederation_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12\x11\n\tthreshold\x18\x03 \x01(\r\x12\x14\n\x0cissued_at_ms\x18\x04 \x01(\x03\x12\x15\n\rexpires_at_ms\x18\x05 \x01(\x03\x12*\n\x07members\x18\x06 \x03(\x0b\x32\x19.yrd.federation.v1.Member\"G\n\x11ManifestSignature\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0e\n\x06key_id\x18\x02 \x01(\t\x12\x11\n\tsignature\x18\x03 \x01(\x0c\"\\\n\x0eSignedManifest\x12\x10\n\x08manifest\x18\x01 \x01(\x0c\x12\x38\n\nsignatures\x18\x02 \x03(\x0b\x32$.yrd.federation.v1.ManifestSignature*o\n\tKeyStatus\x12\x1a\n\x16KEY_STATUS_UNSPECIFIED\x10\x00\x12\x15\n\x11KEY_STATUS_ACTIVE\x10\x01\x12\x17\n\x13KEY_STATUS_RETIRING\x10\x02\x12\x16\n\x12KEY_STATUS_REVOKED\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n yrd/federation/v1/manifest.proto\x12\x11yrd.federation.v1\"\x8a\x01\n\tMemberKey\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x12\n\npublic_key\x18\x02 \x01(\x0c\x12\x15\n\rnot_before_ms\x18\x03 \x01(\x03\x12\x14\n\x0cnot_after_ms\x18\x04 \x01(\x03\x12,\n\x06status\x18\x05 \x01(\x0e\x32\x1c.yrd.federation.v1.KeyStatus\"\xc9\x01\n\x06Member\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12\x15\n\rjurisdictions\x18\x03 \x03(\t\x12\x15\n\rgrpc_endpoint\x18\x04 \x01(\t\x12\x15\n\rhttp_endpoint\x18\x05 \x01(\t\x12*\n\x04keys\x18\x06 \x03(\x0b\x32\x1c.yrd.federation.v1.MemberKey\x12\r\n\x05relay\x18\x07 \x01(\t\x12\x18\n\x10tls_certificates\x18\x08 \x03(\x0c\"\x9e\x01\n\x08Manifest\x12\x15\n\rfederation_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12\x11\n\tthreshold\x18\x03 \x01(\r\x12\x14\n\x0cissued_at_ms\x18\x04 \x01(\x03\x12\x15\n\rexpires_at_ms\x18\x05 \x01(\x03\x12*\n\x07members\x18\x06 \x03(\x0b\x32\x19.yrd.federation.v1.Member\"G\n\x11ManifestSignature\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0e\n\x06key_id\x18\x02 \x01(\t\x12\x11\n\tsignature\x18\x03 \x01(\x0c\"\\\n\x0eSignedManifest\x12\x10\n\x08manifest\x18\x01 \x01(\x0c\x12\x38\n\nsignatures\x18\x02 \x03(\x0b\x32$.yrd.federation.v1.ManifestSignature*o\n\tKeyStatus\x12\x1a\n\x16KEY_STATUS_UNSPECIFIED\x10\x00\x12\x15\n\x11KEY_STATUS_ACTIVE\x10\x01\x12\x17\n\x13KEY_STATUS_RETIRING\x10\x02\x12\x16\n\x12KEY_STATUS_REVOKED\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'yrd.federation.v1.manifest_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_KEYSTATUS']._serialized_start=702
-  _globals['_KEYSTATUS']._serialized_end=813
+  _globals['_KEYSTATUS']._serialized_start=728
+  _globals['_KEYSTATUS']._serialized_end=839
   _globals['_MEMBERKEY']._serialized_start=56
   _globals['_MEMBERKEY']._serialized_end=194
   _globals['_MEMBER']._serialized_start=197
-  _globals['_MEMBER']._serialized_end=372
-  _globals['_MANIFEST']._serialized_start=375
-  _globals['_MANIFEST']._serialized_end=533
-  _globals['_MANIFESTSIGNATURE']._serialized_start=535
-  _globals['_MANIFESTSIGNATURE']._serialized_end=606
-  _globals['_SIGNEDMANIFEST']._serialized_start=608
-  _globals['_SIGNEDMANIFEST']._serialized_end=700
+  _globals['_MEMBER']._serialized_end=398
+  _globals['_MANIFEST']._serialized_start=401
+  _globals['_MANIFEST']._serialized_end=559
+  _globals['_MANIFESTSIGNATURE']._serialized_start=561
+  _globals['_MANIFESTSIGNATURE']._serialized_end=632
+  _globals['_SIGNEDMANIFEST']._serialized_start=634
+  _globals['_SIGNEDMANIFEST']._serialized_end=726
 # @@protoc_insertion_point(module_scope)

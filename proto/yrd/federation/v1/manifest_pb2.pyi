@@ -92,6 +92,7 @@ class Member(_message.Message):
     HTTP_ENDPOINT_FIELD_NUMBER: _builtins.int
     KEYS_FIELD_NUMBER: _builtins.int
     RELAY_FIELD_NUMBER: _builtins.int
+    TLS_CERTIFICATES_FIELD_NUMBER: _builtins.int
     node_id: _builtins.str
     display_name: _builtins.str
     grpc_endpoint: _builtins.str
@@ -106,6 +107,12 @@ class Member(_message.Message):
 
     @_builtins.property
     def keys(self) -> _containers.RepeatedCompositeFieldContainer[Global___MemberKey]: ...
+    @_builtins.property
+    def tls_certificates(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
+        """DER X.509 certificates the node presents on TLS, pinned: a peer trusts these and no
+        others (there is no certificate authority). Two while a certificate is rotated.
+        """
+
     def __init__(
         self,
         *,
@@ -116,10 +123,11 @@ class Member(_message.Message):
         http_endpoint: _builtins.str = ...,
         keys: _abc.Iterable[Global___MemberKey] | None = ...,
         relay: _builtins.str = ...,
+        tls_certificates: _abc.Iterable[_builtins.bytes] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["display_name", b"display_name", "grpc_endpoint", b"grpc_endpoint", "http_endpoint", b"http_endpoint", "jurisdictions", b"jurisdictions", "keys", b"keys", "node_id", b"node_id", "relay", b"relay"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["display_name", b"display_name", "grpc_endpoint", b"grpc_endpoint", "http_endpoint", b"http_endpoint", "jurisdictions", b"jurisdictions", "keys", b"keys", "node_id", b"node_id", "relay", b"relay", "tls_certificates", b"tls_certificates"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
