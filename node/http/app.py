@@ -15,6 +15,7 @@ from node.http import counter_routes, openapi, operator_routes, session_routes
 from node.http.context import BACKEND, CLOCK, LIMITS, USERS
 from node.http.metrics import metrics_middleware
 from node.http.problems import problem_middleware
+from node.web import register as register_pages
 
 
 class _QuietBadRequests(logging.Filter):
@@ -52,4 +53,5 @@ def build_http_app(
     app[LIMITS] = limits
     for module in (session_routes, counter_routes, operator_routes, openapi):
         app.add_routes(module.routes)
+    register_pages(app, backend, users, clock, limits)  # the HTML pages (node/web/)
     return app
