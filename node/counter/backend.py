@@ -32,6 +32,7 @@ from sqlmodel import Session, col, func, select
 from core.clock import Clock
 from core.db import Database
 from core.errors import NotFound, PermissionDenied, clip
+from node import metrics
 from node.cases.origin import Origin
 from node.cases.owner import Owner
 from node.cases.policy_gate import PolicyGate
@@ -303,6 +304,34 @@ class NodeBackend:
             "stalled_peers": await self.stalled_peers(),
             "peers": links,
         }
+
+    async def refresh_gauges(self) -> None:
+        """Queue depths, the oldest waiting item per peer, the owner's open and overdue work and
+        the counter's held applications, read from the database into the metrics gauges."""
+        now = self.clock.now_ms()
+
+        def read(s: Session) -> tuple[list[dict[str, Any]], int, int, int]:
+            hops = s.exec(select(OutboxEntry.next_hop).where(OutboxEntry.state == "pending").distinct()).all()
+            open_rows = s.exec(
+                select(InboundApplication.due_at_ms).where(col(InboundApplication.status).in_(OPEN_AT_OWNER))
+            ).all()
+            held = s.exec(select(func.count()).where(Application.status == "awaiting_approval")).one()
+            worklist = len(open_rows)
+            overdue = sum(1 for due in open_rows if now > due)
+            return _peer_links(s, list(hops)), worklist, overdue, int(held)
+
+        links, worklist, overdue, held = await self.db.run(read)
+        metrics.OUTBOX_QUEUE_DEPTH.clear()
+        metrics.OUTBOX_OLDEST_AGE.clear()
+        for link in links:
+            metrics.OUTBOX_QUEUE_DEPTH.labels(peer=link["peer"]).set(link["pending"])
+            oldest = link["oldest_pending_ms"]
+            metrics.OUTBOX_OLDEST_AGE.labels(peer=link["peer"]).set(
+                max(0, now - oldest) / 1000 if oldest else 0
+            )
+        metrics.OWNER_WORKLIST.set(worklist)
+        metrics.OWNER_OVERDUE.set(overdue)
+        metrics.COUNTER_HELD.set(held)
 
     async def dead_letters(self, principal: Principal, limit: int = 100) -> list[dict[str, Any]]:
         require(principal, "read dead letters", OPERATOR, SUPERVISOR)

@@ -26,7 +26,7 @@ def register(
     app: web.Application, backend: CounterBackend, users: UserStore, clock: Clock, limits: CounterLimits
 ) -> None:
     app[WEB_BACKEND], app[WEB_USERS], app[WEB_CLOCK], app[WEB_LIMITS] = backend, users, clock, limits
-    sampler = Sampler(clock)
+    sampler = Sampler(clock, backend)
     app[SAMPLER] = sampler
 
     async def start(_app: web.Application) -> None:

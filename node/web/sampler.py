@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from prometheus_client import REGISTRY
 
 from core.clock import Clock
+from node.counter.api import CounterBackend
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +30,8 @@ SERIES: dict[str, tuple[str, str]] = {
     "received": ("yrd_applications_received_total", "delta"),
     "envelopes_rejected": ("yrd_envelopes_verified_total", "delta"),
     "outbox_pending": ("yrd_outbox_pending_entries", "level"),
+    "owner_worklist": ("yrd_owner_worklist_entries", "level"),
+    "owner_overdue": ("yrd_owner_overdue_entries", "level"),
     "dead_letters": ("yrd_outbox_dead_letters_entries", "level"),
     "http_requests": ("yrd_http_request_duration_seconds_count", "delta"),
 }
@@ -68,6 +71,7 @@ def peer_rtt_ms() -> dict[str, float]:
 @dataclass
 class Sampler:
     clock: Clock
+    backend: CounterBackend
     samples: deque[tuple[int, dict[str, float]]] = field(default_factory=lambda: deque(maxlen=KEEP))
     _task: asyncio.Task[None] | None = None
 
@@ -85,6 +89,7 @@ class Sampler:
     async def _run(self) -> None:
         while True:
             try:
+                await self.backend.refresh_gauges()
                 self.sample()
             except Exception:  # a chart must never take the node down
                 log.exception("sampling metrics failed")
