@@ -164,16 +164,17 @@ async def test_login_sets_a_strict_http_only_cookie_and_needs_the_csrf_token(fed
         assert status == 401 and "wrong-password" not in text
         status, _, r = await b.login("clerk")
         assert status == 303 and r.headers["Location"] == "/web/services"
-        cookie = next(v for v in r.headers.getall("Set-Cookie") if v.startswith("yrd_session="))
+        port = fed.configs["jiangsu"].http_listen.rsplit(":", 1)[1]
+        cookie = next(v for v in r.headers.getall("Set-Cookie") if v.startswith(f"yrd_session_{port}="))
         assert "HttpOnly" in cookie and "SameSite=Strict" in cookie
         status, text, r = await b.get("/web/services")
         assert status == 200 and "工业产品生产许可证" in text
         assert "script-src 'self'" in r.headers["Content-Security-Policy"]
         # Logging out needs the token too, and ends the session on the server.
-        old = b.session.cookie_jar.filter_cookies(yarl.URL(b.url("/")))["yrd_session"].value
+        old = b.session.cookie_jar.filter_cookies(yarl.URL(b.url("/")))[f"yrd_session_{port}"].value
         await b.post("/web/logout", {"csrf": b.csrf}, allow_redirects=False)
         async with (
-            aiohttp.ClientSession(cookies={"yrd_session": old}) as replay,
+            aiohttp.ClientSession(cookies={f"yrd_session_{port}": old}) as replay,
             replay.get(b.url("/web/services"), allow_redirects=False) as r2,
         ):
             assert r2.status == 302

@@ -55,6 +55,17 @@ _ENV = jinja2.Environment(
 PageHandler = Callable[[web.Request, Principal], Awaitable[web.StreamResponse]]
 
 
+def cookie_name(request: web.Request, base: str) -> str:
+    """Cookies ignore the port, so nodes on one host (the demo's four on 127.0.0.1) would
+    overwrite each other's session; the port in the name keeps a login per counter."""
+    port = request.url.port
+    return f"{base}_{port}" if port else base
+
+
+def session_token_of(request: web.Request) -> str:
+    return request.cookies.get(cookie_name(request, SESSION_COOKIE), "")
+
+
 def csrf_of(session_token: str) -> str:
     return hashlib.sha256(b"yrd-csrf\0" + session_token.encode()).hexdigest()[:32]
 
@@ -85,7 +96,7 @@ def render(
     **context: Any,
 ) -> web.Response:
     lang = lang_of(request)
-    token = request.cookies.get(SESSION_COOKIE, "")
+    token = session_token_of(request)
     page = _ENV.get_template(template).render(
         t=functools.partial(i18n.text, lang),
         st=functools.partial(i18n.status_text, lang),
@@ -117,12 +128,17 @@ def _harden(response: web.StreamResponse) -> None:
 
 def set_session_cookie(request: web.Request, response: web.StreamResponse, token: str) -> None:
     response.set_cookie(
-        SESSION_COOKIE, token, httponly=True, samesite="Strict", secure=request.secure, path="/"
+        cookie_name(request, SESSION_COOKIE),
+        token,
+        httponly=True,
+        samesite="Strict",
+        secure=request.secure,
+        path="/",
     )
 
 
 async def principal_or_none(request: web.Request) -> Principal | None:
-    token = request.cookies.get(SESSION_COOKIE)
+    token = session_token_of(request)
     if not token:
         return None
     try:
@@ -145,12 +161,12 @@ def page(handler: PageHandler) -> Callable[[web.Request], Awaitable[web.StreamRe
     async def wrapper(request: web.Request) -> web.StreamResponse:
         principal = await principal_or_none(request)
         if principal is None:
-            expired = SESSION_COOKIE in request.cookies
+            expired = bool(session_token_of(request))
             return redirect("/web/login?expired=1" if expired else "/web/login", 302)
         if request.method == "POST":
             form = await request.post()
             given = str(form.get(CSRF_FIELD, ""))
-            if not hmac.compare_digest(given.encode(), csrf_of(request.cookies[SESSION_COOKIE]).encode()):
+            if not hmac.compare_digest(given.encode(), csrf_of(session_token_of(request)).encode()):
                 return render(request, "message.html", principal, http_status=403, message_key="csrf_failed")
         try:
             return await handler(request, principal)

@@ -15,11 +15,13 @@ from node.web.core import (
     SESSION_COOKIE,
     WEB_BACKEND,
     WEB_USERS,
+    cookie_name,
     csrf_of,
     new_login_csrf,
     principal_or_none,
     redirect,
     render,
+    session_token_of,
     set_session_cookie,
 )
 from node.web.i18n import LANGUAGES
@@ -34,7 +36,12 @@ def _login_page(request: web.Request, message_key: str = "", status: int = 200) 
         request, "login.html", None, http_status=status, login_csrf=token, message_key=message_key
     )
     response.set_cookie(
-        LOGIN_CSRF_COOKIE, token, httponly=True, samesite="Strict", secure=request.secure, path="/web/login"
+        cookie_name(request, LOGIN_CSRF_COOKIE),
+        token,
+        httponly=True,
+        samesite="Strict",
+        secure=request.secure,
+        path="/web/login",
     )
     return response
 
@@ -60,7 +67,7 @@ async def login(request: web.Request) -> web.StreamResponse:
     """The password travels in the POST body only and is never logged or echoed back."""
     form = await request.post()
     given = str(form.get(CSRF_FIELD, ""))
-    expected = request.cookies.get(LOGIN_CSRF_COOKIE, "")
+    expected = request.cookies.get(cookie_name(request, LOGIN_CSRF_COOKIE), "")
     if not expected or not hmac.compare_digest(given.encode(), expected.encode()):
         return _login_page(request, "csrf_failed", 403)
     username, password = str(form.get("username", ""))[:64], str(form.get("password", ""))[:256]
@@ -74,18 +81,18 @@ async def login(request: web.Request) -> web.StreamResponse:
         return _login_page(request, "bad_login", 401)
     response = redirect(home_of(principal.role))
     set_session_cookie(request, response, token)
-    response.del_cookie(LOGIN_CSRF_COOKIE, path="/web/login")
+    response.del_cookie(cookie_name(request, LOGIN_CSRF_COOKIE), path="/web/login")
     return response
 
 
 @routes.post("/web/logout")
 async def logout(request: web.Request) -> web.StreamResponse:
-    token = request.cookies.get(SESSION_COOKIE, "")
+    token = session_token_of(request)
     form = await request.post()
     if token and hmac.compare_digest(str(form.get(CSRF_FIELD, "")).encode(), csrf_of(token).encode()):
         await request.app[WEB_USERS].logout(token)
     response = redirect("/web/login")
-    response.del_cookie(SESSION_COOKIE, path="/")
+    response.del_cookie(cookie_name(request, SESSION_COOKIE), path="/")
     return response
 
 
