@@ -28,7 +28,7 @@ MARKET = "浙江省市场监督管理局"  # owns zj.industrial-licence at Zheji
 WORKLIST_SERVICE = "zj.industrial-licence"
 AUTO_SERVICE = "zj.medical.cross-region-filing"
 HELD_SERVICE = "zj.hangzhou.hukou.migration"
-WRONG_ID = "11010519491231002Y"  # right shape, wrong check digit
+WRONG_ID = "110105194912310021"  # right shape, wrong check digit (X is right)
 
 BUNDLE = """\
 node: {node}

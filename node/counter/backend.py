@@ -28,6 +28,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from sqlmodel import Session, col, func, select
+from yrd.federation.v1 import manifest_pb2
 
 from core.clock import Clock
 from core.db import Database
@@ -277,7 +278,7 @@ class NodeBackend:
         keys = [
             {
                 "key_id": k.key_id,
-                "status": k.status,
+                "status": manifest_pb2.KeyStatus.Name(k.status).removeprefix("KEY_STATUS_").lower(),
                 "not_before_ms": k.not_before_ms,
                 "not_after_ms": k.not_after_ms,
                 "expires_soon": now <= k.not_after_ms < now + KEY_WARNING_MS,

@@ -117,6 +117,14 @@ _TEXT: dict[str, tuple[str, str]] = {
     "forbidden": ("您的角色无权访问此页", "Your role may not open this page"),
     "error": ("出错了", "Something went wrong"),
     "back": ("返回", "Back"),
+    "chart_submitted": ("本柜台受理（每5秒）", "submitted here (per 5 s)"),
+    "chart_received": ("收到的申请（每5秒）", "received as owner (per 5 s)"),
+    "chart_envelopes_rejected": ("拒收的信封（每5秒）", "envelopes refused (per 5 s)"),
+    "chart_outbox_pending": ("待发队列", "outbox waiting"),
+    "chart_owner_worklist": ("待办申请", "open at the owner"),
+    "chart_owner_overdue": ("超期申请", "overdue at the owner"),
+    "chart_dead_letters": ("死信", "dead letters"),
+    "chart_http_requests": ("HTTP 请求（每5秒）", "HTTP requests (per 5 s)"),
     "updates_itself": ("本页自动更新", "This page updates by itself"),
 }
 
