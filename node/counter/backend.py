@@ -281,7 +281,7 @@ class NodeBackend:
                 "status": manifest_pb2.KeyStatus.Name(k.status).removeprefix("KEY_STATUS_").lower(),
                 "not_before_ms": k.not_before_ms,
                 "not_after_ms": k.not_after_ms,
-                "expires_soon": now <= k.not_after_ms < now + KEY_WARNING_MS,
+                "expires_soon": now < k.not_after_ms <= now + KEY_WARNING_MS,
                 "expired": k.not_after_ms <= now,
                 "in_use": k.key_id == self.trust.key.key_id,
             }
