@@ -190,6 +190,8 @@ async def test_form_journey_errors_at_the_field_receipt_owner_decision_and_citiz
         await clerk.login("clerk")
         status, text, _ = await clerk.get("/web/services?q=industrial&owner=33")
         assert status == 200 and WORKLIST_SERVICE in text and MARKET in text and "20" in text
+        _, text, _ = await clerk.get("/web/services?department=市场监督")
+        assert WORKLIST_SERVICE in text and AUTO_SERVICE not in text
         status, text, _ = await clerk.get(f"/web/services/{WORKLIST_SERVICE}/apply")
         assert 'pattern="[0-9]{17}[0-9Xx]"' in text and "required" in text and 'name="consent"' in text
         # A forged CSRF token is refused before anything is stored.

@@ -44,12 +44,24 @@ async def service_by_id(request: web.Request, service_id: str) -> dict[str, Any]
 @page
 async def services(request: web.Request, principal: Principal) -> web.StreamResponse:
     q, owner = _text(request.query, "q", 64), _text(request.query, "owner", 6)
+    department = _text(request.query, "department", 64)
     error = ""
     try:
         found = await request.app[WEB_BACKEND].list_services(q or None, owner or None)
     except InvalidInput as e:
         found, error = [], e.reason
-    return render(request, "services.html", principal, services=found, q=q, owner=owner, error=error)
+    if department:
+        found = [s for s in found if department.casefold() in s["department"].casefold()]
+    return render(
+        request,
+        "services.html",
+        principal,
+        services=found,
+        q=q,
+        owner=owner,
+        department=department,
+        error=error,
+    )
 
 
 def _field_inputs(schema: dict[str, Any]) -> list[dict[str, Any]]:

@@ -3,12 +3,14 @@ included) and the work queue's decisions, with documents to attach."""
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 from aiohttp import web
 
 from core.errors import YrdError
-from node.cases.requests import Document, Principal
+from node.cases.requests import Principal
+from node.counter.contract import parse_decision
 from node.web.core import WEB_BACKEND, WEB_LIMITS, page, redirect, render
 
 routes = web.RouteTableDef()
@@ -39,23 +41,26 @@ async def owner_detail(request: web.Request, principal: Principal) -> web.Stream
 @page
 async def owner_decide(request: web.Request, principal: Principal) -> web.StreamResponse:
     data = await request.post()
-    decision = str(data.get("decision", ""))[:32]
-    reason = str(data.get("reason", ""))[:1000].strip()
-    documents: list[Document] = []
+    doc: dict[str, Any] = {"decision": str(data.get("decision", "")), "reason": str(data.get("reason", ""))}
     upload: Any = data.get("document")
     if isinstance(upload, web.FileField):
         content = upload.file.read()
-        if len(content) > request.app[WEB_LIMITS].max_attachment_bytes:
-            return await _detail(request, principal, {"document": "too large"}, 422)
         if content:
-            name = upload.filename[:200] or "document"
-            documents.append(Document(name, upload.content_type or "application/octet-stream", content))
+            # The API's contract checks the document too (name, type, size): one set of limits.
+            doc["documents"] = [
+                {
+                    "name": upload.filename or "document",
+                    "content_type": upload.content_type or "application/octet-stream",
+                    "data": base64.b64encode(content).decode(),
+                }
+            ]
     try:
+        decision, reason, documents = parse_decision(doc, request.app[WEB_LIMITS])
         await request.app[WEB_BACKEND].decide(
             principal, request.match_info["id"], decision, reason, documents
         )
     except YrdError as e:
-        if e.http_status not in (400, 409, 422):
+        if e.http_status not in (400, 409, 413, 422):
             raise
         return await _detail(request, principal, {e.field or "decision": e.reason}, 422)
     return redirect("/web/owner")

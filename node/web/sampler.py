@@ -87,12 +87,19 @@ class Sampler:
         return [(t, max(0.0, v[name] - p[name])) for (_, p), (t, v) in itertools.pairwise(rows)]
 
     async def _run(self) -> None:
+        failing = ""
         while True:
             try:
                 await self.backend.refresh_gauges()
-                self.sample()
-            except Exception:  # a chart must never take the node down
-                log.exception("sampling metrics failed")
+            except Exception as e:  # a chart must never take the node down
+                # Once per kind of failure, not every 5 s: an unreachable database is
+                # already reported by /healthz.
+                if type(e).__name__ != failing:
+                    failing = type(e).__name__
+                    log.warning("refreshing the queue gauges failed: %s", failing)
+            else:
+                failing = ""
+            self.sample()
             await asyncio.sleep(INTERVAL_S)
 
     def start(self) -> None:
