@@ -18,6 +18,7 @@ import pytest
 import yarl
 from sqlmodel import select
 
+from node.counter.users import SessionToken
 from node.delivery import outbox
 from node.models import OutboxEntry
 from simulations.local_federation import PROVINCES
@@ -363,5 +364,26 @@ async def test_the_language_switch_and_the_login_pages_csrf_cookie(fed: Federati
         assert "Log in" in text
         _, _, r = await b.get("/web/lang/en?next=//evil.example/", allow_redirects=False)
         assert r.headers["Location"] == "/web/"
+    finally:
+        await b.close()
+
+
+async def test_an_ended_session_sends_the_page_to_the_login_with_a_notice(fed: Federation) -> None:
+    b = Browser(fed, "jiangsu")
+    try:
+        await b.login("clerk")
+        status, _, _ = await b.get("/web/queue")
+        assert status == 200
+
+        def expire(s: Any) -> None:
+            for row in s.exec(select(SessionToken).where(SessionToken.username == "clerk")).all():
+                row.expires_at_ms = 0
+                s.add(row)
+
+        await fed.nodes["jiangsu"].db.run(expire)
+        status, _, r = await b.get("/web/queue", allow_redirects=False)
+        assert status == 302 and r.headers["Location"] == "/web/login?expired=1"
+        _, text, _ = await b.get("/web/login?expired=1")
+        assert "会话已过期" in text
     finally:
         await b.close()
