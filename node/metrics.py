@@ -14,9 +14,9 @@ APPLICATIONS_SUBMITTED = Counter(
 APPLICATIONS_RECEIVED = Counter(
     "yrd_applications_received_total", "Applications received as owner, by outcome", ["outcome"]
 )
-LOGIN_FAILURES = Counter("yrd_counter_login_failures_total", "Counter logins refused for bad credentials")
+LOGIN_FAILURES = Counter("yrd_login_failures_total", "Counter logins refused for bad credentials")
 LOGIN_THROTTLED = Counter(
-    "yrd_counter_login_throttled_total",
+    "yrd_login_throttled_total",
     "Counter logins refused before checking the password, by why (account, address, busy)",
     ["scope"],
 )
@@ -86,3 +86,23 @@ CLUES_OPEN = Gauge(
 CLUES_OVERDUE = Gauge(
     "yrd_clues_overdue_entries", "Open clue tasks past a deadline, by domain and region", ["domain", "region"]
 )
+
+
+# Read by the operator console and Prometheus alike. The gauges below are refreshed from the
+# database every few seconds (NodeBackend.refresh_gauges, driven by node/web/sampler.py), so
+# they hold across replicas sharing one database.
+DECISION_SECONDS = Histogram(
+    "yrd_owner_decision_duration_seconds",
+    "Time from receiving an application to deciding it at the owner, by handler (auto, worklist, webhook)",
+    ["handler"],
+    buckets=(0.1, 1, 10, 60, 600, 3600, 4 * 3600, 86_400, 3 * 86_400, 7 * 86_400, 20 * 86_400, 60 * 86_400),
+)
+OUTBOX_QUEUE_DEPTH = Gauge(
+    "yrd_outbox_queue_depth_entries", "Outbox entries waiting to be sent, by next hop", ["peer"]
+)
+OUTBOX_OLDEST_AGE = Gauge(
+    "yrd_outbox_oldest_pending_age_seconds", "Age of the oldest entry waiting for a peer", ["peer"]
+)
+OWNER_WORKLIST = Gauge("yrd_owner_worklist_entries", "Applications at the owner waiting for a person")
+OWNER_OVERDUE = Gauge("yrd_owner_overdue_entries", "Applications at the owner past their promised time limit")
+COUNTER_HELD = Gauge("yrd_origin_held_entries", "Applications held at this counter for a second person")

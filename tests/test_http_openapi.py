@@ -17,6 +17,7 @@ from node.counter.contract import CounterLimits
 from node.counter.users import UserStore
 from node.http import build_http_app
 from node.http.openapi import build_openapi
+from node.web import register as register_pages
 
 OPENAPI = build_openapi(CounterLimits())
 METHODS = {"get", "post", "put", "delete", "patch"}
@@ -30,16 +31,40 @@ def app() -> Iterator[web.Application]:
     db.close()
 
 
-def test_every_route_is_documented_and_every_documented_route_exists(app: web.Application) -> None:
-    served = {
+# The document describes the JSON API and the operational paths monitoring reads; the HTML
+# pages (node/web/) are for people, not clients, and are compared separately below.
+OPERATIONAL = {"/healthz", "/metrics"}
+
+
+def _served(app: web.Application) -> set[tuple[str, str]]:
+    return {
         (route.method.lower(), route.resource.canonical)
         for route in app.router.routes()
         if route.method != hdrs.METH_HEAD and route.resource is not None
     }
+
+
+def _is_api(path: str) -> bool:
+    return path.startswith("/api/") or path in OPERATIONAL
+
+
+def test_every_route_is_documented_and_every_documented_route_exists(app: web.Application) -> None:
+    served = {(method, path) for method, path in _served(app) if _is_api(path)}
     documented = {
         (method, path) for path, item in OPENAPI["paths"].items() for method in item if method in METHODS
     }
     assert served == documented
+
+
+def test_every_route_left_out_of_the_document_is_a_page(app: web.Application) -> None:
+    """Nothing escapes the document by not being under /api/: what is left out is exactly
+    what node/web registers, and none of it is under /api/."""
+    db = Database("sqlite://")
+    pages = web.Application()
+    register_pages(pages, object(), UserStore(db, FakeClock()), FakeClock(), CounterLimits())  # type: ignore[arg-type]
+    db.close()
+    assert {r for r in _served(app) if not _is_api(r[1])} == _served(pages)
+    assert not any(_is_api(path) for _, path in _served(pages))
 
 
 def _refs(node: Any) -> Iterator[str]:

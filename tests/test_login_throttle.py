@@ -98,13 +98,13 @@ async def test_an_account_is_locked_with_doubling_backoff_and_freed_by_a_right_p
 ) -> None:
     store = make_store(db, clock)
     await store.add_user("li.clerk", PASSWORD, "clerk")
-    throttled = metric("yrd_counter_login_throttled_total", scope="account")
+    throttled = metric("yrd_login_throttled_total", scope="account")
     # Each guess from a new address: this is the account's count, not an address's.
     answers = [await refused(store, "li.clerk", WRONG, f"10.0.0.{i}") for i in range(3)]
     assert answers == ["bad_credentials"] * 3
     # Locked now: even the right password waits (that is what a lockout is).
     assert await refused(store, "li.clerk", PASSWORD, "10.0.1.1") == "login_locked:2"
-    assert metric("yrd_counter_login_throttled_total", scope="account") == throttled + 1
+    assert metric("yrd_login_throttled_total", scope="account") == throttled + 1
     clock.advance(2)
     assert await refused(store, "li.clerk", WRONG, "10.0.1.2") == "bad_credentials"
     assert await refused(store, "li.clerk", PASSWORD, "10.0.1.3") == "login_locked:4"
@@ -174,7 +174,7 @@ async def test_the_hashing_pool_admits_a_bounded_number_and_refuses_the_rest_at_
     store = make_store(db, clock, hasher, workers=2, max_waiting=3)
     await store.add_user("li.clerk", PASSWORD, "clerk")
     await refused(store, "warm-up", PASSWORD, "192.0.2.1")
-    busy = metric("yrd_counter_login_throttled_total", scope="busy")
+    busy = metric("yrd_login_throttled_total", scope="busy")
     flood = [asyncio.create_task(refused(store, f"user{i}", WRONG, f"10.1.0.{i}")) for i in range(96)]
     for _ in range(int(SAFETY_S / 0.01)):
         if hasher.waiting == 2 and sum(t.done() for t in flood) == 91:
@@ -182,7 +182,7 @@ async def test_the_hashing_pool_admits_a_bounded_number_and_refuses_the_rest_at_
         await asyncio.sleep(0.01)
     assert sum(t.done() for t in flood) == 91
     assert {t.result() for t in flood if t.done()} == {"login_busy:1"}
-    assert metric("yrd_counter_login_throttled_total", scope="busy") == busy + 91
+    assert metric("yrd_login_throttled_total", scope="busy") == busy + 91
     hasher.gate.set()
     assert (await asyncio.gather(*flood)).count("bad_credentials") == 5
     assert hasher.most_waiting == 2  # never more argon2 at once than the pool's threads

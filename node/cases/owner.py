@@ -265,6 +265,7 @@ class Owner:
         documents: list[peer_pb2.Document],
         now: int,
     ) -> None:
+        metrics.DECISION_SECONDS.labels(handler=row.handler).observe(max(0, now - row.received_at_ms) / 1000)
         if decision == "approve":
             self.emit(s, row, "approved", now, reason=reason)
             docs = documents or [result_notice(row.id, defn, now)]

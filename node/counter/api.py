@@ -77,3 +77,34 @@ class CounterBackend(Protocol):
         rectification: str = "",
         documents: tuple[Document, ...] = (),
     ) -> dict[str, Any]: ...
+
+    # -- what the pages (node/web/) read and do; each checks the role as the methods above --
+
+    async def check_code(self, principal: Principal, app_id: str) -> str:
+        """The short code printed on the receipt, for whoever may read the application."""
+        ...
+
+    async def track(self, app_id: str, code: str) -> dict[str, Any]:
+        """No account: status and dates for an id plus its check code, no personal data;
+        NotFound for a wrong code as for an unknown id."""
+        ...
+
+    async def counter_queue(
+        self, principal: Principal, status: str | None, service_id: str | None, limit: int = 200
+    ) -> list[dict[str, Any]]: ...
+
+    async def owner_queue(
+        self, principal: Principal, status: str | None, limit: int = 200
+    ) -> list[dict[str, Any]]: ...
+
+    async def owner_view(self, principal: Principal, app_id: str) -> dict[str, Any]: ...
+
+    async def console(self, principal: Principal) -> dict[str, Any]: ...
+
+    async def refresh_gauges(self) -> None:
+        """Read queue depths and open work from the database into the metrics gauges."""
+        ...
+
+    async def dead_letters(self, principal: Principal, limit: int = 100) -> list[dict[str, Any]]: ...
+
+    async def redrive(self, principal: Principal, entry_id: int) -> None: ...

@@ -23,24 +23,38 @@ An application a role may not read is answered as not found, so ids cannot be pr
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from sqlmodel import Session
+from sqlmodel import Session, col, func, select
+from yrd.federation.v1 import manifest_pb2
 
 from core.clock import Clock
 from core.db import Database
 from core.errors import NotFound, PermissionDenied, clip
+from node import metrics
 from node.cases.clue_checks import ClueRequest
 from node.cases.clues import Clues
 from node.cases.origin import Origin
 from node.cases.owner import Owner
 from node.cases.policy_gate import PolicyGate
 from node.cases.requests import Document, Principal, SubmitRequest
+from node.cases.statuses import FINAL
 from node.counter.users import CLERK, OPERATOR, OWNER_CLERK, SUPERVISOR
-from node.models import Application, InboundApplication
+from node.delivery import outbox
+from node.models import Application, InboundApplication, OutboxEntry, PeerState
 from node.trust.keyring import Trust
 from registry.lookup import CatalogueIndex
+
+log = logging.getLogger(__name__)
+
+# The console warns this long before a key of this node stops being valid.
+KEY_WARNING_MS = 30 * 86_400_000
+OPEN_AT_OWNER = frozenset({"in_review", "needs_materials"})
 
 
 async def _no_stalled_peers() -> list[str]:
@@ -188,6 +202,208 @@ class NodeBackend:
         require(principal, "read the policy decision log", OPERATOR, SUPERVISOR)
         return await self.policy.recent(limit, since_ms)
 
+    # -- what the pages (node/web/) read and do: queues, check codes, the operator console ----
+
+    def check_code_of(self, app_id: str) -> str:
+        """The short code a citizen uses with the id to follow an application without an
+        account: a MAC under a key derived from this node's signing key, so nothing is stored
+        and nobody without the key can mint one. 8 base32 characters (40 bits)."""
+        mac_key = hashlib.sha256(b"yrd-check-code\0" + self.trust.key.seed).digest()
+        mac = hmac.new(mac_key, app_id.encode(), hashlib.sha256).digest()
+        code = base64.b32encode(mac[:5]).decode()
+        return f"{code[:4]}-{code[4:]}"
+
+    async def check_code(self, principal: Principal, app_id: str) -> str:
+        """Only someone who may read the application learns its code."""
+        await self.get_application(principal, app_id)
+        return self.check_code_of(app_id)
+
+    async def track(self, app_id: str, code: str) -> dict[str, Any]:
+        """The citizen's view: status and dates only, no personal data, no reasons (an owner's
+        reason may name the applicant). A wrong code is answered as an unknown id."""
+        wanted = self.check_code_of(app_id)
+        given = code.strip().upper().replace(" ", "")
+        if len(given) == 8:
+            given = f"{given[:4]}-{given[4:]}"
+        if not hmac.compare_digest(wanted.encode(), given.encode()[:64]):
+            raise _unknown(app_id)
+        view = await self.origin.get(app_id)
+        return {
+            "id": view["id"],
+            "service_id": view["service_id"],
+            "owner_node": view["owner_node"],
+            "status": view["status"],
+            "submitted_at": view["submitted_at"],
+            "due_at": view["due_at"],
+            "overdue": view["overdue"],
+            "history": [{"status": h["status"], "at": h["at"]} for h in view["history"]],
+        }
+
+    async def counter_queue(
+        self, principal: Principal, status: str | None, service_id: str | None, limit: int = 200
+    ) -> list[dict[str, Any]]:
+        """What this counter submitted, newest first: a clerk's own, all for a supervisor."""
+        require(principal, "read the counter's queue", CLERK, SUPERVISOR)
+        now = self.clock.now_ms()
+        mine = principal.username if principal.role == CLERK else None
+
+        def read(s: Session) -> list[Application]:
+            stmt = select(Application)
+            if mine is not None:
+                stmt = stmt.where(Application.submitted_by == mine)
+            if status:
+                stmt = stmt.where(Application.status == status)
+            if service_id:
+                stmt = stmt.where(Application.service_id == service_id)
+            return list(s.exec(stmt.order_by(col(Application.submitted_at_ms).desc()).limit(limit)).all())
+
+        return [
+            {
+                "id": a.id,
+                "service_id": a.service_id,
+                "owner_node": a.owner_node,
+                "status": a.status,
+                "submitted_by": a.submitted_by,
+                "submitted_at_ms": a.submitted_at_ms,
+                "due_at_ms": a.due_at_ms,
+                "overdue": a.status not in FINAL and now > a.due_at_ms,
+            }
+            for a in await self.db.run(read)
+        ]
+
+    async def owner_queue(
+        self, principal: Principal, status: str | None, limit: int = 200
+    ) -> list[dict[str, Any]]:
+        """Everything routed here for the caller's department, automatic decisions included,
+        without the sealed payload: the list shows no personal data."""
+        require(principal, "read the work queue", OWNER_CLERK, SUPERVISOR)
+        allowed = self._services_of(principal)
+        now = self.clock.now_ms()
+
+        def read(s: Session) -> list[InboundApplication]:
+            stmt = select(InboundApplication)
+            if allowed is not None:
+                stmt = stmt.where(col(InboundApplication.service_id).in_(sorted(allowed)))
+            if status:
+                stmt = stmt.where(InboundApplication.status == status)
+            stmt = stmt.order_by(col(InboundApplication.received_at_ms).desc()).limit(limit)
+            return list(s.exec(stmt).all())
+
+        return [
+            {
+                "id": r.id,
+                "service_id": r.service_id,
+                "origin_node": r.origin_node,
+                "status": r.status,
+                "handler": r.handler,
+                "received_at_ms": r.received_at_ms,
+                "due_at_ms": r.due_at_ms,
+                "overdue": r.status not in FINAL and now > r.due_at_ms,
+                "open": r.status in OPEN_AT_OWNER,
+            }
+            for r in await self.db.run(read)
+        ]
+
+    async def owner_view(self, principal: Principal, app_id: str) -> dict[str, Any]:
+        """One inbound application with its form, for the clerk who decides it."""
+        require(principal, "read the work queue", OWNER_CLERK, SUPERVISOR)
+        allowed = self._services_of(principal)
+        if allowed is not None:
+            service_id = await self.db.run(lambda s: _inbound_service(s, app_id))
+            if service_id not in allowed:
+                raise _unknown(app_id)
+        return await self.db.run(lambda s: self.owner.view(s, app_id))
+
+    async def console(self, principal: Principal) -> dict[str, Any]:
+        """The operator console's facts: the node, its keys, policy, catalogue and each peer's
+        link. Counts and times only: no application ids, no personal data."""
+        require(principal, "read the operator console", OPERATOR, SUPERVISOR)
+        now = self.clock.now_ms()
+        manifest = self.trust.manifest
+        me = manifest.member(self.trust.node_id)
+        keys = [
+            {
+                "key_id": k.key_id,
+                "status": manifest_pb2.KeyStatus.Name(k.status).removeprefix("KEY_STATUS_").lower(),
+                "not_before_ms": k.not_before_ms,
+                "not_after_ms": k.not_after_ms,
+                "expires_soon": now < k.not_after_ms <= now + KEY_WARNING_MS,
+                "expired": k.not_after_ms <= now,
+                "in_use": k.key_id == self.trust.key.key_id,
+            }
+            for k in (me.keys if me else ())
+        ]
+        catalogue = hashlib.sha256()
+        for defn in sorted(self.catalogue.all(), key=lambda d: d.service_id):
+            catalogue.update(defn.SerializeToString(deterministic=True))
+        peers = [m.node_id for m in manifest.members if m.node_id != self.trust.node_id]
+        links = await self.db.run(lambda s: _peer_links(s, peers))
+        return {
+            "node": self.trust.node_id,
+            "manifest_version": manifest.manifest.version,
+            "manifest_fingerprint": manifest.fingerprint,
+            "manifest_expired": manifest.expired(now),
+            "keys": keys,
+            "policy_revision": self.policy.revision(),
+            "policy_signer": self.trust.key.key_id,
+            "catalogue_services": len(self.catalogue),
+            "catalogue_digest": catalogue.hexdigest(),
+            "stalled_peers": await self.stalled_peers(),
+            "peers": links,
+        }
+
+    async def refresh_gauges(self) -> None:
+        """Queue depths, the oldest waiting item per peer, the owner's open and overdue work and
+        the counter's held applications, read from the database into the metrics gauges."""
+        now = self.clock.now_ms()
+
+        def read(s: Session) -> tuple[list[dict[str, Any]], int, int, int]:
+            hops = s.exec(select(OutboxEntry.next_hop).where(OutboxEntry.state == "pending").distinct()).all()
+            open_rows = s.exec(
+                select(InboundApplication.due_at_ms).where(col(InboundApplication.status).in_(OPEN_AT_OWNER))
+            ).all()
+            held = s.exec(select(func.count()).where(Application.status == "awaiting_approval")).one()
+            worklist = len(open_rows)
+            overdue = sum(1 for due in open_rows if now > due)
+            return _peer_links(s, list(hops)), worklist, overdue, int(held)
+
+        links, worklist, overdue, held = await self.db.run(read)
+        metrics.OUTBOX_QUEUE_DEPTH.clear()
+        metrics.OUTBOX_OLDEST_AGE.clear()
+        for link in links:
+            metrics.OUTBOX_QUEUE_DEPTH.labels(peer=link["peer"]).set(link["pending"])
+            oldest = link["oldest_pending_ms"]
+            metrics.OUTBOX_OLDEST_AGE.labels(peer=link["peer"]).set(
+                max(0, now - oldest) / 1000 if oldest else 0
+            )
+        metrics.OWNER_WORKLIST.set(worklist)
+        metrics.OWNER_OVERDUE.set(overdue)
+        metrics.COUNTER_HELD.set(held)
+
+    async def dead_letters(self, principal: Principal, limit: int = 100) -> list[dict[str, Any]]:
+        require(principal, "read dead letters", OPERATOR, SUPERVISOR)
+        rows = await self.db.run(lambda s: outbox.dead_letters(s, limit))
+        return [
+            {
+                "id": d.id,
+                "peer": d.peer,
+                "method": d.method,
+                "reason": d.reason,
+                "detail": d.detail,
+                "dead_at_ms": d.dead_at_ms,
+                "attempts": d.attempts,
+            }
+            for d in rows
+        ]
+
+    async def redrive(self, principal: Principal, entry_id: int) -> None:
+        """Send a dead letter again once its cause is fixed (`yrd outbox retry`'s twin)."""
+        require(principal, "re-drive dead letters", OPERATOR, SUPERVISOR)
+        now = self.clock.now_ms()
+        if not await self.db.run(lambda s: outbox.redrive(s, entry_id, now)):
+            raise NotFound(f"no dead letter {entry_id}", code="unknown_dead_letter", field="id")
+        log.info("dead letter %d re-driven by %s", entry_id, principal.username)
+
 
 def require(principal: Principal, action: str, *roles: str) -> None:
     if principal.role not in roles:
@@ -209,3 +425,38 @@ def _submitter(s: Session, app_id: str) -> str | None:
 def _inbound_service(s: Session, app_id: str) -> str | None:
     row = s.get(InboundApplication, app_id)
     return row.service_id if row is not None else None
+
+
+def _peer_links(s: Session, peers: list[str]) -> list[dict[str, Any]]:
+    """Per peer: pending work, its oldest item's age, dead letters and the persisted backoff."""
+    pending = dict(
+        s.exec(
+            select(OutboxEntry.next_hop, func.count())
+            .where(OutboxEntry.state == "pending")
+            .group_by(col(OutboxEntry.next_hop))
+        ).all()
+    )
+    oldest = dict(
+        s.exec(
+            select(OutboxEntry.next_hop, func.min(OutboxEntry.created_at_ms))
+            .where(OutboxEntry.state == "pending")
+            .group_by(col(OutboxEntry.next_hop))
+        ).all()
+    )
+    dead = outbox.dead_counts(s)
+    links = []
+    for peer in peers:
+        state = s.get(PeerState, peer)
+        links.append(
+            {
+                "peer": peer,
+                "pending": int(pending.get(peer, 0)),
+                "oldest_pending_ms": oldest.get(peer),
+                "dead_letters": dead.get(peer, 0),
+                "failures": state.failures if state else 0,
+                "backoff_until_ms": state.backoff_until_ms if state else 0,
+                "last_success_ms": state.last_success_ms if state else 0,
+                "last_error": state.last_error if state else "",
+            }
+        )
+    return links

@@ -16,6 +16,7 @@ from node.http.context import BACKEND, CLOCK, LIMITS, USERS
 from node.http.limits import HTTP_LIMITS, HttpLimits, default_http_limits, limits_middleware
 from node.http.metrics import metrics_middleware
 from node.http.problems import problem_middleware
+from node.web import register as register_pages
 
 
 class _QuietBadRequests(logging.Filter):
@@ -64,4 +65,5 @@ def build_http_app(
     app[HTTP_LIMITS] = http_limits or default_http_limits(clock)
     for module in (session_routes, counter_routes, operator_routes, clue_routes, openapi):
         app.add_routes(module.routes)
+    register_pages(app, backend, users, clock, limits)  # the HTML pages (node/web/)
     return app
