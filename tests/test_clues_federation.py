@@ -13,7 +13,6 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import grpc
 import pytest
 from nacl.signing import VerifyKey
 from prometheus_client import REGISTRY
@@ -26,7 +25,7 @@ from node.trust.envelope import seal_envelope, signing_input
 from node.trust.sealing import seal
 from registry.dispatch import credit_code_check_character
 from simulations.local_federation import PROVINCES
-from tests.support.federation import PASSWORD, Federation, allow_all_specs
+from tests.support.federation import PASSWORD, Federation, allow_all_specs, node_channel
 
 DELIVER = "/yrd.peer.v1.PeerService/Deliver"
 Outcome = peer_pb2.ReceiptOutcome
@@ -288,7 +287,7 @@ async def test_a_members_invalid_clue_is_refused_with_its_code_and_not_stored(fe
             body=peer_pb2.DeliverItem(clue=t).SerializeToString(),
             now_ms=now,
         )
-        async with grpc.aio.insecure_channel(js.grpc_address) as ch:
+        async with node_channel(js) as ch:
             answer = await peer_pb2_grpc.PeerServiceStub(ch).Deliver(peer_pb2.DeliverRequest(envelopes=[env]))
         (reply,) = answer.receipts
         VerifyKey(js.trust.key.public_key).verify(signing_input(reply), reply.signature)
@@ -383,7 +382,7 @@ async def test_the_source_takes_steps_only_from_the_member_it_sent_the_clue_to(f
             body=peer_pb2.StatusItem(clue_update=update).SerializeToString(),
             now_ms=now,
         )
-        async with grpc.aio.insecure_channel(sh.grpc_address) as ch:
+        async with node_channel(sh) as ch:
             answer = await peer_pb2_grpc.PeerServiceStub(ch).NotifyStatus(
                 peer_pb2.NotifyStatusRequest(envelopes=[env])
             )
