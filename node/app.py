@@ -28,7 +28,8 @@ from core.db import Database
 from core.errors import ConfigError
 from core.keys import load_key
 from node import metrics
-from node.cases.origin import Origin, apply_delivery_receipt, apply_status_update
+from node.cases.bundles import Bundles
+from node.cases.origin import Origin, apply_delivery_receipt
 from node.cases.owner import Owner
 from node.cases.policy_gate import PolicyGate
 from node.cases.webhooks import WebhookDispatcher
@@ -88,6 +89,7 @@ class Node:
     backend: NodeBackend
     users: UserStore
     webhooks: WebhookDispatcher
+    bundles: Bundles
     grpc_server: grpc.aio.Server
     http_app: web.Application
     grpc_port: int = 0
@@ -122,6 +124,7 @@ class Node:
         self.gossip.start()
         self.policy.start()
         self.webhooks.start()
+        self.bundles.start()
         for name in (*SERVICE_NAMES, ""):
             await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
         metrics.MANIFEST_EXPIRES.set(self.trust.manifest.manifest.expires_at_ms / 1000)
@@ -141,6 +144,7 @@ class Node:
         await self.gossip.stop()
         await self.policy.stop()
         await self.webhooks.stop()
+        await self.bundles.stop()
         await self.delivery.channels.close()
         self.db.close()
         self.users.close()
@@ -247,6 +251,19 @@ def build_node(config: NodeConfig, clock: Clock | None = None) -> Node:
         max_skew_ms=config.max_skew_ms,
     )
     origin = Origin(db=db, trust=trust, catalogue=index, policy=policy, clock=clock, wake=delivery.wake)
+    bundles = Bundles(
+        db=db,
+        trust=trust,
+        catalogue=index,
+        origin=origin,
+        owner=owner,
+        clock=clock,
+        wake=delivery.wake,
+        poll_interval_s=config.delivery.poll_interval_s,
+        max_skew_ms=config.max_skew_ms,
+    )
+    delivery.on_receipt = bundles.on_receipt  # the same, and a bundle part's receipt wakes its run
+    owner.on_bundle = bundles.start_run
     webhooks = WebhookDispatcher(
         db=db,
         owner=owner,
@@ -259,6 +276,7 @@ def build_node(config: NodeConfig, clock: Clock | None = None) -> Node:
         db=db, trust=trust, catalogue=index, origin=origin, owner=owner, policy=policy, clock=clock
     )
     backend.stalled_peers = delivery.stalled_peers
+    backend.bundles = bundles
     users = UserStore(db, clock)
     limits = config.limits
     server = grpc.aio.server(
@@ -273,8 +291,8 @@ def build_node(config: NodeConfig, clock: Clock | None = None) -> Node:
             db=db,
             trust=trust,
             verifier=verifier,
-            accept=owner.accept,
-            apply_status=apply_status_update,
+            accept=bundles.accept,
+            apply_status=bundles.apply_status,
             catalogue=sync.served,
             clock=clock,
             wake=delivery.wake,
@@ -308,6 +326,7 @@ def build_node(config: NodeConfig, clock: Clock | None = None) -> Node:
         backend=backend,
         users=users,
         webhooks=webhooks,
+        bundles=bundles,
         grpc_server=server,
         http_app=http_app,
     )

@@ -169,7 +169,11 @@ def _compatible(source: catalogue_pb2.FormField, target: catalogue_pb2.FormField
     if target.type == FieldType.FIELD_TYPE_ENUM and not set(source.choices) <= set(target.choices):
         return "the source has choices the field does not accept"
     limit = target.max_length
-    if target.type == FieldType.FIELD_TYPE_STRING and limit and (not source.max_length or source.max_length > limit):
+    if (
+        target.type == FieldType.FIELD_TYPE_STRING
+        and limit
+        and (not source.max_length or source.max_length > limit)
+    ):
         return f"the source may be longer than the field's {limit} characters"
     return None
 
@@ -227,4 +231,7 @@ def component_problems(defn: ServiceDefinition, lookup: Lookup) -> Iterator[tupl
         days = longest_path_days(comps, {n: d.time_limit_days for n, d in defs.items()})
         need = max(days.values())
         if defn.time_limit_days < need:
-            yield "time_limit_days", f"promises {defn.time_limit_days} working days; the components need {need}"
+            yield (
+                "time_limit_days",
+                f"promises {defn.time_limit_days} working days; the components need {need}",
+            )

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from node.cases.requests import Document, Principal, SubmitRequest
+from node.cases.requests import Attachment, Document, Principal, SubmitRequest
 
 
 class CounterBackend(Protocol):
@@ -40,6 +40,17 @@ class CounterBackend(Protocol):
     async def get_application(self, principal: Principal, app_id: str) -> dict[str, Any]:
         """``{id, service_id, owner_node, status, submitted_at, overdue, history: [{status,
         reason, at}], receipts: [...], documents: [{name, content_type, data (base64)}]}``."""
+        ...
+
+    async def resubmit_component(
+        self,
+        principal: Principal,
+        app_id: str,
+        component: str,
+        form: dict[str, Any],
+        attachments: tuple[Attachment, ...],
+    ) -> dict[str, Any]:
+        """Send a bundle's failed part, corrected, to the lead; ``{id, component, attempt, status}``."""
         ...
 
     async def worklist(self, principal: Principal) -> list[dict[str, Any]]: ...

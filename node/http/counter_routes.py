@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from node.counter.contract import parse_decision, parse_submit, request_digest
+from node.counter.contract import parse_decision, parse_resubmit, parse_submit, request_digest
 from node.http.context import BACKEND, LIMITS, idempotency_key, json_body, principal_of
 
 routes = web.RouteTableDef()
@@ -52,6 +52,15 @@ async def get_application(request: web.Request) -> web.Response:
 @routes.post("/api/v1/applications/{id}/release")
 async def release(request: web.Request) -> web.Response:
     result = await request.app[BACKEND].release(principal_of(request), request.match_info["id"])
+    return web.json_response(result)
+
+
+@routes.post("/api/v1/applications/{id}/components/{component}/resubmit")
+async def resubmit_component(request: web.Request) -> web.Response:
+    form, attachments = parse_resubmit(await json_body(request), request.app[LIMITS])
+    result = await request.app[BACKEND].resubmit_component(
+        principal_of(request), request.match_info["id"], request.match_info["component"], form, attachments
+    )
     return web.json_response(result)
 
 

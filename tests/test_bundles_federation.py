@@ -1,0 +1,182 @@
+"""开办企业 as one submission at the Anhui counter, routed by its lead (Suzhou market
+regulation, on the Jiangsu node) to owners in Jiangsu and Shanghai, in a real in-process
+federation of the four provinces."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlmodel import select
+
+from node.models import InboundApplication
+from simulations.sample_applications import application_body
+from tests.support.federation import Federation, allow_all_specs
+
+BUNDLE = "js.business-startup"
+PARTS = {"licence", "seal", "tax", "social", "hq_filing"}
+
+
+@pytest.fixture
+async def fed(tmp_path: Path) -> AsyncIterator[Federation]:
+    f = await Federation(tmp_path, allow_all_specs(tmp_path)).start()
+    try:
+        yield f
+    finally:
+        await f.close()
+
+
+def bundle_body(fed: Federation) -> dict[str, Any]:
+    defn = fed.nodes["anhui"].index.get(BUNDLE)
+    body = application_body(defn, random.Random(12))
+    body["form"]["hq_name"] = "上海示例科技有限公司"
+    return body
+
+
+async def wait_parts(
+    fed: Federation, node: str, app_id: str, wanted: dict[str, set[str]], seconds: float = 30.0
+) -> dict[str, Any]:
+    """Poll the counter until each named part is in one of its wanted statuses."""
+    view: dict[str, Any] = {}
+    for _ in range(int(seconds / 0.05)):
+        status, view = await fed.call(node, "GET", f"/api/v1/applications/{app_id}")
+        assert status == 200, view
+        parts = {c["name"]: c for c in view.get("components") or []}
+        if parts and all(parts[n]["status"] in s for n, s in wanted.items()):
+            return view
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"parts stayed {[(c['name'], c['status']) for c in view.get('components') or []]}")
+
+
+async def inbound(fed: Federation, node: str, service_id: str) -> list[InboundApplication]:
+    return await fed.nodes[node].db.run(
+        lambda s: list(s.exec(select(InboundApplication).where(InboundApplication.service_id == service_id)))
+    )
+
+
+async def test_one_submission_at_anhui_routes_parts_across_provinces_and_resumes_a_failed_one(
+    fed: Federation,
+) -> None:
+    status, created = await fed.submit("anhui", bundle_body(fed), "startup-1")
+    assert status == 201, created
+    assert created["owner_node"] == "jiangsu"  # the lead department's node
+    bundle_id = created["id"]
+
+    # Shanghai (head office filing) is down while the Jiangsu parts run.
+    await fed.stop_node("shanghai")
+    view = await wait_parts(
+        fed,
+        "anhui",
+        bundle_id,
+        {"licence": {"completed"}, "seal": {"completed"}, "tax": {"completed"}, "social": {"completed"}},
+    )
+    parts = {c["name"]: c for c in view["components"]}
+    assert set(parts) == PARTS
+    assert view["status"] == "in_review"  # one status for the whole
+    assert {parts[n]["owner_node"] for n in PARTS} == {"jiangsu", "shanghai"}
+    assert parts["licence"]["department"] == "苏州市市场监督管理局"
+    assert parts["hq_filing"]["status"] in {"submitted", "delivered"}
+    credit = parts["licence"]["results"]["credit_code"]
+    assert len(credit) == 18 and credit.startswith("91320500")
+    assert view["results"]["licence.credit_code"] == credit
+    assert view["bundle_due_at"] >= max(c["due_at"] for c in view["components"])
+
+    # The owner node comes back; the filing arrives once, carrying the licence's credit code.
+    await fed.start_node("shanghai")
+    view = await wait_parts(fed, "anhui", bundle_id, {"hq_filing": {"in_review"}})
+    _, work = await fed.call("shanghai", "GET", "/api/v1/worklist", user="supervisor")
+    (filing,) = [a for a in work["applications"] if a["service_id"] == "sh.market.branch-filing"]
+    assert filing["form"]["branch_credit_code"] == credit
+    assert filing["origin_node"] == "jiangsu"
+
+    # Shanghai rejects it: only that part stops, and the counter says which and why.
+    status, decided = await fed.call(
+        "shanghai",
+        "POST",
+        f"/api/v1/applications/{filing['id']}/decision",
+        json={"decision": "reject", "reason": "总公司名称与登记不符"},
+        user="supervisor",
+    )
+    assert status == 200, decided
+    view = await fed.wait_status("anhui", bundle_id, {"needs_materials"})
+    assert "hq_filing" in view["history"][-1]["reason"]
+    assert "总公司名称与登记不符" in view["history"][-1]["reason"]
+    parts = {c["name"]: c for c in view["components"]}
+    assert parts["hq_filing"]["status"] == "rejected"
+    assert {parts[n]["status"] for n in PARTS - {"hq_filing"}} == {"completed"}
+
+    # A part that did not fail cannot be resubmitted; a field the part lacks is refused.
+    status, problem = await fed.call(
+        "anhui", "POST", f"/api/v1/applications/{bundle_id}/components/tax/resubmit", json={"form": {}}
+    )
+    assert (status, problem["code"]) == (409, "component_not_failed"), problem
+    status, problem = await fed.call(
+        "anhui",
+        "POST",
+        f"/api/v1/applications/{bundle_id}/components/hq_filing/resubmit",
+        json={"form": {"nonsense": "x"}},
+    )
+    assert (status, problem["field"]) == (400, "form.nonsense"), problem
+
+    # The clerk corrects that part only.
+    status, answer = await fed.call(
+        "anhui",
+        "POST",
+        f"/api/v1/applications/{bundle_id}/components/hq_filing/resubmit",
+        json={"form": {"company_name": "上海示例科技股份有限公司"}},
+    )
+    assert status == 200, answer
+    assert answer["attempt"] == 2
+    view = await wait_parts(fed, "anhui", bundle_id, {"hq_filing": {"in_review"}})
+    _, work = await fed.call("shanghai", "GET", "/api/v1/worklist", user="supervisor")
+    (filing2,) = [a for a in work["applications"] if a["service_id"] == "sh.market.branch-filing"]
+    assert filing2["id"] != filing["id"]
+    assert filing2["form"]["company_name"] == "上海示例科技股份有限公司"
+    assert filing2["form"]["branch_credit_code"] == credit
+    status, decided = await fed.call(
+        "shanghai",
+        "POST",
+        f"/api/v1/applications/{filing2['id']}/decision",
+        json={"decision": "approve"},
+        user="supervisor",
+    )
+    assert status == 200, decided
+
+    view = await fed.wait_status("anhui", bundle_id, {"completed"})
+    assert {c["status"] for c in view["components"]} == {"completed"}
+    assert view["results"]["licence.credit_code"] == credit
+    assert len(view["documents"]) >= len(PARTS)
+
+    # Nothing done was redone: one application per Jiangsu part, two attempts of the filing.
+    for service in (
+        "js.suzhou.business-licence",
+        "js.suzhou.seal-filing",
+        "js.tax.new-taxpayer",
+        "js.social-insurance.employer-registration",
+    ):
+        assert len(await inbound(fed, "jiangsu", service)) == 1, service
+    filings = await inbound(fed, "shanghai", "sh.market.branch-filing")
+    assert sorted(f.status for f in filings) == ["completed", "rejected"]
+
+
+async def test_the_lead_restarting_mid_bundle_loses_and_duplicates_nothing(fed: Federation) -> None:
+    """The runner resumes from the database: parts made before the restart are not made again."""
+    body = application_body(fed.nodes["zhejiang"].index.get("sh.enterprise-deregistration"), random.Random(3))
+    status, created = await fed.submit("zhejiang", body, "close-1")
+    assert status == 201, created
+    await wait_parts(fed, "zhejiang", created["id"], {"tax": {"completed"}, "social": {"completed"}})
+    await fed.stop_node("shanghai")
+    await fed.start_node("shanghai")
+    view = await fed.wait_status("zhejiang", created["id"], {"completed"})
+    parts = {c["name"]: c for c in view["components"]}
+    assert parts["licence"]["status"] == "completed"
+    (dereg,) = await inbound(fed, "shanghai", "sh.market.deregistration")
+    shanghai = fed.nodes["shanghai"]
+    seen = await shanghai.db.run(lambda s: shanghai.backend.owner.view(s, dereg.id))
+    assert seen["form"]["tax_clearance_number"] == parts["tax"]["results"]["tax_clearance_number"]
+    for service in ("sh.tax.deregistration", "sh.social-insurance.employer-deregistration"):
+        assert len(await inbound(fed, "shanghai", service)) == 1
