@@ -93,11 +93,31 @@ async def test_one_submission_at_anhui_routes_parts_across_provinces_and_resumes
     assert filing["form"]["branch_credit_code"] == credit
     assert filing["origin_node"] == "jiangsu"
 
+    await reject_then_resubmit(fed, bundle_id, filing["id"], credit)
+    view = await fed.wait_status("anhui", bundle_id, {"completed"})
+    assert {c["status"] for c in view["components"]} == {"completed"}
+    assert view["results"]["licence.credit_code"] == credit
+    assert len(view["documents"]) >= len(PARTS)
+
+    # Nothing done was redone: one application per Jiangsu part, two attempts of the filing.
+    for service in (
+        "js.suzhou.business-licence",
+        "js.suzhou.seal-filing",
+        "js.tax.new-taxpayer",
+        "js.social-insurance.employer-registration",
+    ):
+        assert len(await inbound(fed, "jiangsu", service)) == 1, service
+    filings = await inbound(fed, "shanghai", "sh.market.branch-filing")
+    assert sorted(f.status for f in filings) == ["completed", "rejected"]
+
+
+async def reject_then_resubmit(fed: Federation, bundle_id: str, filing_id: str, credit: str) -> None:
+    """Shanghai rejects the filing, the Anhui clerk corrects that part alone, Shanghai approves."""
     # Shanghai rejects it: only that part stops, and the counter says which and why.
     status, decided = await fed.call(
         "shanghai",
         "POST",
-        f"/api/v1/applications/{filing['id']}/decision",
+        f"/api/v1/applications/{filing_id}/decision",
         json={"decision": "reject", "reason": "总公司名称与登记不符"},
         user="supervisor",
     )
@@ -134,7 +154,7 @@ async def test_one_submission_at_anhui_routes_parts_across_provinces_and_resumes
     view = await wait_parts(fed, "anhui", bundle_id, {"hq_filing": {"in_review"}})
     _, work = await fed.call("shanghai", "GET", "/api/v1/worklist", user="supervisor")
     (filing2,) = [a for a in work["applications"] if a["service_id"] == "sh.market.branch-filing"]
-    assert filing2["id"] != filing["id"]
+    assert filing2["id"] != filing_id
     assert filing2["form"]["company_name"] == "上海示例科技股份有限公司"
     assert filing2["form"]["branch_credit_code"] == credit
     status, decided = await fed.call(
@@ -145,22 +165,6 @@ async def test_one_submission_at_anhui_routes_parts_across_provinces_and_resumes
         user="supervisor",
     )
     assert status == 200, decided
-
-    view = await fed.wait_status("anhui", bundle_id, {"completed"})
-    assert {c["status"] for c in view["components"]} == {"completed"}
-    assert view["results"]["licence.credit_code"] == credit
-    assert len(view["documents"]) >= len(PARTS)
-
-    # Nothing done was redone: one application per Jiangsu part, two attempts of the filing.
-    for service in (
-        "js.suzhou.business-licence",
-        "js.suzhou.seal-filing",
-        "js.tax.new-taxpayer",
-        "js.social-insurance.employer-registration",
-    ):
-        assert len(await inbound(fed, "jiangsu", service)) == 1, service
-    filings = await inbound(fed, "shanghai", "sh.market.branch-filing")
-    assert sorted(f.status for f in filings) == ["completed", "rejected"]
 
 
 async def test_the_lead_restarting_mid_bundle_loses_and_duplicates_nothing(fed: Federation) -> None:

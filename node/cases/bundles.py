@@ -22,8 +22,8 @@ starts only that part again (and, once it completes, what waits for it).
 from __future__ import annotations
 
 import asyncio
-import functools
 import contextlib
+import functools
 import hashlib
 import json
 import logging
