@@ -184,3 +184,29 @@ async def test_the_lead_restarting_mid_bundle_loses_and_duplicates_nothing(fed: 
     assert seen["form"]["tax_clearance_number"] == parts["tax"]["results"]["tax_clearance_number"]
     for service in ("sh.tax.deregistration", "sh.social-insurance.employer-deregistration"):
         assert len(await inbound(fed, "shanghai", service)) == 1
+
+
+async def test_a_department_gives_an_approval_its_results_checked_against_the_catalogue(
+    fed: Federation,
+) -> None:
+    """A worklist approval carries the department's own values; undeclared ones are refused."""
+    body = application_body(fed.nodes["anhui"].index.get("ah.hefei.real-estate.transfer"), random.Random(5))
+    status, created = await fed.submit("jiangsu", body, "estate-1")
+    assert status == 201, created
+    await fed.wait_status("jiangsu", created["id"], {"in_review"})
+    path = f"/api/v1/applications/{created['id']}/decision"
+    status, problem = await fed.call(
+        "anhui", "POST", path, json={"decision": "approve", "results": {"nonsense": "1"}}, user="supervisor"
+    )
+    assert (status, problem["code"], problem["field"]) == (400, "invalid_result", "results.nonsense"), problem
+    number = "皖(2026)合肥市不动产权第0012345号"
+    status, decided = await fed.call(
+        "anhui",
+        "POST",
+        path,
+        json={"decision": "approve", "results": {"real_estate_certificate_number": number}},
+        user="supervisor",
+    )
+    assert status == 200, decided
+    view = await fed.wait_status("jiangsu", created["id"], {"completed"})
+    assert view["results"] == {"real_estate_certificate_number": number}

@@ -93,7 +93,13 @@ class FakeBackend:
         return [APPLICATION]
 
     async def decide(
-        self, principal: Principal, app_id: str, decision: str, reason: str, documents: list[Document]
+        self,
+        principal: Principal,
+        app_id: str,
+        decision: str,
+        reason: str,
+        documents: list[Document],
+        results: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         self.calls.append(("decide", (principal, app_id, decision, reason, documents)))
         return {"id": app_id, "status": "approved"}

@@ -251,7 +251,7 @@ class Bundles:
         while not self._stopping:
             try:
                 await self.run_once()
-            except YrdError as e:
+            except YrdError as e:  # the database is closing, or is unreachable for now
                 log.warning("bundle runner: %s", e.code)
             await asyncio.sleep(self.poll_interval_s)
 
@@ -268,6 +268,9 @@ class Bundles:
                 await self.advance(bundle_id)
             except YrdError as e:  # retried at the next pass; nothing was marked handled
                 log.info("bundle %s waits: %s", bundle_id, e.code)
+                continue
+            except Exception as e:  # one damaged bundle must not stop the others
+                log.warning("bundle %s cannot move: %r", bundle_id, e)
                 continue
             await self.db.run(functools.partial(self._handled, bundle_id=bundle_id, wanted=wanted))
             moved += 1

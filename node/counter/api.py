@@ -56,8 +56,16 @@ class CounterBackend(Protocol):
     async def worklist(self, principal: Principal) -> list[dict[str, Any]]: ...
 
     async def decide(
-        self, principal: Principal, app_id: str, decision: str, reason: str, documents: list[Document]
-    ) -> dict[str, Any]: ...
+        self,
+        principal: Principal,
+        app_id: str,
+        decision: str,
+        reason: str,
+        documents: list[Document],
+        results: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """``results``: an approval's named result values (the service's declared results)."""
+        ...
 
     async def health(self) -> tuple[bool, dict[str, Any]]:
         """``(ok, details)``; details are shown to anyone who can reach /healthz."""

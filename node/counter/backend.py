@@ -114,7 +114,13 @@ class NodeBackend:
         return await self.owner.worklist(self._services_of(principal))
 
     async def decide(
-        self, principal: Principal, app_id: str, decision: str, reason: str, documents: list[Document]
+        self,
+        principal: Principal,
+        app_id: str,
+        decision: str,
+        reason: str,
+        documents: list[Document],
+        results: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         require(principal, "decide applications", OWNER_CLERK, SUPERVISOR)
         allowed = self._services_of(principal)
@@ -126,7 +132,7 @@ class NodeBackend:
                     code="unknown_application",
                     field="id",
                 )
-        return await self.owner.decide(principal, app_id, decision, reason, documents)
+        return await self.owner.decide(principal, app_id, decision, reason, documents, results)
 
     def _services_of(self, principal: Principal) -> frozenset[str] | None:
         """The services an owner clerk's department owns here; None for all (a supervisor)."""

@@ -245,6 +245,9 @@ class Decision(_Closed):
     decision: Literal["approve", "reject", "need_materials"]
     reason: Reason = Field(default="", description="required unless approving")
     documents: list[Document] = []
+    results: dict[str, str | int | bool] = Field(
+        default={}, description="an approval's values of the service's declared results (e.g. credit_code)"
+    )
 
     _count = field_validator("documents", mode="before")(_bounded_list)
 
@@ -562,3 +565,8 @@ def parse_resubmit(
             field="attachments",
         )
     return dict(body.form), attachments
+
+
+def parse_decision_results(doc: dict[str, Any], limits: CounterLimits) -> dict[str, Any]:
+    """The named result values a decision carries (checked against the service by the owner)."""
+    return dict(validate(Decision, doc, limits).results)
