@@ -43,3 +43,8 @@ OUTBOX_DEAD_LETTERED = Counter(
 DELIVERY_STALLED = Gauge(
     "yrd_delivery_stalled_peers", "Peers with work waiting and no successful call for stall_after_s"
 )
+BUNDLE_PARTS = Counter(
+    "yrd_bundle_parts_total",
+    "Bundle parts the lead routed (submitted) or could not (refused), and resubmissions taken",
+    ["outcome"],
+)

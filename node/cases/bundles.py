@@ -37,7 +37,8 @@ from yrd.peer.v1 import peer_pb2
 
 from core.clock import Clock
 from core.db import Database
-from core.errors import Conflict, InvalidInput, NotFound, Unprocessable, YrdError, clip
+from core.errors import Conflict, InvalidInput, NotFound, PolicyDenied, Unprocessable, YrdError, clip
+from node import metrics
 from node.cases.admission import admit, check_sender, check_transfer
 from node.cases.deadlines import bundle_due_ms, iso
 from node.cases.origin import Origin, apply_delivery_receipt, apply_status_update, new_application_id
@@ -78,7 +79,7 @@ MAX_RESULT_VALUE = 2000
 MAX_SNAPSHOT_VALUE = 64 * 1024
 # Failures of these kinds are the part's own (its form, its materials, a policy): the clerk
 # must correct them. Anything else (a catalogue not synced yet, a closed database) is retried.
-_PART_FAILURES = (InvalidInput, Unprocessable, Conflict)
+_PART_FAILURES = (InvalidInput, Unprocessable, Conflict, PolicyDenied)
 
 
 @dataclass
@@ -351,8 +352,10 @@ class Bundles:
         except _PART_FAILURES as e:
             failure = f"{e.code}: {e.field + ': ' if e.field else ''}{e.reason}"
             await self.db.run(lambda s: self._set_part(s, part, failure=failure))
+            metrics.BUNDLE_PARTS.labels(outcome="refused").inc()
             return
         await self.db.run(lambda s: self._set_part(s, part, application_id=created["id"]))
+        metrics.BUNDLE_PARTS.labels(outcome="submitted").inc()
         log.info(
             "bundle %s: part %s attempt %d is application %s",
             st.run.id,
@@ -544,6 +547,7 @@ class Bundles:
         run.wanted += 1
         s.add(part)
         s.add(run)
+        metrics.BUNDLE_PARTS.labels(outcome="resubmitted").inc()
         log.info("bundle %s: part %s resubmitted, attempt %d", run.id, part.name, part.attempt)
         return _receipt(t.application_id, Outcome.RECEIPT_OUTCOME_ACCEPTED, "accepted", "resubmitted", now)
 
