@@ -174,7 +174,6 @@ _DEFAULTS: dict[str, Any] = {
     "personal": False,
     "max_length": 0,
     "choices": [],
-    "materials": [],
     "results": [],
     "components": [],
     "after": [],

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from core.errors import ConfigError
+from core.errors import ConfigError, InvalidInput
 from node.cases.admission import admit
 from node.cases.deadlines import add_working_days, bundle_due_ms
 from node.cases.handlers import credit_code, issue_results, uscc_check_char
@@ -252,3 +252,23 @@ async def test_lint_with_a_node_config_checks_against_the_peers_it_holds(
     lonely.write_text((SAMPLES_DIR / "anhui.toml").read_text(encoding="utf-8"), encoding="utf-8")
     assert main(["catalogue", "lint", str(lonely)]) == 1
     assert "no service 'sh.pension.transfer'" in capsys.readouterr().out
+
+
+def test_a_signed_bundle_entry_is_verified_like_any_and_refused_when_cyclic() -> None:
+    from core.keys import NodeKey
+    from registry.catalogue import sign_entry, verify_entry
+
+    key = NodeKey.from_seed(b"\x07" * 32)
+
+    class Keys:
+        def verify_key(self, node_id: str, key_id: str, at_ms: int) -> bytes:
+            return key.public_key
+
+    _, defs = load_catalogue_file(SAMPLES_DIR / "jiangsu.toml")
+    bundle = next(d for d in defs if d.service_id == "js.business-startup")
+    entry = sign_entry(bundle, "jiangsu", key)
+    assert verify_entry(entry, Keys(), lambda node, code: True, 0) == bundle
+    bundle.bundle.components[0].after.append("tax")  # licence <- tax <- licence
+    with pytest.raises(InvalidInput) as err:
+        verify_entry(sign_entry(bundle, "jiangsu", key), Keys(), lambda node, code: True, 0)
+    assert (err.value.code, err.value.field) == ("catalogue_entry_invalid", "entry.definition.components")
