@@ -5,6 +5,7 @@ federation of the four provinces."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import random
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -210,3 +211,53 @@ async def test_a_department_gives_an_approval_its_results_checked_against_the_ca
     assert status == 200, decided
     view = await fed.wait_status("jiangsu", created["id"], {"completed"})
     assert view["results"] == {"real_estate_certificate_number": number}
+
+
+BROKEN = """
+[[services]]
+id = "js.broken-startup"
+name = "开办企业一件事（缺失事项）"
+name_en = "Opening a business, naming a matter nobody publishes"
+owner = "320500"
+department = "苏州市市场监督管理局"
+time_limit_days = 10
+version = 1
+handler = "bundle"
+[[services.form]]
+name = "company_name"
+label = "企业名称"
+type = "string"
+required = true
+max_length = 100
+[[services.materials]]
+name = "法定代表人身份证明"
+required = true
+[[services.components]]
+name = "seal"
+service = "js.suzhou.seal-filing"
+map = { company_name = "form.company_name" }
+[[services.components]]
+name = "ghost"
+service = "sh.no-such-matter"
+after = ["seal"]
+"""
+
+
+async def test_the_lead_refuses_a_bundle_the_union_catalogue_cannot_route(tmp_path: Path) -> None:
+    """The loader cannot see another member's matters; the lead checks against the union."""
+    specs = allow_all_specs(tmp_path)
+    jiangsu = next(s for s in specs if s.node_id == "jiangsu")
+    catalogue = tmp_path / "jiangsu-broken.toml"
+    catalogue.write_text(jiangsu.catalogue.read_text(encoding="utf-8") + BROKEN, encoding="utf-8")
+    specs = [dataclasses.replace(s, catalogue=catalogue) if s.node_id == "jiangsu" else s for s in specs]
+    fed = await Federation(tmp_path / "fed", specs).start()
+    try:
+        body = application_body(fed.nodes["anhui"].index.get("js.broken-startup"), random.Random(1))
+        status, created = await fed.submit("anhui", body, "broken-1")
+        assert status == 201, created
+        view = await fed.wait_status("anhui", created["id"], {"rejected"})
+        reason = view["history"][-1]["reason"]
+        assert "bundle_invalid" in reason and "sh.no-such-matter" in reason
+        assert await inbound(fed, "jiangsu", "js.suzhou.seal-filing") == []  # no part was made
+    finally:
+        await fed.close()
