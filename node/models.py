@@ -215,6 +215,7 @@ class BundlePart(SQLModel, table=True):
     name: str = Field(primary_key=True)
     service_id: str
     attempt: int = 1
-    application_id: str = ""
+    # Looked up on every status change and receipt a node takes in (is it a bundle part?).
+    application_id: str = Field(default="", index=True)
     failure: str = ""
     sealed_correction: bytes = Field(default=b"", sa_column=Column(LargeBinary, nullable=False))
