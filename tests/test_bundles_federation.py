@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import random
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -13,8 +14,12 @@ from typing import Any
 
 import pytest
 from sqlmodel import select
+from yrd.peer.v1 import peer_pb2
 
-from node.models import InboundApplication
+from node.cases.bundles import RESUBMIT_PURPOSE
+from node.cases.origin import new_application_id
+from node.models import BundlePart, InboundApplication
+from node.trust.sealing import seal
 from simulations.sample_applications import application_body
 from tests.support.federation import Federation, allow_all_specs
 
@@ -261,3 +266,61 @@ async def test_the_lead_refuses_a_bundle_the_union_catalogue_cannot_route(tmp_pa
         assert await inbound(fed, "jiangsu", "js.suzhou.seal-filing") == []  # no part was made
     finally:
         await fed.close()
+
+
+async def test_the_lead_checks_every_resubmission_a_member_sends(fed: Federation) -> None:
+    """Zero trust: a resubmission is refused, with its code, unless it names this sender's
+    bundle, an existing part that failed, and the next attempt."""
+    status, created = await fed.submit("anhui", bundle_body(fed), "startup-2")
+    assert status == 201, created
+    bundle_id = created["id"]
+    await wait_parts(fed, "anhui", bundle_id, {"licence": {"completed"}, "hq_filing": {"in_review"}})
+    jiangsu = fed.nodes["jiangsu"]
+    version = jiangsu.index.get(BUNDLE).version
+
+    def transfer(
+        doc: object, origin: str = "anhui", sealed: bytes | None = None
+    ) -> peer_pb2.ApplicationTransfer:
+        now = fed.clock.now_ms()
+        payload = peer_pb2.ApplicationPayload(form_json=json.dumps(doc).encode())
+        return peer_pb2.ApplicationTransfer(
+            application_id=new_application_id(now),
+            origin_node=origin,
+            service_id=BUNDLE,
+            service_version=version,
+            submitted_at_ms=now,
+            purpose=RESUBMIT_PURPOSE,
+            consent=True,
+            sealed_payload=sealed
+            or seal(jiangsu.trust.public_key_of("jiangsu", now), payload.SerializeToString()),
+        )
+
+    async def answer(t: peer_pb2.ApplicationTransfer, sender: str = "anhui") -> tuple[int, str]:
+        r = await jiangsu.db.run(lambda s: jiangsu.bundles.accept(s, sender, t, fed.clock.now_ms()))
+        return r.outcome, r.reason_code
+
+    rejected = peer_pb2.ReceiptOutcome.RECEIPT_OUTCOME_REJECTED
+    part = {"bundle": bundle_id, "component": "hq_filing", "attempt": 2, "form": {}}
+    cases: list[tuple[peer_pb2.ApplicationTransfer, str, tuple[int, str]]] = [
+        (transfer(part), "zhejiang", (rejected, "origin_mismatch")),
+        (transfer(part, origin="zhejiang"), "zhejiang", (rejected, "unknown_bundle")),
+        (transfer({**part, "bundle": "nope"}), "anhui", (rejected, "unknown_bundle")),
+        (transfer({"bundle": bundle_id}), "anhui", (rejected, "invalid_resubmission")),
+        (transfer(part, sealed=b"not sealed"), "anhui", (rejected, "sealed_payload_invalid")),
+        (transfer({**part, "component": "ghost"}), "anhui", (rejected, "unknown_component")),
+        (transfer({**part, "attempt": 5}), "anhui", (rejected, "stale_attempt")),
+        (
+            transfer({**part, "attempt": 1}),
+            "anhui",
+            (peer_pb2.ReceiptOutcome.RECEIPT_OUTCOME_DUPLICATE, "duplicate"),
+        ),
+        (transfer(part), "anhui", (rejected, "component_not_failed")),  # still in review
+    ]
+    for t, sender, expected in cases:
+        assert await answer(t, sender) == expected, expected
+    parts = await jiangsu.db.run(
+        lambda s: {
+            p.name: p.attempt for p in s.exec(select(BundlePart).where(BundlePart.bundle_id == bundle_id))
+        }
+    )
+    assert set(parts.values()) == {1}  # nothing was started again
