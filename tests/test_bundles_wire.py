@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from node.cases.bundles import COMPONENTS_KEY, _parse_snapshot, results_problem
+from node.cases.bundles import COMPONENTS_KEY, parse_snapshot, results_problem
 
 PART: dict[str, Any] = {
     "name": "licence",
@@ -25,8 +25,8 @@ PART: dict[str, Any] = {
 
 
 def test_a_snapshot_of_the_right_shape_is_shown() -> None:
-    assert _parse_snapshot(json.dumps([PART])) == [PART]
-    assert _parse_snapshot(None) is None
+    assert parse_snapshot(json.dumps([PART])) == [PART]
+    assert parse_snapshot(None) is None
 
 
 def test_a_snapshot_of_any_other_shape_is_ignored() -> None:
@@ -39,7 +39,7 @@ def test_a_snapshot_of_any_other_shape_is_ignored() -> None:
         json.dumps([{**PART, "attempt": True}]),
         json.dumps([{**PART, "after": "seal"}]),
     ):
-        assert _parse_snapshot(bad) is None, bad
+        assert parse_snapshot(bad) is None, bad
 
 
 def test_results_are_bounded_in_count_name_and_value() -> None:

@@ -565,7 +565,7 @@ class Bundles:
         out: dict[str, Any] = {}
         if values:
             out["results"] = {k: v for k, v in values.items() if not k.startswith("yrd.")}
-        snapshot = _parse_snapshot(values.get(COMPONENTS_KEY))
+        snapshot = parse_snapshot(values.get(COMPONENTS_KEY))
         if snapshot is not None:
             out["components"] = snapshot
             if DUE_KEY in values:
@@ -681,7 +681,7 @@ _VIEW_KEYS = {
 }
 
 
-def _parse_snapshot(raw: str | None) -> list[dict[str, Any]] | None:
+def parse_snapshot(raw: str | None) -> list[dict[str, Any]] | None:
     """The lead's parts snapshot, each entry with exactly the keys and types it should
     have; None (and a log line) for one that is malformed: a peer's text is not trusted."""
     if raw is None:
