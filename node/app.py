@@ -30,8 +30,9 @@ from core.db import Database
 from core.errors import ConfigError
 from core.keys import load_key
 from node import metrics, migrations
+from node.cases.bundles import Bundles
 from node.cases.clues import Clues
-from node.cases.origin import Origin, apply_delivery_receipt, apply_status_update
+from node.cases.origin import Origin, apply_delivery_receipt
 from node.cases.owner import Owner
 from node.cases.policy_gate import PolicyGate
 from node.cases.webhooks import WebhookDispatcher
@@ -47,7 +48,7 @@ from node.delivery.gossip import ManifestGossip
 from node.delivery.outbox import Backoff
 from node.delivery.peer_limits import PeerLimits
 from node.delivery.peer_server import PeerServicer
-from node.delivery.sender import Delivery
+from node.delivery.sender import Delivery, ReceiptHandler
 from node.grpc_errors import MalformedRequests
 from node.http.app import build_http_app
 from node.http.deadlines import HeaderDeadline
@@ -99,6 +100,7 @@ class Node:
     backend: NodeBackend
     users: UserStore
     webhooks: WebhookDispatcher
+    bundles: Bundles
     grpc_server: grpc.aio.Server
     http_app: web.Application
     grpc_credentials: grpc.ServerCredentials | None = None  # None: plaintext, by explicit config
@@ -148,6 +150,8 @@ class Node:
         self.policy.start()
         self.webhooks.start()
         self.backend.clues.start()
+
+        self.bundles.start()
         for name in (*SERVICE_NAMES, ""):
             await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
         metrics.MANIFEST_EXPIRES.set(self.trust.manifest.manifest.expires_at_ms / 1000)
@@ -171,6 +175,8 @@ class Node:
         await self.policy.stop()
         await self.webhooks.stop()
         await self.backend.clues.stop()
+
+        await self.bundles.stop()
         await self.delivery.channels.close()
         self.db.close()
         self.users.close()
@@ -205,12 +211,17 @@ def open_node_database(config: NodeConfig) -> Database:
     return _database_errors(db, lambda: db.open_existing(migrations.check_at_head))
 
 
-def _on_receipt(
-    s: Session, item_id: str, from_node: str, receipt: peer_pb2.Receipt, envelope: bytes, at_ms: int
-) -> None:
-    """A receiver's signed receipt, for whichever kind of item it answers (at most one matches)."""
-    apply_delivery_receipt(s, item_id, from_node, receipt, envelope, at_ms)
-    Clues.apply_receipt(s, item_id, from_node, receipt, envelope, at_ms)
+def _receipts_to(bundles: Bundles) -> ReceiptHandler:
+    """A receiver's signed receipt, for whichever kind of item it answers (at most one
+    matches): an application, which may be a bundle's part whose run it wakes, or a clue."""
+
+    def on_receipt(
+        s: Session, item_id: str, from_node: str, receipt: peer_pb2.Receipt, envelope: bytes, at_ms: int
+    ) -> None:
+        bundles.on_receipt(s, item_id, from_node, receipt, envelope, at_ms)
+        Clues.apply_receipt(s, item_id, from_node, receipt, envelope, at_ms)
+
+    return on_receipt
 
 
 def node_tls(config: NodeConfig, manifest: TrustedManifest) -> TlsIdentity | None:
@@ -287,7 +298,7 @@ def build_node(config: NodeConfig, clock: Clock | None = None, *, limits_clock: 
         max_batch_bytes=config.limits.max_body_bytes,
         stall_after_s=config.delivery.stall_after_s,
         poll_interval_s=config.delivery.poll_interval_s,
-        on_receipt=_on_receipt,
+        on_receipt=apply_delivery_receipt,  # widened below, once the bundle runner exists
         rng=random.Random(),
     )
     index = CatalogueIndex()
@@ -328,6 +339,20 @@ def build_node(config: NodeConfig, clock: Clock | None = None, *, limits_clock: 
         max_skew_ms=config.max_skew_ms,
     )
     origin = Origin(db=db, trust=trust, catalogue=index, policy=policy, clock=clock, wake=delivery.wake)
+    bundles = Bundles(
+        db=db,
+        trust=trust,
+        catalogue=index,
+        origin=origin,
+        owner=owner,
+        clock=clock,
+        wake=delivery.wake,
+        poll_interval_s=config.delivery.poll_interval_s,
+        max_skew_ms=config.max_skew_ms,
+    )
+    # The runner needs delivery.wake, so delivery exists first; nothing is sent before start.
+    delivery.on_receipt = _receipts_to(bundles)
+    owner.on_bundle = bundles.start_run
     webhooks = WebhookDispatcher(
         db=db,
         owner=owner,
@@ -364,6 +389,7 @@ def build_node(config: NodeConfig, clock: Clock | None = None, *, limits_clock: 
         clues=clues,
     )
     backend.stalled_peers = delivery.stalled_peers
+    backend.bundles = bundles
     users = UserStore(db, clock)
     limits = config.limits
     server = grpc.aio.server(
@@ -378,8 +404,8 @@ def build_node(config: NodeConfig, clock: Clock | None = None, *, limits_clock: 
             db=db,
             trust=trust,
             verifier=verifier,
-            accept=owner.accept,
-            apply_status=apply_status_update,
+            accept=bundles.accept,
+            apply_status=bundles.apply_status,
             catalogue=sync.served,
             clock=clock,
             wake=delivery.wake,
@@ -423,6 +449,7 @@ def build_node(config: NodeConfig, clock: Clock | None = None, *, limits_clock: 
         backend=backend,
         users=users,
         webhooks=webhooks,
+        bundles=bundles,
         grpc_server=server,
         http_app=http_app,
         grpc_credentials=None

@@ -106,3 +106,9 @@ OUTBOX_OLDEST_AGE = Gauge(
 OWNER_WORKLIST = Gauge("yrd_owner_worklist_entries", "Applications at the owner waiting for a person")
 OWNER_OVERDUE = Gauge("yrd_owner_overdue_entries", "Applications at the owner past their promised time limit")
 COUNTER_HELD = Gauge("yrd_origin_held_entries", "Applications held at this counter for a second person")
+
+BUNDLE_PARTS = Counter(
+    "yrd_bundle_parts_total",
+    "Bundle parts the lead routed (submitted) or could not (refused), and resubmissions taken",
+    ["outcome"],
+)

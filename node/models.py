@@ -291,3 +291,51 @@ class ClueEvent(SQLModel, table=True):
     sealed_findings: bytes = Field(default=b"", sa_column=Column(LargeBinary, nullable=False))
 
     __table_args__ = (UniqueConstraint("clue_id", "sequence", name="uq_clue_event_seq"),)
+
+
+# --- bundles (一件事): node/cases/bundles.py ------------------------------------------------------
+
+
+class ApplicationResult(SQLModel, table=True):
+    """A named result value an owner's status change carried (StatusUpdate.results), kept
+    at the origin; a later change's value for the same name replaces an earlier one's."""
+
+    __tablename__ = "application_result"
+
+    application_id: str = Field(primary_key=True)
+    name: str = Field(primary_key=True)
+    value: str
+    sequence: int
+
+
+class BundleRun(SQLModel, table=True):
+    """A bundle at its lead node; its id is the bundle application's id. ``wanted`` counts
+    events that may let it move, ``handled`` how many of them the runner has acted on, so a
+    restart resumes every bundle with work left."""
+
+    __tablename__ = "bundle_run"
+
+    id: str = Field(primary_key=True)
+    service_id: str
+    created_at_ms: int = Field(sa_type=BigInteger)
+    due_at_ms: int = Field(sa_type=BigInteger)
+    wanted: int = Field(default=1, index=True)
+    handled: int = 0
+    sent_digest: str = ""
+
+
+class BundlePart(SQLModel, table=True):
+    """One component of a bundle at the lead: the application of its current attempt (made
+    with an idempotency key of bundle, component and attempt, so it is made once), or why
+    it could not be made; a clerk's correction stays sealed to this node's own key."""
+
+    __tablename__ = "bundle_part"
+
+    bundle_id: str = Field(primary_key=True)
+    name: str = Field(primary_key=True)
+    service_id: str
+    attempt: int = 1
+    # Looked up on every status change and receipt a node takes in (is it a bundle part?).
+    application_id: str = Field(default="", index=True)
+    failure: str = ""
+    sealed_correction: bytes = Field(default=b"", sa_column=Column(LargeBinary, nullable=False))

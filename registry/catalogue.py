@@ -25,6 +25,7 @@ from yrd.catalogue.v1 import catalogue_pb2
 from core.errors import ConfigError, Conflict, InvalidInput, YrdError
 from core.keys import NodeKey
 from core.toml import parse_toml
+from registry.bundles import BUNDLE_HANDLER, bundle_problems, component_problems
 from registry.divisions import is_valid_code
 from registry.forms import MAX_TEXT_LENGTH
 
@@ -40,7 +41,7 @@ SAMPLES_DIR = Path(__file__).parent / "samples"
 
 SIGNING_CONTEXT = b"yrd-catalogue-entry-v1\x00"
 MAX_ENTRY_BYTES = 64 * 1024
-HANDLERS = ("auto", "worklist", "webhook")
+HANDLERS = ("auto", "worklist", "webhook", BUNDLE_HANDLER)
 MAX_TIME_LIMIT_DAYS = 365
 MAX_FORM_FIELDS = 100
 MAX_MATERIALS = 50
@@ -100,9 +101,25 @@ def definition_problems(defn: ServiceDefinition) -> Iterator[tuple[str, str]]:
         yield "handler", f"must be one of {', '.join(HANDLERS)}"
     if len(defn.form) > MAX_FORM_FIELDS:
         yield "form", f"more than {MAX_FORM_FIELDS} fields"
+    yield from _fields_problems("form", defn.form)
+    if len(defn.results) > MAX_FORM_FIELDS:
+        yield "results", f"more than {MAX_FORM_FIELDS} results"
+    yield from _fields_problems("results", defn.results)
+    if len(defn.materials) > MAX_MATERIALS:
+        yield "materials", f"more than {MAX_MATERIALS} materials"
+    names = [m.name for m in defn.materials]
+    for i, name in enumerate(names):
+        if (problem := _text_problem(name)) is not None:
+            yield f"materials[{i}].name", problem
+        elif name in names[:i]:
+            yield f"materials[{i}].name", f"material {name!r} appears twice"
+    yield from bundle_problems(defn)
+
+
+def _fields_problems(key: str, fields: Iterable[catalogue_pb2.FormField]) -> Iterator[tuple[str, str]]:
     seen: set[str] = set()
-    for i, field in enumerate(defn.form):
-        where = f"form[{i}]"
+    for i, field in enumerate(fields):
+        where = f"{key}[{i}]"
         if not FIELD_NAME.fullmatch(field.name):
             yield f"{where}.name", "must be 1-64 characters of a-z, 0-9, '_', starting with a letter"
         elif field.name in seen:
@@ -123,14 +140,6 @@ def definition_problems(defn: ServiceDefinition) -> Iterator[tuple[str, str]]:
             yield f"{where}.choices", "choices repeat"
         if any(_text_problem(c, 100) for c in field.choices):
             yield f"{where}.choices", "a choice is empty or longer than 100 characters"
-    if len(defn.materials) > MAX_MATERIALS:
-        yield "materials", f"more than {MAX_MATERIALS} materials"
-    names = [m.name for m in defn.materials]
-    for i, name in enumerate(names):
-        if (problem := _text_problem(name)) is not None:
-            yield f"materials[{i}].name", problem
-        elif name in names[:i]:
-            yield f"materials[{i}].name", f"material {name!r} appears twice"
 
 
 # --- the TOML file ---------------------------------------------------------------------------------
@@ -146,6 +155,8 @@ _SERVICE_KEYS: dict[str, type] = {
     "handler": str,
     "form": list,
     "materials": list,
+    "results": list,
+    "components": list,
 }
 _FIELD_KEYS: dict[str, type] = {
     "name": str,
@@ -157,7 +168,17 @@ _FIELD_KEYS: dict[str, type] = {
     "choices": list,
 }
 _MATERIAL_KEYS: dict[str, type] = {"name": str, "required": bool}
-_DEFAULTS: dict[str, Any] = {"required": False, "personal": False, "max_length": 0, "choices": []}
+_COMPONENT_KEYS: dict[str, type] = {"name": str, "service": str, "after": list, "map": dict}
+_DEFAULTS: dict[str, Any] = {
+    "required": False,
+    "personal": False,
+    "max_length": 0,
+    "choices": [],
+    "results": [],
+    "components": [],
+    "after": [],
+    "map": {},
+}
 
 
 def _table(raw: object, keys: dict[str, type], where: str) -> dict[str, Any]:
@@ -206,6 +227,21 @@ def _field_from_toml(raw: object, where: str) -> catalogue_pb2.FormField:
     )
 
 
+def _component_from_toml(raw: object, where: str) -> catalogue_pb2.BundleComponent:
+    t = _table(raw, _COMPONENT_KEYS, where)
+    if not all(isinstance(a, str) for a in t["after"]):
+        raise ConfigError("after lists component names", field=f"{where}.after")
+    for to, source in t["map"].items():
+        if not isinstance(source, str):
+            raise ConfigError("must be 'form.<field>' or '<component>.<result>'", field=f"{where}.map.{to}")
+    return catalogue_pb2.BundleComponent(
+        name=t["name"],
+        service_id=t["service"],
+        after=t["after"],
+        mappings=[catalogue_pb2.FieldMapping(to=to, source=source) for to, source in t["map"].items()],
+    )
+
+
 def _service_from_toml(raw: object, where: str) -> ServiceDefinition:
     t = _table(raw, _SERVICE_KEYS, where)
     for key in ("time_limit_days", "version"):
@@ -222,6 +258,12 @@ def _service_from_toml(raw: object, where: str) -> ServiceDefinition:
         time_limit_days=t["time_limit_days"],
         version=t["version"],
         handler=t["handler"],
+        results=[_field_from_toml(f, f"{where}.results[{i}]") for i, f in enumerate(t["results"])],
+        bundle=catalogue_pb2.BundleDefinition(
+            components=[
+                _component_from_toml(c, f"{where}.components[{i}]") for i, c in enumerate(t["components"])
+            ]
+        ),
     )
     if (problem := next(definition_problems(defn), None)) is not None:
         raise ConfigError(problem[1], field=f"{where}.{problem[0]}")
@@ -252,8 +294,24 @@ def load_catalogue_file(path: Path) -> tuple[str, list[ServiceDefinition]]:
             raise ConfigError(f"service {defn.service_id!r} appears twice", field=f"services[{i}].id")
         seen.add(defn.service_id)
         definitions.append(defn)
+    check_local_bundles(definitions)
     log.info("loaded %d services for node %s from %s", len(definitions), node_id, path)
     return node_id, definitions
+
+
+def check_local_bundles(definitions: list[ServiceDefinition]) -> None:
+    """Bundles whose components are all in the same file are checked against them now;
+    one that names another member's matter waits for ``yrd catalogue lint`` and the lead
+    node, which know the union."""
+    local = {d.service_id: d for d in definitions}
+    for i, defn in enumerate(definitions):
+        if defn.handler != BUNDLE_HANDLER:
+            continue
+        if any(c.service_id not in local for c in defn.bundle.components):
+            continue
+        problem = next(component_problems(defn, local.get), None)
+        if problem is not None:
+            raise ConfigError(problem[1], field=f"services[{i}].{problem[0]}")
 
 
 # --- signing and verification ----------------------------------------------------------------------

@@ -17,7 +17,7 @@ from prometheus_client import REGISTRY
 from core.clock import FakeClock
 from core.db import Database
 from core.errors import NotFound, PolicyDenied, Unprocessable
-from node.cases.requests import Document, Principal, SubmitRequest
+from node.cases.requests import Attachment, Document, Principal, SubmitRequest
 from node.counter.contract import CounterLimits, request_digest
 from node.counter.users import SESSION_TTL_MS, UserStore
 from node.http import build_http_app
@@ -88,12 +88,31 @@ class FakeBackend:
             raise NotFound("no such application", field="id")
         return APPLICATION
 
+    async def resubmit_component(
+        self,
+        principal: Principal,
+        app_id: str,
+        component: str,
+        form: dict[str, Any],
+        attachments: tuple[Attachment, ...],
+    ) -> dict[str, Any]:
+        self.calls.append(("resubmit_component", (principal, app_id, component, form, attachments)))
+        if app_id != "app-1":
+            raise NotFound("no such application", field="id")
+        return {"id": app_id, "component": component, "attempt": 2, "status": "resubmitted"}
+
     async def worklist(self, principal: Principal) -> list[dict[str, Any]]:
         self.calls.append(("worklist", principal))
         return [APPLICATION]
 
     async def decide(
-        self, principal: Principal, app_id: str, decision: str, reason: str, documents: list[Document]
+        self,
+        principal: Principal,
+        app_id: str,
+        decision: str,
+        reason: str,
+        documents: list[Document],
+        results: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         self.calls.append(("decide", (principal, app_id, decision, reason, documents)))
         return {"id": app_id, "status": "approved"}

@@ -38,5 +38,12 @@ def add_working_days(start_ms: int, days: int) -> int:
     return int(end.astimezone(UTC).timestamp() * 1000)
 
 
+def bundle_due_ms(start_ms: int, days: int | dict[str, int]) -> int:
+    """A bundle's promise: ``days`` working days from the start, or, given each part's
+    working days along the dependency graph (registry.bundles.longest_path_days), the
+    longest of them: parts that do not wait for each other run side by side."""
+    return add_working_days(start_ms, days if isinstance(days, int) else max(days.values(), default=0))
+
+
 def iso(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat().replace("+00:00", "Z")

@@ -19,7 +19,7 @@ from core.errors import Conflict, InvalidInput, NotFound, YrdError, clip
 from node import metrics
 from node.cases.admission import admit, check_fields_present, check_sender, check_transfer
 from node.cases.deadlines import add_working_days, iso
-from node.cases.handlers import auto_decision, result_notice
+from node.cases.handlers import auto_decision, check_results, issue_results, result_notice
 from node.cases.policy_gate import PolicyGate
 from node.cases.requests import Document, Principal
 from node.cases.statuses import FINAL, FIRST_OWNER_SEQUENCE, TO_WIRE
@@ -34,6 +34,9 @@ log = logging.getLogger(__name__)
 
 Outcome = peer_pb2.ReceiptOutcome
 DECISIONS = {"approve", "reject", "need_materials"}
+BundleStart = Callable[
+    [Session, InboundApplication, catalogue_pb2.ServiceDefinition, peer_pb2.ApplicationPayload, int], None
+]
 WEBHOOK_HOP = "~webhook"  # not a node id (node ids are [a-z0-9-]), so no sender ever dials it
 
 
@@ -51,6 +54,8 @@ class Owner:
     ) -> None:
         self.db, self.trust, self.services, self.policy = db, trust, services, policy
         self.clock, self.wake, self.max_skew_ms = clock, wake, max_skew_ms
+        # Set by the composition root: what starts a bundle (handler "bundle") once stored.
+        self.on_bundle: BundleStart | None = None
 
     # -- receiving ---------------------------------------------------------------------
 
@@ -107,6 +112,8 @@ class Owner:
         self.emit(s, row, "in_review", now)
         if row.handler == "auto":
             self._auto(s, row, defn, payload, now)
+        elif row.handler == "bundle" and self.on_bundle is not None:
+            self.on_bundle(s, row, defn, payload, now)
         elif row.handler == "webhook":
             enqueue(
                 s,
@@ -195,7 +202,7 @@ class Owner:
         now: int,
     ) -> None:
         decision, reason = auto_decision(defn, payload)
-        self._apply_decision(s, row, defn, decision, reason, [], now)
+        self._apply_decision(s, row, defn, decision, reason, [], now, issue_results(defn, row.id, now))
 
     def _receipt(
         self, t: peer_pb2.ApplicationTransfer, outcome: int, code: str, reason: str, rule_id: str = ""
@@ -229,6 +236,7 @@ class Owner:
         reason: str = "",
         rule_id: str = "",
         documents: list[peer_pb2.Document] | None = None,
+        results: dict[str, str] | None = None,
     ) -> None:
         """Number the change and put it in the outbox for the origin, in this transaction."""
         row.sequence += 1
@@ -242,6 +250,7 @@ class Owner:
             sequence=row.sequence,
             documents=documents or [],
             rule_id=rule_id,
+            results=results or {},
         )
         body = peer_pb2.StatusItem(status=update).SerializeToString()
         hop, body = address(self.trust, row.origin_node, NOTIFY_STATUS, body, now)
@@ -264,12 +273,13 @@ class Owner:
         reason: str,
         documents: list[peer_pb2.Document],
         now: int,
+        results: dict[str, str] | None = None,
     ) -> None:
         metrics.DECISION_SECONDS.labels(handler=row.handler).observe(max(0, now - row.received_at_ms) / 1000)
         if decision == "approve":
-            self.emit(s, row, "approved", now, reason=reason)
+            self.emit(s, row, "approved", now, reason=reason, results=results)
             docs = documents or [result_notice(row.id, defn, now)]
-            self.emit(s, row, "completed", now, reason=reason, documents=docs)
+            self.emit(s, row, "completed", now, reason=reason, documents=docs, results=results)
         elif decision == "reject":
             self.emit(s, row, "rejected", now, reason=reason)
         else:
@@ -283,7 +293,8 @@ class Owner:
 
         def read(s: Session) -> list[InboundApplication]:
             stmt = select(InboundApplication).where(
-                col(InboundApplication.status).in_(["in_review", "needs_materials"])
+                col(InboundApplication.status).in_(["in_review", "needs_materials"]),
+                InboundApplication.handler != "bundle",  # its components are decided, not it
             )
             if service_ids is not None:
                 stmt = stmt.where(col(InboundApplication.service_id).in_(list(service_ids)))
@@ -317,20 +328,37 @@ class Owner:
         }
 
     async def decide(
-        self, principal: Principal, app_id: str, decision: str, reason: str, documents: list[Document]
+        self,
+        principal: Principal,
+        app_id: str,
+        decision: str,
+        reason: str,
+        documents: list[Document],
+        results: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         check_decision(decision, reason)
+        if results and decision != "approve":
+            raise InvalidInput("only an approval carries results", code="invalid_result", field="results")
         now = self.clock.now_ms()
         docs = [peer_pb2.Document(name=d.name, content_type=d.content_type, data=d.data) for d in documents]
-        row = await self.db.run(lambda s: self.decide_in(s, app_id, decision, reason, docs, now))
+        row = await self.db.run(lambda s: self.decide_in(s, app_id, decision, reason, docs, now, results))
         log.info("decision %s on %r by %s", decision, app_id, principal.username)
         self.wake(self.trust.next_hop(row.origin_node))
         return {"id": row.id, "status": row.status, "sequence": row.sequence}
 
     def decide_in(
-        self, s: Session, app_id: str, decision: str, reason: str, docs: list[peer_pb2.Document], now: int
+        self,
+        s: Session,
+        app_id: str,
+        decision: str,
+        reason: str,
+        docs: list[peer_pb2.Document],
+        now: int,
+        results: dict[str, Any] | None = None,
     ) -> InboundApplication:
-        """Apply a decision inside the caller's transaction."""
+        """Apply a decision inside the caller's transaction; an approval's results are the
+        department's values (checked against the service's declared results) and the rest
+        assigned as the automatic handler assigns them."""
         row = s.get(InboundApplication, app_id)
         if row is None:
             raise NotFound(
@@ -338,7 +366,14 @@ class Owner:
             )
         if row.status not in ("in_review", "needs_materials"):
             raise Conflict(f"application is {row.status}; nothing to decide", code="already_decided")
-        self._apply_decision(s, row, self.services().get(row.service_id), decision, reason, docs, now)
+        if row.handler == "bundle":
+            raise Conflict("a bundle is decided by its components", code="bundle_not_decided_here")
+        defn = self.services().get(row.service_id)
+        issued = None
+        if decision == "approve":
+            check_results(defn, results or {})
+            issued = issue_results(defn, row.id, now, results)
+        self._apply_decision(s, row, defn, decision, reason, docs, now, issued)
         return row
 
     def view(self, s: Session, app_id: str) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from node.cases.clue_checks import ClueRequest
-from node.cases.requests import Document, Principal, SubmitRequest
+from node.cases.requests import Attachment, Document, Principal, SubmitRequest
 
 
 class CounterBackend(Protocol):
@@ -43,11 +43,30 @@ class CounterBackend(Protocol):
         reason, at}], receipts: [...], documents: [{name, content_type, data (base64)}]}``."""
         ...
 
+    async def resubmit_component(
+        self,
+        principal: Principal,
+        app_id: str,
+        component: str,
+        form: dict[str, Any],
+        attachments: tuple[Attachment, ...],
+    ) -> dict[str, Any]:
+        """Send a bundle's failed part, corrected, to the lead; ``{id, component, attempt, status}``."""
+        ...
+
     async def worklist(self, principal: Principal) -> list[dict[str, Any]]: ...
 
     async def decide(
-        self, principal: Principal, app_id: str, decision: str, reason: str, documents: list[Document]
-    ) -> dict[str, Any]: ...
+        self,
+        principal: Principal,
+        app_id: str,
+        decision: str,
+        reason: str,
+        documents: list[Document],
+        results: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """``results``: an approval's named result values (the service's declared results)."""
+        ...
 
     async def health(self) -> tuple[bool, dict[str, Any]]:
         """``(ok, details)``; details are shown to anyone who can reach /healthz."""

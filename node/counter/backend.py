@@ -37,12 +37,13 @@ from core.clock import Clock
 from core.db import Database
 from core.errors import NotFound, PermissionDenied, clip
 from node import metrics
+from node.cases.bundles import Bundles
 from node.cases.clue_checks import ClueRequest
 from node.cases.clues import Clues
 from node.cases.origin import Origin
 from node.cases.owner import Owner
 from node.cases.policy_gate import PolicyGate
-from node.cases.requests import Document, Principal, SubmitRequest
+from node.cases.requests import Attachment, Document, Principal, SubmitRequest
 from node.cases.statuses import FINAL
 from node.counter.users import CLERK, OPERATOR, OWNER_CLERK, SUPERVISOR
 from node.delivery import outbox
@@ -64,6 +65,8 @@ async def _no_stalled_peers() -> list[str]:
 class NodeBackend:
     # Peers whose link makes no progress (Delivery.stalled_peers, set by the composition root).
     stalled_peers: Callable[[], Awaitable[list[str]]] = staticmethod(_no_stalled_peers)
+    # Bundles (一件事): their parts in an application's view, and resubmission (set by the root).
+    bundles: Bundles | None = None
 
     def __init__(
         self,
@@ -103,14 +106,41 @@ class NodeBackend:
             submitter = await self.db.run(lambda s: _submitter(s, app_id))
             if submitter != principal.username:
                 raise _unknown(app_id)
-        return await self.origin.get(app_id)
+        view = await self.origin.get(app_id)
+        if self.bundles is not None:
+            view.update(await self.bundles.view(app_id))
+        return view
+
+    async def resubmit_component(
+        self,
+        principal: Principal,
+        app_id: str,
+        component: str,
+        form: dict[str, Any],
+        attachments: tuple[Attachment, ...],
+    ) -> dict[str, Any]:
+        """A failed part of a bundle, corrected by whoever may read the bundle."""
+        require(principal, "resubmit applications", CLERK, SUPERVISOR)
+        if principal.role == CLERK:
+            submitter = await self.db.run(lambda s: _submitter(s, app_id))
+            if submitter != principal.username:
+                raise _unknown(app_id)
+        if self.bundles is None:
+            raise _unknown(app_id)
+        return await self.bundles.resubmit(principal, app_id, component, form, attachments)
 
     async def worklist(self, principal: Principal) -> list[dict[str, Any]]:
         require(principal, "read the work queue", OWNER_CLERK, SUPERVISOR)
         return await self.owner.worklist(self._services_of(principal))
 
     async def decide(
-        self, principal: Principal, app_id: str, decision: str, reason: str, documents: list[Document]
+        self,
+        principal: Principal,
+        app_id: str,
+        decision: str,
+        reason: str,
+        documents: list[Document],
+        results: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         require(principal, "decide applications", OWNER_CLERK, SUPERVISOR)
         allowed = self._services_of(principal)
@@ -122,7 +152,7 @@ class NodeBackend:
                     code="unknown_application",
                     field="id",
                 )
-        return await self.owner.decide(principal, app_id, decision, reason, documents)
+        return await self.owner.decide(principal, app_id, decision, reason, documents, results)
 
     def _services_of(self, principal: Principal) -> frozenset[str] | None:
         """The services an owner clerk's department owns here; None for all (a supervisor)."""

@@ -231,10 +231,23 @@ class SubmitApplication(_Closed):
         )
 
 
+class ResubmitComponent(_Closed):
+    """A bundle's failed part, corrected: values of that part's own form fields (they
+    replace what the bundle mapped into them) and any materials to replace."""
+
+    form: dict[str, Any] = Field(default={}, description="fields of the component's form_schema")
+    attachments: list[Attachment] = []
+
+    _count = field_validator("attachments", mode="before")(_bounded_list)
+
+
 class Decision(_Closed):
     decision: Literal["approve", "reject", "need_materials"]
     reason: Reason = Field(default="", description="required unless approving")
     documents: list[Document] = []
+    results: dict[str, str | int | bool] = Field(
+        default={}, description="an approval's values of the service's declared results (e.g. credit_code)"
+    )
 
     _count = field_validator("documents", mode="before")(_bounded_list)
 
@@ -331,6 +344,24 @@ class ResultDocument(_Open):
     data: str = Field(json_schema_extra={"contentEncoding": "base64"})
 
 
+class BundleComponent(_Open):
+    """One part of a bundle as its lead last reported it."""
+
+    name: str
+    service_id: str
+    service_name: str
+    department: str
+    owner: str = Field(description="GB/T 2260 code of the owning jurisdiction")
+    owner_node: str
+    after: list[str] = Field(description="the parts this one waits for")
+    status: str = Field(description="waiting, blocked, or the part's application status")
+    attempt: int
+    application_id: str
+    due_at: str = Field(description="its promised end, projected along the dependencies until it starts")
+    reason: str
+    results: dict[str, str]
+
+
 class Application(_Open):
     id: str
     service_id: str
@@ -341,6 +372,18 @@ class Application(_Open):
     history: list[HistoryEntry]
     receipts: list[dict[str, Any]] = Field(description="the owner's signed receipts")
     documents: list[ResultDocument]
+    results: dict[str, str] | None = Field(default=None, description="named results of the approval")
+    components: list[BundleComponent] | None = Field(default=None, description="a bundle's parts")
+    bundle_due_at: str | None = Field(
+        default=None, description="a bundle's promise, along its parts' dependencies in working days"
+    )
+
+
+class Resubmitted(_Open):
+    id: str
+    component: str
+    attempt: int
+    status: Literal["resubmitted"]
 
 
 class WorkItem(_Open):
@@ -507,3 +550,23 @@ def parse_decision(doc: dict[str, Any], limits: CounterLimits) -> tuple[str, str
             f"a reason is required to {decision.decision}", code="missing_field", field="reason"
         )
     return decision.decision, decision.reason, [d.value() for d in decision.documents]
+
+
+def parse_resubmit(
+    doc: dict[str, Any], limits: CounterLimits
+) -> tuple[dict[str, Any], tuple[requests.Attachment, ...]]:
+    """``(form, attachments)`` of a bundle part's correction."""
+    body = validate(ResubmitComponent, doc, limits)
+    attachments = tuple(a.value() for a in body.attachments)
+    if sum(len(a.data) for a in attachments) > limits.max_total_attachment_bytes:
+        raise InvalidInput(
+            f"attachments hold more than {limits.max_total_attachment_bytes} bytes together",
+            code="attachments_too_large",
+            field="attachments",
+        )
+    return dict(body.form), attachments
+
+
+def parse_decision_results(doc: dict[str, Any], limits: CounterLimits) -> dict[str, Any]:
+    """The named result values a decision carries (checked against the service by the owner)."""
+    return dict(validate(Decision, doc, limits).results)

@@ -8,7 +8,13 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from node.counter.contract import parse_decision, parse_submit, request_digest
+from node.counter.contract import (
+    parse_decision,
+    parse_decision_results,
+    parse_resubmit,
+    parse_submit,
+    request_digest,
+)
 from node.http.context import BACKEND, LIMITS, idempotency_key, json_body, principal_of
 
 routes = web.RouteTableDef()
@@ -55,6 +61,15 @@ async def release(request: web.Request) -> web.Response:
     return web.json_response(result)
 
 
+@routes.post("/api/v1/applications/{id}/components/{component}/resubmit")
+async def resubmit_component(request: web.Request) -> web.Response:
+    form, attachments = parse_resubmit(await json_body(request), request.app[LIMITS])
+    result = await request.app[BACKEND].resubmit_component(
+        principal_of(request), request.match_info["id"], request.match_info["component"], form, attachments
+    )
+    return web.json_response(result)
+
+
 @routes.get("/api/v1/worklist")
 async def worklist(request: web.Request) -> web.Response:
     applications = await request.app[BACKEND].worklist(principal_of(request))
@@ -64,8 +79,10 @@ async def worklist(request: web.Request) -> web.Response:
 @routes.post("/api/v1/applications/{id}/decision")
 async def decide(request: web.Request) -> web.Response:
     principal = principal_of(request)
-    decision, reason, documents = parse_decision(await json_body(request), request.app[LIMITS])
+    doc = await json_body(request)
+    decision, reason, documents = parse_decision(doc, request.app[LIMITS])
+    results = parse_decision_results(doc, request.app[LIMITS])
     result = await request.app[BACKEND].decide(
-        principal, request.match_info["id"], decision, reason, documents
+        principal, request.match_info["id"], decision, reason, documents, results=results
     )
     return web.json_response(result)

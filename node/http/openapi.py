@@ -142,6 +142,20 @@ def _paths(b: _Builder) -> dict[str, Any]:
                 },
             }
         },
+        "/api/v1/applications/{id}/components/{component}/resubmit": {
+            "post": {
+                "summary": "Resubmit a bundle's failed part, corrected; the other parts are not redone",
+                "parameters": [
+                    _ID,
+                    {"name": "component", "in": "path", "required": True, "schema": {"type": "string"}},
+                ],
+                "requestBody": b.body(contract.ResubmitComponent),
+                "responses": {
+                    "200": b.answer(contract.Resubmitted, "sent to the bundle's lead"),
+                    **b.problems(*_BODY, *_AUTH, 403, 404, 409),
+                },
+            }
+        },
         "/api/v1/worklist": {
             "get": {
                 "summary": "Applications this node owns that wait for a decision",

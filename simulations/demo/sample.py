@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 SAMPLE_ORIGIN = "jiangsu"
 SAMPLE_OWNER = "zhejiang"
 SAMPLE_SERVICE = "zj.medical.cross-region-filing"
+# 新生儿出生一件事: led by Hangzhou's health commission, parts owned by Hangzhou and by Zhejiang.
+SAMPLE_BUNDLE = "zj.hangzhou.newborn"
 CATALOGUE_TIMEOUT_S = 30.0
 JOURNEY_TIMEOUT_S = 30.0
 POLL_S = 0.1
@@ -122,6 +124,7 @@ async def show_sample_journey(
                 documents = ", ".join(d["name"] for d in view.get("documents", []))
                 out(f"  done: {status}" + (f", result document {documents}" if documents else ""))
                 out(f"  follow it: GET {origin.http_url}/api/v1/applications/{app_id}")
+                await _show_bundle(counter, origin, owner, clock, out)
                 return str(status)
             await clock.sleep(POLL_S)
         out(f"  still {status} after {JOURNEY_TIMEOUT_S:.0f} s; the supervisor keeps the nodes running")
@@ -197,3 +200,40 @@ async def show_sample_clue(
             await clock.sleep(POLL_S)
         out(f"  still {last} after {JOURNEY_TIMEOUT_S:.0f} s")
         return str(last)
+
+
+def _parts(view: dict[str, Any]) -> str:
+    return ", ".join(f"{c['name']} {c['status']}" for c in view.get("components") or [])
+
+
+async def _show_bundle(
+    counter: CounterClient, origin: DemoNode, owner: DemoNode, clock: Clock, out: Callable[[str], None]
+) -> str:
+    """One 一件事 submission at the same counter: each change of its parts as the lead reports it."""
+    await _wait_for_service(counter, SAMPLE_BUNDLE, clock)
+    started = clock.monotonic()
+    created = await counter.call(
+        "POST",
+        "/api/v1/applications",
+        json=_sample_body(owner, SAMPLE_BUNDLE),
+        headers={"Idempotency-Key": f"demo-bundle-{secrets.token_hex(8)}"},
+    )
+    app_id = created["id"]
+    out(f"\nBundle: {SAMPLE_BUNDLE} (新生儿出生一件事) submitted once at {origin.spec.node_id} as {app_id}:")
+    shown = ""
+    status = created["status"]
+    while clock.monotonic() - started < JOURNEY_TIMEOUT_S:
+        view = await counter.call("GET", f"/api/v1/applications/{app_id}")
+        status = view["status"]
+        line = f"{status:<16}{_parts(view)}"
+        if line != shown:
+            out(f"  {(clock.monotonic() - started) * 1000:7.0f} ms  {line}".rstrip())
+            shown = line
+        if status in FINAL:
+            for c in view.get("components") or []:
+                out(f"    {c['name']:<18}{c['department']} ({c['owner_node']}), due {c['due_at'][:10]}")
+            out(f"  follow it: GET {origin.http_url}/api/v1/applications/{app_id}")
+            return str(status)
+        await clock.sleep(POLL_S)
+    out(f"  bundle still {status} after {JOURNEY_TIMEOUT_S:.0f} s")
+    return str(status)

@@ -24,23 +24,29 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n yrd/catalogue/v1/catalogue.proto\x12\x10yrd.catalogue.v1\"\x9c\x01\n\tFormField\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05label\x18\x02 \x01(\t\x12)\n\x04type\x18\x03 \x01(\x0e\x32\x1b.yrd.catalogue.v1.FieldType\x12\x10\n\x08required\x18\x04 \x01(\x08\x12\x12\n\nmax_length\x18\x05 \x01(\r\x12\x10\n\x08personal\x18\x06 \x01(\x08\x12\x0f\n\x07\x63hoices\x18\x07 \x03(\t\"*\n\x08Material\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08required\x18\x02 \x01(\x08\"\xfe\x01\n\x11ServiceDefinition\x12\x12\n\nservice_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0f\n\x07name_en\x18\x03 \x01(\t\x12\r\n\x05owner\x18\x04 \x01(\t\x12\x12\n\ndepartment\x18\x05 \x01(\t\x12)\n\x04\x66orm\x18\x06 \x03(\x0b\x32\x1b.yrd.catalogue.v1.FormField\x12-\n\tmaterials\x18\x07 \x03(\x0b\x32\x1a.yrd.catalogue.v1.Material\x12\x17\n\x0ftime_limit_days\x18\x08 \x01(\r\x12\x0f\n\x07version\x18\t \x01(\x04\x12\x0f\n\x07handler\x18\n \x01(\t\"\\\n\x12SignedServiceEntry\x12\x12\n\ndefinition\x18\x01 \x01(\x0c\x12\x0f\n\x07node_id\x18\x02 \x01(\t\x12\x0e\n\x06key_id\x18\x03 \x01(\t\x12\x11\n\tsignature\x18\x04 \x01(\x0c\"S\n\tCatalogue\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x35\n\x07\x65ntries\x18\x02 \x03(\x0b\x32$.yrd.catalogue.v1.SignedServiceEntry*\xe3\x01\n\tFieldType\x12\x1a\n\x16\x46IELD_TYPE_UNSPECIFIED\x10\x00\x12\x15\n\x11\x46IELD_TYPE_STRING\x10\x01\x12\x16\n\x12\x46IELD_TYPE_INTEGER\x10\x02\x12\x13\n\x0f\x46IELD_TYPE_DATE\x10\x03\x12\x1a\n\x16\x46IELD_TYPE_RESIDENT_ID\x10\x04\x12\x14\n\x10\x46IELD_TYPE_PHONE\x10\x05\x12\x17\n\x13\x46IELD_TYPE_DIVISION\x10\x06\x12\x13\n\x0f\x46IELD_TYPE_ENUM\x10\x07\x12\x16\n\x12\x46IELD_TYPE_BOOLEAN\x10\x08\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n yrd/catalogue/v1/catalogue.proto\x12\x10yrd.catalogue.v1\"\x9c\x01\n\tFormField\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05label\x18\x02 \x01(\t\x12)\n\x04type\x18\x03 \x01(\x0e\x32\x1b.yrd.catalogue.v1.FieldType\x12\x10\n\x08required\x18\x04 \x01(\x08\x12\x12\n\nmax_length\x18\x05 \x01(\r\x12\x10\n\x08personal\x18\x06 \x01(\x08\x12\x0f\n\x07\x63hoices\x18\x07 \x03(\t\"*\n\x08Material\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08required\x18\x02 \x01(\x08\"\xe0\x02\n\x11ServiceDefinition\x12\x12\n\nservice_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0f\n\x07name_en\x18\x03 \x01(\t\x12\r\n\x05owner\x18\x04 \x01(\t\x12\x12\n\ndepartment\x18\x05 \x01(\t\x12)\n\x04\x66orm\x18\x06 \x03(\x0b\x32\x1b.yrd.catalogue.v1.FormField\x12-\n\tmaterials\x18\x07 \x03(\x0b\x32\x1a.yrd.catalogue.v1.Material\x12\x17\n\x0ftime_limit_days\x18\x08 \x01(\r\x12\x0f\n\x07version\x18\t \x01(\x04\x12\x0f\n\x07handler\x18\n \x01(\t\x12,\n\x07results\x18\x0b \x03(\x0b\x32\x1b.yrd.catalogue.v1.FormField\x12\x32\n\x06\x62undle\x18\x0c \x01(\x0b\x32\".yrd.catalogue.v1.BundleDefinition\"*\n\x0c\x46ieldMapping\x12\n\n\x02to\x18\x01 \x01(\t\x12\x0e\n\x06source\x18\x02 \x01(\t\"t\n\x0f\x42undleComponent\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\nservice_id\x18\x02 \x01(\t\x12\r\n\x05\x61\x66ter\x18\x03 \x03(\t\x12\x30\n\x08mappings\x18\x04 \x03(\x0b\x32\x1e.yrd.catalogue.v1.FieldMapping\"I\n\x10\x42undleDefinition\x12\x35\n\ncomponents\x18\x01 \x03(\x0b\x32!.yrd.catalogue.v1.BundleComponent\"\\\n\x12SignedServiceEntry\x12\x12\n\ndefinition\x18\x01 \x01(\x0c\x12\x0f\n\x07node_id\x18\x02 \x01(\t\x12\x0e\n\x06key_id\x18\x03 \x01(\t\x12\x11\n\tsignature\x18\x04 \x01(\x0c\"S\n\tCatalogue\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x35\n\x07\x65ntries\x18\x02 \x03(\x0b\x32$.yrd.catalogue.v1.SignedServiceEntry*\xe3\x01\n\tFieldType\x12\x1a\n\x16\x46IELD_TYPE_UNSPECIFIED\x10\x00\x12\x15\n\x11\x46IELD_TYPE_STRING\x10\x01\x12\x16\n\x12\x46IELD_TYPE_INTEGER\x10\x02\x12\x13\n\x0f\x46IELD_TYPE_DATE\x10\x03\x12\x1a\n\x16\x46IELD_TYPE_RESIDENT_ID\x10\x04\x12\x14\n\x10\x46IELD_TYPE_PHONE\x10\x05\x12\x17\n\x13\x46IELD_TYPE_DIVISION\x10\x06\x12\x13\n\x0f\x46IELD_TYPE_ENUM\x10\x07\x12\x16\n\x12\x46IELD_TYPE_BOOLEAN\x10\x08\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'yrd.catalogue.v1.catalogue_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_FIELDTYPE']._serialized_start=694
-  _globals['_FIELDTYPE']._serialized_end=921
+  _globals['_FIELDTYPE']._serialized_start=1029
+  _globals['_FIELDTYPE']._serialized_end=1256
   _globals['_FORMFIELD']._serialized_start=55
   _globals['_FORMFIELD']._serialized_end=211
   _globals['_MATERIAL']._serialized_start=213
   _globals['_MATERIAL']._serialized_end=255
   _globals['_SERVICEDEFINITION']._serialized_start=258
-  _globals['_SERVICEDEFINITION']._serialized_end=512
-  _globals['_SIGNEDSERVICEENTRY']._serialized_start=514
-  _globals['_SIGNEDSERVICEENTRY']._serialized_end=606
-  _globals['_CATALOGUE']._serialized_start=608
-  _globals['_CATALOGUE']._serialized_end=691
+  _globals['_SERVICEDEFINITION']._serialized_end=610
+  _globals['_FIELDMAPPING']._serialized_start=612
+  _globals['_FIELDMAPPING']._serialized_end=654
+  _globals['_BUNDLECOMPONENT']._serialized_start=656
+  _globals['_BUNDLECOMPONENT']._serialized_end=772
+  _globals['_BUNDLEDEFINITION']._serialized_start=774
+  _globals['_BUNDLEDEFINITION']._serialized_end=847
+  _globals['_SIGNEDSERVICEENTRY']._serialized_start=849
+  _globals['_SIGNEDSERVICEENTRY']._serialized_end=941
+  _globals['_CATALOGUE']._serialized_start=943
+  _globals['_CATALOGUE']._serialized_end=1026
 # @@protoc_insertion_point(module_scope)

@@ -136,6 +136,8 @@ class ServiceDefinition(_message.Message):
     TIME_LIMIT_DAYS_FIELD_NUMBER: _builtins.int
     VERSION_FIELD_NUMBER: _builtins.int
     HANDLER_FIELD_NUMBER: _builtins.int
+    RESULTS_FIELD_NUMBER: _builtins.int
+    BUNDLE_FIELD_NUMBER: _builtins.int
     service_id: _builtins.str
     name: _builtins.str
     name_en: _builtins.str
@@ -145,11 +147,23 @@ class ServiceDefinition(_message.Message):
     time_limit_days: _builtins.int
     version: _builtins.int
     handler: _builtins.str
-    """How the owner decides: "auto", "worklist" or "webhook"."""
+    """How the owner decides: "auto", "worklist" or "webhook"; "bundle" for a bundle entry."""
     @_builtins.property
     def form(self) -> _containers.RepeatedCompositeFieldContainer[Global___FormField]: ...
     @_builtins.property
     def materials(self) -> _containers.RepeatedCompositeFieldContainer[Global___Material]: ...
+    @_builtins.property
+    def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___FormField]:
+        """Named values an approval carries back (e.g. the licence's "credit_code"), which a
+        bundle can map into later components' forms.
+        """
+
+    @_builtins.property
+    def bundle(self) -> Global___BundleDefinition:
+        """Set on a bundle entry (一件事): the owner is the lead department, `form` is the shared
+        form, `materials` the shared materials, and the components below are routed by the lead.
+        """
+
     def __init__(
         self,
         *,
@@ -163,14 +177,101 @@ class ServiceDefinition(_message.Message):
         time_limit_days: _builtins.int = ...,
         version: _builtins.int = ...,
         handler: _builtins.str = ...,
+        results: _abc.Iterable[Global___FormField] | None = ...,
+        bundle: Global___BundleDefinition | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["bundle", b"bundle"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["department", b"department", "form", b"form", "handler", b"handler", "materials", b"materials", "name", b"name", "name_en", b"name_en", "owner", b"owner", "service_id", b"service_id", "time_limit_days", b"time_limit_days", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bundle", b"bundle", "department", b"department", "form", b"form", "handler", b"handler", "materials", b"materials", "name", b"name", "name_en", b"name_en", "owner", b"owner", "results", b"results", "service_id", b"service_id", "time_limit_days", b"time_limit_days", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ServiceDefinition: _TypeAlias = ServiceDefinition  # noqa: Y015
+
+@_typing.final
+class FieldMapping(_message.Message):
+    """FieldMapping fills one field of a component's form."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TO_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    to: _builtins.str
+    """The component's form field."""
+    source: _builtins.str
+    """"form.<field>" of the shared form, or "<component>.<result>" of a component this one
+    depends on (directly or through others).
+    """
+    def __init__(
+        self,
+        *,
+        to: _builtins.str = ...,
+        source: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["source", b"source", "to", b"to"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FieldMapping: _TypeAlias = FieldMapping  # noqa: Y015
+
+@_typing.final
+class BundleComponent(_message.Message):
+    """BundleComponent is one matter of a bundle, owned by any member."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    SERVICE_ID_FIELD_NUMBER: _builtins.int
+    AFTER_FIELD_NUMBER: _builtins.int
+    MAPPINGS_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """a-z 0-9 _, unique within the bundle; the counter and the resubmit route name it."""
+    service_id: _builtins.str
+    @_builtins.property
+    def after(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Names of the components whose approval this one waits for."""
+
+    @_builtins.property
+    def mappings(self) -> _containers.RepeatedCompositeFieldContainer[Global___FieldMapping]: ...
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        service_id: _builtins.str = ...,
+        after: _abc.Iterable[_builtins.str] | None = ...,
+        mappings: _abc.Iterable[Global___FieldMapping] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after", b"after", "mappings", b"mappings", "name", b"name", "service_id", b"service_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BundleComponent: _TypeAlias = BundleComponent  # noqa: Y015
+
+@_typing.final
+class BundleDefinition(_message.Message):
+    """BundleDefinition names a bundle's components; their dependencies form a DAG."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    COMPONENTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def components(self) -> _containers.RepeatedCompositeFieldContainer[Global___BundleComponent]: ...
+    def __init__(
+        self,
+        *,
+        components: _abc.Iterable[Global___BundleComponent] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["components", b"components"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BundleDefinition: _TypeAlias = BundleDefinition  # noqa: Y015
 
 @_typing.final
 class SignedServiceEntry(_message.Message):
