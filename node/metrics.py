@@ -29,7 +29,7 @@ HTTP_SLOW_CLIENTS = Counter(
     "yrd_http_slow_clients_total", "HTTP connections closed because their request headers came too slowly"
 )
 COUNTER_REQUESTS_LIMITED = Counter(
-    "yrd_counter_requests_limited_total", "Counter HTTP requests refused by the per-account rate limit"
+    "yrd_http_requests_limited_total", "HTTP requests at the counter refused by the per-account rate limit"
 )
 ENVELOPES_VERIFIED = Counter(
     "yrd_envelopes_verified_total", "Inbound envelopes by verification result", ["result"]

@@ -65,7 +65,12 @@ async def limits_middleware(request: web.Request, handler: Handler) -> web.Strea
     if request.body_exists and request.can_read_body:
         try:
             async with asyncio.timeout(limits.body_timeout_s):
-                await request.read()  # cached: the handler's read() returns these bytes
+                # Both are cached for the handler. A form is read through post(): a multipart
+                # body read as raw bytes first could no longer be parsed by post().
+                if request.content_type in ("multipart/form-data", "application/x-www-form-urlencoded"):
+                    await request.post()
+                else:
+                    await request.read()
         except TimeoutError:
             raise BodyTimeout(
                 f"the request body did not arrive within {limits.body_timeout_s:g} s",
