@@ -305,7 +305,12 @@ class Database:
                     s = Session(bind=conn, expire_on_commit=False, join_transaction_mode="create_savepoint")
                     try:
                         with s.begin():
-                            results.append((unit, None, unit.fn(s)))
+                            value = unit.fn(s)
+                            # Flushed here, inside the block: a flush failing at the savepoint's
+                            # release is rolled back but not raised by the session (SQLAlchemy
+                            # 2.1 with join_transaction_mode="create_savepoint").
+                            s.flush()
+                        results.append((unit, None, value))
                     except Exception as e:  # rolled back to its savepoint; the others go on
                         results.append((unit, e, None))
                     finally:

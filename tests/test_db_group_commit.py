@@ -10,10 +10,12 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import event, text
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
 from core.db import Database
 from core.errors import Conflict, Unavailable
+from node.counter.users import UserAccount
 
 
 @pytest.fixture
@@ -76,3 +78,16 @@ async def test_a_closed_database_refuses_new_work_after_finishing_what_was_queue
     assert _keys(db) == ["x"]
     with pytest.raises(Unavailable):
         await db.run(_insert("y"))
+
+
+async def test_a_unit_whose_orm_flush_fails_at_its_end_gets_the_error(tmp_path: Path) -> None:
+    database = Database(f"sqlite:///{tmp_path / 'orm.sqlite'}")
+    database.create_all()
+
+    def add(s: Session) -> None:  # pending objects are flushed after the unit returns
+        s.add(UserAccount(username="li", role="clerk", password_hash="x", created_at_ms=1))
+
+    await database.run(add)
+    with pytest.raises(IntegrityError):
+        await database.run(add)
+    database.close()
