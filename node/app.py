@@ -246,7 +246,15 @@ def build_node(config: NodeConfig, clock: Clock | None = None) -> Node:
         wake=delivery.wake,
         max_skew_ms=config.max_skew_ms,
     )
-    origin = Origin(db=db, trust=trust, catalogue=index, policy=policy, clock=clock, wake=delivery.wake)
+    origin = Origin(
+        db=db,
+        trust=trust,
+        catalogue=index,
+        policy=policy,
+        clock=clock,
+        wake=delivery.wake,
+        max_outbox_depth=config.limits.max_outbox_depth,
+    )
     webhooks = WebhookDispatcher(
         db=db,
         owner=owner,

@@ -32,6 +32,9 @@ class LimitsConfig:
     max_batch: int = 64
     max_attachments: int = 10
     max_attachment_bytes: int = 5 * MIB
+    # Back-pressure: the counter refuses a new application (429, Retry-After) while this many
+    # items wait in the outbox to its next hop, rather than queue without bound.
+    max_outbox_depth: int = 2000
 
 
 @dataclass(frozen=True)
@@ -143,6 +146,7 @@ def _limits(t: TomlTable) -> LimitsConfig:
         max_batch=t.positive("max_batch", int, d.max_batch),
         max_attachments=t.positive("max_attachments", int, d.max_attachments),
         max_attachment_bytes=t.positive("max_attachment_bytes", int, d.max_attachment_bytes),
+        max_outbox_depth=t.positive("max_outbox_depth", int, d.max_outbox_depth),
     )
     t.finish()
     return limits
