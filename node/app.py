@@ -338,7 +338,15 @@ def build_node(config: NodeConfig, clock: Clock | None = None, *, limits_clock: 
         wake=delivery.wake,
         max_skew_ms=config.max_skew_ms,
     )
-    origin = Origin(db=db, trust=trust, catalogue=index, policy=policy, clock=clock, wake=delivery.wake)
+    origin = Origin(
+        db=db,
+        trust=trust,
+        catalogue=index,
+        policy=policy,
+        clock=clock,
+        wake=delivery.wake,
+        max_outbox_depth=config.limits.max_outbox_depth,
+    )
     bundles = Bundles(
         db=db,
         trust=trust,

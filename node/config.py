@@ -34,6 +34,9 @@ class LimitsConfig:
     max_batch: int = 64
     max_attachments: int = 10
     max_attachment_bytes: int = 5 * MIB
+    # Back-pressure: the counter refuses a new application (429, Retry-After) while this many
+    # items wait in the outbox to its next hop, rather than queue without bound.
+    max_outbox_depth: int = 2000
     # Peer service calls (Deliver, NotifyStatus) per authenticated peer: in flight at once,
     # and a token bucket of ``peer_burst`` refilled at ``peer_calls_per_s``.
     peer_max_concurrent_calls: int = 8
@@ -222,6 +225,7 @@ def _limits(t: TomlTable) -> LimitsConfig:
         max_batch=t.positive("max_batch", int, d.max_batch),
         max_attachments=t.positive("max_attachments", int, d.max_attachments),
         max_attachment_bytes=t.positive("max_attachment_bytes", int, d.max_attachment_bytes),
+        max_outbox_depth=t.positive("max_outbox_depth", int, d.max_outbox_depth),
         peer_max_concurrent_calls=t.positive("peer_max_concurrent_calls", int, d.peer_max_concurrent_calls),
         peer_calls_per_s=float(t.positive("peer_calls_per_s", (int, float), d.peer_calls_per_s)),
         peer_burst=t.positive("peer_burst", int, d.peer_burst),

@@ -11,6 +11,10 @@ from prometheus_client import Counter, Gauge, Histogram
 APPLICATIONS_SUBMITTED = Counter(
     "yrd_applications_submitted_total", "Applications accepted at this counter", ["service"]
 )
+APPLICATIONS_BACKPRESSURED = Counter(
+    "yrd_applications_backpressured_total",
+    "Applications refused at this counter because the outbox to their next hop was too deep",
+)
 APPLICATIONS_RECEIVED = Counter(
     "yrd_applications_received_total", "Applications received as owner, by outcome", ["outcome"]
 )

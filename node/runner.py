@@ -6,10 +6,19 @@ import asyncio
 import logging
 import signal
 
+import uvloop
+
 from node.app import build_node
 from node.config import NodeConfig
 
 log = logging.getLogger(__name__)
+
+
+def run(config: NodeConfig) -> None:
+    """Serve on uvloop: its event loop (libuv, in C) costs less per callback, socket event and
+    cross-thread wake-up than asyncio's own, and a busy node makes tens of thousands of each a
+    second (docs/performance.md)."""
+    uvloop.run(serve(config))
 
 
 async def serve(config: NodeConfig) -> None:

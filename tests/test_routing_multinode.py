@@ -131,3 +131,39 @@ async def test_a_policy_free_node_refuses_everything(tmp_path: Path) -> None:
         assert problem["code"] == "no_policy_bundle"
     finally:
         await f.close()
+
+
+async def test_a_counter_pushes_back_with_retry_after_while_the_outbox_to_a_peer_is_too_deep(
+    tmp_path: Path,
+) -> None:
+    specs = allow_all_specs(tmp_path)
+    fed = await Federation(tmp_path, specs, extra={"limits": {"max_outbox_depth": 2}}).start()
+    try:
+        await fed.stop_node("zhejiang")  # nothing to zhejiang drains while it is down
+        created = []
+        for i in range(2):
+            status, doc = await fed.submit(
+                "jiangsu", body_for(fed, "zj.medical.cross-region-filing", i), f"p{i}"
+            )
+            assert status == 201, doc
+            created.append(doc["id"])
+        assert fed.http is not None
+        async with fed.http.post(
+            fed.url("jiangsu", "/api/v1/applications"),
+            json=body_for(fed, "zj.medical.cross-region-filing", 9),
+            headers={"Authorization": f"Bearer {fed.tokens['jiangsu']}", "Idempotency-Key": "p9"},
+        ) as r:
+            refused = await r.json(content_type=None)
+            assert r.status == 429, refused
+            assert r.headers["Retry-After"] == "1"
+        assert refused["code"] == "outbox_full"
+        # A retry of an accepted request is still answered, and other peers are not held back.
+        status, again = await fed.submit("jiangsu", body_for(fed, "zj.medical.cross-region-filing", 0), "p0")
+        assert (status, again["id"]) in {(200, created[0]), (201, created[0])}
+        await fed.start_node("zhejiang")
+        for app_id in created:
+            await fed.wait_status("jiangsu", app_id, {"completed"})
+        status, doc = await fed.submit("jiangsu", body_for(fed, "zj.medical.cross-region-filing", 9), "p9")
+        assert status == 201, doc
+    finally:
+        await fed.close()

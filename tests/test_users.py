@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import tomli_w
 from argon2 import PasswordHasher
-from sqlmodel import select
+from sqlmodel import delete, select
 
 from core.clock import FakeClock
 from core.db import Database
@@ -18,6 +18,7 @@ from node.cli.main import main
 from node.config import load_config
 from node.counter.users import (
     MAX_PASSWORD_CHARS,
+    SESSION_RECHECK_MS,
     SESSION_TTL_MS,
     Principal,
     SessionToken,
@@ -207,3 +208,38 @@ def test_cli_reads_password_from_stdin_and_refuses_duplicates(
     monkeypatch.setattr("sys.stdin", io.StringIO(PASSWORD + "\n"))
     assert main(argv) == 2
     assert "user_exists" in capsys.readouterr().err
+
+
+async def test_a_resolved_session_is_served_from_memory_until_its_recheck_or_its_expiry(
+    store: UserStore, db: Database, clock: FakeClock
+) -> None:
+    await store.add_user("li.clerk", PASSWORD, "clerk")
+    token, _ = await store.login("li.clerk", PASSWORD)
+    other, _ = await store.login("li.clerk", PASSWORD)
+    assert (await store.authenticate(token)).role == "clerk"
+    assert (await store.authenticate(other)).role == "clerk"
+    # Another replica sharing the database logs the sessions out: unseen here until the recheck.
+    await db.run(lambda s: s.exec(delete(SessionToken)))
+    clock.advance(SESSION_RECHECK_MS / 1000 - 1)
+    assert (await store.authenticate(token)).role == "clerk"
+    clock.advance(1)
+    with pytest.raises(Unauthenticated) as info:
+        await store.authenticate(token)
+    assert info.value.code == "invalid_token"
+    # A logout at this node takes effect at once, cached or not.
+    third, _ = await store.login("li.clerk", PASSWORD)
+    assert (await store.authenticate(third)).role == "clerk"
+    await store.logout(third)
+    with pytest.raises(Unauthenticated):
+        await store.authenticate(third)
+
+
+async def test_a_cached_session_still_ends_at_its_expiry(store: UserStore, clock: FakeClock) -> None:
+    await store.add_user("li.clerk", PASSWORD, "clerk")
+    token, expires_at_ms = await store.login("li.clerk", PASSWORD)
+    clock.advance((expires_at_ms - clock.now_ms() - 1) / 1000)
+    assert (await store.authenticate(token)).role == "clerk"  # read from the database, cached
+    clock.advance(0.001)
+    with pytest.raises(Unauthenticated) as info:
+        await store.authenticate(token)
+    assert info.value.code == "token_expired"

@@ -11,13 +11,14 @@ import secrets
 from collections.abc import Callable
 from typing import Any
 
+from sqlalchemy import func
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 from yrd.peer.v1 import peer_pb2
 
 from core.clock import Clock
 from core.db import Database
-from core.errors import Conflict, NotFound, PermissionDenied, Unprocessable, clip
+from core.errors import Conflict, NotFound, PermissionDenied, RateLimited, Unprocessable, clip
 from node import metrics
 from node.cases.admission import admit
 from node.cases.deadlines import add_working_days, iso
@@ -26,7 +27,7 @@ from node.cases.requests import Principal, SubmitRequest
 from node.cases.statuses import FINAL, FIRST_OWNER_SEQUENCE, FROM_WIRE, HELD_SEQUENCE
 from node.delivery.outbox import enqueue, release
 from node.delivery.relaying import DELIVER, address
-from node.models import Application, ReceiptRecord, ResultDocument, StatusEvent, SubmissionDigest
+from node.models import Application, OutboxEntry, ReceiptRecord, ResultDocument, StatusEvent, SubmissionDigest
 from node.trust.keyring import Trust
 from node.trust.sealing import seal
 from registry.lookup import CatalogueIndex
@@ -55,9 +56,11 @@ class Origin:
         policy: PolicyGate,
         clock: Clock,
         wake: Callable[[str], None],
+        max_outbox_depth: int = 0,
     ) -> None:
         self.db, self.trust, self.catalogue, self.policy = db, trust, catalogue, policy
         self.clock, self.wake = clock, wake
+        self.max_outbox_depth = max_outbox_depth  # 0: no bound
 
     async def replay(self, principal: Principal, idempotency_key: str, digest: str) -> dict[str, Any] | None:
         """What an earlier request under this key was answered, or None if there was none.
@@ -144,6 +147,8 @@ class Origin:
             existing = self._replayed(s, principal.username, idempotency_key, req.digest)
             if existing is not None:
                 return existing
+            if not held:
+                self._check_backlog(s, hop, owner)
             s.add(row)
             if req.digest:
                 s.add(SubmissionDigest(application_id=app_id, digest=req.digest))
@@ -203,6 +208,27 @@ class Origin:
         app = await self.db.run(apply)
         self.wake(self.trust.next_hop(app.owner_node))
         return {"id": app.id, "owner_node": app.owner_node, "status": app.status}
+
+    def _check_backlog(self, s: Session, hop: str, owner: str) -> None:
+        """Back-pressure: refuse while the outbox to ``hop`` holds the bound or more, so a
+        counter that accepts faster than the federation delivers tells its clients to wait
+        (429, Retry-After) instead of queueing them for minutes. Counted up to the bound only."""
+        if not self.max_outbox_depth:
+            return
+        waiting = (
+            select(OutboxEntry.id)
+            .where(OutboxEntry.next_hop == hop, OutboxEntry.state == "pending")
+            .limit(self.max_outbox_depth)
+            .subquery()
+        )
+        depth = s.exec(select(func.count()).select_from(waiting)).one()
+        if depth >= self.max_outbox_depth:
+            metrics.APPLICATIONS_BACKPRESSURED.inc()
+            raise RateLimited(
+                f"{self.max_outbox_depth} items already wait to be sent towards {owner}; try again shortly",
+                code="outbox_full",
+                retry_after_s=1,
+            )
 
     @staticmethod
     def _by_idempotency_key(s: Session, username: str, key: str) -> Application | None:

@@ -55,12 +55,10 @@ def register(subparsers: Any) -> None:
 
 
 def _run_command(args: argparse.Namespace) -> int:
-    import asyncio
-
     from node.config import load_config
-    from node.runner import serve
+    from node.runner import run
 
-    asyncio.run(serve(load_config(args.config)))
+    run(load_config(args.config))
     return 0
 
 

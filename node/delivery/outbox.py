@@ -251,9 +251,17 @@ def stalled_hops(session: Session, now_ms: int, stall_ms: int) -> list[str]:
 
 
 def settle(session: Session, entry_id: int) -> None:
-    session.execute(
-        update(OutboxEntry).where(col(OutboxEntry.id) == entry_id).values(state="done", claimed_until_ms=0)
-    )
+    settle_all(session, [entry_id])
+
+
+def settle_all(session: Session, entry_ids: list[int]) -> None:
+    """Mark entries done in one statement: a whole answered batch costs one UPDATE, not one each."""
+    if entry_ids:
+        session.execute(
+            update(OutboxEntry)
+            .where(col(OutboxEntry.id).in_(entry_ids))
+            .values(state="done", claimed_until_ms=0)
+        )
 
 
 def reschedule(session: Session, entry_ids: list[int], next_attempt_ms: int, error: str) -> None:

@@ -45,7 +45,7 @@ from node.delivery.outbox import (
     pending_count,
     release_all_claims,
     reschedule,
-    settle,
+    settle_all,
     stalled_hops,
 )
 from node.delivery.peer_client import parse_body
@@ -345,6 +345,8 @@ class Delivery:
 
         def apply(s: Session) -> None:
             retry: list[int] = []
+            done: list[int] = []
+            dead: dict[tuple[str, str], list[int]] = defaultdict(list)
             records: list[AuditEntry] = []
             for a in answered:
                 row, receipt = a.row, a.receipt
@@ -356,12 +358,16 @@ class Delivery:
                     continue
                 if is_dead_letter(receipt):
                     reason = receipt.reason_code or "rejected"
-                    bury(s, [row.id], reason, receipt.reason, now)
+                    dead[(reason, receipt.reason)].append(row.id)
                     buried.append((row.id, row.item_id, reason))
                 else:
-                    settle(s, row.id)
+                    done.append(row.id)
                 if method == DELIVER:
                     self.on_receipt(s, row.item_id, hop, receipt, a.reply.SerializeToString(), now)
+            # Set-based: one UPDATE for the settled entries, one per distinct dead-letter reason.
+            settle_all(s, done)
+            for (reason, detail), ids in dead.items():
+                bury(s, ids, reason, detail, now)
             reschedule(s, retry, retry_at, "peer asked to retry")
             reschedule(s, [r.id for r in unanswered if r.id is not None], retry_at, "no usable receipt")
             audit.append(s, records, now)

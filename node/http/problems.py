@@ -61,6 +61,8 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
         headers: dict[str, str] | None = (
             {hdrs.WWW_AUTHENTICATE: 'Bearer realm="yrd"'} if isinstance(e, Unauthenticated) else None
         )
+        if "retry_after_s" in e.extra:  # back-pressure (e.g. a peer's outbox too deep): say when
+            headers = {**(headers or {}), hdrs.RETRY_AFTER: str(e.extra["retry_after_s"])}
         return problem_response(status, body, headers)
     except web.HTTPError as e:
         return _http_error_problem(e)

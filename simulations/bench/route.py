@@ -8,12 +8,18 @@ its status updates, the signed receipts, and the ``completed`` event stored at t
 Phases, in one run: a warm-up; a closed loop of ``concurrency`` clients (the rate and
 latencies); an open loop at half that rate (the p99 the target speaks of); the bare
 grpc.aio echo with the same concurrency (the yardstick); each node's RSS.
+
+It also reports the node processes' CPU time per routed application in the closed loop
+(``cpu_ms_per_app``, from /proc): on a machine shared with other work the rates move with
+the neighbours' load, while the CPU one application costs the nodes moves far less, so it is
+the figure to compare a code change by.
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+import os
 import random
 import tempfile
 import time
@@ -57,6 +63,7 @@ class Phase:
     p90_ms: float = 0.0
     p99_ms: float = 0.0
     accepted_rate: float = 0.0
+    cpu_ms_per_app: float = 0.0
     error_kinds: dict[str, int] = field(default_factory=dict)
 
     def error(self, kind: str) -> None:
@@ -78,6 +85,16 @@ class RouteResult:
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of one process so far (fields 14 and 15 of /proc/PID/stat)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0.0
+    fields = stat.rsplit(")", 1)[1].split()  # after the command name, which may hold spaces
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 class Driver:
@@ -139,6 +156,7 @@ class Driver:
     async def closed_loop(self, concurrency: int, count: int | None, duration: float | None) -> Phase:
         phase = Phase()
         before = set(self.sent)
+        cpu_before = self.cpu()
         issued = itertools.count()
         start = time.monotonic()
         stop_at = start + duration if duration else float("inf")
@@ -152,7 +170,13 @@ class Driver:
         ids = set(self.sent) - before
         await self.drain(ids)
         self.summarise(phase, ids, start, submit_seconds)
+        if ids:
+            phase.cpu_ms_per_app = round((self.cpu() - cpu_before) * 1000 / len(ids), 2)
         return phase
+
+    def cpu(self) -> float:
+        """CPU seconds used so far by all node processes together."""
+        return sum(cpu_seconds(n.process.pid) for n in self.cluster.nodes.values() if n.process is not None)
 
     async def open_loop(self, rate: float, seconds: float, max_in_flight: int) -> Phase:
         """Submissions started at a fixed rate, whatever the answers' pace (up to a cap)."""

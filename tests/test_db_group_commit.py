@@ -1,0 +1,93 @@
+"""SQLite's worker commits the units queued while it was busy as one group: each unit still
+commits or rolls back whole, and its caller hears only after the group's commit."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from sqlalchemy import event, text
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session
+
+from core.db import Database
+from core.errors import Conflict, Unavailable
+from node.counter.users import UserAccount
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Database:
+    database = Database(f"sqlite:///{tmp_path / 'g.sqlite'}")
+    with database.engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE t (k TEXT PRIMARY KEY)")
+    return database
+
+
+def _keys(db: Database) -> list[str]:
+    with db.engine.connect() as conn:
+        return sorted(r[0] for r in conn.exec_driver_sql("SELECT k FROM t"))
+
+
+def _insert(k: str) -> Callable[[Session], str]:
+    def unit(s: Session) -> str:
+        s.execute(text("INSERT INTO t (k) VALUES (:k)"), {"k": k})
+        return k
+
+    return unit
+
+
+async def test_a_failing_unit_rolls_back_alone_and_the_group_commits_once(db: Database) -> None:
+    commits: list[int] = []
+    event.listen(db.engine, "commit", lambda _conn: commits.append(1))
+    gate, started = threading.Event(), threading.Event()
+
+    def blocker(s: Session) -> None:
+        started.set()
+        gate.wait()  # holds the worker while the next units queue up behind it
+
+    def failing(s: Session) -> None:
+        s.execute(text("INSERT INTO t (k) VALUES ('b')"))
+        raise Conflict("no", code="test")
+
+    first = asyncio.ensure_future(db.run(blocker))
+    await asyncio.to_thread(started.wait)
+    units = [
+        asyncio.ensure_future(db.run(_insert("a"))),
+        asyncio.ensure_future(db.run(failing)),
+        asyncio.ensure_future(db.run(_insert("c"))),
+        asyncio.ensure_future(db.run(_insert("a"))),  # a duplicate key
+    ]
+    await asyncio.sleep(0)
+    gate.set()
+    await first
+    results = await asyncio.gather(*units, return_exceptions=True)
+    assert results[0] == "a" and results[2] == "c"
+    assert isinstance(results[1], Conflict)
+    assert "IntegrityError" in type(results[3]).__name__
+    assert _keys(db) == ["a", "c"]
+    assert len(commits) == 2  # the blocker's group, then the four units together
+    db.close()
+
+
+async def test_a_closed_database_refuses_new_work_after_finishing_what_was_queued(db: Database) -> None:
+    assert await db.run(_insert("x")) == "x"
+    db.close()
+    assert _keys(db) == ["x"]
+    with pytest.raises(Unavailable):
+        await db.run(_insert("y"))
+
+
+async def test_a_unit_whose_orm_flush_fails_at_its_end_gets_the_error(tmp_path: Path) -> None:
+    database = Database(f"sqlite:///{tmp_path / 'orm.sqlite'}")
+    database.create_all()
+
+    def add(s: Session) -> None:  # pending objects are flushed after the unit returns
+        s.add(UserAccount(username="li", role="clerk", password_hash="x", created_at_ms=1))
+
+    await database.run(add)
+    with pytest.raises(IntegrityError):
+        await database.run(add)
+    database.close()
