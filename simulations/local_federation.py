@@ -54,7 +54,7 @@ def province(node_id: str, name: str, code: str) -> NodeSpec:
         (code[:2],),
         SAMPLES / f"{node_id}.toml",
         BUNDLES / f"{node_id}.yaml",
-        dispatch=SAMPLES / f"{node_id}.dispatch.toml",
+        dispatch=SAMPLES / "dispatch" / f"{node_id}.toml",
     )
 
 

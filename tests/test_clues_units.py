@@ -61,7 +61,7 @@ def rules(*parts: str) -> bytes:
 
 
 def test_routing_takes_the_longest_prefix_and_falls_back_to_the_desk() -> None:
-    r = parse_dispatch_rules((SAMPLES / "jiangsu.dispatch.toml").read_bytes(), "jiangsu.dispatch.toml")
+    r = parse_dispatch_rules((SAMPLES / "dispatch" / "jiangsu.toml").read_bytes(), "jiangsu.dispatch.toml")
     assert r.route("320582", "food_drug").name == "张家港市市场监督管理局"
     assert r.route("320581", "food_drug").name == "苏州市市场监督管理局"
     assert r.route("320211", "food_drug").name == "江苏省市场监督管理局"
@@ -87,7 +87,7 @@ def test_routing_takes_the_longest_prefix_and_falls_back_to_the_desk() -> None:
 
 @pytest.mark.parametrize("node", ["jiangsu", "shanghai", "zhejiang", "anhui"])
 def test_the_shipped_rules_load(node: str) -> None:
-    r = parse_dispatch_rules((SAMPLES / f"{node}.dispatch.toml").read_bytes(), node)
+    r = parse_dispatch_rules((SAMPLES / "dispatch" / f"{node}.toml").read_bytes(), node)
     assert r.node_id == node and r.rules
 
 
@@ -152,7 +152,7 @@ def test_a_bad_rule_file_names_file_line_and_key(text: bytes, where: str, field:
 def test_rules_are_read_only_when_signed_by_the_node(tmp_path: Path) -> None:
     key, other = NodeKey.generate(), NodeKey.generate()
     path = tmp_path / "dispatch.toml"
-    path.write_bytes((SAMPLES / "jiangsu.dispatch.toml").read_bytes())
+    path.write_bytes((SAMPLES / "dispatch" / "jiangsu.toml").read_bytes())
     with pytest.raises(ConfigError) as e:
         read_signed(path, key.public_key)
     assert e.value.code == "bundle_unsigned"
