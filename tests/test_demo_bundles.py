@@ -77,11 +77,16 @@ async def test_startup_bundle_survives_a_killed_owner_and_resumes_a_rejected_par
     async with aiohttp.ClientSession() as http:
         anhui = await Counter(http, demo.node("anhui")).login()
 
-        async def knows_bundle() -> bool:
-            status, body = await anhui.call("GET", "/api/v1/services?owner=32")
-            return status == 200 and BUNDLE in {s["id"] for s in body["services"]}
+        jiangsu = await Counter(http, demo.node("jiangsu")).login()
 
-        await eventually("the Jiangsu catalogue at Anhui", knows_bundle)
+        async def knows(counter: Counter, owner: str, service_id: str) -> bool:
+            status, body = await counter.call("GET", f"/api/v1/services?owner={owner}")
+            return status == 200 and service_id in {s["id"] for s in body["services"]}
+
+        # The lead refuses a bundle naming a part its catalogue does not hold yet (bundle_invalid),
+        # so the catalogues must have met: the bundle at Anhui, the Shanghai part at the lead.
+        await eventually("the Jiangsu catalogue at Anhui", lambda: knows(anhui, "32", BUNDLE))
+        await eventually("the Shanghai catalogue at Jiangsu", lambda: knows(jiangsu, "31", FILING))
         status, created = await anhui.call(
             "POST", "/api/v1/applications", json=bundle_body(), headers={"Idempotency-Key": "startup-1"}
         )
