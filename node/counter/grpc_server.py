@@ -135,6 +135,8 @@ class CounterServicer(counter_pb2_grpc.CounterServiceServicer):
                 )
                 for d in view["documents"]
             ],
+            components=[_component(c) for c in view.get("components") or []],
+            bundle_due_at=view.get("bundle_due_at") or "",
         )
 
     @grpc_errors
@@ -171,6 +173,24 @@ class CounterServicer(counter_pb2_grpc.CounterServiceServicer):
         decision, reason, documents = parse_decision(decision_document(request), self.limits)
         result = await self.backend.decide(principal, request.id, decision, reason, documents)
         return counter_pb2.DecideApplicationResponse(id=result["id"], status=_status(result["status"]))
+
+
+def _component(c: dict[str, Any]) -> counter_pb2.Component:
+    return counter_pb2.Component(
+        name=c["name"],
+        service_id=c["service_id"],
+        service_name=c["service_name"],
+        department=c["department"],
+        owner=c["owner"],
+        owner_node=c["owner_node"],
+        after=c["after"],
+        status=c["status"],
+        attempt=c["attempt"],
+        application_id=c["application_id"],
+        due_at=c["due_at"],
+        reason=c["reason"],
+        results={k: v if isinstance(v, str) else json.dumps(v) for k, v in c["results"].items()},
+    )
 
 
 def _work_item(item: dict[str, Any]) -> counter_pb2.WorkItem:

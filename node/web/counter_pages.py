@@ -15,6 +15,7 @@ from multidict import MultiMapping
 from core.errors import InvalidInput, YrdError
 from node.cases.requests import Principal
 from node.counter.contract import parse_submit, request_digest
+from node.web.bundle_pages import part_inputs
 from node.web.core import WEB_BACKEND, WEB_LIMITS, page, redirect, render
 
 routes = web.RouteTableDef()
@@ -204,7 +205,8 @@ async def application(request: web.Request, principal: Principal) -> web.StreamR
     view = await _application(request, principal)
     code = await request.app[WEB_BACKEND].check_code(principal, view["id"])
     service = await _maybe_service(request, view["service_id"])
-    return render(request, "application.html", principal, app=view, code=code, service=service)
+    parts = await part_inputs(request, view)
+    return render(request, "application.html", principal, app=view, code=code, service=service, parts=parts)
 
 
 @routes.get("/web/applications/{id}/status.json")

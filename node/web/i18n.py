@@ -36,6 +36,16 @@ _TEXT: dict[str, tuple[str, str]] = {
     "optional": ("可选", "optional"),
     "apply": ("受理", "Apply"),
     "no_results": ("没有找到事项", "No matter found"),
+    "bundle_parts": ("一件事的各事项", "The parts of this one-matter bundle"),
+    "part": ("事项", "Part"),
+    "attempt": ("第几次", "attempt"),
+    "bundle_due_at": ("整件承诺办结时间", "Promised for the whole by"),
+    "resubmit_part": ("更正后重新提交", "Correct and resubmit"),
+    "resubmit_hint": (
+        "只填需要更正的项，其余沿用原值；其他事项不重办",
+        "Fill only what changes; the rest stays, and no other part is redone",
+    ),
+    "resubmit": ("重新提交", "Resubmit"),
     "applicant": ("申请人", "Applicant"),
     "applicant_name": ("申请人姓名", "Applicant's name"),
     "applicant_id_number": ("身份证号码", "Resident ID number"),
@@ -130,6 +140,8 @@ _TEXT: dict[str, tuple[str, str]] = {
 
 STATUS: dict[str, tuple[str, str]] = {
     "awaiting_approval": ("待复核", "held for release"),
+    "waiting": ("等待前置事项", "waiting for earlier parts"),
+    "blocked": ("前置事项未通过", "blocked by a failed part"),
     "submitted": ("已提交", "submitted"),
     "delivered": ("已送达", "delivered"),
     "in_review": ("审查中", "in review"),

@@ -26,15 +26,17 @@ from yrd.catalogue.v1 import catalogue_pb2 as yrd_dot_catalogue_dot_v1_dot_catal
 from yrd.peer.v1 import peer_pb2 as yrd_dot_peer_dot_v1_dot_peer__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cyrd/counter/v1/counter.proto\x12\x0eyrd.counter.v1\x1a yrd/catalogue/v1/catalogue.proto\x1a\x16yrd/peer/v1/peer.proto\",\n\tApplicant\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\tid_number\x18\x02 \x01(\t\"\xd8\x01\n\x18SubmitApplicationRequest\x12\x12\n\nservice_id\x18\x01 \x01(\t\x12,\n\tapplicant\x18\x02 \x01(\x0b\x32\x19.yrd.counter.v1.Applicant\x12\x11\n\tform_json\x18\x03 \x01(\t\x12,\n\x0b\x61ttachments\x18\x04 \x03(\x0b\x32\x17.yrd.peer.v1.Attachment\x12\x0f\n\x07\x63onsent\x18\x05 \x01(\x08\x12\x17\n\x0fidempotency_key\x18\x06 \x01(\t\x12\x0f\n\x07purpose\x18\x07 \x01(\t\"k\n\x19SubmitApplicationResponse\x12\n\n\x02id\x18\x01 \x01(\t\x12\x12\n\nowner_node\x18\x02 \x01(\t\x12.\n\x06status\x18\x03 \x01(\x0e\x32\x1e.yrd.peer.v1.ApplicationStatus\"#\n\x15GetApplicationRequest\x12\n\n\x02id\x18\x01 \x01(\t\"]\n\x0cHistoryEntry\x12.\n\x06status\x18\x01 \x01(\x0e\x32\x1e.yrd.peer.v1.ApplicationStatus\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\r\n\x05\x61t_ms\x18\x03 \x01(\x03\"\x8e\x02\n\x16GetApplicationResponse\x12\n\n\x02id\x18\x01 \x01(\t\x12\x12\n\nservice_id\x18\x02 \x01(\t\x12\x12\n\nowner_node\x18\x03 \x01(\t\x12.\n\x06status\x18\x04 \x01(\x0e\x32\x1e.yrd.peer.v1.ApplicationStatus\x12-\n\x07history\x18\x05 \x03(\x0b\x32\x1c.yrd.counter.v1.HistoryEntry\x12&\n\x08receipts\x18\x06 \x03(\x0b\x32\x14.yrd.peer.v1.Receipt\x12(\n\tdocuments\x18\x07 \x03(\x0b\x32\x15.yrd.peer.v1.Document\x12\x0f\n\x07overdue\x18\x08 \x01(\x08\"3\n\x13ListServicesRequest\x12\r\n\x05query\x18\x01 \x01(\t\x12\r\n\x05owner\x18\x02 \x01(\t\"M\n\x14ListServicesResponse\x12\x35\n\x08services\x18\x01 \x03(\x0b\x32#.yrd.catalogue.v1.ServiceDefinition\"\'\n\x19ReleaseApplicationRequest\x12\n\n\x02id\x18\x01 \x01(\t\"l\n\x1aReleaseApplicationResponse\x12\n\n\x02id\x18\x01 \x01(\t\x12\x12\n\nowner_node\x18\x02 \x01(\t\x12.\n\x06status\x18\x03 \x01(\x0e\x32\x1e.yrd.peer.v1.ApplicationStatus\"\x15\n\x13ListWorklistRequest\"X\n\x0e\x41ttachmentInfo\x12\x10\n\x08material\x18\x01 \x01(\t\x12\x10\n\x08\x66ilename\x18\x02 \x01(\t\x12\x14\n\x0c\x63ontent_type\x18\x03 \x01(\t\x12\x0c\n\x04size\x18\x04 \x01(\x03\"\xbd\x02\n\x08WorkItem\x12\n\n\x02id\x18\x01 \x01(\t\x12\x12\n\nservice_id\x18\x02 \x01(\t\x12\x13\n\x0borigin_node\x18\x03 \x01(\t\x12.\n\x06status\x18\x04 \x01(\x0e\x32\x1e.yrd.peer.v1.ApplicationStatus\x12\x0f\n\x07handler\x18\x05 \x01(\t\x12\x13\n\x0breceived_at\x18\x06 \x01(\t\x12\x0e\n\x06\x64ue_at\x18\x07 \x01(\t\x12\x0f\n\x07overdue\x18\x08 \x01(\x08\x12\x0f\n\x07purpose\x18\t \x01(\t\x12,\n\tapplicant\x18\n \x01(\x0b\x32\x19.yrd.counter.v1.Applicant\x12\x11\n\tform_json\x18\x0b \x01(\t\x12\x33\n\x0b\x61ttachments\x18\x0c \x03(\x0b\x32\x1e.yrd.counter.v1.AttachmentInfo\"F\n\x14ListWorklistResponse\x12.\n\x0c\x61pplications\x18\x01 \x03(\x0b\x32\x18.yrd.counter.v1.WorkItem\"\x8c\x01\n\x18\x44\x65\x63ideApplicationRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12*\n\x08\x64\x65\x63ision\x18\x02 \x01(\x0e\x32\x18.yrd.counter.v1.Decision\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12(\n\tdocuments\x18\x04 \x03(\x0b\x32\x15.yrd.peer.v1.Document\"W\n\x19\x44\x65\x63ideApplicationResponse\x12\n\n\x02id\x18\x01 \x01(\t\x12.\n\x06status\x18\x02 \x01(\x0e\x32\x1e.yrd.peer.v1.ApplicationStatus*l\n\x08\x44\x65\x63ision\x12\x18\n\x14\x44\x45\x43ISION_UNSPECIFIED\x10\x00\x12\x14\n\x10\x44\x45\x43ISION_APPROVE\x10\x01\x12\x13\n\x0f\x44\x45\x43ISION_REJECT\x10\x02\x12\x1b\n\x17\x44\x45\x43ISION_NEED_MATERIALS\x10\x03\x32\xe8\x04\n\x0e\x43ounterService\x12h\n\x11SubmitApplication\x12(.yrd.counter.v1.SubmitApplicationRequest\x1a).yrd.counter.v1.SubmitApplicationResponse\x12_\n\x0eGetApplication\x12%.yrd.counter.v1.GetApplicationRequest\x1a&.yrd.counter.v1.GetApplicationResponse\x12Y\n\x0cListServices\x12#.yrd.counter.v1.ListServicesRequest\x1a$.yrd.counter.v1.ListServicesResponse\x12k\n\x12ReleaseApplication\x12).yrd.counter.v1.ReleaseApplicationRequest\x1a*.yrd.counter.v1.ReleaseApplicationResponse\x12Y\n\x0cListWorklist\x12#.yrd.counter.v1.ListWorklistRequest\x1a$.yrd.counter.v1.ListWorklistResponse\x12h\n\x11\x44\x65\x63ideApplication\x12(.yrd.counter.v1.DecideApplicationRequest\x1a).yrd.counter.v1.DecideApplicationResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cyrd/counter/v1/counter.proto\x12\x0eyrd.counter.v1\x1a yrd/catalogue/v1/catalogue.proto\x1a\x16yrd/peer/v1/peer.proto\",\n\tApplicant\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\tid_number\x18\x02 \x01(\t\"\xd8\x01\n\x18SubmitApplicationRequest\x12\x12\n\nservice_id\x18\x01 \x01(\t\x12,\n\tapplicant\x18\x02 \x01(\x0b\x32\x19.yrd.counter.v1.Applicant\x12\x11\n\tform_json\x18\x03 \x01(\t\x12,\n\x0b\x61ttachments\x18\x04 \x03(\x0b\x32\x17.yrd.peer.v1.Attachment\x12\x0f\n\x07\x63onsent\x18\x05 \x01(\x08\x12\x17\n\x0fidempotency_key\x18\x06 \x01(\t\x12\x0f\n\x07purpose\x18\x07 \x01(\t\"k\n\x19SubmitApplicationResponse\x12\n\n\x02id\x18\x01 \x01(\t\x12\x12\n\nowner_node\x18\x02 \x01(\t\x12.\n\x06status\x18\x03 \x01(\x0e\x32\x1e.yrd.peer.v1.ApplicationStatus\"#\n\x15GetApplicationRequest\x12\n\n\x02id\x18\x01 \x01(\t\"]\n\x0cHistoryEntry\x12.\n\x06status\x18\x01 \x01(\x0e\x32\x1e.yrd.peer.v1.ApplicationStatus\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\r\n\x05\x61t_ms\x18\x03 \x01(\x03\"\xd4\x02\n\x16GetApplicationResponse\x12\n\n\x02id\x18\x01 \x01(\t\x12\x12\n\nservice_id\x18\x02 \x01(\t\x12\x12\n\nowner_node\x18\x03 \x01(\t\x12.\n\x06status\x18\x04 \x01(\x0e\x32\x1e.yrd.peer.v1.ApplicationStatus\x12-\n\x07history\x18\x05 \x03(\x0b\x32\x1c.yrd.counter.v1.HistoryEntry\x12&\n\x08receipts\x18\x06 \x03(\x0b\x32\x14.yrd.peer.v1.Receipt\x12(\n\tdocuments\x18\x07 \x03(\x0b\x32\x15.yrd.peer.v1.Document\x12\x0f\n\x07overdue\x18\x08 \x01(\x08\x12-\n\ncomponents\x18\t \x03(\x0b\x32\x19.yrd.counter.v1.Component\x12\x15\n\rbundle_due_at\x18\n \x01(\t\"\xcb\x02\n\tComponent\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\nservice_id\x18\x02 \x01(\t\x12\x14\n\x0cservice_name\x18\x03 \x01(\t\x12\x12\n\ndepartment\x18\x04 \x01(\t\x12\r\n\x05owner\x18\x05 \x01(\t\x12\x12\n\nowner_node\x18\x06 \x01(\t\x12\r\n\x05\x61\x66ter\x18\x07 \x03(\t\x12\x0e\n\x06status\x18\x08 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\t \x01(\r\x12\x16\n\x0e\x61pplication_id\x18\n \x01(\t\x12\x0e\n\x06\x64ue_at\x18\x0b \x01(\t\x12\x0e\n\x06reason\x18\x0c \x01(\t\x12\x37\n\x07results\x18\r \x03(\x0b\x32&.yrd.counter.v1.Component.ResultsEntry\x1a.\n\x0cResultsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"3\n\x13ListServicesRequest\x12\r\n\x05query\x18\x01 \x01(\t\x12\r\n\x05owner\x18\x02 \x01(\t\"M\n\x14ListServicesResponse\x12\x35\n\x08services\x18\x01 \x03(\x0b\x32#.yrd.catalogue.v1.ServiceDefinition\"\'\n\x19ReleaseApplicationRequest\x12\n\n\x02id\x18\x01 \x01(\t\"l\n\x1aReleaseApplicationResponse\x12\n\n\x02id\x18\x01 \x01(\t\x12\x12\n\nowner_node\x18\x02 \x01(\t\x12.\n\x06status\x18\x03 \x01(\x0e\x32\x1e.yrd.peer.v1.ApplicationStatus\"\x15\n\x13ListWorklistRequest\"X\n\x0e\x41ttachmentInfo\x12\x10\n\x08material\x18\x01 \x01(\t\x12\x10\n\x08\x66ilename\x18\x02 \x01(\t\x12\x14\n\x0c\x63ontent_type\x18\x03 \x01(\t\x12\x0c\n\x04size\x18\x04 \x01(\x03\"\xbd\x02\n\x08WorkItem\x12\n\n\x02id\x18\x01 \x01(\t\x12\x12\n\nservice_id\x18\x02 \x01(\t\x12\x13\n\x0borigin_node\x18\x03 \x01(\t\x12.\n\x06status\x18\x04 \x01(\x0e\x32\x1e.yrd.peer.v1.ApplicationStatus\x12\x0f\n\x07handler\x18\x05 \x01(\t\x12\x13\n\x0breceived_at\x18\x06 \x01(\t\x12\x0e\n\x06\x64ue_at\x18\x07 \x01(\t\x12\x0f\n\x07overdue\x18\x08 \x01(\x08\x12\x0f\n\x07purpose\x18\t \x01(\t\x12,\n\tapplicant\x18\n \x01(\x0b\x32\x19.yrd.counter.v1.Applicant\x12\x11\n\tform_json\x18\x0b \x01(\t\x12\x33\n\x0b\x61ttachments\x18\x0c \x03(\x0b\x32\x1e.yrd.counter.v1.AttachmentInfo\"F\n\x14ListWorklistResponse\x12.\n\x0c\x61pplications\x18\x01 \x03(\x0b\x32\x18.yrd.counter.v1.WorkItem\"\x8c\x01\n\x18\x44\x65\x63ideApplicationRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12*\n\x08\x64\x65\x63ision\x18\x02 \x01(\x0e\x32\x18.yrd.counter.v1.Decision\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12(\n\tdocuments\x18\x04 \x03(\x0b\x32\x15.yrd.peer.v1.Document\"W\n\x19\x44\x65\x63ideApplicationResponse\x12\n\n\x02id\x18\x01 \x01(\t\x12.\n\x06status\x18\x02 \x01(\x0e\x32\x1e.yrd.peer.v1.ApplicationStatus*l\n\x08\x44\x65\x63ision\x12\x18\n\x14\x44\x45\x43ISION_UNSPECIFIED\x10\x00\x12\x14\n\x10\x44\x45\x43ISION_APPROVE\x10\x01\x12\x13\n\x0f\x44\x45\x43ISION_REJECT\x10\x02\x12\x1b\n\x17\x44\x45\x43ISION_NEED_MATERIALS\x10\x03\x32\xe8\x04\n\x0e\x43ounterService\x12h\n\x11SubmitApplication\x12(.yrd.counter.v1.SubmitApplicationRequest\x1a).yrd.counter.v1.SubmitApplicationResponse\x12_\n\x0eGetApplication\x12%.yrd.counter.v1.GetApplicationRequest\x1a&.yrd.counter.v1.GetApplicationResponse\x12Y\n\x0cListServices\x12#.yrd.counter.v1.ListServicesRequest\x1a$.yrd.counter.v1.ListServicesResponse\x12k\n\x12ReleaseApplication\x12).yrd.counter.v1.ReleaseApplicationRequest\x1a*.yrd.counter.v1.ReleaseApplicationResponse\x12Y\n\x0cListWorklist\x12#.yrd.counter.v1.ListWorklistRequest\x1a$.yrd.counter.v1.ListWorklistResponse\x12h\n\x11\x44\x65\x63ideApplication\x12(.yrd.counter.v1.DecideApplicationRequest\x1a).yrd.counter.v1.DecideApplicationResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'yrd.counter.v1.counter_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_DECISION']._serialized_start=1905
-  _globals['_DECISION']._serialized_end=2013
+  _globals['_COMPONENT_RESULTSENTRY']._loaded_options = None
+  _globals['_COMPONENT_RESULTSENTRY']._serialized_options = b'8\001'
+  _globals['_DECISION']._serialized_start=2309
+  _globals['_DECISION']._serialized_end=2417
   _globals['_APPLICANT']._serialized_start=106
   _globals['_APPLICANT']._serialized_end=150
   _globals['_SUBMITAPPLICATIONREQUEST']._serialized_start=153
@@ -46,27 +48,31 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_HISTORYENTRY']._serialized_start=517
   _globals['_HISTORYENTRY']._serialized_end=610
   _globals['_GETAPPLICATIONRESPONSE']._serialized_start=613
-  _globals['_GETAPPLICATIONRESPONSE']._serialized_end=883
-  _globals['_LISTSERVICESREQUEST']._serialized_start=885
-  _globals['_LISTSERVICESREQUEST']._serialized_end=936
-  _globals['_LISTSERVICESRESPONSE']._serialized_start=938
-  _globals['_LISTSERVICESRESPONSE']._serialized_end=1015
-  _globals['_RELEASEAPPLICATIONREQUEST']._serialized_start=1017
-  _globals['_RELEASEAPPLICATIONREQUEST']._serialized_end=1056
-  _globals['_RELEASEAPPLICATIONRESPONSE']._serialized_start=1058
-  _globals['_RELEASEAPPLICATIONRESPONSE']._serialized_end=1166
-  _globals['_LISTWORKLISTREQUEST']._serialized_start=1168
-  _globals['_LISTWORKLISTREQUEST']._serialized_end=1189
-  _globals['_ATTACHMENTINFO']._serialized_start=1191
-  _globals['_ATTACHMENTINFO']._serialized_end=1279
-  _globals['_WORKITEM']._serialized_start=1282
-  _globals['_WORKITEM']._serialized_end=1599
-  _globals['_LISTWORKLISTRESPONSE']._serialized_start=1601
-  _globals['_LISTWORKLISTRESPONSE']._serialized_end=1671
-  _globals['_DECIDEAPPLICATIONREQUEST']._serialized_start=1674
-  _globals['_DECIDEAPPLICATIONREQUEST']._serialized_end=1814
-  _globals['_DECIDEAPPLICATIONRESPONSE']._serialized_start=1816
-  _globals['_DECIDEAPPLICATIONRESPONSE']._serialized_end=1903
-  _globals['_COUNTERSERVICE']._serialized_start=2016
-  _globals['_COUNTERSERVICE']._serialized_end=2632
+  _globals['_GETAPPLICATIONRESPONSE']._serialized_end=953
+  _globals['_COMPONENT']._serialized_start=956
+  _globals['_COMPONENT']._serialized_end=1287
+  _globals['_COMPONENT_RESULTSENTRY']._serialized_start=1241
+  _globals['_COMPONENT_RESULTSENTRY']._serialized_end=1287
+  _globals['_LISTSERVICESREQUEST']._serialized_start=1289
+  _globals['_LISTSERVICESREQUEST']._serialized_end=1340
+  _globals['_LISTSERVICESRESPONSE']._serialized_start=1342
+  _globals['_LISTSERVICESRESPONSE']._serialized_end=1419
+  _globals['_RELEASEAPPLICATIONREQUEST']._serialized_start=1421
+  _globals['_RELEASEAPPLICATIONREQUEST']._serialized_end=1460
+  _globals['_RELEASEAPPLICATIONRESPONSE']._serialized_start=1462
+  _globals['_RELEASEAPPLICATIONRESPONSE']._serialized_end=1570
+  _globals['_LISTWORKLISTREQUEST']._serialized_start=1572
+  _globals['_LISTWORKLISTREQUEST']._serialized_end=1593
+  _globals['_ATTACHMENTINFO']._serialized_start=1595
+  _globals['_ATTACHMENTINFO']._serialized_end=1683
+  _globals['_WORKITEM']._serialized_start=1686
+  _globals['_WORKITEM']._serialized_end=2003
+  _globals['_LISTWORKLISTRESPONSE']._serialized_start=2005
+  _globals['_LISTWORKLISTRESPONSE']._serialized_end=2075
+  _globals['_DECIDEAPPLICATIONREQUEST']._serialized_start=2078
+  _globals['_DECIDEAPPLICATIONREQUEST']._serialized_end=2218
+  _globals['_DECIDEAPPLICATIONRESPONSE']._serialized_start=2220
+  _globals['_DECIDEAPPLICATIONRESPONSE']._serialized_end=2307
+  _globals['_COUNTERSERVICE']._serialized_start=2420
+  _globals['_COUNTERSERVICE']._serialized_end=3036
 # @@protoc_insertion_point(module_scope)

@@ -186,17 +186,25 @@ class GetApplicationResponse(_message.Message):
     RECEIPTS_FIELD_NUMBER: _builtins.int
     DOCUMENTS_FIELD_NUMBER: _builtins.int
     OVERDUE_FIELD_NUMBER: _builtins.int
+    COMPONENTS_FIELD_NUMBER: _builtins.int
+    BUNDLE_DUE_AT_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     service_id: _builtins.str
     owner_node: _builtins.str
     status: _peer_pb2.ApplicationStatus.ValueType
     overdue: _builtins.bool
+    bundle_due_at: _builtins.str
+    """The promise for the whole bundle along its dependency graph, ISO 8601 UTC; "" for a single matter."""
     @_builtins.property
     def history(self) -> _containers.RepeatedCompositeFieldContainer[Global___HistoryEntry]: ...
     @_builtins.property
     def receipts(self) -> _containers.RepeatedCompositeFieldContainer[_peer_pb2.Receipt]: ...
     @_builtins.property
     def documents(self) -> _containers.RepeatedCompositeFieldContainer[_peer_pb2.Document]: ...
+    @_builtins.property
+    def components(self) -> _containers.RepeatedCompositeFieldContainer[Global___Component]:
+        """A bundle's (一件事) parts, in the bundle's order; empty for a single matter."""
+
     def __init__(
         self,
         *,
@@ -208,14 +216,104 @@ class GetApplicationResponse(_message.Message):
         receipts: _abc.Iterable[_peer_pb2.Receipt] | None = ...,
         documents: _abc.Iterable[_peer_pb2.Document] | None = ...,
         overdue: _builtins.bool = ...,
+        components: _abc.Iterable[Global___Component] | None = ...,
+        bundle_due_at: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["documents", b"documents", "history", b"history", "id", b"id", "overdue", b"overdue", "owner_node", b"owner_node", "receipts", b"receipts", "service_id", b"service_id", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bundle_due_at", b"bundle_due_at", "components", b"components", "documents", b"documents", "history", b"history", "id", b"id", "overdue", b"overdue", "owner_node", b"owner_node", "receipts", b"receipts", "service_id", b"service_id", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetApplicationResponse: _TypeAlias = GetApplicationResponse  # noqa: Y015
+
+@_typing.final
+class Component(_message.Message):
+    """One part of a bundle as the counter sees it (docs/catalogue.md, Bundles)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class ResultsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    NAME_FIELD_NUMBER: _builtins.int
+    SERVICE_ID_FIELD_NUMBER: _builtins.int
+    SERVICE_NAME_FIELD_NUMBER: _builtins.int
+    DEPARTMENT_FIELD_NUMBER: _builtins.int
+    OWNER_FIELD_NUMBER: _builtins.int
+    OWNER_NODE_FIELD_NUMBER: _builtins.int
+    AFTER_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    ATTEMPT_FIELD_NUMBER: _builtins.int
+    APPLICATION_ID_FIELD_NUMBER: _builtins.int
+    DUE_AT_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    RESULTS_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    service_id: _builtins.str
+    service_name: _builtins.str
+    department: _builtins.str
+    owner: _builtins.str
+    """GB/T 2260 code of the owning jurisdiction, and the member node that owns it."""
+    owner_node: _builtins.str
+    status: _builtins.str
+    """waiting, blocked, or an application status name (submitted ... completed, refused): a
+    part that has not started has no ApplicationStatus, so this is text.
+    """
+    attempt: _builtins.int
+    application_id: _builtins.str
+    due_at: _builtins.str
+    """ISO 8601 UTC."""
+    reason: _builtins.str
+    @_builtins.property
+    def after(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The parts this one waits for."""
+
+    @_builtins.property
+    def results(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """The part's declared results (e.g. the licence's credit_code), as text."""
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        service_id: _builtins.str = ...,
+        service_name: _builtins.str = ...,
+        department: _builtins.str = ...,
+        owner: _builtins.str = ...,
+        owner_node: _builtins.str = ...,
+        after: _abc.Iterable[_builtins.str] | None = ...,
+        status: _builtins.str = ...,
+        attempt: _builtins.int = ...,
+        application_id: _builtins.str = ...,
+        due_at: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        results: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after", b"after", "application_id", b"application_id", "attempt", b"attempt", "department", b"department", "due_at", b"due_at", "name", b"name", "owner", b"owner", "owner_node", b"owner_node", "reason", b"reason", "results", b"results", "service_id", b"service_id", "service_name", b"service_name", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Component: _TypeAlias = Component  # noqa: Y015
 
 @_typing.final
 class ListServicesRequest(_message.Message):
