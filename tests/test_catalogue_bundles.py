@@ -17,8 +17,7 @@ from registry.bundles import component_problems, components, is_bundle, longest_
 from registry.catalogue import SAMPLES_DIR, load_catalogue_file
 from simulations.sample_applications import application_body
 
-# The samples folder also holds the clue dispatch rules (*.dispatch.toml): not catalogues.
-CATALOGUES = sorted(p for p in SAMPLES_DIR.glob("*.toml") if not p.name.endswith(".dispatch.toml"))
+CATALOGUES = sorted(SAMPLES_DIR.glob("*.toml"))  # the dispatch rules are in dispatch/
 
 HEAD = """
 node_id = "jiangsu"

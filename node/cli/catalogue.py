@@ -77,8 +77,7 @@ def lint_command(args: argparse.Namespace) -> int:
     if args.config is not None:
         own_file, others = _peer_definitions(args.config)
         files = files or [own_file]
-    # The samples folder also holds the clue dispatch rules (*.dispatch.toml): not catalogues.
-    files = files or sorted(p for p in SAMPLES_DIR.glob("*.toml") if not p.name.endswith(".dispatch.toml"))
+    files = files or sorted(SAMPLES_DIR.glob("*.toml"))
     own = [(str(path), defn) for path in files for defn in load_catalogue_file(path)[1]]
     problems = lint_problems(own, others)
     for line in problems:
