@@ -126,6 +126,15 @@ _TEXT: dict[str, tuple[str, str]] = {
     "chart_dead_letters": ("死信", "dead letters"),
     "chart_http_requests": ("HTTP 请求（每5秒）", "HTTP requests (per 5 s)"),
     "updates_itself": ("本页自动更新", "This page updates by itself"),
+    # clues (一网统管), the console's block
+    "clues": ("监管线索", "Supervision clues"),
+    "clue_domain": ("领域", "Domain"),
+    "clue_received": ("收到", "received"),
+    "clue_open": ("未办结", "open"),
+    "clue_overdue": ("超期", "overdue"),
+    "clue_escalated": ("已升级", "escalated"),
+    "clue_closed": ("已办结", "closed"),
+    "no_clues": ("尚无线索", "no clues yet"),
 }
 
 STATUS: dict[str, tuple[str, str]] = {
