@@ -192,3 +192,17 @@ def test_lint_flags_a_clue_rule_for_a_region_no_clue_can_reach() -> None:
     findings = lint_bundle(parse_bundle(text.encode(), "js.yaml"), None, members)
     assert [(f.subject, f.code) for f in findings] == [("rule js-in-clues", "unreachable")]
     assert lint_bundle(parse_bundle(JIANGSU.encode(), "js.yaml"), None, members) == []
+
+
+def test_per_peer_quotas_count_clues_and_per_service_quotas_do_not() -> None:
+    quotas = """\
+quotas:
+  - {id: per-peer, per: peer, direction: inbound, per_minute: 1, burst: 2}
+  - {id: per-service, per: service, direction: inbound, per_minute: 1, burst: 1}
+"""
+    bundle = parse_bundle((quotas + JIANGSU).encode(), "q.yaml")
+    engine = PolicyEngine(bundle, FakeClock())
+    ask = clue_input("inbound", "shanghai", "31", "food_drug", "320582", "node", 0)
+    # The per-service bucket (burst 1) would refuse the second; the per-peer one refuses the third.
+    assert [engine.decide(ask).code for _ in range(3)] == ["allowed", "allowed", "quota"]
+    assert engine.decide(ask).deciding_rule == "per-peer"
