@@ -137,11 +137,10 @@ class PolicyGate:
 
     async def clue_outbound(
         self, owner: str, domains: tuple[str, ...], region: str, role: str, now: int
-    ) -> list[Decision]:
+    ) -> None:
         """Before a clue is stored to leave: one decision per domain, since a joint clue goes to
         every department concerned and each domain may be shared or not. Each is logged; the first
         refusal raises PolicyDenied, so nothing is stored and the clerk sees the rule's reason."""
-        decisions = []
         for domain in domains:
             inp = clue_input("outbound", owner, self._jurisdiction(owner), domain, region, role, now)
             decision = await asyncio.to_thread(self._decide, inp) if self._off_loop else self._decide(inp)
@@ -150,8 +149,6 @@ class PolicyGate:
             await self.log.record(decision, inp)
             if not decision.allowed:
                 raise self._deny(decision)
-            decisions.append(decision)
-        return decisions
 
     def clue_inbound(self, s: Session, source: str, domains: tuple[str, ...], region: str, now: int) -> None:
         """Raise PolicyDenied unless this member accepts the clue in every domain; the decisions
