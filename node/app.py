@@ -382,6 +382,7 @@ def build_node(config: NodeConfig, clock: Clock | None = None, *, limits_clock: 
         db=db,
         trust=trust,
         rules=rules,
+        policy=policy,
         clock=clock,
         wake=delivery.wake,
         max_skew_ms=config.max_skew_ms,

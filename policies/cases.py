@@ -20,7 +20,7 @@ from core.clock import FakeClock
 from core.errors import ConfigError
 from policies.catalogue import CatalogueService
 from policies.engine import PolicyEngine
-from policies.model import LOG_LEVELS, Decision, Direction, PolicyInput
+from policies.model import KINDS, LOG_LEVELS, Decision, Direction, PolicyInput, clue_input
 from policies.schema import FIELD_RE, NODE_RE, PREFIX_RE, SERVICE_RE, WORD_RE, load_bundle
 from policies.yamlsrc import Reader, compose
 
@@ -37,6 +37,9 @@ _INPUT = (
     "fields",
     "consent",
     "at",
+    "kind",
+    "domain",
+    "region",
 )
 _EXPECT = (
     "allowed",
@@ -178,6 +181,12 @@ def _case(r: Reader, node: yaml.Node, where: str, ctx: _Context) -> Case | None:
 def _input(
     r: Reader, node: yaml.Node, where: str, v: dict[str, yaml.Node], ctx: _Context
 ) -> PolicyInput | None:
+    kind = r.string(v["kind"], f"{where}.kind") if "kind" in v else "application"
+    if kind == "clue":
+        return _clue_input(r, node, where, v, ctx)
+    if kind != "application":
+        r.error(v["kind"], f"{where}.kind", f"{kind!r} is not one of {', '.join(KINDS)}")
+        return None
     missing = [k for k in ("direction", "peer", "service", "purpose", "role", "consent", "at") if k not in v]
     if missing:
         r.error(node, where, f"missing {', '.join(missing)} (in the case or in defaults)")
@@ -213,6 +222,30 @@ def _input(
         consent=consent,
         at_ms=at_ms,
     )
+
+
+def _clue_input(
+    r: Reader, node: yaml.Node, where: str, v: dict[str, yaml.Node], ctx: _Context
+) -> PolicyInput | None:
+    """A clue is decided on its domain and region; service, purpose, fields and consent are not
+    asked (a default for them in the file is ignored, so one file can mix both kinds)."""
+    missing = [k for k in ("direction", "peer", "domain", "region", "role", "at") if k not in v]
+    if missing:
+        r.error(node, where, f"missing {', '.join(missing)} (in the case or in defaults)")
+        return None
+    direction = r.string(v["direction"], f"{where}.direction")
+    if direction is not None and direction not in ("outbound", "inbound"):
+        r.error(v["direction"], f"{where}.direction", f"{direction!r} is neither outbound nor inbound")
+    peer = r.string(v["peer"], f"{where}.peer", NODE_RE) or ""
+    jurisdiction = _or_lookup(r, node, v, f"{where}.peer_jurisdiction", ctx.peers.get(peer))
+    domain = r.string(v["domain"], f"{where}.domain", WORD_RE)
+    region = r.string(v["region"], f"{where}.region", PREFIX_RE)
+    role = r.string(v["role"], f"{where}.role", WORD_RE)
+    at_ms = _instant(r, v["at"], f"{where}.at")
+    if None in (jurisdiction, domain, region, role, at_ms) or direction not in ("outbound", "inbound"):
+        return None
+    assert domain is not None and region is not None and role is not None and at_ms is not None
+    return clue_input(cast(Direction, direction), peer, jurisdiction or "", domain, region, role, at_ms)
 
 
 def _or_lookup(

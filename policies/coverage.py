@@ -14,6 +14,9 @@ from policies.spec import Conditions, FieldCondition, ServiceSelector, TimeWindo
 def covers(a: Conditions, b: Conditions) -> bool:
     return (
         b.directions <= a.directions
+        and a.kind == b.kind
+        and _set_covers(a.domains, b.domains)
+        and _prefixes_cover(a.regions, b.regions)
         and _set_covers(a.peer_nodes, b.peer_nodes)
         and _prefixes_cover(a.peer_jurisdictions, b.peer_jurisdictions)
         and _services_cover(a.services, b.services)

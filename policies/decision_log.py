@@ -64,9 +64,11 @@ def row_for(decision: Decision, inp: PolicyInput) -> PolicyDecisionRow:
         direction=inp.direction,
         peer_node=inp.peer_node,
         peer_jurisdiction=inp.peer_jurisdiction,
-        service_id=inp.service_id,
-        service_owner=inp.service_owner,
-        service_department=inp.service_department,
+        # A clue has no service: its kind, region and domain go in the service columns
+        # (docs/policies.md "Clues"), so the log keeps one table and one shape.
+        service_id=inp.service_id if inp.kind == "application" else inp.kind,
+        service_owner=inp.service_owner if inp.kind == "application" else inp.region,
+        service_department=inp.service_department if inp.kind == "application" else inp.domain,
         purpose=inp.purpose,
         role=inp.role,
         fields=json.dumps(sorted(inp.fields)),

@@ -77,6 +77,12 @@ def failures(c: Conditions, inp: PolicyInput, weekday: int, minute: int) -> list
     out = []
     if inp.direction not in c.directions:
         out.append(f"direction is {inp.direction}, rule wants {_listed(c.directions)}")
+    if inp.kind != c.kind:
+        out.append(f"the input is a {inp.kind}, the rule decides a {c.kind}")
+    if c.domains is not None and inp.domain not in c.domains:
+        out.append(f"clue domain {inp.domain!r} is not one of {_listed(c.domains)}")
+    if c.regions is not None and not inp.region.startswith(c.regions):
+        out.append(f"clue region {inp.region!r} is not under {_listed(c.regions)}")
     if c.peer_nodes is not None and inp.peer_node not in c.peer_nodes:
         out.append(f"peer {inp.peer_node!r} is not one of {_listed(c.peer_nodes)}")
     if c.peer_jurisdictions is not None and not inp.peer_jurisdiction.startswith(c.peer_jurisdictions):

@@ -15,7 +15,7 @@ from collections import defaultdict
 from policies.model import Direction, PolicyInput
 from policies.spec import Conditions, Quota, Rule
 
-StaticKey = tuple[Direction, str, str, str, str, str]
+StaticKey = tuple[Direction, str, str, str, str, str, str, str, str]
 Candidates = tuple[tuple[Rule, ...], tuple[Quota, ...]]
 
 # Keys come from requests (a member may name any service id); bound the cache, not trust them.
@@ -30,13 +30,20 @@ def static_key(inp: PolicyInput) -> StaticKey:
         inp.service_department,
         inp.peer_node,
         inp.peer_jurisdiction,
+        inp.kind,
+        inp.domain,
+        inp.region,
     )
 
 
 def static_match(c: Conditions, key: StaticKey) -> bool:
     """Conditions fixed by the service and peer alone (see module doc)."""
-    direction, service_id, owner, department, peer_node, peer_jurisdiction = key
-    if direction not in c.directions:
+    direction, service_id, owner, department, peer_node, peer_jurisdiction, kind, domain, region = key
+    if direction not in c.directions or kind != c.kind:
+        return False
+    if c.domains is not None and domain not in c.domains:
+        return False
+    if c.regions is not None and not region.startswith(c.regions):
         return False
     if c.peer_nodes is not None and peer_node not in c.peer_nodes:
         return False
@@ -56,11 +63,13 @@ def static_match(c: Conditions, key: StaticKey) -> bool:
 
 
 def quota_applies(q: Quota, key: StaticKey) -> bool:
-    direction, service_id, _owner, _department, peer_node, _jurisdiction = key
+    direction, service_id, _owner, _department, peer_node, _jurisdiction, kind, _domain, _region = key
     if direction not in q.directions:
         return False
     if q.peer_nodes is not None and peer_node not in q.peer_nodes:
         return False
+    if kind != "application" and (q.scope == "service" or q.services is not None):
+        return False  # a clue has no service: per-service quotas never spend its tokens
     return q.services is None or q.services.matches(service_id)
 
 

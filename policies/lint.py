@@ -114,7 +114,9 @@ def _unreachable(
     peers = (
         [(n, p) for n, ps in members.items() if n != bundle.node for p in ps] if members is not None else None
     )
-    if services is not None and not any(_service_ok(c, s) for s in services):
+    if c.kind == "clue":
+        yield from _clue_unreachable(bundle, c, members)
+    elif services is not None and not any(_service_ok(c, s) for s in services):
         yield "no catalogued service satisfies its service conditions"
     elif peers is not None and not any(_peer_ok(c, n, p) for n, p in peers):
         yield "no federation member satisfies its peer conditions"
@@ -129,6 +131,28 @@ def _unreachable(
         )
     ):
         yield f"no catalogued service and member pair satisfies owned_by_peer={c.owned_by_peer} and the rest"
+
+
+def _clue_unreachable(
+    bundle: Bundle, c: Conditions, members: Mapping[str, tuple[str, ...]] | None
+) -> Iterator[str]:
+    """A clue travels to the member owning its region: an inbound clue rule's regions must lie in
+    this node's jurisdiction, an outbound one's in some peer's it may match."""
+    if members is None or c.regions is None:
+        return
+    peers = [(n, p) for n, ps in members.items() if n != bundle.node for p in ps if _peer_ok(c, n, p)]
+    owned = {
+        "inbound": list(members.get(bundle.node, ())),
+        "outbound": [p for _, p in peers],
+    }
+    for direction in sorted(c.directions):
+        if not any(_overlap(r, p) for r in c.regions for p in owned[direction]):
+            where = "this node's" if direction == "inbound" else "a matching peer's"
+            yield f"no region of {list(c.regions)} lies in {where} jurisdiction: no {direction} clue matches"
+
+
+def _overlap(a: str, b: str) -> bool:
+    return a.startswith(b) or b.startswith(a)
 
 
 def _service_ok(c: Conditions, s: CatalogueService) -> bool:

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from typing import Final, Literal
 
 Direction = Literal["outbound", "inbound"]
+Kind = Literal["application", "clue"]
+KINDS: Final = ("application", "clue")
 DIRECTIONS: Final = ("outbound", "inbound")
 LOG_LEVELS: Final = ("debug", "info", "warning", "error")
 
@@ -38,6 +40,33 @@ class PolicyInput:
     fields: frozenset[str]
     consent: bool
     at_ms: int
+    # A supervision clue has no service: it is decided on its domain and GB/T 2260 region
+    # (docs/policies.md "Clues"); for an application these stay at their defaults.
+    kind: Kind = "application"
+    domain: str = ""
+    region: str = ""
+
+
+def clue_input(
+    direction: Direction, peer: str, peer_jurisdiction: str, domain: str, region: str, role: str, at_ms: int
+) -> PolicyInput:
+    """The one shape of a clue question, for the node's gate and for bundle test cases alike."""
+    return PolicyInput(
+        direction=direction,
+        peer_node=peer,
+        peer_jurisdiction=peer_jurisdiction,
+        service_id="",
+        service_owner="",
+        service_department="",
+        purpose="",
+        role=role,
+        fields=frozenset(),
+        consent=False,
+        at_ms=at_ms,
+        kind="clue",
+        domain=domain,
+        region=region,
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,7 +16,7 @@ from typing import cast
 import yaml
 
 from core.errors import ConfigError
-from policies.model import LOG_LEVELS, Direction, Obligations
+from policies.model import KINDS, LOG_LEVELS, Direction, Kind, Obligations
 from policies.spec import (
     DAY_NAMES,
     Bundle,
@@ -43,7 +43,10 @@ HHMM_RE = re.compile(r"([01]\d|2[0-3]):([0-5]\d)|24:00")
 
 _TOP = ("node", "revision", "description", "timezone", "quotas", "rules")
 _RULE = ("id", "effect", "description", "when", "obligations")
-_WHEN = ("direction", "peer", "service", "purpose", "role", "fields", "consent", "time")
+_WHEN = ("direction", "kind", "peer", "service", "clue", "purpose", "role", "fields", "consent", "time")
+# Conditions about an application's service or form, meaningless for a clue: a clue rule that
+# names one would never match, so it is an error rather than a silent default deny.
+_APPLICATION_ONLY = ("service", "purpose", "fields", "consent")
 _SERVICE = ("ids", "owners", "departments", "owned_by_peer")
 _OBLIGATIONS = ("strip", "mask", "require_consent", "require_second_approval", "log")
 _QUOTA = ("id", "per", "direction", "peers", "services", "per_minute", "burst")
@@ -123,7 +126,14 @@ def _rule(r: Reader, node: yaml.Node, where: str, order: int) -> Rule | None:
     when = _conditions(r, m["when"], f"{where}.when")
     obligations = Obligations()
     if "obligations" in m:
-        obligations = _obligations(r, m["obligations"], f"{where}.obligations", effect)
+        clue = isinstance(m["when"], yaml.MappingNode) and any(
+            k.value == "kind" and v.value == "clue"
+            for k, v in m["when"].value
+            if isinstance(v, yaml.ScalarNode)
+        )
+        # A clue's fields are not stripped or consented to: its rules, like deny rules, log only.
+        why = "a deny rule sends nothing" if effect == "deny" else "a clue is sent whole" if clue else None
+        obligations = _obligations(r, m["obligations"], f"{where}.obligations", why)
     if rule_id is None or effect is None or when is None:
         return None
     return Rule(
@@ -161,7 +171,9 @@ def _conditions(r: Reader, node: yaml.Node, where: str) -> Conditions | None:
     consent = r.boolean(m["consent"], f"{where}.consent") if "consent" in m else None
     fields = _fields(r, m["fields"], f"{where}.fields") if "fields" in m else None
     time = _windows(r, m["time"], f"{where}.time") if "time" in m else None
-    if directions is None:
+    kind = _kind(r, m, where)
+    domains, regions = _clue(r, m["clue"], f"{where}.clue") if "clue" in m else (None, None)
+    if directions is None or kind is None:
         return None
     return Conditions(
         directions=directions,
@@ -176,7 +188,37 @@ def _conditions(r: Reader, node: yaml.Node, where: str) -> Conditions | None:
         consent=consent,
         fields=fields,
         time=time,
+        kind=kind,
+        domains=domains,
+        regions=regions,
     )
+
+
+def _kind(r: Reader, m: dict[str, yaml.Node], where: str) -> Kind | None:
+    kind = r.string(m["kind"], f"{where}.kind") if "kind" in m else "application"
+    if kind not in KINDS:
+        if kind is not None:
+            r.error(m["kind"], f"{where}.kind", f"{kind!r} is neither application nor clue")
+        return None
+    if kind == "clue":
+        for key in _APPLICATION_ONLY:
+            if key in m:
+                r.error(
+                    m[key], f"{where}.{key}", "a clue has no service or form; a clue rule cannot match it"
+                )
+    elif "clue" in m:
+        r.error(m["clue"], f"{where}.clue", "clue conditions need kind: clue")
+    return cast(Kind, kind)
+
+
+def _clue(r: Reader, node: yaml.Node, where: str) -> tuple[frozenset[str] | None, tuple[str, ...] | None]:
+    c = r.mapping(node, where, ("domains", "regions"))
+    if c == {}:
+        r.error(node, where, "give domains or regions, or drop the condition")
+    c = c or {}
+    domains = _set(r.strings(c["domains"], f"{where}.domains", WORD_RE)) if "domains" in c else None
+    regions = r.strings(c["regions"], f"{where}.regions", PREFIX_RE) if "regions" in c else None
+    return domains, regions
 
 
 def _peer(r: Reader, node: yaml.Node, where: str) -> tuple[frozenset[str] | None, tuple[str, ...] | None]:
@@ -277,13 +319,12 @@ def _hhmm(r: Reader, node: yaml.Node, where: str) -> int | None:
     return int(hours) * 60 + int(minutes)
 
 
-def _obligations(r: Reader, node: yaml.Node, where: str, effect: str | None) -> Obligations:
+def _obligations(r: Reader, node: yaml.Node, where: str, log_only: str | None) -> Obligations:
+    """``log_only`` says why the rule takes only the log obligation, when it does."""
     m = r.mapping(node, where, _OBLIGATIONS) or {}
-    if effect == "deny":
+    if log_only is not None:
         for key in m.keys() - {"log"}:
-            r.error(
-                m[key], f"{where}.{key}", "a deny rule sends nothing, so it takes only the log obligation"
-            )
+            r.error(m[key], f"{where}.{key}", f"{log_only}, so it takes only the log obligation")
             del m[key]
     strip = _set(r.strings(m["strip"], f"{where}.strip", FIELD_RE)) if "strip" in m else None
     mask = _set(r.strings(m["mask"], f"{where}.mask", FIELD_RE)) if "mask" in m else None

@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Literal
 
-from policies.model import Direction, Obligations
+from policies.model import Direction, Kind, Obligations
 
 Effect = Literal["allow", "deny"]
 QuotaScope = Literal["peer", "service"]
@@ -114,6 +114,11 @@ class Conditions:
     consent: bool | None = None
     fields: FieldCondition | None = None
     time: tuple[TimeWindow, ...] | None = None
+    # What the rule decides: applications (the default, so older bundles never admit clues) or
+    # clues, which match on their domain and region prefix instead of a service.
+    kind: Kind = "application"
+    domains: frozenset[str] | None = None
+    regions: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)

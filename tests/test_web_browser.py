@@ -258,10 +258,10 @@ def journey(fed: Federation, people: Callable[[str], Person], files: list[Path])
 
 ROLE_PAGES = {
     # user: (the nav it gets, a page it may not open)
-    "clerk": (["web/services", "web/queue", "track"], "/web/console"),
-    "owner-market": (["web/owner", "track"], "/web/queue"),
+    "clerk": (["web/services", "web/queue", "web/clues", "track"], "/web/console"),
+    "owner-market": (["web/owner", "web/clues", "track"], "/web/queue"),
     "operator": (["web/console", "track"], "/web/owner"),
-    "supervisor": (["web/services", "web/queue", "web/owner", "web/console", "track"], None),
+    "supervisor": (["web/services", "web/queue", "web/owner", "web/clues", "web/console", "track"], None),
 }
 
 

@@ -32,6 +32,7 @@ from node import metrics
 from node.cases.clue_checks import DAY_MS, HOUR_MS, ClueRequest, check_clue, check_clue_sender, check_transfer
 from node.cases.deadlines import iso
 from node.cases.origin import new_application_id
+from node.cases.policy_gate import PolicyGate
 from node.cases.requests import Document, Principal
 from node.delivery.outbox import enqueue
 from node.delivery.relaying import DELIVER, NOTIFY_STATUS, address
@@ -63,12 +64,14 @@ class Clues:
         db: Database,
         trust: Trust,
         rules: DispatchRules | None,
+        policy: PolicyGate,
         clock: Clock,
         wake: Callable[[str], None],
         max_skew_ms: int = DEFAULT_MAX_SKEW_MS,
         interval_s: float = 60.0,
     ) -> None:
         self.db, self.trust, self.rules, self.clock, self.wake = db, trust, rules, clock, wake
+        self.policy = policy
         self.max_skew_ms, self.interval_s = max_skew_ms, interval_s
         self._task: asyncio.Task[None] | None = None
         self._gauged: dict[str, set[tuple[str, str]]] = {}  # gauge name -> labels set last time
@@ -101,6 +104,8 @@ class Clues:
             max_skew_ms=self.max_skew_ms,
         )
         owner = self.trust.manifest.owner_of(req.region_code).node_id
+        if owner != self.trust.node_id:  # a clue of our own region crosses no boundary
+            await self.policy.clue_outbound(owner, req.domains, req.region_code, principal.role, now)
         clue_id = new_application_id(now)
         detail = peer_pb2.ClueDetail(
             description=req.description,
@@ -278,6 +283,7 @@ class Clues:
             )
         try:
             rules = self._admit(t, now)
+            self._allowed(s, sender, t, now)
         except YrdError as e:
             self._tell_source(s, t, e, now)
             return self._refuse(t, sender, e)
@@ -328,6 +334,12 @@ class Clues:
         if self.rules is None:
             raise Unprocessable("this member has no dispatch rules", code="no_dispatch_rules")
         return self.rules
+
+    def _allowed(self, s: Session, sender: str, t: peer_pb2.ClueTransfer, now: int) -> None:
+        """The inbound policy, after the checks (so it decides on a well-formed region and domains)
+        and only for a clue from another member: our own counter's clue crossed no boundary."""
+        if sender != self.trust.node_id:
+            self.policy.clue_inbound(s, sender, tuple(t.domains), t.region_code, now)
 
     def _open(self, sealed: bytes) -> peer_pb2.ClueDetail:
         detail = peer_pb2.ClueDetail()

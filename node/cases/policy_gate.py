@@ -22,7 +22,7 @@ from node.config import NodeConfig
 from node.trust.keyring import Trust
 from policies.decision_log import DecisionLog
 from policies.holder import PolicyHolder
-from policies.model import Decision, PolicyInput
+from policies.model import Decision, PolicyInput, clue_input
 from policies.obligations import apply_obligations
 from policies.quotas import SqlQuotaBook
 
@@ -134,6 +134,32 @@ class PolicyGate:
             self.log.add(s, decision, inp)
         if decision is None or not decision.allowed:
             raise self._deny(decision)
+
+    async def clue_outbound(
+        self, owner: str, domains: tuple[str, ...], region: str, role: str, now: int
+    ) -> None:
+        """Before a clue is stored to leave: one decision per domain, since a joint clue goes to
+        every department concerned and each domain may be shared or not. Each is logged; the first
+        refusal raises PolicyDenied, so nothing is stored and the clerk sees the rule's reason."""
+        for domain in domains:
+            inp = clue_input("outbound", owner, self._jurisdiction(owner), domain, region, role, now)
+            decision = await asyncio.to_thread(self._decide, inp) if self._off_loop else self._decide(inp)
+            if decision is None:
+                raise self._deny(None)
+            await self.log.record(decision, inp)
+            if not decision.allowed:
+                raise self._deny(decision)
+
+    def clue_inbound(self, s: Session, source: str, domains: tuple[str, ...], region: str, now: int) -> None:
+        """Raise PolicyDenied unless this member accepts the clue in every domain; the decisions
+        are logged in the caller's transaction (kept with the refusal's receipt)."""
+        for domain in domains:
+            inp = clue_input("inbound", source, self._jurisdiction(source), domain, region, "node", now)
+            decision = self._decide(inp)
+            if decision is not None:
+                self.log.add(s, decision, inp)
+            if decision is None or not decision.allowed:
+                raise self._deny(decision)
 
     async def recent(self, limit: int, since_ms: int | None) -> list[dict[str, Any]]:
         return await self.log.recent(limit, since_ms or 0)

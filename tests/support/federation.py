@@ -38,6 +38,11 @@ rules:
     effect: allow
     when:
       direction: inbound
+  - id: allow-clues
+    effect: allow
+    when:
+      direction: [outbound, inbound]
+      kind: clue
 """
 
 
