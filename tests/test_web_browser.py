@@ -29,7 +29,7 @@ from tests.support.federation import PASSWORD, Federation
 from tests.test_web_pages import MARKET, WORKLIST_SERVICE, WRONG_ID, start_web_federation
 
 webdriver = pytest.importorskip("selenium.webdriver", reason="pip install selenium (the dev extra)")
-from selenium.common.exceptions import TimeoutException  # noqa: E402
+from selenium.common.exceptions import StaleElementReferenceException, TimeoutException  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
 
@@ -94,7 +94,21 @@ class Person:
         return self.driver.find_element(By.ID, element_id)
 
     def wait_for(self, what: Callable[[Any], Any], seconds: float = 30) -> Any:
-        return WebDriverWait(self.driver, seconds, poll_frequency=0.2).until(what)
+        # A status page reloads itself while it waits for the owner: an element found on one
+        # load is stale on the next, so a wait looks again rather than fails.
+        wait = WebDriverWait(
+            self.driver, seconds, poll_frequency=0.2, ignored_exceptions=(StaleElementReferenceException,)
+        )
+        return wait.until(what)
+
+    def text(self, element_id: str) -> str:
+        """The element's text as the page now shows it, even across a reload."""
+        found: tuple[str] = self.wait_for(lambda d: (d.find_element(By.ID, element_id).text,))
+        return found[0]
+
+    def click(self, element_id: str) -> None:
+        """Click the element, again on the next load if the page reloaded under the click."""
+        self.wait_for(lambda d: d.find_element(By.ID, element_id).click() or True)
 
     def login(self, node: str, username: str) -> None:
         self.open(node, "/web/login")
@@ -171,8 +185,10 @@ def submit_at_jiangsu(fed: Federation, clerk: Person, files: list[Path]) -> tupl
     clerk.find("#q").send_keys("工业产品")
     clerk.find("#owner").send_keys("33")
     clerk.by_id("search").click()
-    card = clerk.wait_for(lambda d: d.find_element(By.CSS_SELECTOR, f'[data-service="{WORKLIST_SERVICE}"]'))
-    assert MARKET in card.text and "20" in card.text
+    card = clerk.wait_for(
+        lambda d: (d.find_element(By.CSS_SELECTOR, f'[data-service="{WORKLIST_SERVICE}"]').text,)
+    )[0]
+    assert MARKET in card and "20" in card
     clerk.shot("services")
     clerk.by_id(f"apply-{WORKLIST_SERVICE}").click()
     clerk.wait_for(lambda d: d.find_element(By.ID, "apply-form"))
@@ -185,13 +201,15 @@ def submit_at_jiangsu(fed: Federation, clerk: Person, files: list[Path]) -> tupl
         clerk.shot("no-error-shown")
         invalid = clerk.driver.execute_script(INVALID_INPUTS)
         raise AssertionError(f"{clerk.driver.current_url} {invalid}") from None
-    assert "校验" in error.text, error.text
+    assert error is not None
+    message = clerk.text("error-applicant.id_number")
+    assert "校验" in message, message
     clerk.shot("form-error-at-field")
     fill_form(clerk, fed, files, right_id(fed))
     clerk.by_id("submit").click()
     clerk.wait_for(lambda d: "审查中" in d.find_element(By.ID, "status").text)
     clerk.shot("status-in-review")
-    return clerk.by_id("app-id").text, clerk.by_id("check-code").text
+    return clerk.text("app-id"), clerk.text("check-code")
 
 
 def right_id(fed: Federation) -> str:
@@ -220,10 +238,10 @@ def watch_and_print(clerk: Person, code: str) -> None:
         clerk.shot("status-did-not-change")
         raise
     clerk.shot("status-completed")
-    assert "result-notice" in clerk.by_id("documents").text
-    clerk.by_id("receipt-link").click()
+    assert "result-notice" in clerk.text("documents")
+    clerk.click("receipt-link")
     clerk.wait_for(lambda d: d.find_element(By.ID, "qr"))
-    assert clerk.by_id("receipt-code").text == code
+    assert clerk.text("receipt-code") == code
     clerk.shot("receipt")
     clerk.driver.execute_cdp_cmd("Emulation.setEmulatedMedia", {"media": "print"})
     assert not clerk.find("header.top").is_displayed() and not clerk.by_id("print").is_displayed()
@@ -238,7 +256,7 @@ def follow_as_citizen(fed: Federation, citizen: Person, app_id: str, code: str) 
     citizen.by_id("track-id").send_keys(app_id)
     citizen.by_id("track-code").send_keys(code)
     citizen.by_id("track").click()
-    assert "已办结" in citizen.wait_for(lambda d: d.find_element(By.ID, "track-status")).text
+    citizen.wait_for(lambda d: "已办结" in d.find_element(By.ID, "track-status").text)
     page = citizen.driver.page_source
     body = application_body(fed.nodes["jiangsu"].index.get(WORKLIST_SERVICE), random.Random(11))
     assert body["applicant"]["name"] not in page and right_id(fed) not in page
