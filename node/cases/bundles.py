@@ -46,6 +46,7 @@ from node.cases.owner import Owner
 from node.cases.requests import Attachment, Principal, SubmitRequest
 from node.cases.statuses import FINAL
 from node.delivery.outbox import enqueue
+from node.delivery.peer_server import item_receipt
 from node.delivery.relaying import DELIVER, address
 from node.models import (
     Application,
@@ -91,16 +92,6 @@ class _Run:
     parts: dict[str, BundlePart]
     apps: dict[str, Application]
     results: dict[str, dict[str, str]]
-
-
-def _receipt(item_id: str, outcome: int, code: str, reason: str, now: int) -> peer_pb2.Receipt:
-    return peer_pb2.Receipt(
-        item_id=item_id,
-        outcome=outcome,  # type: ignore[arg-type]
-        reason_code=code,
-        reason=reason,
-        received_at_ms=now,
-    )
 
 
 def results_problem(results: Any) -> str | None:
@@ -202,7 +193,7 @@ class Bundles:
         """The origin's status change, plus its results kept and the bundle it moves woken."""
         problem = results_problem(update.results)
         if problem is not None:
-            return _receipt(
+            return item_receipt(
                 update.application_id, Outcome.RECEIPT_OUTCOME_REJECTED, "malformed_status", problem, 0
             )
         receipt = apply_status_update(s, sender, update)
@@ -483,7 +474,7 @@ class Bundles:
         except YrdError as e:
             log.info("refused resubmission %r from %s: %s", t.application_id[:100], sender, e.code)
             reason = f"{e.field}: {e.reason}" if e.field else e.reason
-            return _receipt(t.application_id, Outcome.RECEIPT_OUTCOME_REJECTED, e.code, reason, now)
+            return item_receipt(t.application_id, Outcome.RECEIPT_OUTCOME_REJECTED, e.code, reason, now)
 
     def _resubmission(
         self, s: Session, sender: str, t: peer_pb2.ApplicationTransfer, now: int
@@ -520,7 +511,7 @@ class Bundles:
         if part is None:
             raise NotFound(f"no part {clip(doc['component'])}", code="unknown_component", field="component")
         if doc["attempt"] <= part.attempt:
-            return _receipt(
+            return item_receipt(
                 t.application_id, Outcome.RECEIPT_OUTCOME_DUPLICATE, "duplicate", "already resubmitted", now
             )
         if doc["attempt"] != part.attempt + 1:
@@ -549,7 +540,9 @@ class Bundles:
         s.add(run)
         metrics.BUNDLE_PARTS.labels(outcome="resubmitted").inc()
         log.info("bundle %s: part %s resubmitted, attempt %d", run.id, part.name, part.attempt)
-        return _receipt(t.application_id, Outcome.RECEIPT_OUTCOME_ACCEPTED, "accepted", "resubmitted", now)
+        return item_receipt(
+            t.application_id, Outcome.RECEIPT_OUTCOME_ACCEPTED, "accepted", "resubmitted", now
+        )
 
     # -- at the counter ----------------------------------------------------------------------
 

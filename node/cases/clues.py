@@ -35,6 +35,7 @@ from node.cases.origin import new_application_id
 from node.cases.policy_gate import PolicyGate
 from node.cases.requests import Document, Principal
 from node.delivery.outbox import enqueue
+from node.delivery.peer_server import item_receipt
 from node.delivery.relaying import DELIVER, NOTIFY_STATUS, address
 from node.models import ClueCase, ClueEvent, ClueSent, ClueTask, OutboxEntry, ReceiptRecord
 from node.trust.envelope import DEFAULT_MAX_SKEW_MS
@@ -275,10 +276,10 @@ class Clues:
         existing = s.get(ClueCase, t.clue_id)
         if existing is not None:
             if existing.source_node != sender:
-                return _receipt(
+                return item_receipt(
                     t.clue_id, Outcome.RECEIPT_OUTCOME_REJECTED, "id_taken", "clue id in use", now
                 )
-            return _receipt(
+            return item_receipt(
                 t.clue_id, Outcome.RECEIPT_OUTCOME_DUPLICATE, "duplicate", "already received", now
             )
         try:
@@ -322,7 +323,7 @@ class Clues:
             self._step(s, case, "dispatched", now, department=dept.name, level=dept.level, note=note)
             metrics.CLUES_RECEIVED.labels(domain=domain, region=metric_region(t.region_code)).inc()
         log.info("clue %s from %s dispatched to %d department(s)", t.clue_id, sender, len(t.domains))
-        return _receipt(t.clue_id, Outcome.RECEIPT_OUTCOME_ACCEPTED, "accepted", "stored", now)
+        return item_receipt(t.clue_id, Outcome.RECEIPT_OUTCOME_ACCEPTED, "accepted", "stored", now)
 
     def _admit(self, t: peer_pb2.ClueTransfer, now: int) -> DispatchRules:
         detail = self._open(t.sealed_detail)
@@ -353,7 +354,7 @@ class Clues:
         log.info("refused clue %r from %s: %s", t.clue_id[:100], sender, e.code)
         metrics.CLUES_REFUSED.labels(reason=e.code).inc()
         reason = f"{e.field}: {e.reason}" if e.field else e.reason
-        return _receipt(
+        return item_receipt(
             t.clue_id[:100], Outcome.RECEIPT_OUTCOME_REJECTED, e.code, reason, self.clock.now_ms()
         )
 
@@ -832,16 +833,6 @@ def record_clue_event(
         sent.status, sent.status_sequence = step, sequence
         s.add(sent)
     return True
-
-
-def _receipt(item_id: str, outcome: int, code: str, reason: str, now: int) -> peer_pb2.Receipt:
-    return peer_pb2.Receipt(
-        item_id=item_id,
-        outcome=outcome,  # type: ignore[arg-type]
-        reason_code=code,
-        reason=reason,
-        received_at_ms=now,
-    )
 
 
 def _submitted(row: ClueSent) -> dict[str, Any]:

@@ -40,7 +40,8 @@ Outcome = peer_pb2.ReceiptOutcome
 Env = envelope_pb2.Envelope
 
 
-def _receipt(item_id: str, outcome: int, code: str, reason: str, now: int) -> peer_pb2.Receipt:
+def item_receipt(item_id: str, outcome: int, code: str, reason: str, now: int) -> peer_pb2.Receipt:
+    """The receipt a receiver signs for one item; every kind of item is answered alike."""
     return peer_pb2.Receipt(
         item_id=item_id,
         outcome=outcome,  # type: ignore[arg-type]
@@ -187,7 +188,7 @@ class PeerServicer(peer_pb2_grpc.PeerServiceServicer):
                     receipt = self._item(s, env, method, now, hops)
                     acted.add(env.sender)
                 else:
-                    receipt = _receipt(
+                    receipt = item_receipt(
                         envelope_item_id(env),
                         Outcome.RECEIPT_OUTCOME_REJECTED,
                         rejected.code,
@@ -234,7 +235,7 @@ class PeerServicer(peer_pb2_grpc.PeerServiceServicer):
         item = _parse_item(method, env.body)
         if item is None or item.WhichOneof("item") is None:
             why = "body does not parse" if item is None else "empty item"
-            return _receipt(
+            return item_receipt(
                 envelope_item_id(env), Outcome.RECEIPT_OUTCOME_REJECTED, "malformed_body", why, now
             )
         if item.WhichOneof("item") == "forward":
@@ -272,15 +273,15 @@ class PeerServicer(peer_pb2_grpc.PeerServiceServicer):
         try:
             self._verify_inner(inner, method)
         except EnvelopeRejected as e:
-            return _receipt(item_id, Outcome.RECEIPT_OUTCOME_REJECTED, e.code, e.reason, now)
+            return item_receipt(item_id, Outcome.RECEIPT_OUTCOME_REJECTED, e.code, e.reason, now)
         if inner.destination == self.trust.node_id:
             item = _parse_item(method, inner.body)
             if item is None:
-                return _receipt(
+                return item_receipt(
                     item_id, Outcome.RECEIPT_OUTCOME_REJECTED, "malformed_body", "inner body", now
                 )
             if item.WhichOneof("item") == "forward":
-                return _receipt(
+                return item_receipt(
                     item_id, Outcome.RECEIPT_OUTCOME_REJECTED, "nested_forward", "one relay hop", now
                 )
             return self._local(s, inner.sender, item, now, hops)
@@ -294,7 +295,7 @@ class PeerServicer(peer_pb2_grpc.PeerServiceServicer):
             now_ms=now,
         )
         hops.add(inner.destination)
-        return _receipt(
+        return item_receipt(
             item_id, Outcome.RECEIPT_OUTCOME_ACCEPTED, "relayed", f"relayed by {outer.destination}", now
         )
 
