@@ -122,6 +122,14 @@ class Node:
         return f"{self.config.grpc_listen.rsplit(':', 1)[0]}:{self.grpc_port}"
 
     async def start(self) -> None:
+        """Start everything, or, when a part cannot start (a port taken), stop what did."""
+        try:
+            await self._start()
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def _start(self) -> None:
         await self.sync.load_persisted()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self.grpc_server)
         if self.grpc_credentials is None:

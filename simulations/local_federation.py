@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import random
 import shutil
 import socket
 from collections.abc import Sequence
@@ -66,11 +67,23 @@ PROVINCES = (
 )
 
 
+# Below Linux's ephemeral range (32768-60999): a port the kernel hands out for an outgoing
+# connection can be taken between our check and the node's bind, one of ours cannot.
+_PORTS = range(20000, 32768)
+_rng = random.SystemRandom()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+    """A port on 127.0.0.1 that nothing listens on now, for a node laid out before it starts."""
+    for _ in range(200):
+        port = _rng.choice(_PORTS)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise OSError("no free port on 127.0.0.1 between 20000 and 32767")
 
 
 def _key(directory: Path) -> NodeKey:
