@@ -25,7 +25,7 @@ from yrd.catalogue.v1 import catalogue_pb2
 from yrd.counter.v1 import counter_pb2, counter_pb2_grpc
 from yrd.peer.v1 import peer_pb2, peer_pb2_grpc
 
-from core.clock import Clock, SystemClock
+from core.clock import Clock, OffsetClock, SystemClock
 from core.db import Database
 from core.errors import ConfigError
 from core.keys import load_key
@@ -254,12 +254,23 @@ def https_context(config: NodeConfig) -> ssl.SSLContext | None:
     return context
 
 
+def node_clock(config: NodeConfig, clock: Clock) -> Clock:
+    """``clock`` moved by ``[clock] offset_ms`` when set (a skewed host, as simulated)."""
+    if not config.clock.offset_ms:
+        return clock
+    log.warning(
+        "node %s runs its clock %+d ms off ([clock] offset_ms)", config.node_id, config.clock.offset_ms
+    )
+    return OffsetClock(clock, config.clock.offset_ms)
+
+
 def build_node(config: NodeConfig, clock: Clock | None = None, *, limits_clock: Clock | None = None) -> Node:
     """``limits_clock`` times the per-peer and per-clerk rate limits (default: ``clock``);
     a test gives them a FakeClock of their own to move bucket time and nothing else."""
-    clock = clock or SystemClock()
+    clock = node_clock(config, clock or SystemClock())
     limits_clock = limits_clock or clock
     key = load_key(config.key_file, key_passphrase(os.environ))
+    retired = tuple(load_key(path, key_passphrase(os.environ)) for path in config.retired_key_files)
     manifest = load_trusted_manifest(config)
     member = manifest.member(config.node_id)
     if member is None:
@@ -275,7 +286,7 @@ def build_node(config: NodeConfig, clock: Clock | None = None, *, limits_clock: 
         )
 
     db = open_node_database(config)
-    trust = Trust(config.node_id, key, manifest)
+    trust = Trust(config.node_id, key, manifest, retired)
     verifier = EnvelopeVerifier(
         config.node_id,
         lambda: trust.manifest,
@@ -318,6 +329,7 @@ def build_node(config: NodeConfig, clock: Clock | None = None, *, limits_clock: 
         verifier=verifier,
         clock=clock,
         store=config.data_dir / CURRENT_MANIFEST,
+        interval_s=config.delivery.gossip_interval_s,
     )
     checkpoints = Checkpoints(
         db=db,
