@@ -37,7 +37,16 @@ from yrd.peer.v1 import peer_pb2
 
 from core.clock import Clock
 from core.db import Database
-from core.errors import Conflict, InvalidInput, NotFound, PolicyDenied, Unprocessable, YrdError, clip
+from core.errors import (
+    Conflict,
+    InvalidInput,
+    NotFound,
+    PolicyDenied,
+    Unavailable,
+    Unprocessable,
+    YrdError,
+    clip,
+)
 from node import metrics
 from node.cases.admission import admit, check_sender, check_transfer
 from node.cases.deadlines import bundle_due_ms, iso
@@ -281,7 +290,9 @@ class Bundles:
         defn = self.owner.services().get(run.service_id) if run is not None else None
         if run is None or inbound is None or defn is None:
             return None
-        payload = peer_pb2.ApplicationPayload.FromString(unseal(self.trust.key, inbound.sealed_payload))
+        payload = peer_pb2.ApplicationPayload.FromString(
+            unseal(self.trust.opening_keys(), inbound.sealed_payload)
+        )
         parts = {p.name: p for p in s.exec(select(BundlePart).where(BundlePart.bundle_id == bundle_id)).all()}
         apps: dict[str, Application] = {}
         results: dict[str, dict[str, str]] = {}
@@ -366,7 +377,9 @@ class Bundles:
     def _correction(self, part: BundlePart) -> tuple[dict[str, Any], list[peer_pb2.Attachment]]:
         if not part.sealed_correction:
             return {}, []
-        payload = peer_pb2.ApplicationPayload.FromString(unseal(self.trust.key, part.sealed_correction))
+        payload = peer_pb2.ApplicationPayload.FromString(
+            unseal(self.trust.opening_keys(), part.sealed_correction)
+        )
         doc = json.loads(payload.form_json)
         return dict(doc["form"]), list(payload.attachments)
 
@@ -471,6 +484,8 @@ class Bundles:
         try:
             check_sender(t, sender)
             return self._resubmission(s, sender, t, now)
+        except Unavailable as e:  # stamped ahead by a skewed member (admission.MAX_AHEAD_MS)
+            return item_receipt(t.application_id, Outcome.RECEIPT_OUTCOME_RETRY, e.code, e.reason, now)
         except YrdError as e:
             log.info("refused resubmission %r from %s: %s", t.application_id[:100], sender, e.code)
             reason = f"{e.field}: {e.reason}" if e.field else e.reason
@@ -487,7 +502,9 @@ class Bundles:
                 f"{clip(t.service_id)} is not a bundle", code="not_a_bundle", field="service_id"
             )
         try:
-            payload = peer_pb2.ApplicationPayload.FromString(unseal(self.trust.key, t.sealed_payload))
+            payload = peer_pb2.ApplicationPayload.FromString(
+                unseal(self.trust.opening_keys(), t.sealed_payload)
+            )
             doc = json.loads(payload.form_json.decode("utf-8"))
         except Exception as e:
             raise InvalidInput("the sealed resubmission does not open", code="sealed_payload_invalid") from e
