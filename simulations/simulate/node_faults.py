@@ -1,0 +1,156 @@
+"""The faults that change a node's own settings: its clock (``skew``) and its key
+(``rotate``). Both restart the node gracefully, as an operator would, with a changed
+node.toml or key files; what the run saw of them goes into ``Fault.observed``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+
+import aiohttp
+from prometheus_client.parser import text_string_to_metric_families
+
+from simulations.cluster import Cluster
+from simulations.simulate import rotation
+from simulations.simulate.faults import Fault
+from simulations.simulate.invariants import Check, fail
+
+log = logging.getLogger(__name__)
+
+SPREAD_POLL_S = 0.5
+# The node stops this long before the switch time, so nothing is sealed to its new key while
+# it still runs on the old one (deploy.md: the switch happens at T, not before).
+STOP_BEFORE_SWITCH_S = 1.0
+SPREAD_AFTER_SWITCH_S = 60.0
+# How often members ask each other for a newer manifest during a run with a rotation.
+GOSSIP_INTERVAL_S = 2.0
+
+
+async def skew_refusals(cluster: Cluster) -> dict[str, float]:
+    """Each running node's count of envelopes it refused for ``clock_skew`` (from /metrics)."""
+    counts: dict[str, float] = {}
+    timeout = aiohttp.ClientTimeout(total=5)
+    async with aiohttp.ClientSession(timeout=timeout) as http:
+        for node_id, node in cluster.nodes.items():
+            if not node.running or node.paused:
+                continue
+            try:
+                async with http.get(f"{node.http_url}/metrics") as r:
+                    text = await r.text()
+            except (aiohttp.ClientError, TimeoutError, OSError):
+                continue
+            counts[node_id] = sum(
+                sample.value
+                for family in text_string_to_metric_families(text)
+                if family.name == "yrd_envelopes_verified"
+                for sample in family.samples
+                if sample.name.endswith("_total") and sample.labels.get("result") == "clock_skew"
+            )
+    return counts
+
+
+async def skew(cluster: Cluster, fault: Fault, now: Callable[[], float]) -> None:
+    """Restart the node with ``[clock] offset_ms``, keep it so for the window, restart it on
+    the host's clock. Refusals are counted on every node from the skewed start to the end."""
+    await cluster.stop_node(fault.node)
+    cluster.configure(fault.node, {"clock": {"offset_ms": fault.offset_ms}})
+    await cluster.restart(fault.node)
+    fault.applied_at_s = round(now(), 2)
+    before = await skew_refusals(cluster)
+    await asyncio.sleep(max(0.0, fault.start_s + fault.duration_s - now()))
+    after = await skew_refusals(cluster)
+    await cluster.stop_node(fault.node)
+    cluster.configure(fault.node, {"clock": None})
+    await cluster.restart(fault.node)
+    fault.reverted_at_s = round(now(), 2)
+    refused = {i: round(after[i] - before.get(i, 0.0)) for i in after if after[i] > before.get(i, 0.0)}
+    fault.observed = {"clock_skew_refusals": sum(refused.values()), "refused_by": refused}
+
+
+def _versions(cluster: Cluster) -> dict[str, int]:
+    return {i: rotation.manifest_version(n.config) for i, n in cluster.nodes.items()}
+
+
+async def _spread(cluster: Cluster, version: int, deadline: float) -> bool:
+    """Until every member holds ``version`` (saved by its gossip) or the monotonic deadline."""
+    while True:
+        if min(_versions(cluster).values()) >= version:
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        await asyncio.sleep(SPREAD_POLL_S)
+
+
+async def rotate(cluster: Cluster, fault: Fault, now: Callable[[], float]) -> None:
+    """Publish the successor at the window's start, switch the node's key at its end."""
+    node_id = fault.node
+    configs = {i: n.config for i, n in cluster.nodes.items()}
+    switch_ms = int(time.time() * 1000 + fault.duration_s * 1000)
+    plan = rotation.prepare(configs, node_id, switch_ms, int(time.time() * 1000))
+    await cluster.stop_node(node_id)
+    rotation.publish(cluster.nodes[node_id].config, plan)
+    await cluster.restart(node_id)
+    fault.applied_at_s = published = round(now(), 2)
+    switch_at = time.monotonic() + (switch_ms / 1000 - time.time())
+    spread_before = await _spread(cluster, plan.version, switch_at - STOP_BEFORE_SWITCH_S)
+    spread_s = round(now() - published, 2) if spread_before else None
+    await asyncio.sleep(max(0.0, switch_at - STOP_BEFORE_SWITCH_S - time.monotonic()))
+    await cluster.stop_node(node_id)
+    await asyncio.sleep(max(0.0, switch_ms / 1000 - time.time()))
+    config = cluster.nodes[node_id].config
+    retired = rotation.switch(config, plan)
+    kept = [p.name for p in config.retired_key_files]
+    cluster.configure(node_id, {"retired_key_files": [*kept, retired.name]})
+    await cluster.restart(node_id)
+    switched_s = round(now(), 2)
+    if not spread_before:
+        log.warning("manifest version %d had not reached every member by the switch", plan.version)
+        if await _spread(cluster, plan.version, time.monotonic() + SPREAD_AFTER_SWITCH_S):
+            spread_s = round(now() - published, 2)
+    fault.reverted_at_s = round(now(), 2)
+    fault.observed = {
+        "manifest_version": plan.version,
+        "signed_by": list(plan.signers),
+        "old_key": plan.old_key_id,
+        "new_key": plan.new_key_id,
+        "switch_ms": plan.switch_ms,
+        "switched_at_s": switched_s,
+        "spread_s": spread_s,
+        "spread_before_switch": spread_before,
+        "versions": _versions(cluster),
+    }
+
+
+def fault_checks(faults: list[Fault], max_skew_ms: int) -> list[Check]:
+    """What the skew and rotate faults promise beyond the database invariants, read from what
+    the run observed: a skew within ``max_skew_ms`` costs no refusal and one beyond it is
+    refused (``clock_skew``, counted on the nodes' /metrics); a rotated key's manifest
+    reaches every member by gossip and the node comes back on the new key."""
+    checks = []
+    skews = [f for f in faults if f.kind == "skew"]
+    if skews:
+        check = Check(
+            "a skew within the allowed one refuses nothing, one beyond it is refused", True, len(skews)
+        )
+        for f in skews:
+            refused = f.observed.get("clock_skew_refusals")
+            if refused is None:
+                fail(check, f"{f.label}: never applied")
+            elif abs(f.offset_ms) <= max_skew_ms and refused:
+                fail(check, f"{f.label}: {refused} envelopes refused within the allowed {max_skew_ms} ms")
+            elif abs(f.offset_ms) > max_skew_ms and not refused:
+                fail(check, f"{f.label}: beyond the allowed {max_skew_ms} ms, yet nothing was refused")
+        checks.append(check)
+    rotations = [f for f in faults if f.kind == "rotate"]
+    if rotations:
+        check = Check("a rotated key's manifest reached every member by gossip", True, len(rotations))
+        for f in rotations:
+            if f.observed.get("switched_at_s") is None:
+                fail(check, f"{f.label}: the node did not come back on its new key")
+            elif f.observed.get("spread_s") is None:
+                fail(check, f"{f.label}: members still on older versions: {f.observed.get('versions')}")
+        checks.append(check)
+    return checks
