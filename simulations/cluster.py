@@ -32,8 +32,9 @@ from simulations.processes import node_command, open_log, wait_ready
 
 log = logging.getLogger(__name__)
 
-# The one account per node; its password is random per run and never printed or kept.
+# The accounts of each node; their passwords are random per run and never printed or kept.
 CLERK = "clerk"
+SUPERVISOR = "supervisor"
 READY_TIMEOUT_S = 90.0
 STOP_TIMEOUT_S = 10.0
 
@@ -42,7 +43,8 @@ STOP_TIMEOUT_S = 10.0
 class NodeProcess:
     spec: NodeSpec
     config: NodeConfig
-    token: str = ""
+    token: str = ""  # the clerk's
+    supervisor_token: str = ""
     process: subprocess.Popen[bytes] | None = None
     paused: bool = False
     starts: int = 0
@@ -82,15 +84,21 @@ class NodeProcess:
         return None
 
 
-async def create_clerk(config: NodeConfig, password: str) -> str:
-    """A clerk account and an open session token, written before the node starts."""
+async def create_accounts(config: NodeConfig) -> tuple[str, str]:
+    """Open session tokens of a counter clerk (who submits) and a supervisor (who may decide
+    the owner's applications, as the load plays the owner's clerk), written before the node
+    starts; passwords are random and never kept."""
     db = Database(config.database_url)
     try:
         db.create_all()
         store = UserStore(db, SystemClock())
-        await store.add_user(CLERK, password, "clerk")
-        token, _expires = await store.login(CLERK, password)
-        return token
+        tokens = []
+        for name, role in ((CLERK, "clerk"), (SUPERVISOR, "supervisor")):
+            password = secrets.token_urlsafe(16)
+            await store.add_user(name, password, role)
+            token, _expires = await store.login(name, password)
+            tokens.append(token)
+        return tokens[0], tokens[1]
     finally:
         db.close()
 
@@ -137,8 +145,8 @@ class Cluster:
         for spec, laid_out in zip(self.specs, configs, strict=True):
             overrides = (extra_for or {}).get(spec.node_id)
             config = edit_config(laid_out, overrides) if overrides else laid_out
-            token = await create_clerk(config, secrets.token_urlsafe(16))
-            self.nodes[spec.node_id] = NodeProcess(spec, config, token)
+            token, supervisor = await create_accounts(config)
+            self.nodes[spec.node_id] = NodeProcess(spec, config, token, supervisor)
 
     def configure(self, node_id: str, settings: dict[str, object]) -> None:
         """Change a node's node.toml (it takes effect at its next start): each key is set,

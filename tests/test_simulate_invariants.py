@@ -12,7 +12,9 @@ from sqlmodel import Session, select
 from core.db import Database
 from node.models import Application, AuditRecord, InboundApplication, OutboxEntry, StatusEvent
 from node.trust.audit import AuditEntry, append
+from simulations.simulate.faults import Fault
 from simulations.simulate.invariants import check
+from simulations.simulate.node_faults import fault_checks
 
 NODES = ("shanghai", "jiangsu", "zhejiang")
 
@@ -145,3 +147,53 @@ def test_a_tampered_audit_chain_is_caught(dbs: dict[str, Path]) -> None:
     problems = broken(dbs, {"a1": "shanghai"})
     assert list(problems) == ["every audit chain verifies"]
     assert problems["every audit chain verifies"][0].startswith("jiangsu: seq 1")
+
+
+def test_a_dead_letter_is_caught(dbs: dict[str, Path]) -> None:
+    def bury(s: Session) -> None:
+        s.add(
+            OutboxEntry(
+                next_hop="jiangsu",
+                destination="jiangsu",
+                method="/m",
+                item_id="a1",
+                body=b"",
+                created_at_ms=1,
+                next_attempt_ms=1,
+                state="dead",
+                dead_reason="sealed_payload_invalid",
+            )
+        )
+
+    write(dbs["shanghai"], bury)
+    problems = broken(dbs, {"a1": "shanghai"})
+    assert problems == {
+        "nothing set aside as a dead letter": ["shanghai: a1 to jiangsu: sealed_payload_invalid"]
+    }
+
+
+def skewed(node: str, offset_ms: int, window: tuple[float, float], refused: dict[str, int]) -> Fault:
+    fault = Fault("skew", window[0], window[1] - window[0], node=node, offset_ms=offset_ms)
+    fault.applied_at_s, fault.reverted_at_s = window
+    fault.observed = {"clock_skew_refusals": sum(refused.values()), "refused": refused}
+    return fault
+
+
+def test_skew_checks_blame_only_what_the_skew_explains() -> None:
+    name = "a skew within the allowed one refuses nothing, one beyond it is refused"
+
+    def problems(*faults: Fault) -> list[str]:
+        (c,) = fault_checks(list(faults), 30_000)
+        assert c.name == name
+        return c.problems
+
+    beyond = skewed("zhejiang", 45_000, (1, 6), {"shanghai<-zhejiang": 3})
+    assert problems(beyond, skewed("anhui", -15_000, (8, 12), {})) == []
+    assert problems(skewed("zhejiang", 45_000, (1, 6), {})) == [
+        "skew zhejiang +45 s: beyond the allowed 30000 ms, yet nothing was refused"
+    ]
+    lonely = skewed("anhui", -15_000, (8, 12), {"anhui<-jiangsu": 2})
+    assert problems(lonely) == ["skew anhui -15 s: 2 envelopes refused within the allowed 30000 ms"]
+    # Refused by a node skewed the other way at the same time: that pair is not this skew's doing.
+    shared = skewed("anhui", -15_000, (5, 9), {"anhui<-zhejiang": 4})
+    assert problems(beyond, shared) == []

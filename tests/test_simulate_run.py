@@ -36,3 +36,41 @@ async def test_a_short_run_with_a_kill_keeps_every_invariant(tmp_path: Path) -> 
     assert doc["faults"][0]["applied_at_s"] is not None and doc["faults"][0]["reverted_at_s"] is not None
     for name in ("report.html", "throughput.png", "latency.png", "flows.png", "queues.png"):
         assert (out / name).stat().st_size > 0
+
+
+@pytest.mark.slow
+async def test_a_run_with_clock_skews_and_a_key_rotation_keeps_every_invariant(tmp_path: Path) -> None:
+    """Zhejiang's clock runs 45 s ahead (beyond the allowed 30 s), then Anhui's 15 s behind
+    (within it), while Jiangsu rotates its key and the others seal to the old one until they
+    have the successor."""
+    schedule = tmp_path / "faults.toml"
+    schedule.write_text(
+        '[[faults]]\nkind = "skew"\nat = 1.0\nduration = 6.0\nnode = "zhejiang"\noffset_ms = 45000\n'
+        '[[faults]]\nkind = "skew"\nat = 8.0\nduration = 5.0\nnode = "anhui"\noffset_ms = -15000\n'
+        '[[faults]]\nkind = "rotate"\nat = 1.5\nduration = 12.0\nnode = "jiangsu"\n'
+    )
+    options = Options(
+        duration_s=16.0,
+        rate=8.0,
+        decide_delay_s=0.2,
+        schedule=schedule,
+        out=tmp_path / "report",
+        work_dir=tmp_path / "work",
+        drain_timeout_s=90.0,
+        progress=False,
+    )
+    (tmp_path / "work").mkdir()
+    ok, out = await simulate(options, Console(file=io.StringIO()))
+    doc = json.loads((out / "report.json").read_text())
+    assert ok, doc["invariants"]
+    faults = {f["label"]: f for f in doc["faults"]}
+    assert faults["skew zhejiang +45 s"]["observed"]["clock_skew_refusals"] > 0
+    assert faults["skew anhui -15 s"]["observed"]["clock_skew_refusals"] == 0
+    rotated = faults["rotate jiangsu"]["observed"]
+    assert set(rotated["versions"].values()) == {2} and rotated["old_key"] != rotated["new_key"]
+    assert {c["name"] for c in doc["invariants"]} >= {
+        "nothing set aside as a dead letter",
+        "a rotated key's manifest reached every member by gossip",
+    }
+    work = tmp_path / "work" / "nodes" / "jiangsu"
+    assert (work / f"retired-{rotated['old_key']}.key").exists()

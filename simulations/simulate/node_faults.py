@@ -7,11 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
+from collections import Counter
 from collections.abc import Callable
-
-import aiohttp
-from prometheus_client.parser import text_string_to_metric_families
 
 from simulations.cluster import Cluster
 from simulations.simulate import rotation
@@ -20,6 +19,7 @@ from simulations.simulate.invariants import Check, fail
 
 log = logging.getLogger(__name__)
 
+REFUSED = re.compile(rb"refused envelope from '([^']*)': clock_skew")
 SPREAD_POLL_S = 0.5
 # The node stops this long before the switch time, so nothing is sealed to its new key while
 # it still runs on the old one (deploy.md: the switch happens at T, not before).
@@ -29,45 +29,39 @@ SPREAD_AFTER_SWITCH_S = 60.0
 GOSSIP_INTERVAL_S = 2.0
 
 
-async def skew_refusals(cluster: Cluster) -> dict[str, float]:
-    """Each running node's count of envelopes it refused for ``clock_skew`` (from /metrics)."""
-    counts: dict[str, float] = {}
-    timeout = aiohttp.ClientTimeout(total=5)
-    async with aiohttp.ClientSession(timeout=timeout) as http:
-        for node_id, node in cluster.nodes.items():
-            if not node.running or node.paused:
-                continue
-            try:
-                async with http.get(f"{node.http_url}/metrics") as r:
-                    text = await r.text()
-            except (aiohttp.ClientError, TimeoutError, OSError):
-                continue
-            counts[node_id] = sum(
-                sample.value
-                for family in text_string_to_metric_families(text)
-                if family.name == "yrd_envelopes_verified"
-                for sample in family.samples
-                if sample.name.endswith("_total") and sample.labels.get("result") == "clock_skew"
-            )
-    return counts
+def log_offsets(cluster: Cluster) -> dict[str, int]:
+    """Where each node's log ends now: what it writes from here on is the window's."""
+    return {i: n.log_path.stat().st_size if n.log_path.exists() else 0 for i, n in cluster.nodes.items()}
+
+
+def skew_refusals(cluster: Cluster, since: dict[str, int]) -> Counter[tuple[str, str]]:
+    """(refusing node, sender) of every envelope refused for ``clock_skew`` since ``since``,
+    from the nodes' own log lines (node/delivery/peer_server.py), which name the sender."""
+    pairs: Counter[tuple[str, str]] = Counter()
+    for node_id, node in cluster.nodes.items():
+        with node.log_path.open("rb") as f:
+            f.seek(since.get(node_id, 0))
+            for match in REFUSED.finditer(f.read()):
+                pairs[node_id, match.group(1).decode(errors="replace")] += 1
+    return pairs
 
 
 async def skew(cluster: Cluster, fault: Fault, now: Callable[[], float]) -> None:
     """Restart the node with ``[clock] offset_ms``, keep it so for the window, restart it on
-    the host's clock. Refusals are counted on every node from the skewed start to the end."""
+    the host's clock. The window is the skewed process's life; the refusals counted are the
+    ones it took part in, either way."""
     await cluster.stop_node(fault.node)
     cluster.configure(fault.node, {"clock": {"offset_ms": fault.offset_ms}})
-    await cluster.restart(fault.node)
+    since = log_offsets(cluster)
     fault.applied_at_s = round(now(), 2)
-    before = await skew_refusals(cluster)
+    await cluster.restart(fault.node)
     await asyncio.sleep(max(0.0, fault.start_s + fault.duration_s - now()))
-    after = await skew_refusals(cluster)
     await cluster.stop_node(fault.node)
+    fault.reverted_at_s = round(now(), 2)
+    pairs = {f"{a}<-{b}": n for (a, b), n in skew_refusals(cluster, since).items() if fault.node in (a, b)}
+    fault.observed = {"clock_skew_refusals": sum(pairs.values()), "refused": pairs}
     cluster.configure(fault.node, {"clock": None})
     await cluster.restart(fault.node)
-    fault.reverted_at_s = round(now(), 2)
-    refused = {i: round(after[i] - before.get(i, 0.0)) for i in after if after[i] > before.get(i, 0.0)}
-    fault.observed = {"clock_skew_refusals": sum(refused.values()), "refused_by": refused}
 
 
 def _versions(cluster: Cluster) -> dict[str, int]:
@@ -124,10 +118,21 @@ async def rotate(cluster: Cluster, fault: Fault, now: Callable[[], float]) -> No
     }
 
 
+def _unjudged(fault: Fault, skews: list[Fault]) -> set[str]:
+    """The nodes whose own skew overlapped this one's window: two clocks each within the
+    limit may still differ by more, so refusals between them say nothing about this skew."""
+    start, end = fault.applied_at_s or 0.0, fault.reverted_at_s or float("inf")
+    return {
+        g.node
+        for g in skews
+        if g is not fault and (g.applied_at_s or 0.0) < end and start < (g.reverted_at_s or float("inf"))
+    }
+
+
 def fault_checks(faults: list[Fault], max_skew_ms: int) -> list[Check]:
     """What the skew and rotate faults promise beyond the database invariants, read from what
     the run observed: a skew within ``max_skew_ms`` costs no refusal and one beyond it is
-    refused (``clock_skew``, counted on the nodes' /metrics); a rotated key's manifest
+    refused (``clock_skew``, counted from the nodes' logs); a rotated key's manifest
     reaches every member by gossip and the node comes back on the new key."""
     checks = []
     skews = [f for f in faults if f.kind == "skew"]
@@ -139,10 +144,14 @@ def fault_checks(faults: list[Fault], max_skew_ms: int) -> list[Check]:
             refused = f.observed.get("clock_skew_refusals")
             if refused is None:
                 fail(check, f"{f.label}: never applied")
-            elif abs(f.offset_ms) <= max_skew_ms and refused:
-                fail(check, f"{f.label}: {refused} envelopes refused within the allowed {max_skew_ms} ms")
             elif abs(f.offset_ms) > max_skew_ms and not refused:
                 fail(check, f"{f.label}: beyond the allowed {max_skew_ms} ms, yet nothing was refused")
+            elif abs(f.offset_ms) <= max_skew_ms:
+                others = _unjudged(f, skews)
+                pairs = f.observed.get("refused", {})
+                counted = sum(n for pair, n in pairs.items() if not set(pair.split("<-")) & others)
+                if counted:
+                    fail(check, f"{f.label}: {counted} envelopes refused within the allowed {max_skew_ms} ms")
         checks.append(check)
     rotations = [f for f in faults if f.kind == "rotate"]
     if rotations:
