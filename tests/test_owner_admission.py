@@ -219,13 +219,13 @@ async def test_an_application_stamped_by_a_clock_running_ahead_waits_instead_of_
     fed: Federation,
 ) -> None:
     """Beyond the allowed skew but within an hour ahead is a skewed origin's clock, which
-    time cures: RETRY ``clock_skew``, nothing kept, nothing told; the same item within the
+    time cures: RETRY ``stamped_ahead``, nothing kept, nothing told; the same item within the
     skew is taken (the sender re-sends it once the owner's clock has caught up)."""
     m = Member(fed)
     now = m.zj.clock.now_ms()
     ahead = m.transfer(submitted_at_ms=now + 45_000)
     receipt = await m.deliver(ahead)
-    assert (receipt.outcome, receipt.reason_code) == (Outcome.RECEIPT_OUTCOME_RETRY, "clock_skew")
+    assert (receipt.outcome, receipt.reason_code) == (Outcome.RECEIPT_OUTCOME_RETRY, "stamped_ahead")
     assert await m.kept_by_owner() == (0, 0, [])
     ahead.submitted_at_ms = now + 20_000  # what the same stamp is once 25 s have passed
     receipt = await m.deliver(ahead)

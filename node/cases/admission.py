@@ -30,7 +30,7 @@ APPLICATION_ID_PATTERN = re.compile(r"[0-9a-z][0-9a-z-]{0,63}")
 # outbox may hold it for days; older than this, its dates are not believed.
 MAX_APPLICATION_AGE_MS = 30 * 86_400_000
 # An origin whose clock ran ahead stamped its applications in our future. Up to this far
-# ahead that is a clock to wait for (RETRY, ``clock_skew``), not a forgery; beyond, bad_time.
+# ahead that is a clock to wait for (RETRY ``stamped_ahead``), not a forgery; beyond, bad_time.
 MAX_AHEAD_MS = 3_600_000
 # A purpose is a name policy rules match on (``service-delivery``), not free text.
 PURPOSE_PATTERN = re.compile(r"[0-9A-Za-z][0-9A-Za-z._-]{0,63}")
@@ -137,12 +137,12 @@ def check_transfer(
 def check_stamp(at_ms: int, field: str, *, now_ms: int, max_skew_ms: int) -> None:
     """A time the sender's clock stamped (protocol §10.1): within [now - 30 days, now + skew]
     (else ``bad_time``), except that a stamp up to an hour ahead is a sender whose clock runs
-    ahead: ``Unavailable`` ``clock_skew``, answered RETRY, taken once our clock catches up."""
+    ahead: ``Unavailable`` ``stamped_ahead``, answered RETRY, taken once our clock catches up."""
     ahead = at_ms - now_ms
     if max_skew_ms < ahead <= MAX_AHEAD_MS:
         raise Unavailable(
             f"{field} is {ahead} ms ahead of this node's clock (allowed {max_skew_ms}); retry later",
-            code="clock_skew",
+            code="stamped_ahead",
             field=field,
         )
     if not now_ms - MAX_APPLICATION_AGE_MS <= at_ms <= now_ms + max_skew_ms:
