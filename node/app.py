@@ -270,7 +270,7 @@ def build_node(config: NodeConfig, clock: Clock | None = None, *, limits_clock: 
     clock = node_clock(config, clock or SystemClock())
     limits_clock = limits_clock or clock
     key = load_key(config.key_file, key_passphrase(os.environ))
-    retired = tuple(load_key(path, key_passphrase(os.environ)) for path in config.retired_key_files)
+    others = tuple(load_key(path, key_passphrase(os.environ)) for path in config.opening_key_files)
     manifest = load_trusted_manifest(config)
     member = manifest.member(config.node_id)
     if member is None:
@@ -286,7 +286,7 @@ def build_node(config: NodeConfig, clock: Clock | None = None, *, limits_clock: 
         )
 
     db = open_node_database(config)
-    trust = Trust(config.node_id, key, manifest, retired)
+    trust = Trust(config.node_id, key, manifest, others)
     verifier = EnvelopeVerifier(
         config.node_id,
         lambda: trust.manifest,
@@ -369,6 +369,7 @@ def build_node(config: NodeConfig, clock: Clock | None = None, *, limits_clock: 
         wake=delivery.wake,
         poll_interval_s=config.delivery.poll_interval_s,
         max_skew_ms=config.max_skew_ms,
+        unsynced=sync.unsynced,
     )
     # The runner needs delivery.wake, so delivery exists first; nothing is sent before start.
     delivery.on_receipt = _receipts_to(bundles)

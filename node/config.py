@@ -103,9 +103,10 @@ class NodeConfig:
     data_dir: Path
     name: str = ""
     key_file: Path = Path("node.key")
-    # Keys this node used before a rotation (docs/deploy.md): payloads sealed to them while
-    # peers had not yet switched still open, as long as the manifest lists them unrevoked.
-    retired_key_files: tuple[Path, ...] = ()
+    # Keys beside key_file that open payloads sealed to this node (docs/deploy.md, rotation):
+    # the next key before the switch, the old one after it; each while the manifest lists it
+    # for this node unrevoked. The node signs with key_file alone.
+    opening_key_files: tuple[Path, ...] = ()
     grpc_listen: str = "127.0.0.1:7100"
     http_listen: str = "127.0.0.1:7200"
     database_url: str = ""
@@ -127,7 +128,7 @@ class NodeConfig:
         # Frozen, so the derived values are set once here rather than recomputed by every reader.
         put = object.__setattr__
         put(self, "key_file", self.data_dir / self.key_file)
-        put(self, "retired_key_files", tuple(self.data_dir / p for p in self.retired_key_files))
+        put(self, "opening_key_files", tuple(self.data_dir / p for p in self.opening_key_files))
         put(self, "anchor_manifest", self.data_dir / self.anchor_manifest)
         put(self, "catalogue", self.data_dir / self.catalogue)
         if self.policy_bundle is not None:
@@ -171,7 +172,7 @@ def config_from_document(doc: Mapping[str, Any], base_dir: Path) -> NodeConfig:
     jurisdiction = check_division_code(top.take("jurisdiction", str, required=True), "jurisdiction")
     data_dir = _path(top, "data_dir", base_dir, None) or base_dir
     key_file = _path(top, "key_file", base_dir, None) or Path("node.key")
-    retired = _paths(top, "retired_key_files", base_dir)
+    opening = _paths(top, "opening_key_files", base_dir)
     grpc_listen = check_host_port(top.take("grpc_listen", str, NodeConfig.grpc_listen), "grpc_listen")
     http_listen = check_host_port(top.take("http_listen", str, NodeConfig.http_listen), "http_listen")
     database_url = top.take("database_url", str, "")
@@ -200,7 +201,7 @@ def config_from_document(doc: Mapping[str, Any], base_dir: Path) -> NodeConfig:
         jurisdiction=jurisdiction,
         data_dir=data_dir,
         key_file=key_file,
-        retired_key_files=retired,
+        opening_key_files=opening,
         grpc_listen=grpc_listen,
         http_listen=http_listen,
         database_url=database_url,

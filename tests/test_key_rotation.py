@@ -33,7 +33,7 @@ async def rotated(tmp_path: Path) -> AsyncIterator[tuple[Node, bytes, FakeClock]
     rotation.publish(configs["jiangsu"], plan)
     clock.advance(61)
     retired = rotation.switch(configs["jiangsu"], plan)
-    config = edit_config(configs["jiangsu"], {"retired_key_files": [retired.name]})
+    config = edit_config(configs["jiangsu"], {"opening_key_files": [retired.name]})
     node = build_node(config, clock)
     yield node, sealed, clock
     node.db.close()
@@ -43,7 +43,7 @@ async def rotated(tmp_path: Path) -> AsyncIterator[tuple[Node, bytes, FakeClock]
 async def test_a_payload_sealed_to_the_retired_key_opens(rotated: tuple[Node, bytes, FakeClock]) -> None:
     node, sealed, _clock = rotated
     assert node.trust.manifest.manifest.version == 2
-    assert node.trust.key.key_id != node.trust.retired[0].key_id
+    assert node.trust.key.key_id != node.trust.others[0].key_id
     assert unseal(node.trust.opening_keys(), sealed) == PAYLOAD
     with pytest.raises(InvalidInput) as e:
         unseal(node.trust.key, sealed)  # what the owner did before it kept retired keys
@@ -58,7 +58,7 @@ async def test_the_retired_key_opens_nothing_once_a_successor_revokes_it(
     v3.CopyFrom(node.trust.manifest.manifest)
     v3.version, v3.issued_at_ms = 3, clock.now_ms()
     member = next(m for m in v3.members if m.node_id == "jiangsu")
-    old = next(k for k in member.keys if k.key_id == node.trust.retired[0].key_id)
+    old = next(k for k in member.keys if k.key_id == node.trust.others[0].key_id)
     old.status = manifest_pb2.KEY_STATUS_REVOKED
     signers = [(i, load_key(tmp_path / i / "node.key")) for i in ("jiangsu", "shanghai", "zhejiang")]
     assert node.trust.accept_successor(rotation.signed_by(v3, signers), clock.now_ms())
@@ -77,3 +77,24 @@ def test_the_successor_keeps_the_old_key_an_hour_past_the_switch(tmp_path: Path)
     assert keys[plan.old_key_id].not_after_ms == switch_ms + rotation.OVERLAP_MS
     assert keys[plan.new_key_id].not_before_ms == switch_ms
     assert len(plan.signers) == manifest.threshold == 3 and plan.signers[0] == "anhui"
+
+
+async def test_before_its_switch_a_node_opens_what_is_sealed_to_its_next_key(tmp_path: Path) -> None:
+    """Published but not yet switched: peers holding the successor seal to the next key from
+    the switch time on, while the node still signs with the old one."""
+    clock = FakeClock()
+    configs = {c.node_id: c for c in prepare(tmp_path, PROVINCES, now_ms=clock.now_ms())}
+    plan = rotation.prepare(configs, "jiangsu", clock.now_ms() + 60_000, clock.now_ms())
+    rotation.publish(configs["jiangsu"], plan)
+    following = rotation.next_key_file(configs["jiangsu"])
+    config = edit_config(configs["jiangsu"], {"opening_key_files": [following.name]})
+    clock.advance(61)
+    node = build_node(config, clock)
+    try:
+        assert node.trust.key.key_id == plan.old_key_id
+        sealed = seal(node.trust.public_key_of("jiangsu", clock.now_ms()), PAYLOAD)
+        assert node.trust.manifest.signing_key_id("jiangsu", clock.now_ms()) == plan.new_key_id
+        assert unseal(node.trust.opening_keys(), sealed) == PAYLOAD
+    finally:
+        node.db.close()
+        node.users.close()

@@ -23,8 +23,8 @@ class Trust:
     node_id: str
     key: NodeKey
     manifest: TrustedManifest
-    # Keys this node signed with before a rotation (``retired_key_files``), kept for opening.
-    retired: tuple[NodeKey, ...] = field(default=(), repr=False)
+    # This node's other keys (``opening_key_files``): around a rotation, for opening only.
+    others: tuple[NodeKey, ...] = field(default=(), repr=False)
 
     def member(self, node_id: str) -> manifest_pb2.Member:
         m = self.manifest.member(node_id)
@@ -34,13 +34,14 @@ class Trust:
 
     def opening_keys(self) -> list[NodeKey]:
         """The keys payloads sealed to this node may be sealed to: the current one, then each
-        retired key while the manifest in force still lists it for us unrevoked. Peers seal to
-        the key their manifest names, and until every one has adopted the successor carrying
-        the new key (and while items sealed before wait in outboxes) that is the old one. A
-        key the federation dropped or revoked opens nothing more: its window has closed."""
+        other key while the manifest in force lists it for us unrevoked. Peers seal to the key
+        their manifest names for us at the time: after the successor's switch time the new
+        one (which we open before we switch to signing with it), and until every peer has
+        the successor, or for items sealed before and still waiting in outboxes, the old
+        one. A key the federation dropped or revoked opens nothing more: its window closed."""
         me = self.manifest.member(self.node_id)
         listed = {k.key_id for k in me.keys if k.status != manifest_pb2.KEY_STATUS_REVOKED} if me else set()
-        return [self.key, *(k for k in self.retired if k.key_id in listed and k.key_id != self.key.key_id)]
+        return [self.key, *(k for k in self.others if k.key_id in listed and k.key_id != self.key.key_id)]
 
     def next_hop(self, destination: str) -> str:
         """The member to hand an envelope for ``destination`` to: its relay when the

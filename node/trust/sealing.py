@@ -42,8 +42,9 @@ def seal(recipient_public_key: bytes, plaintext: bytes) -> bytes:
 
 def unseal(keys: NodeKey | Sequence[NodeKey], sealed: bytes) -> bytes:
     """Open with the first of ``keys`` that fits. A node passes its current key first and
-    then its retired ones (node/trust/keyring.py), because an origin seals to the key the
-    manifest it holds names, which lags a rotation; a wrong key fails on the tag, at once."""
+    then its other ones (node/trust/keyring.py), because an origin seals to the key the
+    manifest it holds names, which differs from ours around a rotation; a wrong key fails
+    on the tag, at once."""
     if len(sealed) < SEAL_OVERHEAD:
         raise InvalidInput(
             "sealed payload is too short", code="sealed_payload_invalid", field="sealed_payload"

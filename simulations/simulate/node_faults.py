@@ -21,10 +21,8 @@ log = logging.getLogger(__name__)
 
 REFUSED = re.compile(rb"refused envelope from '([^']*)': clock_skew")
 SPREAD_POLL_S = 0.5
-# The node stops this long before the switch time, so nothing is sealed to its new key while
-# it still runs on the old one (deploy.md: the switch happens at T, not before).
-STOP_BEFORE_SWITCH_S = 1.0
-SPREAD_AFTER_SWITCH_S = 60.0
+# How long past the switch time a rotation waits for every member to hold the successor.
+SPREAD_TIMEOUT_S = 60.0
 # How often members ask each other for a newer manifest during a run with a rotation.
 GOSSIP_INTERVAL_S = 2.0
 
@@ -79,43 +77,44 @@ async def _spread(cluster: Cluster, version: int, deadline: float) -> bool:
 
 
 async def rotate(cluster: Cluster, fault: Fault, now: Callable[[], float]) -> None:
-    """Publish the successor at the window's start, switch the node's key at its end."""
+    """Publish the successor at the window's start; switch the node's key at its end (``T``)
+    or, when gossip is slower, as soon as every member holds the successor. Switching earlier
+    would strand it: no member without it can verify the new key's signature, the signed
+    answer that would carry the successor included."""
     node_id = fault.node
     configs = {i: n.config for i, n in cluster.nodes.items()}
     switch_ms = int(time.time() * 1000 + fault.duration_s * 1000)
     plan = rotation.prepare(configs, node_id, switch_ms, int(time.time() * 1000))
     await cluster.stop_node(node_id)
-    rotation.publish(cluster.nodes[node_id].config, plan)
-    await cluster.restart(node_id)
-    fault.applied_at_s = published = round(now(), 2)
-    switch_at = time.monotonic() + (switch_ms / 1000 - time.time())
-    spread_before = await _spread(cluster, plan.version, switch_at - STOP_BEFORE_SWITCH_S)
-    spread_s = round(now() - published, 2) if spread_before else None
-    await asyncio.sleep(max(0.0, switch_at - STOP_BEFORE_SWITCH_S - time.monotonic()))
-    await cluster.stop_node(node_id)
-    await asyncio.sleep(max(0.0, switch_ms / 1000 - time.time()))
     config = cluster.nodes[node_id].config
-    retired = rotation.switch(config, plan)
-    kept = [p.name for p in config.retired_key_files]
-    cluster.configure(node_id, {"retired_key_files": [*kept, retired.name]})
+    rotation.publish(config, plan)
+    others = [p.name for p in config.opening_key_files]
+    cluster.configure(node_id, {"opening_key_files": [*others, rotation.next_key_file(config).name]})
+    fault.applied_at_s = published = round(now(), 2)
     await cluster.restart(node_id)
-    switched_s = round(now(), 2)
-    if not spread_before:
-        log.warning("manifest version %d had not reached every member by the switch", plan.version)
-        if await _spread(cluster, plan.version, time.monotonic() + SPREAD_AFTER_SWITCH_S):
-            spread_s = round(now() - published, 2)
-    fault.reverted_at_s = round(now(), 2)
+    switch_at = time.monotonic() + (switch_ms / 1000 - time.time())
+    spread = await _spread(cluster, plan.version, max(switch_at, time.monotonic()) + SPREAD_TIMEOUT_S)
+    spread_s = round(now() - published, 2) if spread else None
+    await asyncio.sleep(max(0.0, switch_at - time.monotonic()))
+    versions = _versions(cluster)
     fault.observed = {
         "manifest_version": plan.version,
         "signed_by": list(plan.signers),
         "old_key": plan.old_key_id,
         "new_key": plan.new_key_id,
         "switch_ms": plan.switch_ms,
-        "switched_at_s": switched_s,
         "spread_s": spread_s,
-        "spread_before_switch": spread_before,
-        "versions": _versions(cluster),
+        "versions": versions,
     }
+    if sum(v >= plan.version for v in versions.values()) < 2:
+        log.error("%s: no other member took manifest %d; the key is not switched", fault.label, plan.version)
+        fault.reverted_at_s = round(now(), 2)
+        return
+    await cluster.stop_node(node_id)
+    retired = rotation.switch(config, plan)
+    cluster.configure(node_id, {"opening_key_files": [*others, retired.name]})
+    await cluster.restart(node_id)
+    fault.observed["switched_at_s"] = fault.reverted_at_s = round(now(), 2)
 
 
 def _unjudged(fault: Fault, skews: list[Fault]) -> set[str]:

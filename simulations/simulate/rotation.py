@@ -3,9 +3,10 @@
 The simulation plays every operator at once: it makes the node's next key, writes the
 successor manifest (the new key ``active`` from the switch time ``T``, the old one kept
 ``active`` until ``T`` + 1 hour), has a quorum of the current members sign it and hands it
-to the rotating node alone (restarted on its old key); gossip carries it to the others.
-At ``T`` the node is restarted on its new key, with the old one kept for opening what
-peers sealed to it before they switched (``retired_key_files``).
+to the rotating node alone, restarted still signing with its old key but opening with the
+next one too (from ``T`` peers holding the successor seal to it); gossip carries it to the
+others. Once ``T`` has come and every member holds it, the node is restarted on its new
+key, keeping the old one for opening what peers sealed before (``opening_key_files``).
 """
 
 from __future__ import annotations
@@ -104,7 +105,7 @@ def publish(config: NodeConfig, rotation: Rotation) -> None:
 
 def switch(config: NodeConfig, rotation: Rotation) -> Path:
     """Step 5, with the node stopped: the old key moved aside (kept: the returned path, for
-    ``retired_key_files``), the next key into its place, and the policy bundle and dispatch
+    ``opening_key_files``), the next key into its place, and the policy bundle and dispatch
     rules signed again with it, since the node verifies them with its own key."""
     retired = config.data_dir / f"retired-{rotation.old_key_id}.key"
     config.key_file.rename(retired)
