@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlmodel import Session, select
@@ -119,21 +120,14 @@ def test_a_decision_that_never_came_back_is_caught(tmp_path: Path) -> None:
     assert list(broken(paths, {"a1": "shanghai"})) == ["every decision reached its origin"]
 
 
-def test_work_left_in_an_outbox_is_caught(dbs: dict[str, Path]) -> None:
-    def queue(s: Session) -> None:
-        s.add(
-            OutboxEntry(
-                next_hop="jiangsu",
-                destination="jiangsu",
-                method="/m",
-                item_id="a1",
-                body=b"",
-                created_at_ms=1,
-                next_attempt_ms=1,
-            )
-        )
+def queued(**fields: Any) -> Callable[[Session], None]:
+    """An outbox entry for a1 to Jiangsu, pending unless ``fields`` say otherwise."""
+    entry = {"next_hop": "jiangsu", "destination": "jiangsu", "method": "/m", "item_id": "a1", "body": b""}
+    return lambda s: s.add(OutboxEntry(**entry, created_at_ms=1, next_attempt_ms=1, **fields))
 
-    write(dbs["shanghai"], queue)
+
+def test_work_left_in_an_outbox_is_caught(dbs: dict[str, Path]) -> None:
+    write(dbs["shanghai"], queued())
     assert list(broken(dbs, {"a1": "shanghai"})) == ["every outbox drained (nothing left in flight)"]
 
 
@@ -150,22 +144,7 @@ def test_a_tampered_audit_chain_is_caught(dbs: dict[str, Path]) -> None:
 
 
 def test_a_dead_letter_is_caught(dbs: dict[str, Path]) -> None:
-    def bury(s: Session) -> None:
-        s.add(
-            OutboxEntry(
-                next_hop="jiangsu",
-                destination="jiangsu",
-                method="/m",
-                item_id="a1",
-                body=b"",
-                created_at_ms=1,
-                next_attempt_ms=1,
-                state="dead",
-                dead_reason="sealed_payload_invalid",
-            )
-        )
-
-    write(dbs["shanghai"], bury)
+    write(dbs["shanghai"], queued(state="dead", dead_reason="sealed_payload_invalid"))
     problems = broken(dbs, {"a1": "shanghai"})
     assert problems == {
         "nothing set aside as a dead letter": ["shanghai: a1 to jiangsu: sealed_payload_invalid"]
