@@ -28,7 +28,7 @@ from yrd.peer.v1 import peer_pb2, peer_pb2_grpc
 from core.clock import Clock, OffsetClock, SystemClock
 from core.db import Database
 from core.errors import ConfigError
-from core.keys import load_key
+from core.keys import NodeKey, load_key
 from node import metrics, migrations
 from node.cases.bundles import Bundles
 from node.cases.clues import Clues
@@ -264,13 +264,24 @@ def node_clock(config: NodeConfig, clock: Clock) -> Clock:
     return OffsetClock(clock, config.clock.offset_ms)
 
 
+def opening_keys(config: NodeConfig) -> tuple[NodeKey, ...]:
+    """The keys of ``opening_key_files`` (a rotation's next or old key), under the same passphrase."""
+    keys = []
+    for path in config.opening_key_files:
+        try:
+            keys.append(load_key(path, key_passphrase(os.environ)))
+        except ConfigError as e:
+            raise ConfigError(e.reason, code=e.code, field="opening_key_files") from e
+    return tuple(keys)
+
+
 def build_node(config: NodeConfig, clock: Clock | None = None, *, limits_clock: Clock | None = None) -> Node:
     """``limits_clock`` times the per-peer and per-clerk rate limits (default: ``clock``);
     a test gives them a FakeClock of their own to move bucket time and nothing else."""
     clock = node_clock(config, clock or SystemClock())
     limits_clock = limits_clock or clock
     key = load_key(config.key_file, key_passphrase(os.environ))
-    others = tuple(load_key(path, key_passphrase(os.environ)) for path in config.opening_key_files)
+    others = opening_keys(config)
     manifest = load_trusted_manifest(config)
     member = manifest.member(config.node_id)
     if member is None:

@@ -10,9 +10,9 @@ import pytest
 from yrd.federation.v1 import manifest_pb2
 
 from core.clock import FakeClock
-from core.errors import InvalidInput
+from core.errors import ConfigError, InvalidInput
 from core.keys import load_key
-from node.app import Node, build_node
+from node.app import Node, build_node, opening_keys
 from node.trust.sealing import seal, unseal
 from simulations.cluster import edit_config
 from simulations.local_federation import PROVINCES, prepare
@@ -98,3 +98,12 @@ async def test_before_its_switch_a_node_opens_what_is_sealed_to_its_next_key(tmp
     finally:
         node.db.close()
         node.users.close()
+
+
+def test_an_opening_key_that_cannot_be_read_names_its_setting(tmp_path: Path) -> None:
+    clock = FakeClock()
+    (config,) = prepare(tmp_path, PROVINCES[:1], now_ms=clock.now_ms())
+    config = edit_config(config, {"opening_key_files": ["gone.key"]})
+    with pytest.raises(ConfigError) as e:
+        opening_keys(config)
+    assert e.value.field == "opening_key_files" and "gone.key" in e.value.reason
