@@ -14,7 +14,7 @@ from core.db import Database
 from node.models import Application, AuditRecord, InboundApplication, OutboxEntry, StatusEvent
 from node.trust.audit import AuditEntry, append
 from simulations.simulate.faults import Fault
-from simulations.simulate.invariants import check
+from simulations.simulate.invariants import check, retried_as_ahead
 from simulations.simulate.node_faults import fault_checks
 
 NODES = ("shanghai", "jiangsu", "zhejiang")
@@ -176,3 +176,22 @@ def test_skew_checks_blame_only_what_the_skew_explains() -> None:
     # Refused by a node skewed the other way at the same time: that pair is not this skew's doing.
     shared = skewed("anhui", -15_000, (5, 9), {"anhui<-zhejiang": 4})
     assert problems(beyond, shared) == []
+
+
+def test_retries_of_items_stamped_ahead_are_counted_per_sender(dbs: dict[str, Path]) -> None:
+    def answered(s: Session) -> None:
+        append(
+            s,
+            [
+                AuditEntry("out", "shanghai", "/Deliver", b"\x03" * 32, "stamped_ahead"),
+                AuditEntry("out", "shanghai", "/Deliver", b"\x04" * 32, "accepted"),
+                AuditEntry("in", "shanghai", "/Deliver", b"\x05" * 32, "stamped_ahead"),
+                AuditEntry("out", "zhejiang", "/Deliver", b"\x06" * 32, "stamped_ahead"),
+            ],
+            2,
+        )
+
+    write(dbs["jiangsu"], answered)
+    assert retried_as_ahead(dbs, "shanghai") == 1
+    assert retried_as_ahead(dbs, "zhejiang") == 1
+    assert retried_as_ahead(dbs, "jiangsu") == 0

@@ -17,6 +17,7 @@ from sqlmodel import Session, select
 
 from node.models import Application, InboundApplication, OutboxEntry, StatusEvent
 from node.trust.audit import load_chain, verify_chain
+from simulations.traffic import open_ro
 
 FINAL = {"completed", "rejected", "refused"}
 EXAMPLES = 5
@@ -148,3 +149,21 @@ def check(db_paths: Mapping[str, Path], accepted: Mapping[str, str]) -> list[Che
         for problem in state.audit_problems:
             fail(audit, f"{node_id}: {problem}")
     return [stored, once, stray, back, drained, dead, audit]
+
+
+def retried_as_ahead(db_paths: Mapping[str, Path], sender: str) -> int:
+    """Items from ``sender`` that a receiver answered RETRY ``stamped_ahead`` (stamped by a
+    clock running ahead, taken later): each such answer is in the receiver's audit chain."""
+    total = 0
+    for node_id, path in db_paths.items():
+        if node_id == sender:
+            continue
+        conn = open_ro(path)
+        try:
+            total += conn.execute(
+                "SELECT count(*) FROM audit_record WHERE direction = 'out' AND peer = ? AND detail = ?",
+                (sender, "stamped_ahead"),
+            ).fetchone()[0]
+        finally:
+            conn.close()
+    return total

@@ -115,6 +115,8 @@ async def simulate(options: Options, console: Console | None = None) -> tuple[bo
         checks = invariants.check(paths, accepted(run.load.submissions))
         checks += node_faults.fault_checks(run.faults, MAX_SKEW_MS)
         for f in run.faults:
+            if f.kind == "skew" and f.applied_at_s is not None:
+                f.observed["stamped_ahead_retries"] = invariants.retried_as_ahead(paths, f.node)
             if f.kind == "rotate" and "switch_ms" in f.observed:
                 f.observed["sealed_before_opened_after"] = invariants.sealed_before_opened_after(
                     paths, f.node, f.observed["switch_ms"]
