@@ -120,7 +120,11 @@ def test_a_schedule_file_takes_skew_and_rotate(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as e:
         schedule_from_file(path, ["jiangsu", "anhui"])
     assert e.value.field == "faults[1].duration"
-    path.write_text(path.read_text().replace("duration = 3", "duration = 9"))
+    path.write_text(path.read_text().replace("duration = 3", "duration = 9").replace("-50000", "0"))
+    with pytest.raises(ConfigError) as e:
+        schedule_from_file(path, ["jiangsu", "anhui"])
+    assert e.value.field == "faults[0].offset_ms"
+    path.write_text(path.read_text().replace("offset_ms = 0", "offset_ms = -50000"))
     skew, rotate = schedule_from_file(path, ["jiangsu", "anhui"])
     assert (skew.label, skew.offset_ms) == ("skew jiangsu -50 s", -50_000)
     assert (rotate.label, rotate.duration_s) == ("rotate anhui", 9.0)

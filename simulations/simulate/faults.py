@@ -4,8 +4,8 @@ Kinds: ``kill`` (SIGKILL a node, restart it after the window), ``pause`` (SIGSTO
 SIGCONT), ``partition`` (cut a link both ways or one way), ``latency`` (delay and loss on
 a link), ``skew`` (restart a node with its clock ``offset_ms`` off, ``[clock] offset_ms``,
 and back after the window), ``rotate`` (a new key for a node, published in a successor
-manifest signed by a quorum and gossiped, the node switching to it at the window's end:
-simulations/simulate/rotation.py).
+manifest signed by a quorum and gossiped, the node switching to it at the window's end
+or, if gossip is slower, once every member holds the successor: node_faults.py, rotation.py).
 
 Random faults fall in the middle of the run (from 10 % to 70 % of it), so the last part
 shows the federation recovering, and never overlap on one node. A random skew is half the
@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import ConfigError
+from node.config import MAX_CLOCK_OFFSET_MS
 
 SUPPORTED = ("kill", "pause", "partition", "latency", "skew", "rotate")
 ON_A_NODE = ("kill", "pause", "skew", "rotate")
@@ -135,6 +136,10 @@ def schedule_from_file(path: Path, nodes: Sequence[str]) -> list[Fault]:
             loss=float(t.get("loss", 0)),
             offset_ms=int(t.get("offset_ms", 45_000)),
         )
+        if kind == "skew" and not 0 < abs(fault.offset_ms) <= MAX_CLOCK_OFFSET_MS:
+            raise ConfigError(
+                f"a skew is a non-zero offset of at most {MAX_CLOCK_OFFSET_MS} ms", field=f"{where}.offset_ms"
+            )
         if kind == "rotate" and fault.duration_s < MIN_ROTATE_S:
             raise ConfigError(f"a rotation needs at least {MIN_ROTATE_S:g} s", field=f"{where}.duration")
         named = [fault.node] if kind in ON_A_NODE else [fault.source, fault.destination]
