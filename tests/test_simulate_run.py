@@ -52,7 +52,7 @@ async def test_a_run_with_clock_skews_and_a_key_rotation_keeps_every_invariant(t
     have the successor."""
     ok, _, doc = await run(
         tmp_path,
-        '[[faults]]\nkind = "skew"\nat = 1.0\nduration = 6.0\nnode = "zhejiang"\noffset_ms = 45000\n'
+        '[[faults]]\nkind = "skew"\nat = 1.0\nduration = 7.0\nnode = "zhejiang"\noffset_ms = 45000\n'
         '[[faults]]\nkind = "skew"\nat = 10.0\nduration = 4.0\nnode = "anhui"\noffset_ms = -15000\n'
         '[[faults]]\nkind = "rotate"\nat = 1.5\nduration = 12.0\nnode = "jiangsu"\n',
         16.0,
