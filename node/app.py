@@ -25,10 +25,10 @@ from yrd.catalogue.v1 import catalogue_pb2
 from yrd.counter.v1 import counter_pb2, counter_pb2_grpc
 from yrd.peer.v1 import peer_pb2, peer_pb2_grpc
 
-from core.clock import Clock, SystemClock
+from core.clock import Clock, OffsetClock, SystemClock
 from core.db import Database
 from core.errors import ConfigError
-from core.keys import load_key
+from core.keys import NodeKey, load_key
 from node import metrics, migrations
 from node.cases.bundles import Bundles
 from node.cases.clues import Clues
@@ -262,12 +262,34 @@ def https_context(config: NodeConfig) -> ssl.SSLContext | None:
     return context
 
 
+def node_clock(config: NodeConfig, clock: Clock) -> Clock:
+    """``clock`` moved by ``[clock] offset_ms`` when set (a skewed host, as simulated)."""
+    if not config.clock.offset_ms:
+        return clock
+    log.warning(
+        "node %s runs its clock %+d ms off ([clock] offset_ms)", config.node_id, config.clock.offset_ms
+    )
+    return OffsetClock(clock, config.clock.offset_ms)
+
+
+def opening_keys(config: NodeConfig) -> tuple[NodeKey, ...]:
+    """The keys of ``opening_key_files`` (a rotation's next or old key), under the same passphrase."""
+    keys = []
+    for path in config.opening_key_files:
+        try:
+            keys.append(load_key(path, key_passphrase(os.environ)))
+        except ConfigError as e:
+            raise ConfigError(e.reason, code=e.code, field="opening_key_files") from e
+    return tuple(keys)
+
+
 def build_node(config: NodeConfig, clock: Clock | None = None, *, limits_clock: Clock | None = None) -> Node:
     """``limits_clock`` times the per-peer and per-clerk rate limits (default: ``clock``);
     a test gives them a FakeClock of their own to move bucket time and nothing else."""
-    clock = clock or SystemClock()
+    clock = node_clock(config, clock or SystemClock())
     limits_clock = limits_clock or clock
     key = load_key(config.key_file, key_passphrase(os.environ))
+    others = opening_keys(config)
     manifest = load_trusted_manifest(config)
     member = manifest.member(config.node_id)
     if member is None:
@@ -283,7 +305,7 @@ def build_node(config: NodeConfig, clock: Clock | None = None, *, limits_clock: 
         )
 
     db = open_node_database(config)
-    trust = Trust(config.node_id, key, manifest)
+    trust = Trust(config.node_id, key, manifest, others)
     verifier = EnvelopeVerifier(
         config.node_id,
         lambda: trust.manifest,
@@ -326,6 +348,7 @@ def build_node(config: NodeConfig, clock: Clock | None = None, *, limits_clock: 
         verifier=verifier,
         clock=clock,
         store=config.data_dir / CURRENT_MANIFEST,
+        interval_s=config.delivery.gossip_interval_s,
     )
     checkpoints = Checkpoints(
         db=db,
@@ -365,6 +388,7 @@ def build_node(config: NodeConfig, clock: Clock | None = None, *, limits_clock: 
         wake=delivery.wake,
         poll_interval_s=config.delivery.poll_interval_s,
         max_skew_ms=config.max_skew_ms,
+        unsynced=sync.unsynced,
     )
     # The runner needs delivery.wake, so delivery exists first; nothing is sent before start.
     delivery.on_receipt = _receipts_to(bundles)

@@ -37,7 +37,16 @@ from yrd.peer.v1 import peer_pb2
 
 from core.clock import Clock
 from core.db import Database
-from core.errors import Conflict, InvalidInput, NotFound, PolicyDenied, Unprocessable, YrdError, clip
+from core.errors import (
+    Conflict,
+    InvalidInput,
+    NotFound,
+    PolicyDenied,
+    Unavailable,
+    Unprocessable,
+    YrdError,
+    clip,
+)
 from node import metrics
 from node.cases.admission import admit, check_sender, check_transfer
 from node.cases.deadlines import bundle_due_ms, iso
@@ -81,6 +90,10 @@ MAX_SNAPSHOT_VALUE = 64 * 1024
 # Failures of these kinds are the part's own (its form, its materials, a policy): the clerk
 # must correct them. Anything else (a catalogue not synced yet, a closed database) is retried.
 _PART_FAILURES = (InvalidInput, Unprocessable, Conflict, PolicyDenied)
+# A bundle naming a part no catalogue we hold lists waits this long for the members whose
+# catalogue we have not yet pulled, looking again every CATALOGUE_RETRY_S, then is refused.
+CATALOGUE_WAIT_MS = 15 * 60_000
+CATALOGUE_RETRY_S = 2.0
 
 
 @dataclass
@@ -141,8 +154,13 @@ class Bundles:
         wake: Callable[[str], None],
         poll_interval_s: float,
         max_skew_ms: int = DEFAULT_MAX_SKEW_MS,
+        unsynced: Callable[[], list[str]] = list,
     ) -> None:
+        """``unsynced`` names the members whose catalogue this node has not pulled yet
+        (node/delivery/catalogue_sync.py): until they are known, a missing part may only be late."""
         self.db, self.trust, self.catalogue, self.origin, self.owner = db, trust, catalogue, origin, owner
+        self.unsynced = unsynced
+        self._next_look: dict[str, float] = {}
         self.clock, self.wake, self.poll_interval_s, self.max_skew_ms = (
             clock,
             wake,
@@ -169,23 +187,60 @@ class Bundles:
         now: int,
     ) -> None:
         """One part per component, or the bundle refused when the union catalogue shows it
-        cannot be routed (a component unknown, a mapping to a field it lacks)."""
-        problem = next(component_problems(defn, self._lookup), None)
-        if problem is not None:
-            self.owner.emit(s, row, "rejected", now, reason=f"bundle_invalid: {problem[0]}: {problem[1]}")
-            return
-        comps = components(defn)
-        limits = {c.name: self.catalogue.get(c.service_id).time_limit_days for c in comps}
-        s.add(
-            BundleRun(
-                id=row.id,
-                service_id=defn.service_id,
-                created_at_ms=now,
-                due_at_ms=bundle_due_ms(now, longest_path_days(comps, limits)),
-            )
-        )
-        for c in comps:
-            s.add(BundlePart(bundle_id=row.id, name=c.name, service_id=c.service_id))
+        cannot be routed (a component unknown, a mapping to a field it lacks). A component
+        missing while some member's catalogue is not yet pulled may only be late: the run
+        then starts without parts, says so in the bundle's status, and the runner looks
+        again (``_look_again``) until the part is known or the wait is over."""
+        run = BundleRun(id=row.id, service_id=defn.service_id, created_at_ms=now, due_at_ms=now)
+        waiting = self._verdict(s, row, defn, run, now)
+        if waiting:
+            s.add(run)
+            why = f"等待目录同步 waiting for the catalogues of {', '.join(waiting)}"
+            self.owner.emit(s, row, "in_review", now, reason=f"{why}: {self._missing(defn)[0]}")
+
+    def _missing(self, defn: ServiceDefinition) -> list[str]:
+        return [c.service_id for c in components(defn) if self._lookup(c.service_id) is None]
+
+    def _verdict(
+        self, s: Session, row: InboundApplication, defn: ServiceDefinition, run: BundleRun, now: int
+    ) -> list[str]:
+        """Start the parts, refuse the bundle, or name the members it waits for (returned)."""
+        problems = list(component_problems(defn, self._lookup))
+        if not problems:
+            comps = components(defn)
+            limits = {c.name: self.catalogue.get(c.service_id).time_limit_days for c in comps}
+            run.due_at_ms = bundle_due_ms(now, longest_path_days(comps, limits))
+            s.add(run)
+            for c in comps:
+                s.add(BundlePart(bundle_id=row.id, name=c.name, service_id=c.service_id))
+            return []
+        waiting = self.unsynced()
+        only_missing = len(problems) == len(self._missing(defn))
+        if waiting and only_missing and now < run.created_at_ms + CATALOGUE_WAIT_MS:
+            return waiting
+        field, problem = problems[0]
+        if waiting and only_missing:
+            problem += f" (the catalogues of {', '.join(waiting)} still not pulled)"
+        self.owner.emit(s, row, "rejected", now, reason=f"bundle_invalid: {field}: {problem}")
+        return []
+
+    async def _look_again(self, bundle_id: str) -> None:
+        """A run waiting for catalogues: start its parts, refuse it, or wait (``Unavailable``,
+        so the runner keeps it unhandled and comes back)."""
+        now = self.clock.now_ms()
+
+        def look(s: Session) -> bool:
+            run = s.get(BundleRun, bundle_id)
+            row = s.get(InboundApplication, bundle_id)
+            defn = self.owner.services().get(run.service_id) if run is not None else None
+            if run is None or row is None or defn is None or row.status in FINAL:
+                return False
+            return bool(self._verdict(s, row, defn, run, now))
+
+        if await self.db.run(look):
+            self._next_look[bundle_id] = self.clock.monotonic() + CATALOGUE_RETRY_S
+            raise Unavailable("a part's catalogue is not pulled yet", code="catalogue_not_synced")
+        self._next_look.pop(bundle_id, None)
 
     # -- at the lead: status changes and receipts of parts (inside the sender's transaction) ----
 
@@ -259,7 +314,8 @@ class Bundles:
             try:
                 await self.advance(bundle_id)
             except YrdError as e:  # retried at the next pass; nothing was marked handled
-                log.info("bundle %s waits: %s", bundle_id, e.code)
+                quiet = e.code == "catalogue_not_synced"  # said once, in the bundle's status
+                log.log(logging.DEBUG if quiet else logging.INFO, "bundle %s waits: %s", bundle_id, e.code)
                 continue
             except Exception as e:  # one damaged bundle must not stop the others
                 log.warning("bundle %s cannot move: %r", bundle_id, e)
@@ -281,7 +337,9 @@ class Bundles:
         defn = self.owner.services().get(run.service_id) if run is not None else None
         if run is None or inbound is None or defn is None:
             return None
-        payload = peer_pb2.ApplicationPayload.FromString(unseal(self.trust.key, inbound.sealed_payload))
+        payload = peer_pb2.ApplicationPayload.FromString(
+            unseal(self.trust.opening_keys(), inbound.sealed_payload)
+        )
         parts = {p.name: p for p in s.exec(select(BundlePart).where(BundlePart.bundle_id == bundle_id)).all()}
         apps: dict[str, Application] = {}
         results: dict[str, dict[str, str]] = {}
@@ -303,9 +361,16 @@ class Bundles:
         return "waiting"
 
     async def advance(self, bundle_id: str) -> None:
+        if self.clock.monotonic() < self._next_look.get(bundle_id, 0.0):
+            raise Unavailable("waits for a catalogue", code="catalogue_not_synced")
         st = await self.db.run(lambda s: self._state(s, bundle_id))
         if st is None or st.inbound.status in FINAL:
             return
+        if not st.parts:
+            await self._look_again(bundle_id)
+            st = await self.db.run(lambda s: self._state(s, bundle_id))
+            if st is None or st.inbound.status in FINAL:
+                return
         by_name = {c.name: c for c in components(st.defn)}
         for name in order(components(st.defn)):
             part = st.parts.get(name)
@@ -366,7 +431,9 @@ class Bundles:
     def _correction(self, part: BundlePart) -> tuple[dict[str, Any], list[peer_pb2.Attachment]]:
         if not part.sealed_correction:
             return {}, []
-        payload = peer_pb2.ApplicationPayload.FromString(unseal(self.trust.key, part.sealed_correction))
+        payload = peer_pb2.ApplicationPayload.FromString(
+            unseal(self.trust.opening_keys(), part.sealed_correction)
+        )
         doc = json.loads(payload.form_json)
         return dict(doc["form"]), list(payload.attachments)
 
@@ -471,6 +538,8 @@ class Bundles:
         try:
             check_sender(t, sender)
             return self._resubmission(s, sender, t, now)
+        except Unavailable as e:  # stamped ahead by a skewed member (admission.MAX_AHEAD_MS)
+            return item_receipt(t.application_id, Outcome.RECEIPT_OUTCOME_RETRY, e.code, e.reason, now)
         except YrdError as e:
             log.info("refused resubmission %r from %s: %s", t.application_id[:100], sender, e.code)
             reason = f"{e.field}: {e.reason}" if e.field else e.reason
@@ -487,7 +556,9 @@ class Bundles:
                 f"{clip(t.service_id)} is not a bundle", code="not_a_bundle", field="service_id"
             )
         try:
-            payload = peer_pb2.ApplicationPayload.FromString(unseal(self.trust.key, t.sealed_payload))
+            payload = peer_pb2.ApplicationPayload.FromString(
+                unseal(self.trust.opening_keys(), t.sealed_payload)
+            )
             doc = json.loads(payload.form_json.decode("utf-8"))
         except Exception as e:
             raise InvalidInput("the sealed resubmission does not open", code="sealed_payload_invalid") from e

@@ -72,6 +72,15 @@ class CatalogueSync:
         self._served_bytes = union.SerializeToString()
         self._served_digest = catalogue_digest(self._served_bytes)
 
+    def unsynced(self) -> list[str]:
+        """Members whose catalogue this node holds nothing of yet (never pulled, directly or
+        through their relay): what it does not list may still exist there."""
+        return sorted(
+            m.node_id
+            for m in self.trust.manifest.members
+            if m.node_id != self.trust.node_id and m.node_id not in self._entries
+        )
+
     def serves(self, node_id: str, division_code: str) -> bool:
         try:
             return self.trust.manifest.owner_of(division_code).node_id == node_id
