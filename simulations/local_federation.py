@@ -8,10 +8,12 @@ the same node code and configuration an operator would, only on 127.0.0.1.
 from __future__ import annotations
 
 import datetime
+import itertools
 import os
 import random
 import shutil
 import socket
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,15 +70,20 @@ PROVINCES = (
 
 
 # Below Linux's ephemeral range (32768-60999): a port the kernel hands out for an outgoing
-# connection can be taken between our check and the node's bind, one of ours cannot.
+# connection can be taken between our check and the node's bind, one of ours cannot. Ports are
+# handed out in turn from a random start, so one process never hands out a port twice (two
+# nodes of one federation, checked free one after the other, would otherwise often get the
+# same port) and two processes rarely start near each other.
 _PORTS = range(20000, 32768)
-_rng = random.SystemRandom()
+_turn = itertools.count(random.SystemRandom().randrange(len(_PORTS)))
+_turn_lock = threading.Lock()
 
 
 def free_port() -> int:
     """A port on 127.0.0.1 that nothing listens on now, for a node laid out before it starts."""
     for _ in range(200):
-        port = _rng.choice(_PORTS)
+        with _turn_lock:
+            port = _PORTS[next(_turn) % len(_PORTS)]
         with socket.socket() as s:
             try:
                 s.bind(("127.0.0.1", port))

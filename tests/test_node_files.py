@@ -25,7 +25,7 @@ from node.cli.main import main
 from node.config import NodeConfig
 from simulations.demo.layout import DemoNode, NodeAccounts, lay_out
 from simulations.demo.supervisor import NodeProcess, Supervisor, healthz_answers
-from simulations.local_federation import PROVINCES, prepare
+from simulations.local_federation import PROVINCES, free_port, prepare
 
 ZHEJIANG = [p for p in PROVINCES if p.node_id == "zhejiang"]
 
@@ -241,3 +241,12 @@ async def test_the_demo_supervisor_restarts_a_stopped_node(tmp_path: Path) -> No
         for pid in pids:
             with contextlib.suppress(ProcessLookupError, TypeError):
                 os.kill(pid, signal.SIGKILL)
+
+
+def test_free_ports_are_never_handed_out_twice_and_never_ephemeral() -> None:
+    """Ports checked free one after the other and bound later: a repeat within one process, or
+    one from the kernel's ephemeral range, lets two listeners (or a connection) collide."""
+    ports = [free_port() for _ in range(2000)]
+    assert len(set(ports)) == len(ports)
+    low, _high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    assert max(ports) < low
