@@ -12,6 +12,7 @@ import pytest
 from yrd.counter.v1 import counter_pb2, counter_pb2_grpc
 from yrd.peer.v1 import peer_pb2
 
+from node.counter.contract import CounterLimits
 from node.grpc_errors import REASON_KEY
 from tests.support.federation import PASSWORD, Federation, node_channel
 from tests.test_clues_federation import ZJG_SMJ, clue_body, credit_code, fed, wait_steps  # noqa: F401 (fixture)
@@ -140,6 +141,30 @@ async def test_bad_steps_and_keys_are_refused_naming_the_field(fed: Federation) 
             await stub.RecordClueFindings(counter_pb2.RecordClueFindingsRequest(id="x"), metadata=meta)
         assert (err.value.code(), reason(err.value)) == (grpc.StatusCode.INVALID_ARGUMENT, "bad_type")
         assert "(field text)" in (err.value.details() or "")
+
+
+async def test_grpc_documents_are_held_to_what_an_http_body_carries(fed: Federation) -> None:  # noqa: F811
+    """Raw bytes are a quarter smaller than base64: without the shared total, the gRPC door
+    would take documents no HTTP body of max_body_bytes can carry."""
+    limits = fed.configs["shanghai"].limits
+    total = CounterLimits(limits.max_body_bytes).max_total_attachment_bytes
+    each = total // 2 + 1
+    assert each <= limits.max_attachment_bytes  # each document alone is acceptable
+    request = grpc_clue(clue_body(), "grpc-big")
+    for i in range(2):
+        request.documents.append(
+            peer_pb2.Document(name=f"{i}.pdf", content_type="application/pdf", data=b"%" * each)
+        )
+    meta = (("authorization", f"Bearer {fed.tokens['shanghai']}"),)
+    async with node_channel(fed.nodes["shanghai"]) as ch:
+        stub = counter_pb2_grpc.CounterServiceStub(ch)
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await stub.SubmitClue(request, metadata=meta)
+    assert (err.value.code(), reason(err.value)) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "attachments_too_large",
+    )
+    assert "(field documents)" in (err.value.details() or "")
 
 
 async def test_roles_at_the_grpc_clue_door(fed: Federation) -> None:  # noqa: F811
