@@ -41,6 +41,9 @@ class RunState:
 
 
 class BundleCore:
+    """What every concern of a bundle needs: the node's stores and services, and a run read
+    whole (``_state``) so each part's status is judged one way (``_status``)."""
+
     def __init__(
         self,
         *,
