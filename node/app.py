@@ -30,7 +30,7 @@ from core.db import Database
 from core.errors import ConfigError
 from core.keys import NodeKey, load_key
 from node import metrics, migrations
-from node.cases.bundles import Bundles
+from node.cases.bundles.runner import Bundles
 from node.cases.clues import Clues
 from node.cases.origin import Origin, apply_delivery_receipt
 from node.cases.owner import Owner

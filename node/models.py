@@ -293,7 +293,7 @@ class ClueEvent(SQLModel, table=True):
     __table_args__ = (UniqueConstraint("clue_id", "sequence", name="uq_clue_event_seq"),)
 
 
-# --- bundles (一件事): node/cases/bundles.py ------------------------------------------------------
+# --- bundles (一件事): node/cases/bundles/ -------------------------------------------------------
 
 
 class ApplicationResult(SQLModel, table=True):

@@ -13,7 +13,7 @@ import pytest
 from sqlmodel import col, delete
 
 from core.db import Database
-from node.cases import bundles
+from node.cases.bundles import starting
 from node.models import PeerCatalogue
 from tests.support.federation import Federation, allow_all_specs
 from tests.test_bundles_federation import bundle_body, wait_parts
@@ -75,7 +75,7 @@ async def test_the_lead_waits_for_a_missing_catalogue_and_then_runs_the_bundle(f
 async def test_the_lead_refuses_once_the_wait_is_over(
     fed: Federation, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(bundles, "CATALOGUE_WAIT_MS", 0)
+    monkeypatch.setattr(starting, "CATALOGUE_WAIT_MS", 0)
     status, created = await fed.submit("anhui", bundle_body(fed), "startup-late")
     assert status == 201, created
     view = await fed.wait_status("anhui", created["id"], {"rejected"})

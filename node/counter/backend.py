@@ -37,7 +37,7 @@ from core.clock import Clock
 from core.db import Database
 from core.errors import NotFound, PermissionDenied, clip
 from node import metrics
-from node.cases.bundles import Bundles
+from node.cases.bundles.runner import Bundles
 from node.cases.clue_checks import ClueRequest
 from node.cases.clues import Clues
 from node.cases.origin import Origin
