@@ -107,10 +107,13 @@ def check_subject(subject_kind: str, subject_id: str, field: str = "subject.id")
             code="invalid_subject_kind",
             field="subject.kind",
         )
-    if subject_kind == "person":
-        check_resident_id(subject_id, field)
-    else:
-        check_credit_code(subject_id, field)
+    try:
+        if subject_kind == "person":
+            check_resident_id(subject_id, field)
+        else:
+            check_credit_code(subject_id, field)
+    except InvalidInput as e:
+        raise InvalidInput(e.reason, code="invalid_subject", field=field) from e
 
 
 def check_purpose(purpose: str, field: str = "purpose") -> None:
