@@ -54,7 +54,9 @@ def read_records_file(
             resource_id, record = _record(raw, resources)
         except (InvalidInput, AttributeError) as e:
             why = e.reason if isinstance(e, InvalidInput) else "must be an object"
-            field = f"{where}.{e.field}" if isinstance(e, InvalidInput) and e.field else where
+            # validate_form names a field form.<name>; in a records file it is fields.<name>.
+            named = e.field.replace("form.", "fields.", 1) if isinstance(e, InvalidInput) and e.field else ""
+            field = f"{where}.{named}" if named else where
             raise ConfigError(f"{path}: {why}", field=field) from e
         out[resource_id].append(record)
     return dict(out)
