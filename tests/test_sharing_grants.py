@@ -175,3 +175,21 @@ async def test_who_may_do_what(fed: Federation) -> None:
     )
     assert status == 200
     assert {r["id"] for r in found["resources"]} == {SOCIAL}
+
+
+async def test_the_askers_policy_keeps_a_subject_from_leaving(fed: Federation) -> None:
+    body = social_query(fed, purpose="marketing")
+    body["resources"] = [{"id": "js.nucleic-acid"}]
+    body["consent"]["resources"] = ["js.nucleic-acid"]
+    item = await social(fed, body)
+    assert (item["outcome"], item["reason_code"], item["holder_node"]) == (
+        "refused",
+        "default_deny",
+        "jiangsu",
+    )
+    status, meter = await fed.call("jiangsu", "GET", "/api/v1/data-meter", user="supervisor")
+    assert (status, meter["total"]) == (200, 0)  # nothing reached the holder
+    status, decisions = await fed.call("shanghai", "GET", "/api/v1/policy/decisions", user="supervisor")
+    assert status == 200, decisions
+    logged = [d for d in decisions["decisions"] if d["service_id"] == "data:js.nucleic-acid"]
+    assert [(d["direction"], d["code"]) for d in logged] == [("outbound", "default_deny")], decisions

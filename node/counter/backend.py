@@ -227,7 +227,8 @@ class NodeBackend:
 
     async def query_data(self, principal: Principal, request: QueryRequest) -> dict[str, Any]:
         require(principal, "query data", CLERK, OWNER_CLERK, SUPERVISOR)
-        view = await self.data_asker.query(principal.username, principal.department or COUNTER, request)
+        department = principal.department or COUNTER
+        view = await self.data_asker.query(principal.username, principal.role, department, request)
         for item in view["items"]:
             try:
                 res = self.data_asker.index.get(item["resource_id"]).resource
