@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 import grpc
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 from yrd.peer.v1 import peer_pb2
 
@@ -286,8 +287,15 @@ class DataAsker:
 
     # -- data requests ---------------------------------------------------------------------------
 
-    async def request(self, requested_by: str, department: str, req: DataRequestIn) -> dict[str, Any]:
-        """Send a request for a conditional resource to its holder through the outbox."""
+    async def request(
+        self, requested_by: str, department: str, req: DataRequestIn, idempotency_key: str | None = None
+    ) -> dict[str, Any]:
+        """Send a request for a conditional resource to its holder through the outbox; a retry
+        under the same idempotency key and body is answered with the request made the first time."""
+        if idempotency_key is not None:
+            found = await self.db.run(lambda s: _replayed(s, requested_by, idempotency_key, req.digest))
+            if found is not None:
+                return request_view(found)
         now = self.clock.now_ms()
         check_request(req, now)
         held = self.index.get(req.resource_id)
@@ -327,6 +335,8 @@ class DataAsker:
             created_at_ms=now,
             status="pending",
             updated_at_ms=now,
+            idempotency_key=idempotency_key,
+            digest=req.digest,
         )
         hop = ""
 
@@ -351,7 +361,15 @@ class DataAsker:
             )
             return row
 
-        stored = await self.db.run(store)
+        try:
+            stored = await self.db.run(store)
+        except IntegrityError:  # a concurrent retry under the same key won the race
+            found = None
+            if idempotency_key is not None:
+                found = await self.db.run(lambda s: _replayed(s, requested_by, idempotency_key, req.digest))
+            if found is None:
+                raise
+            return request_view(found)
         if hop:
             self.wake(hop)
         return request_view(stored)
@@ -400,6 +418,21 @@ class DataAsker:
             sent.status, sent.note = "refused", f"{receipt.reason_code}: {receipt.reason}"[:500]
             sent.updated_at_ms = at_ms
             s.add(sent)
+
+
+def _replayed(s: Session, requested_by: str, key: str, digest: str) -> DataRequestSent | None:
+    found = s.exec(
+        select(DataRequestSent).where(
+            DataRequestSent.requested_by == requested_by, DataRequestSent.idempotency_key == key
+        )
+    ).first()
+    if found is not None and found.digest != digest:
+        raise Unprocessable(
+            "this idempotency key was used for a different request; use a new key",
+            code="idempotency_key_reused",
+            field="idempotency_key",
+        )
+    return found
 
 
 def _item(resource_id: str, holder: str, outcome: str, code: str, reason: str) -> dict[str, Any]:
