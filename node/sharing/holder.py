@@ -10,7 +10,6 @@ answer, so nothing is disclosed that the log does not show.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from collections.abc import Callable, Sequence
@@ -48,7 +47,7 @@ from node.sharing.checks import (
     split,
     subject_ref,
 )
-from node.sharing.records import read_records_file, store_records
+from node.sharing.records import read_records_file, store_records, subject_secret
 from node.trust.envelope import DEFAULT_MAX_SKEW_MS
 from node.trust.keyring import Trust
 from node.trust.sealing import seal, unseal
@@ -74,11 +73,6 @@ class _Refused(Exception):
 def meter_day(at_ms: int) -> str:
     """The day a call counts on: the calendar day in China Standard Time."""
     return datetime.fromtimestamp((at_ms + CST_MS) / 1000, tz=UTC).date().isoformat()
-
-
-def subject_secret(seed: bytes) -> bytes:
-    """The key of this node's subject digests, derived from its signing key's seed."""
-    return hashlib.sha256(b"yrd-data-subject-key\x00" + seed).digest()
 
 
 def grant_view(g: DataGrant) -> dict[str, Any]:
@@ -118,7 +112,7 @@ class DataHolder:
         self.db, self.trust, self.policy, self.clock, self.wake = db, trust, policy, clock, wake
         self.resources = {r.resource_id: r for r in resources}
         self.max_skew_ms = max_skew_ms
-        self.secret = subject_secret(trust.key.seed)
+        self.secret = db.transact(subject_secret)  # made once, before the node serves
         self.apply_local_update: ApplyUpdate | None = None  # set by the composition root
 
     def ref(self, subject_kind: str, subject_id: str) -> str:
