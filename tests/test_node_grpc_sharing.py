@@ -116,6 +116,20 @@ async def test_health_code_screen_over_grpc_is_the_http_screen(fed: Federation) 
     ]
     assert not refused.complete
 
+    # A holder that cannot be reached is missing, with its reason; the others still answer.
+    await fed.stop_node("zhejiang")
+    async with node_channel(fed.nodes["shanghai"]) as ch:
+        partial = await counter_pb2_grpc.CounterServiceStub(ch).QueryData(
+            grpc_query({**body, "deadline_ms": 2000}), metadata=meta(fed.tokens["shanghai"])
+        )
+    outcomes = {i.resource_id: (i.outcome, i.fields_json == "") for i in partial.items}
+    assert outcomes == {
+        "sh.health-code": ("answered", False),
+        "js.nucleic-acid": ("answered", False),
+        "zj.vaccination": ("missing", True),
+    }
+    assert partial.items[2].reason_code in ("unreachable", "deadline") and not partial.complete
+
 
 async def test_the_catalogue_and_the_disclosure_log_over_grpc_are_the_http_ones(
     fed: Federation,  # noqa: F811
@@ -377,6 +391,7 @@ async def test_a_grant_filed_decided_and_revoked_over_grpc(fed: Federation) -> N
             headers={"Idempotency-Key": "grant-1"},
         )
         assert reason(err.value) == problem["code"] == "idempotency_key_reused", problem
+        assert (err.value.code(), status) == (grpc.StatusCode.FAILED_PRECONDITION, 422)
         listed = await asker.ListDataRequests(counter_pb2.ListDataRequestsRequest(), metadata=clerk)
         assert [r.id for r in listed.sent] == [filed.request.id] and not listed.received
 

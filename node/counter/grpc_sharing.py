@@ -90,47 +90,43 @@ def revoke_document(request: counter_pb2.RevokeGrantRequest) -> dict[str, Any]:
 # --- answers ----------------------------------------------------------------------------------
 
 
+def _declared(message: Any, view: dict[str, Any], *nested: str) -> dict[str, Any]:
+    """The view's values the message declares, null as empty, less the ``nested`` ones the
+    caller builds: a key added to an HTTP view later is not on the wire until the proto names
+    it, rather than failing the call."""
+    return {
+        f.name: "" if view[f.name] is None else view[f.name]
+        for f in message.DESCRIPTOR.fields
+        if f.name in view and f.name not in nested
+    }
+
+
 def resource_message(view: dict[str, Any]) -> counter_pb2.DataResource:
     """A catalogue entry as registry/data_catalogue.py ``resource_to_api`` shows it."""
-    fields = [counter_pb2.DataField(**f) for f in view["fields"]]
-    return counter_pb2.DataResource(**{**view, "fields": fields})
+    return counter_pb2.DataResource(
+        **_declared(counter_pb2.DataResource, view, "fields"),
+        fields=[counter_pb2.DataField(**_declared(counter_pb2.DataField, f)) for f in view["fields"]],
+    )
 
 
 def merged_view_message(view: dict[str, Any]) -> counter_pb2.QueryDataResponse:
     """The backend's merged view; the disclosed fields keep their JSON types (a dose count
     stays a number), so they travel as a JSON object, as a form does."""
-    return counter_pb2.QueryDataResponse(
-        query_id=view["query_id"],
-        subject_kind=view["subject_kind"],
-        purpose=view["purpose"],
-        asked_at=view["asked_at"],
-        complete=view["complete"],
-        items=[
-            counter_pb2.DataQueryItem(
-                resource_id=i["resource_id"],
-                name=i.get("name", ""),
-                department=i.get("department", ""),
-                holder=i.get("holder", ""),
-                holder_node=i["holder_node"],
-                outcome=i["outcome"],
-                reason_code=i["reason_code"],
-                reason=i["reason"],
-                basis=i["basis"],
-                rule_id=i["rule_id"],
-                fields_json="" if i["fields"] is None else json.dumps(i["fields"], ensure_ascii=False),
-                updated_at=i["updated_at"] or "",
-                answered_at=i["answered_at"] or "",
-            )
-            for i in view["items"]
-        ],
-    )
+    items = []
+    for i in view["items"]:
+        item = counter_pb2.DataQueryItem(**_declared(counter_pb2.DataQueryItem, i))
+        if i["fields"] is not None:
+            item.fields_json = json.dumps(i["fields"], ensure_ascii=False)
+        items.append(item)
+    head = _declared(counter_pb2.QueryDataResponse, view, "items")
+    return counter_pb2.QueryDataResponse(**head, items=items)
 
 
 def data_request_message(view: dict[str, Any]) -> counter_pb2.DataRequest:
     """A request as the asker (``request_view``) or the holder (``grant_view``) shows it; what
     one side does not know is empty."""
-    return counter_pb2.DataRequest(**{k: "" if v is None else v for k, v in view.items()})
+    return counter_pb2.DataRequest(**_declared(counter_pb2.DataRequest, view))
 
 
 def disclosure_message(row: dict[str, Any]) -> counter_pb2.DataDisclosure:
-    return counter_pb2.DataDisclosure(**row)
+    return counter_pb2.DataDisclosure(**_declared(counter_pb2.DataDisclosure, row))
