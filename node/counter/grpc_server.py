@@ -19,7 +19,7 @@ from yrd.peer.v1 import peer_pb2
 from core.errors import Unauthenticated
 from node.cases.requests import Principal
 from node.cases.statuses import TO_WIRE
-from node.counter import grpc_clues
+from node.counter import grpc_clues, grpc_sharing
 from node.counter.backend import NodeBackend
 from node.counter.clue_contract import parse_clue_action, parse_submit_clue
 from node.counter.contract import (
@@ -31,6 +31,14 @@ from node.counter.contract import (
     parse_submit,
     request_digest,
 )
+from node.counter.sharing_contract import (
+    parse_data_request,
+    parse_disclosure_filter,
+    parse_query,
+    parse_revoke,
+    parse_search,
+)
+from node.counter.sharing_contract import parse_decision as parse_data_decision
 from node.counter.users import UserStore
 from node.grpc_errors import grpc_errors
 
@@ -265,6 +273,81 @@ class CounterServicer(counter_pb2_grpc.CounterServiceServicer):
         kwargs = parse_clue_action(action, doc, self.limits)
         view = await self.backend.act_on_clue(principal, clue_id, action, **kwargs)
         return grpc_clues.clue_message(view)
+
+    # -- data sharing (docs/sharing.md); node/http/sharing_routes.py is the HTTP twin ---------
+
+    @grpc_errors
+    async def SearchDataResources(
+        self, request: counter_pb2.SearchDataResourcesRequest, context: Context
+    ) -> counter_pb2.SearchDataResourcesResponse:
+        principal = await self._principal(context)
+        filters = parse_search(grpc_sharing.search_filters(request))
+        found = await self.backend.list_data_resources(principal, *filters)
+        return counter_pb2.SearchDataResourcesResponse(
+            resources=[grpc_sharing.resource_message(r) for r in found]
+        )
+
+    @grpc_errors
+    async def QueryData(
+        self, request: counter_pb2.QueryDataRequest, context: Context
+    ) -> counter_pb2.QueryDataResponse:
+        principal = await self._principal(context)
+        query = parse_query(grpc_sharing.query_document(request), self.limits)
+        return grpc_sharing.merged_view_message(await self.backend.query_data(principal, query))
+
+    @grpc_errors
+    async def FileDataRequest(
+        self, request: counter_pb2.FileDataRequestRequest, context: Context
+    ) -> counter_pb2.FileDataRequestResponse:
+        principal = await self._principal(context)
+        # Optional here, as the Idempotency-Key header is for data requests over HTTP.
+        key = None
+        if request.idempotency_key:
+            key = check_idempotency_key(request.idempotency_key, "idempotency_key")
+        doc = grpc_sharing.data_request_document(request)
+        body = parse_data_request(doc, self.limits, request_digest(doc))
+        created = await self.backend.request_data(principal, body, key)
+        return counter_pb2.FileDataRequestResponse(request=grpc_sharing.data_request_message(created))
+
+    @grpc_errors
+    async def ListDataRequests(
+        self, request: counter_pb2.ListDataRequestsRequest, context: Context
+    ) -> counter_pb2.ListDataRequestsResponse:
+        principal = await self._principal(context)
+        found = await self.backend.list_data_requests(principal)
+        return counter_pb2.ListDataRequestsResponse(
+            sent=[grpc_sharing.data_request_message(r) for r in found["sent"]],
+            received=[grpc_sharing.data_request_message(r) for r in found["received"]],
+        )
+
+    @grpc_errors
+    async def DecideDataRequest(
+        self, request: counter_pb2.DecideDataRequestRequest, context: Context
+    ) -> counter_pb2.DecideDataRequestResponse:
+        principal = await self._principal(context)
+        kwargs = parse_data_decision(grpc_sharing.decision_document(request), self.limits)
+        decided = await self.backend.decide_data_request(principal, request.id, **kwargs)
+        return counter_pb2.DecideDataRequestResponse(request=grpc_sharing.data_request_message(decided))
+
+    @grpc_errors
+    async def RevokeGrant(
+        self, request: counter_pb2.RevokeGrantRequest, context: Context
+    ) -> counter_pb2.RevokeGrantResponse:
+        principal = await self._principal(context)
+        note = parse_revoke(grpc_sharing.revoke_document(request), self.limits)
+        revoked = await self.backend.revoke_grant(principal, request.id, note)
+        return counter_pb2.RevokeGrantResponse(request=grpc_sharing.data_request_message(revoked))
+
+    @grpc_errors
+    async def ListDisclosures(
+        self, request: counter_pb2.ListDisclosuresRequest, context: Context
+    ) -> counter_pb2.ListDisclosuresResponse:
+        principal = await self._principal(context)
+        filters = parse_disclosure_filter(grpc_sharing.disclosure_filters(request))
+        found = await self.backend.disclosures(principal, *filters)
+        return counter_pb2.ListDisclosuresResponse(
+            disclosures=[grpc_sharing.disclosure_message(d) for d in found]
+        )
 
 
 def _component(c: dict[str, Any]) -> counter_pb2.Component:

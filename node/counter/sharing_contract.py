@@ -5,6 +5,8 @@ node/sharing/checks.py, which the holder runs again on what arrives from a peer.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -279,3 +281,49 @@ def parse_decision(doc: dict[str, Any], limits: CounterLimits) -> dict[str, Any]
 
 def parse_revoke(doc: dict[str, Any], limits: CounterLimits) -> str:
     return validate(RevokeBody, doc, limits).note
+
+
+# --- filters (query strings over HTTP, message fields over gRPC) --------------------------------
+
+SHARING_CLASSES = ("unconditional", "conditional", "not_shared")
+SIDES = ("asker", "holder")
+SUBJECT_KIND_NAMES = ("person", "company")
+_HOLDER_PREFIX = re.compile(r"\d{2,12}")
+
+
+def param(
+    params: Mapping[str, str], name: str, limit: int = 200, pattern: re.Pattern[str] | None = None
+) -> str | None:
+    """One optional text filter; empty is absent, as proto3 cannot tell them apart."""
+    value = params.get(name)
+    if value is None or value == "":
+        return None
+    if len(value) > limit or (pattern is not None and not pattern.fullmatch(value)):
+        raise InvalidInput(f"not a valid {name}", code="bad_value", field=name)
+    return value
+
+
+def choice(params: Mapping[str, str], name: str, choices: tuple[str, ...], default: str | None) -> str | None:
+    value = params.get(name) or default
+    if value is not None and value not in choices:
+        raise InvalidInput(f"one of {', '.join(choices)}", code="bad_value", field=name)
+    return value
+
+
+def parse_search(params: Mapping[str, str]) -> tuple[str | None, str | None, str | None]:
+    """``q``, ``holder`` (a division prefix) and ``sharing`` of the data catalogue search."""
+    return (
+        param(params, "q"),
+        param(params, "holder", 12, _HOLDER_PREFIX),
+        choice(params, "sharing", SHARING_CLASSES, None),
+    )
+
+
+def parse_disclosure_filter(params: Mapping[str, str]) -> tuple[str, str | None, str | None]:
+    """``subject_kind`` (default person), ``subject_id`` and ``side`` of the disclosure log;
+    the subject id's check character is the backend's to check, with the role."""
+    return (
+        choice(params, "subject_kind", SUBJECT_KIND_NAMES, "person") or "person",
+        param(params, "subject_id", 18),
+        choice(params, "side", SIDES, None),
+    )

@@ -8,44 +8,27 @@ import re
 
 from aiohttp import web
 
-from core.errors import InvalidInput
 from node.counter.contract import request_digest
-from node.counter.sharing_contract import parse_data_request, parse_decision, parse_query, parse_revoke
+from node.counter.sharing_contract import (
+    param,
+    parse_data_request,
+    parse_decision,
+    parse_disclosure_filter,
+    parse_query,
+    parse_revoke,
+    parse_search,
+)
 from node.http.context import BACKEND, IDEMPOTENCY_HEADER, LIMITS, idempotency_key, json_body, principal_of
 
 routes = web.RouteTableDef()
 
 _DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
-SIDES = ("asker", "holder")
-SUBJECT_KINDS = ("person", "company")
-
-
-def _query(
-    request: web.Request, name: str, limit: int = 200, pattern: re.Pattern[str] | None = None
-) -> str | None:
-    value = request.query.get(name)
-    if value is None or value == "":
-        return None
-    if len(value) > limit or (pattern is not None and not pattern.fullmatch(value)):
-        raise InvalidInput(f"not a valid {name}", code="bad_value", field=name)
-    return value
-
-
-def _choice(request: web.Request, name: str, choices: tuple[str, ...], default: str | None) -> str | None:
-    value = request.query.get(name) or default
-    if value is not None and value not in choices:
-        raise InvalidInput(f"one of {', '.join(choices)}", code="bad_value", field=name)
-    return value
 
 
 @routes.get("/api/v1/data-resources")
 async def list_data_resources(request: web.Request) -> web.Response:
-    found = await request.app[BACKEND].list_data_resources(
-        principal_of(request),
-        _query(request, "q"),
-        _query(request, "holder", 12, re.compile(r"\d{2,12}")),
-        _choice(request, "sharing", ("unconditional", "conditional", "not_shared"), None),
-    )
+    principal = principal_of(request)
+    found = await request.app[BACKEND].list_data_resources(principal, *parse_search(request.query))
     return web.json_response({"resources": found})
 
 
@@ -95,10 +78,7 @@ async def revoke_grant(request: web.Request) -> web.Response:
 @routes.get("/api/v1/disclosures")
 async def disclosures(request: web.Request) -> web.Response:
     found = await request.app[BACKEND].disclosures(
-        principal_of(request),
-        _choice(request, "subject_kind", SUBJECT_KINDS, "person") or "person",
-        _query(request, "subject_id", 18),
-        _choice(request, "side", SIDES, None),
+        principal_of(request), *parse_disclosure_filter(request.query)
     )
     return web.json_response({"disclosures": found})
 
@@ -107,8 +87,8 @@ async def disclosures(request: web.Request) -> web.Response:
 async def data_meter(request: web.Request) -> web.Response:
     found = await request.app[BACKEND].data_meter(
         principal_of(request),
-        _query(request, "since", 10, _DAY),
-        _query(request, "until", 10, _DAY),
-        _query(request, "resource", 128),
+        param(request.query, "since", 10, _DAY),
+        param(request.query, "until", 10, _DAY),
+        param(request.query, "resource", 128),
     )
     return web.json_response(found)

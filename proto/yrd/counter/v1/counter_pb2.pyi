@@ -41,6 +41,24 @@ DECISION_REJECT: Decision.ValueType  # 2
 DECISION_NEED_MATERIALS: Decision.ValueType  # 3
 Global___Decision: _TypeAlias = Decision  # noqa: Y015
 
+class _DataDecision:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _DataDecisionEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_DataDecision.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    DATA_DECISION_UNSPECIFIED: _DataDecision.ValueType  # 0
+    DATA_DECISION_APPROVE: _DataDecision.ValueType  # 1
+    DATA_DECISION_REFUSE: _DataDecision.ValueType  # 2
+
+class DataDecision(_DataDecision, metaclass=_DataDecisionEnumTypeWrapper):
+    """DataDecision is what the holding department decides on a data request."""
+
+DATA_DECISION_UNSPECIFIED: DataDecision.ValueType  # 0
+DATA_DECISION_APPROVE: DataDecision.ValueType  # 1
+DATA_DECISION_REFUSE: DataDecision.ValueType  # 2
+Global___DataDecision: _TypeAlias = DataDecision  # noqa: Y015
+
 @_typing.final
 class Applicant(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
@@ -1260,3 +1278,750 @@ class CloseClueResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___CloseClueResponse: _TypeAlias = CloseClueResponse  # noqa: Y015
+
+@_typing.final
+class DataField(_message.Message):
+    """DataField is one field of a data resource."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    LABEL_FIELD_NUMBER: _builtins.int
+    TYPE_FIELD_NUMBER: _builtins.int
+    PERSONAL_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    label: _builtins.str
+    type: _builtins.str
+    """string, integer, date, resident_id, phone, division, enum or boolean."""
+    personal: _builtins.bool
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        label: _builtins.str = ...,
+        type: _builtins.str = ...,
+        personal: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["label", b"label", "name", b"name", "personal", b"personal", "type", b"type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DataField: _TypeAlias = DataField  # noqa: Y015
+
+@_typing.final
+class DataResource(_message.Message):
+    """DataResource is one entry of the federated data catalogue."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    NAME_EN_FIELD_NUMBER: _builtins.int
+    HOLDER_FIELD_NUMBER: _builtins.int
+    HOLDER_NODE_FIELD_NUMBER: _builtins.int
+    DEPARTMENT_FIELD_NUMBER: _builtins.int
+    SUBJECT_KIND_FIELD_NUMBER: _builtins.int
+    UPDATE_FREQUENCY_FIELD_NUMBER: _builtins.int
+    SHARING_FIELD_NUMBER: _builtins.int
+    SHARING_NAME_FIELD_NUMBER: _builtins.int
+    LEGAL_REASON_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    FIELDS_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    name: _builtins.str
+    name_en: _builtins.str
+    holder: _builtins.str
+    """GB/T 2260 code of the holding jurisdiction, and the member node that holds it."""
+    holder_node: _builtins.str
+    department: _builtins.str
+    subject_kind: _builtins.str
+    """person or company."""
+    update_frequency: _builtins.str
+    sharing: _builtins.str
+    """unconditional, conditional or not_shared."""
+    sharing_name: _builtins.str
+    legal_reason: _builtins.str
+    version: _builtins.int
+    @_builtins.property
+    def fields(self) -> _containers.RepeatedCompositeFieldContainer[Global___DataField]: ...
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        name: _builtins.str = ...,
+        name_en: _builtins.str = ...,
+        holder: _builtins.str = ...,
+        holder_node: _builtins.str = ...,
+        department: _builtins.str = ...,
+        subject_kind: _builtins.str = ...,
+        update_frequency: _builtins.str = ...,
+        sharing: _builtins.str = ...,
+        sharing_name: _builtins.str = ...,
+        legal_reason: _builtins.str = ...,
+        version: _builtins.int = ...,
+        fields: _abc.Iterable[Global___DataField] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["department", b"department", "fields", b"fields", "holder", b"holder", "holder_node", b"holder_node", "id", b"id", "legal_reason", b"legal_reason", "name", b"name", "name_en", b"name_en", "sharing", b"sharing", "sharing_name", b"sharing_name", "subject_kind", b"subject_kind", "update_frequency", b"update_frequency", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DataResource: _TypeAlias = DataResource  # noqa: Y015
+
+@_typing.final
+class SearchDataResourcesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUERY_FIELD_NUMBER: _builtins.int
+    HOLDER_FIELD_NUMBER: _builtins.int
+    SHARING_FIELD_NUMBER: _builtins.int
+    query: _builtins.str
+    """Free text; empty: all."""
+    holder: _builtins.str
+    """Division code prefix of the holder (2 to 12 digits); empty: all."""
+    sharing: _builtins.str
+    """unconditional, conditional or not_shared; empty: all."""
+    def __init__(
+        self,
+        *,
+        query: _builtins.str = ...,
+        holder: _builtins.str = ...,
+        sharing: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["holder", b"holder", "query", b"query", "sharing", b"sharing"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SearchDataResourcesRequest: _TypeAlias = SearchDataResourcesRequest  # noqa: Y015
+
+@_typing.final
+class SearchDataResourcesResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESOURCES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def resources(self) -> _containers.RepeatedCompositeFieldContainer[Global___DataResource]: ...
+    def __init__(
+        self,
+        *,
+        resources: _abc.Iterable[Global___DataResource] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["resources", b"resources"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SearchDataResourcesResponse: _TypeAlias = SearchDataResourcesResponse  # noqa: Y015
+
+@_typing.final
+class DataSubject(_message.Message):
+    """DataSubject is the person (by resident id) or company (by 统一社会信用代码) asked about."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KIND_FIELD_NUMBER: _builtins.int
+    ID_FIELD_NUMBER: _builtins.int
+    kind: _builtins.str
+    id: _builtins.str
+    def __init__(
+        self,
+        *,
+        kind: _builtins.str = ...,
+        id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "kind", b"kind"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DataSubject: _TypeAlias = DataSubject  # noqa: Y015
+
+@_typing.final
+class DataAsk(_message.Message):
+    """DataAsk is one resource asked, with the fields wanted (empty: all)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    FIELDS_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    @_builtins.property
+    def fields(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        fields: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["fields", b"fields", "id", b"id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DataAsk: _TypeAlias = DataAsk  # noqa: Y015
+
+@_typing.final
+class DataConsent(_message.Message):
+    """DataConsent is the consent the counter recorded from the person."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    GIVEN_BY_FIELD_NUMBER: _builtins.int
+    SUBJECT_ID_FIELD_NUMBER: _builtins.int
+    RESOURCES_FIELD_NUMBER: _builtins.int
+    PURPOSE_FIELD_NUMBER: _builtins.int
+    UNTIL_FIELD_NUMBER: _builtins.int
+    RECORDED_AT_FIELD_NUMBER: _builtins.int
+    given_by: _builtins.str
+    subject_id: _builtins.str
+    purpose: _builtins.str
+    until: _builtins.str
+    """ISO 8601 date-times with their offset; recorded_at may be empty."""
+    recorded_at: _builtins.str
+    @_builtins.property
+    def resources(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        given_by: _builtins.str = ...,
+        subject_id: _builtins.str = ...,
+        resources: _abc.Iterable[_builtins.str] | None = ...,
+        purpose: _builtins.str = ...,
+        until: _builtins.str = ...,
+        recorded_at: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["given_by", b"given_by", "purpose", b"purpose", "recorded_at", b"recorded_at", "resources", b"resources", "subject_id", b"subject_id", "until", b"until"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DataConsent: _TypeAlias = DataConsent  # noqa: Y015
+
+@_typing.final
+class QueryDataRequest(_message.Message):
+    """QueryDataRequest holds the fields of POST /api/v1/queries."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SUBJECT_FIELD_NUMBER: _builtins.int
+    PURPOSE_FIELD_NUMBER: _builtins.int
+    RESOURCES_FIELD_NUMBER: _builtins.int
+    CONSENT_FIELD_NUMBER: _builtins.int
+    DEADLINE_MS_FIELD_NUMBER: _builtins.int
+    purpose: _builtins.str
+    deadline_ms: _builtins.int
+    """100 to 30000; 0: the default, 5000."""
+    @_builtins.property
+    def subject(self) -> Global___DataSubject: ...
+    @_builtins.property
+    def resources(self) -> _containers.RepeatedCompositeFieldContainer[Global___DataAsk]: ...
+    @_builtins.property
+    def consent(self) -> Global___DataConsent:
+        """Absent: no consent (a person's resources are then refused, consent_missing)."""
+
+    def __init__(
+        self,
+        *,
+        subject: Global___DataSubject | None = ...,
+        purpose: _builtins.str = ...,
+        resources: _abc.Iterable[Global___DataAsk] | None = ...,
+        consent: Global___DataConsent | None = ...,
+        deadline_ms: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["consent", b"consent", "subject", b"subject"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["consent", b"consent", "deadline_ms", b"deadline_ms", "purpose", b"purpose", "resources", b"resources", "subject", b"subject"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___QueryDataRequest: _TypeAlias = QueryDataRequest  # noqa: Y015
+
+@_typing.final
+class DataQueryItem(_message.Message):
+    """DataQueryItem is one resource of the merged view: its source, holder and time, or why not."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESOURCE_ID_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    DEPARTMENT_FIELD_NUMBER: _builtins.int
+    HOLDER_FIELD_NUMBER: _builtins.int
+    HOLDER_NODE_FIELD_NUMBER: _builtins.int
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    REASON_CODE_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    BASIS_FIELD_NUMBER: _builtins.int
+    RULE_ID_FIELD_NUMBER: _builtins.int
+    FIELDS_JSON_FIELD_NUMBER: _builtins.int
+    UPDATED_AT_FIELD_NUMBER: _builtins.int
+    ANSWERED_AT_FIELD_NUMBER: _builtins.int
+    resource_id: _builtins.str
+    name: _builtins.str
+    department: _builtins.str
+    holder: _builtins.str
+    holder_node: _builtins.str
+    outcome: _builtins.str
+    """answered, no_record, refused or missing."""
+    reason_code: _builtins.str
+    reason: _builtins.str
+    basis: _builtins.str
+    """consent, request, or with +grant:<request id>."""
+    rule_id: _builtins.str
+    fields_json: _builtins.str
+    """The disclosed fields as a UTF-8 JSON object; empty when nothing was disclosed."""
+    updated_at: _builtins.str
+    """ISO 8601 UTC; empty when unknown."""
+    answered_at: _builtins.str
+    def __init__(
+        self,
+        *,
+        resource_id: _builtins.str = ...,
+        name: _builtins.str = ...,
+        department: _builtins.str = ...,
+        holder: _builtins.str = ...,
+        holder_node: _builtins.str = ...,
+        outcome: _builtins.str = ...,
+        reason_code: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        basis: _builtins.str = ...,
+        rule_id: _builtins.str = ...,
+        fields_json: _builtins.str = ...,
+        updated_at: _builtins.str = ...,
+        answered_at: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["answered_at", b"answered_at", "basis", b"basis", "department", b"department", "fields_json", b"fields_json", "holder", b"holder", "holder_node", b"holder_node", "name", b"name", "outcome", b"outcome", "reason", b"reason", "reason_code", b"reason_code", "resource_id", b"resource_id", "rule_id", b"rule_id", "updated_at", b"updated_at"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DataQueryItem: _TypeAlias = DataQueryItem  # noqa: Y015
+
+@_typing.final
+class QueryDataResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUERY_ID_FIELD_NUMBER: _builtins.int
+    SUBJECT_KIND_FIELD_NUMBER: _builtins.int
+    PURPOSE_FIELD_NUMBER: _builtins.int
+    ASKED_AT_FIELD_NUMBER: _builtins.int
+    COMPLETE_FIELD_NUMBER: _builtins.int
+    ITEMS_FIELD_NUMBER: _builtins.int
+    query_id: _builtins.str
+    subject_kind: _builtins.str
+    purpose: _builtins.str
+    asked_at: _builtins.str
+    complete: _builtins.bool
+    """Every holder answered (with a record or without one)."""
+    @_builtins.property
+    def items(self) -> _containers.RepeatedCompositeFieldContainer[Global___DataQueryItem]: ...
+    def __init__(
+        self,
+        *,
+        query_id: _builtins.str = ...,
+        subject_kind: _builtins.str = ...,
+        purpose: _builtins.str = ...,
+        asked_at: _builtins.str = ...,
+        complete: _builtins.bool = ...,
+        items: _abc.Iterable[Global___DataQueryItem] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["asked_at", b"asked_at", "complete", b"complete", "items", b"items", "purpose", b"purpose", "query_id", b"query_id", "subject_kind", b"subject_kind"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___QueryDataResponse: _TypeAlias = QueryDataResponse  # noqa: Y015
+
+@_typing.final
+class DataRequest(_message.Message):
+    """DataRequest is a data request as the asker sent it (side asker) or the holder received
+    it (side holder); an approved one is the grant.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    SIDE_FIELD_NUMBER: _builtins.int
+    RESOURCE_ID_FIELD_NUMBER: _builtins.int
+    DEPARTMENT_FIELD_NUMBER: _builtins.int
+    FIELDS_FIELD_NUMBER: _builtins.int
+    PURPOSE_FIELD_NUMBER: _builtins.int
+    LEGAL_BASIS_FIELD_NUMBER: _builtins.int
+    UNTIL_FIELD_NUMBER: _builtins.int
+    REQUESTED_BY_FIELD_NUMBER: _builtins.int
+    REQUESTED_AT_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    GRANTED_FIELDS_FIELD_NUMBER: _builtins.int
+    GRANTED_UNTIL_FIELD_NUMBER: _builtins.int
+    NOTE_FIELD_NUMBER: _builtins.int
+    HOLDER_NODE_FIELD_NUMBER: _builtins.int
+    ASKER_NODE_FIELD_NUMBER: _builtins.int
+    DECIDED_BY_FIELD_NUMBER: _builtins.int
+    DECIDED_AT_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    side: _builtins.str
+    resource_id: _builtins.str
+    department: _builtins.str
+    purpose: _builtins.str
+    legal_basis: _builtins.str
+    until: _builtins.str
+    requested_by: _builtins.str
+    requested_at: _builtins.str
+    status: _builtins.str
+    """pending, approved, refused or revoked."""
+    granted_until: _builtins.str
+    """Empty unless granted."""
+    note: _builtins.str
+    holder_node: _builtins.str
+    """At the asker."""
+    asker_node: _builtins.str
+    """At the holder."""
+    decided_by: _builtins.str
+    decided_at: _builtins.str
+    @_builtins.property
+    def fields(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def granted_fields(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        side: _builtins.str = ...,
+        resource_id: _builtins.str = ...,
+        department: _builtins.str = ...,
+        fields: _abc.Iterable[_builtins.str] | None = ...,
+        purpose: _builtins.str = ...,
+        legal_basis: _builtins.str = ...,
+        until: _builtins.str = ...,
+        requested_by: _builtins.str = ...,
+        requested_at: _builtins.str = ...,
+        status: _builtins.str = ...,
+        granted_fields: _abc.Iterable[_builtins.str] | None = ...,
+        granted_until: _builtins.str = ...,
+        note: _builtins.str = ...,
+        holder_node: _builtins.str = ...,
+        asker_node: _builtins.str = ...,
+        decided_by: _builtins.str = ...,
+        decided_at: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["asker_node", b"asker_node", "decided_at", b"decided_at", "decided_by", b"decided_by", "department", b"department", "fields", b"fields", "granted_fields", b"granted_fields", "granted_until", b"granted_until", "holder_node", b"holder_node", "id", b"id", "legal_basis", b"legal_basis", "note", b"note", "purpose", b"purpose", "requested_at", b"requested_at", "requested_by", b"requested_by", "resource_id", b"resource_id", "side", b"side", "status", b"status", "until", b"until"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DataRequest: _TypeAlias = DataRequest  # noqa: Y015
+
+@_typing.final
+class FileDataRequestRequest(_message.Message):
+    """FileDataRequestRequest holds the fields of POST /api/v1/data-requests."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    RESOURCE_ID_FIELD_NUMBER: _builtins.int
+    FIELDS_FIELD_NUMBER: _builtins.int
+    PURPOSE_FIELD_NUMBER: _builtins.int
+    LEGAL_BASIS_FIELD_NUMBER: _builtins.int
+    UNTIL_FIELD_NUMBER: _builtins.int
+    DEPARTMENT_FIELD_NUMBER: _builtins.int
+    idempotency_key: _builtins.str
+    """Optional; the same key with other fields is refused (idempotency_key_reused)."""
+    resource_id: _builtins.str
+    purpose: _builtins.str
+    legal_basis: _builtins.str
+    until: _builtins.str
+    """When the grant asked for ends, ISO 8601 with its offset."""
+    department: _builtins.str
+    """A supervisor files for a department; empty: the caller's own."""
+    @_builtins.property
+    def fields(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        idempotency_key: _builtins.str = ...,
+        resource_id: _builtins.str = ...,
+        fields: _abc.Iterable[_builtins.str] | None = ...,
+        purpose: _builtins.str = ...,
+        legal_basis: _builtins.str = ...,
+        until: _builtins.str = ...,
+        department: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["department", b"department", "fields", b"fields", "idempotency_key", b"idempotency_key", "legal_basis", b"legal_basis", "purpose", b"purpose", "resource_id", b"resource_id", "until", b"until"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FileDataRequestRequest: _TypeAlias = FileDataRequestRequest  # noqa: Y015
+
+@_typing.final
+class FileDataRequestResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def request(self) -> Global___DataRequest: ...
+    def __init__(
+        self,
+        *,
+        request: Global___DataRequest | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["request", b"request"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["request", b"request"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FileDataRequestResponse: _TypeAlias = FileDataRequestResponse  # noqa: Y015
+
+@_typing.final
+class ListDataRequestsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListDataRequestsRequest: _TypeAlias = ListDataRequestsRequest  # noqa: Y015
+
+@_typing.final
+class ListDataRequestsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SENT_FIELD_NUMBER: _builtins.int
+    RECEIVED_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def sent(self) -> _containers.RepeatedCompositeFieldContainer[Global___DataRequest]: ...
+    @_builtins.property
+    def received(self) -> _containers.RepeatedCompositeFieldContainer[Global___DataRequest]: ...
+    def __init__(
+        self,
+        *,
+        sent: _abc.Iterable[Global___DataRequest] | None = ...,
+        received: _abc.Iterable[Global___DataRequest] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["received", b"received", "sent", b"sent"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListDataRequestsResponse: _TypeAlias = ListDataRequestsResponse  # noqa: Y015
+
+@_typing.final
+class DecideDataRequestRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    DECISION_FIELD_NUMBER: _builtins.int
+    FIELDS_FIELD_NUMBER: _builtins.int
+    UNTIL_FIELD_NUMBER: _builtins.int
+    NOTE_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    decision: Global___DataDecision.ValueType
+    until: _builtins.str
+    note: _builtins.str
+    @_builtins.property
+    def fields(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Approve: a subset of the fields asked (empty: all) and a term no longer than asked."""
+
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        decision: Global___DataDecision.ValueType = ...,
+        fields: _abc.Iterable[_builtins.str] | None = ...,
+        until: _builtins.str = ...,
+        note: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["decision", b"decision", "fields", b"fields", "id", b"id", "note", b"note", "until", b"until"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DecideDataRequestRequest: _TypeAlias = DecideDataRequestRequest  # noqa: Y015
+
+@_typing.final
+class DecideDataRequestResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def request(self) -> Global___DataRequest: ...
+    def __init__(
+        self,
+        *,
+        request: Global___DataRequest | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["request", b"request"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["request", b"request"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DecideDataRequestResponse: _TypeAlias = DecideDataRequestResponse  # noqa: Y015
+
+@_typing.final
+class RevokeGrantRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    NOTE_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    note: _builtins.str
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        note: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "note", b"note"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RevokeGrantRequest: _TypeAlias = RevokeGrantRequest  # noqa: Y015
+
+@_typing.final
+class RevokeGrantResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def request(self) -> Global___DataRequest: ...
+    def __init__(
+        self,
+        *,
+        request: Global___DataRequest | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["request", b"request"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["request", b"request"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RevokeGrantResponse: _TypeAlias = RevokeGrantResponse  # noqa: Y015
+
+@_typing.final
+class ListDisclosuresRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SUBJECT_KIND_FIELD_NUMBER: _builtins.int
+    SUBJECT_ID_FIELD_NUMBER: _builtins.int
+    SIDE_FIELD_NUMBER: _builtins.int
+    subject_kind: _builtins.str
+    """person (default) or company."""
+    subject_id: _builtins.str
+    """One subject's disclosures; required of a clerk or owner clerk."""
+    side: _builtins.str
+    """asker or holder; empty: both."""
+    def __init__(
+        self,
+        *,
+        subject_kind: _builtins.str = ...,
+        subject_id: _builtins.str = ...,
+        side: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["side", b"side", "subject_id", b"subject_id", "subject_kind", b"subject_kind"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListDisclosuresRequest: _TypeAlias = ListDisclosuresRequest  # noqa: Y015
+
+@_typing.final
+class DataDisclosure(_message.Message):
+    """DataDisclosure is one row of a disclosure log."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SIDE_FIELD_NUMBER: _builtins.int
+    QUERY_ID_FIELD_NUMBER: _builtins.int
+    AT_FIELD_NUMBER: _builtins.int
+    ASKER_NODE_FIELD_NUMBER: _builtins.int
+    ASKER_DEPARTMENT_FIELD_NUMBER: _builtins.int
+    ASKED_BY_FIELD_NUMBER: _builtins.int
+    HOLDER_NODE_FIELD_NUMBER: _builtins.int
+    RESOURCE_ID_FIELD_NUMBER: _builtins.int
+    PURPOSE_FIELD_NUMBER: _builtins.int
+    BASIS_FIELD_NUMBER: _builtins.int
+    FIELDS_FIELD_NUMBER: _builtins.int
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    REASON_CODE_FIELD_NUMBER: _builtins.int
+    side: _builtins.str
+    query_id: _builtins.str
+    at: _builtins.str
+    asker_node: _builtins.str
+    asker_department: _builtins.str
+    asked_by: _builtins.str
+    holder_node: _builtins.str
+    resource_id: _builtins.str
+    purpose: _builtins.str
+    basis: _builtins.str
+    outcome: _builtins.str
+    reason_code: _builtins.str
+    @_builtins.property
+    def fields(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        side: _builtins.str = ...,
+        query_id: _builtins.str = ...,
+        at: _builtins.str = ...,
+        asker_node: _builtins.str = ...,
+        asker_department: _builtins.str = ...,
+        asked_by: _builtins.str = ...,
+        holder_node: _builtins.str = ...,
+        resource_id: _builtins.str = ...,
+        purpose: _builtins.str = ...,
+        basis: _builtins.str = ...,
+        fields: _abc.Iterable[_builtins.str] | None = ...,
+        outcome: _builtins.str = ...,
+        reason_code: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["asked_by", b"asked_by", "asker_department", b"asker_department", "asker_node", b"asker_node", "at", b"at", "basis", b"basis", "fields", b"fields", "holder_node", b"holder_node", "outcome", b"outcome", "purpose", b"purpose", "query_id", b"query_id", "reason_code", b"reason_code", "resource_id", b"resource_id", "side", b"side"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DataDisclosure: _TypeAlias = DataDisclosure  # noqa: Y015
+
+@_typing.final
+class ListDisclosuresResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DISCLOSURES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def disclosures(self) -> _containers.RepeatedCompositeFieldContainer[Global___DataDisclosure]: ...
+    def __init__(
+        self,
+        *,
+        disclosures: _abc.Iterable[Global___DataDisclosure] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["disclosures", b"disclosures"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListDisclosuresResponse: _TypeAlias = ListDisclosuresResponse  # noqa: Y015

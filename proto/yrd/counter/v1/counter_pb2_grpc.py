@@ -101,6 +101,41 @@ class CounterServiceStub:
                 request_serializer=yrd_dot_counter_dot_v1_dot_counter__pb2.CloseClueRequest.SerializeToString,
                 response_deserializer=yrd_dot_counter_dot_v1_dot_counter__pb2.CloseClueResponse.FromString,
                 _registered_method=True)
+        self.SearchDataResources = channel.unary_unary(
+                '/yrd.counter.v1.CounterService/SearchDataResources',
+                request_serializer=yrd_dot_counter_dot_v1_dot_counter__pb2.SearchDataResourcesRequest.SerializeToString,
+                response_deserializer=yrd_dot_counter_dot_v1_dot_counter__pb2.SearchDataResourcesResponse.FromString,
+                _registered_method=True)
+        self.QueryData = channel.unary_unary(
+                '/yrd.counter.v1.CounterService/QueryData',
+                request_serializer=yrd_dot_counter_dot_v1_dot_counter__pb2.QueryDataRequest.SerializeToString,
+                response_deserializer=yrd_dot_counter_dot_v1_dot_counter__pb2.QueryDataResponse.FromString,
+                _registered_method=True)
+        self.FileDataRequest = channel.unary_unary(
+                '/yrd.counter.v1.CounterService/FileDataRequest',
+                request_serializer=yrd_dot_counter_dot_v1_dot_counter__pb2.FileDataRequestRequest.SerializeToString,
+                response_deserializer=yrd_dot_counter_dot_v1_dot_counter__pb2.FileDataRequestResponse.FromString,
+                _registered_method=True)
+        self.ListDataRequests = channel.unary_unary(
+                '/yrd.counter.v1.CounterService/ListDataRequests',
+                request_serializer=yrd_dot_counter_dot_v1_dot_counter__pb2.ListDataRequestsRequest.SerializeToString,
+                response_deserializer=yrd_dot_counter_dot_v1_dot_counter__pb2.ListDataRequestsResponse.FromString,
+                _registered_method=True)
+        self.DecideDataRequest = channel.unary_unary(
+                '/yrd.counter.v1.CounterService/DecideDataRequest',
+                request_serializer=yrd_dot_counter_dot_v1_dot_counter__pb2.DecideDataRequestRequest.SerializeToString,
+                response_deserializer=yrd_dot_counter_dot_v1_dot_counter__pb2.DecideDataRequestResponse.FromString,
+                _registered_method=True)
+        self.RevokeGrant = channel.unary_unary(
+                '/yrd.counter.v1.CounterService/RevokeGrant',
+                request_serializer=yrd_dot_counter_dot_v1_dot_counter__pb2.RevokeGrantRequest.SerializeToString,
+                response_deserializer=yrd_dot_counter_dot_v1_dot_counter__pb2.RevokeGrantResponse.FromString,
+                _registered_method=True)
+        self.ListDisclosures = channel.unary_unary(
+                '/yrd.counter.v1.CounterService/ListDisclosures',
+                request_serializer=yrd_dot_counter_dot_v1_dot_counter__pb2.ListDisclosuresRequest.SerializeToString,
+                response_deserializer=yrd_dot_counter_dot_v1_dot_counter__pb2.ListDisclosuresResponse.FromString,
+                _registered_method=True)
 
 
 class CounterServiceServicer:
@@ -203,6 +238,59 @@ class CounterServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SearchDataResources(self, request, context):
+        """Data sharing (docs/sharing.md): the same checks, roles and idempotency as
+        /api/v1/data-resources, /queries, /data-requests, /grants and /disclosures.
+        SearchDataResources searches the federated data catalogue.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def QueryData(self, request, context):
+        """QueryData asks, with the person's consent, several resources of one subject at once and
+        returns one merged view: an item per resource, answered, no_record, refused or missing.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def FileDataRequest(self, request, context):
+        """FileDataRequest asks a conditional resource's holder for a grant; with an idempotency key,
+        a retry with the same key and fields is the same request.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListDataRequests(self, request, context):
+        """ListDataRequests returns the requests the caller's node sent and those it received.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DecideDataRequest(self, request, context):
+        """DecideDataRequest approves (the approved request is the grant) or refuses a request.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevokeGrant(self, request, context):
+        """RevokeGrant ends an approved request's grant.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListDisclosures(self, request, context):
+        """ListDisclosures reads the disclosure log, newest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CounterServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -270,6 +358,41 @@ def add_CounterServiceServicer_to_server(servicer, server):
                     servicer.CloseClue,
                     request_deserializer=yrd_dot_counter_dot_v1_dot_counter__pb2.CloseClueRequest.FromString,
                     response_serializer=yrd_dot_counter_dot_v1_dot_counter__pb2.CloseClueResponse.SerializeToString,
+            ),
+            'SearchDataResources': grpc.unary_unary_rpc_method_handler(
+                    servicer.SearchDataResources,
+                    request_deserializer=yrd_dot_counter_dot_v1_dot_counter__pb2.SearchDataResourcesRequest.FromString,
+                    response_serializer=yrd_dot_counter_dot_v1_dot_counter__pb2.SearchDataResourcesResponse.SerializeToString,
+            ),
+            'QueryData': grpc.unary_unary_rpc_method_handler(
+                    servicer.QueryData,
+                    request_deserializer=yrd_dot_counter_dot_v1_dot_counter__pb2.QueryDataRequest.FromString,
+                    response_serializer=yrd_dot_counter_dot_v1_dot_counter__pb2.QueryDataResponse.SerializeToString,
+            ),
+            'FileDataRequest': grpc.unary_unary_rpc_method_handler(
+                    servicer.FileDataRequest,
+                    request_deserializer=yrd_dot_counter_dot_v1_dot_counter__pb2.FileDataRequestRequest.FromString,
+                    response_serializer=yrd_dot_counter_dot_v1_dot_counter__pb2.FileDataRequestResponse.SerializeToString,
+            ),
+            'ListDataRequests': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListDataRequests,
+                    request_deserializer=yrd_dot_counter_dot_v1_dot_counter__pb2.ListDataRequestsRequest.FromString,
+                    response_serializer=yrd_dot_counter_dot_v1_dot_counter__pb2.ListDataRequestsResponse.SerializeToString,
+            ),
+            'DecideDataRequest': grpc.unary_unary_rpc_method_handler(
+                    servicer.DecideDataRequest,
+                    request_deserializer=yrd_dot_counter_dot_v1_dot_counter__pb2.DecideDataRequestRequest.FromString,
+                    response_serializer=yrd_dot_counter_dot_v1_dot_counter__pb2.DecideDataRequestResponse.SerializeToString,
+            ),
+            'RevokeGrant': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeGrant,
+                    request_deserializer=yrd_dot_counter_dot_v1_dot_counter__pb2.RevokeGrantRequest.FromString,
+                    response_serializer=yrd_dot_counter_dot_v1_dot_counter__pb2.RevokeGrantResponse.SerializeToString,
+            ),
+            'ListDisclosures': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListDisclosures,
+                    request_deserializer=yrd_dot_counter_dot_v1_dot_counter__pb2.ListDisclosuresRequest.FromString,
+                    response_serializer=yrd_dot_counter_dot_v1_dot_counter__pb2.ListDisclosuresResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -625,6 +748,195 @@ class CounterService:
             '/yrd.counter.v1.CounterService/CloseClue',
             yrd_dot_counter_dot_v1_dot_counter__pb2.CloseClueRequest.SerializeToString,
             yrd_dot_counter_dot_v1_dot_counter__pb2.CloseClueResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SearchDataResources(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/yrd.counter.v1.CounterService/SearchDataResources',
+            yrd_dot_counter_dot_v1_dot_counter__pb2.SearchDataResourcesRequest.SerializeToString,
+            yrd_dot_counter_dot_v1_dot_counter__pb2.SearchDataResourcesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def QueryData(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/yrd.counter.v1.CounterService/QueryData',
+            yrd_dot_counter_dot_v1_dot_counter__pb2.QueryDataRequest.SerializeToString,
+            yrd_dot_counter_dot_v1_dot_counter__pb2.QueryDataResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FileDataRequest(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/yrd.counter.v1.CounterService/FileDataRequest',
+            yrd_dot_counter_dot_v1_dot_counter__pb2.FileDataRequestRequest.SerializeToString,
+            yrd_dot_counter_dot_v1_dot_counter__pb2.FileDataRequestResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListDataRequests(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/yrd.counter.v1.CounterService/ListDataRequests',
+            yrd_dot_counter_dot_v1_dot_counter__pb2.ListDataRequestsRequest.SerializeToString,
+            yrd_dot_counter_dot_v1_dot_counter__pb2.ListDataRequestsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DecideDataRequest(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/yrd.counter.v1.CounterService/DecideDataRequest',
+            yrd_dot_counter_dot_v1_dot_counter__pb2.DecideDataRequestRequest.SerializeToString,
+            yrd_dot_counter_dot_v1_dot_counter__pb2.DecideDataRequestResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeGrant(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/yrd.counter.v1.CounterService/RevokeGrant',
+            yrd_dot_counter_dot_v1_dot_counter__pb2.RevokeGrantRequest.SerializeToString,
+            yrd_dot_counter_dot_v1_dot_counter__pb2.RevokeGrantResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListDisclosures(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/yrd.counter.v1.CounterService/ListDisclosures',
+            yrd_dot_counter_dot_v1_dot_counter__pb2.ListDisclosuresRequest.SerializeToString,
+            yrd_dot_counter_dot_v1_dot_counter__pb2.ListDisclosuresResponse.FromString,
             options,
             channel_credentials,
             insecure,

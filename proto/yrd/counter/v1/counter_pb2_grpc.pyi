@@ -68,6 +68,27 @@ class CounterServiceStub:
     """RecordClueFindings records findings (and an order to rectify) on an acknowledged task."""
     CloseClue: _grpc.UnaryUnaryMultiCallable[_counter_pb2.CloseClueRequest, _counter_pb2.CloseClueResponse]
     """CloseClue closes a task that has findings."""
+    SearchDataResources: _grpc.UnaryUnaryMultiCallable[_counter_pb2.SearchDataResourcesRequest, _counter_pb2.SearchDataResourcesResponse]
+    """Data sharing (docs/sharing.md): the same checks, roles and idempotency as
+    /api/v1/data-resources, /queries, /data-requests, /grants and /disclosures.
+    SearchDataResources searches the federated data catalogue.
+    """
+    QueryData: _grpc.UnaryUnaryMultiCallable[_counter_pb2.QueryDataRequest, _counter_pb2.QueryDataResponse]
+    """QueryData asks, with the person's consent, several resources of one subject at once and
+    returns one merged view: an item per resource, answered, no_record, refused or missing.
+    """
+    FileDataRequest: _grpc.UnaryUnaryMultiCallable[_counter_pb2.FileDataRequestRequest, _counter_pb2.FileDataRequestResponse]
+    """FileDataRequest asks a conditional resource's holder for a grant; with an idempotency key,
+    a retry with the same key and fields is the same request.
+    """
+    ListDataRequests: _grpc.UnaryUnaryMultiCallable[_counter_pb2.ListDataRequestsRequest, _counter_pb2.ListDataRequestsResponse]
+    """ListDataRequests returns the requests the caller's node sent and those it received."""
+    DecideDataRequest: _grpc.UnaryUnaryMultiCallable[_counter_pb2.DecideDataRequestRequest, _counter_pb2.DecideDataRequestResponse]
+    """DecideDataRequest approves (the approved request is the grant) or refuses a request."""
+    RevokeGrant: _grpc.UnaryUnaryMultiCallable[_counter_pb2.RevokeGrantRequest, _counter_pb2.RevokeGrantResponse]
+    """RevokeGrant ends an approved request's grant."""
+    ListDisclosures: _grpc.UnaryUnaryMultiCallable[_counter_pb2.ListDisclosuresRequest, _counter_pb2.ListDisclosuresResponse]
+    """ListDisclosures reads the disclosure log, newest first."""
 
 @_typing.type_check_only
 class CounterServiceAsyncStub(CounterServiceStub):
@@ -109,6 +130,27 @@ class CounterServiceAsyncStub(CounterServiceStub):
     """RecordClueFindings records findings (and an order to rectify) on an acknowledged task."""
     CloseClue: _aio.UnaryUnaryMultiCallable[_counter_pb2.CloseClueRequest, _counter_pb2.CloseClueResponse]  # type: ignore[assignment]
     """CloseClue closes a task that has findings."""
+    SearchDataResources: _aio.UnaryUnaryMultiCallable[_counter_pb2.SearchDataResourcesRequest, _counter_pb2.SearchDataResourcesResponse]  # type: ignore[assignment]
+    """Data sharing (docs/sharing.md): the same checks, roles and idempotency as
+    /api/v1/data-resources, /queries, /data-requests, /grants and /disclosures.
+    SearchDataResources searches the federated data catalogue.
+    """
+    QueryData: _aio.UnaryUnaryMultiCallable[_counter_pb2.QueryDataRequest, _counter_pb2.QueryDataResponse]  # type: ignore[assignment]
+    """QueryData asks, with the person's consent, several resources of one subject at once and
+    returns one merged view: an item per resource, answered, no_record, refused or missing.
+    """
+    FileDataRequest: _aio.UnaryUnaryMultiCallable[_counter_pb2.FileDataRequestRequest, _counter_pb2.FileDataRequestResponse]  # type: ignore[assignment]
+    """FileDataRequest asks a conditional resource's holder for a grant; with an idempotency key,
+    a retry with the same key and fields is the same request.
+    """
+    ListDataRequests: _aio.UnaryUnaryMultiCallable[_counter_pb2.ListDataRequestsRequest, _counter_pb2.ListDataRequestsResponse]  # type: ignore[assignment]
+    """ListDataRequests returns the requests the caller's node sent and those it received."""
+    DecideDataRequest: _aio.UnaryUnaryMultiCallable[_counter_pb2.DecideDataRequestRequest, _counter_pb2.DecideDataRequestResponse]  # type: ignore[assignment]
+    """DecideDataRequest approves (the approved request is the grant) or refuses a request."""
+    RevokeGrant: _aio.UnaryUnaryMultiCallable[_counter_pb2.RevokeGrantRequest, _counter_pb2.RevokeGrantResponse]  # type: ignore[assignment]
+    """RevokeGrant ends an approved request's grant."""
+    ListDisclosures: _aio.UnaryUnaryMultiCallable[_counter_pb2.ListDisclosuresRequest, _counter_pb2.ListDisclosuresResponse]  # type: ignore[assignment]
+    """ListDisclosures reads the disclosure log, newest first."""
 
 class CounterServiceServicer(metaclass=_abc_1.ABCMeta):
     """CounterService is the counter-facing API of a node (the gRPC twin of the
@@ -225,5 +267,68 @@ class CounterServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_counter_pb2.CloseClueResponse, _abc.Awaitable[_counter_pb2.CloseClueResponse]]:
         """CloseClue closes a task that has findings."""
+
+    @_abc_1.abstractmethod
+    def SearchDataResources(
+        self,
+        request: _counter_pb2.SearchDataResourcesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_counter_pb2.SearchDataResourcesResponse, _abc.Awaitable[_counter_pb2.SearchDataResourcesResponse]]:
+        """Data sharing (docs/sharing.md): the same checks, roles and idempotency as
+        /api/v1/data-resources, /queries, /data-requests, /grants and /disclosures.
+        SearchDataResources searches the federated data catalogue.
+        """
+
+    @_abc_1.abstractmethod
+    def QueryData(
+        self,
+        request: _counter_pb2.QueryDataRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_counter_pb2.QueryDataResponse, _abc.Awaitable[_counter_pb2.QueryDataResponse]]:
+        """QueryData asks, with the person's consent, several resources of one subject at once and
+        returns one merged view: an item per resource, answered, no_record, refused or missing.
+        """
+
+    @_abc_1.abstractmethod
+    def FileDataRequest(
+        self,
+        request: _counter_pb2.FileDataRequestRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_counter_pb2.FileDataRequestResponse, _abc.Awaitable[_counter_pb2.FileDataRequestResponse]]:
+        """FileDataRequest asks a conditional resource's holder for a grant; with an idempotency key,
+        a retry with the same key and fields is the same request.
+        """
+
+    @_abc_1.abstractmethod
+    def ListDataRequests(
+        self,
+        request: _counter_pb2.ListDataRequestsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_counter_pb2.ListDataRequestsResponse, _abc.Awaitable[_counter_pb2.ListDataRequestsResponse]]:
+        """ListDataRequests returns the requests the caller's node sent and those it received."""
+
+    @_abc_1.abstractmethod
+    def DecideDataRequest(
+        self,
+        request: _counter_pb2.DecideDataRequestRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_counter_pb2.DecideDataRequestResponse, _abc.Awaitable[_counter_pb2.DecideDataRequestResponse]]:
+        """DecideDataRequest approves (the approved request is the grant) or refuses a request."""
+
+    @_abc_1.abstractmethod
+    def RevokeGrant(
+        self,
+        request: _counter_pb2.RevokeGrantRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_counter_pb2.RevokeGrantResponse, _abc.Awaitable[_counter_pb2.RevokeGrantResponse]]:
+        """RevokeGrant ends an approved request's grant."""
+
+    @_abc_1.abstractmethod
+    def ListDisclosures(
+        self,
+        request: _counter_pb2.ListDisclosuresRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_counter_pb2.ListDisclosuresResponse, _abc.Awaitable[_counter_pb2.ListDisclosuresResponse]]:
+        """ListDisclosures reads the disclosure log, newest first."""
 
 def add_CounterServiceServicer_to_server(servicer: CounterServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
