@@ -7,9 +7,11 @@ refuse it, and the verdict must be the reason code the document names for that s
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import hashlib
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -180,6 +182,7 @@ AT_THE_LIMITS: dict[str, dict[str, Any]] = {
     "field-name-and-label-64-characters-value-200": {
         "fields": (CertifiedField("n" * 64, "标" * 64, LONG[:200]),)
     },
+    "a-field-with-empty-label-and-value": {"fields": (CertifiedField("n", "", ""),)},
     "a-person-with-masked-values": {"holder": Holder(1, "王*明", "330106********123X")},
 }
 
@@ -355,3 +358,15 @@ def test_step_9_expired_at_valid_until() -> None:
     assert verdict(lasting, manifest(), NOW) == "valid"
     assert verdict(lasting, manifest(), NOW + 1) == "expired"
     assert verdict(text(SIGNED), manifest(expires=NOW * 2), NOW * 2 - 1) == "valid"  # 0: no end
+
+
+def test_the_independent_package_imports_nothing_of_ours() -> None:
+    """The point of tests/independent/ is that only the document connects it to our code."""
+    ours = {"core", "node", "registry", "policies", "simulations", "yrd"}
+    package = Path(__file__).parent / "independent"
+    for source in sorted(package.glob("*.py")):
+        for node in ast.walk(ast.parse(source.read_text(encoding="utf-8"))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            assert not {name.split(".")[0] for name in names} & ours, f"{source.name} imports {names}"
