@@ -12,7 +12,9 @@ from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import func
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session, col, select
 from yrd.peer.v1 import peer_pb2
 
@@ -308,28 +310,50 @@ def record_event(
     rule_id: str = "",
     documents: list[peer_pb2.Document] | None = None,
 ) -> bool:
-    """Record one status change once; the application shows its highest-numbered change."""
-    seen = s.exec(
-        select(StatusEvent).where(StatusEvent.application_id == app.id, StatusEvent.sequence == sequence)
-    ).first()
-    if seen is not None:
+    """Record one status change once; the application shows its highest-numbered change.
+
+    Once is the unique key on (application, sequence): ``INSERT ... ON CONFLICT DO NOTHING``
+    inserts for the first copy only, and for exactly one of two racing replicas, with no
+    SELECT before it. The statements run on the session's connection (events are never ORM
+    objects waiting in a session: the counter's own first event is in another transaction),
+    and the application's new status is written with them and set on ``app`` as committed
+    state, so the session has nothing left to flush for it."""
+    conn = s.connection()
+    dialect = sqlite if conn.dialect.name == "sqlite" else postgresql
+    event = {
+        "application_id": app.id,
+        "sequence": sequence,
+        "status": status,
+        "reason": reason,
+        "rule_id": rule_id,
+        "at_ms": at_ms,
+    }
+    stmt = dialect.insert(_EVENTS).values(event).on_conflict_do_nothing().returning(_EVENTS.c.id)
+    if conn.execute(stmt).first() is None:
         return False
-    s.add(
-        StatusEvent(
-            application_id=app.id,
-            sequence=sequence,
-            status=status,
-            reason=reason,
-            rule_id=rule_id,
-            at_ms=at_ms,
+    if documents:
+        conn.execute(
+            _DOCUMENTS.insert(),
+            [
+                {"application_id": app.id, "name": d.name, "content_type": d.content_type, "data": d.data}
+                for d in documents
+            ],
         )
-    )
-    for d in documents or []:
-        s.add(ResultDocument(application_id=app.id, name=d.name, content_type=d.content_type, data=d.data))
     if sequence > app.status_sequence:
-        app.status, app.status_sequence = status, sequence
-        s.add(app)
+        conn.execute(
+            _APPLICATIONS.update()
+            .where(_APPLICATIONS.c.id == app.id)
+            .values(status=status, status_sequence=sequence)
+        )
+        set_committed_value(app, "status", status)
+        set_committed_value(app, "status_sequence", sequence)
     return True
+
+
+_EVENTS = StatusEvent.__table__  # type: ignore[attr-defined]
+_DOCUMENTS = ResultDocument.__table__  # type: ignore[attr-defined]
+_APPLICATIONS = Application.__table__  # type: ignore[attr-defined]
+_RECEIPTS = ReceiptRecord.__table__  # type: ignore[attr-defined]
 
 
 def apply_status_update(s: Session, sender: str, update: peer_pb2.StatusUpdate) -> peer_pb2.Receipt:
@@ -371,17 +395,18 @@ def apply_delivery_receipt(
     app = s.get(Application, app_id)
     if app is None:
         return
-    s.add(
-        ReceiptRecord(
-            application_id=app_id,
-            from_node=from_node,
-            outcome=peer_pb2.ReceiptOutcome.Name(receipt.outcome).removeprefix("RECEIPT_OUTCOME_").lower(),
-            reason_code=receipt.reason_code,
-            reason=receipt.reason,
-            rule_id=receipt.rule_id,
-            received_at_ms=at_ms,
-            envelope=envelope_bytes,
-        )
+    s.connection().execute(
+        _RECEIPTS.insert(),
+        {
+            "application_id": app_id,
+            "from_node": from_node,
+            "outcome": peer_pb2.ReceiptOutcome.Name(receipt.outcome).removeprefix("RECEIPT_OUTCOME_").lower(),
+            "reason_code": receipt.reason_code,
+            "reason": receipt.reason,
+            "rule_id": receipt.rule_id,
+            "received_at_ms": at_ms,
+            "envelope": envelope_bytes,
+        },
     )
     if from_node != app.owner_node:
         return  # a relay's receipt: the owner's own word comes as a status change
