@@ -11,7 +11,7 @@ import secrets
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import func
+from sqlalchemy import bindparam, func
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm.attributes import set_committed_value
@@ -319,7 +319,6 @@ def record_event(
     and the application's new status is written with them and set on ``app`` as committed
     state, so the session has nothing left to flush for it."""
     conn = s.connection()
-    dialect = sqlite if conn.dialect.name == "sqlite" else postgresql
     event = {
         "application_id": app.id,
         "sequence": sequence,
@@ -328,8 +327,7 @@ def record_event(
         "rule_id": rule_id,
         "at_ms": at_ms,
     }
-    stmt = dialect.insert(_EVENTS).values(event).on_conflict_do_nothing().returning(_EVENTS.c.id)
-    if conn.execute(stmt).first() is None:
+    if conn.execute(_INSERT_EVENT[conn.dialect.name], event).first() is None:
         return False
     if documents:
         conn.execute(
@@ -340,20 +338,23 @@ def record_event(
             ],
         )
     if sequence > app.status_sequence:
-        conn.execute(
-            _APPLICATIONS.update()
-            .where(_APPLICATIONS.c.id == app.id)
-            .values(status=status, status_sequence=sequence)
-        )
+        conn.execute(_SET_STATUS, {"app_id": app.id, "status": status, "status_sequence": sequence})
         set_committed_value(app, "status", status)
         set_committed_value(app, "status_sequence", sequence)
     return True
 
 
+# Built once: a statement built per call costs more to construct and to key for the
+# compiled cache than SQLite takes to run it.
 _EVENTS = StatusEvent.__table__  # type: ignore[attr-defined]
 _DOCUMENTS = ResultDocument.__table__  # type: ignore[attr-defined]
 _APPLICATIONS = Application.__table__  # type: ignore[attr-defined]
 _RECEIPTS = ReceiptRecord.__table__  # type: ignore[attr-defined]
+_INSERT_EVENT = {
+    name: dialect.insert(_EVENTS).on_conflict_do_nothing().returning(_EVENTS.c.id)
+    for name, dialect in (("sqlite", sqlite), ("postgresql", postgresql))
+}
+_SET_STATUS = _APPLICATIONS.update().where(_APPLICATIONS.c.id == bindparam("app_id"))
 
 
 def apply_status_update(s: Session, sender: str, update: peer_pb2.StatusUpdate) -> peer_pb2.Receipt:

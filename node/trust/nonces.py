@@ -137,13 +137,17 @@ class SqlNonceStore:
         for i, (sender, nonce, _at) in enumerate(seen):
             first.setdefault((sender, nonce), i)
         rows = [{"sender": s, "nonce": n, "created_at_ms": seen[i][2]} for (s, n), i in first.items()]
-        dialect = sqlite if self._db.is_sqlite else postgresql
         # RETURNING, not rowcount: drivers disagree on rowcount for INSERT (psycopg gives -1).
         # ON CONFLICT DO NOTHING waits for a racing replica's transaction, so of two replicas
-        # recording one nonce exactly one wins, whichever commits first.
-        stmt = dialect.insert(SeenNonce).values(rows).on_conflict_do_nothing()
-        stored = {
-            (r.sender, bytes(r.nonce))
-            for r in session.execute(stmt.returning(SeenNonce.sender, SeenNonce.nonce))
-        }
+        # recording one nonce exactly one wins, whichever commits first. An executemany with
+        # RETURNING is sent as multi-row INSERTs (SQLAlchemy's "insertmanyvalues").
+        stmt = _INSERT[session.get_bind().dialect.name]
+        stored = {(r[0], bytes(r[1])) for r in session.connection().execute(stmt, rows)}
         return [first[(s, n)] == i and (s, n) in stored for i, (s, n, _at) in enumerate(seen)]
+
+
+_TABLE = SeenNonce.__table__  # type: ignore[attr-defined]
+_INSERT = {
+    name: dialect.insert(_TABLE).on_conflict_do_nothing().returning(_TABLE.c.sender, _TABLE.c.nonce)
+    for name, dialect in (("sqlite", sqlite), ("postgresql", postgresql))
+}

@@ -209,13 +209,15 @@ def http_command(args: argparse.Namespace) -> int:
 
 
 def pipeline_command(args: argparse.Namespace) -> int:
-    import asyncio
+
+    import uvloop
 
     from simulations.bench import pipeline
 
     _positive("--count", args.count, pipeline.ROUND)
     _positive("--repeats", args.repeats)
-    result = asyncio.run(pipeline.run(args.count, args.repeats))
+    # On uvloop, as `yrd node run` serves (node/runner.py).
+    result = uvloop.run(pipeline.run(args.count, args.repeats))
     # 2,000 routed per second on two cores is 1 ms of CPU per application, all nodes together.
     _print(
         "CPU per routed application in the node code (two nodes in one process, no network)",
