@@ -151,11 +151,21 @@ class Origin:
                 return existing
             if not held:
                 self._check_backlog(s, hop, owner)
-            s.add(row)
+            # Core INSERTs, like the outbox entry's: nothing left in the session to flush.
+            conn = s.connection()
+            conn.execute(_APPLICATIONS.insert(), row.model_dump())
             if req.digest:
-                s.add(SubmissionDigest(application_id=app_id, digest=req.digest))
-            s.add(
-                StatusEvent(application_id=app_id, sequence=row.status_sequence, status=row.status, at_ms=now)
+                conn.execute(_DIGESTS.insert(), {"application_id": app_id, "digest": req.digest})
+            conn.execute(
+                _EVENTS.insert(),
+                {
+                    "application_id": app_id,
+                    "sequence": row.status_sequence,
+                    "status": row.status,
+                    "reason": "",
+                    "rule_id": "",
+                    "at_ms": now,
+                },
             )
             enqueue(
                 s,
@@ -314,10 +324,10 @@ def record_event(
 
     Once is the unique key on (application, sequence): ``INSERT ... ON CONFLICT DO NOTHING``
     inserts for the first copy only, and for exactly one of two racing replicas, with no
-    SELECT before it. The statements run on the session's connection (events are never ORM
-    objects waiting in a session: the counter's own first event is in another transaction),
-    and the application's new status is written with them and set on ``app`` as committed
-    state, so the session has nothing left to flush for it."""
+    SELECT before it. The statements run on the session's connection (no code adds events as
+    ORM objects, so none waits unflushed in the session to be missed), and the application's
+    new status is written with them and set on ``app`` as committed state, so the session
+    has nothing left to flush for it."""
     conn = s.connection()
     event = {
         "application_id": app.id,
@@ -350,6 +360,7 @@ _EVENTS = StatusEvent.__table__  # type: ignore[attr-defined]
 _DOCUMENTS = ResultDocument.__table__  # type: ignore[attr-defined]
 _APPLICATIONS = Application.__table__  # type: ignore[attr-defined]
 _RECEIPTS = ReceiptRecord.__table__  # type: ignore[attr-defined]
+_DIGESTS = SubmissionDigest.__table__  # type: ignore[attr-defined]
 _INSERT_EVENT = {
     name: dialect.insert(_EVENTS).on_conflict_do_nothing().returning(_EVENTS.c.id)
     for name, dialect in (("sqlite", sqlite), ("postgresql", postgresql))
