@@ -23,14 +23,18 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from sqlalchemy import func
+from sqlmodel import Session, select
 from yrd.envelope.v1 import envelope_pb2
 from yrd.peer.v1 import peer_pb2
 
+from core.errors import Unavailable
 from node.app import Node
 from node.cases.requests import Principal
 from node.counter.contract import CounterLimits, parse_submit, request_digest
 from node.delivery.peer_server import PeerServicer
 from node.delivery.relaying import DELIVER, NOTIFY_STATUS
+from node.models import Application
 from simulations.bench.inproc import ORIGIN, OWNER, origin_and_owner
 from simulations.sample_applications import application_body
 
@@ -143,14 +147,10 @@ async def run(count: int = 400, repeats: int = 3, work_dir: Path | None = None) 
 
 async def _check_completed(origin: Node, expected: int) -> None:
     """Every application reached ``completed`` at the origin: the work measured was all done."""
-    from sqlalchemy import func
-    from sqlmodel import Session, select
-
-    from node.models import Application
 
     def count(s: Session) -> int:
         return int(s.exec(select(func.count()).where(Application.status == "completed")).one())
 
     done = await origin.db.run(count)
     if done != expected:
-        raise RuntimeError(f"{done} of {expected} applications completed")
+        raise Unavailable(f"{done} of {expected} applications completed", code="bench_incomplete")
