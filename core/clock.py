@@ -52,3 +52,22 @@ class FakeClock:
     async def sleep(self, seconds: float) -> None:
         self.advance(max(seconds, 0.0))
         await asyncio.sleep(0)
+
+
+class OffsetClock:
+    """Another clock's wall time moved by a fixed offset (``[clock] offset_ms``): a host
+    whose clock runs ahead or behind, as the simulations play it, without touching the
+    system clock. Intervals (``monotonic``, ``sleep``) are the base clock's: an offset
+    wall clock still ticks at the normal rate."""
+
+    def __init__(self, base: Clock, offset_ms: int) -> None:
+        self.base, self.offset_ms = base, offset_ms
+
+    def now_ms(self) -> int:
+        return self.base.now_ms() + self.offset_ms
+
+    def monotonic(self) -> float:
+        return self.base.monotonic()
+
+    async def sleep(self, seconds: float) -> None:
+        await self.base.sleep(seconds)

@@ -25,12 +25,12 @@ from yrd.catalogue.v1 import catalogue_pb2
 from yrd.counter.v1 import counter_pb2, counter_pb2_grpc
 from yrd.peer.v1 import peer_pb2, peer_pb2_grpc
 
-from core.clock import Clock, SystemClock
+from core.clock import Clock, OffsetClock, SystemClock
 from core.db import Database
 from core.errors import ConfigError
-from core.keys import load_key
+from core.keys import NodeKey, load_key
 from node import metrics, migrations
-from node.cases.bundles import Bundles
+from node.cases.bundles.runner import Bundles
 from node.cases.clues import Clues
 from node.cases.origin import Origin, apply_delivery_receipt
 from node.cases.owner import Owner
@@ -53,12 +53,15 @@ from node.grpc_errors import MalformedRequests
 from node.http.app import build_http_app
 from node.http.deadlines import HeaderDeadline
 from node.http.limits import http_limits
+from node.sharing.asker import DataAsker
+from node.sharing.holder import DataHolder
 from node.trust.envelope import EnvelopeVerifier
 from node.trust.keyring import Trust
 from node.trust.nonces import SqlNonceStore
 from node.trust.tls import TlsIdentity, load_tls_identity, server_credentials
 from policies.signing import read_signed
 from registry.catalogue import load_catalogue_file, sign_entry
+from registry.data_catalogue import DataIndex, load_data_resources, sign_data_entry
 from registry.dispatch import parse_dispatch_rules
 from registry.lookup import CatalogueIndex
 from registry.manifest import TrustedManifest, load_signed_manifest, verify_anchor
@@ -122,6 +125,14 @@ class Node:
         return f"{self.config.grpc_listen.rsplit(':', 1)[0]}:{self.grpc_port}"
 
     async def start(self) -> None:
+        """Start everything, or, when a part cannot start (a port taken), stop what did."""
+        try:
+            await self._start()
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def _start(self) -> None:
         await self.sync.load_persisted()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self.grpc_server)
         if self.grpc_credentials is None:
@@ -211,6 +222,58 @@ def open_node_database(config: NodeConfig) -> Database:
     return _database_errors(db, lambda: db.open_existing(migrations.check_at_head))
 
 
+def load_catalogues(
+    config: NodeConfig,
+) -> tuple[list[catalogue_pb2.ServiceDefinition], list[catalogue_pb2.DataResource]]:
+    """The node's services and the data resources it holds (its ``[[data]]`` tables), from
+    its catalogue file."""
+    catalogue_node, definitions = load_catalogue_file(config.catalogue)
+    if catalogue_node != config.node_id:
+        raise ConfigError(
+            f"catalogue belongs to {catalogue_node!r}, not {config.node_id!r}", field="catalogue"
+        )
+    return definitions, load_data_resources(config.catalogue)
+
+
+def _data_sharing(
+    config: NodeConfig,
+    db: Database,
+    trust: Trust,
+    resources: list[catalogue_pb2.DataResource],
+    index: DataIndex,
+    policy: PolicyGate,
+    clock: Clock,
+    delivery: Delivery,
+    channels: Channels,
+    verifier: EnvelopeVerifier,
+) -> tuple[DataHolder, DataAsker]:
+    """This node as holder of its data resources and as asker of everyone's (docs/sharing.md)."""
+    holder = DataHolder(
+        db=db,
+        trust=trust,
+        resources=resources,
+        policy=policy,
+        clock=clock,
+        wake=delivery.wake,
+        max_skew_ms=config.max_skew_ms,
+    )
+    asker = DataAsker(
+        db=db,
+        trust=trust,
+        index=index,
+        holder=holder,
+        policy=policy,
+        channels=channels,
+        verifier=verifier,
+        clock=clock,
+        wake=delivery.wake,
+        # Half the per-peer cap (peers run the same defaults): the other half stays for deliveries.
+        calls_per_holder=max(1, config.limits.peer_max_concurrent_calls // 2),
+    )
+    holder.apply_local_update = asker.apply_update
+    return holder, asker
+
+
 def _receipts_to(bundles: Bundles) -> ReceiptHandler:
     """A receiver's signed receipt, for whichever kind of item it answers (at most one
     matches): an application, which may be a bundle's part whose run it wakes, or a clue."""
@@ -220,6 +283,7 @@ def _receipts_to(bundles: Bundles) -> ReceiptHandler:
     ) -> None:
         bundles.on_receipt(s, item_id, from_node, receipt, envelope, at_ms)
         Clues.apply_receipt(s, item_id, from_node, receipt, envelope, at_ms)
+        DataAsker.apply_receipt(s, item_id, from_node, receipt, envelope, at_ms)
 
     return on_receipt
 
@@ -254,12 +318,34 @@ def https_context(config: NodeConfig) -> ssl.SSLContext | None:
     return context
 
 
+def node_clock(config: NodeConfig, clock: Clock) -> Clock:
+    """``clock`` moved by ``[clock] offset_ms`` when set (a skewed host, as simulated)."""
+    if not config.clock.offset_ms:
+        return clock
+    log.warning(
+        "node %s runs its clock %+d ms off ([clock] offset_ms)", config.node_id, config.clock.offset_ms
+    )
+    return OffsetClock(clock, config.clock.offset_ms)
+
+
+def opening_keys(config: NodeConfig) -> tuple[NodeKey, ...]:
+    """The keys of ``opening_key_files`` (a rotation's next or old key), under the same passphrase."""
+    keys = []
+    for path in config.opening_key_files:
+        try:
+            keys.append(load_key(path, key_passphrase(os.environ)))
+        except ConfigError as e:
+            raise ConfigError(e.reason, code=e.code, field="opening_key_files") from e
+    return tuple(keys)
+
+
 def build_node(config: NodeConfig, clock: Clock | None = None, *, limits_clock: Clock | None = None) -> Node:
     """``limits_clock`` times the per-peer and per-clerk rate limits (default: ``clock``);
     a test gives them a FakeClock of their own to move bucket time and nothing else."""
-    clock = clock or SystemClock()
+    clock = node_clock(config, clock or SystemClock())
     limits_clock = limits_clock or clock
     key = load_key(config.key_file, key_passphrase(os.environ))
+    others = opening_keys(config)
     manifest = load_trusted_manifest(config)
     member = manifest.member(config.node_id)
     if member is None:
@@ -268,14 +354,9 @@ def build_node(config: NodeConfig, clock: Clock | None = None, *, limits_clock: 
         raise ConfigError(
             f"key {key.key_id} is not listed for {config.node_id} in the manifest", field="key_file"
         )
-    catalogue_node, definitions = load_catalogue_file(config.catalogue)
-    if catalogue_node != config.node_id:
-        raise ConfigError(
-            f"catalogue belongs to {catalogue_node!r}, not {config.node_id!r}", field="catalogue"
-        )
-
+    definitions, data_resources = load_catalogues(config)
     db = open_node_database(config)
-    trust = Trust(config.node_id, key, manifest)
+    trust = Trust(config.node_id, key, manifest, others)
     verifier = EnvelopeVerifier(
         config.node_id,
         lambda: trust.manifest,
@@ -302,6 +383,7 @@ def build_node(config: NodeConfig, clock: Clock | None = None, *, limits_clock: 
         rng=random.Random(),
     )
     index = CatalogueIndex()
+    data_index = DataIndex()
     own_services: dict[str, catalogue_pb2.ServiceDefinition] = {d.service_id: d for d in definitions}
     sync = CatalogueSync(
         db=db,
@@ -311,6 +393,8 @@ def build_node(config: NodeConfig, clock: Clock | None = None, *, limits_clock: 
         verifier=verifier,
         clock=clock,
         own_entries=[sign_entry(d, config.node_id, key) for d in definitions],
+        data_index=data_index,
+        own_data=[sign_data_entry(r, config.node_id, key) for r in data_resources],
     )
     gossip = ManifestGossip(
         trust=trust,
@@ -318,6 +402,7 @@ def build_node(config: NodeConfig, clock: Clock | None = None, *, limits_clock: 
         verifier=verifier,
         clock=clock,
         store=config.data_dir / CURRENT_MANIFEST,
+        interval_s=config.delivery.gossip_interval_s,
     )
     checkpoints = Checkpoints(
         db=db,
@@ -357,6 +442,7 @@ def build_node(config: NodeConfig, clock: Clock | None = None, *, limits_clock: 
         wake=delivery.wake,
         poll_interval_s=config.delivery.poll_interval_s,
         max_skew_ms=config.max_skew_ms,
+        unsynced=sync.unsynced,
     )
     # The runner needs delivery.wake, so delivery exists first; nothing is sent before start.
     delivery.on_receipt = _receipts_to(bundles)
@@ -387,6 +473,9 @@ def build_node(config: NodeConfig, clock: Clock | None = None, *, limits_clock: 
         wake=delivery.wake,
         max_skew_ms=config.max_skew_ms,
     )
+    data_holder, data_asker = _data_sharing(
+        config, db, trust, data_resources, data_index, policy, clock, delivery, channels, verifier
+    )
     backend = NodeBackend(
         db=db,
         trust=trust,
@@ -396,6 +485,8 @@ def build_node(config: NodeConfig, clock: Clock | None = None, *, limits_clock: 
         policy=policy,
         clock=clock,
         clues=clues,
+        data_asker=data_asker,
+        data_holder=data_holder,
     )
     backend.stalled_peers = delivery.stalled_peers
     backend.bundles = bundles
@@ -422,6 +513,9 @@ def build_node(config: NodeConfig, clock: Clock | None = None, *, limits_clock: 
             max_batch=limits.max_batch,
             accept_clue=clues.accept,
             apply_clue_update=clues.apply_update,
+            accept_data_request=data_holder.accept_request,
+            apply_data_update=data_asker.apply_update,
+            answer_query=data_holder.answer,
             limits=PeerLimits(
                 trust,
                 limits_clock,

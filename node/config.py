@@ -72,6 +72,20 @@ class DeliveryConfig:
     poll_interval_s: float = 0.2
     # A peer with work waiting and no successful call for this long turns /healthz degraded.
     stall_after_s: float = 60.0
+    # How often each direct peer is asked for a newer manifest (a rotated key spreads this fast).
+    gossip_interval_s: float = 30.0
+
+
+MAX_CLOCK_OFFSET_MS = 7 * 86_400_000
+
+
+@dataclass(frozen=True)
+class ClockConfig:
+    """``offset_ms`` moves the node's wall clock (envelope times, nonces, deadlines) by that
+    much, ahead when positive: how the simulations play a host whose clock drifted, through
+    the injected clock rather than the system's. Zero, the default, is the host's clock."""
+
+    offset_ms: int = 0
 
 
 @dataclass(frozen=True)
@@ -89,6 +103,10 @@ class NodeConfig:
     data_dir: Path
     name: str = ""
     key_file: Path = Path("node.key")
+    # Keys beside key_file that open payloads sealed to this node (docs/deploy.md, rotation):
+    # the next key before the switch, the old one after it; each while the manifest lists it
+    # for this node unrevoked. The node signs with key_file alone.
+    opening_key_files: tuple[Path, ...] = ()
     grpc_listen: str = "127.0.0.1:7100"
     http_listen: str = "127.0.0.1:7200"
     database_url: str = ""
@@ -104,11 +122,13 @@ class NodeConfig:
     delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
     handlers: HandlersConfig = field(default_factory=HandlersConfig)
     transport: TransportConfig = field(default_factory=TransportConfig)
+    clock: ClockConfig = field(default_factory=ClockConfig)
 
     def __post_init__(self) -> None:
         # Frozen, so the derived values are set once here rather than recomputed by every reader.
         put = object.__setattr__
         put(self, "key_file", self.data_dir / self.key_file)
+        put(self, "opening_key_files", tuple(self.data_dir / p for p in self.opening_key_files))
         put(self, "anchor_manifest", self.data_dir / self.anchor_manifest)
         put(self, "catalogue", self.data_dir / self.catalogue)
         if self.policy_bundle is not None:
@@ -152,6 +172,7 @@ def config_from_document(doc: Mapping[str, Any], base_dir: Path) -> NodeConfig:
     jurisdiction = check_division_code(top.take("jurisdiction", str, required=True), "jurisdiction")
     data_dir = _path(top, "data_dir", base_dir, None) or base_dir
     key_file = _path(top, "key_file", base_dir, None) or Path("node.key")
+    opening = _paths(top, "opening_key_files", base_dir)
     grpc_listen = check_host_port(top.take("grpc_listen", str, NodeConfig.grpc_listen), "grpc_listen")
     http_listen = check_host_port(top.take("http_listen", str, NodeConfig.http_listen), "http_listen")
     database_url = top.take("database_url", str, "")
@@ -172,6 +193,7 @@ def config_from_document(doc: Mapping[str, Any], base_dir: Path) -> NodeConfig:
     delivery = _delivery(top.subtable("delivery"))
     handlers = _handlers(top.subtable("handlers"))
     transport = _transport(top.subtable("transport"), base_dir)
+    clock = _clock(top.subtable("clock"))
     top.finish()
     return NodeConfig(
         node_id=node_id,
@@ -179,6 +201,7 @@ def config_from_document(doc: Mapping[str, Any], base_dir: Path) -> NodeConfig:
         jurisdiction=jurisdiction,
         data_dir=data_dir,
         key_file=key_file,
+        opening_key_files=opening,
         grpc_listen=grpc_listen,
         http_listen=http_listen,
         database_url=database_url,
@@ -193,7 +216,25 @@ def config_from_document(doc: Mapping[str, Any], base_dir: Path) -> NodeConfig:
         delivery=delivery,
         handlers=handlers,
         transport=transport,
+        clock=clock,
     )
+
+
+def _paths(table: TomlTable, key: str, base: Path) -> tuple[Path, ...]:
+    values = table.take(key, list, [])
+    if not all(isinstance(v, str) and v for v in values):
+        raise ConfigError("must be a list of file paths", field=table.path(key))
+    return tuple(base / Path(v).expanduser() for v in values)
+
+
+def _clock(t: TomlTable) -> ClockConfig:
+    offset = t.take("offset_ms", int, 0)
+    if abs(offset) > MAX_CLOCK_OFFSET_MS:
+        raise ConfigError(
+            f"must lie within ±{MAX_CLOCK_OFFSET_MS} ms (7 days), got {offset}", field=t.path("offset_ms")
+        )
+    t.finish()
+    return ClockConfig(offset_ms=offset)
 
 
 def _transport(t: TomlTable, base: Path) -> TransportConfig:
@@ -248,6 +289,7 @@ def _delivery(t: TomlTable) -> DeliveryConfig:
         max_backoff_s=float(t.positive("max_backoff_s", (int, float), d.max_backoff_s)),
         poll_interval_s=float(t.positive("poll_interval_s", (int, float), d.poll_interval_s)),
         stall_after_s=float(t.positive("stall_after_s", (int, float), d.stall_after_s)),
+        gossip_interval_s=float(t.positive("gossip_interval_s", (int, float), d.gossip_interval_s)),
     )
     if delivery.max_backoff_s < delivery.initial_backoff_s:
         raise ConfigError("must not be smaller than initial_backoff_s", field=t.path("max_backoff_s"))

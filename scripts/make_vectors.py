@@ -872,6 +872,7 @@ def signing_key_vectors() -> dict[str, Any]:
 APP_NOW = T0 + 3 * DAY
 APP_SKEW = 30_000
 APP_MAX_AGE = 30 * DAY
+APP_MAX_AHEAD = 3_600_000
 APP_SERVICES = {"sh-residence-permit": 2}
 
 
@@ -924,7 +925,14 @@ def application_vectors() -> dict[str, Any]:
         ("version-99", "node-js", transfer(service_version=99), "unknown_version"),
         ("version-and-time", "node-js", transfer(service_version=3, submitted_at_ms=-1), "unknown_version"),
         ("at-future-tolerance", "node-js", transfer(submitted_at_ms=APP_NOW + APP_SKEW), "valid"),
-        ("past-future-tolerance", "node-js", transfer(submitted_at_ms=APP_NOW + APP_SKEW + 1), "bad_time"),
+        (
+            "past-future-tolerance",
+            "node-js",
+            transfer(submitted_at_ms=APP_NOW + APP_SKEW + 1),
+            "stamped_ahead",
+        ),
+        ("an-hour-ahead", "node-js", transfer(submitted_at_ms=APP_NOW + APP_MAX_AHEAD), "stamped_ahead"),
+        ("past-an-hour-ahead", "node-js", transfer(submitted_at_ms=APP_NOW + APP_MAX_AHEAD + 1), "bad_time"),
         ("a-year-ahead", "node-js", transfer(submitted_at_ms=APP_NOW + 365 * DAY), "bad_time"),
         ("at-age-limit", "node-js", transfer(submitted_at_ms=APP_NOW - APP_MAX_AGE), "valid"),
         ("past-age-limit", "node-js", transfer(submitted_at_ms=APP_NOW - APP_MAX_AGE - 1), "bad_time"),
@@ -945,6 +953,7 @@ def application_vectors() -> dict[str, Any]:
         "now_ms": APP_NOW,
         "max_skew_ms": APP_SKEW,
         "max_age_ms": APP_MAX_AGE,
+        "max_ahead_ms": APP_MAX_AHEAD,
         "cases": [
             {
                 "name": name,

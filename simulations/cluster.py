@@ -3,9 +3,8 @@
 Each node is ``yrd node run`` in its own OS process and session, exactly as an operator
 runs it; the harness only lays out the directories (through :mod:`local_federation`),
 creates one clerk account per node directly in its database (as ``yrd users add`` does),
-and signals the processes. Readiness is the node's own ``ready <id>`` log line, read from
-the offset where this start began, so a restarted node is not taken for ready by the line
-its previous life left.
+and signals the processes. Starting and readiness are simulations/processes.py, shared
+with the demo's supervisor.
 """
 
 from __future__ import annotations
@@ -16,7 +15,6 @@ import os
 import secrets
 import signal
 import subprocess
-import sys
 import time
 import tomllib
 from collections.abc import Sequence
@@ -27,15 +25,16 @@ import tomli_w
 
 from core.clock import SystemClock
 from core.db import Database
-from core.errors import Unavailable
 from node.config import NodeConfig, load_config
 from node.counter.users import UserStore
 from simulations.local_federation import LOAD_LIMITS, NodeSpec, prepare
+from simulations.processes import node_command, open_log, wait_ready
 
 log = logging.getLogger(__name__)
 
-# The one account per node; its password is random per run and never printed or kept.
+# The accounts of each node; their passwords are random per run and never printed or kept.
 CLERK = "clerk"
+SUPERVISOR = "supervisor"
 READY_TIMEOUT_S = 90.0
 STOP_TIMEOUT_S = 10.0
 
@@ -44,7 +43,8 @@ STOP_TIMEOUT_S = 10.0
 class NodeProcess:
     spec: NodeSpec
     config: NodeConfig
-    token: str = ""
+    token: str = ""  # the clerk's
+    supervisor_token: str = ""
     process: subprocess.Popen[bytes] | None = None
     paused: bool = False
     starts: int = 0
@@ -84,17 +84,37 @@ class NodeProcess:
         return None
 
 
-async def create_clerk(config: NodeConfig, password: str) -> str:
-    """A clerk account and an open session token, written before the node starts."""
+async def create_accounts(config: NodeConfig) -> tuple[str, str]:
+    """Open session tokens of a counter clerk (who submits) and a supervisor (who may decide
+    the owner's applications, as the load plays the owner's clerk), written before the node
+    starts; passwords are random and never kept."""
     db = Database(config.database_url)
     try:
         db.create_all()
         store = UserStore(db, SystemClock())
-        await store.add_user(CLERK, password, "clerk")
-        token, _expires = await store.login(CLERK, password)
-        return token
+        tokens = []
+        for name, role in ((CLERK, "clerk"), (SUPERVISOR, "supervisor")):
+            password = secrets.token_urlsafe(16)
+            await store.add_user(name, password, role)
+            token, _expires = await store.login(name, password)
+            tokens.append(token)
+        return tokens[0], tokens[1]
     finally:
         db.close()
+
+
+def edit_config(config: NodeConfig, settings: dict[str, object]) -> NodeConfig:
+    """Rewrite the top-level keys of a node's node.toml (None removes one) and reload it,
+    so a mistake is refused here, by the node's own parser, rather than at its start."""
+    path = config.data_dir / "node.toml"
+    doc = tomllib.loads(path.read_text(encoding="utf-8"))
+    for key, value in settings.items():
+        if value is None:
+            doc.pop(key, None)
+        else:
+            doc[key] = value
+    path.write_text(tomli_w.dumps(doc), encoding="utf-8")
+    return load_config(path)
 
 
 class Cluster:
@@ -123,16 +143,16 @@ class Cluster:
             self.root, self.specs, now_ms=now, grpc_ports=grpc_ports, http_ports=http_ports, extra=self.extra
         )
         for spec, laid_out in zip(self.specs, configs, strict=True):
-            config = laid_out
             overrides = (extra_for or {}).get(spec.node_id)
-            if overrides:
-                path = laid_out.data_dir / "node.toml"
-                doc = tomllib.loads(path.read_text())
-                doc.update(overrides)
-                path.write_text(tomli_w.dumps(doc))
-                config = load_config(path)
-            token = await create_clerk(config, secrets.token_urlsafe(16))
-            self.nodes[spec.node_id] = NodeProcess(spec, config, token)
+            config = edit_config(laid_out, overrides) if overrides else laid_out
+            token, supervisor = await create_accounts(config)
+            self.nodes[spec.node_id] = NodeProcess(spec, config, token, supervisor)
+
+    def configure(self, node_id: str, settings: dict[str, object]) -> None:
+        """Change a node's node.toml (it takes effect at its next start): each key is set,
+        or removed when its value is None."""
+        node = self.nodes[node_id]
+        node.config = edit_config(node.config, settings)
 
     async def start(self, node_ids: Sequence[str] | None = None) -> None:
         ids = list(node_ids or self.nodes)
@@ -140,19 +160,10 @@ class Cluster:
         await asyncio.gather(*(self._wait_ready(self.nodes[i], offsets[i]) for i in ids))
 
     def _spawn(self, node: NodeProcess) -> int:
-        node.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with node.log_path.open("ab") as log_file:
+        with open_log(node.log_path) as log_file:
             offset = log_file.tell()
             node.process = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "node.cli.main",
-                    "node",
-                    "run",
-                    "--config",
-                    str(node.config.data_dir / "node.toml"),
-                ],
+                node_command(node.config.data_dir / "node.toml"),
                 stdin=subprocess.DEVNULL,
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
@@ -164,29 +175,24 @@ class Cluster:
         return offset
 
     async def _wait_ready(self, node: NodeProcess, offset: int) -> None:
-        marker = f"ready {node.node_id} ".encode()
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while True:
-            with node.log_path.open("rb") as f:
-                f.seek(offset)
-                if any(line.startswith(marker) for line in f):
-                    return
-            if not node.running:
-                raise Unavailable(
-                    f"node {node.node_id} exited before it was ready; see {node.log_path}",
-                    code="node_start_failed",
-                )
-            if time.monotonic() > deadline:
-                raise Unavailable(
-                    f"node {node.node_id} not ready after {READY_TIMEOUT_S:.0f} s; see {node.log_path}",
-                    code="node_start_timeout",
-                )
-            await asyncio.sleep(0.1)
+        await wait_ready(
+            node.node_id,
+            node.log_path,
+            offset,
+            running=lambda: node.running,
+            timeout_s=READY_TIMEOUT_S,
+            clock=SystemClock(),
+        )
 
     async def restart(self, node_id: str) -> None:
+        """Start a node that is not running (after a kill or a stop) and wait until it is ready."""
         node = self.nodes[node_id]
         offset = self._spawn(node)
         await self._wait_ready(node, offset)
+
+    async def stop_node(self, node_id: str) -> None:
+        """Stop one node gracefully, as an operator does before changing its files."""
+        await self._terminate([self.nodes[node_id]])
 
     def kill(self, node_id: str) -> None:
         node = self.nodes[node_id]
@@ -210,8 +216,12 @@ class Cluster:
             node.paused = False
 
     async def stop(self) -> None:
-        """SIGTERM every node (after SIGCONT, so a paused one can hear it); SIGKILL stragglers."""
-        live = [n for n in self.nodes.values() if n.running]
+        """Stop every node gracefully."""
+        await self._terminate(list(self.nodes.values()))
+
+    async def _terminate(self, nodes: Sequence[NodeProcess]) -> None:
+        """SIGTERM (after SIGCONT, so a paused node can hear it); SIGKILL stragglers."""
+        live = [n for n in nodes if n.running]
         for node in live:
             assert node.process is not None
             if node.paused:

@@ -8,9 +8,12 @@ the same node code and configuration an operator would, only on 127.0.0.1.
 from __future__ import annotations
 
 import datetime
+import itertools
 import os
+import random
 import shutil
 import socket
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +23,7 @@ from yrd.federation.v1 import manifest_pb2
 
 from core.keys import NodeKey, load_key, save_key
 from node.app import create_node_database
+from node.cli.data import load_records
 from node.config import NodeConfig, load_config
 from node.trust.tls import create_tls_identity, pem_to_der
 from policies.signing import sign_bundle
@@ -44,6 +48,7 @@ class NodeSpec:
     bundle: Path | None
     relay: str = ""
     dispatch: Path | None = None  # clue dispatch rules, signed with the node key like the bundle
+    records: Path | None = None  # held records of its data resources (docs/sharing.md), loaded once
 
 
 def province(node_id: str, name: str, code: str) -> NodeSpec:
@@ -55,6 +60,7 @@ def province(node_id: str, name: str, code: str) -> NodeSpec:
         SAMPLES / f"{node_id}.toml",
         BUNDLES / f"{node_id}.yaml",
         dispatch=SAMPLES / "dispatch" / f"{node_id}.toml",
+        records=SAMPLES / "data_records" / f"{node_id}.json",
     )
 
 
@@ -66,11 +72,28 @@ PROVINCES = (
 )
 
 
+# Below Linux's ephemeral range (32768-60999): a port the kernel hands out for an outgoing
+# connection can be taken between our check and the node's bind, one of ours cannot. Ports are
+# handed out in turn from a random start, so one process never hands out a port twice (two
+# nodes of one federation, checked free one after the other, would otherwise often get the
+# same port) and two processes rarely start near each other.
+_PORTS = range(20000, 32768)
+_turn = itertools.count(random.SystemRandom().randrange(len(_PORTS)))
+_turn_lock = threading.Lock()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+    """A port on 127.0.0.1 that nothing listens on now, for a node laid out before it starts."""
+    for _ in range(200):
+        with _turn_lock:
+            port = _PORTS[next(_turn) % len(_PORTS)]
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise OSError("no free port on 127.0.0.1 between 20000 and 32767")
 
 
 def _key(directory: Path) -> NodeKey:
@@ -182,5 +205,7 @@ def prepare(
         config = load_config(d / "node.toml")
         if spec.node_id in new_nodes:  # as `yrd node init` does; a kept node keeps its database
             create_node_database(config).close()
+            if spec.records is not None:  # as an operator does with `yrd data load`
+                load_records(config, spec.records)
         configs.append(config)
     return configs

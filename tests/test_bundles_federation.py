@@ -16,7 +16,7 @@ import pytest
 from sqlmodel import select
 from yrd.peer.v1 import peer_pb2
 
-from node.cases.bundles import RESUBMIT_PURPOSE
+from node.cases.bundles.resubmission import RESUBMIT_PURPOSE
 from node.cases.origin import new_application_id
 from node.models import BundlePart, InboundApplication
 from node.trust.sealing import seal

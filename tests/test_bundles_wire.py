@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from node.cases.bundles import COMPONENTS_KEY, parse_snapshot, results_problem
+from node.cases.bundles.routing import results_problem
+from node.cases.bundles.status import COMPONENTS_KEY, parse_snapshot
 
 PART: dict[str, Any] = {
     "name": "licence",

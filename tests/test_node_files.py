@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import signal
+import socket
 import sqlite3
 import stat
 from pathlib import Path
@@ -23,7 +25,7 @@ from node.cli.main import main
 from node.config import NodeConfig
 from simulations.demo.layout import DemoNode, NodeAccounts, lay_out
 from simulations.demo.supervisor import NodeProcess, Supervisor, healthz_answers
-from simulations.local_federation import PROVINCES, prepare
+from simulations.local_federation import PROVINCES, free_port, prepare
 
 ZHEJIANG = [p for p in PROVINCES if p.node_id == "zhejiang"]
 
@@ -113,6 +115,23 @@ async def test_a_running_node_keeps_its_database_files_private(config: NodeConfi
     finally:
         await node.stop()
     assert mode(config.data_dir) == 0o700
+
+
+async def test_a_node_that_cannot_start_releases_what_it_had_started(config: NodeConfig) -> None:
+    """The HTTP port is taken after gRPC is listening: start fails, and the gRPC listener and
+    the database are released (a leaked server kept a test run from exiting)."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        http = f"127.0.0.1:{taken.getsockname()[1]}"
+        node = build_node(dataclasses.replace(config, http_listen=http), SystemClock())
+        with pytest.raises(OSError):
+            await node.start()
+    with socket.socket() as again:
+        again.bind(("127.0.0.1", node.grpc_port))  # the gRPC port is free again
+    node = build_node(config, SystemClock())  # and the database opens again
+    await node.start()
+    await node.stop()
 
 
 OLD_USER_ACCOUNT = (  # user_account as the first release made it
@@ -222,3 +241,12 @@ async def test_the_demo_supervisor_restarts_a_stopped_node(tmp_path: Path) -> No
         for pid in pids:
             with contextlib.suppress(ProcessLookupError, TypeError):
                 os.kill(pid, signal.SIGKILL)
+
+
+def test_free_ports_are_never_handed_out_twice_and_never_ephemeral() -> None:
+    """Ports checked free one after the other and bound later: a repeat within one process, or
+    one from the kernel's ephemeral range, lets two listeners (or a connection) collide."""
+    ports = [free_port() for _ in range(2000)]
+    assert len(set(ports)) == len(ports)
+    low, _high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    assert max(ports) < low

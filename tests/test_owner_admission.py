@@ -215,6 +215,23 @@ async def test_every_bad_item_is_refused_with_its_code_and_nothing_is_kept(
     assert again.reason_code == "duplicate"
 
 
+async def test_an_application_stamped_by_a_clock_running_ahead_waits_instead_of_being_refused(
+    fed: Federation,
+) -> None:
+    """Beyond the allowed skew but within an hour ahead is a skewed origin's clock, which
+    time cures: RETRY ``stamped_ahead``, nothing kept, nothing told; the same item within the
+    skew is taken (the sender re-sends it once the owner's clock has caught up)."""
+    m = Member(fed)
+    now = m.zj.clock.now_ms()
+    ahead = m.transfer(submitted_at_ms=now + 45_000)
+    receipt = await m.deliver(ahead)
+    assert (receipt.outcome, receipt.reason_code) == (Outcome.RECEIPT_OUTCOME_RETRY, "stamped_ahead")
+    assert await m.kept_by_owner() == (0, 0, [])
+    ahead.submitted_at_ms = now + 20_000  # what the same stamp is once 25 s have passed
+    receipt = await m.deliver(ahead)
+    assert (receipt.outcome, receipt.reason_code) == (Outcome.RECEIPT_OUTCOME_ACCEPTED, "accepted")
+
+
 async def test_the_owner_checks_its_own_fields_present_not_the_senders(fed: Federation) -> None:
     m = Member(fed)
     t = m.transfer(fields_present=list(reversed(sorted(m.body["form"]))))  # any order is the same set

@@ -82,7 +82,7 @@ HANDLED_PARAMETERS = {
     "envelopes.requests": {"receiver"},
     "envelopes.responses": {"receiver", "request", "now_ms"},
     "forwarded": {"manifest", "now_ms"},
-    "applications": {"owner", "services", "now_ms", "max_skew_ms", "max_age_ms"},
+    "applications": {"owner", "services", "now_ms", "max_skew_ms", "max_age_ms", "max_ahead_ms"},
     "routing": {"manifest"},
     "signing_keys": {"manifest"},
 }
@@ -273,6 +273,7 @@ def test_application(case: dict[str, Any]) -> None:
             now_ms=section["now_ms"],
             max_skew_ms=section["max_skew_ms"],
             max_age_ms=section["max_age_ms"],
+            max_ahead_ms=section["max_ahead_ms"],
             form_fields=case["form_fields"],
         )
     )

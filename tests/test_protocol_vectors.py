@@ -19,7 +19,13 @@ from yrd.peer.v1.peer_pb2 import ApplicationPayload, ApplicationTransfer
 from core.clock import FakeClock
 from core.errors import EnvelopeRejected, InvalidInput, ManifestRejected, NotFound, YrdError
 from core.keys import NodeKey
-from node.cases.admission import MAX_APPLICATION_AGE_MS, check_fields_present, check_sender, check_transfer
+from node.cases.admission import (
+    MAX_AHEAD_MS,
+    MAX_APPLICATION_AGE_MS,
+    check_fields_present,
+    check_sender,
+    check_transfer,
+)
 from node.trust.envelope import EnvelopeVerifier, request_digest, signing_input
 from node.trust.nonces import MemoryNonceStore
 from node.trust.sealing import unseal, x25519_public_key, x25519_secret_key
@@ -188,6 +194,7 @@ APPLICATIONS = VECTORS["applications"]
 def test_application_vectors(vector: dict[str, Any]) -> None:
     """The owner's checks of a member's transfer (protocol §10.3), in their order."""
     assert APPLICATIONS["max_age_ms"] == MAX_APPLICATION_AGE_MS
+    assert APPLICATIONS["max_ahead_ms"] == MAX_AHEAD_MS
     t = ApplicationTransfer.FromString(bytes.fromhex(vector["transfer"]))
     services = {
         sid: ServiceDefinition(service_id=sid, version=version)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlmodel import Session, select
@@ -12,7 +13,9 @@ from sqlmodel import Session, select
 from core.db import Database
 from node.models import Application, AuditRecord, InboundApplication, OutboxEntry, StatusEvent
 from node.trust.audit import AuditEntry, append
-from simulations.simulate.invariants import check
+from simulations.simulate.faults import Fault
+from simulations.simulate.invariants import check, retried_as_ahead
+from simulations.simulate.node_faults import fault_checks
 
 NODES = ("shanghai", "jiangsu", "zhejiang")
 
@@ -117,21 +120,14 @@ def test_a_decision_that_never_came_back_is_caught(tmp_path: Path) -> None:
     assert list(broken(paths, {"a1": "shanghai"})) == ["every decision reached its origin"]
 
 
-def test_work_left_in_an_outbox_is_caught(dbs: dict[str, Path]) -> None:
-    def queue(s: Session) -> None:
-        s.add(
-            OutboxEntry(
-                next_hop="jiangsu",
-                destination="jiangsu",
-                method="/m",
-                item_id="a1",
-                body=b"",
-                created_at_ms=1,
-                next_attempt_ms=1,
-            )
-        )
+def queued(**fields: Any) -> Callable[[Session], None]:
+    """An outbox entry for a1 to Jiangsu, pending unless ``fields`` say otherwise."""
+    entry = {"next_hop": "jiangsu", "destination": "jiangsu", "method": "/m", "item_id": "a1", "body": b""}
+    return lambda s: s.add(OutboxEntry(**entry, created_at_ms=1, next_attempt_ms=1, **fields))
 
-    write(dbs["shanghai"], queue)
+
+def test_work_left_in_an_outbox_is_caught(dbs: dict[str, Path]) -> None:
+    write(dbs["shanghai"], queued())
     assert list(broken(dbs, {"a1": "shanghai"})) == ["every outbox drained (nothing left in flight)"]
 
 
@@ -145,3 +141,57 @@ def test_a_tampered_audit_chain_is_caught(dbs: dict[str, Path]) -> None:
     problems = broken(dbs, {"a1": "shanghai"})
     assert list(problems) == ["every audit chain verifies"]
     assert problems["every audit chain verifies"][0].startswith("jiangsu: seq 1")
+
+
+def test_a_dead_letter_is_caught(dbs: dict[str, Path]) -> None:
+    write(dbs["shanghai"], queued(state="dead", dead_reason="sealed_payload_invalid"))
+    problems = broken(dbs, {"a1": "shanghai"})
+    assert problems == {
+        "nothing set aside as a dead letter": ["shanghai: a1 to jiangsu: sealed_payload_invalid"]
+    }
+
+
+def skewed(node: str, offset_ms: int, window: tuple[float, float], refused: dict[str, int]) -> Fault:
+    fault = Fault("skew", window[0], window[1] - window[0], node=node, offset_ms=offset_ms)
+    fault.applied_at_s, fault.reverted_at_s = window
+    fault.observed = {"clock_skew_refusals": sum(refused.values()), "refused": refused}
+    return fault
+
+
+def test_skew_checks_blame_only_what_the_skew_explains() -> None:
+    name = "a skew within the allowed one refuses nothing, one beyond it is refused"
+
+    def problems(*faults: Fault) -> list[str]:
+        (c,) = fault_checks(list(faults), 30_000)
+        assert c.name == name
+        return c.problems
+
+    beyond = skewed("zhejiang", 45_000, (1, 6), {"shanghai<-zhejiang": 3})
+    assert problems(beyond, skewed("anhui", -15_000, (8, 12), {})) == []
+    assert problems(skewed("zhejiang", 45_000, (1, 6), {})) == [
+        "skew zhejiang +45 s: beyond the allowed 30000 ms, yet nothing was refused"
+    ]
+    lonely = skewed("anhui", -15_000, (8, 12), {"anhui<-jiangsu": 2})
+    assert problems(lonely) == ["skew anhui -15 s: 2 envelopes refused within the allowed 30000 ms"]
+    # Refused by a node skewed the other way at the same time: that pair is not this skew's doing.
+    shared = skewed("anhui", -15_000, (5, 9), {"anhui<-zhejiang": 4})
+    assert problems(beyond, shared) == []
+
+
+def test_retries_of_items_stamped_ahead_are_counted_per_sender(dbs: dict[str, Path]) -> None:
+    def answered(s: Session) -> None:
+        append(
+            s,
+            [
+                AuditEntry("out", "shanghai", "/Deliver", b"\x03" * 32, "stamped_ahead"),
+                AuditEntry("out", "shanghai", "/Deliver", b"\x04" * 32, "accepted"),
+                AuditEntry("in", "shanghai", "/Deliver", b"\x05" * 32, "stamped_ahead"),
+                AuditEntry("out", "zhejiang", "/Deliver", b"\x06" * 32, "stamped_ahead"),
+            ],
+            2,
+        )
+
+    write(dbs["jiangsu"], answered)
+    assert retried_as_ahead(dbs, "shanghai") == 1
+    assert retried_as_ahead(dbs, "zhejiang") == 1
+    assert retried_as_ahead(dbs, "jiangsu") == 0

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from rich.console import Console
@@ -13,26 +14,58 @@ from rich.console import Console
 from simulations.simulate.run import Options, simulate
 
 
-@pytest.mark.slow
-async def test_a_short_run_with_a_kill_keeps_every_invariant(tmp_path: Path) -> None:
+async def run(tmp_path: Path, faults: str, duration_s: float) -> tuple[bool, Path, dict[str, Any]]:
+    """Four nodes at 8 applications per second under the ``[[faults]]`` schedule ``faults``."""
     schedule = tmp_path / "faults.toml"
-    schedule.write_text('[[faults]]\nkind = "kill"\nat = 1.5\nduration = 1.0\nnode = "jiangsu"\n')
+    schedule.write_text(faults)
     options = Options(
-        duration_s=5.0,
+        duration_s=duration_s,
         rate=8.0,
         decide_delay_s=0.2,
         schedule=schedule,
         out=tmp_path / "report",
         work_dir=tmp_path / "work",
-        drain_timeout_s=60.0,
+        drain_timeout_s=90.0,
         progress=False,
     )
     (tmp_path / "work").mkdir()
     ok, out = await simulate(options, Console(file=io.StringIO()))
-    doc = json.loads((out / "report.json").read_text())
+    return ok, out, json.loads((out / "report.json").read_text())
+
+
+@pytest.mark.slow
+async def test_a_short_run_with_a_kill_keeps_every_invariant(tmp_path: Path) -> None:
+    kill = '[[faults]]\nkind = "kill"\nat = 1.5\nduration = 1.0\nnode = "jiangsu"\n'
+    ok, out, doc = await run(tmp_path, kill, 5.0)
     assert ok, doc["invariants"]
     assert all(c["ok"] for c in doc["invariants"])
     assert doc["totals"]["accepted"] > 0
     assert doc["faults"][0]["applied_at_s"] is not None and doc["faults"][0]["reverted_at_s"] is not None
     for name in ("report.html", "throughput.png", "latency.png", "flows.png", "queues.png"):
         assert (out / name).stat().st_size > 0
+
+
+@pytest.mark.slow
+async def test_a_run_with_clock_skews_and_a_key_rotation_keeps_every_invariant(tmp_path: Path) -> None:
+    """Zhejiang's clock runs 45 s ahead (beyond the allowed 30 s), then Anhui's 15 s behind
+    (within it), while Jiangsu rotates its key and the others seal to the old one until they
+    have the successor."""
+    ok, _, doc = await run(
+        tmp_path,
+        '[[faults]]\nkind = "skew"\nat = 1.0\nduration = 7.0\nnode = "zhejiang"\noffset_ms = 45000\n'
+        '[[faults]]\nkind = "skew"\nat = 10.0\nduration = 4.0\nnode = "anhui"\noffset_ms = -15000\n'
+        '[[faults]]\nkind = "rotate"\nat = 1.5\nduration = 12.0\nnode = "jiangsu"\n',
+        16.0,
+    )
+    assert ok, doc["invariants"]
+    faults = {f["label"]: f for f in doc["faults"]}
+    assert faults["skew zhejiang +45 s"]["observed"]["clock_skew_refusals"] > 0
+    assert faults["skew anhui -15 s"]["observed"]["clock_skew_refusals"] == 0
+    rotated = faults["rotate jiangsu"]["observed"]
+    assert set(rotated["versions"].values()) == {2} and rotated["old_key"] != rotated["new_key"]
+    assert {c["name"] for c in doc["invariants"]} >= {
+        "nothing set aside as a dead letter",
+        "a rotated key's manifest reached every member by gossip",
+    }
+    work = tmp_path / "work" / "nodes" / "jiangsu"
+    assert (work / f"retired-{rotated['old_key']}.key").exists()

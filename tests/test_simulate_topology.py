@@ -14,7 +14,7 @@ from registry.catalogue import load_catalogue_file
 from registry.divisions import is_valid_code, name_of
 from registry.manifest import load_signed_manifest, verify_anchor
 from simulations.local_federation import prepare
-from simulations.simulate.faults import parse_kinds, random_schedule
+from simulations.simulate.faults import MIN_ROTATE_S, parse_kinds, random_schedule, schedule_from_file
 from simulations.simulate.proxy import LinkFaults, Proxy
 from simulations.simulate.topology import Topology, delta, from_file
 from simulations.traffic import open_specs, owner_of
@@ -86,11 +86,48 @@ def test_a_topology_file_is_read_and_checked(tmp_path: Path) -> None:
     assert e.value.field == "nodes[0].jurisdiction"
 
 
-def test_faults_skip_what_cannot_be_simulated_and_refuse_unknown_kinds() -> None:
-    kinds, skipped = parse_kinds("kill,skew,rotate,latency")
-    assert kinds == ["kill", "latency"] and [s.split(":")[0] for s in skipped] == ["skew", "rotate"]
+def test_every_fault_of_the_issue_is_a_kind_and_unknown_kinds_are_refused() -> None:
+    assert parse_kinds("kill, skew,rotate,latency,pause,partition") == [
+        "kill",
+        "skew",
+        "rotate",
+        "latency",
+        "pause",
+        "partition",
+    ]
     with pytest.raises(ConfigError):
         parse_kinds("kill,meteor")
+
+
+def test_random_skews_fall_within_and_beyond_the_allowed_one_and_rotations_get_time() -> None:
+    nodes = ["shanghai", "jiangsu", "zhejiang", "anhui"]
+    drawn = [
+        f
+        for seed in range(40)
+        for f in random_schedule(["skew", "rotate"], nodes, 40, seed, max_skew_ms=30_000)
+    ]
+    offsets = {f.offset_ms for f in drawn if f.kind == "skew"}
+    assert offsets == {-45_000, -15_000, 15_000, 45_000}
+    assert all(f.duration_s >= MIN_ROTATE_S and f.node for f in drawn if f.kind == "rotate")
+
+
+def test_a_schedule_file_takes_skew_and_rotate(tmp_path: Path) -> None:
+    path = tmp_path / "faults.toml"
+    path.write_text(
+        '[[faults]]\nkind = "skew"\nat = 1\nduration = 4\nnode = "jiangsu"\noffset_ms = -50000\n'
+        '[[faults]]\nkind = "rotate"\nat = 2\nduration = 3\nnode = "anhui"\n'
+    )
+    with pytest.raises(ConfigError) as e:
+        schedule_from_file(path, ["jiangsu", "anhui"])
+    assert e.value.field == "faults[1].duration"
+    path.write_text(path.read_text().replace("duration = 3", "duration = 9").replace("-50000", "0"))
+    with pytest.raises(ConfigError) as e:
+        schedule_from_file(path, ["jiangsu", "anhui"])
+    assert e.value.field == "faults[0].offset_ms"
+    path.write_text(path.read_text().replace("offset_ms = 0", "offset_ms = -50000"))
+    skew, rotate = schedule_from_file(path, ["jiangsu", "anhui"])
+    assert (skew.label, skew.offset_ms) == ("skew jiangsu -50 s", -50_000)
+    assert (rotate.label, rotate.duration_s) == ("rotate anhui", 9.0)
 
 
 def test_a_random_schedule_is_reproducible_and_keeps_faults_apart() -> None:

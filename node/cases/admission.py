@@ -19,7 +19,7 @@ from typing import Any
 from yrd.catalogue.v1 import catalogue_pb2
 from yrd.peer.v1 import peer_pb2
 
-from core.errors import InvalidInput, NotFound, clip
+from core.errors import InvalidInput, NotFound, Unavailable, clip
 from registry.forms import validate_applicant, validate_form
 
 # What a node may call an application: what origins generate (12 hex digits of milliseconds,
@@ -29,6 +29,9 @@ APPLICATION_ID_PATTERN = re.compile(r"[0-9a-z][0-9a-z-]{0,63}")
 # How long an application may take from the counter to its owner: retries and a relay's
 # outbox may hold it for days; older than this, its dates are not believed.
 MAX_APPLICATION_AGE_MS = 30 * 86_400_000
+# An origin whose clock ran ahead stamped its applications in our future. Up to this far
+# ahead that is a clock to wait for (RETRY ``stamped_ahead``), not a forgery; beyond, bad_time.
+MAX_AHEAD_MS = 3_600_000
 # A purpose is a name policy rules match on (``service-delivery``), not free text.
 PURPOSE_PATTERN = re.compile(r"[0-9A-Za-z][0-9A-Za-z._-]{0,63}")
 
@@ -127,13 +130,27 @@ def check_transfer(
             code="unknown_version",
             field="service_version",
         )
-    if not now_ms - MAX_APPLICATION_AGE_MS <= t.submitted_at_ms <= now_ms + max_skew_ms:
-        raise InvalidInput(
-            f"submitted_at_ms must lie within [now - {MAX_APPLICATION_AGE_MS}, now + {max_skew_ms}]",
-            code="bad_time",
-            field="submitted_at_ms",
-        )
+    check_stamp(t.submitted_at_ms, "submitted_at_ms", now_ms=now_ms, max_skew_ms=max_skew_ms)
     return defn
+
+
+def check_stamp(at_ms: int, field: str, *, now_ms: int, max_skew_ms: int) -> None:
+    """A time the sender's clock stamped (protocol §10.1): within [now - 30 days, now + skew]
+    (else ``bad_time``), except that a stamp up to an hour ahead is a sender whose clock runs
+    ahead: ``Unavailable`` ``stamped_ahead``, answered RETRY, taken once our clock catches up."""
+    ahead = at_ms - now_ms
+    if max_skew_ms < ahead <= MAX_AHEAD_MS:
+        raise Unavailable(
+            f"{field} is {ahead} ms ahead of this node's clock (allowed {max_skew_ms}); retry later",
+            code="stamped_ahead",
+            field=field,
+        )
+    if not now_ms - MAX_APPLICATION_AGE_MS <= at_ms <= now_ms + max_skew_ms:
+        raise InvalidInput(
+            f"{field} must lie within [now - {MAX_APPLICATION_AGE_MS}, now + {max_skew_ms}]",
+            code="bad_time",
+            field=field,
+        )
 
 
 def check_fields_present(t: peer_pb2.ApplicationTransfer, form: dict[str, Any]) -> list[str]:

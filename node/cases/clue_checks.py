@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from yrd.peer.v1 import peer_pb2
 
 from core.errors import InvalidInput, clip
-from node.cases.admission import MAX_APPLICATION_AGE_MS, is_application_id
+from node.cases.admission import check_stamp, is_application_id
 from node.cases.requests import Document
 from registry.dispatch import DOMAINS, SEVERITIES, SOURCES, check_credit_code
 from registry.divisions import require_code
@@ -102,8 +102,7 @@ def check_clue(
         raise InvalidInput(
             f"severity must be one of {', '.join(SEVERITIES)}", code="invalid_severity", field="severity"
         )
-    if not now_ms - MAX_APPLICATION_AGE_MS <= reported_at_ms <= now_ms + max_skew_ms:
-        raise InvalidInput("reported_at_ms is not a recent time", code="bad_time", field="reported_at_ms")
+    check_stamp(reported_at_ms, "reported_at_ms", now_ms=now_ms, max_skew_ms=max_skew_ms)
     if not reported_at_ms < acknowledge_by_ms <= reported_at_ms + MAX_ACKNOWLEDGE_MS:
         raise InvalidInput(
             "the acknowledgement deadline must fall within 30 days of the report",

@@ -27,7 +27,16 @@ from yrd.peer.v1 import peer_pb2
 
 from core.clock import Clock
 from core.db import Database
-from core.errors import Conflict, InvalidInput, NotFound, PermissionDenied, Unprocessable, YrdError, clip
+from core.errors import (
+    Conflict,
+    InvalidInput,
+    NotFound,
+    PermissionDenied,
+    Unavailable,
+    Unprocessable,
+    YrdError,
+    clip,
+)
 from node import metrics
 from node.cases.clue_checks import DAY_MS, HOUR_MS, ClueRequest, check_clue, check_clue_sender, check_transfer
 from node.cases.deadlines import iso
@@ -285,6 +294,8 @@ class Clues:
         try:
             rules = self._admit(t, now)
             self._allowed(s, sender, t, now)
+        except Unavailable as e:  # stamped ahead by a skewed source: fine once our clock catches up
+            return item_receipt(t.clue_id, Outcome.RECEIPT_OUTCOME_RETRY, e.code, e.reason, now)
         except YrdError as e:
             self._tell_source(s, t, e, now)
             return self._refuse(t, sender, e)
@@ -345,7 +356,7 @@ class Clues:
     def _open(self, sealed: bytes) -> peer_pb2.ClueDetail:
         detail = peer_pb2.ClueDetail()
         try:
-            detail.ParseFromString(unseal(self.trust.key, sealed))
+            detail.ParseFromString(unseal(self.trust.opening_keys(), sealed))
         except Exception as e:
             raise InvalidInput("the sealed detail does not open", code="sealed_payload_invalid") from e
         return detail
@@ -757,7 +768,7 @@ class Clues:
         """Findings sealed to this node, or None when they do not open (checked on receipt)."""
         findings = peer_pb2.ClueFindings()
         try:
-            findings.ParseFromString(unseal(self.trust.key, sealed))
+            findings.ParseFromString(unseal(self.trust.opening_keys(), sealed))
         except Exception:
             return None
         return findings

@@ -8,6 +8,7 @@ A node without a bundle denies everything: sharing is by agreement, never by def
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from typing import Any
 
 from sqlmodel import Session
@@ -161,6 +162,73 @@ class PolicyGate:
             if decision is None or not decision.allowed:
                 raise self._deny(decision)
 
+    async def data_outbound(
+        self,
+        holder: str,
+        resource: catalogue_pb2.DataResource,
+        purpose: str,
+        fields: frozenset[str],
+        consent: bool,
+        role: str,
+        now: int,
+    ) -> None:
+        """Before a query names a subject to another member's holder: the subject's id and the
+        consent are personal data leaving this node. Logged; PolicyDenied unless allowed."""
+        inp = PolicyInput(
+            direction="outbound",
+            peer_node=holder,
+            peer_jurisdiction=self._jurisdiction(holder),
+            service_id=resource.resource_id,
+            service_owner=resource.holder,
+            service_department=resource.department,
+            purpose=purpose,
+            role=role,
+            fields=fields,
+            consent=consent,
+            at_ms=now,
+            kind="data",
+        )
+        decision = await asyncio.to_thread(self._decide, inp) if self._off_loop else self._decide(inp)
+        if decision is None:
+            raise self._deny(None)
+        await self.log.record(decision, _as_logged(inp))
+        if not decision.allowed:
+            raise self._deny(decision)
+
+    def data_inbound(
+        self,
+        s: Session,
+        asker: str,
+        resource: catalogue_pb2.DataResource,
+        purpose: str,
+        fields: frozenset[str],
+        consent: bool,
+        now: int,
+    ) -> Decision:
+        """The decision to answer one resource of a data query (docs/sharing.md), logged in the
+        caller's transaction; PolicyDenied unless allowed. The resource stands where a service
+        would, so rules select it by id, holder code and department like a service."""
+        inp = PolicyInput(
+            direction="inbound",
+            peer_node=asker,
+            peer_jurisdiction=self._jurisdiction(asker),
+            service_id=resource.resource_id,
+            service_owner=resource.holder,
+            service_department=resource.department,
+            purpose=purpose,
+            role="node",
+            fields=fields,
+            consent=consent,
+            at_ms=now,
+            kind="data",
+        )
+        decision = self._decide(inp)
+        if decision is not None:
+            self.log.add(s, decision, _as_logged(inp))
+        if decision is None or not decision.allowed:
+            raise self._deny(decision)
+        return decision
+
     async def recent(self, limit: int, since_ms: int | None) -> list[dict[str, Any]]:
         return await self.log.recent(limit, since_ms or 0)
 
@@ -172,3 +240,9 @@ class PolicyGate:
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
+
+
+def _as_logged(inp: PolicyInput) -> PolicyInput:
+    """A data decision as the decision log keeps it: the log has no kind column, so the resource
+    goes in the service columns as ``data:<resource id>`` (docs/policies.md "Data queries")."""
+    return dataclasses.replace(inp, kind="application", service_id=f"data:{inp.service_id}")

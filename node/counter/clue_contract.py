@@ -10,6 +10,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field
 
 from core.errors import InvalidInput
+from node.cases import requests
 from node.cases.clue_checks import (
     MAX_DESCRIPTION_CHARS,
     MAX_PLACE_CHARS,
@@ -141,8 +142,21 @@ class Clues(_Open):
     clues: list[Clue]
 
 
+def _documents_within(documents: tuple[requests.Document, ...], limits: CounterLimits) -> None:
+    """The HTTP body bounds documents together; the gRPC door, which carries raw bytes, is
+    held to what such a body can decode to (``CounterLimits.max_total_attachment_bytes``)."""
+    if sum(len(d.data) for d in documents) > limits.max_total_attachment_bytes:
+        raise InvalidInput(
+            f"documents hold more than {limits.max_total_attachment_bytes} bytes together",
+            code="attachments_too_large",
+            field="documents",
+        )
+
+
 def parse_submit_clue(doc: dict[str, Any], limits: CounterLimits, digest: str) -> ClueRequest:
-    return validate(SubmitClue, doc, limits).value(digest)
+    clue = validate(SubmitClue, doc, limits).value(digest)
+    _documents_within(clue.documents, limits)
+    return clue
 
 
 def parse_clue_action(action: str, doc: dict[str, Any], limits: CounterLimits) -> dict[str, Any]:
@@ -151,11 +165,13 @@ def parse_clue_action(action: str, doc: dict[str, Any], limits: CounterLimits) -
         return {"department": validate(ClueAction, doc, limits).department}
     if action == "findings":
         f = validate(ClueFindings, doc, limits)
+        documents = tuple(d.value() for d in f.documents)
+        _documents_within(documents, limits)
         return {
             "department": f.department,
             "text": f.text,
             "rectification": f.rectification,
-            "documents": tuple(d.value() for d in f.documents),
+            "documents": documents,
         }
     if action == "close":
         c = validate(ClueClose, doc, limits)

@@ -1,5 +1,5 @@
 """CounterService: the gRPC twin of the HTTP counter API, over the same backend, so
-both doors behave the same (validation, limits, policy, idempotency, errors).
+both doors behave the same (validation, limits, policy, roles, idempotency, errors).
 
 Each message is turned into the JSON-shaped document the HTTP door reads and validated by
 the same contract models (node.counter.contract): one set of limits, one set of error
@@ -19,12 +19,15 @@ from yrd.peer.v1 import peer_pb2
 from core.errors import Unauthenticated
 from node.cases.requests import Principal
 from node.cases.statuses import TO_WIRE
+from node.counter import grpc_clues
 from node.counter.backend import NodeBackend
+from node.counter.clue_contract import parse_clue_action, parse_submit_clue
 from node.counter.contract import (
     CounterLimits,
     check_idempotency_key,
     parse_decision,
     parse_json_object,
+    parse_resubmit,
     parse_submit,
     request_digest,
 )
@@ -64,6 +67,22 @@ def submit_document(request: counter_pb2.SubmitApplicationRequest) -> dict[str, 
         ]
     if request.purpose:
         doc["purpose"] = request.purpose
+    return doc
+
+
+def resubmit_document(request: counter_pb2.ResubmitComponentRequest) -> dict[str, Any]:
+    """The correction as the HTTP door's JSON body."""
+    doc: dict[str, Any] = {"form": parse_json_object(request.form_json or "{}", field="form_json")}
+    if request.attachments:
+        doc["attachments"] = [
+            {
+                "material": a.material,
+                "filename": a.filename,
+                "content_type": a.content_type,
+                "data": _b64(a.data),
+            }
+            for a in request.attachments
+        ]
     return doc
 
 
@@ -173,6 +192,79 @@ class CounterServicer(counter_pb2_grpc.CounterServiceServicer):
         decision, reason, documents = parse_decision(decision_document(request), self.limits)
         result = await self.backend.decide(principal, request.id, decision, reason, documents)
         return counter_pb2.DecideApplicationResponse(id=result["id"], status=_status(result["status"]))
+
+    @grpc_errors
+    async def ResubmitComponent(
+        self, request: counter_pb2.ResubmitComponentRequest, context: Context
+    ) -> counter_pb2.ResubmitComponentResponse:
+        principal = await self._principal(context)
+        form, attachments = parse_resubmit(resubmit_document(request), self.limits)
+        result = await self.backend.resubmit_component(
+            principal, request.id, request.component, form, attachments
+        )
+        return counter_pb2.ResubmitComponentResponse(
+            id=result["id"], component=result["component"], attempt=result["attempt"], status=result["status"]
+        )
+
+    # -- supervision clues (docs/clues.md); node/http/clue_routes.py is the HTTP twin --------
+
+    @grpc_errors
+    async def SubmitClue(
+        self, request: counter_pb2.SubmitClueRequest, context: Context
+    ) -> counter_pb2.SubmitClueResponse:
+        principal = await self._principal(context)
+        key = check_idempotency_key(request.idempotency_key, "idempotency_key")
+        doc = grpc_clues.submit_clue_document(request)
+        digest = request_digest(doc)
+        created = await self.backend.submit_clue(principal, key, parse_submit_clue(doc, self.limits, digest))
+        return counter_pb2.SubmitClueResponse(
+            id=created["id"], owner_node=created["owner_node"], status=created["status"]
+        )
+
+    @grpc_errors
+    async def GetClue(
+        self, request: counter_pb2.GetClueRequest, context: Context
+    ) -> counter_pb2.GetClueResponse:
+        principal = await self._principal(context)
+        view = await self.backend.get_clue(principal, request.id)
+        return counter_pb2.GetClueResponse(clue=grpc_clues.clue_message(view))
+
+    @grpc_errors
+    async def ListClues(
+        self, request: counter_pb2.ListCluesRequest, context: Context
+    ) -> counter_pb2.ListCluesResponse:
+        principal = await self._principal(context)
+        views = await self.backend.list_clues(principal)
+        return counter_pb2.ListCluesResponse(clues=[grpc_clues.clue_message(v) for v in views])
+
+    @grpc_errors
+    async def AcknowledgeClue(
+        self, request: counter_pb2.AcknowledgeClueRequest, context: Context
+    ) -> counter_pb2.AcknowledgeClueResponse:
+        clue = await self._act(context, request.id, "acknowledge", grpc_clues.acknowledge_document(request))
+        return counter_pb2.AcknowledgeClueResponse(clue=clue)
+
+    @grpc_errors
+    async def RecordClueFindings(
+        self, request: counter_pb2.RecordClueFindingsRequest, context: Context
+    ) -> counter_pb2.RecordClueFindingsResponse:
+        clue = await self._act(context, request.id, "findings", grpc_clues.findings_document(request))
+        return counter_pb2.RecordClueFindingsResponse(clue=clue)
+
+    @grpc_errors
+    async def CloseClue(
+        self, request: counter_pb2.CloseClueRequest, context: Context
+    ) -> counter_pb2.CloseClueResponse:
+        clue = await self._act(context, request.id, "close", grpc_clues.close_document(request))
+        return counter_pb2.CloseClueResponse(clue=clue)
+
+    async def _act(
+        self, context: Context, clue_id: str, action: str, doc: dict[str, Any]
+    ) -> counter_pb2.Clue:
+        principal = await self._principal(context)
+        kwargs = parse_clue_action(action, doc, self.limits)
+        view = await self.backend.act_on_clue(principal, clue_id, action, **kwargs)
+        return grpc_clues.clue_message(view)
 
 
 def _component(c: dict[str, Any]) -> counter_pb2.Component:

@@ -7,7 +7,7 @@ needs it asks this object instead of holding a copy.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from yrd.federation.v1 import manifest_pb2
 
@@ -23,12 +23,25 @@ class Trust:
     node_id: str
     key: NodeKey
     manifest: TrustedManifest
+    # This node's other keys (``opening_key_files``): around a rotation, for opening only.
+    others: tuple[NodeKey, ...] = field(default=(), repr=False)
 
     def member(self, node_id: str) -> manifest_pb2.Member:
         m = self.manifest.member(node_id)
         if m is None:
             raise NotFound(f"{node_id!r} is not a member of the federation", code="unknown_node")
         return m
+
+    def opening_keys(self) -> list[NodeKey]:
+        """The keys payloads sealed to this node may be sealed to: the current one, then each
+        other key while the manifest in force lists it for us unrevoked. Peers seal to the key
+        their manifest names for us at the time: after the successor's switch time the new
+        one (which we open before we switch to signing with it), and until every peer has
+        the successor, or for items sealed before and still waiting in outboxes, the old
+        one. A key the federation dropped or revoked opens nothing more: its window closed."""
+        me = self.manifest.member(self.node_id)
+        listed = {k.key_id for k in me.keys if k.status != manifest_pb2.KEY_STATUS_REVOKED} if me else set()
+        return [self.key, *(k for k in self.others if k.key_id in listed and k.key_id != self.key.key_id)]
 
     def next_hop(self, destination: str) -> str:
         """The member to hand an envelope for ``destination`` to: its relay when the

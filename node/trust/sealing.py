@@ -8,6 +8,8 @@ node's key is published.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from nacl.bindings import crypto_sign_ed25519_pk_to_curve25519, crypto_sign_ed25519_sk_to_curve25519
 from nacl.exceptions import CryptoError
 from nacl.public import PrivateKey, PublicKey, SealedBox
@@ -38,17 +40,23 @@ def seal(recipient_public_key: bytes, plaintext: bytes) -> bytes:
     return bytes(box.encrypt(plaintext))
 
 
-def unseal(key: NodeKey, sealed: bytes) -> bytes:
+def unseal(keys: NodeKey | Sequence[NodeKey], sealed: bytes) -> bytes:
+    """Open with the first of ``keys`` that fits. A node passes its current key first and
+    then its other ones (node/trust/keyring.py), because an origin seals to the key the
+    manifest it holds names, which differs from ours around a rotation; a wrong key fails
+    on the tag, at once."""
     if len(sealed) < SEAL_OVERHEAD:
         raise InvalidInput(
             "sealed payload is too short", code="sealed_payload_invalid", field="sealed_payload"
         )
-    box = SealedBox(PrivateKey(x25519_secret_key(key)))
-    try:
-        return bytes(box.decrypt(sealed))
-    except CryptoError as e:
-        raise InvalidInput(
-            "sealed payload does not open with this node's key",
-            code="sealed_payload_invalid",
-            field="sealed_payload",
-        ) from e
+    for key in [keys] if isinstance(keys, NodeKey) else keys:
+        box = SealedBox(PrivateKey(x25519_secret_key(key)))
+        try:
+            return bytes(box.decrypt(sealed))
+        except CryptoError:
+            continue
+    raise InvalidInput(
+        "sealed payload does not open with this node's keys",
+        code="sealed_payload_invalid",
+        field="sealed_payload",
+    )

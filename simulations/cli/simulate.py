@@ -42,9 +42,7 @@ def register(subparsers: Any) -> None:
         default=1.0,
         help="seconds a worklist matter waits before its owner approves it (default 1)",
     )
-    sim.add_argument(
-        "--faults", default="", help="comma-separated: kill,pause,partition,latency (skew,rotate: skipped)"
-    )
+    sim.add_argument("--faults", default="", help="comma-separated: kill,pause,partition,latency,skew,rotate")
     sim.add_argument("--schedule", type=Path, help="a TOML file of [[faults]] instead of random ones")
     sim.add_argument("--seed", type=int, default=1, help="seed of the load and the random faults")
     sim.add_argument("--out", type=Path, help="report folder (default ./simulation-<time>)")

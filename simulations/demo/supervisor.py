@@ -2,9 +2,8 @@
 
 Nodes run in their own session so a Ctrl-C at the terminal reaches only the supervisor,
 which then stops them in order; otherwise a node could exit on the same SIGINT and be
-mistaken for a crash and restarted during shutdown. Readiness is the node's own
-``ready <id> ...`` line in its log, read from the offset where this start began, so a
-line left by an earlier run of the same node is never taken for this one.
+mistaken for a crash and restarted during shutdown. Starting and readiness (the node's
+own ``ready`` line) are simulations/processes.py, shared with the simulations' cluster.
 
 A node that hangs (SIGSTOP, a deadlock) does not exit, so waiting for its exit is not
 enough: once ready, each node's ``/healthz`` is probed every few seconds, and a node that
@@ -17,9 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import signal
-import sys
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
@@ -28,6 +25,7 @@ import aiohttp
 from core.clock import Clock
 from core.errors import Unavailable
 from simulations.demo.layout import DemoNode
+from simulations.processes import node_command, open_log, wait_ready
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +35,6 @@ INITIAL_BACKOFF_S = 0.5
 MAX_BACKOFF_S = 15.0
 # A node that stayed up this long before dying is treated as healthy again: backoff restarts small.
 STABLE_AFTER_S = 30.0
-POLL_S = 0.05
 LIVENESS_INTERVAL_S = 2.0
 LIVENESS_TIMEOUT_S = 3.0
 LIVENESS_MISSES = 3  # consecutive unanswered probes before the node is killed
@@ -160,20 +157,10 @@ class Supervisor:
     async def _start(self, proc: NodeProcess) -> None:
         node = proc.node
         proc.ready = False
-        node.log_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        # The log names accounts and peers: 0600, like the database beside it.
-        fd = os.open(node.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "ab") as log_file:
+        with open_log(node.log_path) as log_file:
             offset = log_file.tell()
             proc.process = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "node.cli.main",
-                "node",
-                "run",
-                "--config",
-                str(node.config_path),
+                *node_command(node.config_path),
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=log_file,
                 stderr=asyncio.subprocess.STDOUT,
@@ -181,32 +168,15 @@ class Supervisor:
             )
         proc.started_at = self._clock.monotonic()
         log.info("started node %s (pid %d)", node.spec.node_id, proc.process.pid)
-        await self._wait_ready(proc, offset)
+        await wait_ready(
+            node.spec.node_id,
+            node.log_path,
+            offset,
+            running=lambda: proc.running,
+            timeout_s=self._ready_timeout_s,
+            clock=self._clock,
+        )
         proc.ready = True
-
-    async def _wait_ready(self, proc: NodeProcess, offset: int) -> None:
-        node = proc.node
-        marker = f"ready {node.spec.node_id} ".encode()
-        deadline = self._clock.monotonic() + self._ready_timeout_s
-        while True:
-            with node.log_path.open("rb") as f:
-                f.seek(offset)
-                if any(line.startswith(marker) for line in f):
-                    return
-            if not proc.running:
-                raise Unavailable(
-                    f"node {node.spec.node_id} exited before it was ready; see {node.log_path}",
-                    code="node_start_failed",
-                    field=node.spec.node_id,
-                )
-            if self._clock.monotonic() > deadline:
-                raise Unavailable(
-                    f"node {node.spec.node_id} not ready after {self._ready_timeout_s:.0f} s; "
-                    f"see {node.log_path}",
-                    code="node_start_timeout",
-                    field=node.spec.node_id,
-                )
-            await self._clock.sleep(POLL_S)
 
     async def _watch(self, proc: NodeProcess) -> None:
         node_id = proc.node.spec.node_id

@@ -17,6 +17,7 @@ from sqlmodel import Session, select
 
 from node.models import Application, InboundApplication, OutboxEntry, StatusEvent
 from node.trust.audit import load_chain, verify_chain
+from simulations.traffic import open_ro
 
 FINAL = {"completed", "rejected", "refused"}
 EXAMPLES = 5
@@ -40,7 +41,7 @@ class Check:
         }
 
 
-def _fail(check: Check, problem: str) -> None:
+def fail(check: Check, problem: str) -> None:
     check.ok = False
     check.count += 1
     if len(check.problems) < EXAMPLES:
@@ -53,6 +54,7 @@ class NodeState:
     events: dict[str, set[str]]
     inbound: dict[str, InboundApplication]
     pending_outbox: int
+    dead_letters: list[OutboxEntry]
     audit_problems: list[str]
     audit_records: int
 
@@ -67,11 +69,27 @@ def read_node(path: Path) -> NodeState:
                 events.setdefault(e.application_id, set()).add(e.status)
             inbound = {r.id: r for r in s.exec(select(InboundApplication))}
             pending = len(s.exec(select(OutboxEntry.id).where(OutboxEntry.state == "pending")).all())
+            dead = list(s.exec(select(OutboxEntry).where(OutboxEntry.state == "dead")))
             chain = load_chain(s)
             audit = [f"seq {p.seq}: {p.problem}" for p in verify_chain(chain)]
     finally:
         engine.dispose()
-    return NodeState(apps, events, inbound, pending, audit, len(chain))
+    return NodeState(apps, events, inbound, pending, dead, audit, len(chain))
+
+
+def sealed_before_opened_after(db_paths: Mapping[str, Path], owner: str, switch_ms: int) -> int:
+    """Applications an origin submitted (and so sealed, to the key its manifest named) before
+    ``owner`` switched keys at ``switch_ms``, which ``owner`` took in after the switch: each
+    opened with a retired key, since an owner stores only what it opened."""
+    nodes = {node_id: read_node(path) for node_id, path in db_paths.items()}
+    return sum(
+        1
+        for row in nodes[owner].inbound.values()
+        if row.received_at_ms >= switch_ms
+        and (origin := nodes.get(row.origin_node)) is not None
+        and (app := origin.applications.get(row.id)) is not None
+        and app.submitted_at_ms < switch_ms
+    )
 
 
 def check(db_paths: Mapping[str, Path], accepted: Mapping[str, str]) -> list[Check]:
@@ -80,7 +98,7 @@ def check(db_paths: Mapping[str, Path], accepted: Mapping[str, str]) -> list[Che
     stored = Check("every accepted application is stored at its origin", True, len(accepted))
     for app_id, origin in accepted.items():
         if app_id not in nodes[origin].applications:
-            _fail(stored, f"{app_id} answered 201 by {origin} but not in its database")
+            fail(stored, f"{app_id} answered 201 by {origin} but not in its database")
 
     holders: Counter[str] = Counter()
     for state in nodes.values():
@@ -92,11 +110,11 @@ def check(db_paths: Mapping[str, Path], accepted: Mapping[str, str]) -> list[Che
     for origin, app in sent:
         row = nodes[app.owner_node].inbound.get(app.id) if app.owner_node in nodes else None
         if row is None:
-            _fail(once, f"{app.id} from {origin} never reached {app.owner_node} (lost)")
+            fail(once, f"{app.id} from {origin} never reached {app.owner_node} (lost)")
         elif row.origin_node != origin:
-            _fail(once, f"{app.id} at {app.owner_node} names origin {row.origin_node}, not {origin}")
+            fail(once, f"{app.id} at {app.owner_node} names origin {row.origin_node}, not {origin}")
         elif holders[app.id] != 1:
-            _fail(once, f"{app.id} is held by {holders[app.id]} nodes (duplicated)")
+            fail(once, f"{app.id} is held by {holders[app.id]} nodes (duplicated)")
 
     stray = Check("no inbound application without its origin's record", True, sum(holders.values()))
     for owner, state in nodes.items():
@@ -104,7 +122,7 @@ def check(db_paths: Mapping[str, Path], accepted: Mapping[str, str]) -> list[Che
             origin_state = nodes.get(row.origin_node)
             known = origin_state.applications.get(row.id) if origin_state else None
             if known is None or known.owner_node != owner:
-                _fail(stray, f"{row.id} at {owner} has no matching application at {row.origin_node}")
+                fail(stray, f"{row.id} at {owner} has no matching application at {row.origin_node}")
 
     decided = [(o, r) for o, s in nodes.items() for r in s.inbound.values() if r.status in FINAL]
     back = Check("every decision reached its origin", True, len(decided))
@@ -114,15 +132,38 @@ def check(db_paths: Mapping[str, Path], accepted: Mapping[str, str]) -> list[Che
         there = origin_state.applications.get(row.id) if origin_state else None
         if row.status not in seen or there is None or there.status != row.status:
             shown = there.status if there else "missing"
-            _fail(back, f"{row.id} is {row.status} at {owner} but {shown} at {row.origin_node}")
+            fail(back, f"{row.id} is {row.status} at {owner} but {shown} at {row.origin_node}")
 
     drained = Check("every outbox drained (nothing left in flight)", True, len(nodes))
     for node_id, state in nodes.items():
         if state.pending_outbox:
-            _fail(drained, f"{node_id} still has {state.pending_outbox} items to send")
+            fail(drained, f"{node_id} still has {state.pending_outbox} items to send")
+
+    dead = Check("nothing set aside as a dead letter", True, len(nodes))
+    for node_id, state in nodes.items():
+        for entry in state.dead_letters:
+            fail(dead, f"{node_id}: {entry.item_id} to {entry.destination}: {entry.dead_reason}")
 
     audit = Check("every audit chain verifies", True, sum(s.audit_records for s in nodes.values()))
     for node_id, state in nodes.items():
         for problem in state.audit_problems:
-            _fail(audit, f"{node_id}: {problem}")
-    return [stored, once, stray, back, drained, audit]
+            fail(audit, f"{node_id}: {problem}")
+    return [stored, once, stray, back, drained, dead, audit]
+
+
+def retried_as_ahead(db_paths: Mapping[str, Path], sender: str) -> int:
+    """Items from ``sender`` that a receiver answered RETRY ``stamped_ahead`` (stamped by a
+    clock running ahead, taken later): each such answer is in the receiver's audit chain."""
+    total = 0
+    for node_id, path in db_paths.items():
+        if node_id == sender:
+            continue
+        conn = open_ro(path)
+        try:
+            total += conn.execute(
+                "SELECT count(*) FROM audit_record WHERE direction = 'out' AND peer = ? AND detail = ?",
+                (sender, "stamped_ahead"),
+            ).fetchone()[0]
+        finally:
+            conn.close()
+    return total

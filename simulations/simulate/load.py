@@ -158,7 +158,7 @@ class Load:
 
     async def _approve(self, http: aiohttp.ClientSession, node_id: str, app_id: str) -> bool:
         node = self.cluster.nodes[node_id]
-        headers = {"Authorization": f"Bearer {node.token}"}
+        headers = {"Authorization": f"Bearer {node.supervisor_token}"}
         body = {"decision": "approve", "reason": "模拟审批 approved by the simulation"}
         try:
             async with asyncio.timeout(SUBMIT_TIMEOUT_S):

@@ -89,7 +89,6 @@ def build(run: Run, checks: list[Check]) -> dict[str, Any]:
         "invariants": [c.as_dict() for c in checks],
         "ok": all(c.ok for c in checks),
         "faults": [f.as_dict() for f in run.faults],
-        "skipped_faults": run.skipped,
         "series": {
             "second": list(range(seconds)),
             "submitted": submitted,
@@ -198,9 +197,11 @@ def _html(doc: dict[str, Any]) -> str:
         for c in doc["invariants"]
     )
     faults = "".join(
-        f"<li>{html.escape(f['label'])}: {f['applied_at_s']} s to {f['reverted_at_s']} s</li>"
+        f"<li>{html.escape(f['label'])}: {f['applied_at_s']} s to {f['reverted_at_s']} s"
+        + (f" — {html.escape(json.dumps(f['observed'], ensure_ascii=False))}" if f["observed"] else "")
+        + "</li>"
         for f in doc["faults"]
-    ) + "".join(f"<li>{html.escape(s)}</li>" for s in doc["skipped_faults"])
+    )
     totals = "".join(
         f"<tr><td>{html.escape(k)}</td><td>{html.escape(str(v))}</td></tr>" for k, v in doc["totals"].items()
     )

@@ -25,19 +25,21 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from core.errors import Unavailable
+from node.config import NodeConfig
 from simulations.cluster import Cluster
 from simulations.local_federation import free_port
-from simulations.simulate import invariants, report
+from simulations.simulate import invariants, node_faults, report
 from simulations.simulate.faults import Fault, parse_kinds, random_schedule, schedule_from_file
 from simulations.simulate.load import Load, accepted, parse_mix
 from simulations.simulate.proxy import LinkFaults, Proxy
-from simulations.simulate.topology import LIGHT_NODE, Topology, resolve
+from simulations.simulate.topology import LIGHT_DELIVERY, Topology, resolve
 from simulations.traffic import CompletionWatcher, count_services, open_ro, open_specs, service_count
 
 log = logging.getLogger(__name__)
 
 SAMPLE_S = 1.0
 CATALOGUE_WAIT_S = 75.0
+MAX_SKEW_MS = NodeConfig.max_skew_ms  # the simulated nodes keep the default
 
 
 @dataclass
@@ -69,7 +71,6 @@ class Run:
     topology: Topology
     cluster: Cluster
     faults: list[Fault]
-    skipped: list[str]
     load: Load
     watcher: CompletionWatcher
     t0: float = 0.0
@@ -94,18 +95,15 @@ async def simulate(options: Options, console: Console | None = None) -> tuple[bo
             stack.enter_context(tempfile.TemporaryDirectory(prefix="yrd-simulate-"))
         )
         topology = resolve(options.topology, root)
-        kinds, skipped = parse_kinds(options.faults)
-        for message in skipped:
-            console.print(f"[yellow]{message}[/yellow]")
+        kinds = parse_kinds(options.faults)
         ids = topology.node_ids
         faults = (
             schedule_from_file(options.schedule, ids)
             if options.schedule
-            else random_schedule(kinds, ids, options.duration_s, options.seed)
+            else random_schedule(kinds, ids, options.duration_s, options.seed, max_skew_ms=MAX_SKEW_MS)
         )
-        links_needed = any(f.kind in ("partition", "latency") for f in faults)
         cluster = Cluster(root / "nodes", open_specs(root, topology.specs))
-        run = await _start(options, topology, cluster, faults, skipped, links_needed, console)
+        run = await _start(options, topology, cluster, faults, console)
         try:
             await _drive(run, console)
         finally:
@@ -113,9 +111,16 @@ async def simulate(options: Options, console: Console | None = None) -> tuple[bo
             for proxy in run.proxies.values():
                 await proxy.stop()
             run.watcher.close()
-        checks = invariants.check(
-            {i: n.db_path for i, n in cluster.nodes.items()}, accepted(run.load.submissions)
-        )
+        paths = {i: n.db_path for i, n in cluster.nodes.items()}
+        checks = invariants.check(paths, accepted(run.load.submissions))
+        checks += node_faults.fault_checks(run.faults, MAX_SKEW_MS)
+        for f in run.faults:
+            if f.kind == "skew" and f.applied_at_s is not None:
+                f.observed["stamped_ahead_retries"] = invariants.retried_as_ahead(paths, f.node)
+            if f.kind == "rotate" and "switch_ms" in f.observed:
+                f.observed["sealed_before_opened_after"] = invariants.sealed_before_opened_after(
+                    paths, f.node, f.observed["switch_ms"]
+                )
         out = report.write(options.out, report.build(run, checks))
         ok = all(c.ok for c in checks)
         report.print_checks(console, checks)
@@ -127,12 +132,18 @@ async def _start(
     topology: Topology,
     cluster: Cluster,
     faults: list[Fault],
-    skipped: list[str],
-    links_needed: bool,
     console: Console,
 ) -> Run:
+    links_needed = any(f.kind in ("partition", "latency") for f in faults)
     manifest_ports = [free_port() for _ in topology.specs]
-    extra_for: dict[str, dict[str, object]] = {i: dict(LIGHT_NODE) for i in topology.light}
+    # Light nodes poll less; with a rotation every node gossips often enough to see it spread.
+    delivery: dict[str, dict[str, float]] = {i: {} for i in topology.node_ids}
+    for node_id in topology.light:
+        delivery[node_id].update(LIGHT_DELIVERY)
+    if any(f.kind == "rotate" for f in faults):
+        for settings in delivery.values():
+            settings["gossip_interval_s"] = node_faults.GOSSIP_INTERVAL_S
+    extra_for: dict[str, dict[str, object]] = {i: {"delivery": d} for i, d in delivery.items() if d}
     listen_ports: dict[str, int] = {}
     if links_needed:
         for spec in topology.specs:
@@ -143,7 +154,7 @@ async def _start(
     rate = options.rate or default_rate(topology)
     load = Load(cluster, rate, parse_mix(options.mix), options.seed)
     watcher = CompletionWatcher({i: n.db_path for i, n in cluster.nodes.items()})
-    run = Run(options, topology, cluster, faults, skipped, load, watcher)
+    run = Run(options, topology, cluster, faults, load, watcher)
     if links_needed:
 
         def pids() -> dict[int, str]:
@@ -273,6 +284,14 @@ async def _apply(run: Run, fault: Fault) -> None:
     """Wait for the fault's window, break something, wait, mend it."""
     await asyncio.sleep(max(0.0, fault.start_s - run.now()))
     cluster, links = run.cluster, run.links
+    if fault.kind in ("skew", "rotate"):
+        log.info("fault on: %s", fault.label)
+        try:
+            await (node_faults.skew if fault.kind == "skew" else node_faults.rotate)(cluster, fault, run.now)
+        except Unavailable as e:
+            log.error("%s: a restart failed: %s", fault.label, e)
+        log.info("fault off: %s", fault.label)
+        return
     fault.applied_at_s = round(run.now(), 2)
     pairs = [(fault.source, fault.destination)]
     if fault.both_ways:

@@ -37,7 +37,7 @@ PROVINCE_OF = {spec.jurisdiction[:2]: spec for spec in PROVINCES}
 SERVICE_PREFIX = {"31": "sh", "32": "js", "33": "zj", "34": "ah"}
 # City nodes are many on few cores: they poll their outbox less often (a wake-up on new
 # work still sends at once), so 40 idle loops do not eat the machine.
-LIGHT_NODE: dict[str, object] = {"delivery": {"poll_interval_s": 2.0}}
+LIGHT_DELIVERY: dict[str, float] = {"poll_interval_s": 2.0}
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,7 @@ GRPC_STATUS = {
             "unknown_service",
             "unknown_version",
             "bad_time",
+            "stamped_ahead",
             "fields_present_mismatch",
             "malformed_body",
             "nested_forward",

@@ -71,6 +71,7 @@ def check_transfer(
     now_ms: int,
     max_skew_ms: int,
     max_age_ms: int,
+    max_ahead_ms: int,
     form_fields: list[str],
 ) -> None:
     """10.3 steps 1, 2, 4, 5, 6 and 9 (step 3 needs a store, 7 and 8 the opened payload)."""
@@ -82,6 +83,8 @@ def check_transfer(
         raise Rejected("unknown_service", t.service_id)
     if t.service_version != services[t.service_id]:
         raise Rejected("unknown_version", str(t.service_version))
+    if now_ms + max_skew_ms < t.submitted_at_ms <= now_ms + max_ahead_ms:
+        raise Rejected("stamped_ahead", str(t.submitted_at_ms))
     if not now_ms - max_age_ms <= t.submitted_at_ms <= now_ms + max_skew_ms:
         raise Rejected("bad_time", str(t.submitted_at_ms))
     # "differs (as a multiset)": the same names, each as often.

@@ -1,4 +1,4 @@
-"""One-matter bundles (node/cases/bundles.py): result values an owner's status change carried,
+"""One-matter bundles (node/cases/bundles/): result values an owner's status change carried,
 and at the lead node each bundle's run and its parts."""
 
 from __future__ import annotations

@@ -577,3 +577,686 @@ class DecideApplicationResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___DecideApplicationResponse: _TypeAlias = DecideApplicationResponse  # noqa: Y015
+
+@_typing.final
+class ResubmitComponentRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    COMPONENT_FIELD_NUMBER: _builtins.int
+    FORM_JSON_FIELD_NUMBER: _builtins.int
+    ATTACHMENTS_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """The bundle's application id and the part's name in the bundle."""
+    component: _builtins.str
+    form_json: _builtins.str
+    """Values of the part's own form fields as a UTF-8 JSON object; they replace what the
+    bundle mapped into them.
+    """
+    @_builtins.property
+    def attachments(self) -> _containers.RepeatedCompositeFieldContainer[_peer_pb2.Attachment]:
+        """Materials to replace."""
+
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        component: _builtins.str = ...,
+        form_json: _builtins.str = ...,
+        attachments: _abc.Iterable[_peer_pb2.Attachment] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attachments", b"attachments", "component", b"component", "form_json", b"form_json", "id", b"id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResubmitComponentRequest: _TypeAlias = ResubmitComponentRequest  # noqa: Y015
+
+@_typing.final
+class ResubmitComponentResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    COMPONENT_FIELD_NUMBER: _builtins.int
+    ATTEMPT_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    component: _builtins.str
+    attempt: _builtins.int
+    status: _builtins.str
+    """"resubmitted"."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        component: _builtins.str = ...,
+        attempt: _builtins.int = ...,
+        status: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "component", b"component", "id", b"id", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResubmitComponentResponse: _TypeAlias = ResubmitComponentResponse  # noqa: Y015
+
+@_typing.final
+class ClueSubject(_message.Message):
+    """ClueSubject names a company by its credit code, or else a place."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CREDIT_CODE_FIELD_NUMBER: _builtins.int
+    PLACE_FIELD_NUMBER: _builtins.int
+    credit_code: _builtins.str
+    """统一社会信用代码 (GB 32100-2015)."""
+    place: _builtins.str
+    def __init__(
+        self,
+        *,
+        credit_code: _builtins.str = ...,
+        place: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["credit_code", b"credit_code", "place", b"place"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ClueSubject: _TypeAlias = ClueSubject  # noqa: Y015
+
+@_typing.final
+class ClueReporter(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    CONTACT_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    contact: _builtins.str
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        contact: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["contact", b"contact", "name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ClueReporter: _TypeAlias = ClueReporter  # noqa: Y015
+
+@_typing.final
+class SubmitClueRequest(_message.Message):
+    """SubmitClueRequest holds the fields of POST /api/v1/clues (docs/clues.md, The clue); the
+    codes are the same text codes. Empty optional fields count as absent, also for idempotency.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    REGION_CODE_FIELD_NUMBER: _builtins.int
+    DOMAINS_FIELD_NUMBER: _builtins.int
+    SUBJECT_FIELD_NUMBER: _builtins.int
+    SEVERITY_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    REPORTER_FIELD_NUMBER: _builtins.int
+    ACKNOWLEDGE_WITHIN_HOURS_FIELD_NUMBER: _builtins.int
+    CLOSE_WITHIN_DAYS_FIELD_NUMBER: _builtins.int
+    DOCUMENTS_FIELD_NUMBER: _builtins.int
+    idempotency_key: _builtins.str
+    source: _builtins.str
+    """national, provincial_department or citizen_report."""
+    region_code: _builtins.str
+    """GB/T 2260 code, down to county level."""
+    severity: _builtins.str
+    """low, medium, high or critical."""
+    description: _builtins.str
+    acknowledge_within_hours: _builtins.int
+    close_within_days: _builtins.int
+    @_builtins.property
+    def domains(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Domain codes (work_safety, eco_environment, food_drug, grain_farmland, epidemic,
+        finance); more than one makes a joint inspection.
+        """
+
+    @_builtins.property
+    def subject(self) -> Global___ClueSubject: ...
+    @_builtins.property
+    def reporter(self) -> Global___ClueReporter: ...
+    @_builtins.property
+    def documents(self) -> _containers.RepeatedCompositeFieldContainer[_peer_pb2.Document]: ...
+    def __init__(
+        self,
+        *,
+        idempotency_key: _builtins.str = ...,
+        source: _builtins.str = ...,
+        region_code: _builtins.str = ...,
+        domains: _abc.Iterable[_builtins.str] | None = ...,
+        subject: Global___ClueSubject | None = ...,
+        severity: _builtins.str = ...,
+        description: _builtins.str = ...,
+        reporter: Global___ClueReporter | None = ...,
+        acknowledge_within_hours: _builtins.int = ...,
+        close_within_days: _builtins.int = ...,
+        documents: _abc.Iterable[_peer_pb2.Document] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["reporter", b"reporter", "subject", b"subject"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["acknowledge_within_hours", b"acknowledge_within_hours", "close_within_days", b"close_within_days", "description", b"description", "documents", b"documents", "domains", b"domains", "idempotency_key", b"idempotency_key", "region_code", b"region_code", "reporter", b"reporter", "severity", b"severity", "source", b"source", "subject", b"subject"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SubmitClueRequest: _TypeAlias = SubmitClueRequest  # noqa: Y015
+
+@_typing.final
+class SubmitClueResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    OWNER_NODE_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    owner_node: _builtins.str
+    status: _builtins.str
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        owner_node: _builtins.str = ...,
+        status: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "owner_node", b"owner_node", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SubmitClueResponse: _TypeAlias = SubmitClueResponse  # noqa: Y015
+
+@_typing.final
+class GetClueRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetClueRequest: _TypeAlias = GetClueRequest  # noqa: Y015
+
+@_typing.final
+class GetClueResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CLUE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def clue(self) -> Global___Clue: ...
+    def __init__(
+        self,
+        *,
+        clue: Global___Clue | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["clue", b"clue"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["clue", b"clue"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetClueResponse: _TypeAlias = GetClueResponse  # noqa: Y015
+
+@_typing.final
+class ListCluesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListCluesRequest: _TypeAlias = ListCluesRequest  # noqa: Y015
+
+@_typing.final
+class ListCluesResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CLUES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def clues(self) -> _containers.RepeatedCompositeFieldContainer[Global___Clue]: ...
+    def __init__(
+        self,
+        *,
+        clues: _abc.Iterable[Global___Clue] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["clues", b"clues"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListCluesResponse: _TypeAlias = ListCluesResponse  # noqa: Y015
+
+@_typing.final
+class ClueFindingsRecord(_message.Message):
+    """ClueFindingsRecord is what a department found: text and documents."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TEXT_FIELD_NUMBER: _builtins.int
+    DOCUMENTS_FIELD_NUMBER: _builtins.int
+    text: _builtins.str
+    @_builtins.property
+    def documents(self) -> _containers.RepeatedCompositeFieldContainer[_peer_pb2.Document]: ...
+    def __init__(
+        self,
+        *,
+        text: _builtins.str = ...,
+        documents: _abc.Iterable[_peer_pb2.Document] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["documents", b"documents", "text", b"text"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ClueFindingsRecord: _TypeAlias = ClueFindingsRecord  # noqa: Y015
+
+@_typing.final
+class ClueStep(_message.Message):
+    """ClueStep is one step of a clue's closed loop."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SEQUENCE_FIELD_NUMBER: _builtins.int
+    STEP_FIELD_NUMBER: _builtins.int
+    DEPARTMENT_FIELD_NUMBER: _builtins.int
+    LEVEL_FIELD_NUMBER: _builtins.int
+    NOTE_FIELD_NUMBER: _builtins.int
+    AT_FIELD_NUMBER: _builtins.int
+    FINDINGS_FIELD_NUMBER: _builtins.int
+    sequence: _builtins.int
+    step: _builtins.str
+    """submitted, dispatched, acknowledged, findings, rectification_ordered, closed,
+    completed, escalated or refused.
+    """
+    department: _builtins.str
+    level: _builtins.str
+    note: _builtins.str
+    at: _builtins.str
+    """ISO 8601 UTC."""
+    @_builtins.property
+    def findings(self) -> Global___ClueFindingsRecord:
+        """At the source, a department's findings (sealed to it on the way back)."""
+
+    def __init__(
+        self,
+        *,
+        sequence: _builtins.int = ...,
+        step: _builtins.str = ...,
+        department: _builtins.str = ...,
+        level: _builtins.str = ...,
+        note: _builtins.str = ...,
+        at: _builtins.str = ...,
+        findings: Global___ClueFindingsRecord | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["findings", b"findings"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "department", b"department", "findings", b"findings", "level", b"level", "note", b"note", "sequence", b"sequence", "step", b"step"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ClueStep: _TypeAlias = ClueStep  # noqa: Y015
+
+@_typing.final
+class ClueReceipt(_message.Message):
+    """ClueReceipt is a receiver's signed receipt, as the source holds it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FROM_NODE_FIELD_NUMBER: _builtins.int
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    REASON_CODE_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    RECEIVED_AT_FIELD_NUMBER: _builtins.int
+    ENVELOPE_FIELD_NUMBER: _builtins.int
+    from_node: _builtins.str
+    outcome: _builtins.str
+    reason_code: _builtins.str
+    reason: _builtins.str
+    received_at: _builtins.str
+    envelope: _builtins.bytes
+    """The signed envelope as received."""
+    def __init__(
+        self,
+        *,
+        from_node: _builtins.str = ...,
+        outcome: _builtins.str = ...,
+        reason_code: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        received_at: _builtins.str = ...,
+        envelope: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["envelope", b"envelope", "from_node", b"from_node", "outcome", b"outcome", "reason", b"reason", "reason_code", b"reason_code", "received_at", b"received_at"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ClueReceipt: _TypeAlias = ClueReceipt  # noqa: Y015
+
+@_typing.final
+class ClueFile(_message.Message):
+    """ClueFile is the regulator's file of a clue at the receiver (sealed on the way there)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    REPORTER_FIELD_NUMBER: _builtins.int
+    DOCUMENTS_FIELD_NUMBER: _builtins.int
+    description: _builtins.str
+    @_builtins.property
+    def reporter(self) -> Global___ClueReporter: ...
+    @_builtins.property
+    def documents(self) -> _containers.RepeatedCompositeFieldContainer[_peer_pb2.Document]: ...
+    def __init__(
+        self,
+        *,
+        description: _builtins.str = ...,
+        reporter: Global___ClueReporter | None = ...,
+        documents: _abc.Iterable[_peer_pb2.Document] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["reporter", b"reporter"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["description", b"description", "documents", b"documents", "reporter", b"reporter"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ClueFile: _TypeAlias = ClueFile  # noqa: Y015
+
+@_typing.final
+class ClueTask(_message.Message):
+    """ClueTask is one department's task on a clue, at the receiver."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DOMAIN_FIELD_NUMBER: _builtins.int
+    DEPARTMENT_FIELD_NUMBER: _builtins.int
+    LEVEL_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    ACKNOWLEDGE_BY_FIELD_NUMBER: _builtins.int
+    CLOSE_BY_FIELD_NUMBER: _builtins.int
+    ESCALATIONS_FIELD_NUMBER: _builtins.int
+    OVERDUE_FIELD_NUMBER: _builtins.int
+    RECTIFICATION_FIELD_NUMBER: _builtins.int
+    FINDINGS_FIELD_NUMBER: _builtins.int
+    domain: _builtins.str
+    department: _builtins.str
+    level: _builtins.str
+    """county, city or province (the dispatch desk is at province level)."""
+    status: _builtins.str
+    acknowledge_by: _builtins.str
+    close_by: _builtins.str
+    escalations: _builtins.int
+    overdue: _builtins.bool
+    rectification: _builtins.str
+    @_builtins.property
+    def findings(self) -> Global___ClueFindingsRecord: ...
+    def __init__(
+        self,
+        *,
+        domain: _builtins.str = ...,
+        department: _builtins.str = ...,
+        level: _builtins.str = ...,
+        status: _builtins.str = ...,
+        acknowledge_by: _builtins.str = ...,
+        close_by: _builtins.str = ...,
+        escalations: _builtins.int = ...,
+        overdue: _builtins.bool = ...,
+        rectification: _builtins.str = ...,
+        findings: Global___ClueFindingsRecord | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["findings", b"findings"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["acknowledge_by", b"acknowledge_by", "close_by", b"close_by", "department", b"department", "domain", b"domain", "escalations", b"escalations", "findings", b"findings", "level", b"level", "overdue", b"overdue", "rectification", b"rectification", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ClueTask: _TypeAlias = ClueTask  # noqa: Y015
+
+@_typing.final
+class Clue(_message.Message):
+    """Clue is what the caller may see of a clue: a clerk its loop (history and receipts), an
+    owner clerk their department's tasks and the file, a supervisor all.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    REGION_CODE_FIELD_NUMBER: _builtins.int
+    REGION_NAME_FIELD_NUMBER: _builtins.int
+    DOMAINS_FIELD_NUMBER: _builtins.int
+    SEVERITY_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    JOINT_FIELD_NUMBER: _builtins.int
+    ACKNOWLEDGE_BY_FIELD_NUMBER: _builtins.int
+    CLOSE_BY_FIELD_NUMBER: _builtins.int
+    OWNER_NODE_FIELD_NUMBER: _builtins.int
+    SOURCE_NODE_FIELD_NUMBER: _builtins.int
+    SUBJECT_FIELD_NUMBER: _builtins.int
+    HISTORY_FIELD_NUMBER: _builtins.int
+    RECEIPTS_FIELD_NUMBER: _builtins.int
+    FILE_FIELD_NUMBER: _builtins.int
+    TASKS_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    region_code: _builtins.str
+    region_name: _builtins.str
+    severity: _builtins.str
+    source: _builtins.str
+    status: _builtins.str
+    joint: _builtins.bool
+    acknowledge_by: _builtins.str
+    """ISO 8601 UTC."""
+    close_by: _builtins.str
+    owner_node: _builtins.str
+    source_node: _builtins.str
+    subject: _builtins.str
+    @_builtins.property
+    def domains(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def history(self) -> _containers.RepeatedCompositeFieldContainer[Global___ClueStep]: ...
+    @_builtins.property
+    def receipts(self) -> _containers.RepeatedCompositeFieldContainer[Global___ClueReceipt]:
+        """At the source."""
+
+    @_builtins.property
+    def file(self) -> Global___ClueFile:
+        """At the receiver."""
+
+    @_builtins.property
+    def tasks(self) -> _containers.RepeatedCompositeFieldContainer[Global___ClueTask]: ...
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        region_code: _builtins.str = ...,
+        region_name: _builtins.str = ...,
+        domains: _abc.Iterable[_builtins.str] | None = ...,
+        severity: _builtins.str = ...,
+        source: _builtins.str = ...,
+        status: _builtins.str = ...,
+        joint: _builtins.bool = ...,
+        acknowledge_by: _builtins.str = ...,
+        close_by: _builtins.str = ...,
+        owner_node: _builtins.str = ...,
+        source_node: _builtins.str = ...,
+        subject: _builtins.str = ...,
+        history: _abc.Iterable[Global___ClueStep] | None = ...,
+        receipts: _abc.Iterable[Global___ClueReceipt] | None = ...,
+        file: Global___ClueFile | None = ...,
+        tasks: _abc.Iterable[Global___ClueTask] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["file", b"file"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["acknowledge_by", b"acknowledge_by", "close_by", b"close_by", "domains", b"domains", "file", b"file", "history", b"history", "id", b"id", "joint", b"joint", "owner_node", b"owner_node", "receipts", b"receipts", "region_code", b"region_code", "region_name", b"region_name", "severity", b"severity", "source", b"source", "source_node", b"source_node", "status", b"status", "subject", b"subject", "tasks", b"tasks"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Clue: _TypeAlias = Clue  # noqa: Y015
+
+@_typing.final
+class AcknowledgeClueRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    DEPARTMENT_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    department: _builtins.str
+    """Required of a supervisor on a joint inspection."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        department: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["department", b"department", "id", b"id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AcknowledgeClueRequest: _TypeAlias = AcknowledgeClueRequest  # noqa: Y015
+
+@_typing.final
+class AcknowledgeClueResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CLUE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def clue(self) -> Global___Clue: ...
+    def __init__(
+        self,
+        *,
+        clue: Global___Clue | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["clue", b"clue"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["clue", b"clue"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AcknowledgeClueResponse: _TypeAlias = AcknowledgeClueResponse  # noqa: Y015
+
+@_typing.final
+class RecordClueFindingsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    DEPARTMENT_FIELD_NUMBER: _builtins.int
+    TEXT_FIELD_NUMBER: _builtins.int
+    RECTIFICATION_FIELD_NUMBER: _builtins.int
+    DOCUMENTS_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    department: _builtins.str
+    text: _builtins.str
+    rectification: _builtins.str
+    """An order to rectify, when one is given."""
+    @_builtins.property
+    def documents(self) -> _containers.RepeatedCompositeFieldContainer[_peer_pb2.Document]: ...
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        department: _builtins.str = ...,
+        text: _builtins.str = ...,
+        rectification: _builtins.str = ...,
+        documents: _abc.Iterable[_peer_pb2.Document] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["department", b"department", "documents", b"documents", "id", b"id", "rectification", b"rectification", "text", b"text"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecordClueFindingsRequest: _TypeAlias = RecordClueFindingsRequest  # noqa: Y015
+
+@_typing.final
+class RecordClueFindingsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CLUE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def clue(self) -> Global___Clue: ...
+    def __init__(
+        self,
+        *,
+        clue: Global___Clue | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["clue", b"clue"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["clue", b"clue"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecordClueFindingsResponse: _TypeAlias = RecordClueFindingsResponse  # noqa: Y015
+
+@_typing.final
+class CloseClueRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    DEPARTMENT_FIELD_NUMBER: _builtins.int
+    NOTE_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    department: _builtins.str
+    note: _builtins.str
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        department: _builtins.str = ...,
+        note: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["department", b"department", "id", b"id", "note", b"note"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CloseClueRequest: _TypeAlias = CloseClueRequest  # noqa: Y015
+
+@_typing.final
+class CloseClueResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CLUE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def clue(self) -> Global___Clue: ...
+    def __init__(
+        self,
+        *,
+        clue: Global___Clue | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["clue", b"clue"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["clue", b"clue"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CloseClueResponse: _TypeAlias = CloseClueResponse  # noqa: Y015

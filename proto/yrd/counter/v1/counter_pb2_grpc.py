@@ -66,6 +66,41 @@ class CounterServiceStub:
                 request_serializer=yrd_dot_counter_dot_v1_dot_counter__pb2.DecideApplicationRequest.SerializeToString,
                 response_deserializer=yrd_dot_counter_dot_v1_dot_counter__pb2.DecideApplicationResponse.FromString,
                 _registered_method=True)
+        self.ResubmitComponent = channel.unary_unary(
+                '/yrd.counter.v1.CounterService/ResubmitComponent',
+                request_serializer=yrd_dot_counter_dot_v1_dot_counter__pb2.ResubmitComponentRequest.SerializeToString,
+                response_deserializer=yrd_dot_counter_dot_v1_dot_counter__pb2.ResubmitComponentResponse.FromString,
+                _registered_method=True)
+        self.SubmitClue = channel.unary_unary(
+                '/yrd.counter.v1.CounterService/SubmitClue',
+                request_serializer=yrd_dot_counter_dot_v1_dot_counter__pb2.SubmitClueRequest.SerializeToString,
+                response_deserializer=yrd_dot_counter_dot_v1_dot_counter__pb2.SubmitClueResponse.FromString,
+                _registered_method=True)
+        self.GetClue = channel.unary_unary(
+                '/yrd.counter.v1.CounterService/GetClue',
+                request_serializer=yrd_dot_counter_dot_v1_dot_counter__pb2.GetClueRequest.SerializeToString,
+                response_deserializer=yrd_dot_counter_dot_v1_dot_counter__pb2.GetClueResponse.FromString,
+                _registered_method=True)
+        self.ListClues = channel.unary_unary(
+                '/yrd.counter.v1.CounterService/ListClues',
+                request_serializer=yrd_dot_counter_dot_v1_dot_counter__pb2.ListCluesRequest.SerializeToString,
+                response_deserializer=yrd_dot_counter_dot_v1_dot_counter__pb2.ListCluesResponse.FromString,
+                _registered_method=True)
+        self.AcknowledgeClue = channel.unary_unary(
+                '/yrd.counter.v1.CounterService/AcknowledgeClue',
+                request_serializer=yrd_dot_counter_dot_v1_dot_counter__pb2.AcknowledgeClueRequest.SerializeToString,
+                response_deserializer=yrd_dot_counter_dot_v1_dot_counter__pb2.AcknowledgeClueResponse.FromString,
+                _registered_method=True)
+        self.RecordClueFindings = channel.unary_unary(
+                '/yrd.counter.v1.CounterService/RecordClueFindings',
+                request_serializer=yrd_dot_counter_dot_v1_dot_counter__pb2.RecordClueFindingsRequest.SerializeToString,
+                response_deserializer=yrd_dot_counter_dot_v1_dot_counter__pb2.RecordClueFindingsResponse.FromString,
+                _registered_method=True)
+        self.CloseClue = channel.unary_unary(
+                '/yrd.counter.v1.CounterService/CloseClue',
+                request_serializer=yrd_dot_counter_dot_v1_dot_counter__pb2.CloseClueRequest.SerializeToString,
+                response_deserializer=yrd_dot_counter_dot_v1_dot_counter__pb2.CloseClueResponse.FromString,
+                _registered_method=True)
 
 
 class CounterServiceServicer:
@@ -116,6 +151,58 @@ class CounterServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ResubmitComponent(self, request, context):
+        """ResubmitComponent sends a bundle's failed part, corrected, to the lead, which starts
+        that part again as its next attempt (docs/catalogue.md, Bundles).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SubmitClue(self, request, context):
+        """Supervision clues (docs/clues.md): the same checks, roles and idempotency as
+        /api/v1/clues.
+        SubmitClue takes a clue in; a retry with the same key and document is the same clue.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetClue(self, request, context):
+        """GetClue returns what the caller may see of one clue.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListClues(self, request, context):
+        """ListClues returns an owner clerk's open tasks, a clerk's sent clues, a supervisor's both.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AcknowledgeClue(self, request, context):
+        """AcknowledgeClue acknowledges the caller's department's task on a clue.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RecordClueFindings(self, request, context):
+        """RecordClueFindings records findings (and an order to rectify) on an acknowledged task.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CloseClue(self, request, context):
+        """CloseClue closes a task that has findings.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CounterServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -148,6 +235,41 @@ def add_CounterServiceServicer_to_server(servicer, server):
                     servicer.DecideApplication,
                     request_deserializer=yrd_dot_counter_dot_v1_dot_counter__pb2.DecideApplicationRequest.FromString,
                     response_serializer=yrd_dot_counter_dot_v1_dot_counter__pb2.DecideApplicationResponse.SerializeToString,
+            ),
+            'ResubmitComponent': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResubmitComponent,
+                    request_deserializer=yrd_dot_counter_dot_v1_dot_counter__pb2.ResubmitComponentRequest.FromString,
+                    response_serializer=yrd_dot_counter_dot_v1_dot_counter__pb2.ResubmitComponentResponse.SerializeToString,
+            ),
+            'SubmitClue': grpc.unary_unary_rpc_method_handler(
+                    servicer.SubmitClue,
+                    request_deserializer=yrd_dot_counter_dot_v1_dot_counter__pb2.SubmitClueRequest.FromString,
+                    response_serializer=yrd_dot_counter_dot_v1_dot_counter__pb2.SubmitClueResponse.SerializeToString,
+            ),
+            'GetClue': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetClue,
+                    request_deserializer=yrd_dot_counter_dot_v1_dot_counter__pb2.GetClueRequest.FromString,
+                    response_serializer=yrd_dot_counter_dot_v1_dot_counter__pb2.GetClueResponse.SerializeToString,
+            ),
+            'ListClues': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListClues,
+                    request_deserializer=yrd_dot_counter_dot_v1_dot_counter__pb2.ListCluesRequest.FromString,
+                    response_serializer=yrd_dot_counter_dot_v1_dot_counter__pb2.ListCluesResponse.SerializeToString,
+            ),
+            'AcknowledgeClue': grpc.unary_unary_rpc_method_handler(
+                    servicer.AcknowledgeClue,
+                    request_deserializer=yrd_dot_counter_dot_v1_dot_counter__pb2.AcknowledgeClueRequest.FromString,
+                    response_serializer=yrd_dot_counter_dot_v1_dot_counter__pb2.AcknowledgeClueResponse.SerializeToString,
+            ),
+            'RecordClueFindings': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecordClueFindings,
+                    request_deserializer=yrd_dot_counter_dot_v1_dot_counter__pb2.RecordClueFindingsRequest.FromString,
+                    response_serializer=yrd_dot_counter_dot_v1_dot_counter__pb2.RecordClueFindingsResponse.SerializeToString,
+            ),
+            'CloseClue': grpc.unary_unary_rpc_method_handler(
+                    servicer.CloseClue,
+                    request_deserializer=yrd_dot_counter_dot_v1_dot_counter__pb2.CloseClueRequest.FromString,
+                    response_serializer=yrd_dot_counter_dot_v1_dot_counter__pb2.CloseClueResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -314,6 +436,195 @@ class CounterService:
             '/yrd.counter.v1.CounterService/DecideApplication',
             yrd_dot_counter_dot_v1_dot_counter__pb2.DecideApplicationRequest.SerializeToString,
             yrd_dot_counter_dot_v1_dot_counter__pb2.DecideApplicationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResubmitComponent(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/yrd.counter.v1.CounterService/ResubmitComponent',
+            yrd_dot_counter_dot_v1_dot_counter__pb2.ResubmitComponentRequest.SerializeToString,
+            yrd_dot_counter_dot_v1_dot_counter__pb2.ResubmitComponentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SubmitClue(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/yrd.counter.v1.CounterService/SubmitClue',
+            yrd_dot_counter_dot_v1_dot_counter__pb2.SubmitClueRequest.SerializeToString,
+            yrd_dot_counter_dot_v1_dot_counter__pb2.SubmitClueResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetClue(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/yrd.counter.v1.CounterService/GetClue',
+            yrd_dot_counter_dot_v1_dot_counter__pb2.GetClueRequest.SerializeToString,
+            yrd_dot_counter_dot_v1_dot_counter__pb2.GetClueResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListClues(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/yrd.counter.v1.CounterService/ListClues',
+            yrd_dot_counter_dot_v1_dot_counter__pb2.ListCluesRequest.SerializeToString,
+            yrd_dot_counter_dot_v1_dot_counter__pb2.ListCluesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AcknowledgeClue(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/yrd.counter.v1.CounterService/AcknowledgeClue',
+            yrd_dot_counter_dot_v1_dot_counter__pb2.AcknowledgeClueRequest.SerializeToString,
+            yrd_dot_counter_dot_v1_dot_counter__pb2.AcknowledgeClueResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecordClueFindings(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/yrd.counter.v1.CounterService/RecordClueFindings',
+            yrd_dot_counter_dot_v1_dot_counter__pb2.RecordClueFindingsRequest.SerializeToString,
+            yrd_dot_counter_dot_v1_dot_counter__pb2.RecordClueFindingsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CloseClue(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/yrd.counter.v1.CounterService/CloseClue',
+            yrd_dot_counter_dot_v1_dot_counter__pb2.CloseClueRequest.SerializeToString,
+            yrd_dot_counter_dot_v1_dot_counter__pb2.CloseClueResponse.FromString,
             options,
             channel_credentials,
             insecure,

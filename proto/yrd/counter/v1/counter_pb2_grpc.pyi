@@ -49,6 +49,25 @@ class CounterServiceStub:
     """ListWorklist returns the applications this node owns that wait for a decision."""
     DecideApplication: _grpc.UnaryUnaryMultiCallable[_counter_pb2.DecideApplicationRequest, _counter_pb2.DecideApplicationResponse]
     """DecideApplication records the owner's decision on an application in its work queue."""
+    ResubmitComponent: _grpc.UnaryUnaryMultiCallable[_counter_pb2.ResubmitComponentRequest, _counter_pb2.ResubmitComponentResponse]
+    """ResubmitComponent sends a bundle's failed part, corrected, to the lead, which starts
+    that part again as its next attempt (docs/catalogue.md, Bundles).
+    """
+    SubmitClue: _grpc.UnaryUnaryMultiCallable[_counter_pb2.SubmitClueRequest, _counter_pb2.SubmitClueResponse]
+    """Supervision clues (docs/clues.md): the same checks, roles and idempotency as
+    /api/v1/clues.
+    SubmitClue takes a clue in; a retry with the same key and document is the same clue.
+    """
+    GetClue: _grpc.UnaryUnaryMultiCallable[_counter_pb2.GetClueRequest, _counter_pb2.GetClueResponse]
+    """GetClue returns what the caller may see of one clue."""
+    ListClues: _grpc.UnaryUnaryMultiCallable[_counter_pb2.ListCluesRequest, _counter_pb2.ListCluesResponse]
+    """ListClues returns an owner clerk's open tasks, a clerk's sent clues, a supervisor's both."""
+    AcknowledgeClue: _grpc.UnaryUnaryMultiCallable[_counter_pb2.AcknowledgeClueRequest, _counter_pb2.AcknowledgeClueResponse]
+    """AcknowledgeClue acknowledges the caller's department's task on a clue."""
+    RecordClueFindings: _grpc.UnaryUnaryMultiCallable[_counter_pb2.RecordClueFindingsRequest, _counter_pb2.RecordClueFindingsResponse]
+    """RecordClueFindings records findings (and an order to rectify) on an acknowledged task."""
+    CloseClue: _grpc.UnaryUnaryMultiCallable[_counter_pb2.CloseClueRequest, _counter_pb2.CloseClueResponse]
+    """CloseClue closes a task that has findings."""
 
 @_typing.type_check_only
 class CounterServiceAsyncStub(CounterServiceStub):
@@ -71,6 +90,25 @@ class CounterServiceAsyncStub(CounterServiceStub):
     """ListWorklist returns the applications this node owns that wait for a decision."""
     DecideApplication: _aio.UnaryUnaryMultiCallable[_counter_pb2.DecideApplicationRequest, _counter_pb2.DecideApplicationResponse]  # type: ignore[assignment]
     """DecideApplication records the owner's decision on an application in its work queue."""
+    ResubmitComponent: _aio.UnaryUnaryMultiCallable[_counter_pb2.ResubmitComponentRequest, _counter_pb2.ResubmitComponentResponse]  # type: ignore[assignment]
+    """ResubmitComponent sends a bundle's failed part, corrected, to the lead, which starts
+    that part again as its next attempt (docs/catalogue.md, Bundles).
+    """
+    SubmitClue: _aio.UnaryUnaryMultiCallable[_counter_pb2.SubmitClueRequest, _counter_pb2.SubmitClueResponse]  # type: ignore[assignment]
+    """Supervision clues (docs/clues.md): the same checks, roles and idempotency as
+    /api/v1/clues.
+    SubmitClue takes a clue in; a retry with the same key and document is the same clue.
+    """
+    GetClue: _aio.UnaryUnaryMultiCallable[_counter_pb2.GetClueRequest, _counter_pb2.GetClueResponse]  # type: ignore[assignment]
+    """GetClue returns what the caller may see of one clue."""
+    ListClues: _aio.UnaryUnaryMultiCallable[_counter_pb2.ListCluesRequest, _counter_pb2.ListCluesResponse]  # type: ignore[assignment]
+    """ListClues returns an owner clerk's open tasks, a clerk's sent clues, a supervisor's both."""
+    AcknowledgeClue: _aio.UnaryUnaryMultiCallable[_counter_pb2.AcknowledgeClueRequest, _counter_pb2.AcknowledgeClueResponse]  # type: ignore[assignment]
+    """AcknowledgeClue acknowledges the caller's department's task on a clue."""
+    RecordClueFindings: _aio.UnaryUnaryMultiCallable[_counter_pb2.RecordClueFindingsRequest, _counter_pb2.RecordClueFindingsResponse]  # type: ignore[assignment]
+    """RecordClueFindings records findings (and an order to rectify) on an acknowledged task."""
+    CloseClue: _aio.UnaryUnaryMultiCallable[_counter_pb2.CloseClueRequest, _counter_pb2.CloseClueResponse]  # type: ignore[assignment]
+    """CloseClue closes a task that has findings."""
 
 class CounterServiceServicer(metaclass=_abc_1.ABCMeta):
     """CounterService is the counter-facing API of a node (the gRPC twin of the
@@ -126,5 +164,66 @@ class CounterServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_counter_pb2.DecideApplicationResponse, _abc.Awaitable[_counter_pb2.DecideApplicationResponse]]:
         """DecideApplication records the owner's decision on an application in its work queue."""
+
+    @_abc_1.abstractmethod
+    def ResubmitComponent(
+        self,
+        request: _counter_pb2.ResubmitComponentRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_counter_pb2.ResubmitComponentResponse, _abc.Awaitable[_counter_pb2.ResubmitComponentResponse]]:
+        """ResubmitComponent sends a bundle's failed part, corrected, to the lead, which starts
+        that part again as its next attempt (docs/catalogue.md, Bundles).
+        """
+
+    @_abc_1.abstractmethod
+    def SubmitClue(
+        self,
+        request: _counter_pb2.SubmitClueRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_counter_pb2.SubmitClueResponse, _abc.Awaitable[_counter_pb2.SubmitClueResponse]]:
+        """Supervision clues (docs/clues.md): the same checks, roles and idempotency as
+        /api/v1/clues.
+        SubmitClue takes a clue in; a retry with the same key and document is the same clue.
+        """
+
+    @_abc_1.abstractmethod
+    def GetClue(
+        self,
+        request: _counter_pb2.GetClueRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_counter_pb2.GetClueResponse, _abc.Awaitable[_counter_pb2.GetClueResponse]]:
+        """GetClue returns what the caller may see of one clue."""
+
+    @_abc_1.abstractmethod
+    def ListClues(
+        self,
+        request: _counter_pb2.ListCluesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_counter_pb2.ListCluesResponse, _abc.Awaitable[_counter_pb2.ListCluesResponse]]:
+        """ListClues returns an owner clerk's open tasks, a clerk's sent clues, a supervisor's both."""
+
+    @_abc_1.abstractmethod
+    def AcknowledgeClue(
+        self,
+        request: _counter_pb2.AcknowledgeClueRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_counter_pb2.AcknowledgeClueResponse, _abc.Awaitable[_counter_pb2.AcknowledgeClueResponse]]:
+        """AcknowledgeClue acknowledges the caller's department's task on a clue."""
+
+    @_abc_1.abstractmethod
+    def RecordClueFindings(
+        self,
+        request: _counter_pb2.RecordClueFindingsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_counter_pb2.RecordClueFindingsResponse, _abc.Awaitable[_counter_pb2.RecordClueFindingsResponse]]:
+        """RecordClueFindings records findings (and an order to rectify) on an acknowledged task."""
+
+    @_abc_1.abstractmethod
+    def CloseClue(
+        self,
+        request: _counter_pb2.CloseClueRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_counter_pb2.CloseClueResponse, _abc.Awaitable[_counter_pb2.CloseClueResponse]]:
+        """CloseClue closes a task that has findings."""
 
 def add_CounterServiceServicer_to_server(servicer: CounterServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

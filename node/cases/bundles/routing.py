@@ -1,0 +1,166 @@
+"""Parts on their way: each submitted from the lead through ``Origin.submit`` (the same
+admission, policy and outbox as a clerk's) with its form built from the shared form, earlier
+parts' results and the clerk's correction; the parts' status changes and receipts taken in,
+their results kept and the bundle they move woken. Status changes cross a trust boundary,
+so their results are bounded here."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from sqlmodel import Session, select
+from yrd.catalogue.v1 import catalogue_pb2
+from yrd.peer.v1 import peer_pb2
+
+from core.errors import Conflict, InvalidInput, PolicyDenied, Unprocessable, clip
+from node import metrics
+from node.cases.bundles.state import BundleCore, Outcome, RunState, ServiceDefinition
+from node.cases.bundles.status import COMPONENTS_KEY
+from node.cases.origin import apply_delivery_receipt, apply_status_update
+from node.cases.requests import Attachment, Principal, SubmitRequest
+from node.delivery.peer_server import item_receipt
+from node.models import ApplicationResult, BundlePart, BundleRun
+from node.trust.sealing import unseal
+
+log = logging.getLogger(__name__)
+
+
+MAX_RESULTS = 120
+MAX_RESULT_NAME = 100
+MAX_RESULT_VALUE = 2000
+MAX_SNAPSHOT_VALUE = 64 * 1024
+# Failures of these kinds are the part's own (its form, its materials, a policy): the clerk
+# must correct them. Anything else (a catalogue not synced yet, a closed database) is retried.
+_PART_FAILURES = (InvalidInput, Unprocessable, Conflict, PolicyDenied)
+
+
+def results_problem(results: Any) -> str | None:
+    """Why a status change's results are not acceptable from a peer, or None."""
+    if len(results) > MAX_RESULTS:
+        return f"more than {MAX_RESULTS} results"
+    for name, value in results.items():
+        limit = MAX_SNAPSHOT_VALUE if name == COMPONENTS_KEY else MAX_RESULT_VALUE
+        if not name or len(name) > MAX_RESULT_NAME or len(value) > limit:
+            return f"result {clip(name)} is empty, or its name or value too long"
+    return None
+
+
+def build_form(
+    component: catalogue_pb2.BundleComponent,
+    target: ServiceDefinition,
+    shared: dict[str, Any],
+    results: dict[str, dict[str, str]],
+    correction: dict[str, Any],
+) -> dict[str, Any]:
+    """A part's form: each mapping's value (from the shared form, or from an earlier part's
+    results, typed as the part's field), then the clerk's corrections over them."""
+    types = {f.name: f.type for f in target.form}
+    form: dict[str, Any] = {}
+    for m in component.mappings:
+        source, _, name = m.source.partition(".")
+        value: Any = shared.get(name) if source == "form" else results.get(source, {}).get(name)
+        if value is None:
+            continue
+        if isinstance(value, str) and types.get(m.to) == catalogue_pb2.FieldType.FIELD_TYPE_INTEGER:
+            value = int(value) if value.isdigit() else value
+        form[m.to] = value
+    form.update(correction)
+    return form
+
+
+class Routing(BundleCore):
+    # -- at the lead: status changes and receipts of parts (inside the sender's transaction) ----
+
+    def apply_status(self, s: Session, sender: str, update: peer_pb2.StatusUpdate) -> peer_pb2.Receipt:
+        """The origin's status change, plus its results kept and the bundle it moves woken."""
+        problem = results_problem(update.results)
+        if problem is not None:
+            return item_receipt(
+                update.application_id, Outcome.RECEIPT_OUTCOME_REJECTED, "malformed_status", problem, 0
+            )
+        receipt = apply_status_update(s, sender, update)
+        if receipt.outcome != Outcome.RECEIPT_OUTCOME_ACCEPTED:
+            return receipt
+        for name, value in update.results.items():
+            kept = s.get(ApplicationResult, (update.application_id, name))
+            if kept is None:
+                s.add(
+                    ApplicationResult(
+                        application_id=update.application_id, name=name, value=value, sequence=update.sequence
+                    )
+                )
+            elif update.sequence > kept.sequence:
+                kept.value, kept.sequence = value, update.sequence
+                s.add(kept)
+        self._touch(s, update.application_id)
+        return receipt
+
+    def on_receipt(
+        self, s: Session, app_id: str, from_node: str, receipt: peer_pb2.Receipt, envelope: bytes, at_ms: int
+    ) -> None:
+        apply_delivery_receipt(s, app_id, from_node, receipt, envelope, at_ms)
+        self._touch(s, app_id)
+
+    @staticmethod
+    def _touch(s: Session, app_id: str) -> None:
+        part = s.exec(select(BundlePart).where(BundlePart.application_id == app_id)).first()
+        if part is not None and (run := s.get(BundleRun, part.bundle_id)) is not None:
+            run.wanted += 1
+            s.add(run)
+
+    async def _submit_part(self, st: RunState, comp: catalogue_pb2.BundleComponent, part: BundlePart) -> None:
+        target = self.catalogue.get(comp.service_id)  # NotFound: not synced yet, retried
+        shared = json.loads(st.payload.form_json or b"{}")
+        correction, extra = self._correction(part)
+        form = build_form(comp, target, shared, st.results, correction)
+        wanted = {m.name for m in target.materials}
+        attachments = {a.material: a for a in st.payload.attachments if a.material in wanted}
+        attachments.update({a.material: a for a in extra if a.material in wanted})
+        req = SubmitRequest(
+            service_id=comp.service_id,
+            applicant_name=st.payload.applicant_name,
+            applicant_id_number=st.payload.applicant_id_number,
+            form=form,
+            attachments=tuple(
+                Attachment(a.material, a.filename, a.content_type, a.data) for a in attachments.values()
+            ),
+            consent=True,  # the bundle's own consent, checked when it was admitted
+            purpose=st.inbound.purpose,
+        )
+        principal = Principal(username=f"bundle:{st.run.id}", role="clerk")
+        key = f"{st.run.id}.{comp.name}.{part.attempt}"
+        try:
+            created = await self.origin.submit(principal, key, req)
+        except _PART_FAILURES as e:
+            failure = f"{e.code}: {e.field + ': ' if e.field else ''}{e.reason}"
+            await self.db.run(lambda s: self._set_part(s, part, failure=failure))
+            metrics.BUNDLE_PARTS.labels(outcome="refused").inc()
+            return
+        await self.db.run(lambda s: self._set_part(s, part, application_id=created["id"]))
+        metrics.BUNDLE_PARTS.labels(outcome="submitted").inc()
+        log.info(
+            "bundle %s: part %s attempt %d is application %s",
+            st.run.id,
+            comp.name,
+            part.attempt,
+            created["id"],
+        )
+
+    @staticmethod
+    def _set_part(s: Session, seen: BundlePart, *, application_id: str = "", failure: str = "") -> None:
+        part = s.get(BundlePart, (seen.bundle_id, seen.name))
+        if part is None or part.attempt != seen.attempt:
+            return  # resubmitted meanwhile: the new attempt is the runner's next work
+        part.application_id, part.failure = application_id, failure
+        s.add(part)
+
+    def _correction(self, part: BundlePart) -> tuple[dict[str, Any], list[peer_pb2.Attachment]]:
+        if not part.sealed_correction:
+            return {}, []
+        payload = peer_pb2.ApplicationPayload.FromString(
+            unseal(self.trust.opening_keys(), part.sealed_correction)
+        )
+        doc = json.loads(payload.form_json)
+        return dict(doc["form"]), list(payload.attachments)
