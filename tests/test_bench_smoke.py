@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from node.cli.main import main
-from simulations.bench import crypto, http, route, store
+from simulations.bench import crypto, http, pipeline, route, store
 
 
 def test_bench_crypto_measures_all_four_operations() -> None:
@@ -30,6 +30,13 @@ async def test_bench_store_runs_the_real_transactions(tmp_path: Path) -> None:
 async def test_bench_http_submits_through_the_counter(tmp_path: Path) -> None:
     result = await http.run(count=12, concurrency=3, work_dir=tmp_path)
     assert result.errors == 0 and result.per_s > 0
+
+
+async def test_bench_pipeline_carries_every_application_to_completed(tmp_path: Path) -> None:
+    """The run itself refuses a repetition in which not every application completed."""
+    result = await pipeline.run(count=pipeline.ROUND, repeats=1, work_dir=tmp_path)
+    assert result.applications == pipeline.ROUND
+    assert len(result.cpu_ms_per_app) == 1 and result.best_cpu_ms_per_app > 0
 
 
 def test_bench_cli_refuses_a_bad_count(capsys: pytest.CaptureFixture[str]) -> None:

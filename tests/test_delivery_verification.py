@@ -108,6 +108,31 @@ async def test_a_batch_with_one_forged_envelope_stores_the_others(fed: Federatio
             assert reason(err.value) == code
 
 
+async def test_one_batch_holding_an_application_twice_stores_it_once(fed: Federation) -> None:
+    """Within one batch's transaction: a second copy (its own nonce) finds the row the first
+    stored and is a duplicate; an envelope repeated verbatim is a replay of its own nonce."""
+    key, items = await queued_transfers(fed, 1)
+    now = SystemClock().now_ms()
+    body = items[0][1]
+    first, copy = (
+        seal_envelope(key, sender="jiangsu", destination="zhejiang", method=DELIVER, body=body, now_ms=now)
+        for _ in range(2)
+    )
+    zj = fed.nodes["zhejiang"]
+    async with node_channel(zj) as ch:
+        reply = await peer_pb2_grpc.PeerServiceStub(ch).Deliver(
+            peer_pb2.DeliverRequest(envelopes=[first, copy, first])
+        )
+    receipts = [peer_pb2.Receipt.FromString(r.body) for r in reply.receipts]
+    assert [(r.outcome, r.reason_code) for r in receipts] == [
+        (Outcome.RECEIPT_OUTCOME_ACCEPTED, "accepted"),
+        (Outcome.RECEIPT_OUTCOME_DUPLICATE, "duplicate"),
+        (Outcome.RECEIPT_OUTCOME_REJECTED, "nonce_replayed"),
+    ]
+    rows = await zj.db.run(lambda s: list(s.exec(select(InboundApplication)).all()))
+    assert [(r.id, r.status) for r in rows] == [(items[0][0], "completed")]
+
+
 async def test_an_envelope_addressed_elsewhere_gets_an_answer_its_sender_cannot_take(
     fed: Federation,
 ) -> None:

@@ -117,3 +117,18 @@ async def test_racing_replicas_let_exactly_one_win(sender: str, new_pg_schema: C
 def test_window_must_be_positive(window: int) -> None:
     with pytest.raises(ConfigError):
         MemoryNonceStore(window)
+
+
+async def test_a_batch_records_its_nonces_at_once(make_store: Callable[[], NonceStore], sender: str) -> None:
+    """One statement for a batch: a nonce seen before, or earlier in the same batch, is a replay."""
+    store = make_store()
+    assert await store.remember(sender, b"old", NOW, NOW)
+    seen = [(sender, b"a", NOW), (sender, b"old", NOW), (sender, b"b", NOW), (sender, b"a", NOW)]
+    db = store._db if isinstance(store, SqlNonceStore) else None
+
+    def work(s: Session | None) -> list[bool]:
+        return store.remember_all_in(s, seen, NOW + 1)  # type: ignore[arg-type]
+
+    fresh = db.transact(work) if db is not None else work(None)
+    assert fresh == [True, False, True, False]
+    assert not await store.remember(sender, b"b", NOW, NOW + 2)

@@ -9,10 +9,14 @@ import json
 import logging
 import secrets
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func
+from sqlalchemy import bindparam, func
+from sqlalchemy import select as sa_select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session, col, select
 from yrd.peer.v1 import peer_pb2
 
@@ -42,7 +46,18 @@ def new_application_id(now_ms: int) -> str:
     return f"{now_ms:012x}{secrets.token_hex(8)}"
 
 
-def _submitted(app: Application) -> dict[str, Any]:
+@dataclass
+class AppHead:
+    """The columns of an application that applying a status change reads and writes, read
+    with one prebuilt Core SELECT instead of loading the whole row as an ORM object."""
+
+    id: str
+    owner_node: str
+    status: str
+    status_sequence: int
+
+
+def _submitted(app: Application | AppHead) -> dict[str, Any]:
     return {"id": app.id, "owner_node": app.owner_node, "status": app.status}
 
 
@@ -61,6 +76,14 @@ class Origin:
         self.db, self.trust, self.catalogue, self.policy = db, trust, catalogue, policy
         self.clock, self.wake = clock, wake
         self.max_outbox_depth = max_outbox_depth  # 0: no bound
+        outbox = OutboxEntry.__table__  # type: ignore[attr-defined]
+        waiting = (
+            sa_select(outbox.c.id)
+            .where(outbox.c.next_hop == bindparam("hop"), outbox.c.state == "pending")
+            .limit(max_outbox_depth)
+            .subquery()
+        )
+        self._backlog = sa_select(func.count()).select_from(waiting)  # built once, run per submit
 
     async def replay(self, principal: Principal, idempotency_key: str, digest: str) -> dict[str, Any] | None:
         """What an earlier request under this key was answered, or None if there was none.
@@ -72,7 +95,7 @@ class Origin:
         found = await self.db.run(lambda s: self._replayed(s, principal.username, idempotency_key, digest))
         return None if found is None else _submitted(found)
 
-    def _replayed(self, s: Session, username: str, key: str, digest: str) -> Application | None:
+    def _replayed(self, s: Session, username: str, key: str, digest: str) -> AppHead | None:
         app = self._by_idempotency_key(s, username, key)
         if app is None:
             return None
@@ -143,17 +166,27 @@ class Origin:
             policy_decision_id=decision.decision_id,
         )
 
-        def store(s: Session) -> Application:
+        def store(s: Session) -> Application | AppHead:
             existing = self._replayed(s, principal.username, idempotency_key, req.digest)
             if existing is not None:
                 return existing
             if not held:
                 self._check_backlog(s, hop, owner)
-            s.add(row)
+            # Core INSERTs, like the outbox entry's: nothing left in the session to flush.
+            conn = s.connection()
+            conn.execute(_APPLICATIONS.insert(), row.model_dump())
             if req.digest:
-                s.add(SubmissionDigest(application_id=app_id, digest=req.digest))
-            s.add(
-                StatusEvent(application_id=app_id, sequence=row.status_sequence, status=row.status, at_ms=now)
+                conn.execute(_DIGESTS.insert(), {"application_id": app_id, "digest": req.digest})
+            conn.execute(
+                _EVENTS.insert(),
+                {
+                    "application_id": app_id,
+                    "sequence": row.status_sequence,
+                    "status": row.status,
+                    "reason": "",
+                    "rule_id": "",
+                    "at_ms": now,
+                },
             )
             enqueue(
                 s,
@@ -215,13 +248,7 @@ class Origin:
         (429, Retry-After) instead of queueing them for minutes. Counted up to the bound only."""
         if not self.max_outbox_depth:
             return
-        waiting = (
-            select(OutboxEntry.id)
-            .where(OutboxEntry.next_hop == hop, OutboxEntry.state == "pending")
-            .limit(self.max_outbox_depth)
-            .subquery()
-        )
-        depth = s.exec(select(func.count()).select_from(waiting)).one()
+        depth = s.connection().execute(self._backlog, {"hop": hop}).scalar_one()
         if depth >= self.max_outbox_depth:
             metrics.APPLICATIONS_BACKPRESSURED.inc()
             raise RateLimited(
@@ -231,11 +258,9 @@ class Origin:
             )
 
     @staticmethod
-    def _by_idempotency_key(s: Session, username: str, key: str) -> Application | None:
-        stmt = select(Application).where(
-            Application.submitted_by == username, Application.idempotency_key == key
-        )
-        return s.exec(stmt).first()
+    def _by_idempotency_key(s: Session, username: str, key: str) -> AppHead | None:
+        found = s.connection().execute(_BY_KEY, {"username": username, "key": key}).first()
+        return None if found is None else AppHead(*found)
 
     async def get(self, app_id: str) -> dict[str, Any]:
         now = self.clock.now_ms()
@@ -299,7 +324,7 @@ class Origin:
 
 def record_event(
     s: Session,
-    app: Application,
+    app: Application | AppHead,
     *,
     sequence: int,
     status: str,
@@ -308,33 +333,76 @@ def record_event(
     rule_id: str = "",
     documents: list[peer_pb2.Document] | None = None,
 ) -> bool:
-    """Record one status change once; the application shows its highest-numbered change."""
-    seen = s.exec(
-        select(StatusEvent).where(StatusEvent.application_id == app.id, StatusEvent.sequence == sequence)
-    ).first()
-    if seen is not None:
+    """Record one status change once; the application shows its highest-numbered change.
+
+    Once is the unique key on (application, sequence): ``INSERT ... ON CONFLICT DO NOTHING``
+    inserts for the first copy only, and for exactly one of two racing replicas, with no
+    SELECT before it. The statements run on the session's connection (no code adds events as
+    ORM objects, so none waits unflushed in the session to be missed), and the application's
+    new status is written with them and set on ``app`` as committed state, so the session
+    has nothing left to flush for it."""
+    conn = s.connection()
+    event = {
+        "application_id": app.id,
+        "sequence": sequence,
+        "status": status,
+        "reason": reason,
+        "rule_id": rule_id,
+        "at_ms": at_ms,
+    }
+    if conn.execute(_INSERT_EVENT[conn.dialect.name], event).first() is None:
         return False
-    s.add(
-        StatusEvent(
-            application_id=app.id,
-            sequence=sequence,
-            status=status,
-            reason=reason,
-            rule_id=rule_id,
-            at_ms=at_ms,
+    if documents:
+        conn.execute(
+            _DOCUMENTS.insert(),
+            [
+                {"application_id": app.id, "name": d.name, "content_type": d.content_type, "data": d.data}
+                for d in documents
+            ],
         )
-    )
-    for d in documents or []:
-        s.add(ResultDocument(application_id=app.id, name=d.name, content_type=d.content_type, data=d.data))
     if sequence > app.status_sequence:
-        app.status, app.status_sequence = status, sequence
-        s.add(app)
+        conn.execute(_SET_STATUS, {"app_id": app.id, "status": status, "status_sequence": sequence})
+        if isinstance(app, AppHead):
+            app.status, app.status_sequence = status, sequence
+        else:
+            set_committed_value(app, "status", status)
+            set_committed_value(app, "status_sequence", sequence)
     return True
+
+
+# Built once: a statement built per call costs more to construct and to key for the
+# compiled cache than SQLite takes to run it.
+_EVENTS = StatusEvent.__table__  # type: ignore[attr-defined]
+_DOCUMENTS = ResultDocument.__table__  # type: ignore[attr-defined]
+_APPLICATIONS = Application.__table__  # type: ignore[attr-defined]
+_RECEIPTS = ReceiptRecord.__table__  # type: ignore[attr-defined]
+_DIGESTS = SubmissionDigest.__table__  # type: ignore[attr-defined]
+_INSERT_EVENT = {
+    name: dialect.insert(_EVENTS).on_conflict_do_nothing().returning(_EVENTS.c.id)
+    for name, dialect in (("sqlite", sqlite), ("postgresql", postgresql))
+}
+_SET_STATUS = _APPLICATIONS.update().where(_APPLICATIONS.c.id == bindparam("app_id"))
+_HEAD_COLUMNS = (
+    _APPLICATIONS.c.id,
+    _APPLICATIONS.c.owner_node,
+    _APPLICATIONS.c.status,
+    _APPLICATIONS.c.status_sequence,
+)
+_HEAD = sa_select(*_HEAD_COLUMNS).where(_APPLICATIONS.c.id == bindparam("app_id"))
+_BY_KEY = sa_select(*_HEAD_COLUMNS).where(
+    _APPLICATIONS.c.submitted_by == bindparam("username"),
+    _APPLICATIONS.c.idempotency_key == bindparam("key"),
+)
+
+
+def _head(s: Session, app_id: str) -> AppHead | None:
+    found = s.connection().execute(_HEAD, {"app_id": app_id}).first()
+    return None if found is None else AppHead(*found)
 
 
 def apply_status_update(s: Session, sender: str, update: peer_pb2.StatusUpdate) -> peer_pb2.Receipt:
     """A status change from the owner; only the application's owner may send one."""
-    app = s.get(Application, update.application_id)
+    app = _head(s, update.application_id)
     if app is None or app.owner_node != sender:
         return peer_pb2.Receipt(
             item_id=update.application_id,
@@ -368,20 +436,21 @@ def apply_delivery_receipt(
     s: Session, app_id: str, from_node: str, receipt: peer_pb2.Receipt, envelope_bytes: bytes, at_ms: int
 ) -> None:
     """Keep the signed receipt and turn the owner's answer into the first owner event."""
-    app = s.get(Application, app_id)
+    app = _head(s, app_id)
     if app is None:
         return
-    s.add(
-        ReceiptRecord(
-            application_id=app_id,
-            from_node=from_node,
-            outcome=peer_pb2.ReceiptOutcome.Name(receipt.outcome).removeprefix("RECEIPT_OUTCOME_").lower(),
-            reason_code=receipt.reason_code,
-            reason=receipt.reason,
-            rule_id=receipt.rule_id,
-            received_at_ms=at_ms,
-            envelope=envelope_bytes,
-        )
+    s.connection().execute(
+        _RECEIPTS.insert(),
+        {
+            "application_id": app_id,
+            "from_node": from_node,
+            "outcome": peer_pb2.ReceiptOutcome.Name(receipt.outcome).removeprefix("RECEIPT_OUTCOME_").lower(),
+            "reason_code": receipt.reason_code,
+            "reason": receipt.reason,
+            "rule_id": receipt.rule_id,
+            "received_at_ms": at_ms,
+            "envelope": envelope_bytes,
+        },
     )
     if from_node != app.owner_node:
         return  # a relay's receipt: the owner's own word comes as a status change

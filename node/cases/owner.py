@@ -40,6 +40,13 @@ BundleStart = Callable[
 WEBHOOK_HOP = "~webhook"  # not a node id (node ids are [a-z0-9-]), so no sender ever dials it
 
 
+def _insert(s: Session, row: InboundApplication) -> None:
+    s.connection().execute(_INBOUND.insert(), row.model_dump())
+
+
+_INBOUND = InboundApplication.__table__  # type: ignore[attr-defined]
+
+
 class Owner:
     def __init__(
         self,
@@ -101,31 +108,36 @@ class Owner:
             sealed_payload=t.sealed_payload,
             fields_present=",".join(fields),
         )
+        # The row is written once, as a Core INSERT after its status changes are numbered (an
+        # ORM object would be flushed by the batch's next query, item after item); only a
+        # bundle's row goes into the session, where the bundle runner works on it.
         try:
             self.policy.inbound(s, defn, sender, t, now)
         except YrdError as e:
             row.status, row.reason, row.rule_id = "refused", e.reason, str(e.extra.get("rule_id") or "")
-            s.add(row)
-            self.emit(s, row, "refused", now, reason=e.reason, rule_id=row.rule_id)
+            self._number(s, row, "refused", now, reason=e.reason, rule_id=row.rule_id)
+            _insert(s, row)
             metrics.APPLICATIONS_RECEIVED.labels(outcome="refused").inc()
             return self._receipt(t, Outcome.RECEIPT_OUTCOME_REJECTED, e.code, e.reason, row.rule_id)
-        s.add(row)
-        self.emit(s, row, "delivered", now)
-        self.emit(s, row, "in_review", now)
-        if row.handler == "auto":
-            self._auto(s, row, defn, payload, now)
-        elif row.handler == "bundle" and self.on_bundle is not None:
+        self._number(s, row, "delivered", now)
+        self._number(s, row, "in_review", now)
+        if row.handler == "bundle" and self.on_bundle is not None:
+            s.add(row)
             self.on_bundle(s, row, defn, payload, now)
-        elif row.handler == "webhook":
-            enqueue(
-                s,
-                next_hop=WEBHOOK_HOP,
-                destination="",
-                method="webhook",
-                item_id=row.id,
-                body=b"",
-                now_ms=now,
-            )
+        else:
+            if row.handler == "auto":
+                self._auto(s, row, defn, payload, now)
+            elif row.handler == "webhook":
+                enqueue(
+                    s,
+                    next_hop=WEBHOOK_HOP,
+                    destination="",
+                    method="webhook",
+                    item_id=row.id,
+                    body=b"",
+                    now_ms=now,
+                )
+            _insert(s, row)
         metrics.APPLICATIONS_RECEIVED.labels(outcome="accepted").inc()
         return self._receipt(t, Outcome.RECEIPT_OUTCOME_ACCEPTED, "accepted", "stored")
 
@@ -241,9 +253,27 @@ class Owner:
         results: dict[str, str] | None = None,
     ) -> None:
         """Number the change and put it in the outbox for the origin, in this transaction."""
+        s.add(row)
+        self._number(
+            s, row, status, now, reason=reason, rule_id=rule_id, documents=documents, results=results
+        )
+
+    def _number(
+        self,
+        s: Session,
+        row: InboundApplication,
+        status: str,
+        now: int,
+        *,
+        reason: str = "",
+        rule_id: str = "",
+        documents: list[peer_pb2.Document] | None = None,
+        results: dict[str, str] | None = None,
+    ) -> None:
+        """:meth:`emit` for a row the session already tracks (loaded through it) or that
+        :meth:`accept` writes itself once its changes are numbered."""
         row.sequence += 1
         row.status = status
-        s.add(row)
         update = peer_pb2.StatusUpdate(
             application_id=row.id,
             status=TO_WIRE[status],  # type: ignore[arg-type]
@@ -279,13 +309,13 @@ class Owner:
     ) -> None:
         metrics.DECISION_SECONDS.labels(handler=row.handler).observe(max(0, now - row.received_at_ms) / 1000)
         if decision == "approve":
-            self.emit(s, row, "approved", now, reason=reason, results=results)
+            self._number(s, row, "approved", now, reason=reason, results=results)
             docs = documents or [result_notice(row.id, defn, now)]
-            self.emit(s, row, "completed", now, reason=reason, documents=docs, results=results)
+            self._number(s, row, "completed", now, reason=reason, documents=docs, results=results)
         elif decision == "reject":
-            self.emit(s, row, "rejected", now, reason=reason)
+            self._number(s, row, "rejected", now, reason=reason)
         else:
-            self.emit(s, row, "needs_materials", now, reason=reason)
+            self._number(s, row, "needs_materials", now, reason=reason)
 
     # -- the owner's work queue ----------------------------------------------------------
 

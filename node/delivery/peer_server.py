@@ -190,14 +190,15 @@ class PeerServicer(peer_pb2_grpc.PeerServiceServicer):
 
         def work(s: Session) -> list[Env]:
             answers, records = [], []
+            # Every checked envelope's nonce in one statement, before any item is acted on.
+            checked = [i for i in range(len(envelopes)) if i not in refused]
+            replays = self.verifier.record_nonces(s, [envelopes[i] for i in checked])
+            for i, replay in zip(checked, replays, strict=True):
+                if replay is not None:
+                    _count_refusal(envelopes[i], replay)
+                    refused[i] = replay
             for i, env in enumerate(envelopes):
                 rejected = refused.get(i)
-                if rejected is None:
-                    try:
-                        self.verifier.record_nonce(s, env)
-                    except EnvelopeRejected as e:
-                        _count_refusal(env, e)
-                        rejected = refused[i] = e
                 if rejected is None:
                     metrics.ENVELOPES_VERIFIED.labels(result="ok").inc()
                     receipt = self._item(s, env, method, now, hops)

@@ -30,6 +30,7 @@ import struct
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
+from sqlalchemy import select as sa_select
 from sqlalchemy import text
 from sqlmodel import Session, col, select
 
@@ -70,33 +71,45 @@ def record_hash(prev_hash: str, seq: int, at_ms: int, e: AuditRecord | AuditEntr
 
 
 def append(session: Session, entries: Iterable[AuditEntry], at_ms: int) -> None:
-    """Append entries to the chain within the caller's transaction."""
+    """Append entries to the chain within the caller's transaction.
+
+    Records are written with one executemany on the session's connection, not as ORM
+    objects: a batch's records cost one statement rather than an object and a flush step
+    each. Only this function writes records, so none waits unflushed in the session and the
+    head read here is the chain's."""
     entries = list(entries)
     if not entries:
         return
     bind = session.get_bind()
     if bind.dialect.name == "postgresql":
         session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _ADVISORY_KEY})
-    last = session.exec(select(AuditRecord).order_by(col(AuditRecord.seq).desc()).limit(1)).first()
-    seq, prev = (last.seq, last.hash) if last else (0, GENESIS)
+    last = session.execute(_HEAD).first()
+    seq, prev = (last[0], last[1]) if last else (0, GENESIS)
+    rows = []
     for e in entries:
         seq += 1
         digest_hex = e.envelope_digest.hex()
         h = record_hash(prev, seq, at_ms, e, digest_hex)
-        session.add(
-            AuditRecord(
-                seq=seq,
-                at_ms=at_ms,
-                direction=e.direction,
-                peer=e.peer,
-                method=e.method,
-                envelope_digest=digest_hex,
-                detail=e.detail,
-                prev_hash=prev,
-                hash=h,
-            )
+        rows.append(
+            {
+                "seq": seq,
+                "at_ms": at_ms,
+                "direction": e.direction,
+                "peer": e.peer,
+                "method": e.method,
+                "envelope_digest": digest_hex,
+                "detail": e.detail,
+                "prev_hash": prev,
+                "hash": h,
+            }
         )
         prev = h
+    session.connection().execute(_INSERT, rows)
+
+
+_TABLE = AuditRecord.__table__  # type: ignore[attr-defined]
+_HEAD = sa_select(_TABLE.c.seq, _TABLE.c.hash).order_by(_TABLE.c.seq.desc()).limit(1)
+_INSERT = _TABLE.insert()
 
 
 @dataclass(frozen=True)

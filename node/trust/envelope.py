@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import NoReturn, Protocol
 
 import prometheus_client
@@ -171,6 +171,23 @@ class EnvelopeVerifier:
             session, env.sender, env.nonce, env.created_at_ms, self._clock.now_ms()
         ):
             self._replayed(env, env.method)
+
+    def record_nonces(self, session: Session, envs: Sequence[Envelope]) -> list[EnvelopeRejected | None]:
+        """:meth:`record_nonce` for a batch's envelopes in one statement: the refusal of each
+        replayed one (an envelope repeated within the batch is a replay the second time), None
+        for the others."""
+        seen = [(env.sender, env.nonce, env.created_at_ms) for env in envs]
+        fresh = self._nonces.remember_all_in(session, seen, self._clock.now_ms())
+        refusals: list[EnvelopeRejected | None] = []
+        for env, ok in zip(envs, fresh, strict=True):
+            if ok:
+                refusals.append(None)
+                continue
+            try:
+                self._replayed(env, env.method)
+            except EnvelopeRejected as e:
+                refusals.append(e)
+        return refusals
 
     def _replayed(self, env: Envelope, method: str) -> NoReturn:
         REJECTIONS.labels("nonce_replayed").inc()

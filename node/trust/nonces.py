@@ -9,6 +9,7 @@ replays, and replicas sharing PostgreSQL see each other's nonces.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import ClassVar, Protocol
 
 from sqlalchemy import BigInteger, delete
@@ -37,6 +38,15 @@ class NonceStore(Protocol):
         its nonces free for the sender's resend)."""
         ...
 
+    def remember_all_in(self, session: Session, seen: Sequence[Sighting], now_ms: int) -> list[bool]:
+        """:meth:`remember_in` for a whole batch at once, one flag per sighting in order; a
+        nonce that occurs twice in ``seen`` is fresh the first time only."""
+        ...
+
+
+# One nonce as an envelope carries it: (sender, nonce, created_at_ms).
+Sighting = tuple[str, bytes, int]
+
 
 def _check_window(window_ms: int) -> int:
     if window_ms <= 0:
@@ -64,6 +74,9 @@ class MemoryNonceStore:
     ) -> bool:
         """No transaction to join: a memory store records at once (tests and tools only)."""
         return self._remember(sender, nonce, created_at_ms, now_ms)
+
+    def remember_all_in(self, session: Session, seen: Sequence[Sighting], now_ms: int) -> list[bool]:
+        return [self._remember(sender, nonce, at, now_ms) for sender, nonce, at in seen]
 
     def _remember(self, sender: str, nonce: bytes, created_at_ms: int, now_ms: int) -> bool:
         if now_ms >= self._next_prune_ms:
@@ -107,15 +120,34 @@ class SqlNonceStore:
     def remember_in(
         self, session: Session, sender: str, nonce: bytes, created_at_ms: int, now_ms: int
     ) -> bool:
+        return self.remember_all_in(session, [(sender, nonce, created_at_ms)], now_ms)[0]
+
+    def remember_all_in(self, session: Session, seen: Sequence[Sighting], now_ms: int) -> list[bool]:
+        """One multi-row ``INSERT ... ON CONFLICT DO NOTHING RETURNING`` for the batch: the
+        rows it returns are the nonces this call recorded, every other sighting is a replay
+        (of an earlier call, of a racing replica's, or of an earlier envelope of this batch)."""
+        if not seen:
+            return []
         if now_ms >= self._next_prune_ms:
             # Pruning every call would double the writes; every half window keeps the table
             # at most 1.5 windows of traffic.
             session.execute(delete(SeenNonce).where(SeenNonce.created_at_ms < now_ms - self._window_ms))  # type: ignore[arg-type]
             self._next_prune_ms = now_ms + self._window_ms // 2
-        dialect = sqlite if self._db.is_sqlite else postgresql
-        values = {"sender": sender, "nonce": nonce, "created_at_ms": created_at_ms}
+        first: dict[tuple[str, bytes], int] = {}
+        for i, (sender, nonce, _at) in enumerate(seen):
+            first.setdefault((sender, nonce), i)
+        rows = [{"sender": s, "nonce": n, "created_at_ms": seen[i][2]} for (s, n), i in first.items()]
         # RETURNING, not rowcount: drivers disagree on rowcount for INSERT (psycopg gives -1).
         # ON CONFLICT DO NOTHING waits for a racing replica's transaction, so of two replicas
-        # recording one nonce exactly one wins, whichever commits first.
-        stmt = dialect.insert(SeenNonce).values(**values).on_conflict_do_nothing()
-        return session.execute(stmt.returning(SeenNonce.created_at_ms)).first() is not None
+        # recording one nonce exactly one wins, whichever commits first. An executemany with
+        # RETURNING is sent as multi-row INSERTs (SQLAlchemy's "insertmanyvalues").
+        stmt = _INSERT[session.get_bind().dialect.name]
+        stored = {(r[0], bytes(r[1])) for r in session.connection().execute(stmt, rows)}
+        return [first[(s, n)] == i and (s, n) in stored for i, (s, n, _at) in enumerate(seen)]
+
+
+_TABLE = SeenNonce.__table__  # type: ignore[attr-defined]
+_INSERT = {
+    name: dialect.insert(_TABLE).on_conflict_do_nothing().returning(_TABLE.c.sender, _TABLE.c.nonce)
+    for name, dialect in (("sqlite", sqlite), ("postgresql", postgresql))
+}

@@ -9,10 +9,12 @@ Phases, in one run: a warm-up; a closed loop of ``concurrency`` clients (the rat
 latencies); an open loop at half that rate (the p99 the target speaks of); the bare
 grpc.aio echo with the same concurrency (the yardstick); each node's RSS.
 
-It also reports the node processes' CPU time per routed application in the closed loop
+It also reports the node processes' CPU time per routed application in each loop
 (``cpu_ms_per_app``, from /proc): on a machine shared with other work the rates move with
 the neighbours' load, while the CPU one application costs the nodes moves far less, so it is
-the figure to compare a code change by.
+the figure to compare a code change by. In the closed loop it still depends on the rate the
+neighbours left (a slower run sends smaller batches, which cost more per item); the open
+loop at a fixed ``half_rate`` offers both sides of a comparison the same load.
 """
 
 from __future__ import annotations
@@ -182,6 +184,7 @@ class Driver:
         """Submissions started at a fixed rate, whatever the answers' pace (up to a cap)."""
         phase = Phase()
         before = set(self.sent)
+        cpu_before = self.cpu()
         gate = asyncio.Semaphore(max_in_flight)
         tasks: set[asyncio.Task[None]] = set()
         start = time.monotonic()
@@ -203,6 +206,8 @@ class Driver:
         ids = set(self.sent) - before
         await self.drain(ids)
         self.summarise(phase, ids, start, submit_seconds)
+        if ids:
+            phase.cpu_ms_per_app = round((self.cpu() - cpu_before) * 1000 / len(ids), 2)
         return phase
 
 
@@ -224,6 +229,7 @@ async def run(
     count: int | None = 2000,
     duration: float | None = None,
     half_rate_seconds: float = 10.0,
+    half_rate: float | None = None,
     echo_seconds: float = 5.0,
     warmup: int = 40,
     work_dir: Path | None = None,
@@ -247,7 +253,7 @@ async def run(
                 try:
                     await driver.closed_loop(min(concurrency, warmup), warmup, None)
                     closed = await driver.closed_loop(concurrency, count, duration)
-                    half = max(1.0, closed.rate / 2)
+                    half = half_rate or max(1.0, closed.rate / 2)
                     half_phase = await driver.open_loop(half, half_rate_seconds, concurrency * 4)
                 finally:
                     stop.set()

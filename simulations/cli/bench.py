@@ -77,6 +77,12 @@ def register_layers(sub: Any) -> None:
     route.add_argument(
         "--half-rate-seconds", type=float, default=10.0, help="open loop at half the rate (default 10 s)"
     )
+    route.add_argument(
+        "--half-rate",
+        type=float,
+        help="open-loop rate per second instead of half the closed loop's "
+        "(to compare CPU per application at one load)",
+    )
     route.add_argument("--echo-seconds", type=float, default=5.0, help="bare gRPC echo time (default 5 s)")
     route.set_defaults(handler=route_command)
     crypto = sub.add_parser("crypto", help="sign, verify, seal and unseal per second")
@@ -86,6 +92,11 @@ def register_layers(sub: Any) -> None:
     store = sub.add_parser("store", help="origin submit and owner accept transactions per second")
     _common(store, 1000)
     store.set_defaults(handler=store_command)
+    pipeline = sub.add_parser("pipeline", help="CPU per routed application in the node code, no network")
+    pipeline.add_argument("--count", type=int, default=400, help="applications per repetition (default 400)")
+    pipeline.add_argument("--repeats", type=int, default=3, help="repetitions after a warm-up (default 3)")
+    pipeline.add_argument("--json", action="store_true", help="print one JSON object")
+    pipeline.set_defaults(handler=pipeline_command)
     http = sub.add_parser("http", help="the counter's submit path alone over HTTP")
     _common(http, 1000)
     http.set_defaults(handler=http_command)
@@ -118,12 +129,14 @@ def route_command(args: argparse.Namespace) -> int:
     _positive("--duration", args.duration, 0.1)
     _positive("--half-rate-seconds", args.half_rate_seconds, 0.1)
     _positive("--echo-seconds", args.echo_seconds, 0.1)
+    _positive("--half-rate", args.half_rate, 0.1)
     result = asyncio.run(
         route.run(
             concurrency=args.concurrency,
             count=None if args.duration else args.count,
             duration=args.duration,
             half_rate_seconds=args.half_rate_seconds,
+            half_rate=args.half_rate,
             echo_seconds=args.echo_seconds,
         )
     )
@@ -191,5 +204,25 @@ def http_command(args: argparse.Namespace) -> int:
         result.as_dict(),
         args.json,
         [_verdict("submits per second", result.per_s, 2000)],
+    )
+    return 0
+
+
+def pipeline_command(args: argparse.Namespace) -> int:
+
+    import uvloop
+
+    from simulations.bench import pipeline
+
+    _positive("--count", args.count, pipeline.ROUND)
+    _positive("--repeats", args.repeats)
+    # On uvloop, as `yrd node run` serves (node/runner.py).
+    result = uvloop.run(pipeline.run(args.count, args.repeats))
+    # 2,000 routed per second on two cores is 1 ms of CPU per application, all nodes together.
+    _print(
+        "CPU per routed application in the node code (two nodes in one process, no network)",
+        result.as_dict(),
+        args.json,
+        [_verdict("CPU ms per application", result.best_cpu_ms_per_app, 1.0, higher_is_better=False)],
     )
     return 0
