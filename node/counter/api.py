@@ -97,6 +97,11 @@ class CounterBackend(Protocol):
         documents: tuple[Document, ...] = (),
     ) -> dict[str, Any]: ...
 
+    async def verify_certificate(self, principal: Principal, data: bytes) -> dict[str, Any]:
+        """An e-certificate (its file or QR text) checked against this node's manifest
+        offline: ``valid`` or the reason code, and what it says (docs/protocol.md, 14)."""
+        ...
+
     # -- what the pages (node/web/) read and do; each checks the role as the methods above --
 
     async def check_code(self, principal: Principal, app_id: str) -> str:

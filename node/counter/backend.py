@@ -17,6 +17,8 @@ operator       no      no                    no         no         no      yes
 Clues: clerk and supervisor submit (a clerk reads those they submitted); an owner clerk reads
 and handles the tasks of their own department; a supervisor reads and handles all.
 
+E-certificates: clerk, owner clerk and supervisor verify one (operator: no, it shows a holder).
+
 "Own dept" is what this node owns under the catalogue's ``department`` of the service.
 An application a role may not read is answered as not found, so ids cannot be probed.
 """
@@ -49,6 +51,7 @@ from node.counter.users import CLERK, OPERATOR, OWNER_CLERK, SUPERVISOR
 from node.delivery import outbox
 from node.models import Application, InboundApplication, OutboxEntry, PeerState
 from node.trust.keyring import Trust
+from registry import certificates
 from registry.lookup import CatalogueIndex
 
 log = logging.getLogger(__name__)
@@ -433,6 +436,14 @@ class NodeBackend:
         if not await self.db.run(lambda s: outbox.redrive(s, entry_id, now)):
             raise NotFound(f"no dead letter {entry_id}", code="unknown_dead_letter", field="id")
         log.info("dead letter %d re-driven by %s", entry_id, principal.username)
+
+    async def verify_certificate(self, principal: Principal, data: bytes) -> dict[str, Any]:
+        """Any counter role checks a certificate; an operator (no personal data) does not.
+        Only the manifest is consulted, never a peer, so it works with every link down."""
+        require(principal, "verify certificates", CLERK, OWNER_CLERK, SUPERVISOR)
+        verdict = certificates.verify(data, self.trust.manifest, self.clock.now_ms())
+        metrics.CERTIFICATES_VERIFIED.labels(result=verdict.reason).inc()
+        return verdict.to_api()
 
 
 def require(principal: Principal, action: str, *roles: str) -> None:
