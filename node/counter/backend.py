@@ -37,7 +37,7 @@ from yrd.federation.v1 import manifest_pb2
 
 from core.clock import Clock
 from core.db import Database
-from core.errors import NotFound, PermissionDenied, clip
+from core.errors import CertificateRejected, NotFound, PermissionDenied, clip
 from node import metrics
 from node.cases.bundles import Bundles
 from node.cases.clue_checks import ClueRequest
@@ -270,6 +270,9 @@ class NodeBackend:
             "due_at": view["due_at"],
             "overdue": view["overdue"],
             "history": [{"status": h["status"], "at": h["at"]} for h in view["history"]],
+            # An e-certificate shows its holder masked (or a company's public name and code),
+            # so its QR text is the one result the citizen's page may carry.
+            "certificates": _certificate_texts(view["documents"]),
         }
 
     async def counter_queue(
@@ -444,6 +447,19 @@ class NodeBackend:
         verdict = certificates.verify(data, self.trust.manifest, self.clock.now_ms())
         metrics.CERTIFICATES_VERIFIED.labels(result=verdict.reason).inc()
         return verdict.to_api()
+
+
+def _certificate_texts(documents: list[dict[str, Any]]) -> list[str]:
+    """The QR texts of the certificates among result documents; one that does not decode
+    (a department's upload under the same content type) stays a plain document."""
+    texts = []
+    for d in documents:
+        if d["content_type"] == certificates.CONTENT_TYPE:
+            try:
+                texts.append(certificates.to_text(certificates.decode(base64.b64decode(d["data"]))))
+            except CertificateRejected:
+                continue
+    return texts
 
 
 def require(principal: Principal, action: str, *roles: str) -> None:
