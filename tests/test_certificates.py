@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import typing
+from pathlib import Path
 
 import pytest
 import segno
@@ -390,3 +391,31 @@ def test_names_are_masked_but_comparable(name: str, masked: str) -> None:
 def test_ids_keep_division_and_tail_only() -> None:
     assert mask_id("33010619900101123X") == "330106********123X"
     assert mask_id("12345") == "*****"
+
+
+def test_the_worked_example_of_the_protocol_document() -> None:
+    """docs/protocol.md 14.5, read from the document, so the text and the code agree."""
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "protocol.md").read_text(encoding="utf-8")
+    section = doc[doc.index("### 14.5") :]
+    key = NodeKey.from_seed(hashlib.sha256(b"yrd-vector-seed:certificate").digest())
+    assert key.public_key.hex() in section and key.key_id in section
+    example = Certificate(
+        certificate_id="node-zj/0193a1b2c3d4e5f60718293a4b5c",
+        name="营业执照",
+        name_en="Business licence",
+        holder=Holder(
+            kind=HOLDER_KIND_ORGANISATION,
+            display_name="杭州示例科技有限公司",
+            display_id="91330106MA2B3C4D5E",
+        ),
+        fields=[CertifiedField(name="credit_code", label="统一社会信用代码", value="91330106MA2B3C4D5E")],
+        issued_at_ms=1_767_225_600_000,
+        issuer="node-zj",
+        department="杭州市市场监督管理局",
+        service_id="zj-business-licence",
+        application_id="0193a1b2c3d4e5f60718293a4b5c",
+    )
+    s = sign_certificate(example, key)
+    data = signing_input(s.certificate)
+    assert f"is {len(data)} bytes with SHA-256\n`{hashlib.sha256(data).hexdigest()}`" in section
+    assert f"`{s.signature.hex()}`" in section
