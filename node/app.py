@@ -53,12 +53,15 @@ from node.grpc_errors import MalformedRequests
 from node.http.app import build_http_app
 from node.http.deadlines import HeaderDeadline
 from node.http.limits import http_limits
+from node.sharing.asker import DataAsker
+from node.sharing.holder import DataHolder
 from node.trust.envelope import EnvelopeVerifier
 from node.trust.keyring import Trust
 from node.trust.nonces import SqlNonceStore
 from node.trust.tls import TlsIdentity, load_tls_identity, server_credentials
 from policies.signing import read_signed
 from registry.catalogue import load_catalogue_file, sign_entry
+from registry.data_catalogue import DataIndex, load_data_resources, sign_data_entry
 from registry.dispatch import parse_dispatch_rules
 from registry.lookup import CatalogueIndex
 from registry.manifest import TrustedManifest, load_signed_manifest, verify_anchor
@@ -220,6 +223,7 @@ def _receipts_to(bundles: Bundles) -> ReceiptHandler:
     ) -> None:
         bundles.on_receipt(s, item_id, from_node, receipt, envelope, at_ms)
         Clues.apply_receipt(s, item_id, from_node, receipt, envelope, at_ms)
+        DataAsker.apply_receipt(s, item_id, from_node, receipt, envelope, at_ms)
 
     return on_receipt
 
@@ -254,6 +258,55 @@ def https_context(config: NodeConfig) -> ssl.SSLContext | None:
     return context
 
 
+def load_catalogues(
+    config: NodeConfig,
+) -> tuple[list[catalogue_pb2.ServiceDefinition], list[catalogue_pb2.DataResource]]:
+    """The node's services and the data resources it holds (its ``[[data]]`` tables), from
+    its catalogue file."""
+    catalogue_node, definitions = load_catalogue_file(config.catalogue)
+    if catalogue_node != config.node_id:
+        raise ConfigError(
+            f"catalogue belongs to {catalogue_node!r}, not {config.node_id!r}", field="catalogue"
+        )
+    return definitions, load_data_resources(config.catalogue)
+
+
+def _data_sharing(
+    config: NodeConfig,
+    db: Database,
+    trust: Trust,
+    resources: list[catalogue_pb2.DataResource],
+    index: DataIndex,
+    policy: PolicyGate,
+    clock: Clock,
+    delivery: Delivery,
+    channels: Channels,
+    verifier: EnvelopeVerifier,
+) -> tuple[DataHolder, DataAsker]:
+    """This node as holder of its data resources and as asker of everyone's (docs/sharing.md)."""
+    holder = DataHolder(
+        db=db,
+        trust=trust,
+        resources=resources,
+        policy=policy,
+        clock=clock,
+        wake=delivery.wake,
+        max_skew_ms=config.max_skew_ms,
+    )
+    asker = DataAsker(
+        db=db,
+        trust=trust,
+        index=index,
+        holder=holder,
+        channels=channels,
+        verifier=verifier,
+        clock=clock,
+        wake=delivery.wake,
+    )
+    holder.apply_local_update = asker.apply_update
+    return holder, asker
+
+
 def build_node(config: NodeConfig, clock: Clock | None = None, *, limits_clock: Clock | None = None) -> Node:
     """``limits_clock`` times the per-peer and per-clerk rate limits (default: ``clock``);
     a test gives them a FakeClock of their own to move bucket time and nothing else."""
@@ -268,12 +321,7 @@ def build_node(config: NodeConfig, clock: Clock | None = None, *, limits_clock: 
         raise ConfigError(
             f"key {key.key_id} is not listed for {config.node_id} in the manifest", field="key_file"
         )
-    catalogue_node, definitions = load_catalogue_file(config.catalogue)
-    if catalogue_node != config.node_id:
-        raise ConfigError(
-            f"catalogue belongs to {catalogue_node!r}, not {config.node_id!r}", field="catalogue"
-        )
-
+    definitions, data_resources = load_catalogues(config)
     db = open_node_database(config)
     trust = Trust(config.node_id, key, manifest)
     verifier = EnvelopeVerifier(
@@ -302,6 +350,7 @@ def build_node(config: NodeConfig, clock: Clock | None = None, *, limits_clock: 
         rng=random.Random(),
     )
     index = CatalogueIndex()
+    data_index = DataIndex()
     own_services: dict[str, catalogue_pb2.ServiceDefinition] = {d.service_id: d for d in definitions}
     sync = CatalogueSync(
         db=db,
@@ -311,6 +360,8 @@ def build_node(config: NodeConfig, clock: Clock | None = None, *, limits_clock: 
         verifier=verifier,
         clock=clock,
         own_entries=[sign_entry(d, config.node_id, key) for d in definitions],
+        data_index=data_index,
+        own_data=[sign_data_entry(r, config.node_id, key) for r in data_resources],
     )
     gossip = ManifestGossip(
         trust=trust,
@@ -387,6 +438,9 @@ def build_node(config: NodeConfig, clock: Clock | None = None, *, limits_clock: 
         wake=delivery.wake,
         max_skew_ms=config.max_skew_ms,
     )
+    data_holder, data_asker = _data_sharing(
+        config, db, trust, data_resources, data_index, policy, clock, delivery, channels, verifier
+    )
     backend = NodeBackend(
         db=db,
         trust=trust,
@@ -396,6 +450,8 @@ def build_node(config: NodeConfig, clock: Clock | None = None, *, limits_clock: 
         policy=policy,
         clock=clock,
         clues=clues,
+        data_asker=data_asker,
+        data_holder=data_holder,
     )
     backend.stalled_peers = delivery.stalled_peers
     backend.bundles = bundles
@@ -422,6 +478,9 @@ def build_node(config: NodeConfig, clock: Clock | None = None, *, limits_clock: 
             max_batch=limits.max_batch,
             accept_clue=clues.accept,
             apply_clue_update=clues.apply_update,
+            accept_data_request=data_holder.accept_request,
+            apply_data_update=data_asker.apply_update,
+            answer_query=data_holder.answer,
             limits=PeerLimits(
                 trust,
                 limits_clock,

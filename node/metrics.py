@@ -124,3 +124,24 @@ CERTIFICATES_VERIFIED = Counter(
     "E-certificates checked at this node's counter, by result (valid or the reason code)",
     ["result"],
 )
+
+# Data sharing (docs/sharing.md). ``resource`` is one of this holder's own catalogue ids (anything
+# else counts as "unknown"), ``asker`` a federation member, ``outcome`` one of a handful of words.
+DATA_CALLS = Counter(
+    "yrd_data_calls_total",
+    "Resources asked of this holder, by resource, asking member and outcome (answered, no_record, refused)",
+    ["resource", "asker", "outcome"],
+)
+DATA_QUERIES = Counter(
+    "yrd_data_queries_total",
+    "Items of queries asked at this node, by holder and outcome (answered, no_record, refused, missing)",
+    ["holder", "outcome"],
+)
+DATA_QUERY_SECONDS = Histogram(
+    "yrd_data_query_seconds", "Time to the merged view of one query, every holder answered or missing"
+)
+DATA_REQUESTS = Counter(
+    "yrd_data_requests_total",
+    "Data requests at this holder, by step (received, approved, refused, revoked)",
+    ["step"],
+)

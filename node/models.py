@@ -339,3 +339,105 @@ class BundlePart(SQLModel, table=True):
     application_id: str = Field(default="", index=True)
     failure: str = ""
     sealed_correction: bytes = Field(default=b"", sa_column=Column(LargeBinary, nullable=False))
+
+
+# --- data sharing (node/sharing/, docs/sharing.md) ----------------------------------------------
+# A subject (person or company) is never named in the clear here: ``subject_ref`` is a keyed
+# digest of its id under this node's key (node/sharing/checks.py), so the tables answer "this
+# person's records and disclosures" to whoever knows the id without holding a list of ids.
+
+
+class DataRecordRow(SQLModel, table=True):
+    """One subject's record of one resource this node holds, as the operator loaded it."""
+
+    __tablename__ = "data_record"
+
+    resource_id: str = Field(primary_key=True)
+    subject_ref: str = Field(primary_key=True)
+    fields_json: str
+    updated_at_ms: int = Field(sa_type=BigInteger)
+
+
+class DataRequestSent(SQLModel, table=True):
+    """A request for a conditional resource, at the asking node; the holder's decision and
+    any revocation arrive through the outbox and move ``status``."""
+
+    __tablename__ = "data_request_sent"
+
+    id: str = Field(primary_key=True)
+    holder_node: str
+    resource_id: str
+    department: str
+    fields: str  # comma-separated field names asked for
+    purpose: str
+    legal_basis: str
+    until_ms: int = Field(sa_type=BigInteger)
+    requested_by: str
+    created_at_ms: int = Field(sa_type=BigInteger)
+    status: str = Field(index=True)  # pending | approved | refused | revoked
+    granted_fields: str = ""
+    granted_until_ms: int = Field(default=0, sa_type=BigInteger)
+    note: str = ""
+    sequence: int = 0  # the last holder update applied
+    updated_at_ms: int = Field(sa_type=BigInteger)
+
+
+class DataGrant(SQLModel, table=True):
+    """A request received by the holder; once approved it is the grant every later query of
+    that asker (node and department) for that resource is checked against, until revoked."""
+
+    __tablename__ = "data_grant"
+
+    id: str = Field(primary_key=True)  # the asker's request id
+    asker_node: str = Field(index=True)
+    asker_department: str
+    resource_id: str = Field(index=True)
+    fields: str
+    purpose: str
+    legal_basis: str
+    until_ms: int = Field(sa_type=BigInteger)
+    requested_at_ms: int = Field(sa_type=BigInteger)
+    requested_by: str
+    received_at_ms: int = Field(sa_type=BigInteger)
+    status: str = Field(index=True)  # pending | approved | refused | revoked
+    granted_fields: str = ""
+    granted_until_ms: int = Field(default=0, sa_type=BigInteger)
+    decided_by: str = ""
+    decided_at_ms: int = Field(default=0, sa_type=BigInteger)
+    note: str = ""
+    sequence: int = 0  # the last update sent to the asker
+
+
+class DataDisclosure(SQLModel, table=True):
+    """One resource asked of one holder in one query: at the holder (``side`` = holder) what
+    was disclosed to whom and why, and its mirror at the asker (``side`` = asker)."""
+
+    __tablename__ = "data_disclosure"
+
+    id: int | None = Field(default=None, primary_key=True)
+    side: str
+    query_id: str = Field(index=True)
+    at_ms: int = Field(sa_type=BigInteger)
+    asker_node: str
+    asker_department: str
+    asked_by: str
+    holder_node: str
+    resource_id: str
+    subject_ref: str = Field(index=True)
+    purpose: str
+    basis: str  # consent | grant:<request id> | ""
+    fields: str  # comma-separated names disclosed
+    outcome: str  # answered | no_record | refused | missing
+    reason_code: str = ""
+
+
+class DataMeter(SQLModel, table=True):
+    """Calls per resource, asker and day (UTC+8) at the holder, by outcome."""
+
+    __tablename__ = "data_meter"
+
+    day: str = Field(primary_key=True)
+    resource_id: str = Field(primary_key=True)
+    asker_node: str = Field(primary_key=True)
+    outcome: str = Field(primary_key=True)
+    calls: int = 0

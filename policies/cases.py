@@ -20,7 +20,7 @@ from core.clock import FakeClock
 from core.errors import ConfigError
 from policies.catalogue import CatalogueService
 from policies.engine import PolicyEngine
-from policies.model import KINDS, LOG_LEVELS, Decision, Direction, PolicyInput, clue_input
+from policies.model import KINDS, LOG_LEVELS, Decision, Direction, Kind, PolicyInput, clue_input
 from policies.schema import FIELD_RE, NODE_RE, PREFIX_RE, SERVICE_RE, WORD_RE, load_bundle
 from policies.yamlsrc import Reader, compose
 
@@ -184,7 +184,7 @@ def _input(
     kind = r.string(v["kind"], f"{where}.kind") if "kind" in v else "application"
     if kind == "clue":
         return _clue_input(r, node, where, v, ctx)
-    if kind != "application":
+    if kind not in ("application", "data"):
         r.error(v["kind"], f"{where}.kind", f"{kind!r} is not one of {', '.join(KINDS)}")
         return None
     missing = [k for k in ("direction", "peer", "service", "purpose", "role", "consent", "at") if k not in v]
@@ -221,6 +221,7 @@ def _input(
         fields=frozenset(fields or ()),
         consent=consent,
         at_ms=at_ms,
+        kind=cast(Kind, kind),
     )
 
 

@@ -68,7 +68,7 @@ def quota_applies(q: Quota, key: StaticKey) -> bool:
         return False
     if q.peer_nodes is not None and peer_node not in q.peer_nodes:
         return False
-    if kind != "application" and (q.scope == "service" or q.services is not None):
+    if kind == "clue" and (q.scope == "service" or q.services is not None):
         return False  # a clue has no service: per-service quotas never spend its tokens
     return q.services is None or q.services.matches(service_id)
 

@@ -38,7 +38,9 @@ def lint_bundle(
     known = _Known(bundle, catalogue, members)
     findings: list[Finding] = []
     for rule in bundle.rules:
-        found = list(_unknown(known, f"rule {rule.id}", rule.line, rule.when.services, rule.when.peer_nodes))
+        # A data rule's service ids are data resources, which the service catalogue does not list.
+        services = rule.when.services if rule.when.kind != "data" else None
+        found = list(_unknown(known, f"rule {rule.id}", rule.line, services, rule.when.peer_nodes))
         if not found:
             found = [
                 Finding(bundle.source, rule.line, f"rule {rule.id}", "unreachable", why)
@@ -110,7 +112,7 @@ def _unreachable(
             yield "no field of any is allowed by only"
     if rule.effect == "allow" and rule.obligations.require_consent and c.consent is False:
         yield "matches only inputs without consent yet requires consent, so it can never allow"
-    services = list(catalogue.values()) if catalogue is not None else None
+    services = list(catalogue.values()) if catalogue is not None and c.kind != "data" else None
     peers = (
         [(n, p) for n, ps in members.items() if n != bundle.node for p in ps] if members is not None else None
     )

@@ -11,8 +11,10 @@ from dataclasses import dataclass
 from typing import Final, Literal
 
 Direction = Literal["outbound", "inbound"]
-Kind = Literal["application", "clue"]
-KINDS: Final = ("application", "clue")
+Kind = Literal["application", "clue", "data"]
+# "data": a consented query for a data resource at its holder (docs/sharing.md); decided like an
+# application, with the resource id as the service and the fields asked as the fields.
+KINDS: Final = ("application", "clue", "data")
 DIRECTIONS: Final = ("outbound", "inbound")
 LOG_LEVELS: Final = ("debug", "info", "warning", "error")
 

@@ -198,7 +198,7 @@ def _kind(r: Reader, m: dict[str, yaml.Node], where: str) -> Kind | None:
     kind = r.string(m["kind"], f"{where}.kind") if "kind" in m else "application"
     if kind not in KINDS:
         if kind is not None:
-            r.error(m["kind"], f"{where}.kind", f"{kind!r} is neither application nor clue")
+            r.error(m["kind"], f"{where}.kind", f"{kind!r} is not one of {', '.join(KINDS)}")
         return None
     if kind == "clue":
         for key in _APPLICATION_ONLY:

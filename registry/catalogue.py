@@ -278,7 +278,7 @@ def load_catalogue_file(path: Path) -> tuple[str, list[ServiceDefinition]]:
         raise ConfigError(f"cannot read catalogue {path}: {e.strerror}", field="catalogue_file") from e
     raw = parse_toml(data, f"catalogue {path}", "catalogue_file")
     for key in raw:
-        if key not in ("node_id", "services"):
+        if key not in ("node_id", "services", "data"):  # data: registry/data_catalogue.py
             raise ConfigError(f"unknown key {key!r}", field=key)
     node_id = raw.get("node_id")
     if not isinstance(node_id, str) or not NODE_ID.fullmatch(node_id):

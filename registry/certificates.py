@@ -1,5 +1,5 @@
 """E-certificates (电子证照): the signed format, its text form for QR codes, and the offline
-check against the federation manifest (docs/protocol.md, section 14).
+check against the federation manifest (docs/protocol.md, section 15).
 
 An owner signs the certificates it issues with its node key, so whoever holds a verified
 manifest (any member, a counter with no network, `yrd cert verify`) can tell a genuine
@@ -199,7 +199,7 @@ def _malformed(reason: str, field: str) -> CertificateRejected:
 
 
 def check(signed: SignedCertificate, manifest: TrustedManifest, now_ms: int) -> None:
-    """The checks of docs/protocol.md 14.3 in their order; the first that fails raises
+    """The checks of docs/protocol.md 15.4 in their order; the first that fails raises
     :class:`CertificateRejected` with its reason. The signature is checked before time, so
     ``expired`` is said only of a certificate the issuer really signed."""
     check_form(signed)

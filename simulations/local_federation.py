@@ -20,6 +20,7 @@ from yrd.federation.v1 import manifest_pb2
 
 from core.keys import NodeKey, load_key, save_key
 from node.app import create_node_database
+from node.cli.data import load_records
 from node.config import NodeConfig, load_config
 from node.trust.tls import create_tls_identity, pem_to_der
 from policies.signing import sign_bundle
@@ -44,6 +45,7 @@ class NodeSpec:
     bundle: Path | None
     relay: str = ""
     dispatch: Path | None = None  # clue dispatch rules, signed with the node key like the bundle
+    records: Path | None = None  # held records of its data resources (docs/sharing.md), loaded once
 
 
 def province(node_id: str, name: str, code: str) -> NodeSpec:
@@ -55,6 +57,7 @@ def province(node_id: str, name: str, code: str) -> NodeSpec:
         SAMPLES / f"{node_id}.toml",
         BUNDLES / f"{node_id}.yaml",
         dispatch=SAMPLES / "dispatch" / f"{node_id}.toml",
+        records=SAMPLES / "data_records" / f"{node_id}.json",
     )
 
 
@@ -182,5 +185,7 @@ def prepare(
         config = load_config(d / "node.toml")
         if spec.node_id in new_nodes:  # as `yrd node init` does; a kept node keeps its database
             create_node_database(config).close()
+            if spec.records is not None:  # as an operator does with `yrd data load`
+                load_records(config, spec.records)
         configs.append(config)
     return configs

@@ -1,5 +1,5 @@
 """E-certificates alone: the signing input, the text form and its QR code, every refusal
-with its reason in the order of docs/protocol.md 14.3, hostile input, and what an owner
+with its reason in the order of docs/protocol.md 15.4, hostile input, and what an owner
 puts in a certificate it issues (holder masked or named, results attested)."""
 
 from __future__ import annotations
@@ -394,9 +394,9 @@ def test_ids_keep_division_and_tail_only() -> None:
 
 
 def test_the_worked_example_of_the_protocol_document() -> None:
-    """docs/protocol.md 14.5, read from the document, so the text and the code agree."""
+    """docs/protocol.md 15.5, read from the document, so the text and the code agree."""
     doc = (Path(__file__).resolve().parents[1] / "docs" / "protocol.md").read_text(encoding="utf-8")
-    section = doc[doc.index("### 14.5") :]
+    section = doc[doc.index("### 15.5") :]
     key = NodeKey.from_seed(hashlib.sha256(b"yrd-vector-seed:certificate").digest())
     assert key.public_key.hex() in section and key.key_id in section
     example = Certificate(

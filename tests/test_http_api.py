@@ -145,6 +145,42 @@ class FakeBackend:
         self.calls.append(("act_on_clue", (clue_id, action, kwargs)))
         raise NotFound("no such clue", code="unknown_clue", field="id")
 
+    # Data sharing (node/http/sharing_routes.py): the front's side only; the real work is in
+    # tests/test_sharing_*.
+    async def list_data_resources(self, principal: Principal, *args: Any) -> list[dict[str, Any]]:
+        return []
+
+    async def query_data(self, principal: Principal, request: Any) -> dict[str, Any]:
+        self.calls.append(("query_data", request))
+        return {
+            "query_id": "q-1",
+            "subject_kind": request.subject_kind,
+            "purpose": request.purpose,
+            "asked_at": "2026-01-05T02:00:00Z",
+            "complete": True,
+            "items": [],
+        }
+
+    async def request_data(self, principal: Principal, request: Any) -> dict[str, Any]:
+        raise NotFound("no such resource", code="unknown_resource", field="resource_id")
+
+    async def list_data_requests(self, principal: Principal) -> dict[str, Any]:
+        return {"sent": [], "received": []}
+
+    async def decide_data_request(
+        self, principal: Principal, request_id: str, **kwargs: Any
+    ) -> dict[str, Any]:
+        raise NotFound("no such request", code="unknown_request")
+
+    async def revoke_grant(self, principal: Principal, grant_id: str, note: str) -> dict[str, Any]:
+        raise NotFound("no such request", code="unknown_request")
+
+    async def disclosures(self, principal: Principal, *args: Any) -> list[dict[str, Any]]:
+        return []
+
+    async def data_meter(self, principal: Principal, *args: Any) -> dict[str, Any]:
+        return {"rows": [], "total": 0}
+
 
 @pytest.fixture
 def clock() -> FakeClock:

@@ -1,4 +1,4 @@
-"""Issuing e-certificates (电子证照) at the owner when it approves (docs/protocol.md, 14).
+"""Issuing e-certificates (电子证照) at the owner when it approves (docs/protocol.md, 15).
 
 A matter that declares named results (a licence's credit code, a certificate's number)
 makes a certificate on approval: the results are what it attests, the applicant (or, when

@@ -161,6 +161,40 @@ class PolicyGate:
             if decision is None or not decision.allowed:
                 raise self._deny(decision)
 
+    def data_inbound(
+        self,
+        s: Session,
+        asker: str,
+        resource: catalogue_pb2.DataResource,
+        purpose: str,
+        fields: frozenset[str],
+        consent: bool,
+        now: int,
+    ) -> Decision:
+        """The decision to answer one resource of a data query (docs/sharing.md), logged in the
+        caller's transaction; PolicyDenied unless allowed. The resource stands where a service
+        would, so rules select it by id, holder code and department like a service."""
+        inp = PolicyInput(
+            direction="inbound",
+            peer_node=asker,
+            peer_jurisdiction=self._jurisdiction(asker),
+            service_id=resource.resource_id,
+            service_owner=resource.holder,
+            service_department=resource.department,
+            purpose=purpose,
+            role="node",
+            fields=fields,
+            consent=consent,
+            at_ms=now,
+            kind="data",
+        )
+        decision = self._decide(inp)
+        if decision is not None:
+            self.log.add(s, decision, inp)
+        if decision is None or not decision.allowed:
+            raise self._deny(decision)
+        return decision
+
     async def recent(self, limit: int, since_ms: int | None) -> list[dict[str, Any]]:
         return await self.log.recent(limit, since_ms or 0)
 

@@ -2,7 +2,7 @@
 
 Nothing runs but this command: the manifest file (a member's anchor or current manifest,
 checked for its own quorum) is the only thing trusted, so a counter with no network, or an
-auditor with a copy of the manifest, gets the same answer as a node (docs/protocol.md, 14).
+auditor with a copy of the manifest, gets the same answer as a node (docs/protocol.md, 15).
 """
 
 from __future__ import annotations

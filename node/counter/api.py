@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 from node.cases.clue_checks import ClueRequest
 from node.cases.requests import Attachment, Document, Principal, SubmitRequest
+from node.sharing.checks import DataRequestIn, QueryRequest
 
 
 class CounterBackend(Protocol):
@@ -99,8 +100,46 @@ class CounterBackend(Protocol):
 
     async def verify_certificate(self, principal: Principal, data: bytes) -> dict[str, Any]:
         """An e-certificate (its file or QR text) checked against this node's manifest
-        offline: ``valid`` or the reason code, and what it says (docs/protocol.md, 14)."""
+        offline: ``valid`` or the reason code, and what it says (docs/protocol.md, 15)."""
         ...
+
+    # -- data sharing (docs/sharing.md; node/counter/backend.py says who may do what) ----------
+
+    async def list_data_resources(
+        self, principal: Principal, q: str | None, holder: str | None, sharing: str | None
+    ) -> list[dict[str, Any]]: ...
+
+    async def query_data(self, principal: Principal, request: QueryRequest) -> dict[str, Any]:
+        """The merged view: ``{query_id, complete, items: [{resource_id, holder_node, outcome,
+        reason_code, fields, updated_at, ...}]}``, one item per resource asked."""
+        ...
+
+    async def request_data(self, principal: Principal, request: DataRequestIn) -> dict[str, Any]: ...
+
+    async def list_data_requests(self, principal: Principal) -> dict[str, Any]:
+        """``{sent: [...], received: [...]}``: requests this node made, and those made of it."""
+        ...
+
+    async def decide_data_request(
+        self,
+        principal: Principal,
+        request_id: str,
+        *,
+        approve: bool,
+        fields: tuple[str, ...],
+        until_ms: int | None,
+        note: str,
+    ) -> dict[str, Any]: ...
+
+    async def revoke_grant(self, principal: Principal, grant_id: str, note: str) -> dict[str, Any]: ...
+
+    async def disclosures(
+        self, principal: Principal, subject_kind: str, subject_id: str | None, side: str | None
+    ) -> list[dict[str, Any]]: ...
+
+    async def data_meter(
+        self, principal: Principal, since: str | None, until: str | None, resource: str | None
+    ) -> dict[str, Any]: ...
 
     # -- what the pages (node/web/) read and do; each checks the role as the methods above --
 

@@ -17,6 +17,13 @@ operator       no      no                    no         no         no      yes
 Clues: clerk and supervisor submit (a clerk reads those they submitted); an owner clerk reads
 and handles the tasks of their own department; a supervisor reads and handles all.
 
+Data sharing (docs/sharing.md): every role searches the data catalogue. A clerk, owner clerk or
+supervisor queries and files data requests: an owner clerk for their own department, a clerk for
+the counter, a supervisor for the counter or any department it names. An owner clerk decides and
+revokes requests for their own department's resources, a supervisor for all. Disclosure logs: an
+operator or supervisor reads them all; a clerk or owner clerk only one person's, by the id the
+person shows at the counter. The meter: operator and supervisor.
+
 E-certificates: clerk, owner clerk and supervisor verify one (operator: no, it shows a holder).
 
 "Own dept" is what this node owns under the catalogue's ``department`` of the service.
@@ -50,8 +57,13 @@ from node.cases.statuses import FINAL
 from node.counter.users import CLERK, OPERATOR, OWNER_CLERK, SUPERVISOR
 from node.delivery import outbox
 from node.models import Application, InboundApplication, OutboxEntry, PeerState
+from node.sharing import records as data_records
+from node.sharing.asker import DataAsker
+from node.sharing.checks import COUNTER, DataRequestIn, QueryRequest, check_subject
+from node.sharing.holder import DataHolder
 from node.trust.keyring import Trust
 from registry import certificates
+from registry.data_catalogue import resource_to_api
 from registry.lookup import CatalogueIndex
 
 log = logging.getLogger(__name__)
@@ -82,9 +94,12 @@ class NodeBackend:
         policy: PolicyGate,
         clock: Clock,
         clues: Clues,
+        data_asker: DataAsker,
+        data_holder: DataHolder,
     ) -> None:
         self.db, self.trust, self.catalogue, self.origin, self.owner = db, trust, catalogue, origin, owner
         self.policy, self.clock, self.clues = policy, clock, clues
+        self.data_asker, self.data_holder = data_asker, data_holder
 
     async def list_services(self, q: str | None, owner: str | None) -> list[dict[str, Any]]:
         return [self.catalogue.to_api(d) for d in self.catalogue.search(q, owner)]
@@ -203,6 +218,97 @@ class NodeBackend:
             text=text,
             rectification=rectification,
             documents=documents,
+        )
+
+    # -- data sharing (docs/sharing.md) --------------------------------------------------------------
+
+    async def list_data_resources(
+        self, principal: Principal, q: str | None, holder: str | None, sharing: str | None
+    ) -> list[dict[str, Any]]:
+        require(principal, "search the data catalogue", CLERK, OWNER_CLERK, SUPERVISOR, OPERATOR)
+        return [resource_to_api(h) for h in self.data_asker.index.search(q, holder, sharing)]
+
+    async def query_data(self, principal: Principal, request: QueryRequest) -> dict[str, Any]:
+        require(principal, "query data", CLERK, OWNER_CLERK, SUPERVISOR)
+        view = await self.data_asker.query(principal.username, principal.department or COUNTER, request)
+        for item in view["items"]:
+            try:
+                res = self.data_asker.index.get(item["resource_id"]).resource
+            except NotFound:
+                continue
+            item.update(name=res.name, department=res.department, holder=res.holder)
+        return view
+
+    async def request_data(self, principal: Principal, request: DataRequestIn) -> dict[str, Any]:
+        require(principal, "request data", CLERK, OWNER_CLERK, SUPERVISOR)
+        department = principal.department or COUNTER
+        if request.department and request.department != department:
+            if principal.role != SUPERVISOR:
+                raise PermissionDenied(
+                    "only a supervisor files a request for another department", code="department_not_yours"
+                )
+            department = request.department
+        return await self.data_asker.request(principal.username, department, request)
+
+    async def list_data_requests(self, principal: Principal) -> dict[str, Any]:
+        require(principal, "read data requests", CLERK, OWNER_CLERK, SUPERVISOR)
+        if principal.role == SUPERVISOR:
+            return {
+                "sent": await self.data_asker.list_requests(None),
+                "received": await self.data_holder.list_grants(None),
+            }
+        own = principal.department or COUNTER
+        received = await self.data_holder.list_grants(own) if principal.role == OWNER_CLERK else []
+        return {"sent": await self.data_asker.list_requests(own), "received": received}
+
+    async def decide_data_request(
+        self,
+        principal: Principal,
+        request_id: str,
+        *,
+        approve: bool,
+        fields: tuple[str, ...],
+        until_ms: int | None,
+        note: str,
+    ) -> dict[str, Any]:
+        require(principal, "decide data requests", OWNER_CLERK, SUPERVISOR)
+        department = principal.department if principal.role == OWNER_CLERK else None
+        return await self.data_holder.decide(
+            principal.username,
+            department,
+            request_id,
+            approve=approve,
+            fields=fields,
+            until_ms=until_ms,
+            note=note,
+        )
+
+    async def revoke_grant(self, principal: Principal, grant_id: str, note: str) -> dict[str, Any]:
+        require(principal, "revoke grants", OWNER_CLERK, SUPERVISOR)
+        department = principal.department if principal.role == OWNER_CLERK else None
+        return await self.data_holder.revoke(principal.username, department, grant_id, note)
+
+    async def disclosures(
+        self, principal: Principal, subject_kind: str, subject_id: str | None, side: str | None
+    ) -> list[dict[str, Any]]:
+        require(principal, "read disclosure logs", CLERK, OWNER_CLERK, SUPERVISOR, OPERATOR)
+        if subject_id is None and principal.role not in (SUPERVISOR, OPERATOR):
+            raise PermissionDenied(
+                "a counter reads the disclosures of the person in front of it: give subject_id",
+                code="subject_required",
+            )
+        ref = None
+        if subject_id is not None:
+            check_subject(subject_kind, subject_id, "subject_id")
+            ref = self.data_holder.ref(subject_kind, subject_id)
+        return await self.db.run(lambda s: data_records.read_disclosures(s, subject_ref=ref, side=side))
+
+    async def data_meter(
+        self, principal: Principal, since: str | None, until: str | None, resource: str | None
+    ) -> dict[str, Any]:
+        require(principal, "read the data meter", OPERATOR, SUPERVISOR)
+        return await self.db.run(
+            lambda s: data_records.read_meter(s, since=since, until=until, resource=resource)
         )
 
     async def health(self) -> tuple[bool, dict[str, Any]]:

@@ -1,4 +1,4 @@
-"""The e-certificate check's contract (docs/protocol.md, 14), in the style of
+"""The e-certificate check's contract (docs/protocol.md, 15), in the style of
 node/counter/contract.py: the request is a closed model checked for shape only; what the
 certificate says is registry/certificates.py's to judge, and its verdict is an answer
 (200, ``valid`` false with a reason), not an error: the request itself was fine."""
@@ -69,7 +69,7 @@ class CertificateView(_Open):
 
 class CertificateVerdict(_Open):
     valid: bool
-    reason: Reason = Field(description="valid, or the first check that failed (docs/protocol.md 14.3)")
+    reason: Reason = Field(description="valid, or the first check that failed (docs/protocol.md 15.4)")
     detail: str
     certificate: CertificateView | None = Field(description="what it says, when it could be read at all")
 

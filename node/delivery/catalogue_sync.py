@@ -28,6 +28,7 @@ from node.models import PeerCatalogue
 from node.trust.envelope import EnvelopeVerifier
 from node.trust.keyring import Trust
 from registry.catalogue import build_catalogue, catalogue_digest, verify_entry
+from registry.data_catalogue import DataIndex, verify_data_entry
 from registry.lookup import CatalogueIndex
 
 log = logging.getLogger(__name__)
@@ -46,13 +47,20 @@ class CatalogueSync:
         clock: Clock,
         own_entries: Iterable[catalogue_pb2.SignedServiceEntry],
         interval_s: float = 30.0,
+        data_index: DataIndex | None = None,
+        own_data: Iterable[catalogue_pb2.SignedDataEntry] = (),
     ) -> None:
         self.db, self.trust, self.index, self.channels = db, trust, index, channels
         self.verifier, self.clock, self.interval_s = verifier, clock, interval_s
         self._digests: dict[str, bytes] = {}
         self._entries: dict[str, list[catalogue_pb2.SignedServiceEntry]] = {}
+        # The data catalogue (docs/sharing.md) travels in the same signed catalogue, per signer.
+        self.data_index = data_index if data_index is not None else DataIndex()
+        self._data: dict[str, list[catalogue_pb2.SignedDataEntry]] = {}
         self._task: asyncio.Task[None] | None = None
-        self._adopt(trust.node_id, build_catalogue(trust.node_id, own_entries), b"")
+        own = build_catalogue(trust.node_id, own_entries)
+        own.data.extend(own_data)
+        self._adopt(trust.node_id, own, b"")
 
     def served(self) -> tuple[bytes, bytes]:
         """(digest, serialized catalogue) of what this node serves: the union of every
@@ -69,6 +77,7 @@ class CatalogueSync:
                 if key not in newest or newest[key][0] < defn.version:
                     newest[key] = (defn.version, entry)
         union = build_catalogue(self.trust.node_id, [e for _, e in newest.values()])
+        union.data.extend(e for signer in sorted(self._data) for e in self._data[signer])
         self._served_bytes = union.SerializeToString()
         self._served_digest = catalogue_digest(self._served_bytes)
 
@@ -90,6 +99,26 @@ class CatalogueSync:
                 log.warning("refused catalogue entry from %r: %r", catalogue.node_id, str(e))
         return good
 
+    def _adopt_data(self, peer: str, catalogue: catalogue_pb2.Catalogue) -> None:
+        """The data resources ``peer`` serves, taken by the same rule as its service entries."""
+        now = self.clock.now_ms()
+        by_signer: dict[str, list[tuple[catalogue_pb2.SignedDataEntry, catalogue_pb2.DataResource]]] = {
+            peer: []
+        }
+        for entry in catalogue.data:
+            signer = entry.node_id
+            if signer != peer and (signer == self.trust.node_id or self.trust.next_hop(signer) == signer):
+                continue
+            try:
+                resource = verify_data_entry(entry, self.trust.manifest, self.serves, now)
+            except YrdError as e:
+                log.warning("refused data entry from %r: %r", catalogue.node_id, str(e))
+                continue
+            by_signer.setdefault(signer, []).append((entry, resource))
+        for signer, verified in by_signer.items():
+            self.data_index.replace_node(signer, [r for _, r in verified])
+            self._data[signer] = [e for e, _ in verified]
+
     async def load_persisted(self) -> None:
         rows = await self.db.run(lambda s: list(s.exec(select(PeerCatalogue)).all()))
         for row in rows:
@@ -109,6 +138,7 @@ class CatalogueSync:
         for signer, verified in by_signer.items():
             self.index.replace_node(signer, [d for _, d in verified])
             self._entries[signer] = [e for e, _ in verified]
+        self._adopt_data(peer, catalogue)
         self._rebuild_union()
         if digest:
             self._digests[peer] = digest

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import grpc
@@ -18,7 +18,7 @@ from yrd.peer.v1 import peer_pb2, peer_pb2_grpc
 
 from core.clock import Clock
 from core.db import Database
-from core.errors import EnvelopeRejected, InvalidInput
+from core.errors import EnvelopeRejected, InvalidInput, NotFound
 from node import metrics
 from node.delivery import checkpoints
 from node.delivery.outbox import enqueue
@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 SERVICE = "/yrd.peer.v1.PeerService/"
 GET_CATALOGUE = SERVICE + "GetCatalogue"
 GET_MANIFEST = SERVICE + "GetManifest"
+QUERY_DATA = SERVICE + "QueryData"
 Outcome = peer_pb2.ReceiptOutcome
 Env = envelope_pb2.Envelope
 
@@ -83,6 +84,11 @@ ApplyStatus = Callable[[Session, str, peer_pb2.StatusUpdate], peer_pb2.Receipt]
 # The same for supervision clues (node/cases/clues.py): taking a clue in, applying one of its steps.
 AcceptClue = Callable[[Session, str, peer_pb2.ClueTransfer, int], peer_pb2.Receipt]
 ApplyClueUpdate = Callable[[Session, str, peer_pb2.ClueUpdate], peer_pb2.Receipt]
+# Data sharing (node/sharing/): a request for a conditional resource taken in by its holder, the
+# holder's decision applied by the asker, and a query answered by the holder (docs/sharing.md).
+AcceptDataRequest = Callable[[Session, str, peer_pb2.DataRequestTransfer, int], peer_pb2.Receipt]
+ApplyDataUpdate = Callable[[Session, str, peer_pb2.DataRequestUpdate], peer_pb2.Receipt]
+AnswerQuery = Callable[[str, peer_pb2.DataQuery], Awaitable[peer_pb2.DataAnswer]]
 
 
 def _no_clues(s: Session, sender: str, item: object, *now: int) -> peer_pb2.Receipt:
@@ -91,6 +97,10 @@ def _no_clues(s: Session, sender: str, item: object, *now: int) -> peer_pb2.Rece
         reason_code="unsupported_item",
         reason="clues not taken here",
     )
+
+
+async def _no_queries(sender: str, query: peer_pb2.DataQuery) -> peer_pb2.DataAnswer:
+    raise NotFound("this node answers no data queries", code="unsupported_item")
 
 
 class PeerServicer(peer_pb2_grpc.PeerServiceServicer):
@@ -109,6 +119,9 @@ class PeerServicer(peer_pb2_grpc.PeerServiceServicer):
         max_batch: int,
         accept_clue: AcceptClue = _no_clues,
         apply_clue_update: ApplyClueUpdate = _no_clues,
+        accept_data_request: AcceptDataRequest = _no_clues,
+        apply_data_update: ApplyDataUpdate = _no_clues,
+        answer_query: AnswerQuery = _no_queries,
         limits: PeerLimits | None = None,
     ) -> None:
         self.db, self.trust, self.verifier = db, trust, verifier
@@ -116,6 +129,8 @@ class PeerServicer(peer_pb2_grpc.PeerServiceServicer):
         self.catalogue, self.clock, self.wake, self.peer_seen = catalogue, clock, wake, peer_seen
         self.max_batch = max_batch
         self.accept_clue, self.apply_clue_update = accept_clue, apply_clue_update
+        self.accept_data_request, self.apply_data_update = accept_data_request, apply_data_update
+        self.answer_query = answer_query
 
         self.limits = limits
 
@@ -258,9 +273,13 @@ class PeerServicer(peer_pb2_grpc.PeerServiceServicer):
             receipt = self.accept_clue(s, sender, item.clue, now)
             hops.add(self.trust.next_hop(sender))  # the clue's steps go back to its source
             return receipt
+        if isinstance(item, peer_pb2.DeliverItem) and item.HasField("data_request"):
+            return self.accept_data_request(s, sender, item.data_request, now)
         assert isinstance(item, peer_pb2.StatusItem)  # the oneof's only other local fields
         if item.HasField("clue_update"):
             return self.apply_clue_update(s, sender, item.clue_update)
+        if item.HasField("data_request_update"):
+            return self.apply_data_update(s, sender, item.data_request_update)
         return self.apply_status(s, sender, item.status)
 
     def _forward(
@@ -345,6 +364,21 @@ class PeerServicer(peer_pb2_grpc.PeerServiceServicer):
         body = await self.db.run(lambda s: checkpoints.answer(s, self.trust.node_id, query))
         return peer_pb2.GetAuditCheckpointResponse(
             envelope=await self._answer(env, body.SerializeToString(), checkpoints.GET_AUDIT_CHECKPOINT)
+        )
+
+    @grpc_errors
+    async def QueryData(
+        self, request: peer_pb2.QueryDataRequest, context: grpc.aio.ServicerContext[object, object]
+    ) -> peer_pb2.QueryDataResponse:
+        """A consented query, answered at once (docs/protocol.md 14): the envelope checked like
+        every other, the per-peer limits applied, the answer signed and bound to the request."""
+        env = request.envelope
+        with self._admit(context, [env]):
+            await self._verify(env, QUERY_DATA)
+            query = parse_body(peer_pb2.DataQuery, env.body)
+            answer_body = await self.answer_query(env.sender, query)
+        return peer_pb2.QueryDataResponse(
+            envelope=await self._answer(env, answer_body.SerializeToString(), QUERY_DATA)
         )
 
     async def _answer(self, env: Env, body: bytes, method: str) -> Env:

@@ -18,6 +18,7 @@ from node.http import (
     openapi,
     operator_routes,
     session_routes,
+    sharing_routes,
 )
 from node.http.context import BACKEND, CLOCK, LIMITS, USERS
 from node.http.limits import HTTP_LIMITS, HttpLimits, default_http_limits, limits_middleware
@@ -70,7 +71,15 @@ def build_http_app(
     app[CLOCK] = clock
     app[LIMITS] = limits
     app[HTTP_LIMITS] = http_limits or default_http_limits(clock)
-    for module in (session_routes, counter_routes, operator_routes, clue_routes, certificate_routes, openapi):
+    for module in (
+        session_routes,
+        counter_routes,
+        operator_routes,
+        clue_routes,
+        certificate_routes,
+        sharing_routes,
+        openapi,
+    ):
         app.add_routes(module.routes)
     register_pages(app, backend, users, clock, limits)  # the HTML pages (node/web/)
     return app

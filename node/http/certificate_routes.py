@@ -1,5 +1,5 @@
 """``POST /api/v1/certificates/verify``: an e-certificate checked offline against this
-node's manifest (docs/protocol.md, 14). The handler only translates; the backend checks
+node's manifest (docs/protocol.md, 15). The handler only translates; the backend checks
 the role and registry/certificates.py the certificate."""
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ from aiohttp import web
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
-from node.counter import certificate_contract, clue_contract, contract
+from node.counter import certificate_contract, clue_contract, contract, sharing_contract
 from node.counter.contract import CounterLimits
 from node.http.context import LIMITS
 from node.http.session_routes import OPENAPI_PATH
@@ -233,7 +233,7 @@ def _paths(b: _Builder) -> dict[str, Any]:
                 ),
             )
         },
-        # -- e-certificates (docs/protocol.md, 14) --
+        # -- e-certificates (docs/protocol.md, 15) --
         "/api/v1/certificates/verify": {
             "post": {
                 "summary": "Check an e-certificate offline against this node's manifest; "
@@ -245,6 +245,7 @@ def _paths(b: _Builder) -> dict[str, Any]:
                 },
             }
         },
+        **_sharing_paths(b),
         OPENAPI_PATH: {
             "get": {
                 "summary": "This document",
@@ -275,6 +276,98 @@ def _paths(b: _Builder) -> dict[str, Any]:
                 "responses": {
                     "200": {"description": "text exposition format", "content": {"text/plain": {}}}
                 },
+            }
+        },
+    }
+
+
+def _param(name: str, description: str, **schema: Any) -> dict[str, Any]:
+    return {"name": name, "in": "query", "description": description, "schema": {"type": "string", **schema}}
+
+
+def _sharing_paths(b: _Builder) -> dict[str, Any]:
+    """Data sharing (docs/sharing.md)."""
+    s = sharing_contract
+    return {
+        "/api/v1/data-resources": {
+            "get": {
+                "summary": "Search the federated data catalogue",
+                "parameters": [
+                    _param("q", "free text"),
+                    _param("holder", "division prefix of the holder", pattern=r"^\d{2,12}$"),
+                    _param("sharing", "sharing class", enum=["unconditional", "conditional", "not_shared"]),
+                ],
+                "responses": {"200": b.answer(s.DataResources, "found"), **b.problems(*_AUTH, 400, 403)},
+            }
+        },
+        "/api/v1/queries": {
+            "post": {
+                "summary": "Ask the holders of several resources about one subject; the merged view",
+                "requestBody": b.body(s.QueryIn),
+                "responses": {
+                    "200": b.answer(s.MergedView, "every holder answered, refused or is missing"),
+                    **b.problems(*_BODY, *_AUTH, 403),
+                },
+            }
+        },
+        "/api/v1/data-requests": {
+            "post": {
+                "summary": "Ask the holder of a conditional resource for a grant",
+                "requestBody": b.body(s.DataRequestBody),
+                "responses": {
+                    "201": b.answer(s.DataRequestView, "sent to the holder"),
+                    **b.problems(*_BODY, *_AUTH, 403, 404, 422),
+                },
+            },
+            "get": {
+                "summary": "Data requests this node sent, and those it received",
+                "responses": {"200": b.answer(s.DataRequests, "the requests"), **b.problems(*_AUTH, 403)},
+            },
+        },
+        "/api/v1/data-requests/{id}/decision": {
+            "post": {
+                "summary": "The holder department approves (perhaps fewer fields, a shorter term) or refuses",
+                "parameters": [_ID],
+                "requestBody": b.body(s.DecisionBody),
+                "responses": {
+                    "200": b.answer(s.DataRequestView, "decided; the asker is told"),
+                    **b.problems(*_BODY, *_AUTH, 403, 404, 409),
+                },
+            }
+        },
+        "/api/v1/grants/{id}/revoke": {
+            "post": {
+                "summary": "The holder department revokes a grant; later queries are refused",
+                "parameters": [_ID],
+                "requestBody": b.body(s.RevokeBody),
+                "responses": {
+                    "200": b.answer(s.DataRequestView, "revoked; the asker is told"),
+                    **b.problems(*_BODY, *_AUTH, 403, 404, 409),
+                },
+            }
+        },
+        "/api/v1/disclosures": {
+            "get": {
+                "summary": "The disclosure log: what this node disclosed (holder) and asked (asker)",
+                "parameters": [
+                    _param(
+                        "subject_id", "one person's or company's only (required of a clerk)", maxLength=18
+                    ),
+                    _param("subject_kind", "the subject's kind", enum=["person", "company"]),
+                    _param("side", "holder or asker records only", enum=["asker", "holder"]),
+                ],
+                "responses": {"200": b.answer(s.Disclosures, "newest first"), **b.problems(*_AUTH, 400, 403)},
+            }
+        },
+        "/api/v1/data-meter": {
+            "get": {
+                "summary": "Calls per day, resource, asker and outcome at this holder",
+                "parameters": [
+                    _param("since", "first day (CST)", format="date"),
+                    _param("until", "last day (CST)", format="date"),
+                    _param("resource", "one resource"),
+                ],
+                "responses": {"200": b.answer(s.Meter, "the meter"), **b.problems(*_AUTH, 400, 403)},
             }
         },
     }

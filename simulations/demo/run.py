@@ -21,6 +21,7 @@ import aiohttp
 from core.clock import Clock, SystemClock
 from core.errors import YrdError
 from simulations.demo import DEFAULT_BASE_PORT, DEFAULT_DATA_DIR
+from simulations.demo.health_screen import SCREEN_ASKER, show_health_screen
 from simulations.demo.layout import DemoNode, lay_out, write_json_private
 from simulations.demo.sample import (
     CLUE_HANDLER,
@@ -171,6 +172,8 @@ async def _run(options: DemoOptions, clock: Clock, stop: asyncio.Event, out: Cal
             await _show_sample(by_id[SAMPLE_ORIGIN], by_id[SAMPLE_OWNER], clock, stop, out)
         if options.sample and CLUE_SOURCE in by_id and CLUE_HANDLER in by_id:
             await _show_sample_clue(by_id[CLUE_SOURCE], by_id[CLUE_HANDLER], clock, stop, out)
+        if options.sample and SCREEN_ASKER in by_id:
+            await _show_health_screen(by_id[SCREEN_ASKER], clock, stop, out)
         await stop.wait()
         out("yrd demo: stopping")
         return 0
@@ -188,6 +191,16 @@ async def _show_sample(
         await _unless_stopped(show_sample_journey(origin, owner, clock, out), stop)
     except (YrdError, aiohttp.ClientError, TimeoutError, ValueError) as e:
         log.warning("the sample application did not complete: %s", e)
+
+
+async def _show_health_screen(
+    asker: DemoNode, clock: Clock, stop: asyncio.Event, out: Callable[[str], None]
+) -> None:
+    """As the sample application: a screen that fails is reported, not fatal."""
+    try:
+        await _unless_stopped(show_health_screen(asker, clock, out), stop)
+    except (YrdError, aiohttp.ClientError, TimeoutError, ValueError) as e:
+        log.warning("the health-code screen did not complete: %s", e)
 
 
 async def _show_sample_clue(

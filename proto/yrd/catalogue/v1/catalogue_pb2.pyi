@@ -311,19 +311,116 @@ class Catalogue(_message.Message):
 
     NODE_ID_FIELD_NUMBER: _builtins.int
     ENTRIES_FIELD_NUMBER: _builtins.int
+    DATA_FIELD_NUMBER: _builtins.int
     node_id: _builtins.str
     @_builtins.property
     def entries(self) -> _containers.RepeatedCompositeFieldContainer[Global___SignedServiceEntry]: ...
+    @_builtins.property
+    def data(self) -> _containers.RepeatedCompositeFieldContainer[Global___SignedDataEntry]:
+        """The data resources members hold (docs/sharing.md), each signed by its holder."""
+
     def __init__(
         self,
         *,
         node_id: _builtins.str = ...,
         entries: _abc.Iterable[Global___SignedServiceEntry] | None = ...,
+        data: _abc.Iterable[Global___SignedDataEntry] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["entries", b"entries", "node_id", b"node_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "entries", b"entries", "node_id", b"node_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Catalogue: _TypeAlias = Catalogue  # noqa: Y015
+
+@_typing.final
+class DataResource(_message.Message):
+    """DataResource is one class of data a department holds, published by its holder node
+    (the federated data catalogue, docs/sharing.md).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESOURCE_ID_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    NAME_EN_FIELD_NUMBER: _builtins.int
+    HOLDER_FIELD_NUMBER: _builtins.int
+    DEPARTMENT_FIELD_NUMBER: _builtins.int
+    SUBJECT_KIND_FIELD_NUMBER: _builtins.int
+    FIELDS_FIELD_NUMBER: _builtins.int
+    UPDATE_FREQUENCY_FIELD_NUMBER: _builtins.int
+    SHARING_FIELD_NUMBER: _builtins.int
+    LEGAL_REASON_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    resource_id: _builtins.str
+    name: _builtins.str
+    name_en: _builtins.str
+    holder: _builtins.str
+    """GB/T 2260 code of the holding jurisdiction."""
+    department: _builtins.str
+    subject_kind: _builtins.str
+    """"person" (keyed by resident id) or "company" (keyed by unified social credit code)."""
+    update_frequency: _builtins.str
+    """realtime | daily | weekly | monthly | yearly"""
+    sharing: _builtins.str
+    """unconditional (无条件共享) | conditional (有条件共享) | not_shared (不予共享)"""
+    legal_reason: _builtins.str
+    """Why a not_shared resource is not shared (the law or regulation); empty otherwise."""
+    version: _builtins.int
+    @_builtins.property
+    def fields(self) -> _containers.RepeatedCompositeFieldContainer[Global___FormField]:
+        """The fields of each record; `personal` marks personal data."""
+
+    def __init__(
+        self,
+        *,
+        resource_id: _builtins.str = ...,
+        name: _builtins.str = ...,
+        name_en: _builtins.str = ...,
+        holder: _builtins.str = ...,
+        department: _builtins.str = ...,
+        subject_kind: _builtins.str = ...,
+        fields: _abc.Iterable[Global___FormField] | None = ...,
+        update_frequency: _builtins.str = ...,
+        sharing: _builtins.str = ...,
+        legal_reason: _builtins.str = ...,
+        version: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["department", b"department", "fields", b"fields", "holder", b"holder", "legal_reason", b"legal_reason", "name", b"name", "name_en", b"name_en", "resource_id", b"resource_id", "sharing", b"sharing", "subject_kind", b"subject_kind", "update_frequency", b"update_frequency", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DataResource: _TypeAlias = DataResource  # noqa: Y015
+
+@_typing.final
+class SignedDataEntry(_message.Message):
+    """SignedDataEntry carries a serialized DataResource signed by its holder node."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESOURCE_FIELD_NUMBER: _builtins.int
+    NODE_ID_FIELD_NUMBER: _builtins.int
+    KEY_ID_FIELD_NUMBER: _builtins.int
+    SIGNATURE_FIELD_NUMBER: _builtins.int
+    resource: _builtins.bytes
+    node_id: _builtins.str
+    key_id: _builtins.str
+    signature: _builtins.bytes
+    def __init__(
+        self,
+        *,
+        resource: _builtins.bytes = ...,
+        node_id: _builtins.str = ...,
+        key_id: _builtins.str = ...,
+        signature: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["key_id", b"key_id", "node_id", b"node_id", "resource", b"resource", "signature", b"signature"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SignedDataEntry: _TypeAlias = SignedDataEntry  # noqa: Y015

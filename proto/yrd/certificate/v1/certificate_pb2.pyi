@@ -47,7 +47,7 @@ Global___HolderKind: _TypeAlias = HolderKind  # noqa: Y015
 
 @_typing.final
 class Holder(_message.Message):
-    """Holder is the subject of a certificate, as much as a QR code may show (docs/protocol.md, 14)."""
+    """Holder is the subject of a certificate, as much as a QR code may show (docs/protocol.md, 15)."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -104,7 +104,7 @@ Global___CertifiedField: _TypeAlias = CertifiedField  # noqa: Y015
 @_typing.final
 class Certificate(_message.Message):
     """Certificate is an e-certificate (电子证照): a result of an approved application, issued by
-    the owner node. Every field enters the signing input of docs/protocol.md, section 14.
+    the owner node. Every field enters the signing input of docs/protocol.md, section 15.
     """
 
     DESCRIPTOR: _descriptor.Descriptor

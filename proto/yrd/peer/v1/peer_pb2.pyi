@@ -270,6 +270,7 @@ class DeliverItem(_message.Message):
     APPLICATION_FIELD_NUMBER: _builtins.int
     FORWARD_FIELD_NUMBER: _builtins.int
     CLUE_FIELD_NUMBER: _builtins.int
+    DATA_REQUEST_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def application(self) -> Global___ApplicationTransfer: ...
     @_builtins.property
@@ -280,18 +281,23 @@ class DeliverItem(_message.Message):
     def clue(self) -> Global___ClueTransfer:
         """A supervision clue for the member that owns its region (docs/clues.md)."""
 
+    @_builtins.property
+    def data_request(self) -> Global___DataRequestTransfer:
+        """A request for a conditional data resource, for its holder to approve (docs/sharing.md)."""
+
     def __init__(
         self,
         *,
         application: Global___ApplicationTransfer | None = ...,
         forward: _envelope_pb2.Envelope | None = ...,
         clue: Global___ClueTransfer | None = ...,
+        data_request: Global___DataRequestTransfer | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["application", b"application", "clue", b"clue", "forward", b"forward", "item", b"item"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["application", b"application", "clue", b"clue", "data_request", b"data_request", "forward", b"forward", "item", b"item"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["application", b"application", "clue", b"clue", "forward", b"forward", "item", b"item"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["application", b"application", "clue", b"clue", "data_request", b"data_request", "forward", b"forward", "item", b"item"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_item: _TypeAlias = _typing.Literal["application", "forward", "clue"]  # noqa: Y015
+    _WhichOneofReturnType_item: _TypeAlias = _typing.Literal["application", "forward", "clue", "data_request"]  # noqa: Y015
     _WhichOneofArgType_item: _TypeAlias = _typing.Literal["item", b"item"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_item) -> _WhichOneofReturnType_item | None: ...
 
@@ -306,6 +312,7 @@ class StatusItem(_message.Message):
     STATUS_FIELD_NUMBER: _builtins.int
     FORWARD_FIELD_NUMBER: _builtins.int
     CLUE_UPDATE_FIELD_NUMBER: _builtins.int
+    DATA_REQUEST_UPDATE_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def status(self) -> Global___StatusUpdate: ...
     @_builtins.property
@@ -314,18 +321,23 @@ class StatusItem(_message.Message):
     def clue_update(self) -> Global___ClueUpdate:
         """One step of a clue, sent by the member that handles it to the member that sent it."""
 
+    @_builtins.property
+    def data_request_update(self) -> Global___DataRequestUpdate:
+        """The holder's decision on a data request, or the revocation of its grant."""
+
     def __init__(
         self,
         *,
         status: Global___StatusUpdate | None = ...,
         forward: _envelope_pb2.Envelope | None = ...,
         clue_update: Global___ClueUpdate | None = ...,
+        data_request_update: Global___DataRequestUpdate | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["clue_update", b"clue_update", "forward", b"forward", "item", b"item", "status", b"status"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["clue_update", b"clue_update", "data_request_update", b"data_request_update", "forward", b"forward", "item", b"item", "status", b"status"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["clue_update", b"clue_update", "forward", b"forward", "item", b"item", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["clue_update", b"clue_update", "data_request_update", b"data_request_update", "forward", b"forward", "item", b"item", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_item: _TypeAlias = _typing.Literal["status", "forward", "clue_update"]  # noqa: Y015
+    _WhichOneofReturnType_item: _TypeAlias = _typing.Literal["status", "forward", "clue_update", "data_request_update"]  # noqa: Y015
     _WhichOneofArgType_item: _TypeAlias = _typing.Literal["item", b"item"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_item) -> _WhichOneofReturnType_item | None: ...
 
@@ -966,3 +978,390 @@ class ClueUpdate(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ClueUpdate: _TypeAlias = ClueUpdate  # noqa: Y015
+
+@_typing.final
+class QueryDataRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENVELOPE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def envelope(self) -> _envelope_pb2.Envelope:
+        """Body is DataQuery."""
+
+    def __init__(
+        self,
+        *,
+        envelope: _envelope_pb2.Envelope | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["envelope", b"envelope"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["envelope", b"envelope"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___QueryDataRequest: _TypeAlias = QueryDataRequest  # noqa: Y015
+
+@_typing.final
+class QueryDataResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENVELOPE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def envelope(self) -> _envelope_pb2.Envelope:
+        """Body is DataAnswer."""
+
+    def __init__(
+        self,
+        *,
+        envelope: _envelope_pb2.Envelope | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["envelope", b"envelope"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["envelope", b"envelope"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___QueryDataResponse: _TypeAlias = QueryDataResponse  # noqa: Y015
+
+@_typing.final
+class DataAsk(_message.Message):
+    """DataAsk names one resource of the holder and the fields wanted (empty: all)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESOURCE_ID_FIELD_NUMBER: _builtins.int
+    FIELDS_FIELD_NUMBER: _builtins.int
+    resource_id: _builtins.str
+    @_builtins.property
+    def fields(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        resource_id: _builtins.str = ...,
+        fields: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["fields", b"fields", "resource_id", b"resource_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DataAsk: _TypeAlias = DataAsk  # noqa: Y015
+
+@_typing.final
+class DataQuery(_message.Message):
+    """DataQuery asks one holder for one subject's records of several resources. Who asks and
+    what is in the clear; the subject and the consent are sealed to the holder.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUERY_ID_FIELD_NUMBER: _builtins.int
+    ASKER_NODE_FIELD_NUMBER: _builtins.int
+    ASKER_DEPARTMENT_FIELD_NUMBER: _builtins.int
+    PURPOSE_FIELD_NUMBER: _builtins.int
+    ASKS_FIELD_NUMBER: _builtins.int
+    ASKED_AT_MS_FIELD_NUMBER: _builtins.int
+    SUBJECT_KIND_FIELD_NUMBER: _builtins.int
+    SEALED_SUBJECT_FIELD_NUMBER: _builtins.int
+    query_id: _builtins.str
+    asker_node: _builtins.str
+    asker_department: _builtins.str
+    """The asking department ("counter" for a counter clerk), which a grant names."""
+    purpose: _builtins.str
+    """A purpose code, as in policies (e.g. "service-delivery")."""
+    asked_at_ms: _builtins.int
+    subject_kind: _builtins.str
+    """"person" or "company"."""
+    sealed_subject: _builtins.bytes
+    """Sealed DataSubject."""
+    @_builtins.property
+    def asks(self) -> _containers.RepeatedCompositeFieldContainer[Global___DataAsk]: ...
+    def __init__(
+        self,
+        *,
+        query_id: _builtins.str = ...,
+        asker_node: _builtins.str = ...,
+        asker_department: _builtins.str = ...,
+        purpose: _builtins.str = ...,
+        asks: _abc.Iterable[Global___DataAsk] | None = ...,
+        asked_at_ms: _builtins.int = ...,
+        subject_kind: _builtins.str = ...,
+        sealed_subject: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["asked_at_ms", b"asked_at_ms", "asker_department", b"asker_department", "asker_node", b"asker_node", "asks", b"asks", "purpose", b"purpose", "query_id", b"query_id", "sealed_subject", b"sealed_subject", "subject_kind", b"subject_kind"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DataQuery: _TypeAlias = DataQuery  # noqa: Y015
+
+@_typing.final
+class DataConsent(_message.Message):
+    """DataConsent is the consent recorded at the asker's counter."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    GIVEN_BY_FIELD_NUMBER: _builtins.int
+    SUBJECT_ID_FIELD_NUMBER: _builtins.int
+    RESOURCES_FIELD_NUMBER: _builtins.int
+    PURPOSE_FIELD_NUMBER: _builtins.int
+    UNTIL_MS_FIELD_NUMBER: _builtins.int
+    RECORDED_AT_MS_FIELD_NUMBER: _builtins.int
+    given_by: _builtins.str
+    """Whose consent: the person's name as they gave it."""
+    subject_id: _builtins.str
+    """The id of the person who consented; must be the query's subject."""
+    purpose: _builtins.str
+    until_ms: _builtins.int
+    recorded_at_ms: _builtins.int
+    @_builtins.property
+    def resources(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The resources consented to."""
+
+    def __init__(
+        self,
+        *,
+        given_by: _builtins.str = ...,
+        subject_id: _builtins.str = ...,
+        resources: _abc.Iterable[_builtins.str] | None = ...,
+        purpose: _builtins.str = ...,
+        until_ms: _builtins.int = ...,
+        recorded_at_ms: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["given_by", b"given_by", "purpose", b"purpose", "recorded_at_ms", b"recorded_at_ms", "resources", b"resources", "subject_id", b"subject_id", "until_ms", b"until_ms"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DataConsent: _TypeAlias = DataConsent  # noqa: Y015
+
+@_typing.final
+class DataSubject(_message.Message):
+    """DataSubject is the personal part of a query, sealed to the holder."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SUBJECT_ID_FIELD_NUMBER: _builtins.int
+    CONSENT_FIELD_NUMBER: _builtins.int
+    ASKED_BY_FIELD_NUMBER: _builtins.int
+    subject_id: _builtins.str
+    """Resident id (person) or unified social credit code (company)."""
+    asked_by: _builtins.str
+    """The account that asked, for the holder's disclosure log."""
+    @_builtins.property
+    def consent(self) -> Global___DataConsent:
+        """Absent when none was recorded."""
+
+    def __init__(
+        self,
+        *,
+        subject_id: _builtins.str = ...,
+        consent: Global___DataConsent | None = ...,
+        asked_by: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["consent", b"consent"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["asked_by", b"asked_by", "consent", b"consent", "subject_id", b"subject_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DataSubject: _TypeAlias = DataSubject  # noqa: Y015
+
+@_typing.final
+class DataItem(_message.Message):
+    """DataItem is the holder's answer for one resource."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESOURCE_ID_FIELD_NUMBER: _builtins.int
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    REASON_CODE_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    FIELDS_FIELD_NUMBER: _builtins.int
+    SEALED_RECORD_FIELD_NUMBER: _builtins.int
+    BASIS_FIELD_NUMBER: _builtins.int
+    RULE_ID_FIELD_NUMBER: _builtins.int
+    resource_id: _builtins.str
+    outcome: _builtins.str
+    """answered | no_record | refused"""
+    reason_code: _builtins.str
+    reason: _builtins.str
+    sealed_record: _builtins.bytes
+    """Sealed DataRecord for an answered item."""
+    basis: _builtins.str
+    """"consent", "grant:<request id>" or "" for a refusal."""
+    rule_id: _builtins.str
+    @_builtins.property
+    def fields(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The fields returned (after grants and obligations)."""
+
+    def __init__(
+        self,
+        *,
+        resource_id: _builtins.str = ...,
+        outcome: _builtins.str = ...,
+        reason_code: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        fields: _abc.Iterable[_builtins.str] | None = ...,
+        sealed_record: _builtins.bytes = ...,
+        basis: _builtins.str = ...,
+        rule_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["basis", b"basis", "fields", b"fields", "outcome", b"outcome", "reason", b"reason", "reason_code", b"reason_code", "resource_id", b"resource_id", "rule_id", b"rule_id", "sealed_record", b"sealed_record"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DataItem: _TypeAlias = DataItem  # noqa: Y015
+
+@_typing.final
+class DataRecord(_message.Message):
+    """DataRecord is one subject's record of one resource, sealed to the asker."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FIELDS_JSON_FIELD_NUMBER: _builtins.int
+    UPDATED_AT_MS_FIELD_NUMBER: _builtins.int
+    fields_json: _builtins.bytes
+    """The returned fields as a UTF-8 JSON object."""
+    updated_at_ms: _builtins.int
+    def __init__(
+        self,
+        *,
+        fields_json: _builtins.bytes = ...,
+        updated_at_ms: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["fields_json", b"fields_json", "updated_at_ms", b"updated_at_ms"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DataRecord: _TypeAlias = DataRecord  # noqa: Y015
+
+@_typing.final
+class DataAnswer(_message.Message):
+    """DataAnswer is a holder's answer to a DataQuery, one item per ask, in order."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUERY_ID_FIELD_NUMBER: _builtins.int
+    ITEMS_FIELD_NUMBER: _builtins.int
+    ANSWERED_AT_MS_FIELD_NUMBER: _builtins.int
+    query_id: _builtins.str
+    answered_at_ms: _builtins.int
+    @_builtins.property
+    def items(self) -> _containers.RepeatedCompositeFieldContainer[Global___DataItem]: ...
+    def __init__(
+        self,
+        *,
+        query_id: _builtins.str = ...,
+        items: _abc.Iterable[Global___DataItem] | None = ...,
+        answered_at_ms: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["answered_at_ms", b"answered_at_ms", "items", b"items", "query_id", b"query_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DataAnswer: _TypeAlias = DataAnswer  # noqa: Y015
+
+@_typing.final
+class DataRequestTransfer(_message.Message):
+    """DataRequestTransfer asks a holder to grant a conditional resource (有条件共享)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    ASKER_NODE_FIELD_NUMBER: _builtins.int
+    ASKER_DEPARTMENT_FIELD_NUMBER: _builtins.int
+    RESOURCE_ID_FIELD_NUMBER: _builtins.int
+    FIELDS_FIELD_NUMBER: _builtins.int
+    PURPOSE_FIELD_NUMBER: _builtins.int
+    LEGAL_BASIS_FIELD_NUMBER: _builtins.int
+    UNTIL_MS_FIELD_NUMBER: _builtins.int
+    REQUESTED_AT_MS_FIELD_NUMBER: _builtins.int
+    REQUESTED_BY_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    asker_node: _builtins.str
+    asker_department: _builtins.str
+    resource_id: _builtins.str
+    purpose: _builtins.str
+    legal_basis: _builtins.str
+    """The legal basis the asker names (law, regulation or agreement)."""
+    until_ms: _builtins.int
+    """The grant asked for ends at this time."""
+    requested_at_ms: _builtins.int
+    requested_by: _builtins.str
+    @_builtins.property
+    def fields(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        request_id: _builtins.str = ...,
+        asker_node: _builtins.str = ...,
+        asker_department: _builtins.str = ...,
+        resource_id: _builtins.str = ...,
+        fields: _abc.Iterable[_builtins.str] | None = ...,
+        purpose: _builtins.str = ...,
+        legal_basis: _builtins.str = ...,
+        until_ms: _builtins.int = ...,
+        requested_at_ms: _builtins.int = ...,
+        requested_by: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["asker_department", b"asker_department", "asker_node", b"asker_node", "fields", b"fields", "legal_basis", b"legal_basis", "purpose", b"purpose", "request_id", b"request_id", "requested_at_ms", b"requested_at_ms", "requested_by", b"requested_by", "resource_id", b"resource_id", "until_ms", b"until_ms"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DataRequestTransfer: _TypeAlias = DataRequestTransfer  # noqa: Y015
+
+@_typing.final
+class DataRequestUpdate(_message.Message):
+    """DataRequestUpdate is the holder's decision on a request, or a revocation of its grant."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    SEQUENCE_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    FIELDS_FIELD_NUMBER: _builtins.int
+    UNTIL_MS_FIELD_NUMBER: _builtins.int
+    NOTE_FIELD_NUMBER: _builtins.int
+    AT_MS_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    sequence: _builtins.int
+    """Increases by one per change of one request, so the asker applies each once, in order."""
+    status: _builtins.str
+    """approved | refused | revoked"""
+    until_ms: _builtins.int
+    note: _builtins.str
+    at_ms: _builtins.int
+    @_builtins.property
+    def fields(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The granted fields (a subset of those asked) and the grant's end, when approved."""
+
+    def __init__(
+        self,
+        *,
+        request_id: _builtins.str = ...,
+        sequence: _builtins.int = ...,
+        status: _builtins.str = ...,
+        fields: _abc.Iterable[_builtins.str] | None = ...,
+        until_ms: _builtins.int = ...,
+        note: _builtins.str = ...,
+        at_ms: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["at_ms", b"at_ms", "fields", b"fields", "note", b"note", "request_id", b"request_id", "sequence", b"sequence", "status", b"status", "until_ms", b"until_ms"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DataRequestUpdate: _TypeAlias = DataRequestUpdate  # noqa: Y015

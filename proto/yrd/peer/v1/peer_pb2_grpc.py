@@ -61,6 +61,11 @@ class PeerServiceStub:
                 request_serializer=yrd_dot_peer_dot_v1_dot_peer__pb2.GetAuditCheckpointRequest.SerializeToString,
                 response_deserializer=yrd_dot_peer_dot_v1_dot_peer__pb2.GetAuditCheckpointResponse.FromString,
                 _registered_method=True)
+        self.QueryData = channel.unary_unary(
+                '/yrd.peer.v1.PeerService/QueryData',
+                request_serializer=yrd_dot_peer_dot_v1_dot_peer__pb2.QueryDataRequest.SerializeToString,
+                response_deserializer=yrd_dot_peer_dot_v1_dot_peer__pb2.QueryDataResponse.FromString,
+                _registered_method=True)
 
 
 class PeerServiceServicer:
@@ -103,6 +108,14 @@ class PeerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def QueryData(self, request, context):
+        """A consented query for one subject's records, answered within its deadline
+        (docs/sharing.md, docs/protocol.md 14).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PeerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -130,6 +143,11 @@ def add_PeerServiceServicer_to_server(servicer, server):
                     servicer.GetAuditCheckpoint,
                     request_deserializer=yrd_dot_peer_dot_v1_dot_peer__pb2.GetAuditCheckpointRequest.FromString,
                     response_serializer=yrd_dot_peer_dot_v1_dot_peer__pb2.GetAuditCheckpointResponse.SerializeToString,
+            ),
+            'QueryData': grpc.unary_unary_rpc_method_handler(
+                    servicer.QueryData,
+                    request_deserializer=yrd_dot_peer_dot_v1_dot_peer__pb2.QueryDataRequest.FromString,
+                    response_serializer=yrd_dot_peer_dot_v1_dot_peer__pb2.QueryDataResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -269,6 +287,33 @@ class PeerService:
             '/yrd.peer.v1.PeerService/GetAuditCheckpoint',
             yrd_dot_peer_dot_v1_dot_peer__pb2.GetAuditCheckpointRequest.SerializeToString,
             yrd_dot_peer_dot_v1_dot_peer__pb2.GetAuditCheckpointResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def QueryData(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/yrd.peer.v1.PeerService/QueryData',
+            yrd_dot_peer_dot_v1_dot_peer__pb2.QueryDataRequest.SerializeToString,
+            yrd_dot_peer_dot_v1_dot_peer__pb2.QueryDataResponse.FromString,
             options,
             channel_credentials,
             insecure,

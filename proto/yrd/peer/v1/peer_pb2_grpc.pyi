@@ -45,6 +45,10 @@ class PeerServiceStub:
     """GetManifest returns the newest manifest the callee trusts (gossip)."""
     GetAuditCheckpoint: _grpc.UnaryUnaryMultiCallable[_peer_pb2.GetAuditCheckpointRequest, _peer_pb2.GetAuditCheckpointResponse]
     """The newest signed checkpoint of an audit chain the callee holds (docs/protocol.md, 12)."""
+    QueryData: _grpc.UnaryUnaryMultiCallable[_peer_pb2.QueryDataRequest, _peer_pb2.QueryDataResponse]
+    """A consented query for one subject's records, answered within its deadline
+    (docs/sharing.md, docs/protocol.md 14).
+    """
 
 @_typing.type_check_only
 class PeerServiceAsyncStub(PeerServiceStub):
@@ -63,6 +67,10 @@ class PeerServiceAsyncStub(PeerServiceStub):
     """GetManifest returns the newest manifest the callee trusts (gossip)."""
     GetAuditCheckpoint: _aio.UnaryUnaryMultiCallable[_peer_pb2.GetAuditCheckpointRequest, _peer_pb2.GetAuditCheckpointResponse]  # type: ignore[assignment]
     """The newest signed checkpoint of an audit chain the callee holds (docs/protocol.md, 12)."""
+    QueryData: _aio.UnaryUnaryMultiCallable[_peer_pb2.QueryDataRequest, _peer_pb2.QueryDataResponse]  # type: ignore[assignment]
+    """A consented query for one subject's records, answered within its deadline
+    (docs/sharing.md, docs/protocol.md 14).
+    """
 
 class PeerServiceServicer(metaclass=_abc_1.ABCMeta):
     """PeerService is what nodes call on each other. Every request and response
@@ -108,5 +116,15 @@ class PeerServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_peer_pb2.GetAuditCheckpointResponse, _abc.Awaitable[_peer_pb2.GetAuditCheckpointResponse]]:
         """The newest signed checkpoint of an audit chain the callee holds (docs/protocol.md, 12)."""
+
+    @_abc_1.abstractmethod
+    def QueryData(
+        self,
+        request: _peer_pb2.QueryDataRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_peer_pb2.QueryDataResponse, _abc.Awaitable[_peer_pb2.QueryDataResponse]]:
+        """A consented query for one subject's records, answered within its deadline
+        (docs/sharing.md, docs/protocol.md 14).
+        """
 
 def add_PeerServiceServicer_to_server(servicer: PeerServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1,0 +1,408 @@
+"""The asker's side of data sharing (docs/sharing.md): one screen's query fanned out to every
+holder at once and merged, data requests sent to holders, and their decisions taken in.
+
+Each holder gets one signed QueryData call (this node's own resources go through the same
+holder code, without the network), answered within the query's deadline or shown as missing:
+a screen is never held up by the slowest province. What comes back is checked before it is
+shown: bound to our request by its signature, about the resources asked, each record sealed to
+us with no field we did not ask for. Every item, answered or not, leaves a mirror record.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+from sqlmodel import Session, col, select
+from yrd.peer.v1 import peer_pb2
+
+from core.clock import Clock
+from core.db import Database
+from core.errors import InvalidInput, NotFound, Unprocessable, YrdError, clip
+from node import metrics
+from node.cases.deadlines import iso
+from node.cases.origin import new_application_id
+from node.delivery.channels import Channels
+from node.delivery.outbox import enqueue
+from node.delivery.peer_client import parse_body
+from node.delivery.peer_server import item_receipt
+from node.delivery.relaying import DELIVER, address
+from node.grpc_errors import REASON_KEY
+from node.models import DataDisclosure, DataRequestSent
+from node.sharing.checks import (
+    DataRequestIn,
+    QueryRequest,
+    check_query,
+    check_request,
+    consent_message,
+    resource_problem,
+    split,
+)
+from node.sharing.holder import DataHolder
+from node.trust.envelope import EnvelopeVerifier, seal_envelope
+from node.trust.keyring import Trust
+from node.trust.sealing import seal, unseal
+from registry.data_catalogue import DataIndex
+
+log = logging.getLogger(__name__)
+
+Outcome = peer_pb2.ReceiptOutcome
+QUERY_DATA = "/yrd.peer.v1.PeerService/QueryData"
+MISSING_CODES = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+UPDATE_STATUSES = ("approved", "refused", "revoked")
+
+
+def request_view(r: DataRequestSent) -> dict[str, Any]:
+    return {
+        "id": r.id,
+        "side": "asker",
+        "holder_node": r.holder_node,
+        "department": r.department,
+        "resource_id": r.resource_id,
+        "fields": list(split(r.fields)),
+        "purpose": r.purpose,
+        "legal_basis": r.legal_basis,
+        "until": iso(r.until_ms),
+        "requested_by": r.requested_by,
+        "requested_at": iso(r.created_at_ms),
+        "status": r.status,
+        "granted_fields": list(split(r.granted_fields)),
+        "granted_until": iso(r.granted_until_ms) if r.granted_until_ms else None,
+        "note": r.note,
+    }
+
+
+class DataAsker:
+    def __init__(
+        self,
+        *,
+        db: Database,
+        trust: Trust,
+        index: DataIndex,
+        holder: DataHolder,
+        channels: Channels,
+        verifier: EnvelopeVerifier,
+        clock: Clock,
+        wake: Callable[[str], None],
+    ) -> None:
+        self.db, self.trust, self.index, self.holder = db, trust, index, holder
+        self.channels, self.verifier, self.clock, self.wake = channels, verifier, clock, wake
+
+    # -- one screen ------------------------------------------------------------------------------
+
+    async def query(self, asked_by: str, department: str, req: QueryRequest) -> dict[str, Any]:
+        """The merged view: one item per resource asked, in the order asked, each with its
+        holder, outcome and (when answered) the fields and when the holder last updated them."""
+        now = self.clock.now_ms()
+        check_query(req, now)
+        query_id = "q-" + new_application_id(now)
+        items: list[dict[str, Any]] = [{} for _ in req.asks]
+        by_holder: dict[str, list[int]] = {}
+        for i, ask in enumerate(req.asks):
+            try:
+                held = self.index.get(ask.resource_id)
+            except NotFound as e:
+                items[i] = _item(ask.resource_id, "", "refused", e.code, e.reason)
+                continue
+            by_holder.setdefault(held.node_id, []).append(i)
+        subject = peer_pb2.DataSubject(subject_id=req.subject_id, asked_by=asked_by)
+        if req.consent is not None:
+            subject.consent.CopyFrom(consent_message(req.consent))
+        answers = await asyncio.gather(
+            *(
+                self._ask(holder, idxs, query_id, department, req, subject, now)
+                for holder, idxs in by_holder.items()
+            )
+        )
+        for found in answers:
+            for i, item in found:
+                items[i] = item
+        ref = self.holder.ref(req.subject_kind, req.subject_id)
+        await self.db.run(
+            lambda s: self._mirror(s, query_id, department, asked_by, ref, req.purpose, items, now)
+        )
+        for item in items:
+            metrics.DATA_QUERIES.labels(holder=item["holder_node"] or "none", outcome=item["outcome"]).inc()
+        metrics.DATA_QUERY_SECONDS.observe(max(0, self.clock.now_ms() - now) / 1000)
+        return {
+            "query_id": query_id,
+            "subject_kind": req.subject_kind,
+            "purpose": req.purpose,
+            "asked_at": iso(now),
+            "complete": all(i["outcome"] in ("answered", "no_record") for i in items),
+            "items": items,
+        }
+
+    async def _ask(
+        self,
+        holder: str,
+        idxs: list[int],
+        query_id: str,
+        department: str,
+        req: QueryRequest,
+        subject: peer_pb2.DataSubject,
+        now: int,
+    ) -> list[tuple[int, dict[str, Any]]]:
+        """One holder's items: its answer checked and opened, or every item refused or missing."""
+        asks = [req.asks[i] for i in idxs]
+
+        def all_items(outcome: str, code: str, reason: str) -> list[tuple[int, dict[str, Any]]]:
+            return [
+                (i, _item(a.resource_id, holder, outcome, code, reason))
+                for i, a in zip(idxs, asks, strict=True)
+            ]
+
+        q = peer_pb2.DataQuery(
+            query_id=query_id,
+            asker_node=self.trust.node_id,
+            asker_department=department,
+            purpose=req.purpose,
+            asks=[peer_pb2.DataAsk(resource_id=a.resource_id, fields=list(a.fields)) for a in asks],
+            asked_at_ms=now,
+            subject_kind=req.subject_kind,
+        )
+        try:
+            q.sealed_subject = seal(self.trust.public_key_of(holder, now), subject.SerializeToString())
+            if holder == self.trust.node_id:
+                answer = await self.holder.answer(holder, q)
+            elif self.trust.next_hop(holder) != holder:
+                return all_items("refused", "no_direct_route", f"{holder} is reachable only through a relay")
+            else:
+                answer = await self._call(holder, q, req.deadline_ms / 1000)
+        except TimeoutError:
+            return all_items("missing", "deadline", f"{holder} did not answer within {req.deadline_ms} ms")
+        except grpc.aio.AioRpcError as e:
+            if e.code() in MISSING_CODES:
+                return all_items("missing", "unreachable", f"{holder} did not answer: {e.code().name}")
+            code = dict(e.trailing_metadata() or ()).get(REASON_KEY, "refused")
+            return all_items("refused", str(code), clip(e.details() or "", 300))
+        except YrdError as e:
+            return all_items("refused", e.code, e.reason)
+        try:
+            return self._open(holder, idxs, asks, q, answer)
+        except YrdError as e:
+            log.warning("unusable data answer from %s: %s", holder, e.code)
+            return all_items("refused", "bad_answer", f"{holder} answered something unusable: {e.reason}")
+
+    async def _call(self, holder: str, q: peer_pb2.DataQuery, timeout_s: float) -> peer_pb2.DataAnswer:
+        env = seal_envelope(
+            self.trust.key,
+            sender=self.trust.node_id,
+            destination=holder,
+            method=QUERY_DATA,
+            body=q.SerializeToString(),
+            now_ms=self.clock.now_ms(),
+        )
+        call = self.channels.peer(holder).QueryData(
+            peer_pb2.QueryDataRequest(envelope=env), timeout=timeout_s
+        )
+        response = await asyncio.wait_for(call, timeout_s)
+        self.verifier.verify_response(response.envelope, env)
+        return parse_body(peer_pb2.DataAnswer, response.envelope.body)
+
+    def _open(
+        self,
+        holder: str,
+        idxs: list[int],
+        asks: list[Any],
+        q: peer_pb2.DataQuery,
+        answer: peer_pb2.DataAnswer,
+    ) -> list[tuple[int, dict[str, Any]]]:
+        """Trust nothing a holder answers: it must be about exactly what was asked, and carry
+        no field the asker did not ask for or the catalogue does not list."""
+        if answer.query_id != q.query_id or len(answer.items) != len(asks):
+            raise InvalidInput("not an answer to this query", code="bad_answer")
+        out = []
+        for i, ask, it in zip(idxs, asks, answer.items, strict=True):
+            if it.resource_id != ask.resource_id or it.outcome not in ("answered", "no_record", "refused"):
+                raise InvalidInput(f"item {clip(it.resource_id)} does not match the ask", code="bad_answer")
+            item = _item(it.resource_id, holder, it.outcome, it.reason_code, it.reason)
+            item["basis"], item["rule_id"] = it.basis, it.rule_id
+            if it.outcome == "answered":
+                record = parse_body(peer_pb2.DataRecord, unseal(self.trust.key, it.sealed_record))
+                fields = _json_object(record.fields_json)
+                allowed = set(ask.fields) or {f.name for f in self.index.get(ask.resource_id).resource.fields}
+                if not set(fields) <= allowed or list(fields) != list(it.fields):
+                    raise InvalidInput(f"{it.resource_id} carries fields not asked for", code="bad_answer")
+                item["fields"] = fields
+                item["updated_at"] = iso(record.updated_at_ms)
+                item["answered_at"] = iso(answer.answered_at_ms)
+            out.append((i, item))
+        return out
+
+    def _mirror(
+        self,
+        s: Session,
+        query_id: str,
+        department: str,
+        asked_by: str,
+        ref: str,
+        purpose: str,
+        items: list[dict[str, Any]],
+        now: int,
+    ) -> None:
+        for item in items:
+            s.add(
+                DataDisclosure(
+                    side="asker",
+                    query_id=query_id,
+                    at_ms=now,
+                    asker_node=self.trust.node_id,
+                    asker_department=department,
+                    asked_by=asked_by,
+                    holder_node=item["holder_node"],
+                    resource_id=item["resource_id"],
+                    subject_ref=ref,
+                    purpose=purpose,
+                    basis=item.get("basis", ""),
+                    fields=",".join(item["fields"] or {}),
+                    outcome=item["outcome"],
+                    reason_code=item["reason_code"],
+                )
+            )
+
+    # -- data requests ---------------------------------------------------------------------------
+
+    async def request(self, requested_by: str, department: str, req: DataRequestIn) -> dict[str, Any]:
+        """Send a request for a conditional resource to its holder through the outbox."""
+        now = self.clock.now_ms()
+        check_request(req, now)
+        held = self.index.get(req.resource_id)
+        res = held.resource
+        if res.sharing != "conditional":
+            raise Unprocessable(
+                f"{res.resource_id} is {res.sharing}: only a conditional resource is requested",
+                code="not_conditional",
+                field="resource_id",
+            )
+        problem = resource_problem(res, res.subject_kind, req.fields)
+        if problem is not None:
+            raise InvalidInput(problem[1], code=problem[0], field="fields")
+        request_id = "dr-" + new_application_id(now)
+        transfer = peer_pb2.DataRequestTransfer(
+            request_id=request_id,
+            asker_node=self.trust.node_id,
+            asker_department=department,
+            resource_id=req.resource_id,
+            fields=list(req.fields),
+            purpose=req.purpose,
+            legal_basis=req.legal_basis,
+            until_ms=req.until_ms,
+            requested_at_ms=now,
+            requested_by=requested_by,
+        )
+        row = DataRequestSent(
+            id=request_id,
+            holder_node=held.node_id,
+            resource_id=req.resource_id,
+            department=department,
+            fields=",".join(req.fields),
+            purpose=req.purpose,
+            legal_basis=req.legal_basis,
+            until_ms=req.until_ms,
+            requested_by=requested_by,
+            created_at_ms=now,
+            status="pending",
+            updated_at_ms=now,
+        )
+        hop = ""
+
+        def store(s: Session) -> DataRequestSent:
+            nonlocal hop
+            s.add(row)
+            s.flush()
+            if held.node_id == self.trust.node_id:  # our own department: the holder's code, here
+                receipt = self.holder.accept_request(s, self.trust.node_id, transfer, now)
+                self.apply_receipt(s, request_id, held.node_id, receipt, b"", now)
+                return row
+            body = peer_pb2.DeliverItem(data_request=transfer).SerializeToString()
+            hop, body = address(self.trust, held.node_id, DELIVER, body, now)
+            enqueue(
+                s,
+                next_hop=hop,
+                destination=held.node_id,
+                method=DELIVER,
+                item_id=request_id,
+                body=body,
+                now_ms=now,
+            )
+            return row
+
+        stored = await self.db.run(store)
+        if hop:
+            self.wake(hop)
+        return request_view(stored)
+
+    async def list_requests(self, department: str | None) -> list[dict[str, Any]]:
+        def read(s: Session) -> list[DataRequestSent]:
+            q = select(DataRequestSent).order_by(col(DataRequestSent.created_at_ms).desc()).limit(500)
+            if department is not None:
+                q = q.where(DataRequestSent.department == department)
+            return list(s.exec(q).all())
+
+        return [request_view(r) for r in await self.db.run(read)]
+
+    def apply_update(self, s: Session, sender: str, u: peer_pb2.DataRequestUpdate) -> peer_pb2.Receipt:
+        """The holder's decision or revocation, each sequence once, only from that holder."""
+        now = self.clock.now_ms()
+        sent = s.get(DataRequestSent, u.request_id)
+        item_id = f"{u.request_id}/{u.sequence}"
+        if sent is None or sent.holder_node != sender:
+            return item_receipt(
+                item_id, Outcome.RECEIPT_OUTCOME_REJECTED, "unknown_request", "no such request", now
+            )
+        if u.status not in UPDATE_STATUSES or (
+            u.status == "approved" and not set(u.fields) <= set(split(sent.fields))
+        ):
+            return item_receipt(
+                item_id, Outcome.RECEIPT_OUTCOME_REJECTED, "invalid_update", "status or fields", now
+            )
+        if u.sequence <= sent.sequence:
+            return item_receipt(item_id, Outcome.RECEIPT_OUTCOME_DUPLICATE, "", "", now)
+        sent.status, sent.sequence, sent.note, sent.updated_at_ms = u.status, u.sequence, u.note[:500], now
+        if u.status == "approved":
+            sent.granted_fields, sent.granted_until_ms = ",".join(u.fields), u.until_ms
+        s.add(sent)
+        return item_receipt(item_id, Outcome.RECEIPT_OUTCOME_ACCEPTED, "", "", now)
+
+    @staticmethod
+    def apply_receipt(
+        s: Session, item_id: str, from_node: str, receipt: peer_pb2.Receipt, envelope: bytes, at_ms: int
+    ) -> None:
+        """A holder that refuses a request on receipt (not conditional, a field it lacks) ends it."""
+        sent = s.get(DataRequestSent, item_id)
+        if sent is None or from_node != sent.holder_node or sent.status != "pending":
+            return
+        if receipt.outcome == Outcome.RECEIPT_OUTCOME_REJECTED:
+            sent.status, sent.note = "refused", f"{receipt.reason_code}: {receipt.reason}"[:500]
+            sent.updated_at_ms = at_ms
+            s.add(sent)
+
+
+def _item(resource_id: str, holder: str, outcome: str, code: str, reason: str) -> dict[str, Any]:
+    return {
+        "resource_id": resource_id,
+        "holder_node": holder,
+        "outcome": outcome,
+        "reason_code": code,
+        "reason": reason,
+        "basis": "",
+        "rule_id": "",
+        "fields": None,
+        "updated_at": None,
+        "answered_at": None,
+    }
+
+
+def _json_object(data: bytes) -> dict[str, Any]:
+    try:
+        value = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as e:
+        raise InvalidInput("record is not JSON", code="bad_answer") from e
+    if not isinstance(value, dict):
+        raise InvalidInput("record is not a JSON object", code="bad_answer")
+    return value
