@@ -304,9 +304,15 @@ def certificate_at_the_counter(people: Callable[[str], Person], app_id: str) -> 
 
 ROLE_PAGES = {
     # user: (the nav it gets, a page it may not open)
-    "clerk": (["web/services", "web/queue", "web/clues", "web/certificates/verify", "track"], "/web/console"),
-    "owner-market": (["web/owner", "web/clues", "web/certificates/verify", "track"], "/web/queue"),
-    "operator": (["web/console", "track"], "/web/owner"),
+    "clerk": (
+        ["web/services", "web/queue", "web/clues", "web/certificates/verify", "web/data", "track"],
+        "/web/console",
+    ),
+    "owner-market": (
+        ["web/owner", "web/clues", "web/certificates/verify", "web/data", "track"],
+        "/web/queue",
+    ),
+    "operator": (["web/console", "web/data", "track"], "/web/owner"),
     "supervisor": (
         [
             "web/services",
@@ -315,6 +321,7 @@ ROLE_PAGES = {
             "web/clues",
             "web/certificates/verify",
             "web/console",
+            "web/data",
             "track",
         ],
         None,

@@ -22,6 +22,7 @@ from node.web import (
     counter_pages,
     owner_pages,
     session_pages,
+    sharing_pages,
 )
 from node.web.console_pages import SAMPLER
 from node.web.core import WEB_BACKEND, WEB_CLOCK, WEB_LIMITS, WEB_USERS
@@ -53,6 +54,7 @@ def register(
         console_pages,
         clue_pages,
         certificate_pages,
+        sharing_pages,
     ):
         app.add_routes(module.routes)
     app.router.add_static("/web/static", STATIC, append_version=True)
