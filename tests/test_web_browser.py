@@ -26,6 +26,7 @@ from typing import Any
 
 import pytest
 
+from simulations.local_federation import PROVINCES
 from simulations.sample_applications import application_body
 from tests.support.federation import PASSWORD, Federation
 from tests.test_web_pages import MARKET, WORKLIST_SERVICE, WRONG_ID, start_web_federation
@@ -359,3 +360,42 @@ async def test_the_counter_journey_in_a_browser(
     await asyncio.to_thread(certificate_at_the_counter, people, created["id"])
     await asyncio.to_thread(each_role, people)
     print(f"screenshots in {shots}")
+
+
+HEALTH_PERSON = "310101199003071230"  # has records in three provinces (registry/samples/data_records)
+
+
+def health_screen(p: Person) -> None:
+    """A Shanghai clerk opens the health-code screen, types the id, records the consent and
+    gets one view from three provinces' departments."""
+    p.login("shanghai", "clerk")
+    p.open("shanghai", "/web/data/query?preset=health")
+    p.by_id("subject_id").send_keys(HEALTH_PERSON)
+    p.by_id("consent").click()
+    p.by_id("given_by").send_keys("张三")
+    p.shot("health-form")
+    p.by_id("health-screen").click()
+    p.wait_for(lambda d: d.find_element(By.ID, "merged-view"))
+    outcomes = {
+        e.get_attribute("id"): e.get_attribute("data-outcome")
+        for e in p.driver.find_elements(By.CSS_SELECTOR, ".data-item")
+    }
+    assert outcomes == {
+        "item-sh.health-code": "answered",
+        "item-js.nucleic-acid": "answered",
+        "item-zj.vaccination": "answered",
+    }, outcomes
+    assert p.find('#item-sh\\.health-code [data-field="status"]').text == "绿码"
+    p.shot("health-screen")
+
+
+async def test_the_health_code_screen_in_a_browser(tmp_path: Path, shots: Path) -> None:
+    delta = await Federation(tmp_path, PROVINCES).start()
+    clerk = None
+    try:
+        clerk = await asyncio.to_thread(Person, delta, shots, "health")
+        await asyncio.to_thread(health_screen, clerk)
+    finally:
+        if clerk is not None:
+            await asyncio.to_thread(clerk.quit)
+        await delta.close()
