@@ -288,7 +288,7 @@ async def query(request: web.Request, principal: Principal) -> web.StreamRespons
         "subject_id": _text(form, "subject_id", 18).upper(),
         "purpose": HEALTH_PURPOSE if health else _text(form, "purpose", 64),
         "resources": (
-            [r["id"] for r in resources if r["id"] in HEALTH_SCREEN]
+            [r for r in HEALTH_SCREEN if r in {x["id"] for x in resources}]
             if health
             else [r[:128] for r in form.getall("resources", []) if isinstance(r, str) and r][:MAX_ASKED]
         ),
