@@ -146,7 +146,7 @@ async def test_a_request_is_granted_used_and_revoked_through_the_pages(fed: Fede
             "until": (date.today() + timedelta(days=365)).isoformat(),  # a grant lasts at most 3 years
         }
         status, text, _ = await clerk.post("/web/data/requests", {**request_form, "fields": "bogus_field"})
-        assert status == 422 and 'id="form-errors"' in text
+        assert status == 422 and 'id="error-fields"' in text
         data = [*request_form.items(), ("fields", "account_status"), ("fields", "balance")]
         status, _, r = await clerk.post("/web/data/requests", data, allow_redirects=False)
         assert status == 303, _

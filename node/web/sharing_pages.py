@@ -92,9 +92,7 @@ async def catalogue(request: web.Request, principal: Principal) -> web.StreamRes
         principal,
         http_status=400 if error else 200,
         resources=found,
-        provinces=[
-            {"code": c, "name": name_of(c)} for c in sorted({r["holder"][:2] + "0000" for r in every})
-        ],
+        provinces=[{"code": c, "name": name_of(c)} for c in _provinces(every)],
         q=q,
         department=department,
         province=province,
@@ -116,15 +114,9 @@ def _provinces(resources: list[dict[str, Any]]) -> list[str]:
 @page
 async def requests(request: web.Request, principal: Principal) -> web.StreamResponse:
     found = await request.app[WEB_BACKEND].list_data_requests(principal)
-    fields = {r["id"]: r for r in await _resources(request, principal)}
-    return render(
-        request,
-        "data_requests.html",
-        principal,
-        sent=found["sent"],
-        received=found["received"],
-        catalogue=fields,
-    )
+    by_id = {r["id"]: r for r in await _resources(request, principal)}
+    sent, received = found["sent"], found["received"]
+    return render(request, "data_requests.html", principal, sent=sent, received=received, catalogue=by_id)
 
 
 def _request_form(
@@ -171,18 +163,19 @@ async def file_request(request: web.Request, principal: Principal) -> web.Stream
         "department": _text(form, "department"),
     }
     resources = await _resources(request, principal)
-    if not _text(form, "choose"):  # the resource was picked: now its fields can be ticked
-        try:
-            doc = {**values, "until": _end_of_day(values["until"], "until")}
-            created = await request.app[WEB_BACKEND].request_data(
-                principal, parse_data_request(doc, request.app[WEB_LIMITS])
-            )
-        except YrdError as e:
-            if not _refusal(e):
-                raise
-            return _request_form(request, principal, resources, values, {e.field or "_form": e.reason}, 422)
-        return redirect(f"/web/data/requests#request-{created['id']}")
-    return _request_form(request, principal, resources, values, {})
+    if _text(form, "choose"):  # only the resource was picked: now its fields can be ticked
+        return _request_form(request, principal, resources, values, {})
+    try:
+        doc = {**values, "until": _end_of_day(values["until"], "until")}
+        created = await request.app[WEB_BACKEND].request_data(
+            principal, parse_data_request(doc, request.app[WEB_LIMITS])
+        )
+    except YrdError as e:
+        if not _refusal(e):
+            raise
+        where = (e.field or "_form").split("[")[0]  # fields[2] is the fields group
+        return _request_form(request, principal, resources, values, {where: e.reason}, 422)
+    return redirect(f"/web/data/requests#request-{created['id']}")
 
 
 @routes.post("/web/data/requests/{id}/decision")
