@@ -3,11 +3,13 @@ signatures, the searchable union, the consent check, the records file and the me
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
 import pytest
 
+from core.clock import FakeClock
 from core.errors import ConfigError, InvalidInput
 from core.keys import NodeKey
 from node.counter.contract import CounterLimits
@@ -15,6 +17,10 @@ from node.counter.sharing_contract import parse_decision, parse_query
 from node.sharing.checks import Consent, consent_problem
 from node.sharing.holder import meter_day
 from node.sharing.records import read_records_file
+from policies.engine import PolicyEngine
+from policies.model import PolicyInput
+from policies.obligations import apply_obligations
+from policies.schema import parse_bundle
 from registry.catalogue import SAMPLES_DIR
 from registry.data_catalogue import (
     DataIndex,
@@ -192,3 +198,56 @@ def test_the_contract_wants_times_with_their_offset() -> None:
     assert parse_query(body, LIMITS).consent.until_ms == 1_798_732_799_000  # type: ignore[union-attr]
     with pytest.raises(InvalidInput):
         parse_decision({"decision": "refuse", "fields": ["balance"]}, LIMITS)
+
+
+DATA_BUNDLE = """\
+node: anhui
+revision: t
+quotas:
+  - id: per-resource
+    per: service
+    direction: inbound
+    services: [ah.housing-fund.account]
+    per_minute: 1
+    burst: 1
+rules:
+  - id: data
+    effect: allow
+    when:
+      direction: inbound
+      kind: data
+      service: {ids: [ah.housing-fund.account]}
+    obligations:
+      mask: balance
+      strip: employer
+  - id: applications
+    effect: allow
+    when:
+      direction: inbound
+"""
+
+
+def test_a_data_rule_decides_only_data_and_its_quota_applies() -> None:
+    engine = PolicyEngine(parse_bundle(DATA_BUNDLE.encode(), "anhui.yaml"), FakeClock())
+    asked = PolicyInput(
+        direction="inbound",
+        peer_node="shanghai",
+        peer_jurisdiction="31",
+        service_id="ah.housing-fund.account",
+        service_owner="340000",
+        service_department="安徽省住房公积金管理中心",
+        purpose="service-delivery",
+        role="node",
+        fields=frozenset({"balance", "employer"}),
+        consent=True,
+        at_ms=0,
+        kind="data",
+    )
+    first = engine.decide(asked)
+    assert (first.allowed, first.deciding_rule) == (True, "data")
+    assert apply_obligations({"balance": "138520.00", "employer": "某公司"}, first.obligations) == {
+        "balance": "138**0.00"
+    }
+    assert engine.decide(asked).code == "quota"
+    as_application = engine.decide(dataclasses.replace(asked, kind="application", service_id="x.y"))
+    assert as_application.deciding_rule == "applications"

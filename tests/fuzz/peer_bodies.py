@@ -26,6 +26,12 @@ BODIES: list[tuple[type[Message], Message]] = [
     (peer_pb2.ManifestAnswer, peer_pb2.ManifestAnswer()),
     (peer_pb2.Receipt, peer_pb2.Receipt(item_id="app-1", reason_code="accepted", received_at_ms=5)),
     (catalogue_pb2.Catalogue, catalogue_pb2.Catalogue(node_id="shanghai")),
+    # Data sharing (node/sharing/): the query a holder opens, its sealed subject, the answer and
+    # the sealed record an asker opens.
+    (peer_pb2.DataQuery, peer_pb2.DataQuery(query_id="q-1", asks=[peer_pb2.DataAsk(resource_id="a.b")])),
+    (peer_pb2.DataSubject, peer_pb2.DataSubject(subject_id="x", consent=peer_pb2.DataConsent(purpose="p"))),
+    (peer_pb2.DataAnswer, peer_pb2.DataAnswer(items=[peer_pb2.DataItem(resource_id="a.b", fields=["f"])])),
+    (peer_pb2.DataRecord, peer_pb2.DataRecord(fields_json=b"{}", updated_at_ms=1)),
 ]
 ITEMS = [DELIVER, NOTIFY_STATUS]
 
