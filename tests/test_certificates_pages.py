@@ -12,8 +12,11 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from sqlmodel import Session
 
-from registry.certificates import decode, to_text
+from core.keys import NodeKey
+from node.models import ResultDocument
+from registry.certificates import CONTENT_TYPE, decode, sign_certificate, to_text
 from simulations.sample_applications import application_body
 from tests.support.federation import Federation
 from tests.test_web_pages import Browser, start_web_federation, submit_via_pages
@@ -49,8 +52,13 @@ async def test_the_certificate_and_its_qr_code_reach_every_page_of_the_applicati
         assert code is not None
         link = re.search(rf'href="(/web/applications/{app_id}/certificates/\d+)"', text)
         assert link is not None
+        assert 'class="message ok cert-verdict" data-reason="valid"' in text  # checked here too
         status, text, _ = await clerk.get(link.group(1))
         assert status == 200 and 'data-reason="valid"' in text
+        download = re.search(rf'href="(/web/applications/{app_id}/documents/\d+)"', text)
+        assert download is not None
+        async with clerk.session.get(clerk.url(download.group(1))) as r:
+            assert r.status == 200 and decode(await r.read()).certificate.application_id == app_id
         text_form = qr_text(text)
         assert decode(text_form).certificate.application_id == app_id
         status, text, _ = await clerk.get(f"/web/applications/{app_id}/receipt")
@@ -64,6 +72,29 @@ async def test_the_certificate_and_its_qr_code_reach_every_page_of_the_applicati
         applicant = application_body(fed.nodes["jiangsu"].index.get(BIRTH), random.Random(7))["applicant"]
         assert applicant["id_number"] not in text and applicant["name"] not in text
         assert [d["name"] for d in view["documents"]] == ["result-notice.txt", "certificate.yrdc"]
+        assert 'data-reason="valid"' in text
+
+        # A certificate in the name of Zhejiang signed by a key that is not Zhejiang's (as a
+        # member could send one): every page shows it refused, never as genuine.
+        forged = decode(text_form)
+        forged.certificate.holder.display_name = "李*四"
+        forged = sign_certificate(forged.certificate, NodeKey.generate())
+
+        def add(s: Session) -> None:
+            s.add(
+                ResultDocument(
+                    application_id=app_id,
+                    name="certificate.yrdc",
+                    content_type=CONTENT_TYPE,
+                    data=forged.SerializeToString(),
+                )
+            )
+
+        await fed.nodes["jiangsu"].db.run(add)
+        _, text, _ = await clerk.get(f"/web/applications/{app_id}")
+        assert re.findall(r'cert-verdict" data-reason="([a-z_]+)"', text) == ["valid", "unknown_key"]
+        _, text, _ = await citizen.get(f"/track?id={app_id}&code={code.group(1)}")
+        assert re.findall(r'cert-verdict" data-reason="([a-z_]+)"', text) == ["valid", "unknown_key"]
     finally:
         await clerk.close()
         await citizen.close()

@@ -65,6 +65,7 @@ from node.trust.keyring import Trust
 from registry import certificates
 from registry.data_catalogue import resource_to_api
 from registry.lookup import CatalogueIndex
+from registry.manifest import TrustedManifest
 
 log = logging.getLogger(__name__)
 
@@ -378,7 +379,7 @@ class NodeBackend:
             "history": [{"status": h["status"], "at": h["at"]} for h in view["history"]],
             # An e-certificate shows its holder masked (or a company's public name and code),
             # so its QR text is the one result the citizen's page may carry.
-            "certificates": _certificate_texts(view["documents"]),
+            "certificates": _certificates_of(view["documents"], self.trust.manifest, self.clock.now_ms()),
         }
 
     async def counter_queue(
@@ -555,17 +556,27 @@ class NodeBackend:
         return verdict.to_api()
 
 
-def _certificate_texts(documents: list[dict[str, Any]]) -> list[str]:
-    """The QR texts of the certificates among result documents; one that does not decode
-    (a department's upload under the same content type) stays a plain document."""
-    texts = []
+def _certificates_of(
+    documents: list[dict[str, Any]], manifest: TrustedManifest, now_ms: int
+) -> list[dict[str, Any]]:
+    """The certificates among result documents as QR texts, each with this node's verdict; one
+    that does not decode (a department's upload under the same content type) stays a plain
+    document."""
+    out = []
     for d in documents:
-        if d["content_type"] == certificates.CONTENT_TYPE:
-            try:
-                texts.append(certificates.to_text(certificates.decode(base64.b64decode(d["data"]))))
-            except CertificateRejected:
-                continue
-    return texts
+        if d["content_type"] != certificates.CONTENT_TYPE:
+            continue
+        try:
+            signed = certificates.decode(base64.b64decode(d["data"]))
+        except CertificateRejected:
+            continue
+        try:
+            certificates.check(signed, manifest, now_ms)
+            reason = "valid"
+        except CertificateRejected as e:
+            reason = e.code
+        out.append({"text": certificates.to_text(signed), "valid": reason == "valid", "reason": reason})
+    return out
 
 
 def require(principal: Principal, action: str, *roles: str) -> None:

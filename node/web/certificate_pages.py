@@ -39,14 +39,27 @@ def certificate_cards(documents: Iterable[dict[str, Any]]) -> list[dict[str, Any
     return cards
 
 
-def cards_of_texts(texts: Iterable[str]) -> list[dict[str, Any]]:
-    """The same from QR texts (the citizen's /track view carries only those)."""
+async def checked_cards(
+    request: web.Request, principal: Principal, documents: Iterable[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """:func:`certificate_cards` with this node's verdict on each, so a certificate that
+    does not verify is never shown as if it did."""
+    cards = certificate_cards(documents)
+    for card in cards:
+        card["verdict"] = await request.app[WEB_BACKEND].verify_certificate(principal, card["text"].encode())
+    return cards
+
+
+def tracked_cards(certificates: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The cards of the citizen's /track view, which carries QR texts with their verdicts."""
     cards = []
-    for text in texts:
+    for c in certificates:
         try:
-            cards.append(_card(text.encode(), None))
+            card = _card(c["text"].encode(), None)
         except CertificateRejected:
             continue
+        card["verdict"] = {"valid": c["valid"], "reason": c["reason"]}
+        cards.append(card)
     return cards
 
 
@@ -61,17 +74,16 @@ def _card(data: bytes, index: int | None) -> dict[str, Any]:
 @page
 async def certificate(request: web.Request, principal: Principal) -> web.StreamResponse:
     """One certificate to print or show on a phone, with the verdict of this node's check."""
-    backend = request.app[WEB_BACKEND]
-    view = await backend.get_application(principal, request.match_info["id"])
+    view = await request.app[WEB_BACKEND].get_application(principal, request.match_info["id"])
     try:
-        doc = view["documents"][int(request.match_info["n"])]
+        n = int(request.match_info["n"])
+        doc = view["documents"][n]
     except (ValueError, IndexError):
         raise web.HTTPNotFound() from None
-    cards = certificate_cards([doc])
+    cards = await checked_cards(request, principal, [doc])
     if not cards:
         raise web.HTTPNotFound()
-    card = cards[0]
-    card["verdict"] = await backend.verify_certificate(principal, card["text"].encode())
+    card = {**cards[0], "index": n}  # its place among the documents: the download link
     return render(request, "certificate.html", principal, app=view, card=card)
 
 

@@ -8,7 +8,7 @@ import hmac
 from aiohttp import web
 
 from core.errors import NotFound, RateLimited, Unauthenticated
-from node.web.certificate_pages import cards_of_texts
+from node.web.certificate_pages import tracked_cards
 from node.web.core import (
     CSRF_FIELD,
     LANG_COOKIE,
@@ -132,5 +132,5 @@ async def track(request: web.Request) -> web.StreamResponse:
         app_id=app_id,
         code=code,
         missing=missing,
-        certs=cards_of_texts(view.get("certificates", [])) if view else [],
+        certs=tracked_cards(view["certificates"]) if view else [],
     )
