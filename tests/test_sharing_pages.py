@@ -114,6 +114,18 @@ async def test_the_health_code_screen_in_one_click_with_consent_and_without(fed:
         )
         assert status == 422 and 'id="error-resources"' in text
 
+        # A company is asked about by its credit code, and needs no one's consent.
+        company = {
+            "csrf": clerk.csrf,
+            "kind": "company",
+            "subject_id": "91340100MA2N0P3Q42",
+            "purpose": "service-delivery",
+            "resources": "ah.business-licence",
+        }
+        status, text, _ = await clerk.post("/web/data/query", company)
+        assert status == 200 and items(text) == {"ah.business-licence": "answered"}
+        assert "合肥长三角数据服务有限公司" in text
+
         await clerk.get("/web/lang/en?next=/web/data/query")
         _, text, _ = await clerk.post("/web/data/query", consented(clerk.csrf))
         assert "Health-code screen" in text and "answered" in text
