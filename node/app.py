@@ -298,6 +298,7 @@ def _data_sharing(
         trust=trust,
         index=index,
         holder=holder,
+        policy=policy,
         channels=channels,
         verifier=verifier,
         clock=clock,

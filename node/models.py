@@ -363,6 +363,7 @@ class DataRequestSent(SQLModel, table=True):
     any revocation arrive through the outbox and move ``status``."""
 
     __tablename__ = "data_request_sent"
+    __table_args__ = (UniqueConstraint("requested_by", "idempotency_key", name="uq_data_request_idem"),)
 
     id: str = Field(primary_key=True)
     holder_node: str
@@ -380,6 +381,9 @@ class DataRequestSent(SQLModel, table=True):
     note: str = ""
     sequence: int = 0  # the last holder update applied
     updated_at_ms: int = Field(sa_type=BigInteger)
+    # An Idempotency-Key makes a retried POST the same request (None: the client sent none).
+    idempotency_key: str | None = None
+    digest: str = ""
 
 
 class DataGrant(SQLModel, table=True):

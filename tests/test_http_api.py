@@ -161,7 +161,9 @@ class FakeBackend:
             "items": [],
         }
 
-    async def request_data(self, principal: Principal, request: Any) -> dict[str, Any]:
+    async def request_data(
+        self, principal: Principal, request: Any, key: str | None = None
+    ) -> dict[str, Any]:
         raise NotFound("no such resource", code="unknown_resource", field="resource_id")
 
     async def list_data_requests(self, principal: Principal) -> dict[str, Any]:

@@ -175,3 +175,35 @@ async def test_who_may_do_what(fed: Federation) -> None:
     )
     assert status == 200
     assert {r["id"] for r in found["resources"]} == {SOCIAL}
+
+
+async def test_the_askers_policy_keeps_a_subject_from_leaving(fed: Federation) -> None:
+    body = social_query(fed, purpose="marketing")
+    body["resources"] = [{"id": "js.nucleic-acid"}]
+    body["consent"]["resources"] = ["js.nucleic-acid"]
+    item = await social(fed, body)
+    assert (item["outcome"], item["reason_code"], item["holder_node"]) == (
+        "refused",
+        "default_deny",
+        "jiangsu",
+    )
+    status, meter = await fed.call("jiangsu", "GET", "/api/v1/data-meter", user="supervisor")
+    assert (status, meter["total"]) == (200, 0)  # nothing reached the holder
+    status, decisions = await fed.call("shanghai", "GET", "/api/v1/policy/decisions", user="supervisor")
+    assert status == 200, decisions
+    logged = [d for d in decisions["decisions"] if d["service_id"] == "data:js.nucleic-acid"]
+    assert [(d["direction"], d["code"]) for d in logged] == [("outbound", "default_deny")], decisions
+
+
+async def test_a_retried_request_is_the_same_request(fed: Federation) -> None:
+    body = request_body(fed)
+    key = {"Idempotency-Key": "req-0001"}
+    first = await fed.call("shanghai", "POST", "/api/v1/data-requests", json=body, headers=key)
+    again = await fed.call("shanghai", "POST", "/api/v1/data-requests", json=body, headers=key)
+    assert first[0] == again[0] == 201
+    assert first[1]["id"] == again[1]["id"]
+    body["fields"] = ["months_paid"]
+    status, problem = await fed.call("shanghai", "POST", "/api/v1/data-requests", json=body, headers=key)
+    assert (status, problem["code"]) == (422, "idempotency_key_reused")
+    status, found = await fed.call("shanghai", "GET", "/api/v1/data-requests")
+    assert [r["id"] for r in found["sent"]] == [first[1]["id"]]

@@ -161,6 +161,39 @@ class PolicyGate:
             if decision is None or not decision.allowed:
                 raise self._deny(decision)
 
+    async def data_outbound(
+        self,
+        holder: str,
+        resource: catalogue_pb2.DataResource,
+        purpose: str,
+        fields: frozenset[str],
+        consent: bool,
+        role: str,
+        now: int,
+    ) -> None:
+        """Before a query names a subject to another member's holder: the subject's id and the
+        consent are personal data leaving this node. Logged; PolicyDenied unless allowed."""
+        inp = PolicyInput(
+            direction="outbound",
+            peer_node=holder,
+            peer_jurisdiction=self._jurisdiction(holder),
+            service_id=resource.resource_id,
+            service_owner=resource.holder,
+            service_department=resource.department,
+            purpose=purpose,
+            role=role,
+            fields=fields,
+            consent=consent,
+            at_ms=now,
+            kind="data",
+        )
+        decision = await asyncio.to_thread(self._decide, inp) if self._off_loop else self._decide(inp)
+        if decision is None:
+            raise self._deny(None)
+        await self.log.record(decision, inp)
+        if not decision.allowed:
+            raise self._deny(decision)
+
     def data_inbound(
         self,
         s: Session,

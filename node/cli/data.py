@@ -107,9 +107,10 @@ def _disclosures(args: argparse.Namespace) -> int:
     for d in rows:
         # Values came from peers: JSON-quoted, so no control character reaches the terminal.
         department = json.dumps(d["asker_department"], ensure_ascii=False)
+        outcome = f"{d['outcome']}:{d['reason_code']}" if d["reason_code"] else d["outcome"]
         print(
             f"{d['at']}\t{d['side']}\t{d['query_id']}\t{d['asker_node']}/{department}"
-            f"\t{d['holder_node']}\t{d['resource_id']}\t{d['outcome']}\t{d['basis']}\t{','.join(d['fields'])}"
+            f"\t{d['holder_node']}\t{d['resource_id']}\t{outcome}\t{d['basis']}\t{','.join(d['fields'])}"
         )
     print(f"{len(rows)} record(s)")
     return 0

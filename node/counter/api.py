@@ -114,7 +114,11 @@ class CounterBackend(Protocol):
         reason_code, fields, updated_at, ...}]}``, one item per resource asked."""
         ...
 
-    async def request_data(self, principal: Principal, request: DataRequestIn) -> dict[str, Any]: ...
+    async def request_data(
+        self, principal: Principal, request: DataRequestIn, idempotency_key: str | None = None
+    ) -> dict[str, Any]:
+        """Send a data request (once per idempotency key when one is given); 201 and its view."""
+        ...
 
     async def list_data_requests(self, principal: Principal) -> dict[str, Any]:
         """``{sent: [...], received: [...]}``: requests this node made, and those made of it."""

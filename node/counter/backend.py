@@ -231,7 +231,8 @@ class NodeBackend:
 
     async def query_data(self, principal: Principal, request: QueryRequest) -> dict[str, Any]:
         require(principal, "query data", CLERK, OWNER_CLERK, SUPERVISOR)
-        view = await self.data_asker.query(principal.username, principal.department or COUNTER, request)
+        department = principal.department or COUNTER
+        view = await self.data_asker.query(principal.username, principal.role, department, request)
         for item in view["items"]:
             try:
                 res = self.data_asker.index.get(item["resource_id"]).resource
@@ -240,7 +241,9 @@ class NodeBackend:
             item.update(name=res.name, department=res.department, holder=res.holder)
         return view
 
-    async def request_data(self, principal: Principal, request: DataRequestIn) -> dict[str, Any]:
+    async def request_data(
+        self, principal: Principal, request: DataRequestIn, idempotency_key: str | None = None
+    ) -> dict[str, Any]:
         require(principal, "request data", CLERK, OWNER_CLERK, SUPERVISOR)
         department = principal.department or COUNTER
         if request.department and request.department != department:
@@ -249,7 +252,7 @@ class NodeBackend:
                     "only a supervisor files a request for another department", code="department_not_yours"
                 )
             department = request.department
-        return await self.data_asker.request(principal.username, department, request)
+        return await self.data_asker.request(principal.username, department, request, idempotency_key)
 
     async def list_data_requests(self, principal: Principal) -> dict[str, Any]:
         require(principal, "read data requests", CLERK, OWNER_CLERK, SUPERVISOR)

@@ -119,7 +119,7 @@ class DataRequestBody(_Closed):
         default="", max_length=200, description="a supervisor files for a department; others for their own"
     )
 
-    def value(self) -> DataRequestIn:
+    def value(self, digest: str) -> DataRequestIn:
         return DataRequestIn(
             resource_id=self.resource_id,
             fields=tuple(self.fields),
@@ -127,6 +127,7 @@ class DataRequestBody(_Closed):
             legal_basis=self.legal_basis,
             until_ms=instant_ms(self.until),
             department=self.department,
+            digest=digest,
         )
 
 
@@ -259,8 +260,8 @@ def parse_query(doc: dict[str, Any], limits: CounterLimits) -> QueryRequest:
     return validate(QueryIn, doc, limits).value()
 
 
-def parse_data_request(doc: dict[str, Any], limits: CounterLimits) -> DataRequestIn:
-    return validate(DataRequestBody, doc, limits).value()
+def parse_data_request(doc: dict[str, Any], limits: CounterLimits, digest: str = "") -> DataRequestIn:
+    return validate(DataRequestBody, doc, limits).value(digest)
 
 
 def parse_decision(doc: dict[str, Any], limits: CounterLimits) -> dict[str, Any]:

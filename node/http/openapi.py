@@ -313,6 +313,14 @@ def _sharing_paths(b: _Builder) -> dict[str, Any]:
         "/api/v1/data-requests": {
             "post": {
                 "summary": "Ask the holder of a conditional resource for a grant",
+                "parameters": [
+                    {
+                        **_IDEMPOTENCY_KEY,
+                        "required": False,
+                        "description": "optional: a retry with the same key and body returns the request "
+                        "made the first time; the same key with another body is refused (422)",
+                    }
+                ],
                 "requestBody": b.body(s.DataRequestBody),
                 "responses": {
                     "201": b.answer(s.DataRequestView, "sent to the holder"),

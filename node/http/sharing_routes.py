@@ -9,8 +9,9 @@ import re
 from aiohttp import web
 
 from core.errors import InvalidInput
+from node.counter.contract import request_digest
 from node.counter.sharing_contract import parse_data_request, parse_decision, parse_query, parse_revoke
-from node.http.context import BACKEND, LIMITS, json_body, principal_of
+from node.http.context import BACKEND, IDEMPOTENCY_HEADER, LIMITS, idempotency_key, json_body, principal_of
 
 routes = web.RouteTableDef()
 
@@ -58,8 +59,12 @@ async def query_data(request: web.Request) -> web.Response:
 @routes.post("/api/v1/data-requests")
 async def request_data(request: web.Request) -> web.Response:
     principal = principal_of(request)
-    body = parse_data_request(await json_body(request), request.app[LIMITS])
-    created = await request.app[BACKEND].request_data(principal, body)
+    key = None
+    if request.headers.get(IDEMPOTENCY_HEADER) is not None:  # optional here, unlike applications
+        key = idempotency_key(request)
+    doc = await json_body(request)
+    body = parse_data_request(doc, request.app[LIMITS], request_digest(doc))
+    created = await request.app[BACKEND].request_data(principal, body, key)
     return web.json_response(
         created, status=201, headers={"Location": f"/api/v1/data-requests/{created['id']}"}
     )

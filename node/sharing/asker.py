@@ -17,15 +17,17 @@ from collections.abc import Callable
 from typing import Any
 
 import grpc
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 from yrd.peer.v1 import peer_pb2
 
 from core.clock import Clock
 from core.db import Database
-from core.errors import InvalidInput, NotFound, Unprocessable, YrdError, clip
+from core.errors import InvalidInput, NotFound, PolicyDenied, Unprocessable, YrdError, clip
 from node import metrics
 from node.cases.deadlines import iso
 from node.cases.origin import new_application_id
+from node.cases.policy_gate import PolicyGate
 from node.delivery.channels import Channels
 from node.delivery.outbox import enqueue
 from node.delivery.peer_client import parse_body
@@ -46,7 +48,7 @@ from node.sharing.holder import DataHolder
 from node.trust.envelope import EnvelopeVerifier, seal_envelope
 from node.trust.keyring import Trust
 from node.trust.sealing import seal, unseal
-from registry.data_catalogue import DataIndex
+from registry.data_catalogue import DataIndex, HeldResource
 
 log = logging.getLogger(__name__)
 
@@ -84,17 +86,18 @@ class DataAsker:
         trust: Trust,
         index: DataIndex,
         holder: DataHolder,
+        policy: PolicyGate,
         channels: Channels,
         verifier: EnvelopeVerifier,
         clock: Clock,
         wake: Callable[[str], None],
     ) -> None:
-        self.db, self.trust, self.index, self.holder = db, trust, index, holder
+        self.db, self.trust, self.index, self.holder, self.policy = db, trust, index, holder, policy
         self.channels, self.verifier, self.clock, self.wake = channels, verifier, clock, wake
 
     # -- one screen ------------------------------------------------------------------------------
 
-    async def query(self, asked_by: str, department: str, req: QueryRequest) -> dict[str, Any]:
+    async def query(self, asked_by: str, role: str, department: str, req: QueryRequest) -> dict[str, Any]:
         """The merged view: one item per resource asked, in the order asked, each with its
         holder, outcome and (when answered) the fields and when the holder last updated them."""
         now = self.clock.now_ms()
@@ -105,6 +108,11 @@ class DataAsker:
         for i, ask in enumerate(req.asks):
             try:
                 held = self.index.get(ask.resource_id)
+                await self._outbound(held, ask.fields, req, role, now)
+            except PolicyDenied as e:
+                items[i] = _item(ask.resource_id, held.node_id, "refused", e.code, e.reason)
+                items[i]["rule_id"] = str(e.extra.get("rule_id", ""))
+                continue
             except NotFound as e:
                 items[i] = _item(ask.resource_id, "", "refused", e.code, e.reason)
                 continue
@@ -136,6 +144,18 @@ class DataAsker:
             "complete": all(i["outcome"] in ("answered", "no_record") for i in items),
             "items": items,
         }
+
+    async def _outbound(
+        self, held: HeldResource, fields: tuple[str, ...], req: QueryRequest, role: str, now: int
+    ) -> None:
+        """This node's own policy before a subject is named to another member (PolicyDenied);
+        asking this node's own resources crosses no boundary."""
+        if held.node_id == self.trust.node_id:
+            return
+        res = held.resource
+        asked = frozenset(fields or (f.name for f in res.fields))
+        consent = req.consent is not None and req.subject_kind == "person"
+        await self.policy.data_outbound(held.node_id, res, req.purpose, asked, consent, role, now)
 
     async def _ask(
         self,
@@ -267,8 +287,15 @@ class DataAsker:
 
     # -- data requests ---------------------------------------------------------------------------
 
-    async def request(self, requested_by: str, department: str, req: DataRequestIn) -> dict[str, Any]:
-        """Send a request for a conditional resource to its holder through the outbox."""
+    async def request(
+        self, requested_by: str, department: str, req: DataRequestIn, idempotency_key: str | None = None
+    ) -> dict[str, Any]:
+        """Send a request for a conditional resource to its holder through the outbox; a retry
+        under the same idempotency key and body is answered with the request made the first time."""
+        if idempotency_key is not None:
+            found = await self.db.run(lambda s: _replayed(s, requested_by, idempotency_key, req.digest))
+            if found is not None:
+                return request_view(found)
         now = self.clock.now_ms()
         check_request(req, now)
         held = self.index.get(req.resource_id)
@@ -308,6 +335,8 @@ class DataAsker:
             created_at_ms=now,
             status="pending",
             updated_at_ms=now,
+            idempotency_key=idempotency_key,
+            digest=req.digest,
         )
         hop = ""
 
@@ -332,7 +361,15 @@ class DataAsker:
             )
             return row
 
-        stored = await self.db.run(store)
+        try:
+            stored = await self.db.run(store)
+        except IntegrityError:  # a concurrent retry under the same key won the race
+            found = None
+            if idempotency_key is not None:
+                found = await self.db.run(lambda s: _replayed(s, requested_by, idempotency_key, req.digest))
+            if found is None:
+                raise
+            return request_view(found)
         if hop:
             self.wake(hop)
         return request_view(stored)
@@ -381,6 +418,21 @@ class DataAsker:
             sent.status, sent.note = "refused", f"{receipt.reason_code}: {receipt.reason}"[:500]
             sent.updated_at_ms = at_ms
             s.add(sent)
+
+
+def _replayed(s: Session, requested_by: str, key: str, digest: str) -> DataRequestSent | None:
+    found = s.exec(
+        select(DataRequestSent).where(
+            DataRequestSent.requested_by == requested_by, DataRequestSent.idempotency_key == key
+        )
+    ).first()
+    if found is not None and found.digest != digest:
+        raise Unprocessable(
+            "this idempotency key was used for a different request; use a new key",
+            code="idempotency_key_reused",
+            field="idempotency_key",
+        )
+    return found
 
 
 def _item(resource_id: str, holder: str, outcome: str, code: str, reason: str) -> dict[str, Any]:

@@ -85,6 +85,8 @@ class DataRequestIn:
     legal_basis: str
     until_ms: int
     department: str = ""  # a supervisor may file for a department; others file for their own
+    # sha256 of the body as sent: a retry under the same Idempotency-Key must repeat it.
+    digest: str = ""
 
 
 def subject_ref(secret: bytes, subject_kind: str, subject_id: str) -> str:

@@ -39,6 +39,9 @@ def upgrade() -> None:
         sa.Column("note", sa.String(), nullable=False),
         sa.Column("sequence", sa.Integer(), nullable=False),
         sa.Column("updated_at_ms", sa.BigInteger(), nullable=False),
+        sa.Column("idempotency_key", sa.String(), nullable=True),
+        sa.Column("digest", sa.String(), nullable=False),
+        sa.UniqueConstraint("requested_by", "idempotency_key", name="uq_data_request_idem"),
     )
     op.create_index("ix_data_request_sent_status", "data_request_sent", ["status"])
     op.create_table(
