@@ -159,10 +159,16 @@ async def test_a_request_is_granted_used_and_revoked_through_the_pages(fed: Fede
         }
         status, text, _ = await clerk.post("/web/data/requests", {**request_form, "fields": "bogus_field"})
         assert status == 422 and 'id="error-fields"' in text
-        data = [*request_form.items(), ("fields", "account_status"), ("fields", "balance")]
+        key = re.search(r'name="idem" value="([^"]+)"', text)
+        assert key is not None
+        ticked = [("fields", "account_status"), ("fields", "balance")]
+        data = [*request_form.items(), ("idem", key.group(1)), *ticked]
         status, _, r = await clerk.post("/web/data/requests", data, allow_redirects=False)
         assert status == 303, _
         request_id = r.headers["Location"].split("#request-")[1]
+        # The same form sent again (a double click, a reload) is the same request.
+        status, _, r = await clerk.post("/web/data/requests", data, allow_redirects=False)
+        assert status == 303 and r.headers["Location"].split("#request-")[1] == request_id
         text = await wait_for(clerk, "/web/data/requests", f'id="request-{request_id}" data-status="pending"')
         assert 'id="received"' not in text  # a counter clerk decides nothing
 

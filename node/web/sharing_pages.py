@@ -10,6 +10,7 @@ would refuse, and shows a refusal next to the input at fault or as a message pag
 from __future__ import annotations
 
 import re
+import secrets
 from datetime import date, datetime
 from typing import Any
 
@@ -18,6 +19,7 @@ from multidict import MultiMapping
 
 from core.errors import InvalidInput, YrdError
 from node.cases.requests import Principal
+from node.counter.contract import request_digest
 from node.counter.sharing_contract import parse_data_request, parse_decision, parse_query, parse_revoke
 from node.counter.users import OPERATOR, SUPERVISOR
 from node.web.core import CST, WEB_BACKEND, WEB_CLOCK, WEB_LIMITS, page, redirect, render
@@ -126,7 +128,10 @@ def _request_form(
     values: dict[str, Any],
     errors: dict[str, str],
     http_status: int = 200,
+    idem: str = "",
 ) -> web.Response:
+    """The request form; ``idem`` is its idempotency key, kept while the same request is
+    being filled in, so a double click or a resent form files one request, not two."""
     conditional = [r for r in resources if r["sharing"] == "conditional"]
     chosen = next((r for r in conditional if r["id"] == values.get("resource_id")), None)
     return render(
@@ -139,6 +144,7 @@ def _request_form(
         values=values,
         errors=errors,
         purposes=PURPOSES,
+        idem=idem or secrets.token_urlsafe(16),
     )
 
 
@@ -163,17 +169,18 @@ async def file_request(request: web.Request, principal: Principal) -> web.Stream
         "department": _text(form, "department"),
     }
     resources = await _resources(request, principal)
+    key = _text(form, "idem", 64)
     if _text(form, "choose"):  # only the resource was picked: now its fields can be ticked
-        return _request_form(request, principal, resources, values, {})
+        return _request_form(request, principal, resources, values, {}, idem=key)
     try:
         doc = {**values, "until": _end_of_day(values["until"], "until")}
-        created = await request.app[WEB_BACKEND].request_data(
-            principal, parse_data_request(doc, request.app[WEB_LIMITS])
-        )
+        parsed = parse_data_request(doc, request.app[WEB_LIMITS], request_digest(doc))
+        created = await request.app[WEB_BACKEND].request_data(principal, parsed, key or None)
     except YrdError as e:
         if not _refusal(e):
             raise
         where = (e.field or "_form").split("[")[0]  # fields[2] is the fields group
+        # A corrected form is a new request: it gets a key of its own.
         return _request_form(request, principal, resources, values, {where: e.reason}, 422)
     return redirect(f"/web/data/requests#request-{created['id']}")
 
