@@ -221,7 +221,7 @@ async def test_the_disclosure_log_one_person_at_the_counter_all_for_the_operator
         status, text, _ = await clerk.get("/web/data/disclosures")
         assert status == 200 and 'id="disclosures"' not in text and "required" in text
         status, text, _ = await clerk.get(f"/web/data/disclosures?subject_id={PERSON}&side=asker")
-        assert status == 200 and text.count('class="disclosure"') == 3
+        assert status == 200 and text.count('class="disclosure"') == 3 and 'id="meter"' not in text
         assert "sh.health-code" in text and "zj.vaccination" in text
         status, text, _ = await clerk.get(f"/web/data/disclosures?subject_id={WRONG_CHECK}")
         assert status == 400 and 'id="message"' in text
@@ -231,6 +231,9 @@ async def test_the_disclosure_log_one_person_at_the_counter_all_for_the_operator
         await operator.login("operator")
         status, text, _ = await operator.get("/web/data/disclosures")
         assert status == 200 and text.count('class="disclosure"') >= 3
+        # Shanghai answered its own health code once, as holder: the meter says so.
+        assert re.search(r"<td><code>sh.health-code</code></td><td>shanghai</td>", text)
+        assert 'id="meter-total">1<' in text
         status, text, _ = await operator.get("/web/data/disclosures?side=sideways")
         assert status == 400
         # The operator sees the catalogue and the log, but asks nothing about a person.

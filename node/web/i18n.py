@@ -174,6 +174,10 @@ _TEXT: dict[str, tuple[str, str]] = {
     "data_side_holder": ("本方提供", "we held"),
     "data_at": ("时间", "When"),
     "data_outcome": ("结果", "Outcome"),
+    "data_meter": ("本节点作为提供方的调用计量", "Calls answered here as holder"),
+    "data_day": ("日期", "Day"),
+    "data_calls": ("次数", "Calls"),
+    "data_total": ("合计", "Total"),
     # e-certificates (电子证照), certificate_pages.py
     "nav_certificates": ("证照核验", "Verify a certificate"),
     "cert_title": ("电子证照", "E-certificate"),

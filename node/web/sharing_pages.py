@@ -334,22 +334,25 @@ def _at(field: str | None) -> str:
 @routes.get("/web/data/disclosures")
 @page
 async def disclosures(request: web.Request, principal: Principal) -> web.StreamResponse:
-    """A supervisor or operator reads the whole log (by side); a counter reads one person's or
-    company's, by the id shown at the counter, and nothing before one is given."""
+    """A supervisor or operator reads the whole log (by side) and the call meter; a counter
+    reads one person's or company's, by the id shown at the counter, and nothing before one
+    is given."""
     kind = _text(request.query, "kind", 16) or "person"
     subject_id = _text(request.query, "subject_id", 18).upper()
     side = _text(request.query, "side", 8)
     wide = principal.role in (SUPERVISOR, OPERATOR)
+    backend = request.app[WEB_BACKEND]
     rows: list[dict[str, Any]] = []
     error = ""
     if kind not in SUBJECT_KINDS or side not in ("", *SIDES):
         error = f"kind: {' | '.join(SUBJECT_KINDS)}; side: {' | '.join(SIDES)}"
     elif subject_id or wide:
-        backend = request.app[WEB_BACKEND]
         try:
             rows = await backend.disclosures(principal, kind, subject_id or None, side or None)
         except InvalidInput as e:
             error = e.reason
+    # The call meter: what this node answered as holder, per day, resource and asker.
+    meter = await backend.data_meter(principal, None, None, None) if wide else None
     return render(
         request,
         "data_disclosures.html",
@@ -363,4 +366,5 @@ async def disclosures(request: web.Request, principal: Principal) -> web.StreamR
         sides=SIDES,
         wide=wide,
         error=error,
+        meter=meter,
     )
