@@ -56,8 +56,9 @@ def certificate_document(
     now_ms: int,
 ) -> peer_pb2.Document | None:
     """The signed certificate of an approval as a result document; None when the matter
-    declares no results (nothing to attest) or the certificate would not fit a QR code, in
-    which case the approval still goes out with its other documents."""
+    declares no results (nothing to attest) or the certificate would not be well formed (too
+    large for a QR code, a ``valid_until`` already past): the approval still goes out with its
+    other documents, and a WARNING names the application."""
     if defn is None or not results:
         return None
     labels = {f.name: f.label for f in defn.results}
