@@ -214,50 +214,6 @@ def open_node_database(config: NodeConfig) -> Database:
     return _database_errors(db, lambda: db.open_existing(migrations.check_at_head))
 
 
-def _receipts_to(bundles: Bundles) -> ReceiptHandler:
-    """A receiver's signed receipt, for whichever kind of item it answers (at most one
-    matches): an application, which may be a bundle's part whose run it wakes, or a clue."""
-
-    def on_receipt(
-        s: Session, item_id: str, from_node: str, receipt: peer_pb2.Receipt, envelope: bytes, at_ms: int
-    ) -> None:
-        bundles.on_receipt(s, item_id, from_node, receipt, envelope, at_ms)
-        Clues.apply_receipt(s, item_id, from_node, receipt, envelope, at_ms)
-        DataAsker.apply_receipt(s, item_id, from_node, receipt, envelope, at_ms)
-
-    return on_receipt
-
-
-def node_tls(config: NodeConfig, manifest: TrustedManifest) -> TlsIdentity | None:
-    """This node's TLS identity, or None when node.toml says ``[transport] plaintext = true``.
-    Refused unless the manifest pins the certificate: peers would refuse every handshake."""
-    if config.transport.plaintext:
-        log.warning("node %s talks plaintext gRPC to its peers ([transport] plaintext)", config.node_id)
-        return None
-    tls = load_tls_identity(config.transport.tls_cert, config.transport.tls_key)
-    member = manifest.member(config.node_id)
-    if member is None or tls.cert_der not in member.tls_certificates:
-        raise ConfigError(
-            f"the TLS certificate {config.transport.tls_cert} is not pinned for {config.node_id} in the "
-            "manifest; pin it with a manifest successor (docs/deploy.md, Transport security)",
-            field="transport.tls_cert",
-        )
-    return tls
-
-
-def https_context(config: NodeConfig) -> ssl.SSLContext | None:
-    """The counter front's HTTPS context when node.toml names a certificate and key."""
-    t = config.transport
-    if t.https_cert is None or t.https_key is None:
-        return None
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    try:
-        context.load_cert_chain(t.https_cert, t.https_key)
-    except (OSError, ssl.SSLError) as e:
-        raise ConfigError(f"cannot load the HTTPS certificate: {e}", field="transport.https_cert") from e
-    return context
-
-
 def load_catalogues(
     config: NodeConfig,
 ) -> tuple[list[catalogue_pb2.ServiceDefinition], list[catalogue_pb2.DataResource]]:
@@ -306,6 +262,50 @@ def _data_sharing(
     )
     holder.apply_local_update = asker.apply_update
     return holder, asker
+
+
+def _receipts_to(bundles: Bundles) -> ReceiptHandler:
+    """A receiver's signed receipt, for whichever kind of item it answers (at most one
+    matches): an application, which may be a bundle's part whose run it wakes, or a clue."""
+
+    def on_receipt(
+        s: Session, item_id: str, from_node: str, receipt: peer_pb2.Receipt, envelope: bytes, at_ms: int
+    ) -> None:
+        bundles.on_receipt(s, item_id, from_node, receipt, envelope, at_ms)
+        Clues.apply_receipt(s, item_id, from_node, receipt, envelope, at_ms)
+        DataAsker.apply_receipt(s, item_id, from_node, receipt, envelope, at_ms)
+
+    return on_receipt
+
+
+def node_tls(config: NodeConfig, manifest: TrustedManifest) -> TlsIdentity | None:
+    """This node's TLS identity, or None when node.toml says ``[transport] plaintext = true``.
+    Refused unless the manifest pins the certificate: peers would refuse every handshake."""
+    if config.transport.plaintext:
+        log.warning("node %s talks plaintext gRPC to its peers ([transport] plaintext)", config.node_id)
+        return None
+    tls = load_tls_identity(config.transport.tls_cert, config.transport.tls_key)
+    member = manifest.member(config.node_id)
+    if member is None or tls.cert_der not in member.tls_certificates:
+        raise ConfigError(
+            f"the TLS certificate {config.transport.tls_cert} is not pinned for {config.node_id} in the "
+            "manifest; pin it with a manifest successor (docs/deploy.md, Transport security)",
+            field="transport.tls_cert",
+        )
+    return tls
+
+
+def https_context(config: NodeConfig) -> ssl.SSLContext | None:
+    """The counter front's HTTPS context when node.toml names a certificate and key."""
+    t = config.transport
+    if t.https_cert is None or t.https_key is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(t.https_cert, t.https_key)
+    except (OSError, ssl.SSLError) as e:
+        raise ConfigError(f"cannot load the HTTPS certificate: {e}", field="transport.https_cert") from e
+    return context
 
 
 def build_node(config: NodeConfig, clock: Clock | None = None, *, limits_clock: Clock | None = None) -> Node:

@@ -65,22 +65,15 @@ def row_for(decision: Decision, inp: PolicyInput) -> PolicyDecisionRow:
         peer_node=inp.peer_node,
         peer_jurisdiction=inp.peer_jurisdiction,
         # A clue has no service: its kind, region and domain go in the service columns
-        # (docs/policies.md "Clues"), so the log keeps one table and one shape; a data query's
-        # resource is its service, marked "data:<resource id>" (docs/policies.md "Data queries").
-        service_id=_logged_service(inp),
-        service_owner=inp.service_owner if inp.kind != "clue" else inp.region,
-        service_department=inp.service_department if inp.kind != "clue" else inp.domain,
+        # (docs/policies.md "Clues"), so the log keeps one table and one shape.
+        service_id=inp.service_id if inp.kind == "application" else inp.kind,
+        service_owner=inp.service_owner if inp.kind == "application" else inp.region,
+        service_department=inp.service_department if inp.kind == "application" else inp.domain,
         purpose=inp.purpose,
         role=inp.role,
         fields=json.dumps(sorted(inp.fields)),
         consent=inp.consent,
     )
-
-
-def _logged_service(inp: PolicyInput) -> str:
-    if inp.kind == "clue":
-        return "clue"
-    return f"data:{inp.service_id}" if inp.kind == "data" else inp.service_id
 
 
 def row_as_dict(row: PolicyDecisionRow) -> dict[str, Any]:

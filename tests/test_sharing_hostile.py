@@ -225,3 +225,28 @@ async def test_an_answer_with_fields_not_asked_for_is_not_shown(fed: Federation)
     assert status == 200, view
     (item,) = view["items"]
     assert (item["outcome"], item["reason_code"], item["fields"]) == ("refused", "bad_answer", None)
+
+
+async def test_an_answer_with_a_malformed_code_is_not_shown(fed: Federation) -> None:
+    js = fed.nodes["jiangsu"]
+    honest = js.backend.data_holder._item
+
+    def garbled(*args: Any) -> peer_pb2.DataItem:
+        item = honest(*args)
+        item.outcome, item.reason_code, item.basis = "refused", "\x1b[31mgranted", "trust me"
+        item.ClearField("sealed_record")
+        return item
+
+    js.backend.data_holder._item = garbled  # type: ignore[method-assign]
+    status, view = await fed.call(
+        "shanghai",
+        "POST",
+        "/api/v1/queries",
+        json={
+            "subject": {"kind": "person", "id": PERSON},
+            "purpose": "health-check",
+            "resources": [{"id": "js.nucleic-acid"}],
+        },
+    )
+    assert status == 200, view
+    assert [(i["outcome"], i["reason_code"]) for i in view["items"]] == [("refused", "bad_answer")]

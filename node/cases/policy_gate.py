@@ -8,6 +8,7 @@ A node without a bundle denies everything: sharing is by agreement, never by def
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from typing import Any
 
 from sqlmodel import Session
@@ -190,7 +191,7 @@ class PolicyGate:
         decision = await asyncio.to_thread(self._decide, inp) if self._off_loop else self._decide(inp)
         if decision is None:
             raise self._deny(None)
-        await self.log.record(decision, inp)
+        await self.log.record(decision, _as_logged(inp))
         if not decision.allowed:
             raise self._deny(decision)
 
@@ -223,7 +224,7 @@ class PolicyGate:
         )
         decision = self._decide(inp)
         if decision is not None:
-            self.log.add(s, decision, inp)
+            self.log.add(s, decision, _as_logged(inp))
         if decision is None or not decision.allowed:
             raise self._deny(decision)
         return decision
@@ -239,3 +240,9 @@ class PolicyGate:
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
+
+
+def _as_logged(inp: PolicyInput) -> PolicyInput:
+    """A data decision as the decision log keeps it: the log has no kind column, so the resource
+    goes in the service columns as ``data:<resource id>`` (docs/policies.md "Data queries")."""
+    return dataclasses.replace(inp, kind="application", service_id=f"data:{inp.service_id}")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -56,6 +57,11 @@ Outcome = peer_pb2.ReceiptOutcome
 QUERY_DATA = "/yrd.peer.v1.PeerService/QueryData"
 MISSING_CODES = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
 UPDATE_STATUSES = ("approved", "refused", "revoked")
+# What a holder's item may say about itself; anything else is a bad answer, not text to show.
+_BASIS = re.compile(r"((consent|request)(\+grant:dr-[0-9a-f]{28})?)?")
+_CODE = re.compile(r"[a-z0-9_]{0,64}")
+_RULE = re.compile(r"([a-z0-9][a-z0-9._-]{0,79})?")
+MAX_REASON = 500
 
 
 def request_view(r: DataRequestSent) -> dict[str, Any]:
@@ -198,8 +204,9 @@ class DataAsker:
         except grpc.aio.AioRpcError as e:
             if e.code() in MISSING_CODES:
                 return all_items("missing", "unreachable", f"{holder} did not answer: {e.code().name}")
-            code = dict(e.trailing_metadata() or ()).get(REASON_KEY, "refused")
-            return all_items("refused", str(code), clip(e.details() or "", 300))
+            code = str(dict(e.trailing_metadata() or ()).get(REASON_KEY, ""))
+            code = code if code and _CODE.fullmatch(code) else "refused"
+            return all_items("refused", code, (e.details() or "")[:MAX_REASON])
         except YrdError as e:
             return all_items("refused", e.code, e.reason)
         try:
@@ -238,9 +245,9 @@ class DataAsker:
             raise InvalidInput("not an answer to this query", code="bad_answer")
         out = []
         for i, ask, it in zip(idxs, asks, answer.items, strict=True):
-            if it.resource_id != ask.resource_id or it.outcome not in ("answered", "no_record", "refused"):
+            if it.resource_id != ask.resource_id or not _well_formed(it):
                 raise InvalidInput(f"item {clip(it.resource_id)} does not match the ask", code="bad_answer")
-            item = _item(it.resource_id, holder, it.outcome, it.reason_code, it.reason)
+            item = _item(it.resource_id, holder, it.outcome, it.reason_code, it.reason[:MAX_REASON])
             item["basis"], item["rule_id"] = it.basis, it.rule_id
             if it.outcome == "answered":
                 record = parse_body(peer_pb2.DataRecord, unseal(self.trust.key, it.sealed_record))
@@ -418,6 +425,16 @@ class DataAsker:
             sent.status, sent.note = "refused", f"{receipt.reason_code}: {receipt.reason}"[:500]
             sent.updated_at_ms = at_ms
             s.add(sent)
+
+
+def _well_formed(it: peer_pb2.DataItem) -> bool:
+    """Outcome, basis, reason code and rule id of the shapes a holder gives (docs/protocol.md 14.1)."""
+    return bool(
+        it.outcome in ("answered", "no_record", "refused")
+        and _BASIS.fullmatch(it.basis)
+        and _CODE.fullmatch(it.reason_code)
+        and _RULE.fullmatch(it.rule_id)
+    )
 
 
 def _replayed(s: Session, requested_by: str, key: str, digest: str) -> DataRequestSent | None:
