@@ -259,6 +259,8 @@ def _data_sharing(
         verifier=verifier,
         clock=clock,
         wake=delivery.wake,
+        # Half the per-peer cap (peers run the same defaults): the other half stays for deliveries.
+        calls_per_holder=max(1, config.limits.peer_max_concurrent_calls // 2),
     )
     holder.apply_local_update = asker.apply_update
     return holder, asker

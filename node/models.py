@@ -347,6 +347,16 @@ class BundlePart(SQLModel, table=True):
 # person's records and disclosures" to whoever knows the id without holding a list of ids.
 
 
+class DataSecret(SQLModel, table=True):
+    """The key of the subject digests: random, made once per node (shared by its replicas), and
+    kept apart from the signing key so a key rotation does not orphan every record."""
+
+    __tablename__ = "data_secret"
+
+    id: int = Field(default=1, primary_key=True)
+    secret: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+
+
 class DataRecordRow(SQLModel, table=True):
     """One subject's record of one resource this node holds, as the operator loaded it."""
 

@@ -100,6 +100,7 @@ async def test_a_malformed_query_is_refused_whole_with_its_reason(fed: Federatio
         ({"query_id": "Q/1"}, "invalid_query_id"),
         ({"asks": [peer_pb2.DataAsk(resource_id=f"sh.r{i:03d}") for i in range(17)]}, "invalid_resources"),
         ({"purpose": "Marketing!"}, "invalid_purpose"),
+        ({"asker_department": "counter\x1b[2J"}, "invalid_department"),
     ):
         assert await refused_whole(js, sh, data_query(js, sh, **over)) == code, over
 

@@ -10,13 +10,14 @@ from pathlib import Path
 import pytest
 
 from core.clock import FakeClock
+from core.db import Database
 from core.errors import ConfigError, InvalidInput
 from core.keys import NodeKey
 from node.counter.contract import CounterLimits
 from node.counter.sharing_contract import parse_decision, parse_query
 from node.sharing.checks import Consent, consent_problem
 from node.sharing.holder import meter_day
-from node.sharing.records import read_records_file
+from node.sharing.records import read_records_file, subject_secret
 from policies.engine import PolicyEngine
 from policies.model import PolicyInput
 from policies.obligations import apply_obligations
@@ -251,3 +252,18 @@ def test_a_data_rule_decides_only_data_and_its_quota_applies() -> None:
     assert engine.decide(asked).code == "quota"
     as_application = engine.decide(dataclasses.replace(asked, kind="application", service_id="x.y"))
     assert as_application.deciding_rule == "applications"
+
+
+def test_the_subject_key_is_the_nodes_own_and_kept(tmp_path: Path) -> None:
+    """Not derived from the signing key: a key rotation must not orphan every record."""
+    one, two = Database(f"sqlite:///{tmp_path / 'one.db'}"), Database(f"sqlite:///{tmp_path / 'two.db'}")
+    try:
+        for db in (one, two):
+            db.create_all()
+        first = one.transact(subject_secret)
+        assert one.transact(subject_secret) == first
+        assert two.transact(subject_secret) != first
+        assert len(first) == 32
+    finally:
+        one.close()
+        two.close()

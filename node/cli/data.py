@@ -4,24 +4,29 @@ call meter (docs/sharing.md).
 Works on the node's database directly, like ``yrd outbox``, so it answers whether or not the
 node runs. ``load`` checks every record of the file against the resource it names (types,
 choices, resident id and credit code check characters) before it stores any; subjects are
-stored under this node's keyed digest, never in the clear, so it needs the node's key.
+stored under this node's keyed digest (its key in the ``data_secret`` table), never in the clear.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
 from typing import Any
 
+from sqlmodel import Session
+
 from core.errors import InvalidInput
-from core.keys import load_key
 from node.app import load_catalogues, open_node_database
-from node.config import NodeConfig, key_passphrase, load_config
+from node.config import NodeConfig, load_config
 from node.sharing.checks import check_subject, subject_ref
-from node.sharing.holder import subject_secret
-from node.sharing.records import read_disclosures, read_meter, read_records_file, store_records
+from node.sharing.records import (
+    read_disclosures,
+    read_meter,
+    read_records_file,
+    store_records,
+    subject_secret,
+)
 
 DAY = "YYYY-MM-DD (China Standard Time)"
 
@@ -53,10 +58,9 @@ def load_records(config: NodeConfig, path: Path) -> dict[str, int]:
     _, resources = load_catalogues(config)
     by_id = {r.resource_id: r for r in resources}
     by_resource = read_records_file(path, config.node_id, by_id)
-    secret = subject_secret(load_key(config.key_file, key_passphrase(os.environ)).seed)
     db = open_node_database(config)
     try:
-        return db.transact(lambda s: store_records(s, secret, by_id, by_resource))
+        return db.transact(lambda s: store_records(s, subject_secret(s), by_id, by_resource))
     finally:
         db.close()
 
@@ -94,14 +98,18 @@ def _report(args: argparse.Namespace) -> int:
 
 def _disclosures(args: argparse.Namespace) -> int:
     config = load_config(args.config)
-    ref = None
     if args.subject is not None:
         check_subject(args.subject_kind, args.subject, "subject")
-        secret = subject_secret(load_key(config.key_file, key_passphrase(os.environ)).seed)
-        ref = subject_ref(secret, args.subject_kind, args.subject)
     db = open_node_database(config)
+
+    def read(s: Session) -> list[dict[str, Any]]:
+        ref = None
+        if args.subject is not None:
+            ref = subject_ref(subject_secret(s), args.subject_kind, args.subject)
+        return read_disclosures(s, subject_ref=ref, side=args.side, limit=1000)
+
     try:
-        rows = db.transact(lambda s: read_disclosures(s, subject_ref=ref, side=args.side, limit=1000))
+        rows = db.transact(read)
     finally:
         db.close()
     for d in rows:

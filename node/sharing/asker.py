@@ -55,7 +55,12 @@ log = logging.getLogger(__name__)
 
 Outcome = peer_pb2.ReceiptOutcome
 QUERY_DATA = "/yrd.peer.v1.PeerService/QueryData"
-MISSING_CODES = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+# Not an answer (down, too slow, too busy to take the call): the item is missing, not refused.
+MISSING_CODES = (
+    grpc.StatusCode.UNAVAILABLE,
+    grpc.StatusCode.DEADLINE_EXCEEDED,
+    grpc.StatusCode.RESOURCE_EXHAUSTED,
+)
 UPDATE_STATUSES = ("approved", "refused", "revoked")
 # What a holder's item may say about itself; anything else is a bad answer, not text to show.
 _BASIS = re.compile(r"((consent|request)(\+grant:dr-[0-9a-f]{28})?)?")
@@ -97,9 +102,14 @@ class DataAsker:
         verifier: EnvelopeVerifier,
         clock: Clock,
         wake: Callable[[str], None],
+        calls_per_holder: int = 4,
     ) -> None:
         self.db, self.trust, self.index, self.holder, self.policy = db, trust, index, holder, policy
         self.channels, self.verifier, self.clock, self.wake = channels, verifier, clock, wake
+        # Calls in flight to one holder: a burst of screens waits here (within each deadline)
+        # rather than meeting the holder's per-peer cap, which deliveries to it share.
+        self.calls_per_holder = calls_per_holder
+        self._slots: dict[str, asyncio.Semaphore] = {}
 
     # -- one screen ------------------------------------------------------------------------------
 
@@ -198,13 +208,15 @@ class DataAsker:
             elif self.trust.next_hop(holder) != holder:
                 return all_items("refused", "no_direct_route", f"{holder} is reachable only through a relay")
             else:
-                answer = await self._call(holder, q, req.deadline_ms / 1000)
+                timeout_s = req.deadline_ms / 1000
+                answer = await asyncio.wait_for(self._call_in_slot(holder, q, timeout_s), timeout_s)
         except TimeoutError:
             return all_items("missing", "deadline", f"{holder} did not answer within {req.deadline_ms} ms")
         except grpc.aio.AioRpcError as e:
-            if e.code() in MISSING_CODES:
-                return all_items("missing", "unreachable", f"{holder} did not answer: {e.code().name}")
             code = str(dict(e.trailing_metadata() or ()).get(REASON_KEY, ""))
+            if e.code() in MISSING_CODES:
+                code = code if code and _CODE.fullmatch(code) else "unreachable"
+                return all_items("missing", code, f"{holder} did not answer: {e.code().name}")
             code = code if code and _CODE.fullmatch(code) else "refused"
             return all_items("refused", code, (e.details() or "")[:MAX_REASON])
         except YrdError as e:
@@ -214,6 +226,13 @@ class DataAsker:
         except YrdError as e:
             log.warning("unusable data answer from %s: %s", holder, e.code)
             return all_items("refused", "bad_answer", f"{holder} answered something unusable: {e.reason}")
+
+    async def _call_in_slot(
+        self, holder: str, q: peer_pb2.DataQuery, timeout_s: float
+    ) -> peer_pb2.DataAnswer:
+        slots = self._slots.setdefault(holder, asyncio.Semaphore(self.calls_per_holder))
+        async with slots:
+            return await self._call(holder, q, timeout_s)
 
     async def _call(self, holder: str, q: peer_pb2.DataQuery, timeout_s: float) -> peer_pb2.DataAnswer:
         env = seal_envelope(

@@ -96,7 +96,8 @@ def subject_ref(secret: bytes, subject_kind: str, subject_id: str) -> str:
     return hmac.new(secret, message, hashlib.sha256).hexdigest()[:40]
 
 
-def _line(value: str, limit: int, code: str, field: str) -> None:
+def check_line(value: str, limit: int, code: str, field: str) -> None:
+    """One line of text from a person or a peer: not blank, bounded, no control characters."""
     if not value.strip() or len(value) > limit or _CONTROL.search(value):
         raise InvalidInput(f"1 to {limit} characters, no control characters", code=code, field=field)
 
@@ -163,7 +164,7 @@ def check_query(req: QueryRequest, now_ms: int) -> None:
 
 def check_consent_shape(c: Consent) -> None:
     """A consent that is well formed; whether it covers a resource is the holder's per-item check."""
-    _line(c.given_by, MAX_TEXT, "invalid_consent", "consent.given_by")
+    check_line(c.given_by, MAX_TEXT, "invalid_consent", "consent.given_by")
     if not c.subject_id or len(c.subject_id) > 18:
         raise InvalidInput("the consenting person's id", code="invalid_consent", field="consent.subject_id")
     check_purpose(c.purpose, "consent.purpose")
@@ -185,13 +186,13 @@ def check_request(req: DataRequestIn, now_ms: int) -> None:
         raise InvalidInput("name the fields asked for", code="invalid_fields", field="fields")
     check_fields(req.fields, "fields")
     check_purpose(req.purpose)
-    _line(req.legal_basis, 500, "invalid_legal_basis", "legal_basis")
+    check_line(req.legal_basis, 500, "invalid_legal_basis", "legal_basis")
     if not now_ms < req.until_ms <= now_ms + MAX_GRANT_MS:
         raise InvalidInput(
             "the grant must end in the future and within three years", code="invalid_until", field="until"
         )
     if req.department:
-        _line(req.department, MAX_TEXT, "invalid_department", "department")
+        check_line(req.department, MAX_TEXT, "invalid_department", "department")
 
 
 # --- the holder's per-resource checks: a reason code, never an exception ----------------------

@@ -10,7 +10,6 @@ answer, so nothing is disclosed that the log does not show.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from collections.abc import Callable, Sequence
@@ -40,6 +39,7 @@ from node.sharing.checks import (
     Ask,
     DataRequestIn,
     QueryRequest,
+    check_line,
     check_query,
     check_request,
     consent_of,
@@ -48,7 +48,7 @@ from node.sharing.checks import (
     split,
     subject_ref,
 )
-from node.sharing.records import read_records_file, store_records
+from node.sharing.records import read_records_file, store_records, subject_secret
 from node.trust.envelope import DEFAULT_MAX_SKEW_MS
 from node.trust.keyring import Trust
 from node.trust.sealing import seal, unseal
@@ -74,11 +74,6 @@ class _Refused(Exception):
 def meter_day(at_ms: int) -> str:
     """The day a call counts on: the calendar day in China Standard Time."""
     return datetime.fromtimestamp((at_ms + CST_MS) / 1000, tz=UTC).date().isoformat()
-
-
-def subject_secret(seed: bytes) -> bytes:
-    """The key of this node's subject digests, derived from its signing key's seed."""
-    return hashlib.sha256(b"yrd-data-subject-key\x00" + seed).digest()
 
 
 def grant_view(g: DataGrant) -> dict[str, Any]:
@@ -118,7 +113,7 @@ class DataHolder:
         self.db, self.trust, self.policy, self.clock, self.wake = db, trust, policy, clock, wake
         self.resources = {r.resource_id: r for r in resources}
         self.max_skew_ms = max_skew_ms
-        self.secret = subject_secret(trust.key.seed)
+        self.secret = db.transact(subject_secret)  # made once, before the node serves
         self.apply_local_update: ApplyUpdate | None = None  # set by the composition root
 
     def ref(self, subject_kind: str, subject_id: str) -> str:
@@ -141,8 +136,7 @@ class DataHolder:
             raise InvalidInput("not a query id", code="invalid_query_id", field="query_id")
         if abs(now - q.asked_at_ms) > self.max_skew_ms:
             raise InvalidInput("asked too long ago or in the future", code="stale_query", field="asked_at_ms")
-        if not q.asker_department.strip() or len(q.asker_department) > 200:
-            raise InvalidInput("1 to 200 characters", code="invalid_department", field="asker_department")
+        check_line(q.asker_department, 200, "invalid_department", "asker_department")
         subject = parse_body(peer_pb2.DataSubject, unseal(self.trust.key, q.sealed_subject))
         req = QueryRequest(
             subject_kind=q.subject_kind,
@@ -152,8 +146,7 @@ class DataHolder:
             consent=consent_of(subject.consent) if subject.HasField("consent") else None,
         )
         check_query(req, now)
-        if len(subject.asked_by) > 200:
-            raise InvalidInput("at most 200 characters", code="invalid_asked_by", field="asked_by")
+        check_line(subject.asked_by, 200, "invalid_asked_by", "asked_by")
         items = await self.db.run(
             lambda s: [
                 self._item(s, sender, q.query_id, q.asker_department, subject.asked_by, req, ask, now)
@@ -360,8 +353,8 @@ class DataHolder:
             raise InvalidInput("the asker is not the sender", code="sender_mismatch", field="asker_node")
         if not REQUEST_ID.fullmatch(t.request_id):
             raise InvalidInput("not a request id", code="invalid_request_id", field="request_id")
-        if not t.asker_department.strip() or len(t.asker_department) > 200 or len(t.requested_by) > 200:
-            raise InvalidInput("1 to 200 characters", code="invalid_department", field="asker_department")
+        check_line(t.asker_department, 200, "invalid_department", "asker_department")
+        check_line(t.requested_by, 200, "invalid_requested_by", "requested_by")
         req = DataRequestIn(t.resource_id, tuple(t.fields), t.purpose, t.legal_basis, t.until_ms)
         check_request(req, now)
         res = self.resources.get(t.resource_id)

@@ -1,5 +1,6 @@
-"""Data sharing (node/sharing/, docs/sharing.md): held records, data requests at both ends
-(the holder's approved ones are the grants), the disclosure logs and the call meter."""
+"""Data sharing (node/sharing/, docs/sharing.md): the subject-digest key, held records, data
+requests at both ends (the holder's approved ones are the grants), the disclosure logs and the
+call meter."""
 
 from __future__ import annotations
 
@@ -13,6 +14,11 @@ depends_on = None
 
 
 def upgrade() -> None:
+    op.create_table(
+        "data_secret",
+        sa.Column("id", sa.Integer(), primary_key=True),
+        sa.Column("secret", sa.LargeBinary(), nullable=False),
+    )
     op.create_table(
         "data_record",
         sa.Column("resource_id", sa.String(), nullable=False),
