@@ -207,3 +207,26 @@ async def test_a_retried_request_is_the_same_request(fed: Federation) -> None:
     assert (status, problem["code"]) == (422, "idempotency_key_reused")
     status, found = await fed.call("shanghai", "GET", "/api/v1/data-requests")
     assert [r["id"] for r in found["sent"]] == [first[1]["id"]]
+
+
+async def test_a_department_of_the_holders_own_node_needs_a_grant_too(fed: Federation) -> None:
+    """Jiangsu's own counter asks Jiangsu's conditional resource: no network, the same steps."""
+    query = social_query(fed)
+    status, view = await fed.call("jiangsu", "POST", "/api/v1/queries", json=query)
+    assert (status, view["items"][0]["reason_code"]) == (200, "no_grant"), view
+    status, sent = await fed.call("jiangsu", "POST", "/api/v1/data-requests", json=request_body(fed))
+    assert (status, sent["holder_node"], sent["status"]) == (201, "jiangsu", "pending"), sent
+    status, decided = await fed.call(
+        "jiangsu",
+        "POST",
+        f"/api/v1/data-requests/{sent['id']}/decision",
+        json={"decision": "approve", "fields": ["insurance_type"]},
+        user="hrss",
+    )
+    assert status == 200, decided
+    status, found = await fed.call("jiangsu", "GET", "/api/v1/data-requests")
+    (mine,) = [r for r in found["sent"] if r["id"] == sent["id"]]
+    assert (mine["status"], mine["granted_fields"]) == ("approved", ["insurance_type"])
+    status, view = await fed.call("jiangsu", "POST", "/api/v1/queries", json=query)
+    item = view["items"][0]
+    assert (item["outcome"], item["fields"]) == ("answered", {"insurance_type": "城镇职工基本养老保险"}), item
