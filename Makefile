@@ -32,7 +32,7 @@ lint: $(STAMP)
 
 # The long coverage-guided fuzz run (atheris), kept out of `make test`: each target in turn,
 # its corpus kept in .fuzz/<target>/ between runs, any crashing input written to .fuzz/.
-FUZZ_TARGETS ?= envelope manifest policy catalogue peer_bodies
+FUZZ_TARGETS ?= envelope manifest policy catalogue peer_bodies certificate
 FUZZ_ARGS ?= -max_total_time=120
 
 $(VENV)/.fuzz-installed: pyproject.toml $(STAMP)

@@ -118,6 +118,25 @@ ENVELOPE_REASONS = (
 )
 
 
+class CertificateRejected(InvalidInput):
+    """An e-certificate failed offline verification; ``code`` is one of :data:`CERTIFICATE_REASONS`."""
+
+    type = "certificate_rejected"
+
+
+CERTIFICATE_REASONS = (
+    "malformed",
+    "manifest_expired",
+    "unknown_issuer",
+    "unknown_key",
+    "key_revoked",
+    "key_not_valid",
+    "bad_signature",
+    "not_yet_valid",
+    "expired",
+)
+
+
 class ManifestRejected(YrdError):
     """A federation manifest is not valid (quorum, rollback, expiry, form)."""
 

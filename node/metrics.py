@@ -116,6 +116,14 @@ BUNDLE_PARTS = Counter(
     "Bundle parts the lead routed (submitted) or could not (refused), and resubmissions taken",
     ["outcome"],
 )
+CERTIFICATES_ISSUED = Counter(
+    "yrd_certificates_issued_total", "E-certificates signed by this node as owner, by service", ["service"]
+)
+CERTIFICATES_VERIFIED = Counter(
+    "yrd_certificates_verified_total",
+    "E-certificates checked at this node's counter, by result (valid or the reason code)",
+    ["result"],
+)
 
 # Data sharing (docs/sharing.md). ``resource`` is one of this holder's own catalogue ids (anything
 # else counts as "unknown"), ``asker`` a federation member, ``outcome`` one of a handful of words.

@@ -4,7 +4,9 @@ against an in-process Jiangsu + Zhejiang federation on 127.0.0.1.
 The journey of the issue: log in at Jiangsu, find a Zhejiang matter, submit with a wrong
 ID number and see the message at the field, correct it, submit; a Zhejiang owner clerk
 approves in its own work queue while the Jiangsu status page updates by itself; print the
-receipt; follow it as the citizen. Then each role logs in and sees only its pages.
+receipt; follow it as the citizen. A Zhejiang business licence's e-certificate is shown with
+its QR code and checked on the verify page, then altered and refused. Then each role logs in
+and sees only its pages.
 
 Every page is saved as a PNG under $YRD_SCREENSHOTS (default: the test's tmp dir) for a
 person to look at. Selenium is blocking, so the browser runs in a worker thread while the
@@ -24,6 +26,7 @@ from typing import Any
 
 import pytest
 
+from simulations.local_federation import PROVINCES
 from simulations.sample_applications import application_body
 from tests.support.federation import PASSWORD, Federation
 from tests.test_web_pages import MARKET, WORKLIST_SERVICE, WRONG_ID, start_web_federation
@@ -33,6 +36,7 @@ from selenium.common.exceptions import StaleElementReferenceException, TimeoutEx
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
 
+LICENCE_SERVICE = "zj.hangzhou.business-licence"  # auto: approved with a certificate
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
 pytestmark = pytest.mark.skipif(
@@ -274,12 +278,55 @@ def journey(fed: Federation, people: Callable[[str], Person], files: list[Path])
     follow_as_citizen(fed, people("citizen"), app_id, code)
 
 
+def certificate_at_the_counter(people: Callable[[str], Person], app_id: str) -> None:
+    """The licence Zhejiang issued, on the Jiangsu status page with its QR code; its text
+    pasted into the verify page passes, and with one character changed it is refused."""
+    clerk = people("certificate")
+    clerk.login("jiangsu", "clerk")
+    clerk.open("jiangsu", f"/web/applications/{app_id}")
+    clerk.wait_for(lambda d: d.find_element(By.CSS_SELECTOR, "#certificates svg"))
+    clerk.shot("status-certificate")
+    clerk.find("a.cert-link").click()
+    verdict = clerk.wait_for(lambda d: d.find_element(By.ID, "cert-verdict").get_attribute("data-reason"))
+    assert verdict == "valid"
+    text = clerk.text("cert-text")
+    assert text.startswith("YRDC1:")
+    clerk.shot("certificate-page")
+    altered = text[:-20] + ("B" if text[-20] == "A" else "A") + text[-19:]  # inside the signature
+    for pasted, wanted in ((text, "valid"), (altered, "bad_signature")):
+        clerk.open("jiangsu", "/web/certificates/verify")
+        clerk.by_id("cert-input").send_keys(pasted)
+        clerk.by_id("verify").click()
+        reason = clerk.wait_for(lambda d: d.find_element(By.ID, "verdict").get_attribute("data-reason"))
+        assert reason == wanted, reason
+        clerk.shot(f"verified-{wanted}")
+    clerk.logout()
+
+
 ROLE_PAGES = {
     # user: (the nav it gets, a page it may not open)
-    "clerk": (["web/services", "web/queue", "web/clues", "track"], "/web/console"),
-    "owner-market": (["web/owner", "web/clues", "track"], "/web/queue"),
-    "operator": (["web/console", "track"], "/web/owner"),
-    "supervisor": (["web/services", "web/queue", "web/owner", "web/clues", "web/console", "track"], None),
+    "clerk": (
+        ["web/services", "web/queue", "web/clues", "web/certificates/verify", "web/data", "track"],
+        "/web/console",
+    ),
+    "owner-market": (
+        ["web/owner", "web/clues", "web/certificates/verify", "web/data", "track"],
+        "/web/queue",
+    ),
+    "operator": (["web/console", "web/data", "track"], "/web/owner"),
+    "supervisor": (
+        [
+            "web/services",
+            "web/queue",
+            "web/owner",
+            "web/clues",
+            "web/certificates/verify",
+            "web/console",
+            "web/data",
+            "track",
+        ],
+        None,
+    ),
 }
 
 
@@ -306,5 +353,49 @@ async def test_the_counter_journey_in_a_browser(
         f.write_bytes(b"%PDF-1.4 scan " + bytes([48 + i]))
         files.append(f)
     await asyncio.to_thread(journey, fed, people, files)
+    licence = application_body(fed.nodes["jiangsu"].index.get(LICENCE_SERVICE), random.Random(5))
+    status, created = await fed.submit("jiangsu", licence, "browser-licence")
+    assert status == 201, created
+    await fed.wait_status("jiangsu", created["id"], {"completed"})
+    await asyncio.to_thread(certificate_at_the_counter, people, created["id"])
     await asyncio.to_thread(each_role, people)
     print(f"screenshots in {shots}")
+
+
+HEALTH_PERSON = "310101199003071230"  # has records in three provinces (registry/samples/data_records)
+
+
+def health_screen(p: Person) -> None:
+    """A Shanghai clerk opens the health-code screen, types the id, records the consent and
+    gets one view from three provinces' departments."""
+    p.login("shanghai", "clerk")
+    p.open("shanghai", "/web/data/query?preset=health")
+    p.by_id("subject_id").send_keys(HEALTH_PERSON)
+    p.by_id("consent").click()
+    p.by_id("given_by").send_keys("张三")
+    p.shot("health-form")
+    p.by_id("health-screen").click()
+    p.wait_for(lambda d: d.find_element(By.ID, "merged-view"))
+    outcomes = {
+        e.get_attribute("id"): e.get_attribute("data-outcome")
+        for e in p.driver.find_elements(By.CSS_SELECTOR, ".data-item")
+    }
+    assert outcomes == {
+        "item-sh.health-code": "answered",
+        "item-js.nucleic-acid": "answered",
+        "item-zj.vaccination": "answered",
+    }, outcomes
+    assert p.find('#item-sh\\.health-code [data-field="status"]').text == "绿码"
+    p.shot("health-screen")
+
+
+async def test_the_health_code_screen_in_a_browser(tmp_path: Path, shots: Path) -> None:
+    delta = await Federation(tmp_path, PROVINCES).start()
+    clerk = None
+    try:
+        clerk = await asyncio.to_thread(Person, delta, shots, "health")
+        await asyncio.to_thread(health_screen, clerk)
+    finally:
+        if clerk is not None:
+            await asyncio.to_thread(clerk.quit)
+        await delta.close()

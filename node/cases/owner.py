@@ -18,6 +18,7 @@ from core.db import Database
 from core.errors import Conflict, InvalidInput, NotFound, Unavailable, YrdError, clip
 from node import metrics
 from node.cases.admission import admit, check_fields_present, check_sender, check_transfer
+from node.cases.certificates import certificate_document
 from node.cases.deadlines import add_working_days, iso
 from node.cases.handlers import auto_decision, check_results, issue_results, result_notice
 from node.cases.policy_gate import PolicyGate
@@ -216,7 +217,9 @@ class Owner:
         now: int,
     ) -> None:
         decision, reason = auto_decision(defn, payload)
-        self._apply_decision(s, row, defn, decision, reason, [], now, issue_results(defn, row.id, now))
+        self._apply_decision(
+            s, row, defn, decision, reason, [], now, issue_results(defn, row.id, now), payload
+        )
 
     def _receipt(
         self, t: peer_pb2.ApplicationTransfer, outcome: int, code: str, reason: str, rule_id: str = ""
@@ -306,11 +309,18 @@ class Owner:
         documents: list[peer_pb2.Document],
         now: int,
         results: dict[str, str] | None = None,
+        payload: peer_pb2.ApplicationPayload | None = None,
     ) -> None:
         metrics.DECISION_SECONDS.labels(handler=row.handler).observe(max(0, now - row.received_at_ms) / 1000)
         if decision == "approve":
             self._number(s, row, "approved", now, reason=reason, results=results)
             docs = documents or [result_notice(row.id, defn, now)]
+            if results:  # a matter with named results makes a certificate (cases/certificates.py)
+                opened = payload if payload is not None else self._open(row.sealed_payload)
+                certificate = certificate_document(
+                    self.trust.key, self.trust.node_id, defn, row.id, opened, results, now
+                )
+                docs = docs if certificate is None else [*docs, certificate]
             self._number(s, row, "completed", now, reason=reason, documents=docs, results=results)
         elif decision == "reject":
             self._number(s, row, "rejected", now, reason=reason)

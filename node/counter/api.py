@@ -98,6 +98,11 @@ class CounterBackend(Protocol):
         documents: tuple[Document, ...] = (),
     ) -> dict[str, Any]: ...
 
+    async def verify_certificate(self, principal: Principal, data: bytes) -> dict[str, Any]:
+        """An e-certificate (its file or QR text) checked against this node's manifest
+        offline: ``valid`` or the reason code, and what it says (docs/protocol.md, 15)."""
+        ...
+
     # -- data sharing (docs/sharing.md; node/counter/backend.py says who may do what) ----------
 
     async def list_data_resources(

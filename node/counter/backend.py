@@ -24,6 +24,8 @@ revokes requests for their own department's resources, a supervisor for all. Dis
 operator or supervisor reads them all; a clerk or owner clerk only one person's, by the id the
 person shows at the counter. The meter: operator and supervisor.
 
+E-certificates: clerk, owner clerk and supervisor verify one (operator: no, it shows a holder).
+
 "Own dept" is what this node owns under the catalogue's ``department`` of the service.
 An application a role may not read is answered as not found, so ids cannot be probed.
 """
@@ -42,7 +44,7 @@ from yrd.federation.v1 import manifest_pb2
 
 from core.clock import Clock
 from core.db import Database
-from core.errors import NotFound, PermissionDenied, clip
+from core.errors import CertificateRejected, NotFound, PermissionDenied, clip
 from node import metrics
 from node.cases.bundles.runner import Bundles
 from node.cases.clue_checks import ClueRequest
@@ -60,8 +62,10 @@ from node.sharing.asker import DataAsker
 from node.sharing.checks import COUNTER, DataRequestIn, QueryRequest, check_subject
 from node.sharing.holder import DataHolder
 from node.trust.keyring import Trust
+from registry import certificates
 from registry.data_catalogue import resource_to_api
 from registry.lookup import CatalogueIndex
+from registry.manifest import TrustedManifest
 
 log = logging.getLogger(__name__)
 
@@ -376,6 +380,9 @@ class NodeBackend:
             "due_at": view["due_at"],
             "overdue": view["overdue"],
             "history": [{"status": h["status"], "at": h["at"]} for h in view["history"]],
+            # An e-certificate shows its holder masked (or a company's public name and code),
+            # so its QR text is the one result the citizen's page may carry.
+            "certificates": _certificates_of(view["documents"], self.trust.manifest, self.clock.now_ms()),
         }
 
     async def counter_queue(
@@ -542,6 +549,37 @@ class NodeBackend:
         if not await self.db.run(lambda s: outbox.redrive(s, entry_id, now)):
             raise NotFound(f"no dead letter {entry_id}", code="unknown_dead_letter", field="id")
         log.info("dead letter %d re-driven by %s", entry_id, principal.username)
+
+    async def verify_certificate(self, principal: Principal, data: bytes) -> dict[str, Any]:
+        """Any counter role checks a certificate; an operator (no personal data) does not.
+        Only the manifest is consulted, never a peer, so it works with every link down."""
+        require(principal, "verify certificates", CLERK, OWNER_CLERK, SUPERVISOR)
+        verdict = certificates.verify(data, self.trust.manifest, self.clock.now_ms())
+        metrics.CERTIFICATES_VERIFIED.labels(result=verdict.reason).inc()
+        return verdict.to_api()
+
+
+def _certificates_of(
+    documents: list[dict[str, Any]], manifest: TrustedManifest, now_ms: int
+) -> list[dict[str, Any]]:
+    """The certificates among result documents as QR texts, each with this node's verdict; one
+    that does not decode (a department's upload under the same content type) stays a plain
+    document."""
+    out = []
+    for d in documents:
+        if d["content_type"] != certificates.CONTENT_TYPE:
+            continue
+        try:
+            signed = certificates.decode(base64.b64decode(d["data"]))
+        except CertificateRejected:
+            continue
+        try:
+            certificates.check(signed, manifest, now_ms)
+            reason = "valid"
+        except CertificateRejected as e:
+            reason = e.code
+        out.append({"text": certificates.to_text(signed), "valid": reason == "valid", "reason": reason})
+    return out
 
 
 def require(principal: Principal, action: str, *roles: str) -> None:

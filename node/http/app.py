@@ -11,7 +11,15 @@ from core.clock import Clock
 from node.counter.api import CounterBackend
 from node.counter.contract import CounterLimits
 from node.counter.users import UserStore
-from node.http import clue_routes, counter_routes, openapi, operator_routes, session_routes, sharing_routes
+from node.http import (
+    certificate_routes,
+    clue_routes,
+    counter_routes,
+    openapi,
+    operator_routes,
+    session_routes,
+    sharing_routes,
+)
 from node.http.context import BACKEND, CLOCK, LIMITS, USERS
 from node.http.limits import HTTP_LIMITS, HttpLimits, default_http_limits, limits_middleware
 from node.http.metrics import metrics_middleware
@@ -63,7 +71,15 @@ def build_http_app(
     app[CLOCK] = clock
     app[LIMITS] = limits
     app[HTTP_LIMITS] = http_limits or default_http_limits(clock)
-    for module in (session_routes, counter_routes, operator_routes, clue_routes, sharing_routes, openapi):
+    for module in (
+        session_routes,
+        counter_routes,
+        operator_routes,
+        clue_routes,
+        certificate_routes,
+        sharing_routes,
+        openapi,
+    ):
         app.add_routes(module.routes)
     register_pages(app, backend, users, clock, limits)  # the HTML pages (node/web/)
     return app

@@ -15,7 +15,7 @@ from aiohttp import web
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
-from node.counter import clue_contract, contract, sharing_contract
+from node.counter import certificate_contract, clue_contract, contract, sharing_contract
 from node.counter.contract import CounterLimits
 from node.http.context import LIMITS
 from node.http.session_routes import OPENAPI_PATH
@@ -232,6 +232,18 @@ def _paths(b: _Builder) -> dict[str, Any]:
                     "The department closes its task; the clue closes with the last",
                 ),
             )
+        },
+        # -- e-certificates (docs/protocol.md, 15) --
+        "/api/v1/certificates/verify": {
+            "post": {
+                "summary": "Check an e-certificate offline against this node's manifest; "
+                "a refused certificate is an answer (valid false, reason), not an error",
+                "requestBody": b.body(certificate_contract.VerifyCertificate),
+                "responses": {
+                    "200": b.answer(certificate_contract.CertificateVerdict, "the verdict"),
+                    **b.problems(*_BODY, *_AUTH, 403),
+                },
+            }
         },
         **_sharing_paths(b),
         OPENAPI_PATH: {

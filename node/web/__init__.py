@@ -14,7 +14,16 @@ from core.clock import Clock
 from node.counter.api import CounterBackend
 from node.counter.contract import CounterLimits
 from node.counter.users import UserStore
-from node.web import bundle_pages, clue_pages, console_pages, counter_pages, owner_pages, session_pages
+from node.web import (
+    bundle_pages,
+    certificate_pages,
+    clue_pages,
+    console_pages,
+    counter_pages,
+    owner_pages,
+    session_pages,
+    sharing_pages,
+)
 from node.web.console_pages import SAMPLER
 from node.web.core import WEB_BACKEND, WEB_CLOCK, WEB_LIMITS, WEB_USERS
 from node.web.sampler import Sampler
@@ -37,6 +46,15 @@ def register(
 
     app.on_startup.append(start)
     app.on_cleanup.append(stop)
-    for module in (session_pages, counter_pages, bundle_pages, owner_pages, console_pages, clue_pages):
+    for module in (
+        session_pages,
+        counter_pages,
+        bundle_pages,
+        owner_pages,
+        console_pages,
+        clue_pages,
+        certificate_pages,
+        sharing_pages,
+    ):
         app.add_routes(module.routes)
     app.router.add_static("/web/static", STATIC, append_version=True)

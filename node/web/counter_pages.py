@@ -16,6 +16,7 @@ from core.errors import InvalidInput, YrdError
 from node.cases.requests import Principal
 from node.counter.contract import parse_submit, request_digest
 from node.web.bundle_pages import part_inputs
+from node.web.certificate_pages import checked_cards
 from node.web.core import WEB_BACKEND, WEB_LIMITS, page, redirect, render
 
 routes = web.RouteTableDef()
@@ -206,7 +207,10 @@ async def application(request: web.Request, principal: Principal) -> web.StreamR
     code = await request.app[WEB_BACKEND].check_code(principal, view["id"])
     service = await _maybe_service(request, view["service_id"])
     parts = await part_inputs(request, view)
-    return render(request, "application.html", principal, app=view, code=code, service=service, parts=parts)
+    certs = await checked_cards(request, principal, view["documents"])
+    return render(
+        request, "application.html", principal, app=view, code=code, service=service, parts=parts, certs=certs
+    )
 
 
 @routes.get("/web/applications/{id}/status.json")
@@ -238,7 +242,10 @@ async def receipt(request: web.Request, principal: Principal) -> web.StreamRespo
     url = track_url(request, view["id"], code)
     qr = segno.make(url, error="m").svg_inline(scale=3, omitsize=False)
     service = await _maybe_service(request, view["service_id"])
-    return render(request, "receipt.html", principal, app=view, code=code, qr=qr, url=url, service=service)
+    certs = await checked_cards(request, principal, view["documents"])
+    return render(
+        request, "receipt.html", principal, app=view, code=code, qr=qr, url=url, service=service, certs=certs
+    )
 
 
 @routes.get("/web/applications/{id}/documents/{n}")

@@ -25,7 +25,9 @@ NAV: list[NavItem] = [
     NavItem("/web/queue", "nav_queue", frozenset({CLERK, SUPERVISOR})),
     NavItem("/web/owner", "nav_owner", frozenset({OWNER_CLERK, SUPERVISOR})),
     NavItem("/web/clues", "nav_clues", frozenset({CLERK, OWNER_CLERK, SUPERVISOR})),
+    NavItem("/web/certificates/verify", "nav_certificates", frozenset({CLERK, OWNER_CLERK, SUPERVISOR})),
     NavItem("/web/console", "nav_console", frozenset({OPERATOR, SUPERVISOR})),
+    NavItem("/web/data", "nav_data", frozenset({CLERK, OWNER_CLERK, SUPERVISOR, OPERATOR})),
     NavItem("/track", "nav_track", frozenset({CLERK, OWNER_CLERK, SUPERVISOR, OPERATOR})),
 ]
 

@@ -8,6 +8,7 @@ import hmac
 from aiohttp import web
 
 from core.errors import NotFound, RateLimited, Unauthenticated
+from node.web.certificate_pages import tracked_cards
 from node.web.core import (
     CSRF_FIELD,
     LANG_COOKIE,
@@ -131,4 +132,5 @@ async def track(request: web.Request) -> web.StreamResponse:
         app_id=app_id,
         code=code,
         missing=missing,
+        certs=tracked_cards(view["certificates"]) if view else [],
     )
