@@ -126,8 +126,10 @@ def to_text(signed: SignedCertificate) -> str:
 
 
 def decode(data: bytes | str) -> SignedCertificate:
-    """A certificate from its text form (any case, whitespace ignored) or its file bytes;
-    ``malformed`` for anything else, including input too long to be one."""
+    """A certificate from its text form or its file bytes (docs/protocol.md 15.3); ``malformed``
+    for anything else. The text is read as a clerk may paste a scanned QR code: any case, ASCII
+    whitespace anywhere after the prefix, its ``=`` padding kept or not. Either form is held to
+    the 1,536 bytes an issuer may sign, so no certificate is valid as a file but not as text."""
     raw = data.encode("utf-8", "replace") if isinstance(data, str) else data
     if len(raw) > MAX_TEXT_CHARS:
         raise CertificateRejected(f"more than {MAX_TEXT_CHARS} bytes", code="malformed")

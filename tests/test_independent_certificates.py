@@ -162,6 +162,8 @@ MALFORMED_FIELDS: dict[str, dict[str, Any]] = {
     "holder-kind-3": {"holder": Holder(3, "杭州示例科技有限公司", "91330106MA2B3C4D5E")},
     "holder-without-name": {"holder": Holder(2, "", "91330106MA2B3C4D5E")},
     "holder-without-id": {"holder": Holder(2, "杭州示例科技有限公司", "")},
+    "holder-name-201-characters": {"holder": Holder(2, LONG, "91330106MA2B3C4D5E")},
+    "holder-id-201-characters": {"holder": Holder(2, "杭州示例科技有限公司", "9" * 201)},
     "17-fields": {"fields": tuple(CertifiedField(f"f{i}", "标签", "值") for i in range(17))},
     "field-names-repeat": {"fields": (CertifiedField("a", "甲", "1"), CertifiedField("a", "乙", "2"))},
     "field-name-empty": {"fields": (CertifiedField("", "标签", "值"),)},
@@ -184,6 +186,7 @@ AT_THE_LIMITS: dict[str, dict[str, Any]] = {
     },
     "a-field-with-empty-label-and-value": {"fields": (CertifiedField("n", "", ""),)},
     "a-person-with-masked-values": {"holder": Holder(1, "王*明", "330106********123X")},
+    "holder-values-200-characters": {"holder": Holder(2, LONG[:200], "9" * 200)},
 }
 
 
@@ -223,8 +226,11 @@ MALFORMED_INPUTS: dict[str, Callable[[], str | bytes]] = {
     "prefix-YRDC2": lambda: "YRDC2:" + text(SIGNED)[6:],
     "prefix-without-colon": lambda: "YRDC1" + text(SIGNED)[6:],
     "no-prefix": lambda: text(SIGNED)[6:],
-    "base32-lower-case": lambda: "YRDC1:" + text(SIGNED)[6:].lower(),
-    "base32-with-its-padding": _padded,
+    "base32-with-more-than-its-padding": lambda: _padded() + "=",
+    "base32-with-padding-after-a-whole-block": lambda: text(SIGNED) + "=" * 8,
+    "base32-with-an-equals-sign-inside": lambda: text(SIGNED)[:20] + "=" + text(SIGNED)[20:],
+    "whitespace-inside-the-prefix": lambda: "YR DC1:" + text(SIGNED)[6:],
+    "a-no-break-space-is-not-whitespace": lambda: text(SIGNED)[:20] + "\u00a0" + text(SIGNED)[20:],
     "base32-with-a-digit-outside-the-alphabet": lambda: text(SIGNED)[:-1] + "1",
     "base32-of-impossible-length": lambda: (
         text(SIGNED) + "A" * next(n for n in range(8) if (len(text(SIGNED)) - 6 + n) % 8 in (1, 3, 6))
@@ -248,13 +254,21 @@ def test_an_input_of_2528_bytes_is_read() -> None:
     assert verdict(_pad_to(2528), manifest(), NOW) == "valid"
 
 
-def test_a_certificate_over_1536_bytes_is_read_from_a_file_but_not_from_its_text() -> None:
-    """15.3 bounds what an issuer signs, 15.4 only the input: the same certificate, two verdicts."""
+def test_a_certificate_over_1536_bytes_is_malformed_in_either_form() -> None:
+    """15.4 step 1: one bound for the file and the text, the one 15.3 puts on the issuer."""
     fields = tuple(CertifiedField(f"f{i}", "标签", "值" * 100) for i in range(5))
     big = resigned(fields=fields)
     assert 1536 < len(encode_signed(big)) <= 2528
-    assert verdict(encode_signed(big), manifest(), NOW) == "valid"
+    assert verdict(encode_signed(big), manifest(), NOW) == "malformed"
     assert verdict(text(big), manifest(), NOW) == "malformed"
+
+
+def test_a_pasted_text_is_read_in_either_case_with_or_without_its_padding() -> None:
+    """15.3: what a scanner or a clerk's copy may make of the QR text is read, not refused."""
+    qr = _padded()
+    forms = (qr, qr.lower(), "yrdc1:" + qr[6:].lower(), "\t" + qr.rstrip("=") + "==\n", qr.rstrip("="))
+    for form in forms:
+        assert verdict(form, manifest(), NOW) == "valid", form
 
 
 def test_malformed_comes_before_the_manifest() -> None:

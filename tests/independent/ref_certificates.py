@@ -26,12 +26,13 @@ from tests.independent.ref_manifest import REVOKED, Manifest
 CERTIFICATE_DOMAIN = b"yrd-certificate-v1\x00"
 TEXT_PREFIX = b"YRDC1:"
 MAX_INPUT_BYTES = 2528
+MAX_CERTIFICATE_BYTES = 1536
 MAX_TEXT = 200
 MAX_FIELDS = 16
 MAX_FIELD_NAME = 64
 AHEAD_MS = 5 * 60 * 1000
 PERSON, ORGANISATION = 1, 2
-# Gap: "whitespace" is not defined; the ASCII whitespace of a text file or a scanner's output.
+# 15.3: whitespace is the six ASCII bytes of a text file or a scanner's output, nothing else.
 _WHITESPACE = frozenset(b" \t\n\r\x0b\x0c")
 _BASE32 = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567")
 _LD, _VARINT = wire.LENGTH_DELIMITED, wire.VARINT
@@ -240,22 +241,34 @@ def read_signed_certificate(raw: bytes) -> SignedCertificate:
 def certificate_bytes(data: str | bytes) -> bytes:
     """15.3 and the first clauses of 15.4 step 1: the SignedCertificate bytes of either form.
 
-    Gaps, each a choice: the 2,528-byte limit is on the input as given (a str as UTF-8), before
-    whitespace goes; whitespace is dropped only to look for the prefix and to read the text, never
-    from the file form (a SignedCertificate starts with 0x0a, a newline); the base32 after the
-    prefix must be upper case (only the prefix is said to be case-free) and carry no '='.
+    The 2,528-byte limit is on the input as given (a str as UTF-8), whitespace included; leading
+    whitespace is skipped to look for the prefix, and whitespace anywhere after it is dropped; the
+    file is taken byte for byte (a SignedCertificate starts with 0x0a, a newline). The base32 is read
+    in any case, with its '=' padding or without it, and either form is at most 1,536 bytes.
     """
     raw = data.encode("utf-8") if isinstance(data, str) else data
     if len(raw) > MAX_INPUT_BYTES:
         raise Rejected("malformed", f"{len(raw)} bytes, more than {MAX_INPUT_BYTES}")
-    compact = bytes(byte for byte in raw if byte not in _WHITESPACE)
-    if compact[: len(TEXT_PREFIX)].upper() != TEXT_PREFIX:
-        return raw
-    body = compact[len(TEXT_PREFIX) :]
-    if not set(body) <= _BASE32 or len(body) % 8 in (1, 3, 6):
-        raise Rejected("malformed", "the text form is not unpadded upper-case base32")
+    start = next((i for i, byte in enumerate(raw) if byte not in _WHITESPACE), len(raw))
+    if raw[start : start + len(TEXT_PREFIX)].upper() != TEXT_PREFIX:
+        decoded = raw
+    else:
+        decoded = _base32(raw[start + len(TEXT_PREFIX) :])
+    if len(decoded) > MAX_CERTIFICATE_BYTES:
+        raise Rejected("malformed", f"{len(decoded)} bytes, more than {MAX_CERTIFICATE_BYTES}")
+    return decoded
+
+
+def _base32(text: bytes) -> bytes:
+    """RFC 4648 base32 in either case; '=' only at the end and no more than completes a block of 8."""
+    body = bytes(byte for byte in text if byte not in _WHITESPACE).upper()
+    unpadded = body.rstrip(b"=")
+    if len(body) - len(unpadded) > -len(unpadded) % 8:
+        raise Rejected("malformed", "more '=' than the padding of the text form")
+    if not set(unpadded) <= _BASE32 or len(unpadded) % 8 in (1, 3, 6):
+        raise Rejected("malformed", "the text form is not base32")
     try:
-        return base64.b32decode(body + b"=" * (-len(body) % 8))
+        return base64.b32decode(unpadded + b"=" * (-len(unpadded) % 8))
     except binascii.Error as exc:
         raise Rejected("malformed", f"base32: {exc}") from exc
 
@@ -281,7 +294,8 @@ def _form_problem(signed: SignedCertificate) -> str | None:
         (len(c.name_en) <= MAX_TEXT and len(c.department) <= MAX_TEXT, "name_en or department too long"),
         (c.certificate_id == f"{c.issuer}/{c.application_id}", "certificate_id is not issuer/application_id"),
         (c.holder.kind in (PERSON, ORGANISATION), "holder.kind is not 1 or 2"),
-        (bool(c.holder.display_name and c.holder.display_id), "holder display values empty"),
+        (0 < len(c.holder.display_name) <= MAX_TEXT, "holder.display_name empty or too long"),
+        (0 < len(c.holder.display_id) <= MAX_TEXT, "holder.display_id empty or too long"),
         (len(c.fields) <= MAX_FIELDS, "more than 16 fields"),
         (all(0 < len(name) <= MAX_FIELD_NAME for name in names), "field name empty or too long"),
         (len(set(names)) == len(names), "field names repeat"),
