@@ -45,6 +45,7 @@ from registry.certificates import (
     verify,
 )
 from registry.manifest import TrustedManifest, sign_manifest, verify_anchor
+from tests.support.vectors import VECTORS
 
 T0 = 1_767_225_600_000
 DAY = 86_400_000
@@ -458,3 +459,32 @@ def test_the_worked_example_of_the_protocol_document() -> None:
     data = signing_input(s.certificate)
     assert f"is {len(data)} bytes with SHA-256\n`{hashlib.sha256(data).hexdigest()}`" in section
     assert f"`{s.signature.hex()}`" in section
+
+
+# docs/protocol-vectors.json, section "certificates": what another implementation is held to.
+
+CERTIFICATE_VECTORS = VECTORS["certificates"]
+
+
+def test_the_vectors_are_the_worked_example() -> None:
+    example = CERTIFICATE_VECTORS["example"]
+    s = SignedCertificate.FromString(bytes.fromhex(example["signed_certificate"]))
+    assert to_text(s) == example["text"] and decode(example["text"]) == s
+    assert signing_input(s.certificate).hex() == example["signing_input"]
+    assert s.signature.hex() == example["signature"]
+    for key in CERTIFICATE_VECTORS["keys"]:
+        k = NodeKey.from_seed(bytes.fromhex(key["seed"]))
+        assert (k.public_key.hex(), k.key_id) == (key["public_key"], key["key_id"])
+
+
+@pytest.mark.parametrize("case", CERTIFICATE_VECTORS["cases"], ids=lambda case: case["name"])
+def test_certificate_vector(case: dict[str, typing.Any]) -> None:
+    trusted = verify_anchor(
+        mpb.SignedManifest.FromString(bytes.fromhex(CERTIFICATE_VECTORS["signed_manifest"]))
+    )
+    data = bytes.fromhex(case["input"]) if case["form"] == "file" else case["input"]
+    assert verify(data, trusted, case["now_ms"]).reason == case["expect"]
+
+
+def test_there_is_a_vector_for_every_reason() -> None:
+    assert {case["expect"] for case in CERTIFICATE_VECTORS["cases"]} == set(REASONS)

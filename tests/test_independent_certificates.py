@@ -10,6 +10,7 @@ from __future__ import annotations
 import ast
 import dataclasses
 import hashlib
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,15 @@ from tests.independent.ref_certificates import (
     text_form,
     verdict,
 )
-from tests.independent.ref_manifest import ACTIVE, RETIRING, REVOKED, Manifest, Member, MemberKey
+from tests.independent.ref_manifest import (
+    ACTIVE,
+    RETIRING,
+    REVOKED,
+    Manifest,
+    Member,
+    MemberKey,
+    verify_anchor,
+)
 
 # 15.5, copied from the document.
 SEED = hashlib.sha256(b"yrd-vector-seed:certificate").digest()
@@ -372,6 +381,35 @@ def test_step_9_expired_at_valid_until() -> None:
     assert verdict(lasting, manifest(), NOW) == "valid"
     assert verdict(lasting, manifest(), NOW + 1) == "expired"
     assert verdict(text(SIGNED), manifest(expires=NOW * 2), NOW * 2 - 1) == "valid"  # 0: no end
+
+
+# docs/protocol-vectors.json, section "certificates" (section 9): the same file the reference is held to.
+
+VECTORS = json.loads(
+    (Path(__file__).resolve().parents[1] / "docs" / "protocol-vectors.json").read_text("utf-8")
+)
+CERTIFICATE_VECTORS = VECTORS["certificates"]
+
+
+def test_the_vectors_worked_example_is_the_documents() -> None:
+    example = CERTIFICATE_VECTORS["example"]
+    raw = bytes.fromhex(example["signed_certificate"])
+    assert encode_signed(SIGNED) == raw
+    assert text_form(raw) == example["text"]
+    assert (
+        certificate_signing_input(read_signed_certificate(raw).certificate).hex() == example["signing_input"]
+    )
+    assert example["signature"] == DOC_SIGNATURE
+    for key in CERTIFICATE_VECTORS["keys"]:
+        public_key = public_key_for(bytes.fromhex(key["seed"]))
+        assert (public_key.hex(), key_id_for(public_key)) == (key["public_key"], key["key_id"])
+
+
+@pytest.mark.parametrize("case", CERTIFICATE_VECTORS["cases"], ids=lambda case: case["name"])
+def test_certificate_vector(case: dict[str, Any]) -> None:
+    trusted = verify_anchor(bytes.fromhex(CERTIFICATE_VECTORS["signed_manifest"]))
+    data = bytes.fromhex(case["input"]) if case["form"] == "file" else case["input"]
+    assert verdict(data, trusted, case["now_ms"]) == case["expect"]
 
 
 def test_the_independent_package_imports_nothing_of_ours() -> None:
