@@ -133,7 +133,7 @@ def decode(data: bytes | str) -> SignedCertificate:
     raw = data.encode("utf-8", "replace") if isinstance(data, str) else data
     if len(raw) > MAX_TEXT_CHARS:
         raise CertificateRejected(f"more than {MAX_TEXT_CHARS} bytes", code="malformed")
-    if raw.lstrip()[: len(TEXT_PREFIX)].upper() == TEXT_PREFIX.encode():
+    if is_text(raw):
         raw = _from_text(raw)
     if len(raw) > MAX_CERTIFICATE_BYTES:
         raise CertificateRejected(f"more than {MAX_CERTIFICATE_BYTES} bytes", code="malformed")
@@ -146,6 +146,13 @@ def decode(data: bytes | str) -> SignedCertificate:
         ) from e
     check_form(signed)
     return signed
+
+
+def is_text(data: bytes | str) -> bool:
+    """Whether ``data`` is the text form: the prefix, in any case, after ASCII whitespace only
+    (15.3), so a no-break or ideographic space in front makes it no text, wherever it is read."""
+    raw = data.encode("utf-8", "replace") if isinstance(data, str) else data
+    return raw.lstrip()[: len(TEXT_PREFIX)].upper() == TEXT_PREFIX.encode()
 
 
 def _from_text(raw: bytes) -> bytes:

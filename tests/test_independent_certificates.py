@@ -69,7 +69,7 @@ EXAMPLE = Certificate(
 )
 SIGNED = SignedCertificate(EXAMPLE, bytes.fromhex(DOC_SIGNATURE))
 
-# The document gives no manifest for the example; this one lists the key for a year around it.
+# The manifest of 15.5: the key listed for a year around the example, checked a day after issue.
 DAY = 86_400_000
 NOW = ISSUED + DAY
 OTHER_SEED = hashlib.sha256(b"yrd-vector-seed:other").digest()

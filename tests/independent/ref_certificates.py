@@ -2,8 +2,8 @@
 
 Written from the document alone, like the rest of this package: the messages are read with the
 hand-written wire reader, the signing input is built from the fields as 15.2 lists them, and the
-keys come from a manifest read by ref_manifest. Where the document is silent the choice is named
-in a comment and listed in CERTIFICATE_GAPS.md beside this file.
+keys come from a manifest read by ref_manifest. Where the first text was silent the choice was
+listed in CERTIFICATE_GAPS.md beside this file; each is now settled there, by the section named.
 """
 
 from __future__ import annotations
@@ -110,8 +110,8 @@ def sign_certificate(c: Certificate, seed: bytes) -> SignedCertificate:
     return SignedCertificate(c, ed25519_sign(seed, certificate_signing_input(c)))
 
 
-# Writing, so tests can carry the worked example in both forms of 15.3. Gap: the field numbers
-# of Holder and CertifiedField are not in the document; 1, 2, 3 in the order 15.1 names them.
+# Writing, so tests can carry the worked example in both forms of 15.3; the numbers of Holder and
+# CertifiedField are those of 15.1's second table.
 
 
 def _varint(value: int) -> bytes:
@@ -180,7 +180,7 @@ def _int(value: int | bytes) -> int:
 def _read_holder(buf: bytes) -> Holder:
     fields: dict[int, int | bytes] = {1: 0, 2: b"", 3: b""}
     fields.update(wire.known_fields(buf, {1: _VARINT, 2: _LD, 3: _LD}))
-    # Gap: enum or uint32 is not said; both keep the low 32 bits, as_int32 then gives the enum's sign.
+    # 15.1: an open enum, kept to its low 32 bits; as_int32 then gives the enum's sign.
     kind = wire.as_int32(_int(fields[1]))
     return Holder(kind, wire.as_string(_bytes(fields[2])), wire.as_string(_bytes(fields[3])))
 
@@ -299,7 +299,7 @@ def _form_problem(signed: SignedCertificate) -> str | None:
         (len(c.fields) <= MAX_FIELDS, "more than 16 fields"),
         (all(0 < len(name) <= MAX_FIELD_NAME for name in names), "field name empty or too long"),
         (len(set(names)) == len(names), "field names repeat"),
-        # Gap: "(labels too)" read as the 64-character limit only; labels may be empty or repeat.
+        # 15.4 step 1.8: labels have only the 64-character limit; they may be empty or repeat.
         (all(len(field.label) <= MAX_FIELD_NAME for field in c.fields), "field label too long"),
         (all(len(field.value) <= MAX_TEXT for field in c.fields), "field value too long"),
         (c.issued_at_ms > 0, "issued_at_ms is not positive"),
