@@ -126,12 +126,14 @@ def to_text(signed: SignedCertificate) -> str:
 
 
 def decode(data: bytes | str) -> SignedCertificate:
-    """A certificate from its text form (any case, whitespace ignored) or its file bytes;
-    ``malformed`` for anything else, including input too long to be one."""
+    """A certificate from its text form or its file bytes (docs/protocol.md 15.3); ``malformed``
+    for anything else. The text is read as a clerk may paste a scanned QR code: any case, ASCII
+    whitespace anywhere after the prefix, its ``=`` padding kept or not. Either form is held to
+    the 1,536 bytes an issuer may sign, so no certificate is valid as a file but not as text."""
     raw = data.encode("utf-8", "replace") if isinstance(data, str) else data
     if len(raw) > MAX_TEXT_CHARS:
         raise CertificateRejected(f"more than {MAX_TEXT_CHARS} bytes", code="malformed")
-    if raw.lstrip()[: len(TEXT_PREFIX)].upper() == TEXT_PREFIX.encode():
+    if is_text(raw):
         raw = _from_text(raw)
     if len(raw) > MAX_CERTIFICATE_BYTES:
         raise CertificateRejected(f"more than {MAX_CERTIFICATE_BYTES} bytes", code="malformed")
@@ -144,6 +146,13 @@ def decode(data: bytes | str) -> SignedCertificate:
         ) from e
     check_form(signed)
     return signed
+
+
+def is_text(data: bytes | str) -> bool:
+    """Whether ``data`` is the text form: the prefix, in any case, after ASCII whitespace only
+    (15.3), so a no-break or ideographic space in front makes it no text, wherever it is read."""
+    raw = data.encode("utf-8", "replace") if isinstance(data, str) else data
+    return raw.lstrip()[: len(TEXT_PREFIX)].upper() == TEXT_PREFIX.encode()
 
 
 def _from_text(raw: bytes) -> bytes:

@@ -21,6 +21,13 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.x509.oid import NameOID
 from nacl.bindings import crypto_box_easy, crypto_scalarmult_base
+from yrd.certificate.v1.certificate_pb2 import (
+    HOLDER_KIND_ORGANISATION,
+    Certificate,
+    CertifiedField,
+    Holder,
+    SignedCertificate,
+)
 from yrd.envelope.v1.envelope_pb2 import Envelope
 from yrd.federation.v1 import manifest_pb2 as mpb
 from yrd.peer.v1 import peer_pb2
@@ -28,6 +35,8 @@ from yrd.peer.v1 import peer_pb2
 from core.keys import NodeKey
 from node.trust.envelope import request_digest, seal_envelope, signing_input
 from node.trust.sealing import x25519_public_key, x25519_secret_key
+from registry.certificates import MAX_CERTIFICATE_BYTES, MAX_FUTURE_SKEW_MS, sign_certificate, to_text
+from registry.certificates import signing_input as certificate_signing_input
 from registry.manifest import fingerprint, manifest_signing_input
 
 OUT = Path(__file__).resolve().parent.parent / "docs" / "protocol-vectors.json"
@@ -967,6 +976,187 @@ def application_vectors() -> dict[str, Any]:
     }
 
 
+# -- e-certificates (docs/protocol.md 15) ----------------------------------------------------
+
+CERT_KEYS = {
+    name: NodeKey.from_seed(seed_for(name))
+    for name in ("certificate", "certificate-old", "certificate-revoked")
+}
+CERT_NOW = T0 + DAY
+CERT_APP = "0193a1b2c3d4e5f60718293a4b5c"
+
+
+def certificate_manifest() -> bytes:
+    """node-zj lists the worked example's key for a year around it (15.5), a key whose window
+    ended before the example was issued, and a revoked key; threshold 1, signed by node-zj."""
+    zj = member(
+        "node-zj",
+        "浙江",
+        ["33"],
+        [
+            _cert_key("certificate", *YEAR),
+            _cert_key("certificate-old", T0 - 30 * DAY, T0 - DAY),
+            _cert_key("certificate-revoked", *YEAR, mpb.KEY_STATUS_REVOKED),
+        ],
+    )
+    body = manifest(1, 1, [SH, zj], expires_at_ms=T0 + 30 * DAY)
+    sm = mpb.SignedManifest(manifest=body)
+    key = CERT_KEYS["certificate"]
+    sm.signatures.append(
+        mpb.ManifestSignature(
+            node_id="node-zj", key_id=key.key_id, signature=key.sign(manifest_signing_input(body))
+        )
+    )
+    return sm.SerializeToString()
+
+
+def _cert_key(name: str, nb: int, na: int, status: int = mpb.KEY_STATUS_ACTIVE) -> mpb.MemberKey:
+    k = CERT_KEYS[name]
+    return mpb.MemberKey(
+        key_id=k.key_id, public_key=k.public_key, not_before_ms=nb, not_after_ms=na, status=status
+    )
+
+
+def example_certificate(**over: Any) -> Certificate:
+    """The worked example of 15.5, with ``over`` changed."""
+    fields: dict[str, Any] = {
+        "certificate_id": f"node-zj/{CERT_APP}",
+        "name": "营业执照",
+        "name_en": "Business licence",
+        "holder": Holder(
+            kind=HOLDER_KIND_ORGANISATION,
+            display_name="杭州示例科技有限公司",
+            display_id="91330106MA2B3C4D5E",
+        ),
+        "fields": [CertifiedField(name="credit_code", label="统一社会信用代码", value="91330106MA2B3C4D5E")],
+        "issued_at_ms": T0,
+        "issuer": "node-zj",
+        "department": "杭州市市场监督管理局",
+        "service_id": "zj-business-licence",
+        "application_id": CERT_APP,
+    }
+    fields.update(over)
+    return Certificate(**fields)
+
+
+def signed_anyway(cert: Certificate, key: str = "certificate") -> SignedCertificate:
+    """Signed past :func:`sign_certificate`'s refusal, for the cases that step 1 must refuse."""
+    signed = SignedCertificate(certificate=cert)
+    signed.certificate.key_id = CERT_KEYS[key].key_id
+    signed.signature = CERT_KEYS[key].sign(certificate_signing_input(signed.certificate))
+    return signed
+
+
+def _over_the_limit() -> SignedCertificate:
+    """The smallest growth of the example past 1,536 bytes, so its text stays under 2,528."""
+    values = ["值" * 100, "值" * 100, ""]
+    while True:
+        fields = [CertifiedField(name=f"f{i}", label="标签", value=v) for i, v in enumerate(values)]
+        big = signed_anyway(example_certificate(fields=fields))
+        if big.ByteSize() > MAX_CERTIFICATE_BYTES:
+            return big
+        values[-1] += "值"
+
+
+def certificate_vectors() -> dict[str, Any]:
+    """15.4: the worked example in both forms, what 15.3 lets a reader forgive, and one case
+    for each refusal; every case against the one manifest, at its own ``now_ms``."""
+    key = CERT_KEYS["certificate"]
+    example = sign_certificate(example_certificate(), key)
+    text = to_text(example)
+    # The example is 375 bytes, a whole number of base32 blocks; one byte more needs padding.
+    longer = to_text(sign_certificate(example_certificate(name_en="Business licence."), key))
+    padded = longer + "=" * (-(len(longer) - 6) % 8)
+    assert padded != longer
+    forged = SignedCertificate()
+    forged.CopyFrom(example)
+    forged.certificate.department = "杭州市人民政府"
+    short_signature = SignedCertificate()
+    short_signature.CopyFrom(example)
+    short_signature.signature = example.signature[:63]
+
+    def signed_by(key_name: str, **over: Any) -> SignedCertificate:
+        return sign_certificate(example_certificate(**over), CERT_KEYS.get(key_name) or KEYS[key_name])
+
+    holder_201 = Holder(
+        kind=HOLDER_KIND_ORGANISATION, display_name="长" * 201, display_id="91330106MA2B3C4D5E"
+    )
+    expired = signed_by("certificate", valid_until_ms=CERT_NOW)
+    file_cases: list[tuple[str, SignedCertificate | bytes, str]] = [
+        ("worked-example-file", example, "valid"),
+        ("back-dated-with-a-lapsed-key", signed_by("certificate-old", issued_at_ms=T0 - 2 * DAY), "valid"),
+        ("file-with-a-trailing-newline", example.SerializeToString() + b"\n", "malformed"),
+        ("file-over-1536-bytes", _over_the_limit(), "malformed"),
+        ("signature-63-bytes", short_signature, "malformed"),
+        (
+            "holder-display-name-201-characters",
+            signed_anyway(example_certificate(holder=holder_201)),
+            "malformed",
+        ),
+        ("manifest-expired", example, "manifest_expired"),
+        (
+            "unknown-issuer",
+            signed_by("certificate", issuer="node-xx", certificate_id=f"node-xx/{CERT_APP}"),
+            "unknown_issuer",
+        ),
+        ("unknown-key", signed_by("outsider"), "unknown_key"),
+        ("key-revoked", signed_by("certificate-revoked"), "key_revoked"),
+        ("issued-after-the-keys-window", signed_by("certificate-old"), "key_not_valid"),
+        ("bad-signature", forged, "bad_signature"),
+        (
+            "issued-past-five-minutes-ahead",
+            signed_by("certificate", issued_at_ms=CERT_NOW + MAX_FUTURE_SKEW_MS + 1),
+            "not_yet_valid",
+        ),
+        (
+            "issued-five-minutes-ahead",
+            signed_by("certificate", issued_at_ms=CERT_NOW + MAX_FUTURE_SKEW_MS),
+            "valid",
+        ),
+        ("expired-at-valid-until", expired, "expired"),
+    ]
+    wrapped = " " + padded[:40].lower() + "\r\n" + padded[40:].lower()
+    text_cases: list[tuple[str, str, str]] = [
+        ("worked-example-text", text, "valid"),
+        ("text-lower-case-padded-and-wrapped", wrapped, "valid"),
+        ("text-with-more-than-its-padding", padded + "=", "malformed"),
+        ("text-with-a-split-prefix", "YR DC1:" + text[6:], "malformed"),
+        ("text-with-an-ideographic-space", text[:20] + "\u3000" + text[20:], "malformed"),
+        ("text-over-1536-bytes", to_text(_over_the_limit()), "malformed"),
+        ("text-expired-at-valid-until", to_text(expired), "expired"),
+    ]
+    # Every case is checked a day after the example was issued, but for the manifest's own expiry.
+    now = {"manifest-expired": T0 + 30 * DAY}
+    cases = [
+        {
+            "name": name,
+            "form": "file",
+            "input": (c.SerializeToString() if isinstance(c, SignedCertificate) else c).hex(),
+            "now_ms": now.get(name, CERT_NOW),
+            "expect": expect,
+        }
+        for name, c, expect in file_cases
+    ]
+    cases += [
+        {"name": name, "form": "text", "input": t, "now_ms": CERT_NOW, "expect": expect}
+        for name, t, expect in text_cases
+    ]
+    return {
+        "keys": [
+            {"name": name, "seed": k.seed.hex(), "public_key": k.public_key.hex(), "key_id": k.key_id}
+            for name, k in CERT_KEYS.items()
+        ],
+        "signed_manifest": certificate_manifest().hex(),
+        "example": {
+            "signing_input": certificate_signing_input(example.certificate).hex(),
+            "signature": example.signature.hex(),
+            "signed_certificate": example.SerializeToString().hex(),
+            "text": text,
+        },
+        "cases": cases,
+    }
+
+
 def build() -> dict[str, Any]:
     table, anchors, successors = manifests()
     sealed_valid, sealed_invalid, sealed = sealed_vectors()
@@ -988,6 +1178,7 @@ def build() -> dict[str, Any]:
         "applications": application_vectors(),
         "routing": routing_vectors(),
         "signing_keys": signing_key_vectors(),
+        "certificates": certificate_vectors(),
         "sealed": {"valid": sealed_valid, "invalid": sealed_invalid},
         "manifests": {"signed": table, "anchors": anchors, "successors": successors},
     }

@@ -33,6 +33,7 @@ from registry.certificates import (
     CONTENT_TYPE,
     MAX_CERTIFICATE_BYTES,
     MAX_FIELDS,
+    MAX_TEXT_CHARS,
     TEXT_PREFIX,
     decode,
     describe,
@@ -44,6 +45,7 @@ from registry.certificates import (
     verify,
 )
 from registry.manifest import TrustedManifest, sign_manifest, verify_anchor
+from tests.support.vectors import VECTORS
 
 T0 = 1_767_225_600_000
 DAY = 86_400_000
@@ -123,6 +125,8 @@ def test_a_signed_certificate_verifies_from_its_text_and_its_file() -> None:
         s.SerializeToString(),
         to_text(s).lower(),
         " " + to_text(s)[:40] + "\n" + to_text(s)[40:],
+        _padded(s),
+        _padded(s).lower() + "\r\n",
     ):
         verdict = verify(form, MANIFEST, NOW)
         assert (verdict.valid, verdict.reason) == (True, "valid")
@@ -134,6 +138,13 @@ def test_a_signed_certificate_verifies_from_its_text_and_its_file() -> None:
         "id": CREDIT_CODE,
     }
     assert verdict.certificate["issuer"] == "zhejiang" and verdict.certificate["key_id"] == KEYS["zj"].key_id
+
+
+def _padded(s: SignedCertificate) -> str:
+    """The text with the '=' a base32 encoder adds, as a clerk's tool may paste it."""
+    qr = to_text(s)
+    assert len(qr) % 8 != len(TEXT_PREFIX) % 8, "no padding to restore"
+    return qr + "=" * (-(len(qr) - len(TEXT_PREFIX)) % 8)
 
 
 def test_the_text_form_fits_a_qr_code_in_alphanumeric_mode() -> None:
@@ -155,6 +166,30 @@ def test_a_certificate_too_large_for_a_qr_code_is_not_signed() -> None:
     with pytest.raises(CertificateRejected) as e:
         sign_certificate(huge, KEYS["zj"])
     assert e.value.code == "malformed"
+
+
+def _over_the_limit() -> SignedCertificate:
+    """A certificate of 1,537 to 1,539 bytes, signed past sign_certificate's refusal: its text
+    (about 2,470 characters) is still within the input limit, so only the size can refuse it."""
+    values = ["值" * 100] * 2 + [""]
+    while True:
+        big = SignedCertificate(certificate=licence(
+            fields=[CertifiedField(name=f"f{i}", label="标签", value=v) for i, v in enumerate(values)],
+            key_id=KEYS["zj"].key_id,
+        ), signature=bytes(64))  # fmt: skip
+        if big.ByteSize() > MAX_CERTIFICATE_BYTES:
+            big.signature = KEYS["zj"].sign(signing_input(big.certificate))
+            return big
+        values[-1] += "值"
+
+
+def test_a_certificate_over_the_limit_is_malformed_as_a_file_and_as_text() -> None:
+    """One bound for both forms (15.4 step 1): what no issuer may sign is not read either."""
+    big = _over_the_limit()
+    assert len(to_text(big)) <= MAX_TEXT_CHARS
+    for form in (big.SerializeToString(), to_text(big)):
+        verdict = verify(form, MANIFEST, NOW)
+        assert (verdict.reason, verdict.detail) == ("malformed", f"more than {MAX_CERTIFICATE_BYTES} bytes")
 
 
 def test_the_signing_input_covers_every_field() -> None:
@@ -258,6 +293,11 @@ def test_the_signature_is_checked_before_the_dates() -> None:
         b"\xff" * 40,
         "YRDC1:" + "A" * 5000,
         b"\x00" * (MAX_CERTIFICATE_BYTES + 1),
+        "YR DC1:" + to_text(signed())[6:],
+        to_text(signed()) + "=" * 8,
+        _padded(signed()) + "=",
+        to_text(signed())[:20] + "=" + to_text(signed())[20:],
+        to_text(signed())[:20] + "\u3000" + to_text(signed())[20:],
     ],
 )
 def test_malformed_input_is_refused_as_such(data: bytes | str) -> None:
@@ -419,3 +459,32 @@ def test_the_worked_example_of_the_protocol_document() -> None:
     data = signing_input(s.certificate)
     assert f"is {len(data)} bytes with SHA-256\n`{hashlib.sha256(data).hexdigest()}`" in section
     assert f"`{s.signature.hex()}`" in section
+
+
+# docs/protocol-vectors.json, section "certificates": what another implementation is held to.
+
+CERTIFICATE_VECTORS = VECTORS["certificates"]
+
+
+def test_the_vectors_are_the_worked_example() -> None:
+    example = CERTIFICATE_VECTORS["example"]
+    s = SignedCertificate.FromString(bytes.fromhex(example["signed_certificate"]))
+    assert to_text(s) == example["text"] and decode(example["text"]) == s
+    assert signing_input(s.certificate).hex() == example["signing_input"]
+    assert s.signature.hex() == example["signature"]
+    for key in CERTIFICATE_VECTORS["keys"]:
+        k = NodeKey.from_seed(bytes.fromhex(key["seed"]))
+        assert (k.public_key.hex(), k.key_id) == (key["public_key"], key["key_id"])
+
+
+@pytest.mark.parametrize("case", CERTIFICATE_VECTORS["cases"], ids=lambda case: case["name"])
+def test_certificate_vector(case: dict[str, typing.Any]) -> None:
+    trusted = verify_anchor(
+        mpb.SignedManifest.FromString(bytes.fromhex(CERTIFICATE_VECTORS["signed_manifest"]))
+    )
+    data = bytes.fromhex(case["input"]) if case["form"] == "file" else case["input"]
+    assert verify(data, trusted, case["now_ms"]).reason == case["expect"]
+
+
+def test_there_is_a_vector_for_every_reason() -> None:
+    assert {case["expect"] for case in CERTIFICATE_VECTORS["cases"]} == set(REASONS)

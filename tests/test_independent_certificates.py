@@ -10,6 +10,7 @@ from __future__ import annotations
 import ast
 import dataclasses
 import hashlib
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,15 @@ from tests.independent.ref_certificates import (
     text_form,
     verdict,
 )
-from tests.independent.ref_manifest import ACTIVE, RETIRING, REVOKED, Manifest, Member, MemberKey
+from tests.independent.ref_manifest import (
+    ACTIVE,
+    RETIRING,
+    REVOKED,
+    Manifest,
+    Member,
+    MemberKey,
+    verify_anchor,
+)
 
 # 15.5, copied from the document.
 SEED = hashlib.sha256(b"yrd-vector-seed:certificate").digest()
@@ -60,7 +69,7 @@ EXAMPLE = Certificate(
 )
 SIGNED = SignedCertificate(EXAMPLE, bytes.fromhex(DOC_SIGNATURE))
 
-# The document gives no manifest for the example; this one lists the key for a year around it.
+# The manifest of 15.5: the key listed for a year around the example, checked a day after issue.
 DAY = 86_400_000
 NOW = ISSUED + DAY
 OTHER_SEED = hashlib.sha256(b"yrd-vector-seed:other").digest()
@@ -162,6 +171,8 @@ MALFORMED_FIELDS: dict[str, dict[str, Any]] = {
     "holder-kind-3": {"holder": Holder(3, "杭州示例科技有限公司", "91330106MA2B3C4D5E")},
     "holder-without-name": {"holder": Holder(2, "", "91330106MA2B3C4D5E")},
     "holder-without-id": {"holder": Holder(2, "杭州示例科技有限公司", "")},
+    "holder-name-201-characters": {"holder": Holder(2, LONG, "91330106MA2B3C4D5E")},
+    "holder-id-201-characters": {"holder": Holder(2, "杭州示例科技有限公司", "9" * 201)},
     "17-fields": {"fields": tuple(CertifiedField(f"f{i}", "标签", "值") for i in range(17))},
     "field-names-repeat": {"fields": (CertifiedField("a", "甲", "1"), CertifiedField("a", "乙", "2"))},
     "field-name-empty": {"fields": (CertifiedField("", "标签", "值"),)},
@@ -184,6 +195,7 @@ AT_THE_LIMITS: dict[str, dict[str, Any]] = {
     },
     "a-field-with-empty-label-and-value": {"fields": (CertifiedField("n", "", ""),)},
     "a-person-with-masked-values": {"holder": Holder(1, "王*明", "330106********123X")},
+    "holder-values-200-characters": {"holder": Holder(2, LONG[:200], "9" * 200)},
 }
 
 
@@ -223,8 +235,11 @@ MALFORMED_INPUTS: dict[str, Callable[[], str | bytes]] = {
     "prefix-YRDC2": lambda: "YRDC2:" + text(SIGNED)[6:],
     "prefix-without-colon": lambda: "YRDC1" + text(SIGNED)[6:],
     "no-prefix": lambda: text(SIGNED)[6:],
-    "base32-lower-case": lambda: "YRDC1:" + text(SIGNED)[6:].lower(),
-    "base32-with-its-padding": _padded,
+    "base32-with-more-than-its-padding": lambda: _padded() + "=",
+    "base32-with-padding-after-a-whole-block": lambda: text(SIGNED) + "=" * 8,
+    "base32-with-an-equals-sign-inside": lambda: text(SIGNED)[:20] + "=" + text(SIGNED)[20:],
+    "whitespace-inside-the-prefix": lambda: "YR DC1:" + text(SIGNED)[6:],
+    "a-no-break-space-is-not-whitespace": lambda: text(SIGNED)[:20] + "\u00a0" + text(SIGNED)[20:],
     "base32-with-a-digit-outside-the-alphabet": lambda: text(SIGNED)[:-1] + "1",
     "base32-of-impossible-length": lambda: (
         text(SIGNED) + "A" * next(n for n in range(8) if (len(text(SIGNED)) - 6 + n) % 8 in (1, 3, 6))
@@ -248,13 +263,21 @@ def test_an_input_of_2528_bytes_is_read() -> None:
     assert verdict(_pad_to(2528), manifest(), NOW) == "valid"
 
 
-def test_a_certificate_over_1536_bytes_is_read_from_a_file_but_not_from_its_text() -> None:
-    """15.3 bounds what an issuer signs, 15.4 only the input: the same certificate, two verdicts."""
+def test_a_certificate_over_1536_bytes_is_malformed_in_either_form() -> None:
+    """15.4 step 1: one bound for the file and the text, the one 15.3 puts on the issuer."""
     fields = tuple(CertifiedField(f"f{i}", "标签", "值" * 100) for i in range(5))
     big = resigned(fields=fields)
     assert 1536 < len(encode_signed(big)) <= 2528
-    assert verdict(encode_signed(big), manifest(), NOW) == "valid"
+    assert verdict(encode_signed(big), manifest(), NOW) == "malformed"
     assert verdict(text(big), manifest(), NOW) == "malformed"
+
+
+def test_a_pasted_text_is_read_in_either_case_with_or_without_its_padding() -> None:
+    """15.3: what a scanner or a clerk's copy may make of the QR text is read, not refused."""
+    qr = _padded()
+    forms = (qr, qr.lower(), "yrdc1:" + qr[6:].lower(), "\t" + qr.rstrip("=") + "==\n", qr.rstrip("="))
+    for form in forms:
+        assert verdict(form, manifest(), NOW) == "valid", form
 
 
 def test_malformed_comes_before_the_manifest() -> None:
@@ -358,6 +381,35 @@ def test_step_9_expired_at_valid_until() -> None:
     assert verdict(lasting, manifest(), NOW) == "valid"
     assert verdict(lasting, manifest(), NOW + 1) == "expired"
     assert verdict(text(SIGNED), manifest(expires=NOW * 2), NOW * 2 - 1) == "valid"  # 0: no end
+
+
+# docs/protocol-vectors.json, section "certificates" (section 9): the same file the reference is held to.
+
+VECTORS = json.loads(
+    (Path(__file__).resolve().parents[1] / "docs" / "protocol-vectors.json").read_text("utf-8")
+)
+CERTIFICATE_VECTORS = VECTORS["certificates"]
+
+
+def test_the_vectors_worked_example_is_the_documents() -> None:
+    example = CERTIFICATE_VECTORS["example"]
+    raw = bytes.fromhex(example["signed_certificate"])
+    assert encode_signed(SIGNED) == raw
+    assert text_form(raw) == example["text"]
+    assert (
+        certificate_signing_input(read_signed_certificate(raw).certificate).hex() == example["signing_input"]
+    )
+    assert example["signature"] == DOC_SIGNATURE
+    for key in CERTIFICATE_VECTORS["keys"]:
+        public_key = public_key_for(bytes.fromhex(key["seed"]))
+        assert (public_key.hex(), key_id_for(public_key)) == (key["public_key"], key["key_id"])
+
+
+@pytest.mark.parametrize("case", CERTIFICATE_VECTORS["cases"], ids=lambda case: case["name"])
+def test_certificate_vector(case: dict[str, Any]) -> None:
+    trusted = verify_anchor(bytes.fromhex(CERTIFICATE_VECTORS["signed_manifest"]))
+    data = bytes.fromhex(case["input"]) if case["form"] == "file" else case["input"]
+    assert verdict(data, trusted, case["now_ms"]) == case["expect"]
 
 
 def test_the_independent_package_imports_nothing_of_ours() -> None:

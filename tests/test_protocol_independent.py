@@ -66,6 +66,7 @@ HANDLED_KINDS = {
     "applications": {"name", "sender", "transfer", "form_fields", "expect"},
     "routing": {"name", "division_code", "expect"},
     "signing_keys": {"name", "node_id", "at_ms", "expect"},
+    "certificates": {"name", "form", "input", "now_ms", "expect"},
     "sealed.valid": {
         "name", "recipient_seed", "recipient_x25519_public_key", "ephemeral_secret_key",
         "ephemeral_public_key", "box_nonce", "plaintext", "sealed",
@@ -85,6 +86,7 @@ HANDLED_PARAMETERS = {
     "applications": {"owner", "services", "now_ms", "max_skew_ms", "max_age_ms", "max_ahead_ms"},
     "routing": {"manifest"},
     "signing_keys": {"manifest"},
+    "certificates": {"keys", "signed_manifest", "example"},  # run in tests/test_independent_certificates.py
 }
 ENVELOPE_FIELDS = {
     "sender", "key_id", "destination", "method", "created_at_ms", "nonce", "body", "in_reply_to", "signature",

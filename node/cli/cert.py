@@ -15,7 +15,7 @@ from typing import Any
 
 from core.clock import SystemClock
 from core.errors import ConfigError
-from registry.certificates import MAX_TEXT_CHARS, TEXT_PREFIX, Verdict, verify
+from registry.certificates import MAX_TEXT_CHARS, Verdict, is_text, verify
 from registry.manifest import load_signed_manifest, verify_anchor
 
 
@@ -35,7 +35,7 @@ def register(subparsers: Any) -> None:
 
 def _read(arg: str) -> bytes:
     """The QR text itself when it starts with the prefix, else the file it names."""
-    if arg.strip()[: len(TEXT_PREFIX)].upper() == TEXT_PREFIX:
+    if is_text(arg):
         return arg.encode()
     path = Path(arg)
     try:

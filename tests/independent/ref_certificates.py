@@ -2,8 +2,8 @@
 
 Written from the document alone, like the rest of this package: the messages are read with the
 hand-written wire reader, the signing input is built from the fields as 15.2 lists them, and the
-keys come from a manifest read by ref_manifest. Where the document is silent the choice is named
-in a comment and listed in CERTIFICATE_GAPS.md beside this file.
+keys come from a manifest read by ref_manifest. Where the first text was silent the choice was
+listed in CERTIFICATE_GAPS.md beside this file; each is now settled there, by the section named.
 """
 
 from __future__ import annotations
@@ -26,12 +26,13 @@ from tests.independent.ref_manifest import REVOKED, Manifest
 CERTIFICATE_DOMAIN = b"yrd-certificate-v1\x00"
 TEXT_PREFIX = b"YRDC1:"
 MAX_INPUT_BYTES = 2528
+MAX_CERTIFICATE_BYTES = 1536
 MAX_TEXT = 200
 MAX_FIELDS = 16
 MAX_FIELD_NAME = 64
 AHEAD_MS = 5 * 60 * 1000
 PERSON, ORGANISATION = 1, 2
-# Gap: "whitespace" is not defined; the ASCII whitespace of a text file or a scanner's output.
+# 15.3: whitespace is the six ASCII bytes of a text file or a scanner's output, nothing else.
 _WHITESPACE = frozenset(b" \t\n\r\x0b\x0c")
 _BASE32 = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567")
 _LD, _VARINT = wire.LENGTH_DELIMITED, wire.VARINT
@@ -109,8 +110,8 @@ def sign_certificate(c: Certificate, seed: bytes) -> SignedCertificate:
     return SignedCertificate(c, ed25519_sign(seed, certificate_signing_input(c)))
 
 
-# Writing, so tests can carry the worked example in both forms of 15.3. Gap: the field numbers
-# of Holder and CertifiedField are not in the document; 1, 2, 3 in the order 15.1 names them.
+# Writing, so tests can carry the worked example in both forms of 15.3; the numbers of Holder and
+# CertifiedField are those of 15.1's second table.
 
 
 def _varint(value: int) -> bytes:
@@ -179,7 +180,7 @@ def _int(value: int | bytes) -> int:
 def _read_holder(buf: bytes) -> Holder:
     fields: dict[int, int | bytes] = {1: 0, 2: b"", 3: b""}
     fields.update(wire.known_fields(buf, {1: _VARINT, 2: _LD, 3: _LD}))
-    # Gap: enum or uint32 is not said; both keep the low 32 bits, as_int32 then gives the enum's sign.
+    # 15.1: an open enum, kept to its low 32 bits; as_int32 then gives the enum's sign.
     kind = wire.as_int32(_int(fields[1]))
     return Holder(kind, wire.as_string(_bytes(fields[2])), wire.as_string(_bytes(fields[3])))
 
@@ -240,22 +241,34 @@ def read_signed_certificate(raw: bytes) -> SignedCertificate:
 def certificate_bytes(data: str | bytes) -> bytes:
     """15.3 and the first clauses of 15.4 step 1: the SignedCertificate bytes of either form.
 
-    Gaps, each a choice: the 2,528-byte limit is on the input as given (a str as UTF-8), before
-    whitespace goes; whitespace is dropped only to look for the prefix and to read the text, never
-    from the file form (a SignedCertificate starts with 0x0a, a newline); the base32 after the
-    prefix must be upper case (only the prefix is said to be case-free) and carry no '='.
+    The 2,528-byte limit is on the input as given (a str as UTF-8), whitespace included; leading
+    whitespace is skipped to look for the prefix, and whitespace anywhere after it is dropped; the
+    file is taken byte for byte (a SignedCertificate starts with 0x0a, a newline). The base32 is read
+    in any case, with its '=' padding or without it, and either form is at most 1,536 bytes.
     """
     raw = data.encode("utf-8") if isinstance(data, str) else data
     if len(raw) > MAX_INPUT_BYTES:
         raise Rejected("malformed", f"{len(raw)} bytes, more than {MAX_INPUT_BYTES}")
-    compact = bytes(byte for byte in raw if byte not in _WHITESPACE)
-    if compact[: len(TEXT_PREFIX)].upper() != TEXT_PREFIX:
-        return raw
-    body = compact[len(TEXT_PREFIX) :]
-    if not set(body) <= _BASE32 or len(body) % 8 in (1, 3, 6):
-        raise Rejected("malformed", "the text form is not unpadded upper-case base32")
+    start = next((i for i, byte in enumerate(raw) if byte not in _WHITESPACE), len(raw))
+    if raw[start : start + len(TEXT_PREFIX)].upper() != TEXT_PREFIX:
+        decoded = raw
+    else:
+        decoded = _base32(raw[start + len(TEXT_PREFIX) :])
+    if len(decoded) > MAX_CERTIFICATE_BYTES:
+        raise Rejected("malformed", f"{len(decoded)} bytes, more than {MAX_CERTIFICATE_BYTES}")
+    return decoded
+
+
+def _base32(text: bytes) -> bytes:
+    """RFC 4648 base32 in either case; '=' only at the end and no more than completes a block of 8."""
+    body = bytes(byte for byte in text if byte not in _WHITESPACE).upper()
+    unpadded = body.rstrip(b"=")
+    if len(body) - len(unpadded) > -len(unpadded) % 8:
+        raise Rejected("malformed", "more '=' than the padding of the text form")
+    if not set(unpadded) <= _BASE32 or len(unpadded) % 8 in (1, 3, 6):
+        raise Rejected("malformed", "the text form is not base32")
     try:
-        return base64.b32decode(body + b"=" * (-len(body) % 8))
+        return base64.b32decode(unpadded + b"=" * (-len(unpadded) % 8))
     except binascii.Error as exc:
         raise Rejected("malformed", f"base32: {exc}") from exc
 
@@ -281,11 +294,12 @@ def _form_problem(signed: SignedCertificate) -> str | None:
         (len(c.name_en) <= MAX_TEXT and len(c.department) <= MAX_TEXT, "name_en or department too long"),
         (c.certificate_id == f"{c.issuer}/{c.application_id}", "certificate_id is not issuer/application_id"),
         (c.holder.kind in (PERSON, ORGANISATION), "holder.kind is not 1 or 2"),
-        (bool(c.holder.display_name and c.holder.display_id), "holder display values empty"),
+        (0 < len(c.holder.display_name) <= MAX_TEXT, "holder.display_name empty or too long"),
+        (0 < len(c.holder.display_id) <= MAX_TEXT, "holder.display_id empty or too long"),
         (len(c.fields) <= MAX_FIELDS, "more than 16 fields"),
         (all(0 < len(name) <= MAX_FIELD_NAME for name in names), "field name empty or too long"),
         (len(set(names)) == len(names), "field names repeat"),
-        # Gap: "(labels too)" read as the 64-character limit only; labels may be empty or repeat.
+        # 15.4 step 1.8: labels have only the 64-character limit; they may be empty or repeat.
         (all(len(field.label) <= MAX_FIELD_NAME for field in c.fields), "field label too long"),
         (all(len(field.value) <= MAX_TEXT for field in c.fields), "field value too long"),
         (c.issued_at_ms > 0, "issued_at_ms is not positive"),
