@@ -113,6 +113,12 @@ async def test_the_verify_api_refuses_bad_requests_and_the_operator(fed: Federat
         "anhui", "POST", "/api/v1/certificates/verify", json={"certificate": "%%%"}
     )
     assert (status, problem["field"], problem["code"]) == (400, "certificate", "invalid_certificate")
+    # 15.3: only ASCII whitespace may come before the prefix; an ideographic space makes the
+    # request neither text nor base64 at the API, as it makes it no text in the checks.
+    status, problem = await fed.call(
+        "anhui", "POST", "/api/v1/certificates/verify", json={"certificate": "\u3000YRDC1:AA"}
+    )
+    assert (status, problem["code"]) == (400, "invalid_certificate")
     status, problem = await fed.call(
         "anhui", "POST", "/api/v1/certificates/verify", json={"text": "YRDC1:AA"}
     )

@@ -13,7 +13,7 @@ from pydantic import Field
 
 from core.errors import CERTIFICATE_REASONS, InvalidInput
 from node.counter.contract import CounterLimits, _Closed, _Open, validate
-from registry.certificates import MAX_TEXT_CHARS, TEXT_PREFIX
+from registry.certificates import MAX_TEXT_CHARS, is_text
 
 # The reason codes of core/errors.py spelt out for the schema; tests/test_certificates.py
 # keeps them equal.
@@ -78,7 +78,7 @@ def parse_verify(doc: dict[str, Any], limits: CounterLimits) -> bytes:
     """The certificate's bytes as the checks take them: the text form as sent, a file
     decoded from base64 (400 naming the field when it is not base64)."""
     text = validate(VerifyCertificate, doc, limits).certificate
-    if text.strip()[: len(TEXT_PREFIX)].upper() == TEXT_PREFIX:
+    if is_text(text):  # the one rule of 15.3: ASCII whitespace only before the prefix
         return text.encode()
     try:
         return base64.b64decode(text, validate=True)
