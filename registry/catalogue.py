@@ -338,23 +338,50 @@ def _refused(field: str, reason: str) -> InvalidInput:
     return InvalidInput(reason, code="catalogue_entry_invalid", field=field)
 
 
+def check_signed_entry(
+    content: bytes,
+    content_field: str,
+    max_bytes: int,
+    node_id: str,
+    key_id: str,
+    signature: bytes,
+    keys: VerifyKeys,
+    at_ms: int,
+    signed: bytes,
+    refused: Callable[[str, str], InvalidInput],
+) -> None:
+    """What every signed catalogue entry (a service, a data resource) passes before a byte of
+    its content is parsed: a size bound, a key of the signer valid at ``at_ms``, and the
+    signature over ``signed`` (each kind's own domain-separated message)."""
+    if len(content) > max_bytes:
+        raise refused(content_field, f"larger than {max_bytes} bytes")
+    try:
+        public_key = keys.verify_key(node_id, key_id, at_ms)
+    except YrdError as e:
+        raise refused("entry.key_id", f"no valid key {key_id!r} for {node_id!r}: {e.reason}") from e
+    try:
+        VerifyKey(public_key).verify(signed, signature)
+    except CryptoError as e:
+        raise refused("entry.signature", f"signature by {node_id!r} does not verify") from e
+
+
 def verify_entry(
     entry: SignedServiceEntry, keys: VerifyKeys, serves: Serves, at_ms: int
 ) -> ServiceDefinition:
     """The definition an entry carries, once its owner's signature, its structure and the
     signer's right to the owner jurisdiction are all checked."""
-    if len(entry.definition) > MAX_ENTRY_BYTES:
-        raise _refused("entry.definition", f"larger than {MAX_ENTRY_BYTES} bytes")
-    try:
-        public_key = keys.verify_key(entry.node_id, entry.key_id, at_ms)
-    except YrdError as e:
-        raise _refused(
-            "entry.key_id", f"no valid key {entry.key_id!r} for {entry.node_id!r}: {e.reason}"
-        ) from e
-    try:
-        VerifyKey(public_key).verify(_signed_message(entry.definition), entry.signature)
-    except CryptoError as e:
-        raise _refused("entry.signature", f"signature by {entry.node_id!r} does not verify") from e
+    check_signed_entry(
+        entry.definition,
+        "entry.definition",
+        MAX_ENTRY_BYTES,
+        entry.node_id,
+        entry.key_id,
+        entry.signature,
+        keys,
+        at_ms,
+        _signed_message(entry.definition),
+        _refused,
+    )
     try:
         defn = ServiceDefinition.FromString(entry.definition)
     except DecodeError as e:

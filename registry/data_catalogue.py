@@ -22,14 +22,12 @@ from pathlib import Path
 from typing import Any
 
 from google.protobuf.message import DecodeError
-from nacl.exceptions import CryptoError
-from nacl.signing import VerifyKey
 from yrd.catalogue.v1 import catalogue_pb2
 
-from core.errors import ConfigError, InvalidInput, NotFound, YrdError, clip
+from core.errors import ConfigError, InvalidInput, NotFound, clip
 from core.keys import NodeKey
 from core.toml import TomlTable, parse_toml
-from registry.catalogue import FIELD_NAME, FIELD_TYPES, SERVICE_ID, Serves, VerifyKeys
+from registry.catalogue import FIELD_NAME, FIELD_TYPES, SERVICE_ID, Serves, VerifyKeys, check_signed_entry
 from registry.divisions import is_valid_code
 
 log = logging.getLogger(__name__)
@@ -210,18 +208,18 @@ def _refused(field: str, reason: str) -> InvalidInput:
 def verify_data_entry(entry: SignedDataEntry, keys: VerifyKeys, serves: Serves, at_ms: int) -> DataResource:
     """The resource an entry carries, once its holder's signature, its structure and the
     signer's right to the holding jurisdiction are all checked."""
-    if len(entry.resource) > MAX_ENTRY_BYTES:
-        raise _refused("entry.resource", f"larger than {MAX_ENTRY_BYTES} bytes")
-    try:
-        public_key = keys.verify_key(entry.node_id, entry.key_id, at_ms)
-    except YrdError as e:
-        raise _refused(
-            "entry.key_id", f"no valid key {entry.key_id!r} for {entry.node_id!r}: {e.reason}"
-        ) from e
-    try:
-        VerifyKey(public_key).verify(_signed_message(entry.resource), entry.signature)
-    except CryptoError as e:
-        raise _refused("entry.signature", f"signature by {entry.node_id!r} does not verify") from e
+    check_signed_entry(
+        entry.resource,
+        "entry.resource",
+        MAX_ENTRY_BYTES,
+        entry.node_id,
+        entry.key_id,
+        entry.signature,
+        keys,
+        at_ms,
+        _signed_message(entry.resource),
+        _refused,
+    )
     try:
         res = DataResource.FromString(entry.resource)
     except DecodeError as e:
