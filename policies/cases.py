@@ -40,6 +40,7 @@ _INPUT = (
     "kind",
     "domain",
     "region",
+    "source",
 )
 _EXPECT = (
     "allowed",
@@ -243,10 +244,16 @@ def _clue_input(
     region = r.string(v["region"], f"{where}.region", PREFIX_RE)
     role = r.string(v["role"], f"{where}.role", WORD_RE)
     at_ms = _instant(r, v["at"], f"{where}.at")
-    if None in (jurisdiction, domain, region, role, at_ms) or direction not in ("outbound", "inbound"):
+    source = r.string(v["source"], f"{where}.source", WORD_RE) if "source" in v else ""
+    if None in (jurisdiction, domain, region, role, at_ms, source) or direction not in (
+        "outbound",
+        "inbound",
+    ):
         return None
     assert domain is not None and region is not None and role is not None and at_ms is not None
-    return clue_input(cast(Direction, direction), peer, jurisdiction or "", domain, region, role, at_ms)
+    return clue_input(
+        cast(Direction, direction), peer, jurisdiction or "", domain, region, role, at_ms, source or ""
+    )
 
 
 def _or_lookup(

@@ -17,6 +17,7 @@ def covers(a: Conditions, b: Conditions) -> bool:
         and a.kind == b.kind
         and _set_covers(a.domains, b.domains)
         and _prefixes_cover(a.regions, b.regions)
+        and _set_covers(a.clue_sources, b.clue_sources)
         and _set_covers(a.peer_nodes, b.peer_nodes)
         and _prefixes_cover(a.peer_jurisdictions, b.peer_jurisdictions)
         and _services_cover(a.services, b.services)

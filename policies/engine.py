@@ -40,6 +40,8 @@ def dynamic_match(c: Conditions, inp: PolicyInput, weekday: int, minute: int) ->
     """Conditions that vary per application (the index has settled the rest)."""
     if c.purposes is not None and inp.purpose not in c.purposes:
         return False
+    if c.clue_sources is not None and inp.clue_source not in c.clue_sources:
+        return False
     if c.roles is not None and inp.role not in c.roles:
         return False
     if c.consent is not None and inp.consent != c.consent:

@@ -103,6 +103,8 @@ def failures(c: Conditions, inp: PolicyInput, weekday: int, minute: int) -> list
                 f"service owner {inp.service_owner!r} is {'' if owned else 'not '}under the peer's "
                 f"jurisdiction {inp.peer_jurisdiction!r}; rule wants owned_by_peer={c.owned_by_peer}"
             )
+    if c.clue_sources is not None and inp.clue_source not in c.clue_sources:
+        out.append(f"clue source {inp.clue_source!r} is not one of {_listed(c.clue_sources)}")
     if c.purposes is not None and inp.purpose not in c.purposes:
         out.append(f"purpose {inp.purpose!r} is not one of {_listed(c.purposes)}")
     if c.roles is not None and inp.role not in c.roles:

@@ -47,10 +47,18 @@ class PolicyInput:
     kind: Kind = "application"
     domain: str = ""
     region: str = ""
+    clue_source: str = ""  # national | provincial_department | citizen_report
 
 
 def clue_input(
-    direction: Direction, peer: str, peer_jurisdiction: str, domain: str, region: str, role: str, at_ms: int
+    direction: Direction,
+    peer: str,
+    peer_jurisdiction: str,
+    domain: str,
+    region: str,
+    role: str,
+    at_ms: int,
+    source: str = "",
 ) -> PolicyInput:
     """The one shape of a clue question, for the node's gate and for bundle test cases alike."""
     return PolicyInput(
@@ -68,6 +76,7 @@ def clue_input(
         kind="clue",
         domain=domain,
         region=region,
+        clue_source=source,
     )
 
 

@@ -172,7 +172,7 @@ def _conditions(r: Reader, node: yaml.Node, where: str) -> Conditions | None:
     fields = _fields(r, m["fields"], f"{where}.fields") if "fields" in m else None
     time = _windows(r, m["time"], f"{where}.time") if "time" in m else None
     kind = _kind(r, m, where)
-    domains, regions = _clue(r, m["clue"], f"{where}.clue") if "clue" in m else (None, None)
+    domains, regions, sources = _clue(r, m["clue"], f"{where}.clue") if "clue" in m else (None, None, None)
     if directions is None or kind is None:
         return None
     return Conditions(
@@ -191,6 +191,7 @@ def _conditions(r: Reader, node: yaml.Node, where: str) -> Conditions | None:
         kind=kind,
         domains=domains,
         regions=regions,
+        clue_sources=sources,
     )
 
 
@@ -211,14 +212,17 @@ def _kind(r: Reader, m: dict[str, yaml.Node], where: str) -> Kind | None:
     return cast(Kind, kind)
 
 
-def _clue(r: Reader, node: yaml.Node, where: str) -> tuple[frozenset[str] | None, tuple[str, ...] | None]:
-    c = r.mapping(node, where, ("domains", "regions"))
+def _clue(
+    r: Reader, node: yaml.Node, where: str
+) -> tuple[frozenset[str] | None, tuple[str, ...] | None, frozenset[str] | None]:
+    c = r.mapping(node, where, ("domains", "regions", "sources"))
     if c == {}:
-        r.error(node, where, "give domains or regions, or drop the condition")
+        r.error(node, where, "give domains, regions or sources, or drop the condition")
     c = c or {}
     domains = _set(r.strings(c["domains"], f"{where}.domains", WORD_RE)) if "domains" in c else None
     regions = r.strings(c["regions"], f"{where}.regions", PREFIX_RE) if "regions" in c else None
-    return domains, regions
+    sources = _set(r.strings(c["sources"], f"{where}.sources", WORD_RE)) if "sources" in c else None
+    return domains, regions, sources
 
 
 def _peer(r: Reader, node: yaml.Node, where: str) -> tuple[frozenset[str] | None, tuple[str, ...] | None]:

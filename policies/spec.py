@@ -115,10 +115,11 @@ class Conditions:
     fields: FieldCondition | None = None
     time: tuple[TimeWindow, ...] | None = None
     # What the rule decides: applications (the default, so older bundles never admit clues) or
-    # clues, which match on their domain and region prefix instead of a service.
+    # clues, which match on their domain, region prefix and source instead of a service.
     kind: Kind = "application"
     domains: frozenset[str] | None = None
     regions: tuple[str, ...] | None = None
+    clue_sources: frozenset[str] | None = None
 
 
 @dataclass(frozen=True)

@@ -61,6 +61,13 @@ rules:
       kind: clue
       peer: {nodes: [shanghai]}
       clue: {domains: [work_safety]}
+  - id: js-in-farmland-not-by-report
+    effect: deny
+    description: farmland clues come from the national land survey, not from reports
+    when:
+      direction: inbound
+      kind: clue
+      clue: {domains: [grain_farmland], sources: [citizen_report]}
 """
 
 
@@ -206,3 +213,37 @@ quotas:
     # The per-service bucket (burst 1) would refuse the second; the per-peer one refuses the third.
     assert [engine.decide(ask).code for _ in range(3)] == ["allowed", "allowed", "quota"]
     assert engine.decide(ask).deciding_rule == "per-peer"
+
+
+def test_a_clue_rule_can_match_the_clues_source() -> None:
+    engine = PolicyEngine(parse_bundle(JIANGSU.encode(), "js.yaml"), FakeClock())
+    report = clue_input("inbound", "shanghai", "31", "grain_farmland", "320582", "node", 0, "citizen_report")
+    national = clue_input("inbound", "shanghai", "31", "grain_farmland", "320582", "node", 0, "national")
+    assert (engine.decide(report).code, engine.decide(report).deciding_rule) == (
+        "rule_deny",
+        "js-in-farmland-not-by-report",
+    )
+    assert engine.decide(national).allowed
+    with pytest.raises(ConfigError) as e:
+        parse_bundle(
+            JIANGSU.replace("sources: [citizen_report]", "sources: [Citizen Report]").encode(), "b.yaml"
+        )
+    assert "rules[2].when.clue.sources" in str(e.value.extra["issues"])
+
+
+async def test_the_receiver_decides_on_the_source_the_clue_carries(fed: Federation) -> None:
+    """The gate passes the clue's own source (not the sending node) to the rule."""
+    report = clue_body(domains=["grain_farmland"])
+    status, created = await fed.call(
+        "shanghai", "POST", "/api/v1/clues", json=report, headers={"Idempotency-Key": "src-1"}
+    )
+    assert status == 201, created
+    view = await wait_steps(fed, created["id"], 2)
+    assert "js-in-farmland-not-by-report" in view["receipts"][0]["reason"]
+    national = {**clue_body(domains=["grain_farmland"]), "source": "national"}
+    status, created = await fed.call(
+        "shanghai", "POST", "/api/v1/clues", json=national, headers={"Idempotency-Key": "src-2"}
+    )
+    assert status == 201, created
+    view = await wait_steps(fed, created["id"], 2)
+    assert view["history"][1]["step"] == "dispatched", view["history"]

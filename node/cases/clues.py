@@ -115,7 +115,9 @@ class Clues:
         )
         owner = self.trust.manifest.owner_of(req.region_code).node_id
         if owner != self.trust.node_id:  # a clue of our own region crosses no boundary
-            await self.policy.clue_outbound(owner, req.domains, req.region_code, principal.role, now)
+            await self.policy.clue_outbound(
+                owner, req.domains, req.region_code, req.source, principal.role, now
+            )
         clue_id = new_application_id(now)
         detail = peer_pb2.ClueDetail(
             description=req.description,
@@ -351,7 +353,7 @@ class Clues:
         """The inbound policy, after the checks (so it decides on a well-formed region and domains)
         and only for a clue from another member: our own counter's clue crossed no boundary."""
         if sender != self.trust.node_id:
-            self.policy.clue_inbound(s, sender, tuple(t.domains), t.region_code, now)
+            self.policy.clue_inbound(s, sender, tuple(t.domains), t.region_code, t.source, now)
 
     def _open(self, sealed: bytes) -> peer_pb2.ClueDetail:
         detail = peer_pb2.ClueDetail()

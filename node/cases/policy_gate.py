@@ -137,13 +137,13 @@ class PolicyGate:
             raise self._deny(decision)
 
     async def clue_outbound(
-        self, owner: str, domains: tuple[str, ...], region: str, role: str, now: int
+        self, owner: str, domains: tuple[str, ...], region: str, source: str, role: str, now: int
     ) -> None:
         """Before a clue is stored to leave: one decision per domain, since a joint clue goes to
         every department concerned and each domain may be shared or not. Each is logged; the first
         refusal raises PolicyDenied, so nothing is stored and the clerk sees the rule's reason."""
         for domain in domains:
-            inp = clue_input("outbound", owner, self._jurisdiction(owner), domain, region, role, now)
+            inp = clue_input("outbound", owner, self._jurisdiction(owner), domain, region, role, now, source)
             decision = await asyncio.to_thread(self._decide, inp) if self._off_loop else self._decide(inp)
             if decision is None:
                 raise self._deny(None)
@@ -151,11 +151,15 @@ class PolicyGate:
             if not decision.allowed:
                 raise self._deny(decision)
 
-    def clue_inbound(self, s: Session, source: str, domains: tuple[str, ...], region: str, now: int) -> None:
+    def clue_inbound(
+        self, s: Session, sender: str, domains: tuple[str, ...], region: str, source: str, now: int
+    ) -> None:
         """Raise PolicyDenied unless this member accepts the clue in every domain; the decisions
         are logged in the caller's transaction (kept with the refusal's receipt)."""
         for domain in domains:
-            inp = clue_input("inbound", source, self._jurisdiction(source), domain, region, "node", now)
+            inp = clue_input(
+                "inbound", sender, self._jurisdiction(sender), domain, region, "node", now, source
+            )
             decision = self._decide(inp)
             if decision is not None:
                 self.log.add(s, decision, inp)
