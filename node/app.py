@@ -379,6 +379,7 @@ def build_node(config: NodeConfig, clock: Clock | None = None, *, limits_clock: 
         max_batch_bytes=config.limits.max_body_bytes,
         stall_after_s=config.delivery.stall_after_s,
         poll_interval_s=config.delivery.poll_interval_s,
+        claim_lease_s=config.delivery.claim_lease_s,
         on_receipt=apply_delivery_receipt,  # widened below, once the bundle runner exists
         rng=random.Random(),
     )

@@ -64,6 +64,10 @@ class TransportConfig:
     https_key: Path | None = None
 
 
+# The deadline of every call to a peer (a batch, a catalogue pull); a claim lease outlives it.
+PEER_CALL_TIMEOUT_S = 10.0
+
+
 @dataclass(frozen=True)
 class DeliveryConfig:
     batch_size: int = 32
@@ -74,6 +78,10 @@ class DeliveryConfig:
     stall_after_s: float = 60.0
     # How often each direct peer is asked for a newer manifest (a rotated key spreads this fast).
     gossip_interval_s: float = 30.0
+    # How long a replica's claim on outbox rows lasts: after a replica dies, its claimed rows
+    # wait this long before another sends them. Longer than a call may take, or a slow call's
+    # rows would be sent twice (harmless at the idempotent owner, but wasted).
+    claim_lease_s: float = 30.0
 
 
 MAX_CLOCK_OFFSET_MS = 7 * 86_400_000
@@ -290,9 +298,15 @@ def _delivery(t: TomlTable) -> DeliveryConfig:
         poll_interval_s=float(t.positive("poll_interval_s", (int, float), d.poll_interval_s)),
         stall_after_s=float(t.positive("stall_after_s", (int, float), d.stall_after_s)),
         gossip_interval_s=float(t.positive("gossip_interval_s", (int, float), d.gossip_interval_s)),
+        claim_lease_s=float(t.positive("claim_lease_s", (int, float), d.claim_lease_s)),
     )
     if delivery.max_backoff_s < delivery.initial_backoff_s:
         raise ConfigError("must not be smaller than initial_backoff_s", field=t.path("max_backoff_s"))
+    if delivery.claim_lease_s <= PEER_CALL_TIMEOUT_S:
+        raise ConfigError(
+            f"must be longer than a peer call may take ({PEER_CALL_TIMEOUT_S:g} s)",
+            field=t.path("claim_lease_s"),
+        )
     t.finish()
     return delivery
 

@@ -59,6 +59,7 @@ def test_full_file_round_trips_every_field(tmp_path: Path) -> None:
             "max_backoff_s": 2.5,
             "poll_interval_s": 0.05,
             "stall_after_s": 90,
+            "claim_lease_s": 45,
         },
         "handlers": {"webhook_url": "https://dept.example/hook"},
     }
@@ -74,6 +75,7 @@ def test_full_file_round_trips_every_field(tmp_path: Path) -> None:
     assert config.delivery.initial_backoff_s == 1.0
     assert isinstance(config.delivery.initial_backoff_s, float)
     assert config.delivery.stall_after_s == 90.0
+    assert config.delivery.claim_lease_s == 45.0
     assert config.handlers.webhook_url == "https://dept.example/hook"
     assert config.name == "江苏"
 
@@ -98,6 +100,7 @@ def test_full_file_round_trips_every_field(tmp_path: Path) -> None:
         ({"delivery": {"max_backoff_s": 0.1}}, "delivery.max_backoff_s"),
         ({"delivery": {"poll_interval_s": -1.0}}, "delivery.poll_interval_s"),
         ({"delivery": {"stall_after_s": 0}}, "delivery.stall_after_s"),
+        ({"delivery": {"claim_lease_s": 10}}, "delivery.claim_lease_s"),  # not beyond a call's 10 s
         ({"handlers": {"webhook_url": "ftp://x"}}, "handlers.webhook_url"),
         ({"grpc_listn": "127.0.0.1:1"}, "grpc_listn"),
     ],

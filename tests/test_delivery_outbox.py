@@ -161,3 +161,14 @@ def test_outbox_commands_list_and_redrive(tmp_path: Path, capsys: pytest.Capture
     assert "not_dead_letter" in capsys.readouterr().err
     assert main(["outbox", "dead", "--config", toml]) == 0
     assert "no dead letters" in capsys.readouterr().out
+
+
+def test_claimed_rows_wait_out_the_configured_lease_before_another_replica_takes_them(db: Database) -> None:
+    put(db, "a", 1 * KB)
+    lease_ms = 45_000
+    first = db.transact(lambda s: claim_batch(s, "zhejiang", 32, 10, 100 * KB, lease_ms))
+    assert [r.item_id for r in first.rows] == ["a"]
+    # The replica that claimed them died mid-send: nobody takes them until the lease lapses.
+    assert not db.transact(lambda s: claim_batch(s, "zhejiang", 32, 10 + lease_ms - 1, 100 * KB)).rows
+    again = db.transact(lambda s: claim_batch(s, "zhejiang", 32, 10 + lease_ms, 100 * KB))
+    assert [(r.item_id, r.attempts) for r in again.rows] == [("a", 2)]

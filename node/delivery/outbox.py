@@ -15,7 +15,7 @@ from sqlmodel import Session, col, select
 
 from node.models import OutboxEntry, PeerState
 
-CLAIM_LEASE_MS = 30_000
+CLAIM_LEASE_MS = 30_000  # the default of [delivery] claim_lease_s
 
 
 @dataclass(frozen=True)
@@ -110,7 +110,14 @@ def claim(session: Session, next_hop: str, limit: int, now_ms: int) -> list[Outb
     return claim_batch(session, next_hop, limit, now_ms, max_bytes=None).rows
 
 
-def claim_batch(session: Session, next_hop: str, limit: int, now_ms: int, max_bytes: int | None) -> Claim:
+def claim_batch(
+    session: Session,
+    next_hop: str,
+    limit: int,
+    now_ms: int,
+    max_bytes: int | None,
+    lease_ms: int = CLAIM_LEASE_MS,
+) -> Claim:
     """Claim due rows for one peer, oldest first: at most ``limit`` rows whose envelopes
     together fit in ``max_bytes`` (the peer's message limit), so no batch is refused for its
     size. A row too large to send even alone is made a dead letter in this same transaction
@@ -160,7 +167,7 @@ def claim_batch(session: Session, next_hop: str, limit: int, now_ms: int, max_by
             ).all()
         )
     for row in rows:
-        row.claimed_until_ms = now_ms + CLAIM_LEASE_MS
+        row.claimed_until_ms = now_ms + lease_ms
         row.attempts += 1
         session.add(row)
     return Claim(rows, oversized)

@@ -10,10 +10,10 @@ from google.protobuf.message import DecodeError, Message
 
 from core.clock import Clock
 from core.errors import InvalidInput
+from node.config import PEER_CALL_TIMEOUT_S
 from node.trust.envelope import EnvelopeVerifier, seal_envelope
 from node.trust.keyring import Trust
 
-CALL_TIMEOUT_S = 10.0
 M = TypeVar("M", bound=Message)
 
 
@@ -40,7 +40,7 @@ async def signed_call(
     env = seal_envelope(
         trust.key, sender=trust.node_id, destination=peer, method=method, body=body, now_ms=clock.now_ms()
     )
-    response = await call(request_type(envelope=env), timeout=CALL_TIMEOUT_S)
+    response = await call(request_type(envelope=env), timeout=PEER_CALL_TIMEOUT_S)
     verifier.verify_response(response.envelope, env)
     answer: bytes = response.envelope.body
     return answer

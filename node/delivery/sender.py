@@ -32,10 +32,12 @@ from core.clock import Clock
 from core.db import Database
 from core.errors import YrdError
 from node import metrics
+from node.config import PEER_CALL_TIMEOUT_S
 from node.delivery import dead_letters
 from node.delivery.channels import Channels
 from node.delivery.dead_letters import is_dead_letter
 from node.delivery.outbox import (
+    CLAIM_LEASE_MS,
     TOO_LARGE,
     Backoff,
     bury,
@@ -64,7 +66,6 @@ FINAL_OUTCOMES = {
     Outcome.RECEIPT_OUTCOME_DUPLICATE,
     Outcome.RECEIPT_OUTCOME_REJECTED,
 }
-CALL_TIMEOUT_S = 10.0
 # What the origin makes of an owner's receipt for a delivered application (kept, and turned
 # into the first owner event), run inside the transaction that settles the outbox entry.
 # Injected so delivery does not depend on case handling, which sits above it.
@@ -86,9 +87,11 @@ class Delivery:
         stall_after_s: float,
         poll_interval_s: float,
         on_receipt: ReceiptHandler,
+        claim_lease_s: float = CLAIM_LEASE_MS / 1000,
         rng: random.Random | None = None,
     ) -> None:
         self.on_receipt = on_receipt
+        self.claim_lease_ms = int(claim_lease_s * 1000)
         self.max_batch_bytes, self.stall_after_ms = max_batch_bytes, int(stall_after_s * 1000)
         self._dead_peers: set[str] = set()
         self.db, self.trust, self.channels, self.verifier = db, trust, channels, verifier
@@ -126,7 +129,7 @@ class Delivery:
             ev.set()
         tasks = [t for t in [self._scanner, *self._tasks.values()] if t is not None]
         if tasks:
-            _done, pending = await asyncio.wait(tasks, timeout=CALL_TIMEOUT_S + 1)
+            _done, pending = await asyncio.wait(tasks, timeout=PEER_CALL_TIMEOUT_S + 1)
             for t in pending:
                 t.cancel()
 
@@ -225,7 +228,9 @@ class Delivery:
 
     async def _drain_once(self, hop: str) -> int:
         now = self.clock.now_ms()
-        claimed = await self.db.run(lambda s: claim_batch(s, hop, self.batch_size, now, self.max_batch_bytes))
+        claimed = await self.db.run(
+            lambda s: claim_batch(s, hop, self.batch_size, now, self.max_batch_bytes, self.claim_lease_ms)
+        )
         for o in claimed.oversized:
             dead_letters.report(hop, o.id, o.item_id, TOO_LARGE)
         by_method: dict[str, list[OutboxEntry]] = defaultdict(list)
@@ -287,11 +292,11 @@ class Delivery:
         with metrics.DELIVERY_SECONDS.labels(peer=hop).time():
             if method == DELIVER:
                 delivered = await stub.Deliver(
-                    peer_pb2.DeliverRequest(envelopes=envs), timeout=CALL_TIMEOUT_S
+                    peer_pb2.DeliverRequest(envelopes=envs), timeout=PEER_CALL_TIMEOUT_S
                 )
                 return list(delivered.receipts)
             notified = await stub.NotifyStatus(
-                peer_pb2.NotifyStatusRequest(envelopes=envs), timeout=CALL_TIMEOUT_S
+                peer_pb2.NotifyStatusRequest(envelopes=envs), timeout=PEER_CALL_TIMEOUT_S
             )
             return list(notified.receipts)
 
