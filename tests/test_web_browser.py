@@ -32,11 +32,16 @@ from tests.support.federation import PASSWORD, Federation
 from tests.test_web_pages import MARKET, WORKLIST_SERVICE, WRONG_ID, start_web_federation
 
 webdriver = pytest.importorskip("selenium.webdriver", reason="pip install selenium (the dev extra)")
-from selenium.common.exceptions import StaleElementReferenceException, TimeoutException  # noqa: E402
+from selenium.common.exceptions import (  # noqa: E402
+    StaleElementReferenceException,
+    TimeoutException,
+    WebDriverException,
+)
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
 
 LICENCE_SERVICE = "zj.hangzhou.business-licence"  # auto: approved with a certificate
+RELOADED_UNDER_US = "does not belong to the document"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
 pytestmark = pytest.mark.skipif(
@@ -99,11 +104,20 @@ class Person:
 
     def wait_for(self, what: Callable[[Any], Any], seconds: float = 30) -> Any:
         # A status page reloads itself while it waits for the owner: an element found on one
-        # load is stale on the next, so a wait looks again rather than fails.
+        # load is stale on the next, so a wait looks again rather than fails. Chromium says so
+        # either as a stale element or, when the reload lands mid-call, as an inspector error.
+        def look(driver: Any) -> Any:
+            try:
+                return what(driver)
+            except WebDriverException as e:
+                if RELOADED_UNDER_US not in (e.msg or ""):
+                    raise
+                return False
+
         wait = WebDriverWait(
             self.driver, seconds, poll_frequency=0.2, ignored_exceptions=(StaleElementReferenceException,)
         )
-        return wait.until(what)
+        return wait.until(look)
 
     def text(self, element_id: str) -> str:
         """The element's text as the page now shows it, even across a reload."""
