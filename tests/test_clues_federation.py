@@ -20,6 +20,7 @@ from sqlmodel import Session, select
 from yrd.peer.v1 import peer_pb2, peer_pb2_grpc
 
 from core.clock import FakeClock
+from node.delivery.outbox import pending_count
 from node.models import ClueCase, ClueTask
 from node.trust.envelope import seal_envelope, signing_input
 from node.trust.sealing import seal
@@ -96,6 +97,21 @@ async def wait_steps(fed: Federation, clue_id: str, count: int) -> dict[str, Any
             return view
         await asyncio.sleep(0.05)
     raise AssertionError(f"history stayed {view.get('history')}")
+
+
+async def advance(fed: Federation, seconds: float) -> None:
+    """Move the federation's clock once nothing is in flight between the nodes. An envelope
+    signed before a jump of an hour and checked after it is refused for clock skew, and its
+    sender's backoff, measured on a clock that then stands still, would never run out."""
+    clock = fed.clock
+    assert isinstance(clock, FakeClock)
+    for _ in range(500):
+        pending = [await node.db.run(pending_count) for node in fed.nodes.values()]
+        if not any(pending):
+            clock.advance(seconds)
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"outboxes did not drain: {pending}")
 
 
 def metric(name: str, **labels: str) -> float:
@@ -190,14 +206,14 @@ async def test_an_unacknowledged_clue_climbs_to_the_dispatch_desk(fed: Federatio
     assert await clues.tick() == 0  # nothing is due yet
 
     for department, level in ((SZ_SMJ, "city"), (JS_SMJ, "province"), (JS_DESK, "province")):
-        clock.advance(3601)
+        await advance(fed, 3601)
         await clues.tick()  # the node's own periodic check may run it first: the same
         status, view = await fed.call("jiangsu", "GET", f"/api/v1/clues/{clue_id}", user="supervisor")
         assert status == 200
         (task,) = view["tasks"]
         assert (task["department"], task["level"], task["status"]) == (department, level, "dispatched")
     assert task["escalations"] == 3
-    clock.advance(3601)
+    await advance(fed, 3601)
     assert await clues.tick() == 0  # the desk is the top: it stays there, overdue and counted
     status, view = await fed.call("jiangsu", "GET", f"/api/v1/clues/{clue_id}", user="supervisor")
     assert view["tasks"][0]["overdue"] is True
@@ -352,9 +368,9 @@ async def test_a_clue_not_closed_in_time_is_escalated_too(fed: Federation) -> No
     await wait_steps(fed, clue_id, 2)
     path = f"/api/v1/clues/{clue_id}"
     assert (await fed.call("jiangsu", "POST", path + "/acknowledge", json={}, user="zjg-smj"))[0] == 200
-    clock.advance(3 * 3600)
+    await advance(fed, 3 * 3600)
     assert await fed.nodes["jiangsu"].backend.clues.tick() == 0  # acknowledged in time
-    clock.advance(22 * 3600)
+    await advance(fed, 22 * 3600)
     await fed.nodes["jiangsu"].backend.clues.tick()  # (or the node's own periodic check, first)
     fed.user_tokens.clear()  # a day has passed: the sessions of the morning have expired
     fed.tokens["shanghai"] = await fed.login("shanghai", "clerk")

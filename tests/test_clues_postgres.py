@@ -9,7 +9,7 @@ from pathlib import Path
 
 from simulations.local_federation import PROVINCES
 from tests.support.federation import PASSWORD, Federation, allow_all_specs
-from tests.test_clues_federation import SZ_SMJ, ZJG_SMJ, SteppedClock, clue_body, submit, wait_steps
+from tests.test_clues_federation import SZ_SMJ, ZJG_SMJ, SteppedClock, advance, clue_body, submit, wait_steps
 
 
 async def test_clue_loop_and_escalation_on_postgres(tmp_path: Path, new_pg_schema: Callable[[], str]) -> None:
@@ -27,7 +27,7 @@ async def test_clue_loop_and_escalation_on_postgres(tmp_path: Path, new_pg_schem
         await wait_steps(fed, late, 2)
         path = f"/api/v1/clues/{done}"
         assert (await fed.call("jiangsu", "POST", path + "/acknowledge", json={}, user="zjg-smj"))[0] == 200
-        clock.advance(3601)
+        await advance(fed, 3601)
         # A department's step and two escalation checks at once: each step is numbered once.
         results = await asyncio.gather(
             fed.call("jiangsu", "POST", path + "/findings", json={"text": "属实"}, user="zjg-smj"),
