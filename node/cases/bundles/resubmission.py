@@ -9,6 +9,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
+from google.protobuf.message import DecodeError
 from sqlmodel import Session, select
 from yrd.catalogue.v1 import catalogue_pb2
 from yrd.peer.v1 import peer_pb2
@@ -67,7 +68,7 @@ class Resubmission(Status):
                 unseal(self.trust.opening_keys(), t.sealed_payload)
             )
             doc = json.loads(payload.form_json.decode("utf-8"))
-        except Exception as e:
+        except (YrdError, DecodeError, ValueError) as e:  # not ours to open, not a payload, not JSON
             raise InvalidInput("the sealed resubmission does not open", code="sealed_payload_invalid") from e
         if not (
             isinstance(doc, dict)
