@@ -1,8 +1,9 @@
-"""What lint needs to know about the federation: catalogued services and member prefixes.
+"""What lint needs to know about the federation: catalogued services, data resources and
+member prefixes.
 
 Read straight from the TOML files operators already keep (catalogues with ``[[services]]``
-tables, the members file with ``[[members]]``) rather than through the registry, so
-linting a bundle needs neither a running node nor a signed manifest.
+and ``[[data]]`` tables, the members file with ``[[members]]``) rather than through the
+registry, so linting a bundle needs neither a running node nor a signed manifest.
 """
 
 from __future__ import annotations
@@ -49,6 +50,22 @@ def read_catalogues(paths: Iterable[Path]) -> dict[str, CatalogueService]:
             service = CatalogueService(str(values[0]), str(values[1]), str(values[2]))
             found[service.id] = service
     return found
+
+
+def read_data_ids(paths: Iterable[Path]) -> frozenset[str]:
+    """Ids of the data resources (``[[data]]``) of every catalogue file: what a data rule's
+    ``service`` selector and a quota over data calls name."""
+    found: set[str] = set()
+    for path in paths:
+        resources = _read_toml(path).get("data", [])
+        if not isinstance(resources, list):
+            raise ConfigError(f"{path}: data must be an array of tables", field="data")
+        for i, entry in enumerate(resources):
+            rid = entry.get("id") if isinstance(entry, dict) else None
+            if not isinstance(rid, str) or not rid:
+                raise ConfigError(f"{path}: data[{i}] needs an id string", field=f"data[{i}]")
+            found.add(rid)
+    return frozenset(found)
 
 
 def sample_catalogue_paths() -> list[Path]:

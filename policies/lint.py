@@ -8,7 +8,7 @@ a bundle that lints clean has no dead rules the checks can see.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass
 
 from policies.catalogue import CatalogueService
@@ -32,15 +32,24 @@ def lint_bundle(
     bundle: Bundle,
     catalogue: Mapping[str, CatalogueService] | None = None,
     members: Mapping[str, tuple[str, ...]] | None = None,
+    data: Collection[str] | None = None,
 ) -> list[Finding]:
-    """``catalogue`` and ``members`` are the known universe; a check needing one is skipped
-    when it is None (e.g. no members file given)."""
-    known = _Known(bundle, catalogue, members)
+    """``catalogue`` (services), ``data`` (data resource ids) and ``members`` are the known
+    universe; a check needing one is skipped when it is None (e.g. no members file given)."""
+    known = _Known(bundle, members)
+    services = None if catalogue is None else frozenset(catalogue)
+    # A quota's bucket counts every exchange it selects: matters and data calls alike.
+    either = None if services is None or data is None else services | frozenset(data)
     findings: list[Finding] = []
     for rule in bundle.rules:
-        # A data rule's service ids are data resources, which the service catalogue does not list.
-        services = rule.when.services if rule.when.kind != "data" else None
-        found = list(_unknown(known, f"rule {rule.id}", rule.line, services, rule.when.peer_nodes))
+        # A data rule names data resources, which the service catalogue does not list.
+        if rule.when.kind == "data":
+            universe = _Universe("data resource", None if data is None else frozenset(data))
+        else:
+            universe = _Universe("service", services)
+        found = list(
+            _unknown(known, f"rule {rule.id}", rule.line, rule.when.services, universe, rule.when.peer_nodes)
+        )
         if not found:
             found = [
                 Finding(bundle.source, rule.line, f"rule {rule.id}", "unreachable", why)
@@ -48,7 +57,8 @@ def lint_bundle(
             ]
         findings.extend(found)
     for q in bundle.quotas:
-        findings.extend(_unknown(known, f"quota {q.id}", q.line, q.services, q.peer_nodes))
+        universe = _Universe("service or data resource", either)
+        findings.extend(_unknown(known, f"quota {q.id}", q.line, q.services, universe, q.peer_nodes))
     findings.extend(_shadowed(bundle))
     return sorted(findings, key=lambda f: (f.line, f.code))
 
@@ -56,27 +66,39 @@ def lint_bundle(
 @dataclass(frozen=True)
 class _Known:
     bundle: Bundle
-    catalogue: Mapping[str, CatalogueService] | None
     members: Mapping[str, tuple[str, ...]] | None
 
 
+@dataclass(frozen=True)
+class _Universe:
+    """What a selector may name, and what to call it in a finding; ``ids`` None: not known."""
+
+    noun: str
+    ids: frozenset[str] | None
+
+
 def _unknown(
-    known: _Known, subject: str, line: int, services: ServiceSelector | None, peers: frozenset[str] | None
+    known: _Known,
+    subject: str,
+    line: int,
+    services: ServiceSelector | None,
+    universe: _Universe,
+    peers: frozenset[str] | None,
 ) -> Iterator[Finding]:
-    bundle, catalogue, members = known.bundle, known.catalogue, known.members
-    if services is not None and catalogue is not None:
-        for sid in sorted(services.exact - catalogue.keys()):
+    bundle, members, ids = known.bundle, known.members, universe.ids
+    if services is not None and ids is not None:
+        for sid in sorted(services.exact - ids):
             yield Finding(
-                bundle.source, line, subject, "unknown_service", f"service {sid!r} is in no catalogue"
+                bundle.source, line, subject, "unknown_service", f"{universe.noun} {sid!r} is in no catalogue"
             )
         for pattern in services.patterns:
-            if not any(ServiceSelector.of((pattern,)).matches(sid) for sid in catalogue):
+            if not any(ServiceSelector.of((pattern,)).matches(sid) for sid in ids):
                 yield Finding(
                     bundle.source,
                     line,
                     subject,
                     "unknown_service",
-                    f"pattern {pattern!r} matches no catalogued service",
+                    f"pattern {pattern!r} matches nothing catalogued",
                 )
     if peers is not None and members is not None:
         for node in sorted(peers - members.keys()):

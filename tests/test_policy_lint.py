@@ -27,13 +27,14 @@ CATALOGUE = {
     )
 }
 MEMBERS = {"shanghai": ("31",), "jiangsu": ("32",), "zhejiang": ("33",)}
+DATA = frozenset({"sh.health-code", "js.nucleic-acid"})
 
 
 def lint(rules: str) -> list[str]:
     text = 'node: shanghai\nrevision: "1"\n' + textwrap.dedent(rules)
     return [
         f"{f.code} {f.subject}"
-        for f in lint_bundle(parse_bundle(text.encode(), "b.yaml"), CATALOGUE, MEMBERS)
+        for f in lint_bundle(parse_bundle(text.encode(), "b.yaml"), CATALOGUE, MEMBERS, DATA)
     ]
 
 
@@ -73,6 +74,25 @@ def test_unknown_services_and_peers() -> None:
         "unknown_peer rule c",
         "unknown_service quota q",
     ]
+
+
+def test_data_resources_are_known_to_data_rules_and_quotas_only() -> None:
+    """A data rule names data resources and a quota may count data calls: both are checked
+    against the catalogues' [[data]] ids, so a typo there is caught and a real id is not
+    called unknown; a matter rule naming a data resource is still a finding."""
+    findings = lint(
+        """\
+        rules:
+          - {id: a, effect: allow, when: {direction: inbound, kind: data, service: {ids: [sh.health-code]}}}
+          - {id: b, effect: allow, when: {direction: inbound, kind: data, service: {ids: [sh.health-cod]}}}
+          - {id: c, effect: allow, when: {direction: inbound, service: {ids: [sh.health-code]}}}
+        quotas:
+          - {id: q, per: service, services: [js.nucleic-acid, js.social-card.apply], per_minute: 1, burst: 1}
+          - {id: r, per: service, services: ["js.nucleic*"], per_minute: 1, burst: 1}
+          - {id: s, per: service, services: [js.nucleic-acd], per_minute: 1, burst: 1}
+        """
+    )
+    assert findings == ["unknown_service rule b", "unknown_service rule c", "unknown_service quota s"]
 
 
 def test_unreachable_rules() -> None:

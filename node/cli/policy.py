@@ -21,7 +21,13 @@ from core.errors import ConfigError, InvalidInput, NotFound
 from core.keys import load_key
 from node.config import key_passphrase
 from policies.cases import case_file_for, load_cases, run_case_file
-from policies.catalogue import CatalogueService, read_catalogues, read_members, sample_catalogue_paths
+from policies.catalogue import (
+    CatalogueService,
+    read_catalogues,
+    read_data_ids,
+    read_members,
+    sample_catalogue_paths,
+)
 from policies.engine import PolicyEngine
 from policies.explain import explain
 from policies.lint import lint_bundle
@@ -87,7 +93,7 @@ def _universe_args(p: argparse.ArgumentParser) -> None:
         "--catalogue",
         type=Path,
         action="append",
-        help="catalogue TOML with [[services]] (repeatable; default registry/samples/*.toml)",
+        help="catalogue TOML with [[services]] and [[data]] (repeatable; default registry/samples/*.toml)",
     )
 
 
@@ -97,6 +103,7 @@ def _catalogue(args: argparse.Namespace) -> dict[str, CatalogueService]:
 
 def lint_command(args: argparse.Namespace) -> int:
     catalogue = _catalogue(args)
+    data = read_data_ids(args.catalogue or sample_catalogue_paths())
     members = read_members(args.members) if args.members else None
     problems = 0
     for path in _lint_targets(args.bundles):
@@ -111,7 +118,7 @@ def lint_command(args: argparse.Namespace) -> int:
             print("\n".join(issues))
             problems += len(issues)
             continue
-        findings = lint_bundle(bundle, catalogue or None, members)
+        findings = lint_bundle(bundle, catalogue or None, members, data if catalogue else None)
         for finding in findings:
             print(finding)
         problems += len(findings)

@@ -11,13 +11,14 @@ from pathlib import Path
 import pytest
 
 from policies.cases import CaseResult, run_case_file
-from policies.catalogue import read_catalogues, sample_catalogue_paths
+from policies.catalogue import read_catalogues, read_data_ids, sample_catalogue_paths
 from policies.lint import lint_bundle
 from policies.schema import load_bundle
 
 HERE = Path(__file__).parent
 BUNDLES = sorted(p for p in HERE.glob("*.yaml") if not p.name.endswith(".tests.yaml"))
 CATALOGUE = read_catalogues(sample_catalogue_paths())
+DATA = read_data_ids(sample_catalogue_paths())
 MEMBERS = {"shanghai": ("31",), "jiangsu": ("32",), "zhejiang": ("33",), "anhui": ("34",)}
 
 
@@ -42,7 +43,7 @@ def test_case(result: CaseResult) -> None:
 def test_bundle_lints_clean(path: Path) -> None:
     bundle = load_bundle(path)
     assert bundle.node == path.stem
-    assert [str(f) for f in lint_bundle(bundle, CATALOGUE, MEMBERS)] == []
+    assert [str(f) for f in lint_bundle(bundle, CATALOGUE, MEMBERS, DATA)] == []
 
 
 @pytest.mark.parametrize("path", BUNDLES, ids=[p.stem for p in BUNDLES])
