@@ -66,6 +66,8 @@ def quota_applies(q: Quota, key: StaticKey) -> bool:
     direction, service_id, _owner, _department, peer_node, _jurisdiction, kind, _domain, _region = key
     if direction not in q.directions:
         return False
+    if q.kinds is not None and kind not in q.kinds:
+        return False
     if q.peer_nodes is not None and peer_node not in q.peer_nodes:
         return False
     if kind == "clue" and (q.scope == "service" or q.services is not None):

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from policies.catalogue import CatalogueService
 from policies.coverage import covers
+from policies.model import Kind
 from policies.spec import Bundle, Conditions, Rule, ServiceSelector
 
 
@@ -38,13 +39,12 @@ def lint_bundle(
     universe; a check needing one is skipped when it is None (e.g. no members file given)."""
     known = _Known(bundle, members)
     services = None if catalogue is None else frozenset(catalogue)
-    # A quota's bucket counts every exchange it selects: matters and data calls alike.
-    either = None if services is None or data is None else services | frozenset(data)
+    resources = None if data is None else frozenset(data)
     findings: list[Finding] = []
     for rule in bundle.rules:
         # A data rule names data resources, which the service catalogue does not list.
         if rule.when.kind == "data":
-            universe = _Universe("data resource", None if data is None else frozenset(data))
+            universe = _Universe("data resource", resources)
         else:
             universe = _Universe("service", services)
         found = list(
@@ -57,7 +57,7 @@ def lint_bundle(
             ]
         findings.extend(found)
     for q in bundle.quotas:
-        universe = _Universe("service or data resource", either)
+        universe = _quota_universe(q.kinds, services, resources)
         findings.extend(_unknown(known, f"quota {q.id}", q.line, q.services, universe, q.peer_nodes))
     findings.extend(_shadowed(bundle))
     return sorted(findings, key=lambda f: (f.line, f.code))
@@ -75,6 +75,23 @@ class _Universe:
 
     noun: str
     ids: frozenset[str] | None
+
+
+def _quota_universe(
+    kinds: frozenset[Kind] | None, services: frozenset[str] | None, resources: frozenset[str] | None
+) -> _Universe:
+    """A quota counts the kinds it names (all without ``kind``): matters name services, data
+    queries name resources, and a clue names neither."""
+    parts = []
+    if kinds is None or "application" in kinds:
+        parts.append(("service", services))
+    if kinds is None or "data" in kinds:
+        parts.append(("data resource", resources))
+    if not parts:
+        return _Universe("service (a clue names none)", frozenset())
+    if any(ids is None for _, ids in parts):
+        return _Universe("", None)
+    return _Universe(" or ".join(n for n, _ in parts), frozenset().union(*(ids or () for _, ids in parts)))
 
 
 def _unknown(

@@ -49,7 +49,7 @@ _WHEN = ("direction", "kind", "peer", "service", "clue", "purpose", "role", "fie
 _APPLICATION_ONLY = ("service", "purpose", "fields", "consent")
 _SERVICE = ("ids", "owners", "departments", "owned_by_peer")
 _OBLIGATIONS = ("strip", "mask", "require_consent", "require_second_approval", "log")
-_QUOTA = ("id", "per", "direction", "peers", "services", "per_minute", "burst")
+_QUOTA = ("id", "per", "direction", "kind", "peers", "services", "per_minute", "burst")
 _DAY_GROUPS = {"weekdays": range(5), "weekend": range(5, 7), "daily": range(7)}
 
 
@@ -364,6 +364,7 @@ def _quotas(r: Reader, node: yaml.Node) -> tuple[Quota, ...]:
             r.error(m["per"], f"{where}.per", f"{scope!r} is neither peer nor service")
             scope = None
         directions = _directions(r, m["direction"], f"{where}.direction") if "direction" in m else None
+        kinds = _kinds(r, m["kind"], f"{where}.kind") if "kind" in m else None
         peers = _set(r.strings(m["peers"], f"{where}.peers", NODE_RE)) if "peers" in m else None
         ids = r.strings(m["services"], f"{where}.services", SERVICE_RE) if "services" in m else None
         per_minute = r.number(m["per_minute"], f"{where}.per_minute", minimum=0.001)
@@ -380,9 +381,23 @@ def _quotas(r: Reader, node: yaml.Node) -> tuple[Quota, ...]:
                 per_minute=per_minute,
                 burst=burst,
                 line=item.start_mark.line + 1,
+                kinds=kinds,
             )
         )
     return tuple(out)
+
+
+def _kinds(r: Reader, node: yaml.Node, where: str) -> frozenset[Kind] | None:
+    """A quota's ``kind``: one kind or a list, so data queries can have buckets of their own
+    instead of spending the tokens meant for applications."""
+    values = r.strings(node, where)
+    if values is None:
+        return None
+    bad = [v for v in values if v not in KINDS]
+    if bad:
+        r.error(node, where, f"{bad[0]!r} is not one of {', '.join(KINDS)}")
+        return None
+    return frozenset(cast(Kind, v) for v in values)
 
 
 def _unique_ids(r: Reader, rules: tuple[Rule, ...], quotas: tuple[Quota, ...]) -> None:

@@ -146,6 +146,8 @@ class Quota:
     per_minute: float
     burst: int
     line: int
+    # The kinds of exchange whose tokens it counts; None: every kind.
+    kinds: frozenset[Kind] | None = None
 
 
 @dataclass(frozen=True)

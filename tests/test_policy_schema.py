@@ -144,9 +144,11 @@ def test_quota_values_are_checked() -> None:
         rules: []
         quotas:
           - {id: q1, per: node, per_minute: 0, burst: 1.5}
+          - {id: q2, per: peer, kind: [data, matters], per_minute: 1, burst: 1}
         """
     )
     assert any("'node' is neither peer nor service" in i for i in issues)
+    assert any("quotas[1].kind: 'matters' is not one of application, clue, data" in i for i in issues)
     assert any("per_minute: must be at least" in i for i in issues)
     assert any("burst: expected an integer" in i for i in issues)
 
