@@ -160,6 +160,17 @@ async def test_the_catalogue_and_the_disclosure_log_over_grpc_are_the_http_ones(
     grpc_log = [{f.name: getattr(d, f.name) for f in d.DESCRIPTOR.fields} for d in log.disclosures]
     assert [{**d, "fields": list(d["fields"])} for d in grpc_log] == http_log["disclosures"]
     assert grpc_log[0]["query_id"] == view["query_id"]
+    # The holder's meter, read by its operator: the same rows at both doors.
+    status, http_meter = await fed.call("jiangsu", "GET", "/api/v1/data-meter", user="operator")
+    assert status == 200 and http_meter["rows"], http_meter
+    async with node_channel(fed.nodes["jiangsu"]) as js:
+        meter = await counter_pb2_grpc.CounterServiceStub(js).GetDataMeter(
+            counter_pb2.GetDataMeterRequest(resource="js.nucleic-acid"),
+            metadata=meta(await fed.login("jiangsu", "operator")),
+        )
+    rows = [{f.name: getattr(r, f.name) for f in r.DESCRIPTOR.fields} for r in meter.rows]
+    assert rows == [r for r in http_meter["rows"] if r["resource_id"] == "js.nucleic-acid"]
+    assert meter.total == sum(r["calls"] for r in rows) > 0
 
 
 # (gRPC call, its message, the HTTP method and path of the twin, the twin's JSON body): each
@@ -251,6 +262,13 @@ BAD: list[tuple[str, Any, str, str, dict[str, Any] | None]] = [
         f"/api/v1/disclosures?subject_id={PERSON}&side=both",
         None,
     ),
+    (
+        "GetDataMeter",
+        counter_pb2.GetDataMeterRequest(since="2026-1-1"),
+        "GET",
+        "/api/v1/data-meter?since=2026-1-1",
+        None,
+    ),
 ]
 
 
@@ -283,6 +301,7 @@ async def test_bad_input_is_refused_at_both_doors_naming_the_same_field(fed: Fed
         "holder",
         "subject_id",
         "side",
+        "since",
     ]
     with pytest.raises(grpc.aio.AioRpcError) as err:
         async with node_channel(fed.nodes["shanghai"]) as ch:
@@ -318,6 +337,7 @@ async def test_roles_at_the_grpc_sharing_door(fed: Federation) -> None:  # noqa:
                 ),
                 "revoke": stub.RevokeGrant(counter_pb2.RevokeGrantRequest(id=sent["id"]), metadata=m),
                 "log": stub.ListDisclosures(counter_pb2.ListDisclosuresRequest(), metadata=m),
+                "meter": stub.GetDataMeter(counter_pb2.GetDataMeterRequest(), metadata=m),
             }
             for action, call in calls.items():
                 try:
@@ -335,6 +355,7 @@ async def test_roles_at_the_grpc_sharing_door(fed: Federation) -> None:  # noqa:
         ("decide", "shanghai/clerk"): denied,
         ("revoke", "shanghai/clerk"): denied,
         ("log", "shanghai/clerk"): (grpc.StatusCode.PERMISSION_DENIED, "subject_required"),
+        ("meter", "shanghai/clerk"): denied,
         ("search", "shanghai/operator"): ok,
         ("query", "shanghai/operator"): denied,
         ("file", "shanghai/operator"): denied,
@@ -342,6 +363,7 @@ async def test_roles_at_the_grpc_sharing_door(fed: Federation) -> None:  # noqa:
         ("decide", "shanghai/operator"): denied,
         ("revoke", "shanghai/operator"): denied,
         ("log", "shanghai/operator"): ok,
+        ("meter", "shanghai/operator"): ok,
         # The holder's counter clerk sees the request arrive but may not decide it.
         ("search", "anhui/clerk"): ok,
         ("query", "anhui/clerk"): ok,
@@ -350,6 +372,7 @@ async def test_roles_at_the_grpc_sharing_door(fed: Federation) -> None:  # noqa:
         ("decide", "anhui/clerk"): denied,
         ("revoke", "anhui/clerk"): denied,
         ("log", "anhui/clerk"): (grpc.StatusCode.PERMISSION_DENIED, "subject_required"),
+        ("meter", "anhui/clerk"): denied,
     }
 
 

@@ -34,6 +34,7 @@ from node.counter.contract import (
 from node.counter.sharing_contract import (
     parse_data_request,
     parse_disclosure_filter,
+    parse_meter_filter,
     parse_query,
     parse_revoke,
     parse_search,
@@ -348,6 +349,14 @@ class CounterServicer(counter_pb2_grpc.CounterServiceServicer):
         return counter_pb2.ListDisclosuresResponse(
             disclosures=[grpc_sharing.disclosure_message(d) for d in found]
         )
+
+    @grpc_errors
+    async def GetDataMeter(
+        self, request: counter_pb2.GetDataMeterRequest, context: Context
+    ) -> counter_pb2.GetDataMeterResponse:
+        principal = await self._principal(context)
+        filters = parse_meter_filter(grpc_sharing.meter_filters(request))
+        return grpc_sharing.meter_message(await self.backend.data_meter(principal, *filters))
 
 
 def _component(c: dict[str, Any]) -> counter_pb2.Component:

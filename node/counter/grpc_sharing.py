@@ -37,6 +37,11 @@ def disclosure_filters(request: counter_pb2.ListDisclosuresRequest) -> dict[str,
     return _present(subject_kind=request.subject_kind, subject_id=request.subject_id, side=request.side)
 
 
+def meter_filters(request: counter_pb2.GetDataMeterRequest) -> dict[str, str]:
+    """The filter as ``GET /api/v1/data-meter``'s query string."""
+    return _present(since=request.since, until=request.until, resource=request.resource)
+
+
 def query_document(request: counter_pb2.QueryDataRequest) -> dict[str, Any]:
     doc: dict[str, Any] = {
         "subject": {"kind": request.subject.kind, "id": request.subject.id},
@@ -130,3 +135,10 @@ def data_request_message(view: dict[str, Any]) -> counter_pb2.DataRequest:
 
 def disclosure_message(row: dict[str, Any]) -> counter_pb2.DataDisclosure:
     return counter_pb2.DataDisclosure(**_declared(counter_pb2.DataDisclosure, row))
+
+
+def meter_message(view: dict[str, Any]) -> counter_pb2.GetDataMeterResponse:
+    return counter_pb2.GetDataMeterResponse(
+        rows=[counter_pb2.DataMeterRow(**_declared(counter_pb2.DataMeterRow, r)) for r in view["rows"]],
+        total=view["total"],
+    )

@@ -289,6 +289,7 @@ SHARING_CLASSES = ("unconditional", "conditional", "not_shared")
 SIDES = ("asker", "holder")
 SUBJECT_KIND_NAMES = ("person", "company")
 _HOLDER_PREFIX = re.compile(r"\d{2,12}")
+_DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 
 def param(
@@ -317,6 +318,11 @@ def parse_search(params: Mapping[str, str]) -> tuple[str | None, str | None, str
         param(params, "holder", 12, _HOLDER_PREFIX),
         choice(params, "sharing", SHARING_CLASSES, None),
     )
+
+
+def parse_meter_filter(params: Mapping[str, str]) -> tuple[str | None, str | None, str | None]:
+    """``since`` and ``until`` (days, inclusive) and ``resource`` of the data meter."""
+    return param(params, "since", 10, _DAY), param(params, "until", 10, _DAY), param(params, "resource", 128)
 
 
 def parse_disclosure_filter(params: Mapping[str, str]) -> tuple[str, str | None, str | None]:

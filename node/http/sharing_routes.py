@@ -4,16 +4,14 @@ meter. Handlers only translate, as in counter_routes.py; the backend checks role
 
 from __future__ import annotations
 
-import re
-
 from aiohttp import web
 
 from node.counter.contract import request_digest
 from node.counter.sharing_contract import (
-    param,
     parse_data_request,
     parse_decision,
     parse_disclosure_filter,
+    parse_meter_filter,
     parse_query,
     parse_revoke,
     parse_search,
@@ -21,8 +19,6 @@ from node.counter.sharing_contract import (
 from node.http.context import BACKEND, IDEMPOTENCY_HEADER, LIMITS, idempotency_key, json_body, principal_of
 
 routes = web.RouteTableDef()
-
-_DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 
 @routes.get("/api/v1/data-resources")
@@ -85,10 +81,5 @@ async def disclosures(request: web.Request) -> web.Response:
 
 @routes.get("/api/v1/data-meter")
 async def data_meter(request: web.Request) -> web.Response:
-    found = await request.app[BACKEND].data_meter(
-        principal_of(request),
-        param(request.query, "since", 10, _DAY),
-        param(request.query, "until", 10, _DAY),
-        param(request.query, "resource", 128),
-    )
+    found = await request.app[BACKEND].data_meter(principal_of(request), *parse_meter_filter(request.query))
     return web.json_response(found)

@@ -2025,3 +2025,86 @@ class ListDisclosuresResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListDisclosuresResponse: _TypeAlias = ListDisclosuresResponse  # noqa: Y015
+
+@_typing.final
+class GetDataMeterRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SINCE_FIELD_NUMBER: _builtins.int
+    UNTIL_FIELD_NUMBER: _builtins.int
+    RESOURCE_FIELD_NUMBER: _builtins.int
+    since: _builtins.str
+    """First and last day (YYYY-MM-DD, China Standard Time), inclusive; empty: unbounded."""
+    until: _builtins.str
+    resource: _builtins.str
+    """One resource id; empty: every resource."""
+    def __init__(
+        self,
+        *,
+        since: _builtins.str = ...,
+        until: _builtins.str = ...,
+        resource: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["resource", b"resource", "since", b"since", "until", b"until"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetDataMeterRequest: _TypeAlias = GetDataMeterRequest  # noqa: Y015
+
+@_typing.final
+class DataMeterRow(_message.Message):
+    """DataMeterRow counts one day's calls of one resource by one asker with one outcome."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DAY_FIELD_NUMBER: _builtins.int
+    RESOURCE_ID_FIELD_NUMBER: _builtins.int
+    ASKER_NODE_FIELD_NUMBER: _builtins.int
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    CALLS_FIELD_NUMBER: _builtins.int
+    day: _builtins.str
+    resource_id: _builtins.str
+    asker_node: _builtins.str
+    outcome: _builtins.str
+    calls: _builtins.int
+    def __init__(
+        self,
+        *,
+        day: _builtins.str = ...,
+        resource_id: _builtins.str = ...,
+        asker_node: _builtins.str = ...,
+        outcome: _builtins.str = ...,
+        calls: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["asker_node", b"asker_node", "calls", b"calls", "day", b"day", "outcome", b"outcome", "resource_id", b"resource_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DataMeterRow: _TypeAlias = DataMeterRow  # noqa: Y015
+
+@_typing.final
+class GetDataMeterResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ROWS_FIELD_NUMBER: _builtins.int
+    TOTAL_FIELD_NUMBER: _builtins.int
+    total: _builtins.int
+    @_builtins.property
+    def rows(self) -> _containers.RepeatedCompositeFieldContainer[Global___DataMeterRow]: ...
+    def __init__(
+        self,
+        *,
+        rows: _abc.Iterable[Global___DataMeterRow] | None = ...,
+        total: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["rows", b"rows", "total", b"total"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetDataMeterResponse: _TypeAlias = GetDataMeterResponse  # noqa: Y015

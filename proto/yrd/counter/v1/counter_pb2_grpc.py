@@ -136,6 +136,11 @@ class CounterServiceStub:
                 request_serializer=yrd_dot_counter_dot_v1_dot_counter__pb2.ListDisclosuresRequest.SerializeToString,
                 response_deserializer=yrd_dot_counter_dot_v1_dot_counter__pb2.ListDisclosuresResponse.FromString,
                 _registered_method=True)
+        self.GetDataMeter = channel.unary_unary(
+                '/yrd.counter.v1.CounterService/GetDataMeter',
+                request_serializer=yrd_dot_counter_dot_v1_dot_counter__pb2.GetDataMeterRequest.SerializeToString,
+                response_deserializer=yrd_dot_counter_dot_v1_dot_counter__pb2.GetDataMeterResponse.FromString,
+                _registered_method=True)
 
 
 class CounterServiceServicer:
@@ -291,6 +296,14 @@ class CounterServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetDataMeter(self, request, context):
+        """GetDataMeter reads the calls this node answered as holder, per day, resource, asker and
+        outcome (GET /api/v1/data-meter); operators and supervisors.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CounterServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -393,6 +406,11 @@ def add_CounterServiceServicer_to_server(servicer, server):
                     servicer.ListDisclosures,
                     request_deserializer=yrd_dot_counter_dot_v1_dot_counter__pb2.ListDisclosuresRequest.FromString,
                     response_serializer=yrd_dot_counter_dot_v1_dot_counter__pb2.ListDisclosuresResponse.SerializeToString,
+            ),
+            'GetDataMeter': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetDataMeter,
+                    request_deserializer=yrd_dot_counter_dot_v1_dot_counter__pb2.GetDataMeterRequest.FromString,
+                    response_serializer=yrd_dot_counter_dot_v1_dot_counter__pb2.GetDataMeterResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -937,6 +955,33 @@ class CounterService:
             '/yrd.counter.v1.CounterService/ListDisclosures',
             yrd_dot_counter_dot_v1_dot_counter__pb2.ListDisclosuresRequest.SerializeToString,
             yrd_dot_counter_dot_v1_dot_counter__pb2.ListDisclosuresResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetDataMeter(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/yrd.counter.v1.CounterService/GetDataMeter',
+            yrd_dot_counter_dot_v1_dot_counter__pb2.GetDataMeterRequest.SerializeToString,
+            yrd_dot_counter_dot_v1_dot_counter__pb2.GetDataMeterResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -89,6 +89,10 @@ class CounterServiceStub:
     """RevokeGrant ends an approved request's grant."""
     ListDisclosures: _grpc.UnaryUnaryMultiCallable[_counter_pb2.ListDisclosuresRequest, _counter_pb2.ListDisclosuresResponse]
     """ListDisclosures reads the disclosure log, newest first."""
+    GetDataMeter: _grpc.UnaryUnaryMultiCallable[_counter_pb2.GetDataMeterRequest, _counter_pb2.GetDataMeterResponse]
+    """GetDataMeter reads the calls this node answered as holder, per day, resource, asker and
+    outcome (GET /api/v1/data-meter); operators and supervisors.
+    """
 
 @_typing.type_check_only
 class CounterServiceAsyncStub(CounterServiceStub):
@@ -151,6 +155,10 @@ class CounterServiceAsyncStub(CounterServiceStub):
     """RevokeGrant ends an approved request's grant."""
     ListDisclosures: _aio.UnaryUnaryMultiCallable[_counter_pb2.ListDisclosuresRequest, _counter_pb2.ListDisclosuresResponse]  # type: ignore[assignment]
     """ListDisclosures reads the disclosure log, newest first."""
+    GetDataMeter: _aio.UnaryUnaryMultiCallable[_counter_pb2.GetDataMeterRequest, _counter_pb2.GetDataMeterResponse]  # type: ignore[assignment]
+    """GetDataMeter reads the calls this node answered as holder, per day, resource, asker and
+    outcome (GET /api/v1/data-meter); operators and supervisors.
+    """
 
 class CounterServiceServicer(metaclass=_abc_1.ABCMeta):
     """CounterService is the counter-facing API of a node (the gRPC twin of the
@@ -330,5 +338,15 @@ class CounterServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_counter_pb2.ListDisclosuresResponse, _abc.Awaitable[_counter_pb2.ListDisclosuresResponse]]:
         """ListDisclosures reads the disclosure log, newest first."""
+
+    @_abc_1.abstractmethod
+    def GetDataMeter(
+        self,
+        request: _counter_pb2.GetDataMeterRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_counter_pb2.GetDataMeterResponse, _abc.Awaitable[_counter_pb2.GetDataMeterResponse]]:
+        """GetDataMeter reads the calls this node answered as holder, per day, resource, asker and
+        outcome (GET /api/v1/data-meter); operators and supervisors.
+        """
 
 def add_CounterServiceServicer_to_server(servicer: CounterServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
