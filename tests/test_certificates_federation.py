@@ -13,7 +13,9 @@ import random
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import grpc
 import pytest
+from yrd.counter.v1 import counter_pb2, counter_pb2_grpc
 
 from core.errors import CERTIFICATE_REASONS
 from node.cases.handlers import uscc_check_char
@@ -21,7 +23,7 @@ from node.cli import cert as cert_cli
 from registry.certificates import CONTENT_TYPE, decode, to_text
 from simulations.local_federation import PROVINCES
 from simulations.sample_applications import application_body
-from tests.support.federation import PASSWORD, Federation, allow_all_specs
+from tests.support.federation import PASSWORD, Federation, allow_all_specs, bearer, grpc_reason, node_channel
 
 LICENCE = "zj.hangzhou.business-licence"
 BIRTH = "zj.hangzhou.birth-certificate"
@@ -97,6 +99,22 @@ async def test_a_zhejiang_licence_is_verified_offline_at_the_anhui_counter(
     )
     assert (status, verdict["valid"], verdict["reason"]) == (200, False, "bad_signature")
 
+    # The gRPC counter gives the same verdicts, through the same contract.
+    async with node_channel(fed.nodes["anhui"]) as ch:
+        stub = counter_pb2_grpc.CounterServiceStub(ch)
+        clerk = bearer(fed.tokens["anhui"])
+        good = await stub.VerifyCertificate(
+            counter_pb2.VerifyCertificateRequest(certificate=licence), metadata=clerk
+        )
+        bad = await stub.VerifyCertificate(
+            counter_pb2.VerifyCertificateRequest(certificate=to_text(altered)), metadata=clerk
+        )
+    assert (good.valid, good.reason, bad.valid, bad.reason) == (True, "valid", False, "bad_signature")
+    view = good.certificate
+    assert (view.issuer, view.service_id, view.holder.id) == ("zhejiang", LICENCE, code)
+    assert [(f.name, f.value) for f in view.fields] == [("credit_code", code)]
+    assert view.HasField("valid_until_ms") == (cert["valid_until_ms"] is not None)
+
     # The same with nothing running but the command, from Anhui's manifest file.
     manifest = fed.configs["anhui"].anchor_manifest
     code_ok, out = cli(manifest, licence, capsys)
@@ -127,6 +145,21 @@ async def test_the_verify_api_refuses_bad_requests_and_the_operator(fed: Federat
         "anhui", "POST", "/api/v1/certificates/verify", json={"certificate": "YRDC1:AA"}, user="operator"
     )
     assert (status, problem["code"]) == (403, "role_required")
+    # The gRPC door refuses the same requests with the same codes.
+    async with node_channel(fed.nodes["anhui"]) as ch:
+        stub = counter_pb2_grpc.CounterServiceStub(ch)
+        operator = bearer(await fed.login("anhui", "operator"))
+        for text, who, expected in (
+            ("%%%", bearer(fed.tokens["anhui"]), (grpc.StatusCode.INVALID_ARGUMENT, "invalid_certificate")),
+            ("", bearer(fed.tokens["anhui"]), (grpc.StatusCode.INVALID_ARGUMENT, "bad_type")),
+            ("YRDC1:AA", operator, (grpc.StatusCode.PERMISSION_DENIED, "role_required")),
+        ):
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await stub.VerifyCertificate(
+                    counter_pb2.VerifyCertificateRequest(certificate=text), metadata=who
+                )
+            assert (err.value.code(), grpc_reason(err.value)) == expected, err.value.details()
+            assert who is operator or "(field certificate)" in (err.value.details() or "")
     # Garbage that is well-formed as a request is a verdict, not an error.
     status, verdict = await fed.call(
         "anhui", "POST", "/api/v1/certificates/verify", json={"certificate": "YRDC1:AA"}

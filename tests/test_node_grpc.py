@@ -17,11 +17,16 @@ from yrd.counter.v1 import counter_pb2, counter_pb2_grpc
 from yrd.peer.v1 import peer_pb2, peer_pb2_grpc
 
 from core.keys import NodeKey
-from node.grpc_errors import REASON_KEY
 from node.trust.envelope import seal_envelope
 from simulations.local_federation import PROVINCES
 from simulations.sample_applications import application_body
-from tests.support.federation import Federation, allow_all_specs, grpc_submission, node_channel
+from tests.support.federation import (
+    Federation,
+    allow_all_specs,
+    grpc_reason,
+    grpc_submission,
+    node_channel,
+)
 
 DELIVER = "/yrd.peer.v1.PeerService/Deliver"
 
@@ -34,10 +39,6 @@ async def fed(tmp_path: Path) -> AsyncIterator[Federation]:
         yield f
     finally:
         await f.close()
-
-
-def reason(e: grpc.aio.AioRpcError) -> str:
-    return dict(e.trailing_metadata() or ()).get(REASON_KEY, "")
 
 
 async def test_health_and_reflection(fed: Federation) -> None:
@@ -96,7 +97,7 @@ async def test_counter_service_submits_and_reports(fed: Federation) -> None:
                 metadata=meta,
             )
         assert err.value.code() == grpc.StatusCode.NOT_FOUND
-        assert reason(err.value) == "unknown_service"
+        assert grpc_reason(err.value) == "unknown_service"
 
 
 async def test_peer_service_refuses_replays_and_strangers(fed: Federation) -> None:
@@ -127,7 +128,7 @@ async def test_peer_service_refuses_replays_and_strangers(fed: Federation) -> No
             with pytest.raises(grpc.aio.AioRpcError) as err:
                 await stub.Deliver(peer_pb2.DeliverRequest(envelopes=[bad]))
             assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
-            assert reason(err.value) == code
+            assert grpc_reason(err.value) == code
 
 
 async def test_an_unparsable_query_is_the_callers_fault_not_ours(fed: Federation) -> None:
@@ -144,7 +145,7 @@ async def test_an_unparsable_query_is_the_callers_fault_not_ours(fed: Federation
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await peer_pb2_grpc.PeerServiceStub(ch).GetCatalogue(peer_pb2.GetCatalogueRequest(envelope=env))
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert reason(err.value) == "malformed_body"
+    assert grpc_reason(err.value) == "malformed_body"
 
 
 async def test_counter_service_offers_release_worklist_and_decision(fed: Federation) -> None:
@@ -171,7 +172,10 @@ async def test_counter_service_offers_release_worklist_and_decision(fed: Federat
                 counter_pb2.DecideApplicationRequest(id="a", decision=counter_pb2.DECISION_REJECT),
                 metadata=meta,
             )
-        assert (err.value.code(), reason(err.value)) == (grpc.StatusCode.INVALID_ARGUMENT, "missing_field")
+        assert (err.value.code(), grpc_reason(err.value)) == (
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "missing_field",
+        )
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await stub.ListWorklist(counter_pb2.ListWorklistRequest())
         assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
@@ -217,13 +221,13 @@ async def test_grpc_submissions_meet_the_http_limits_and_idempotency(fed: Federa
                 await stub.SubmitApplication(bad, metadata=meta)
             assert err.value.code() in codes, why
             if why is not None:
-                assert reason(err.value) == why
+                assert grpc_reason(err.value) == why
         first = await stub.SubmitApplication(request("g-1"), metadata=meta)
         again = await stub.SubmitApplication(request("g-1"), metadata=meta)
         assert again.id == first.id
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await stub.SubmitApplication(request("g-1", consent=False), metadata=meta)
-        assert reason(err.value) == "idempotency_key_reused"
+        assert grpc_reason(err.value) == "idempotency_key_reused"
 
 
 async def test_garbage_bytes_on_a_grpc_method_log_no_traceback(

@@ -13,16 +13,11 @@ from yrd.counter.v1 import counter_pb2, counter_pb2_grpc
 from yrd.peer.v1 import peer_pb2
 
 from node.counter.contract import CounterLimits
-from node.grpc_errors import REASON_KEY
-from tests.support.federation import PASSWORD, Federation, node_channel
+from tests.support.federation import PASSWORD, Federation, grpc_reason, node_channel
 from tests.test_clues_federation import ZJG_SMJ, clue_body, credit_code, fed, wait_steps  # noqa: F401 (fixture)
 
 # A credit code of the right shape whose check character is wrong.
 WRONG_CHECK = credit_code()[:17] + ("1" if credit_code()[17] != "1" else "2")
-
-
-def reason(e: grpc.aio.AioRpcError) -> str:
-    return dict(e.trailing_metadata() or ()).get(REASON_KEY, "")
 
 
 def grpc_clue(body: dict[str, Any], key: str) -> counter_pb2.SubmitClueRequest:
@@ -125,7 +120,7 @@ async def test_bad_clues_are_refused_naming_the_field(
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await stub.SubmitClue(request, metadata=meta)
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert reason(err.value) == code, err.value.details()
+    assert grpc_reason(err.value) == code, err.value.details()
     assert f"(field {field})" in (err.value.details() or ""), err.value.details()
 
 
@@ -135,11 +130,14 @@ async def test_bad_steps_and_keys_are_refused_naming_the_field(fed: Federation) 
         stub = counter_pb2_grpc.CounterServiceStub(ch)
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await stub.SubmitClue(grpc_clue(clue_body(), ""), metadata=meta)
-        assert (err.value.code(), reason(err.value)) == (grpc.StatusCode.INVALID_ARGUMENT, "missing_header")
+        assert (err.value.code(), grpc_reason(err.value)) == (
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "missing_header",
+        )
         assert "(field idempotency_key)" in (err.value.details() or "")
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await stub.RecordClueFindings(counter_pb2.RecordClueFindingsRequest(id="x"), metadata=meta)
-        assert (err.value.code(), reason(err.value)) == (grpc.StatusCode.INVALID_ARGUMENT, "bad_type")
+        assert (err.value.code(), grpc_reason(err.value)) == (grpc.StatusCode.INVALID_ARGUMENT, "bad_type")
         assert "(field text)" in (err.value.details() or "")
 
 
@@ -160,7 +158,7 @@ async def test_grpc_documents_are_held_to_what_an_http_body_carries(fed: Federat
         stub = counter_pb2_grpc.CounterServiceStub(ch)
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await stub.SubmitClue(request, metadata=meta)
-    assert (err.value.code(), reason(err.value)) == (
+    assert (err.value.code(), grpc_reason(err.value)) == (
         grpc.StatusCode.INVALID_ARGUMENT,
         "attachments_too_large",
     )
@@ -192,7 +190,7 @@ async def test_roles_at_the_grpc_clue_door(fed: Federation) -> None:  # noqa: F8
                     await call
                     got[action, user] = (grpc.StatusCode.OK, "")
                 except grpc.aio.AioRpcError as e:
-                    got[action, user] = (e.code(), reason(e))
+                    got[action, user] = (e.code(), grpc_reason(e))
     ok = (grpc.StatusCode.OK, "")
     denied = (grpc.StatusCode.PERMISSION_DENIED, "role_required")
     hidden = (grpc.StatusCode.NOT_FOUND, "unknown_clue")
@@ -228,7 +226,7 @@ async def test_one_key_is_one_clue_at_either_door(fed: Federation) -> None:  # n
         assert (again.id, again.owner_node) == (created["id"], created["owner_node"])
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await stub.SubmitClue(grpc_clue(clue_body(severity="low"), "twin-1"), metadata=meta)
-        assert (err.value.code(), reason(err.value)) == (
+        assert (err.value.code(), grpc_reason(err.value)) == (
             grpc.StatusCode.FAILED_PRECONDITION,
             "idempotency_key_reused",
         )

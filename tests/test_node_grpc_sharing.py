@@ -14,8 +14,7 @@ import grpc
 import pytest
 from yrd.counter.v1 import counter_pb2, counter_pb2_grpc
 
-from node.grpc_errors import REASON_KEY
-from tests.support.federation import Federation, node_channel
+from tests.support.federation import Federation, bearer, grpc_reason, node_channel
 from tests.test_sharing_federation import (  # noqa: F401 (fixture)
     HEALTH_SCREEN,
     HOUSING_FUND,
@@ -28,14 +27,6 @@ from tests.test_sharing_federation import (  # noqa: F401 (fixture)
 
 WRONG_CHECK = PERSON[:17] + ("1" if PERSON[17] != "1" else "2")
 VOLATILE = ("query_id", "asked_at", "answered_at")  # differ between any two queries
-
-
-def reason(e: grpc.aio.AioRpcError) -> str:
-    return dict(e.trailing_metadata() or ()).get(REASON_KEY, "")
-
-
-def meta(token: str) -> tuple[tuple[str, str], ...]:
-    return (("authorization", f"Bearer {token}"),)
 
 
 def grpc_query(body: dict[str, Any]) -> counter_pb2.QueryDataRequest:
@@ -97,9 +88,9 @@ async def test_health_code_screen_over_grpc_is_the_http_screen(fed: Federation) 
     assert status == 200, http_view
     async with node_channel(fed.nodes["shanghai"]) as ch:
         stub = counter_pb2_grpc.CounterServiceStub(ch)
-        screen = await stub.QueryData(grpc_query(body), metadata=meta(fed.tokens["shanghai"]))
+        screen = await stub.QueryData(grpc_query(body), metadata=bearer(fed.tokens["shanghai"]))
         refused = await stub.QueryData(
-            grpc_query(query(HEALTH_SCREEN)), metadata=meta(fed.tokens["shanghai"])
+            grpc_query(query(HEALTH_SCREEN)), metadata=bearer(fed.tokens["shanghai"])
         )
     grpc_view = view_of(screen)
     assert stable(grpc_view) == stable(http_view)
@@ -120,7 +111,7 @@ async def test_health_code_screen_over_grpc_is_the_http_screen(fed: Federation) 
     await fed.stop_node("zhejiang")
     async with node_channel(fed.nodes["shanghai"]) as ch:
         partial = await counter_pb2_grpc.CounterServiceStub(ch).QueryData(
-            grpc_query({**body, "deadline_ms": 2000}), metadata=meta(fed.tokens["shanghai"])
+            grpc_query({**body, "deadline_ms": 2000}), metadata=bearer(fed.tokens["shanghai"])
         )
     outcomes = {i.resource_id: (i.outcome, i.fields_json == "") for i in partial.items}
     assert outcomes == {
@@ -148,11 +139,11 @@ async def test_the_catalogue_and_the_disclosure_log_over_grpc_are_the_http_ones(
     async with node_channel(fed.nodes["shanghai"]) as sh, node_channel(fed.nodes["jiangsu"]) as js:
         found = await counter_pb2_grpc.CounterServiceStub(sh).SearchDataResources(
             counter_pb2.SearchDataResourcesRequest(holder="32", sharing="conditional"),
-            metadata=meta(fed.tokens["shanghai"]),
+            metadata=bearer(fed.tokens["shanghai"]),
         )
         log = await counter_pb2_grpc.CounterServiceStub(js).ListDisclosures(
             counter_pb2.ListDisclosuresRequest(subject_id=PERSON, side="holder"),
-            metadata=meta(fed.tokens["jiangsu"]),
+            metadata=bearer(fed.tokens["jiangsu"]),
         )
     assert [r.id for r in found.resources] == [r["id"] for r in http_found["resources"]]
     assert [r.id for r in found.resources] == ["js.social-insurance.contributions"]
@@ -166,7 +157,7 @@ async def test_the_catalogue_and_the_disclosure_log_over_grpc_are_the_http_ones(
     async with node_channel(fed.nodes["jiangsu"]) as js:
         meter = await counter_pb2_grpc.CounterServiceStub(js).GetDataMeter(
             counter_pb2.GetDataMeterRequest(resource="js.nucleic-acid"),
-            metadata=meta(await fed.login("jiangsu", "operator")),
+            metadata=bearer(await fed.login("jiangsu", "operator")),
         )
     rows = [{f.name: getattr(r, f.name) for f in r.DESCRIPTOR.fields} for r in meter.rows]
     assert rows == [r for r in http_meter["rows"] if r["resource_id"] == "js.nucleic-acid"]
@@ -274,7 +265,7 @@ BAD: list[tuple[str, Any, str, str, dict[str, Any] | None]] = [
 
 async def test_bad_input_is_refused_at_both_doors_naming_the_same_field(fed: Federation) -> None:  # noqa: F811
     got = []
-    supervisor = meta(await fed.login("shanghai", "supervisor"))
+    supervisor = bearer(await fed.login("shanghai", "supervisor"))
     async with node_channel(fed.nodes["shanghai"]) as ch:
         stub = counter_pb2_grpc.CounterServiceStub(ch)
         for call, message, method, path, body in BAD:
@@ -285,8 +276,8 @@ async def test_bad_input_is_refused_at_both_doors_naming_the_same_field(fed: Fed
             e = err.value
             assert e.code() == grpc.StatusCode.INVALID_ARGUMENT, (call, e.details())
             assert f"(field {problem['field']})" in (e.details() or ""), (call, e.details(), problem)
-            got.append((call, reason(e), problem["field"]))
-            assert reason(e) == problem["code"], (call, e.details(), problem)
+            got.append((call, grpc_reason(e), problem["field"]))
+            assert grpc_reason(e) == problem["code"], (call, e.details(), problem)
     # The fields named are the ones each case breaks (the doors could agree on a wrong one).
     assert [f for _, _, f in got] == [
         "deadline_ms",
@@ -307,9 +298,9 @@ async def test_bad_input_is_refused_at_both_doors_naming_the_same_field(fed: Fed
         async with node_channel(fed.nodes["shanghai"]) as ch:
             await counter_pb2_grpc.CounterServiceStub(ch).FileDataRequest(
                 counter_pb2.FileDataRequestRequest(idempotency_key="bad key\n", **fund_request()),
-                metadata=meta(fed.tokens["shanghai"]),
+                metadata=bearer(fed.tokens["shanghai"]),
             )
-    assert (err.value.code(), reason(err.value)) == (grpc.StatusCode.INVALID_ARGUMENT, "bad_header")
+    assert (err.value.code(), grpc_reason(err.value)) == (grpc.StatusCode.INVALID_ARGUMENT, "bad_header")
     assert "(field idempotency_key)" in (err.value.details() or "")
 
 
@@ -321,7 +312,7 @@ async def test_roles_at_the_grpc_sharing_door(fed: Federation) -> None:  # noqa:
     for node, user in (("shanghai", "clerk"), ("shanghai", "operator"), ("anhui", "clerk")):
         async with node_channel(fed.nodes[node]) as ch:
             stub = counter_pb2_grpc.CounterServiceStub(ch)
-            m = meta(await fed.login(node, user))
+            m = bearer(await fed.login(node, user))
             calls = {
                 "search": stub.SearchDataResources(counter_pb2.SearchDataResourcesRequest(), metadata=m),
                 "query": stub.QueryData(grpc_query(query(HEALTH_SCREEN)), metadata=m),
@@ -344,7 +335,7 @@ async def test_roles_at_the_grpc_sharing_door(fed: Federation) -> None:  # noqa:
                     await call
                     got[action, f"{node}/{user}"] = (grpc.StatusCode.OK, "")
                 except grpc.aio.AioRpcError as e:
-                    got[action, f"{node}/{user}"] = (e.code(), reason(e))
+                    got[action, f"{node}/{user}"] = (e.code(), grpc_reason(e))
     ok = (grpc.StatusCode.OK, "")
     denied = (grpc.StatusCode.PERMISSION_DENIED, "role_required")
     assert got == {
@@ -379,8 +370,8 @@ async def test_roles_at_the_grpc_sharing_door(fed: Federation) -> None:  # noqa:
 async def test_a_grant_filed_decided_and_revoked_over_grpc(fed: Federation) -> None:  # noqa: F811
     """One key is one request at either door; the holder's decision and revocation over gRPC
     reach the asker through the outbox and change what its queries are answered."""
-    clerk = meta(fed.tokens["shanghai"])
-    fund = meta(await fed.login("anhui", "fund-clerk"))
+    clerk = bearer(fed.tokens["shanghai"])
+    fund = bearer(await fed.login("anhui", "fund-clerk"))
     body = fund_request()
     fund_query = grpc_query(
         query([HOUSING_FUND], purpose="service-delivery", consent=consent([HOUSING_FUND], "service-delivery"))
@@ -413,7 +404,7 @@ async def test_a_grant_filed_decided_and_revoked_over_grpc(fed: Federation) -> N
             json={**body, "fields": ["balance"]},
             headers={"Idempotency-Key": "grant-1"},
         )
-        assert reason(err.value) == problem["code"] == "idempotency_key_reused", problem
+        assert grpc_reason(err.value) == problem["code"] == "idempotency_key_reused", problem
         assert (err.value.code(), status) == (grpc.StatusCode.FAILED_PRECONDITION, 422)
         listed = await asker.ListDataRequests(counter_pb2.ListDataRequestsRequest(), metadata=clerk)
         assert [r.id for r in listed.sent] == [filed.request.id] and not listed.received
@@ -440,7 +431,7 @@ async def test_a_grant_filed_decided_and_revoked_over_grpc(fed: Federation) -> N
                 ),
                 metadata=fund,
             )
-        assert reason(err.value) == "already_decided"
+        assert grpc_reason(err.value) == "already_decided"
         await wait_request(fed, "shanghai", request_id, "sent", "approved")
         (answered,) = (await asker.QueryData(fund_query, metadata=clerk)).items
         assert (answered.outcome, answered.basis) == ("answered", f"consent+grant:{request_id}")

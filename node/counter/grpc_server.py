@@ -19,8 +19,9 @@ from yrd.peer.v1 import peer_pb2
 from core.errors import Unauthenticated
 from node.cases.requests import Principal
 from node.cases.statuses import TO_WIRE
-from node.counter import grpc_clues, grpc_sharing
+from node.counter import grpc_certificates, grpc_clues, grpc_sharing
 from node.counter.backend import NodeBackend
+from node.counter.certificate_contract import parse_verify
 from node.counter.clue_contract import parse_clue_action, parse_submit_clue
 from node.counter.contract import (
     CounterLimits,
@@ -357,6 +358,14 @@ class CounterServicer(counter_pb2_grpc.CounterServiceServicer):
         principal = await self._principal(context)
         filters = parse_meter_filter(grpc_sharing.meter_filters(request))
         return grpc_sharing.meter_message(await self.backend.data_meter(principal, *filters))
+
+    @grpc_errors
+    async def VerifyCertificate(
+        self, request: counter_pb2.VerifyCertificateRequest, context: Context
+    ) -> counter_pb2.VerifyCertificateResponse:
+        principal = await self._principal(context)
+        data = parse_verify(grpc_certificates.verify_document(request), self.limits)
+        return grpc_certificates.verdict_message(await self.backend.verify_certificate(principal, data))
 
 
 def _component(c: dict[str, Any]) -> counter_pb2.Component:

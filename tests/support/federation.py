@@ -21,6 +21,7 @@ from core.db import Database
 from node import migrations
 from node.app import Node, build_node
 from node.config import NodeConfig
+from node.grpc_errors import REASON_KEY
 from node.trust.tls import load_tls_identity
 from simulations.local_federation import PROVINCES, NodeSpec, prepare
 
@@ -170,6 +171,16 @@ class Federation:
                 return view
             await asyncio.sleep(0.05)
         raise AssertionError(f"{app_id} at {node_id} stayed {view.get('status')}: {view}")
+
+
+def grpc_reason(e: grpc.aio.AioRpcError) -> str:
+    """The bare reason code a node puts in the ``yrd-reason`` trailer."""
+    return str(dict(e.trailing_metadata() or ()).get(REASON_KEY, ""))
+
+
+def bearer(token: str) -> tuple[tuple[str, str], ...]:
+    """A counter call's metadata for a session token."""
+    return (("authorization", f"Bearer {token}"),)
 
 
 def node_channel(node: Node, options: Sequence[tuple[str, Any]] = ()) -> grpc.aio.Channel:

@@ -2108,3 +2108,167 @@ class GetDataMeterResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetDataMeterResponse: _TypeAlias = GetDataMeterResponse  # noqa: Y015
+
+@_typing.final
+class VerifyCertificateRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CERTIFICATE_FIELD_NUMBER: _builtins.int
+    certificate: _builtins.str
+    """The QR code's text (YRDC1:...), or the certificate file in standard base64."""
+    def __init__(
+        self,
+        *,
+        certificate: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["certificate", b"certificate"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___VerifyCertificateRequest: _TypeAlias = VerifyCertificateRequest  # noqa: Y015
+
+@_typing.final
+class CertificateHolder(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KIND_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    ID_FIELD_NUMBER: _builtins.int
+    kind: _builtins.str
+    """person or organisation."""
+    name: _builtins.str
+    """A person's name masked, or the organisation's name."""
+    id: _builtins.str
+    """A person's resident id masked, or the unified social credit code."""
+    def __init__(
+        self,
+        *,
+        kind: _builtins.str = ...,
+        name: _builtins.str = ...,
+        id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "kind", b"kind", "name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CertificateHolder: _TypeAlias = CertificateHolder  # noqa: Y015
+
+@_typing.final
+class CertifiedField(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    LABEL_FIELD_NUMBER: _builtins.int
+    VALUE_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    label: _builtins.str
+    value: _builtins.str
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        label: _builtins.str = ...,
+        value: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["label", b"label", "name", b"name", "value", b"value"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CertifiedField: _TypeAlias = CertifiedField  # noqa: Y015
+
+@_typing.final
+class CertificateView(_message.Message):
+    """CertificateView is what a certificate says, as the HTTP verdict shows it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CERTIFICATE_ID_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    NAME_EN_FIELD_NUMBER: _builtins.int
+    HOLDER_FIELD_NUMBER: _builtins.int
+    FIELDS_FIELD_NUMBER: _builtins.int
+    ISSUED_AT_MS_FIELD_NUMBER: _builtins.int
+    VALID_UNTIL_MS_FIELD_NUMBER: _builtins.int
+    ISSUER_FIELD_NUMBER: _builtins.int
+    DEPARTMENT_FIELD_NUMBER: _builtins.int
+    SERVICE_ID_FIELD_NUMBER: _builtins.int
+    APPLICATION_ID_FIELD_NUMBER: _builtins.int
+    KEY_ID_FIELD_NUMBER: _builtins.int
+    certificate_id: _builtins.str
+    name: _builtins.str
+    name_en: _builtins.str
+    issued_at_ms: _builtins.int
+    valid_until_ms: _builtins.int
+    """Absent: the certificate does not expire."""
+    issuer: _builtins.str
+    department: _builtins.str
+    service_id: _builtins.str
+    application_id: _builtins.str
+    key_id: _builtins.str
+    @_builtins.property
+    def holder(self) -> Global___CertificateHolder: ...
+    @_builtins.property
+    def fields(self) -> _containers.RepeatedCompositeFieldContainer[Global___CertifiedField]: ...
+    def __init__(
+        self,
+        *,
+        certificate_id: _builtins.str = ...,
+        name: _builtins.str = ...,
+        name_en: _builtins.str = ...,
+        holder: Global___CertificateHolder | None = ...,
+        fields: _abc.Iterable[Global___CertifiedField] | None = ...,
+        issued_at_ms: _builtins.int = ...,
+        valid_until_ms: _builtins.int | None = ...,
+        issuer: _builtins.str = ...,
+        department: _builtins.str = ...,
+        service_id: _builtins.str = ...,
+        application_id: _builtins.str = ...,
+        key_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_valid_until_ms", b"_valid_until_ms", "holder", b"holder", "valid_until_ms", b"valid_until_ms"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_valid_until_ms", b"_valid_until_ms", "application_id", b"application_id", "certificate_id", b"certificate_id", "department", b"department", "fields", b"fields", "holder", b"holder", "issued_at_ms", b"issued_at_ms", "issuer", b"issuer", "key_id", b"key_id", "name", b"name", "name_en", b"name_en", "service_id", b"service_id", "valid_until_ms", b"valid_until_ms"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__valid_until_ms: _TypeAlias = _typing.Literal["valid_until_ms"]  # noqa: Y015
+    _WhichOneofArgType__valid_until_ms: _TypeAlias = _typing.Literal["_valid_until_ms", b"_valid_until_ms"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__valid_until_ms) -> _WhichOneofReturnType__valid_until_ms | None: ...
+
+Global___CertificateView: _TypeAlias = CertificateView  # noqa: Y015
+
+@_typing.final
+class VerifyCertificateResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VALID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    DETAIL_FIELD_NUMBER: _builtins.int
+    CERTIFICATE_FIELD_NUMBER: _builtins.int
+    valid: _builtins.bool
+    reason: _builtins.str
+    """valid, or the first check that failed (docs/protocol.md 15.4)."""
+    detail: _builtins.str
+    @_builtins.property
+    def certificate(self) -> Global___CertificateView:
+        """What it says, when it could be read at all."""
+
+    def __init__(
+        self,
+        *,
+        valid: _builtins.bool = ...,
+        reason: _builtins.str = ...,
+        detail: _builtins.str = ...,
+        certificate: Global___CertificateView | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["certificate", b"certificate"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["certificate", b"certificate", "detail", b"detail", "reason", b"reason", "valid", b"valid"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___VerifyCertificateResponse: _TypeAlias = VerifyCertificateResponse  # noqa: Y015

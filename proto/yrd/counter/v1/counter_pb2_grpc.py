@@ -141,6 +141,11 @@ class CounterServiceStub:
                 request_serializer=yrd_dot_counter_dot_v1_dot_counter__pb2.GetDataMeterRequest.SerializeToString,
                 response_deserializer=yrd_dot_counter_dot_v1_dot_counter__pb2.GetDataMeterResponse.FromString,
                 _registered_method=True)
+        self.VerifyCertificate = channel.unary_unary(
+                '/yrd.counter.v1.CounterService/VerifyCertificate',
+                request_serializer=yrd_dot_counter_dot_v1_dot_counter__pb2.VerifyCertificateRequest.SerializeToString,
+                response_deserializer=yrd_dot_counter_dot_v1_dot_counter__pb2.VerifyCertificateResponse.FromString,
+                _registered_method=True)
 
 
 class CounterServiceServicer:
@@ -304,6 +309,15 @@ class CounterServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def VerifyCertificate(self, request, context):
+        """VerifyCertificate checks an e-certificate offline against this node's manifest
+        (POST /api/v1/certificates/verify, docs/protocol.md 15): a verdict, not an error, for
+        whatever the certificate holds.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CounterServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -411,6 +425,11 @@ def add_CounterServiceServicer_to_server(servicer, server):
                     servicer.GetDataMeter,
                     request_deserializer=yrd_dot_counter_dot_v1_dot_counter__pb2.GetDataMeterRequest.FromString,
                     response_serializer=yrd_dot_counter_dot_v1_dot_counter__pb2.GetDataMeterResponse.SerializeToString,
+            ),
+            'VerifyCertificate': grpc.unary_unary_rpc_method_handler(
+                    servicer.VerifyCertificate,
+                    request_deserializer=yrd_dot_counter_dot_v1_dot_counter__pb2.VerifyCertificateRequest.FromString,
+                    response_serializer=yrd_dot_counter_dot_v1_dot_counter__pb2.VerifyCertificateResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -982,6 +1001,33 @@ class CounterService:
             '/yrd.counter.v1.CounterService/GetDataMeter',
             yrd_dot_counter_dot_v1_dot_counter__pb2.GetDataMeterRequest.SerializeToString,
             yrd_dot_counter_dot_v1_dot_counter__pb2.GetDataMeterResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def VerifyCertificate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/yrd.counter.v1.CounterService/VerifyCertificate',
+            yrd_dot_counter_dot_v1_dot_counter__pb2.VerifyCertificateRequest.SerializeToString,
+            yrd_dot_counter_dot_v1_dot_counter__pb2.VerifyCertificateResponse.FromString,
             options,
             channel_credentials,
             insecure,

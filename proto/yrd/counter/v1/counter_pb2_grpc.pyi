@@ -93,6 +93,11 @@ class CounterServiceStub:
     """GetDataMeter reads the calls this node answered as holder, per day, resource, asker and
     outcome (GET /api/v1/data-meter); operators and supervisors.
     """
+    VerifyCertificate: _grpc.UnaryUnaryMultiCallable[_counter_pb2.VerifyCertificateRequest, _counter_pb2.VerifyCertificateResponse]
+    """VerifyCertificate checks an e-certificate offline against this node's manifest
+    (POST /api/v1/certificates/verify, docs/protocol.md 15): a verdict, not an error, for
+    whatever the certificate holds.
+    """
 
 @_typing.type_check_only
 class CounterServiceAsyncStub(CounterServiceStub):
@@ -158,6 +163,11 @@ class CounterServiceAsyncStub(CounterServiceStub):
     GetDataMeter: _aio.UnaryUnaryMultiCallable[_counter_pb2.GetDataMeterRequest, _counter_pb2.GetDataMeterResponse]  # type: ignore[assignment]
     """GetDataMeter reads the calls this node answered as holder, per day, resource, asker and
     outcome (GET /api/v1/data-meter); operators and supervisors.
+    """
+    VerifyCertificate: _aio.UnaryUnaryMultiCallable[_counter_pb2.VerifyCertificateRequest, _counter_pb2.VerifyCertificateResponse]  # type: ignore[assignment]
+    """VerifyCertificate checks an e-certificate offline against this node's manifest
+    (POST /api/v1/certificates/verify, docs/protocol.md 15): a verdict, not an error, for
+    whatever the certificate holds.
     """
 
 class CounterServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -347,6 +357,17 @@ class CounterServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_counter_pb2.GetDataMeterResponse, _abc.Awaitable[_counter_pb2.GetDataMeterResponse]]:
         """GetDataMeter reads the calls this node answered as holder, per day, resource, asker and
         outcome (GET /api/v1/data-meter); operators and supervisors.
+        """
+
+    @_abc_1.abstractmethod
+    def VerifyCertificate(
+        self,
+        request: _counter_pb2.VerifyCertificateRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_counter_pb2.VerifyCertificateResponse, _abc.Awaitable[_counter_pb2.VerifyCertificateResponse]]:
+        """VerifyCertificate checks an e-certificate offline against this node's manifest
+        (POST /api/v1/certificates/verify, docs/protocol.md 15): a verdict, not an error, for
+        whatever the certificate holds.
         """
 
 def add_CounterServiceServicer_to_server(servicer: CounterServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
