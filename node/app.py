@@ -58,6 +58,7 @@ from node.sharing.holder import DataHolder
 from node.trust.envelope import EnvelopeVerifier
 from node.trust.keyring import Trust
 from node.trust.nonces import SqlNonceStore
+from node.trust.secret import local_secret
 from node.trust.tls import TlsIdentity, load_tls_identity, server_credentials
 from policies.signing import read_signed
 from registry.catalogue import load_catalogue_file, sign_entry
@@ -246,6 +247,7 @@ def _data_sharing(
     delivery: Delivery,
     channels: Channels,
     verifier: EnvelopeVerifier,
+    secret: bytes,
 ) -> tuple[DataHolder, DataAsker]:
     """This node as holder of its data resources and as asker of everyone's (docs/sharing.md)."""
     holder = DataHolder(
@@ -255,6 +257,7 @@ def _data_sharing(
         policy=policy,
         clock=clock,
         wake=delivery.wake,
+        secret=secret,
         max_skew_ms=config.max_skew_ms,
     )
     asker = DataAsker(
@@ -339,6 +342,17 @@ def opening_keys(config: NodeConfig) -> tuple[NodeKey, ...]:
     return tuple(keys)
 
 
+def _check_listed(config: NodeConfig, manifest: TrustedManifest, key: NodeKey) -> None:
+    """A node whose key the federation does not list could sign nothing anyone accepts."""
+    member = manifest.member(config.node_id)
+    if member is None:
+        raise ConfigError(f"{config.node_id!r} is not a member of the anchor manifest", field="node_id")
+    if key.key_id not in {k.key_id for k in member.keys}:
+        raise ConfigError(
+            f"key {key.key_id} is not listed for {config.node_id} in the manifest", field="key_file"
+        )
+
+
 def build_node(config: NodeConfig, clock: Clock | None = None, *, limits_clock: Clock | None = None) -> Node:
     """``limits_clock`` times the per-peer and per-clerk rate limits (default: ``clock``);
     a test gives them a FakeClock of their own to move bucket time and nothing else."""
@@ -347,13 +361,7 @@ def build_node(config: NodeConfig, clock: Clock | None = None, *, limits_clock: 
     key = load_key(config.key_file, key_passphrase(os.environ))
     others = opening_keys(config)
     manifest = load_trusted_manifest(config)
-    member = manifest.member(config.node_id)
-    if member is None:
-        raise ConfigError(f"{config.node_id!r} is not a member of the anchor manifest", field="node_id")
-    if key.key_id not in {k.key_id for k in member.keys}:
-        raise ConfigError(
-            f"key {key.key_id} is not listed for {config.node_id} in the manifest", field="key_file"
-        )
+    _check_listed(config, manifest, key)
     definitions, data_resources = load_catalogues(config)
     db = open_node_database(config)
     trust = Trust(config.node_id, key, manifest, others)
@@ -474,8 +482,9 @@ def build_node(config: NodeConfig, clock: Clock | None = None, *, limits_clock: 
         wake=delivery.wake,
         max_skew_ms=config.max_skew_ms,
     )
+    secret = db.transact(local_secret)  # made once, before the node serves
     data_holder, data_asker = _data_sharing(
-        config, db, trust, data_resources, data_index, policy, clock, delivery, channels, verifier
+        config, db, trust, data_resources, data_index, policy, clock, delivery, channels, verifier, secret
     )
     backend = NodeBackend(
         db=db,
@@ -488,6 +497,7 @@ def build_node(config: NodeConfig, clock: Clock | None = None, *, limits_clock: 
         clues=clues,
         data_asker=data_asker,
         data_holder=data_holder,
+        secret=secret,
     )
     backend.stalled_peers = delivery.stalled_peers
     backend.bundles = bundles

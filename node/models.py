@@ -347,11 +347,12 @@ class BundlePart(SQLModel, table=True):
 # person's records and disclosures" to whoever knows the id without holding a list of ids.
 
 
-class DataSecret(SQLModel, table=True):
-    """The key of the subject digests: random, made once per node (shared by its replicas), and
-    kept apart from the signing key so a key rotation does not orphan every record."""
+class NodeSecret(SQLModel, table=True):
+    """The node's random secret (node/trust/secret.py): the key of the subject digests and the
+    root of the check codes' key, made once per node (shared by its replicas) and kept apart
+    from the signing key so a key rotation neither orphans records nor voids receipts."""
 
-    __tablename__ = "data_secret"
+    __tablename__ = "node_secret"
 
     id: int = Field(default=1, primary_key=True)
     secret: bytes = Field(sa_column=Column(LargeBinary, nullable=False))

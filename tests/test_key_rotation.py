@@ -3,6 +3,9 @@ key's window (drops or revokes it), and nothing else opens it with one key too f
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -107,3 +110,32 @@ def test_an_opening_key_that_cannot_be_read_names_its_setting(tmp_path: Path) ->
     with pytest.raises(ConfigError) as e:
         opening_keys(config)
     assert e.value.field == "opening_key_files" and "gone.key" in e.value.reason
+
+
+async def test_a_check_code_printed_before_a_rotation_still_tracks(tmp_path: Path) -> None:
+    """A citizen's receipt outlives the node's key: the code comes from the node's own secret.
+    A code printed before the secret existed (derived from the signing key) verifies while
+    the node still keeps that key."""
+    clock = FakeClock()
+    configs = {c.node_id: c for c in prepare(tmp_path, PROVINCES, now_ms=clock.now_ms())}
+    before = build_node(configs["jiangsu"], clock)
+    code = before.backend.check_code_of("app-1")
+    mac_key = hashlib.sha256(b"yrd-check-code\0" + before.trust.key.seed).digest()
+    raw = base64.b32encode(hmac.new(mac_key, b"app-1", hashlib.sha256).digest()[:5]).decode()
+    legacy = f"{raw[:4]}-{raw[4:]}"
+    before.db.close()
+    before.users.close()
+    plan = rotation.prepare(configs, "jiangsu", clock.now_ms() + 60_000, clock.now_ms())
+    rotation.publish(configs["jiangsu"], plan)
+    clock.advance(61)
+    retired = rotation.switch(configs["jiangsu"], plan)
+    after = build_node(edit_config(configs["jiangsu"], {"opening_key_files": [retired.name]}), clock)
+    try:
+        assert after.trust.key.key_id != before.trust.key.key_id
+        assert after.backend.check_code_of("app-1") == code
+        assert after.backend.check_code_fits("app-1", code.replace("-", "").lower())
+        assert after.backend.check_code_fits("app-1", legacy)
+        assert not after.backend.check_code_fits("app-2", code)
+    finally:
+        after.db.close()
+        after.users.close()

@@ -17,7 +17,8 @@ from node.counter.contract import CounterLimits
 from node.counter.sharing_contract import parse_decision, parse_query
 from node.sharing.checks import Consent, consent_problem
 from node.sharing.holder import meter_day
-from node.sharing.records import read_records_file, subject_secret
+from node.sharing.records import read_records_file
+from node.trust.secret import local_secret
 from policies.engine import PolicyEngine
 from policies.model import PolicyInput
 from policies.obligations import apply_obligations
@@ -260,9 +261,9 @@ def test_the_subject_key_is_the_nodes_own_and_kept(tmp_path: Path) -> None:
     try:
         for db in (one, two):
             db.create_all()
-        first = one.transact(subject_secret)
-        assert one.transact(subject_secret) == first
-        assert two.transact(subject_secret) != first
+        first = one.transact(local_secret)
+        assert one.transact(local_secret) == first
+        assert two.transact(local_secret) != first
         assert len(first) == 32
     finally:
         one.close()

@@ -4,7 +4,7 @@ call meter (docs/sharing.md).
 Works on the node's database directly, like ``yrd outbox``, so it answers whether or not the
 node runs. ``load`` checks every record of the file against the resource it names (types,
 choices, resident id and credit code check characters) before it stores any; subjects are
-stored under this node's keyed digest (its key in the ``data_secret`` table), never in the clear.
+stored under this node's keyed digest (its key in the ``node_secret`` table), never in the clear.
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ from node.sharing.records import (
     read_meter,
     read_records_file,
     store_records,
-    subject_secret,
 )
+from node.trust.secret import local_secret
 
 DAY = "YYYY-MM-DD (China Standard Time)"
 
@@ -60,7 +60,7 @@ def load_records(config: NodeConfig, path: Path) -> dict[str, int]:
     by_resource = read_records_file(path, config.node_id, by_id)
     db = open_node_database(config)
     try:
-        return db.transact(lambda s: store_records(s, subject_secret(s), by_id, by_resource))
+        return db.transact(lambda s: store_records(s, local_secret(s), by_id, by_resource))
     finally:
         db.close()
 
@@ -105,7 +105,7 @@ def _disclosures(args: argparse.Namespace) -> int:
     def read(s: Session) -> list[dict[str, Any]]:
         ref = None
         if args.subject is not None:
-            ref = subject_ref(subject_secret(s), args.subject_kind, args.subject)
+            ref = subject_ref(local_secret(s), args.subject_kind, args.subject)
         return read_disclosures(s, subject_ref=ref, side=args.side, limit=1000)
 
     try:

@@ -62,6 +62,7 @@ from node.sharing.asker import DataAsker
 from node.sharing.checks import COUNTER, DataRequestIn, QueryRequest, check_subject
 from node.sharing.holder import DataHolder
 from node.trust.keyring import Trust
+from node.trust.secret import derived_key
 from registry import certificates
 from registry.data_catalogue import resource_to_api
 from registry.lookup import CatalogueIndex
@@ -97,10 +98,12 @@ class NodeBackend:
         clues: Clues,
         data_asker: DataAsker,
         data_holder: DataHolder,
+        secret: bytes,
     ) -> None:
         self.db, self.trust, self.catalogue, self.origin, self.owner = db, trust, catalogue, origin, owner
         self.policy, self.clock, self.clues = policy, clock, clues
         self.data_asker, self.data_holder = data_asker, data_holder
+        self._check_key = derived_key(secret, b"check-code")
 
     async def list_services(self, q: str | None, owner: str | None) -> list[dict[str, Any]]:
         return [self.catalogue.to_api(d) for d in self.catalogue.search(q, owner)]
@@ -349,12 +352,20 @@ class NodeBackend:
 
     def check_code_of(self, app_id: str) -> str:
         """The short code a citizen uses with the id to follow an application without an
-        account: a MAC under a key derived from this node's signing key, so nothing is stored
-        and nobody without the key can mint one. 8 base32 characters (40 bits)."""
-        mac_key = hashlib.sha256(b"yrd-check-code\0" + self.trust.key.seed).digest()
-        mac = hmac.new(mac_key, app_id.encode(), hashlib.sha256).digest()
-        code = base64.b32encode(mac[:5]).decode()
-        return f"{code[:4]}-{code[4:]}"
+        account: a MAC under a key derived from this node's own secret (node/trust/secret.py),
+        so nothing is stored, nobody without the secret can mint one, and a code printed on a
+        receipt outlives key rotations. 8 base32 characters (40 bits)."""
+        return _check_code(self._check_key, app_id)
+
+    def check_code_fits(self, app_id: str, code: str) -> bool:
+        """Also the codes this node printed before they came from its own secret, when they
+        were derived from its signing key: those still verify while it keeps that key."""
+        given = code.strip().upper().replace(" ", "")
+        if len(given) == 8:
+            given = f"{given[:4]}-{given[4:]}"
+        keys = [self._check_key]
+        keys += [hashlib.sha256(b"yrd-check-code\0" + k.seed).digest() for k in self.trust.opening_keys()]
+        return any(hmac.compare_digest(_check_code(k, app_id).encode(), given.encode()[:64]) for k in keys)
 
     async def check_code(self, principal: Principal, app_id: str) -> str:
         """Only someone who may read the application learns its code."""
@@ -364,11 +375,7 @@ class NodeBackend:
     async def track(self, app_id: str, code: str) -> dict[str, Any]:
         """The citizen's view: status and dates only, no personal data, no reasons (an owner's
         reason may name the applicant). A wrong code is answered as an unknown id."""
-        wanted = self.check_code_of(app_id)
-        given = code.strip().upper().replace(" ", "")
-        if len(given) == 8:
-            given = f"{given[:4]}-{given[4:]}"
-        if not hmac.compare_digest(wanted.encode(), given.encode()[:64]):
+        if not self.check_code_fits(app_id, code):
             raise _unknown(app_id)
         view = await self.origin.get(app_id)
         return {
@@ -557,6 +564,11 @@ class NodeBackend:
         verdict = certificates.verify(data, self.trust.manifest, self.clock.now_ms())
         metrics.CERTIFICATES_VERIFIED.labels(result=verdict.reason).inc()
         return verdict.to_api()
+
+
+def _check_code(key: bytes, app_id: str) -> str:
+    code = base64.b32encode(hmac.new(key, app_id.encode(), hashlib.sha256).digest()[:5]).decode()
+    return f"{code[:4]}-{code[4:]}"
 
 
 def _certificates_of(

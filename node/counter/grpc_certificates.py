@@ -8,7 +8,6 @@ from typing import Any
 
 from yrd.counter.v1 import counter_pb2
 
-
 _SCALARS = (
     "certificate_id",
     "name",

@@ -48,7 +48,7 @@ from node.sharing.checks import (
     split,
     subject_ref,
 )
-from node.sharing.records import read_records_file, store_records, subject_secret
+from node.sharing.records import read_records_file, store_records
 from node.trust.envelope import DEFAULT_MAX_SKEW_MS
 from node.trust.keyring import Trust
 from node.trust.sealing import seal, unseal
@@ -108,12 +108,13 @@ class DataHolder:
         policy: PolicyGate,
         clock: Clock,
         wake: Callable[[str], None],
+        secret: bytes,
         max_skew_ms: int = DEFAULT_MAX_SKEW_MS,
     ) -> None:
         self.db, self.trust, self.policy, self.clock, self.wake = db, trust, policy, clock, wake
         self.resources = {r.resource_id: r for r in resources}
         self.max_skew_ms = max_skew_ms
-        self.secret = db.transact(subject_secret)  # made once, before the node serves
+        self.secret = secret  # the subject digests' key (node/trust/secret.py)
         self.apply_local_update: ApplyUpdate | None = None  # set by the composition root
 
     def ref(self, subject_kind: str, subject_id: str) -> str:

@@ -12,20 +12,18 @@ error names the record and the field.
 from __future__ import annotations
 
 import json
-import secrets
 from collections import defaultdict
 from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, col, select
 from yrd.catalogue.v1 import catalogue_pb2
 
 from core.errors import ConfigError, InvalidInput, clip
 from node.cases.deadlines import iso
-from node.models import DataDisclosure, DataMeter, DataRecordRow, DataSecret
+from node.models import DataDisclosure, DataMeter, DataRecordRow
 from node.sharing.checks import check_subject, split, subject_ref
 from registry.forms import validate_form
 
@@ -84,20 +82,6 @@ def _record(raw: dict[str, Any], resources: Mapping[str, catalogue_pb2.DataResou
         raise InvalidInput("an ISO 8601 date-time with its offset", field="updated_at")
     fields = validate_form(res.fields, raw.get("fields"))
     return resource_id, (subject, fields, int(at.timestamp() * 1000))
-
-
-def subject_secret(s: Session) -> bytes:
-    """The node's subject-digest key, made on first use; two replicas racing to make it keep
-    the first (the insert does nothing when the row exists)."""
-    row = s.get(DataSecret, 1)
-    if row is None:
-        dialect = postgresql if s.get_bind().dialect.name == "postgresql" else sqlite
-        s.execute(
-            dialect.insert(DataSecret).values(id=1, secret=secrets.token_bytes(32)).on_conflict_do_nothing()
-        )
-        row = s.get(DataSecret, 1)
-    assert row is not None  # inserted above, or by whoever won the race
-    return bytes(row.secret)
 
 
 def store_records(
