@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -133,10 +133,42 @@ async def test_an_address_guessing_at_many_accounts_is_locked_and_others_are_not
 def test_the_throttle_forgets_the_stalest_keys_past_its_bound(clock: FakeClock) -> None:
     throttle = LoginThrottle(clock, ThrottleConfig(max_keys=10, free_failures=1))
     for i in range(100):
-        throttle.failed([f"address:{i}"])
+        key = f"address:{i}"
+        throttle.shared([key], {key: (2, clock.now_ms() + 2000)}, refuse=False)
     assert len(throttle._entries) == 10
     with pytest.raises(RateLimited), throttle.attempt(["address:99"]):  # the newest are kept
         pass
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+async def test_replicas_share_one_count_and_a_restart_forgets_no_lock(
+    backend: str, tmp_path: Path, clock: FakeClock, request: pytest.FixtureRequest
+) -> None:
+    """Two replicas of a node on one database: guesses spread over both count once, a lock
+    made at one is honoured at the other, and a process started afresh still sees it."""
+    if backend == "sqlite":
+        url = f"sqlite:///{tmp_path / 'shared.db'}"
+    else:  # skipped without YRD_TEST_PG_URL
+        new_pg_schema: Callable[[], str] = request.getfixturevalue("new_pg_schema")
+        url = new_pg_schema()
+    databases = [Database(url) for _ in range(3)]
+    databases[0].create_all()
+    try:
+        one, two, fresh = (make_store(d, clock) for d in databases)
+        await one.add_user("li.clerk", PASSWORD, "clerk")
+        answers = [await refused((one, two)[i % 2], "li.clerk", WRONG, f"10.0.0.{i}") for i in range(3)]
+        assert answers == ["bad_credentials"] * 3
+        assert await refused(one, "li.clerk", PASSWORD, "10.0.1.1") == "login_locked:2"
+        assert await refused(two, "li.clerk", PASSWORD, "10.0.1.2") == "login_locked:2"
+        assert await refused(fresh, "li.clerk", PASSWORD, "10.0.1.3") == "login_locked:2"
+        clock.advance(2)
+        assert await refused(two, "li.clerk", PASSWORD, "10.0.1.4") == "ok"
+        # The right password at one replica cleared the account for all of them.
+        assert await refused(one, "li.clerk", WRONG, "10.0.2.1") == "bad_credentials"
+        assert await refused(fresh, "li.clerk", PASSWORD, "10.0.2.2") == "ok"
+    finally:
+        for d in databases:
+            d.close()
 
 
 async def test_parallel_bad_logins_from_one_address_do_not_queue_a_real_clerk(

@@ -12,8 +12,10 @@ things stop that, both checked before any hashing:
   full a login is refused at once with 429 rather than waiting behind everyone else.
 
 Both answer with :class:`RateLimited` carrying ``retry_after_s`` (the HTTP front turns it
-into ``Retry-After``). State is in memory: a restart forgets lockouts, which costs an
-attacker a restart of the node they are attacking, not a bypass.
+into ``Retry-After``). The failure counts live in the node's database (``login_failure``),
+so the replicas of a node share them: a guesser spreading attempts over N replicas gets no
+more tries than at one, and a restart forgets nothing. Each process also keeps the locks it
+has seen in memory, so a flood against a locked key is refused without a database round trip.
 """
 
 from __future__ import annotations
@@ -23,10 +25,14 @@ import concurrent.futures
 import math
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TypeVar
+
+from sqlalchemy import BigInteger, case, delete
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlmodel import Field, Session, SQLModel, col, select
 
 from core.clock import Clock
 from core.errors import RateLimited
@@ -46,17 +52,73 @@ class ThrottleConfig:
     max_in_flight: int = 1
     max_keys: int = 100_000  # memory bound; the stalest keys are forgotten first
 
+    def lock_ms(self, failures: int) -> int:
+        """How long ``failures`` failures in a row lock a key: nothing within the free ones."""
+        over = failures - self.free_failures
+        return 0 if over < 0 else round(min(self.base_lock_s * 2 ** min(over, 32), self.max_lock_s) * 1000)
+
+
+class LoginFailure(SQLModel, table=True):
+    """A key's failures in a row, shared by the node's replicas."""
+
+    __tablename__ = "login_failure"
+
+    key: str = Field(primary_key=True)
+    failures: int
+    last_failure_ms: int = Field(index=True, sa_type=BigInteger)
+    locked_until_ms: int = Field(sa_type=BigInteger)
+
+
+# key -> (failures in a row, locked until, epoch ms): what the database says of each key.
+Shared = Mapping[str, tuple[int, int]]
+_FAILURES = LoginFailure.__table__  # type: ignore[attr-defined]
+
+
+def read_failures(s: Session, keys: list[str], now_ms: int, config: ThrottleConfig) -> Shared:
+    """The keys' counts, leaving out those with no failure for ``forget_after_s``."""
+    since = now_ms - round(config.forget_after_s * 1000)
+    rows = s.exec(select(LoginFailure).where(col(LoginFailure.key).in_(keys))).all()
+    return {r.key: (r.failures, r.locked_until_ms) for r in rows if r.last_failure_ms > since}
+
+
+def record_failure(s: Session, keys: list[str], now_ms: int, config: ThrottleConfig) -> Shared:
+    """One more failure for each key, counted in one statement per key so two replicas
+    failing at once both count; a stale count starts afresh. Forgets stale keys."""
+    since = now_ms - round(config.forget_after_s * 1000)
+    dialect = postgresql if s.get_bind().dialect.name == "postgresql" else sqlite
+    table = _FAILURES
+    out: dict[str, tuple[int, int]] = {}
+    for key in keys:
+        insert = dialect.insert(table).values(key=key, failures=1, last_failure_ms=now_ms, locked_until_ms=0)
+        failures = s.execute(
+            insert.on_conflict_do_update(
+                index_elements=["key"],
+                set_={
+                    "failures": case((table.c.last_failure_ms > since, table.c.failures), else_=0) + 1,
+                    "last_failure_ms": now_ms,
+                },
+            ).returning(table.c.failures)
+        ).scalar_one()
+        lock = config.lock_ms(failures)
+        locked_until = now_ms + lock if lock else 0
+        s.execute(table.update().where(table.c.key == key).values(locked_until_ms=locked_until))
+        out[key] = (failures, locked_until)
+    s.execute(delete(LoginFailure).where(col(LoginFailure.last_failure_ms) <= since))
+    return out
+
+
+def clear_failures(s: Session, key: str) -> None:
+    s.execute(delete(LoginFailure).where(col(LoginFailure.key) == key))
+
 
 @dataclass
 class _Entry:
-    failures: int = 0
-    last_failure_s: float = 0.0
-    locked_until_s: float = 0.0
+    locked_until_ms: int = 0
     in_flight: int = 0
 
 
 class LoginThrottle:
-    """Failures and attempts in flight per key (``account:<name>``, ``address:<ip>``)."""
+    """Attempts in flight per key (``account:<name>``, ``address:<ip>``) and the locks seen."""
 
     def __init__(self, clock: Clock, config: ThrottleConfig | None = None) -> None:
         self._clock = clock
@@ -72,17 +134,9 @@ class LoginThrottle:
     @contextmanager
     def attempt(self, keys: list[str]) -> Iterator[None]:
         """Admit one login attempt for ``keys`` or raise RateLimited; held while it runs."""
-        now = self._clock.monotonic()
-        entries = [self._entry(k, now) for k in keys]
+        entries = [self._entry(k) for k in keys]
+        self._refuse_locked(keys, entries)
         for key, entry in zip(keys, entries, strict=True):
-            if entry.locked_until_s > now:
-                scope = key.split(":", 1)[0]
-                metrics.LOGIN_THROTTLED.labels(scope=scope).inc()
-                raise RateLimited(
-                    f"too many failed logins for this {scope}; try again later",
-                    code="login_locked",
-                    retry_after_s=max(1, math.ceil(entry.locked_until_s - now)),
-                )
             if entry.in_flight >= self.config.max_in_flight:
                 metrics.LOGIN_THROTTLED.labels(scope=key.split(":", 1)[0]).inc()
                 raise RateLimited(
@@ -96,35 +150,37 @@ class LoginThrottle:
             for entry in entries:
                 entry.in_flight -= 1
 
-    def failed(self, keys: list[str]) -> None:
-        now = self._clock.monotonic()
-        cfg = self.config
-        for key in keys:
-            entry = self._entry(key, now)
-            entry.failures += 1
-            entry.last_failure_s = now
-            over = entry.failures - cfg.free_failures
-            if over >= 0:
-                entry.locked_until_s = now + min(cfg.base_lock_s * 2 ** min(over, 32), cfg.max_lock_s)
+    def shared(self, keys: list[str], counts: Shared, *, refuse: bool = True) -> None:
+        """Take what the database says of ``keys`` (absent: no recent failure); with
+        ``refuse``, raise RateLimited when one is locked now, as another replica may have
+        locked it."""
+        entries = [self._entry(k) for k in keys]
+        for key, entry in zip(keys, entries, strict=True):
+            entry.locked_until_ms = counts.get(key, (0, 0))[1]
+        if refuse:
+            self._refuse_locked(keys, entries)
 
-    def succeeded(self, account_key: str) -> None:
-        """A right password clears its account, not its address: one valid login must not
-        wipe the count of an address that is guessing at other accounts."""
-        entry = self._entries.get(account_key)
-        if entry is not None:
-            entry.failures, entry.locked_until_s = 0, 0.0
+    def _refuse_locked(self, keys: list[str], entries: list[_Entry]) -> None:
+        now = self._clock.now_ms()
+        for key, entry in zip(keys, entries, strict=True):
+            if entry.locked_until_ms > now:
+                scope = key.split(":", 1)[0]
+                metrics.LOGIN_THROTTLED.labels(scope=scope).inc()
+                raise RateLimited(
+                    f"too many failed logins for this {scope}; try again later",
+                    code="login_locked",
+                    retry_after_s=max(1, math.ceil((entry.locked_until_ms - now) / 1000)),
+                )
 
-    def _entry(self, key: str, now: float) -> _Entry:
+    def _entry(self, key: str) -> _Entry:
         entry = self._entries.get(key)
         if entry is None:
             entry = self._entries[key] = _Entry()
-            self._evict(now)
-        elif entry.failures and now - entry.last_failure_s >= self.config.forget_after_s:
-            entry.failures, entry.locked_until_s = 0, 0.0
+            self._evict()
         self._entries.move_to_end(key)
         return entry
 
-    def _evict(self, now: float) -> None:
+    def _evict(self) -> None:
         while len(self._entries) > self.config.max_keys:
             key, oldest = next(iter(self._entries.items()))
             if oldest.in_flight:  # never forget a key mid-attempt; it is recent anyway

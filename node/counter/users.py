@@ -30,7 +30,14 @@ from core.db import Database
 from core.errors import Conflict, InvalidInput, Unauthenticated
 from node import metrics
 from node.cases.requests import Principal
-from node.counter.throttle import HashPool, LoginThrottle
+from node.counter.throttle import (
+    HashPool,
+    LoginThrottle,
+    Shared,
+    clear_failures,
+    read_failures,
+    record_failure,
+)
 
 log = logging.getLogger(__name__)
 
@@ -182,34 +189,43 @@ class UserStore:
         """
         keys = self.throttle.keys(username if _USERNAME.fullmatch(username) else None, address)
         with self.throttle.attempt(keys):
-            ok = await self._check_password(username, password)
+            ok = await self._check_password(username, password, keys)
             if not ok:
-                self.throttle.failed(keys)
+                now, config = self._clock.now_ms(), self.throttle.config
+                counts = await self._db.run(lambda s: record_failure(s, keys, now, config))
+                self.throttle.shared(keys, counts, refuse=False)
                 metrics.LOGIN_FAILURES.inc()
                 raise Unauthenticated("wrong username or password", code="bad_credentials")
-        self.throttle.succeeded(keys[0])
-        return await self._open_session(username)
+        return await self._open_session(username, clear=keys[0])
 
-    async def _check_password(self, username: str, password: str) -> bool:
+    async def _check_password(self, username: str, password: str, keys: list[str]) -> bool:
+        """Refuses with RateLimited, before any hashing, a key another replica has locked."""
+        now, config = self._clock.now_ms(), self.throttle.config
 
-        def lookup(s: Session) -> str | None:
+        def lookup(s: Session) -> tuple[str | None, Shared]:
+            counts = read_failures(s, keys, now, config)
             if not _USERNAME.fullmatch(username):
-                return None
+                return None, counts
             account = s.get(UserAccount, username)
-            return account.password_hash if account else None
+            return (account.password_hash if account else None), counts
 
-        stored = await self._db.run(lookup)
+        stored, counts = await self._db.run(lookup)
+        self.throttle.shared(keys, counts)
         candidate = stored if stored is not None else await self._dummy()
         # An over-long password cannot be an account's; it is not worth argon2's time.
         ok = len(password) <= MAX_PASSWORD_CHARS and await self._pool.run(self._verify, candidate, password)
         return ok and stored is not None
 
-    async def _open_session(self, username: str) -> tuple[str, int]:
+    async def _open_session(self, username: str, *, clear: str = "") -> tuple[str, int]:
+        """``clear``: the account key whose failures a right password ends; never the
+        address's, so one valid login does not wipe an address guessing at other accounts."""
         token = secrets.token_urlsafe(32)
         now = self._clock.now_ms()
         expires_at_ms = now + SESSION_TTL_MS
 
         def open_session(s: Session) -> None:
+            if clear:
+                clear_failures(s, clear)
             s.exec(delete(SessionToken).where(col(SessionToken.expires_at_ms) <= now))
             s.add(SessionToken(token_hash=token_hash(token), username=username, expires_at_ms=expires_at_ms))
 
