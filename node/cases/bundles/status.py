@@ -16,6 +16,7 @@ from yrd.peer.v1 import peer_pb2
 from core.errors import NotFound
 from node.cases.bundles.state import FAILED, BundleCore, RunState
 from node.cases.deadlines import bundle_due_ms, iso
+from node.cases.status_checks import COMPONENTS_KEY
 from node.cases.statuses import FINAL
 from node.models import ApplicationResult, ResultDocument, StatusEvent
 from registry.bundles import ancestors, components, longest_path_days
@@ -23,7 +24,6 @@ from registry.bundles import ancestors, components, longest_path_days
 log = logging.getLogger(__name__)
 
 
-COMPONENTS_KEY = "yrd.components"
 DUE_KEY = "yrd.due_at"
 
 
