@@ -725,6 +725,21 @@ def forwarded_vectors() -> dict[str, Any]:
         now_ms=created,
         nonce=nonce(80),
     )
+    run = peer_pb2.StatusRun(
+        updates=[
+            peer_pb2.StatusUpdate(application_id="app-0003", status=s, changed_at_ms=created, sequence=n)
+            for n, s in enumerate(AUTO_RUN, start=1)
+        ]
+    )
+    status_run = seal_envelope(
+        KEYS["ah-1"],
+        sender="node-ah",
+        destination="node-sz",
+        method=NOTIFY,
+        body=peer_pb2.StatusItem(run=run).SerializeToString(),
+        now_ms=created,
+        nonce=nonce(81),
+    )
     answer_body = peer_pb2.Receipt(item_id="app-0002", outcome=peer_pb2.RECEIPT_OUTCOME_ACCEPTED)
     smuggled = changed(to_sz, "sh-1", body=answer_body.SerializeToString(), in_reply_to=request_digest(to_sz))
     flipped = body[:-1] + bytes([body[-1] ^ 1])
@@ -742,6 +757,8 @@ def forwarded_vectors() -> dict[str, Any]:
         ("application-at-destination", to_sz, sz, DELIVER, "valid"),
         ("status-at-relay", status, js, NOTIFY, "valid"),
         ("status-at-destination", status, sz, NOTIFY, "valid"),
+        ("run-at-relay", status_run, js, NOTIFY, "valid"),
+        ("run-at-destination", status_run, sz, NOTIFY, "valid"),
         ("back-dated-to-key-not-before", back_dated, sz, DELIVER, "valid"),
         ("retiring-key-before-not-after", retiring, js, DELIVER, "valid"),
         ("retiring-key-at-not-after", at_not_after, js, DELIVER, "key_not_valid"),
@@ -976,6 +993,179 @@ def application_vectors() -> dict[str, Any]:
     }
 
 
+# -- status changes and runs (docs/protocol.md 10.2) --------------------------------------------
+
+STATUS_APP = "0193a1b2c3d4e5f60718293a4b5c"
+# An automatic decision: the four changes its owner numbers in one transaction.
+AUTO_RUN = [
+    peer_pb2.APPLICATION_STATUS_DELIVERED,
+    peer_pb2.APPLICATION_STATUS_IN_REVIEW,
+    peer_pb2.APPLICATION_STATUS_APPROVED,
+    peer_pb2.APPLICATION_STATUS_COMPLETED,
+]
+
+
+def status_vectors() -> dict[str, Any]:
+    """10.2: the origin node-js holds STATUS_APP, owned by node-sh, with the changes ``known``
+    already recorded; each case's item is applied whole or refused whole."""
+
+    def change(sequence: int, status: int = peer_pb2.APPLICATION_STATUS_IN_REVIEW, **over: Any) -> Any:
+        fields: dict[str, Any] = {
+            "application_id": STATUS_APP,
+            "status": status,
+            "reason": "",
+            "changed_at_ms": APP_NOW,
+            "sequence": sequence,
+        }
+        fields.update(over)
+        return peer_pb2.StatusUpdate(**fields)
+
+    auto = [change(n, s) for n, s in enumerate(AUTO_RUN, start=1)]
+    auto[2].results["licence_no"] = "SH-2026-0001"
+    auto[3].results["licence_no"] = "SH-2026-0001"
+    auto[3].documents.add(name="notice.txt", content_type="text/plain", data="准予 approved".encode())
+
+    def run(*updates: Any) -> bytes:
+        return peer_pb2.StatusItem(run=peer_pb2.StatusRun(updates=updates)).SerializeToString(
+            deterministic=True
+        )
+
+    def single(update: Any) -> bytes:
+        return peer_pb2.StatusItem(status=update).SerializeToString(deterministic=True)
+
+    unknown = 99
+    sh, zj = "node-sh", "node-zj"
+    cases: list[tuple[str, str, list[int], bytes, str, list[int]]] = [
+        ("single", sh, [], single(auto[0]), "accepted", [1]),
+        ("single-again", sh, [1], single(auto[0]), "duplicate", []),
+        ("single-below-the-highest", sh, [1, 3], single(change(2)), "accepted", [2]),
+        ("single-sequence-0", sh, [], single(change(0)), "malformed_status", []),
+        ("single-unknown-status", sh, [], single(change(1, unknown)), "malformed_status", []),
+        ("single-status-0", sh, [], single(change(1, 0)), "malformed_status", []),
+        ("single-from-another-member", zj, [], single(auto[0]), "unknown_application", []),
+        (
+            "single-unknown-application",
+            sh,
+            [],
+            single(change(1, application_id="app-0009")),
+            "unknown_application",
+            [],
+        ),
+        ("run", sh, [], run(*auto), "accepted", [1, 2, 3, 4]),
+        ("run-of-one", sh, [], run(auto[0]), "accepted", [1]),
+        ("run-again", sh, [1, 2, 3, 4], run(*auto), "duplicate", []),
+        ("run-overlapping", sh, [1, 2], run(*auto), "accepted", [3, 4]),
+        ("run-with-a-hole-filled", sh, [2], run(*auto), "accepted", [1, 3, 4]),
+        ("run-from-the-middle", sh, [1, 2], run(*auto[2:]), "accepted", [3, 4]),
+        ("run-of-16", sh, [], run(*(change(n) for n in range(1, 17))), "accepted", list(range(1, 17))),
+        ("run-of-17", sh, [], run(*(change(n) for n in range(1, 18))), "malformed_status", []),
+        ("run-empty", sh, [], run(), "malformed_status", []),
+        (
+            "run-of-two-applications",
+            sh,
+            [],
+            run(change(1), change(2, application_id="app-0009")),
+            "malformed_status",
+            [],
+        ),
+        ("run-with-a-gap", sh, [], run(change(1), change(2), change(4)), "malformed_status", []),
+        ("run-decreasing", sh, [], run(change(2), change(1)), "malformed_status", []),
+        ("run-repeating-a-sequence", sh, [], run(change(1), change(1)), "malformed_status", []),
+        ("run-from-sequence-0", sh, [], run(change(0), change(1)), "malformed_status", []),
+        (
+            "run-with-an-unknown-status",
+            sh,
+            [],
+            run(change(1), change(2, unknown), change(3)),
+            "malformed_status",
+            [],
+        ),
+        (
+            "run-over-the-highest-sequence",
+            sh,
+            [],
+            run(change(2**31 - 1), change(2**31)),
+            "malformed_status",
+            [],
+        ),
+        (
+            "run-at-the-highest-sequence",
+            sh,
+            [],
+            run(change(2**31 - 2), change(2**31 - 1)),
+            "accepted",
+            [2**31 - 2, 2**31 - 1],
+        ),
+        (
+            "run-with-121-results",
+            sh,
+            [],
+            run(change(1), change(2, results={f"r{i}": "v" for i in range(121)})),
+            "malformed_status",
+            [],
+        ),
+        (
+            "run-with-an-empty-result-name",
+            sh,
+            [],
+            run(change(1), change(2, results={"": "v"})),
+            "malformed_status",
+            [],
+        ),
+        (
+            "run-with-a-long-result-name",
+            sh,
+            [],
+            run(change(1, results={"n" * 101: "v"}), change(2)),
+            "malformed_status",
+            [],
+        ),
+        (
+            "run-with-a-long-result-value",
+            sh,
+            [],
+            run(change(1), change(2, results={"r": "v" * 2001})),
+            "malformed_status",
+            [],
+        ),
+        ("run-from-another-member", zj, [], run(*auto), "unknown_application", []),
+        ("run-malformed-from-another-member", zj, [], run(change(1), change(3)), "malformed_status", []),
+        (
+            "run-of-an-unknown-application",
+            sh,
+            [],
+            run(*(change(n, application_id="app-0009") for n in (1, 2))),
+            "unknown_application",
+            [],
+        ),
+    ]
+    return {
+        "origin": "node-js",
+        "application_id": STATUS_APP,
+        "owner": sh,
+        "cases": [
+            {
+                "name": name,
+                "sender": sender,
+                "known": known,
+                "item": item.hex(),
+                "expect": expect,
+                "item_id": _first_application_id(item),
+                "applied": applied,
+                "shows": max([0, *known, *applied]),
+            }
+            for name, sender, known, item, expect, applied in cases
+        ],
+    }
+
+
+def _first_application_id(item: bytes) -> str:
+    """A receipt's ``item_id`` for a status item (10.4): its first change's application id."""
+    parsed = peer_pb2.StatusItem.FromString(item)
+    updates = list(parsed.run.updates) if parsed.HasField("run") else [parsed.status]
+    return updates[0].application_id if updates else ""
+
+
 # -- e-certificates (docs/protocol.md 15) ----------------------------------------------------
 
 CERT_KEYS = {
@@ -1176,6 +1366,7 @@ def build() -> dict[str, Any]:
         "envelopes": envelope_vectors(sealed),
         "forwarded": forwarded_vectors(),
         "applications": application_vectors(),
+        "status": status_vectors(),
         "routing": routing_vectors(),
         "signing_keys": signing_key_vectors(),
         "certificates": certificate_vectors(),

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from node.cases.bundles.routing import results_problem
-from node.cases.bundles.status import COMPONENTS_KEY, parse_snapshot
+from node.cases.bundles.status import parse_snapshot
+from node.cases.status_checks import COMPONENTS_KEY, results_problem
 
 PART: dict[str, Any] = {
     "name": "licence",

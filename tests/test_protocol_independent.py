@@ -47,6 +47,7 @@ from tests.independent.ref_protocol import (
     verify_response,
     x25519_secret_from_seed,
 )
+from tests.independent.ref_status import Origin, apply_status_item
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 VECTORS: dict[str, Any] = json.loads((DOCS / "protocol-vectors.json").read_text(encoding="utf-8"))
@@ -64,6 +65,7 @@ HANDLED_KINDS = {
         "relay_item_id", "expect",
     },
     "applications": {"name", "sender", "transfer", "form_fields", "expect"},
+    "status": {"name", "sender", "known", "item", "expect", "item_id", "applied", "shows"},
     "routing": {"name", "division_code", "expect"},
     "signing_keys": {"name", "node_id", "at_ms", "expect"},
     "certificates": {"name", "form", "input", "now_ms", "expect"},
@@ -84,6 +86,7 @@ HANDLED_PARAMETERS = {
     "envelopes.responses": {"receiver", "request", "now_ms"},
     "forwarded": {"manifest", "now_ms"},
     "applications": {"owner", "services", "now_ms", "max_skew_ms", "max_age_ms", "max_ahead_ms"},
+    "status": {"origin", "application_id", "owner"},
     "routing": {"manifest"},
     "signing_keys": {"manifest"},
     "certificates": {"keys", "signed_manifest", "example"},  # run in tests/test_independent_certificates.py
@@ -281,6 +284,20 @@ def test_application(case: dict[str, Any]) -> None:
     )
     assert result == case["expect"]
     assert result == "valid" or GRPC_STATUS[result] == "RECEIPT"
+
+
+@pytest.mark.parametrize("case", cases("status"))
+def test_status(case: dict[str, Any]) -> None:
+    section = VECTORS["status"]
+    origin = Origin(section["application_id"], section["owner"], set(case["known"]))
+    result, item_id, applied = apply_status_item(origin, unhex(case["item"]), case["sender"])
+    assert (result, item_id, applied, origin.shows()) == (
+        case["expect"],
+        case["item_id"],
+        case["applied"],
+        case["shows"],
+    )
+    assert result in ("accepted", "duplicate") or GRPC_STATUS[result] == "RECEIPT"
 
 
 @pytest.mark.parametrize("case", cases("routing"))

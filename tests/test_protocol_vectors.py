@@ -12,11 +12,13 @@ from typing import Any
 
 import pytest
 from nacl.bindings import crypto_box_easy, crypto_scalarmult_base
+from sqlmodel import Session, col, delete, select
 from yrd.catalogue.v1.catalogue_pb2 import ServiceDefinition
 from yrd.federation.v1.manifest_pb2 import SignedManifest
-from yrd.peer.v1.peer_pb2 import ApplicationPayload, ApplicationTransfer
+from yrd.peer.v1.peer_pb2 import ApplicationPayload, ApplicationTransfer, ReceiptOutcome, StatusItem
 
 from core.clock import FakeClock
+from core.db import Database
 from core.errors import EnvelopeRejected, InvalidInput, ManifestRejected, NotFound, YrdError
 from core.keys import NodeKey
 from node.cases.admission import (
@@ -26,6 +28,9 @@ from node.cases.admission import (
     check_sender,
     check_transfer,
 )
+from node.cases.origin import apply_status_changes
+from node.delivery.peer_server import status_changes
+from node.models import Application, ResultDocument, StatusEvent
 from node.trust.envelope import EnvelopeVerifier, request_digest, signing_input
 from node.trust.nonces import MemoryNonceStore
 from node.trust.sealing import unseal, x25519_public_key, x25519_secret_key
@@ -217,6 +222,62 @@ def test_application_vectors(vector: dict[str, Any]) -> None:
         with pytest.raises(YrdError) as err:
             check()
         assert err.value.code == vector["expect"]
+
+
+STATUS = VECTORS["status"]
+OUTCOMES = {
+    ReceiptOutcome.RECEIPT_OUTCOME_ACCEPTED: "accepted",
+    ReceiptOutcome.RECEIPT_OUTCOME_DUPLICATE: "duplicate",
+}
+
+
+@pytest.fixture(scope="module")
+def origin_db(tmp_path_factory: pytest.TempPathFactory) -> Database:
+    db = Database(f"sqlite:///{tmp_path_factory.mktemp('status') / 'origin.db'}")
+    db.create_all()
+    return db
+
+
+@pytest.mark.parametrize("vector", STATUS["cases"], ids=lambda v: v["name"])
+def test_status_vectors(vector: dict[str, Any], origin_db: Database) -> None:
+    """The origin's handling of a status item, a single change or a run (protocol §10.2),
+    through the code a NotifyStatus envelope reaches, against a real database."""
+    app_id = STATUS["application_id"]
+
+    def start(s: Session) -> None:
+        for table in (StatusEvent, ResultDocument, Application):
+            s.exec(delete(table))  # type: ignore[call-overload]
+        s.add(
+            Application(
+                id=app_id, service_id="x", owner_node=STATUS["owner"], status="submitted",
+                submitted_at_ms=0, due_at_ms=0, submitted_by="clerk", idempotency_key="k", purpose="p",
+            )
+        )  # fmt: skip
+        s.flush()
+        for sequence in vector["known"]:
+            s.add(StatusEvent(application_id=app_id, sequence=sequence, status="in_review", at_ms=0))
+        if vector["known"]:
+            s.get_one(Application, app_id).status_sequence = max(vector["known"])
+
+    def apply(s: Session) -> tuple[str, str, list[int], int]:
+        item = StatusItem.FromString(bytes.fromhex(vector["item"]))
+        receipt, applied = apply_status_changes(s, vector["sender"], status_changes(item))
+        outcome = OUTCOMES.get(receipt.outcome, receipt.reason_code)
+        shows = s.get_one(Application, app_id).status_sequence
+        return outcome, receipt.item_id, [u.sequence for u in applied], shows
+
+    origin_db.transact(start)
+    outcome, item_id, applied, shows = origin_db.transact(apply)
+    assert (outcome, item_id, applied, shows) == (
+        vector["expect"],
+        vector["item_id"],
+        vector["applied"],
+        vector["shows"],
+    )
+    events = origin_db.transact(
+        lambda s: list(s.exec(select(StatusEvent.sequence).where(col(StatusEvent.application_id) == app_id)))
+    )
+    assert sorted(events) == sorted({*vector["known"], *vector["applied"]})
 
 
 @pytest.mark.parametrize("vector", VECTORS["routing"]["cases"], ids=lambda v: v["name"])

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 import tomli_w
-from sqlmodel import select
+from sqlmodel import col, select
 
-from node.models import AuditRecord
+from node.models import AuditRecord, OutboxEntry
 from simulations.local_federation import PROVINCES, SAMPLES, NodeSpec
 from simulations.sample_applications import application_body
 from tests.support.federation import Federation, allow_all_specs
@@ -75,6 +75,8 @@ async def test_a_province_service_still_goes_to_the_province(fed: Federation) ->
 
 
 async def test_a_relayed_member_is_reached_through_its_relay(fed: Federation) -> None:
+    """The application goes through the relay, and its automatic decision comes back through
+    it as one run of four changes (docs/protocol.md 10.2), which the relay carries unread."""
     status, created = await fed.submit("jiangsu", body_for(fed, "ah.hefei.social-card.apply"), "r1")
     assert status == 201, created
     assert created["owner_node"] == "hefei"
@@ -88,3 +90,16 @@ async def test_a_relayed_member_is_reached_through_its_relay(fed: Federation) ->
     assert any(
         r.peer == "hefei" and r.method.endswith("/Deliver") and r.direction == "out" for r in relay_log
     )
+    assert [(e["sequence"], e["status"]) for e in view["history"]] == [
+        (0, "submitted"),
+        (1, "delivered"),
+        (2, "in_review"),
+        (3, "approved"),
+        (4, "completed"),
+    ]
+    sent = await fed.nodes["hefei"].db.run(
+        lambda s: list(
+            s.exec(select(OutboxEntry.item_id).where(col(OutboxEntry.method).endswith("/NotifyStatus"))).all()
+        )
+    )
+    assert sent == [f"{created['id']}#1-4"]

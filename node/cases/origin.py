@@ -8,7 +8,7 @@ import base64
 import json
 import logging
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +28,7 @@ from node.cases.admission import admit
 from node.cases.deadlines import add_working_days, iso
 from node.cases.policy_gate import PolicyGate
 from node.cases.requests import Principal, SubmitRequest
+from node.cases.status_checks import run_problem
 from node.cases.statuses import FINAL, FIRST_OWNER_SEQUENCE, FROM_WIRE, HELD_SEQUENCE
 from node.delivery.outbox import enqueue, release
 from node.delivery.relaying import DELIVER, address
@@ -333,41 +334,58 @@ def record_event(
     rule_id: str = "",
     documents: list[peer_pb2.Document] | None = None,
 ) -> bool:
-    """Record one status change once; the application shows its highest-numbered change.
+    """Record one status change once; the application shows its highest-numbered change."""
+    event = _event(app.id, sequence, status, at_ms, reason, rule_id)
+    return bool(_record(s, app, [event], {sequence: documents or []}))
 
-    Once is the unique key on (application, sequence): ``INSERT ... ON CONFLICT DO NOTHING``
-    inserts for the first copy only, and for exactly one of two racing replicas, with no
-    SELECT before it. The statements run on the session's connection (no code adds events as
-    ORM objects, so none waits unflushed in the session to be missed), and the application's
-    new status is written with them and set on ``app`` as committed state, so the session
-    has nothing left to flush for it."""
-    conn = s.connection()
-    event = {
-        "application_id": app.id,
+
+def _event(app_id: str, sequence: int, status: str, at_ms: int, reason: str, rule_id: str) -> dict[str, Any]:
+    return {
+        "application_id": app_id,
         "sequence": sequence,
         "status": status,
         "reason": reason,
         "rule_id": rule_id,
         "at_ms": at_ms,
     }
-    if conn.execute(_INSERT_EVENT[conn.dialect.name], event).first() is None:
-        return False
-    if documents:
-        conn.execute(
-            _DOCUMENTS.insert(),
-            [
-                {"application_id": app.id, "name": d.name, "content_type": d.content_type, "data": d.data}
-                for d in documents
-            ],
-        )
-    if sequence > app.status_sequence:
-        conn.execute(_SET_STATUS, {"app_id": app.id, "status": status, "status_sequence": sequence})
+
+
+def _record(
+    s: Session,
+    app: Application | AppHead,
+    events: list[dict[str, Any]],
+    documents: dict[int, list[peer_pb2.Document]],
+) -> set[int]:
+    """Record status changes of one application, each once; the sequences newly recorded.
+
+    Once is the unique key on (application, sequence): ``INSERT ... ON CONFLICT DO NOTHING
+    RETURNING`` inserts the first copy only, and for exactly one of two racing replicas, with
+    no SELECT before it; several changes go in one statement (an executemany the driver
+    sends as one multi-row INSERT). The statements run on the session's connection (no code
+    adds events as ORM objects, so none waits unflushed in the session to be missed), and
+    the application's new status (its highest change) is written with them and set on
+    ``app`` as committed state, so the session has nothing left to flush for it."""
+    conn = s.connection()
+    fresh = {row[0] for row in conn.execute(_INSERT_EVENT[conn.dialect.name], events)}
+    if not fresh:
+        return fresh
+    kept = [
+        {"application_id": app.id, "name": d.name, "content_type": d.content_type, "data": d.data}
+        for sequence in sorted(fresh)
+        for d in documents.get(sequence, ())
+    ]
+    if kept:
+        conn.execute(_DOCUMENTS.insert(), kept)
+    highest = max(fresh)
+    if highest > app.status_sequence:
+        status = next(e["status"] for e in events if e["sequence"] == highest)
+        conn.execute(_SET_STATUS, {"app_id": app.id, "status": status, "status_sequence": highest})
         if isinstance(app, AppHead):
-            app.status, app.status_sequence = status, sequence
+            app.status, app.status_sequence = status, highest
         else:
             set_committed_value(app, "status", status)
-            set_committed_value(app, "status_sequence", sequence)
-    return True
+            set_committed_value(app, "status_sequence", highest)
+    return fresh
 
 
 # Built once: a statement built per call costs more to construct and to key for the
@@ -378,7 +396,7 @@ _APPLICATIONS = Application.__table__  # type: ignore[attr-defined]
 _RECEIPTS = ReceiptRecord.__table__  # type: ignore[attr-defined]
 _DIGESTS = SubmissionDigest.__table__  # type: ignore[attr-defined]
 _INSERT_EVENT = {
-    name: dialect.insert(_EVENTS).on_conflict_do_nothing().returning(_EVENTS.c.id)
+    name: dialect.insert(_EVENTS).on_conflict_do_nothing().returning(_EVENTS.c.sequence)
     for name, dialect in (("sqlite", sqlite), ("postgresql", postgresql))
 }
 _SET_STATUS = _APPLICATIONS.update().where(_APPLICATIONS.c.id == bindparam("app_id"))
@@ -400,36 +418,38 @@ def _head(s: Session, app_id: str) -> AppHead | None:
     return None if found is None else AppHead(*found)
 
 
-def apply_status_update(s: Session, sender: str, update: peer_pb2.StatusUpdate) -> peer_pb2.Receipt:
-    """A status change from the owner; only the application's owner may send one."""
-    app = _head(s, update.application_id)
+def apply_status_changes(
+    s: Session, sender: str, updates: Sequence[peer_pb2.StatusUpdate]
+) -> tuple[peer_pb2.Receipt, list[peer_pb2.StatusUpdate]]:
+    """An owner's status changes (one alone, or a run of one application's), and those of
+    them applied now, in order; only the application's owner may send them.
+
+    The changes are checked whole before anything is read (node/cases/status_checks.py): a
+    malformed one refuses them all. Each ``(application, sequence)`` is then applied once,
+    so a run that overlaps what arrived before applies only the rest: ``ACCEPTED`` when any
+    change was applied, ``DUPLICATE`` when none was."""
+    item_id = updates[0].application_id if updates else ""
+    problem = run_problem(updates)
+    if problem is not None:
+        return _refused(item_id, "malformed_status", problem), []
+    app = _head(s, item_id)
     if app is None or app.owner_node != sender:
-        return peer_pb2.Receipt(
-            item_id=update.application_id,
-            outcome=Outcome.RECEIPT_OUTCOME_REJECTED,
-            reason_code="unknown_application",
-            reason="no such application from this origin for that owner",
-        )
-    status = FROM_WIRE.get(update.status)
-    if status is None or update.sequence < FIRST_OWNER_SEQUENCE:
-        return peer_pb2.Receipt(
-            item_id=update.application_id,
-            outcome=Outcome.RECEIPT_OUTCOME_REJECTED,
-            reason_code="malformed_status",
-            reason="unknown status or sequence",
-        )
-    fresh = record_event(
-        s,
-        app,
-        sequence=update.sequence,
-        status=status,
-        at_ms=update.changed_at_ms,
-        reason=update.reason,
-        rule_id=update.rule_id,
-        documents=list(update.documents),
-    )
+        return _refused(
+            item_id, "unknown_application", "no such application from this origin for that owner"
+        ), []
+    events = [
+        _event(item_id, u.sequence, FROM_WIRE[u.status], u.changed_at_ms, u.reason, u.rule_id)
+        for u in updates
+    ]
+    fresh = _record(s, app, events, {u.sequence: list(u.documents) for u in updates if u.documents})
     outcome = Outcome.RECEIPT_OUTCOME_ACCEPTED if fresh else Outcome.RECEIPT_OUTCOME_DUPLICATE
-    return peer_pb2.Receipt(item_id=update.application_id, outcome=outcome)
+    return peer_pb2.Receipt(item_id=item_id, outcome=outcome), [u for u in updates if u.sequence in fresh]
+
+
+def _refused(item_id: str, code: str, reason: str) -> peer_pb2.Receipt:
+    return peer_pb2.Receipt(
+        item_id=item_id, outcome=Outcome.RECEIPT_OUTCOME_REJECTED, reason_code=code, reason=reason
+    )
 
 
 def apply_delivery_receipt(

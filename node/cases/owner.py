@@ -116,18 +116,20 @@ class Owner:
             self.policy.inbound(s, defn, sender, t, now)
         except YrdError as e:
             row.status, row.reason, row.rule_id = "refused", e.reason, str(e.extra.get("rule_id") or "")
-            self._number(s, row, "refused", now, reason=e.reason, rule_id=row.rule_id)
+            self._send(s, row, [self.number(row, "refused", now, reason=e.reason, rule_id=row.rule_id)], now)
             _insert(s, row)
             metrics.APPLICATIONS_RECEIVED.labels(outcome="refused").inc()
             return self._receipt(t, Outcome.RECEIPT_OUTCOME_REJECTED, e.code, e.reason, row.rule_id)
-        self._number(s, row, "delivered", now)
-        self._number(s, row, "in_review", now)
+        # Every change decided here leaves as one item, a run (docs/protocol.md 10.2): an
+        # automatic decision is four changes, one signature and one receipt between the nodes.
+        changes = [self.number(row, "delivered", now), self.number(row, "in_review", now)]
         if row.handler == "bundle" and self.on_bundle is not None:
+            self._send(s, row, changes, now)
             s.add(row)
             self.on_bundle(s, row, defn, payload, now)
         else:
             if row.handler == "auto":
-                self._auto(s, row, defn, payload, now)
+                changes += self._auto(row, defn, payload, now)
             elif row.handler == "webhook":
                 enqueue(
                     s,
@@ -138,6 +140,7 @@ class Owner:
                     body=b"",
                     now_ms=now,
                 )
+            self._send(s, row, changes, now)
             _insert(s, row)
         metrics.APPLICATIONS_RECEIVED.labels(outcome="accepted").inc()
         return self._receipt(t, Outcome.RECEIPT_OUTCOME_ACCEPTED, "accepted", "stored")
@@ -210,15 +213,14 @@ class Owner:
 
     def _auto(
         self,
-        s: Session,
         row: InboundApplication,
         defn: catalogue_pb2.ServiceDefinition,
         payload: peer_pb2.ApplicationPayload,
         now: int,
-    ) -> None:
+    ) -> list[peer_pb2.StatusUpdate]:
         decision, reason = auto_decision(defn, payload)
-        self._apply_decision(
-            s, row, defn, decision, reason, [], now, issue_results(defn, row.id, now), payload
+        return self._apply_decision(
+            row, defn, decision, reason, [], now, issue_results(defn, row.id, now), payload
         )
 
     def _receipt(
@@ -244,26 +246,15 @@ class Owner:
     # -- status changes ----------------------------------------------------------------
 
     def emit(
-        self,
-        s: Session,
-        row: InboundApplication,
-        status: str,
-        now: int,
-        *,
-        reason: str = "",
-        rule_id: str = "",
-        documents: list[peer_pb2.Document] | None = None,
-        results: dict[str, str] | None = None,
+        self, s: Session, row: InboundApplication, changes: list[peer_pb2.StatusUpdate], now: int
     ) -> None:
-        """Number the change and put it in the outbox for the origin, in this transaction."""
+        """Put changes numbered by :meth:`number` in the outbox for the origin, in this
+        transaction, as one item."""
         s.add(row)
-        self._number(
-            s, row, status, now, reason=reason, rule_id=rule_id, documents=documents, results=results
-        )
+        self._send(s, row, changes, now)
 
-    def _number(
+    def number(
         self,
-        s: Session,
         row: InboundApplication,
         status: str,
         now: int,
@@ -272,12 +263,12 @@ class Owner:
         rule_id: str = "",
         documents: list[peer_pb2.Document] | None = None,
         results: dict[str, str] | None = None,
-    ) -> None:
-        """:meth:`emit` for a row the session already tracks (loaded through it) or that
-        :meth:`accept` writes itself once its changes are numbered."""
+    ) -> peer_pb2.StatusUpdate:
+        """The application's next change: ``row`` moves to it, the update is returned to be
+        sent (:meth:`emit`) with the other changes of the same transaction."""
         row.sequence += 1
         row.status = status
-        update = peer_pb2.StatusUpdate(
+        return peer_pb2.StatusUpdate(
             application_id=row.id,
             status=TO_WIRE[status],  # type: ignore[arg-type]
             reason=reason,
@@ -287,21 +278,34 @@ class Owner:
             rule_id=rule_id,
             results=results or {},
         )
-        body = peer_pb2.StatusItem(status=update).SerializeToString()
-        hop, body = address(self.trust, row.origin_node, NOTIFY_STATUS, body, now)
+
+    def _send(
+        self, s: Session, row: InboundApplication, changes: list[peer_pb2.StatusUpdate], now: int
+    ) -> None:
+        """One outbox item for the changes of one application numbered in one transaction:
+        a ``status`` for one change, a ``run`` for several (one envelope, one signature, one
+        receipt). Its id names the application and the sequences it carries, so it is unique;
+        a lone change keeps the id ``<application>#<sequence>`` that :meth:`_tell_origin`
+        looks for."""
+        first, last = changes[0].sequence, changes[-1].sequence
+        if len(changes) == 1:
+            item, item_id = peer_pb2.StatusItem(status=changes[0]), f"{row.id}#{first}"
+        else:
+            item = peer_pb2.StatusItem(run=peer_pb2.StatusRun(updates=changes))
+            item_id = f"{row.id}#{first}-{last}"
+        hop, body = address(self.trust, row.origin_node, NOTIFY_STATUS, item.SerializeToString(), now)
         enqueue(
             s,
             next_hop=hop,
             destination=row.origin_node,
             method=NOTIFY_STATUS,
-            item_id=f"{row.id}#{row.sequence}",
+            item_id=item_id,
             body=body,
             now_ms=now,
         )
 
     def _apply_decision(
         self,
-        s: Session,
         row: InboundApplication,
         defn: catalogue_pb2.ServiceDefinition | None,
         decision: str,
@@ -310,10 +314,11 @@ class Owner:
         now: int,
         results: dict[str, str] | None = None,
         payload: peer_pb2.ApplicationPayload | None = None,
-    ) -> None:
+    ) -> list[peer_pb2.StatusUpdate]:
+        """The changes a decision makes, numbered on ``row``; the caller sends them."""
         metrics.DECISION_SECONDS.labels(handler=row.handler).observe(max(0, now - row.received_at_ms) / 1000)
         if decision == "approve":
-            self._number(s, row, "approved", now, reason=reason, results=results)
+            approved = self.number(row, "approved", now, reason=reason, results=results)
             docs = documents or [result_notice(row.id, defn, now)]
             if results:  # a matter with named results makes a certificate (cases/certificates.py)
                 opened = payload if payload is not None else self._open(row.sealed_payload)
@@ -321,11 +326,13 @@ class Owner:
                     self.trust.key, self.trust.node_id, defn, row.id, opened, results, now
                 )
                 docs = docs if certificate is None else [*docs, certificate]
-            self._number(s, row, "completed", now, reason=reason, documents=docs, results=results)
-        elif decision == "reject":
-            self._number(s, row, "rejected", now, reason=reason)
-        else:
-            self._number(s, row, "needs_materials", now, reason=reason)
+            return [
+                approved,
+                self.number(row, "completed", now, reason=reason, documents=docs, results=results),
+            ]
+        if decision == "reject":
+            return [self.number(row, "rejected", now, reason=reason)]
+        return [self.number(row, "needs_materials", now, reason=reason)]
 
     # -- the owner's work queue ----------------------------------------------------------
 
@@ -415,7 +422,7 @@ class Owner:
         if decision == "approve":
             check_results(defn, results or {})
             issued = issue_results(defn, row.id, now, results)
-        self._apply_decision(s, row, defn, decision, reason, docs, now, issued)
+        self._send(s, row, self._apply_decision(row, defn, decision, reason, docs, now, issued), now)
         return row
 
     def view(self, s: Session, app_id: str) -> dict[str, Any]:

@@ -76,11 +76,18 @@ def _parse_item(method: str, body: bytes) -> peer_pb2.DeliverItem | peer_pb2.Sta
     return item
 
 
+def status_changes(item: peer_pb2.StatusItem) -> Sequence[peer_pb2.StatusUpdate]:
+    """The application status changes a StatusItem carries: a ``run``'s, or its one ``status``
+    (docs/protocol.md 10.2); the receiver checks and applies both alike."""
+    return item.run.updates if item.HasField("run") else [item.status]
+
+
 # The case code that takes an item in, inside the batch's transaction: the owner accepting an
-# application from ``sender``, the origin applying a status update. Injected by the
-# composition root so delivery does not import case handling, which sits above it.
+# application from ``sender``, the origin applying status changes (one ``status``, or the
+# changes of a ``run``, one receipt for them all). Injected by the composition root so
+# delivery does not import case handling, which sits above it.
 AcceptApplication = Callable[[Session, str, peer_pb2.ApplicationTransfer, int], peer_pb2.Receipt]
-ApplyStatus = Callable[[Session, str, peer_pb2.StatusUpdate], peer_pb2.Receipt]
+ApplyStatus = Callable[[Session, str, Sequence[peer_pb2.StatusUpdate]], peer_pb2.Receipt]
 # The same for supervision clues (node/cases/clues.py): taking a clue in, applying one of its steps.
 AcceptClue = Callable[[Session, str, peer_pb2.ClueTransfer, int], peer_pb2.Receipt]
 ApplyClueUpdate = Callable[[Session, str, peer_pb2.ClueUpdate], peer_pb2.Receipt]
@@ -281,7 +288,7 @@ class PeerServicer(peer_pb2_grpc.PeerServiceServicer):
             return self.apply_clue_update(s, sender, item.clue_update)
         if item.HasField("data_request_update"):
             return self.apply_data_update(s, sender, item.data_request_update)
-        return self.apply_status(s, sender, item.status)
+        return self.apply_status(s, sender, status_changes(item))
 
     def _forward(
         self, s: Session, outer: Env, inner: Env, method: str, now: int, hops: set[str]

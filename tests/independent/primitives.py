@@ -42,6 +42,8 @@ GRPC_STATUS = {
             "fields_present_mismatch",
             "malformed_body",
             "nested_forward",
+            "malformed_status",
+            "unknown_application",
         ],
         "RECEIPT",
     ),

@@ -1,13 +1,15 @@
 """Parts on their way: each submitted from the lead through ``Origin.submit`` (the same
 admission, policy and outbox as a clerk's) with its form built from the shared form, earlier
 parts' results and the clerk's correction; the parts' status changes and receipts taken in,
-their results kept and the bundle they move woken. Status changes cross a trust boundary,
-so their results are bounded here."""
+their results kept and the bundle they move woken. Status changes cross a trust boundary:
+they are checked whole, their results bounded, before any is applied
+(node/cases/status_checks.py)."""
 
 from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import bindparam
@@ -16,13 +18,11 @@ from sqlmodel import Session
 from yrd.catalogue.v1 import catalogue_pb2
 from yrd.peer.v1 import peer_pb2
 
-from core.errors import Conflict, InvalidInput, PolicyDenied, Unprocessable, clip
+from core.errors import Conflict, InvalidInput, PolicyDenied, Unprocessable
 from node import metrics
-from node.cases.bundles.state import BundleCore, Outcome, RunState, ServiceDefinition
-from node.cases.bundles.status import COMPONENTS_KEY
-from node.cases.origin import apply_delivery_receipt, apply_status_update
+from node.cases.bundles.state import BundleCore, RunState, ServiceDefinition
+from node.cases.origin import apply_delivery_receipt, apply_status_changes
 from node.cases.requests import Attachment, Principal, SubmitRequest
-from node.delivery.peer_server import item_receipt
 from node.models import ApplicationResult, BundlePart, BundleRun
 from node.trust.sealing import unseal
 
@@ -44,24 +44,9 @@ _TOUCH = (
 log = logging.getLogger(__name__)
 
 
-MAX_RESULTS = 120
-MAX_RESULT_NAME = 100
-MAX_RESULT_VALUE = 2000
-MAX_SNAPSHOT_VALUE = 64 * 1024
 # Failures of these kinds are the part's own (its form, its materials, a policy): the clerk
 # must correct them. Anything else (a catalogue not synced yet, a closed database) is retried.
 _PART_FAILURES = (InvalidInput, Unprocessable, Conflict, PolicyDenied)
-
-
-def results_problem(results: Any) -> str | None:
-    """Why a status change's results are not acceptable from a peer, or None."""
-    if len(results) > MAX_RESULTS:
-        return f"more than {MAX_RESULTS} results"
-    for name, value in results.items():
-        limit = MAX_SNAPSHOT_VALUE if name == COMPONENTS_KEY else MAX_RESULT_VALUE
-        if not name or len(name) > MAX_RESULT_NAME or len(value) > limit:
-            return f"result {clip(name)} is empty, or its name or value too long"
-    return None
 
 
 def build_form(
@@ -90,28 +75,26 @@ def build_form(
 class Routing(BundleCore):
     # -- at the lead: status changes and receipts of parts (inside the sender's transaction) ----
 
-    def apply_status(self, s: Session, sender: str, update: peer_pb2.StatusUpdate) -> peer_pb2.Receipt:
-        """The origin's status change, plus its results kept and the bundle it moves woken."""
-        problem = results_problem(update.results)
-        if problem is not None:
-            return item_receipt(
-                update.application_id, Outcome.RECEIPT_OUTCOME_REJECTED, "malformed_status", problem, 0
-            )
-        receipt = apply_status_update(s, sender, update)
-        if receipt.outcome != Outcome.RECEIPT_OUTCOME_ACCEPTED:
+    def apply_status(
+        self, s: Session, sender: str, updates: Sequence[peer_pb2.StatusUpdate]
+    ) -> peer_pb2.Receipt:
+        """The origin's status changes (one, or a run), plus the results of those applied
+        kept (the highest change's value of each name) and the bundle they move woken."""
+        receipt, applied = apply_status_changes(s, sender, updates)
+        if not applied:
             return receipt
-        for name, value in update.results.items():
-            kept = s.get(ApplicationResult, (update.application_id, name))
+        latest: dict[str, tuple[int, str]] = {}
+        for update in applied:  # in sequence order: a later change's value wins
+            latest.update({name: (update.sequence, value) for name, value in update.results.items()})
+        app_id = applied[0].application_id
+        for name, (sequence, value) in latest.items():
+            kept = s.get(ApplicationResult, (app_id, name))
             if kept is None:
-                s.add(
-                    ApplicationResult(
-                        application_id=update.application_id, name=name, value=value, sequence=update.sequence
-                    )
-                )
-            elif update.sequence > kept.sequence:
-                kept.value, kept.sequence = value, update.sequence
+                s.add(ApplicationResult(application_id=app_id, name=name, value=value, sequence=sequence))
+            elif sequence > kept.sequence:
+                kept.value, kept.sequence = value, sequence
                 s.add(kept)
-        self._touch(s, update.application_id)
+        self._touch(s, app_id)
         return receipt
 
     def on_receipt(

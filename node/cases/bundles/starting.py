@@ -41,7 +41,8 @@ class Starting(BundleCore):
         if waiting:
             s.add(run)
             why = f"等待目录同步 waiting for the catalogues of {', '.join(waiting)}"
-            self.owner.emit(s, row, "in_review", now, reason=f"{why}: {self._missing(defn)[0]}")
+            change = self.owner.number(row, "in_review", now, reason=f"{why}: {self._missing(defn)[0]}")
+            self.owner.emit(s, row, [change], now)
 
     def _missing(self, defn: ServiceDefinition) -> list[str]:
         return [c.service_id for c in components(defn) if self._lookup(c.service_id) is None]
@@ -66,7 +67,8 @@ class Starting(BundleCore):
         field, problem = problems[0]
         if waiting and only_missing:
             problem += f" (the catalogues of {', '.join(waiting)} still not pulled)"
-        self.owner.emit(s, row, "rejected", now, reason=f"bundle_invalid: {field}: {problem}")
+        change = self.owner.number(row, "rejected", now, reason=f"bundle_invalid: {field}: {problem}")
+        self.owner.emit(s, row, [change], now)
         return []
 
     async def _look_again(self, bundle_id: str) -> None:

@@ -16,6 +16,7 @@ from yrd.peer.v1 import peer_pb2
 from core.errors import NotFound
 from node.cases.bundles.state import FAILED, BundleCore, RunState
 from node.cases.deadlines import bundle_due_ms, iso
+from node.cases.status_checks import COMPONENTS_KEY
 from node.cases.statuses import FINAL
 from node.models import ApplicationResult, ResultDocument, StatusEvent
 from registry.bundles import ancestors, components, longest_path_days
@@ -23,7 +24,6 @@ from registry.bundles import ancestors, components, longest_path_days
 log = logging.getLogger(__name__)
 
 
-COMPONENTS_KEY = "yrd.components"
 DUE_KEY = "yrd.due_at"
 
 
@@ -53,8 +53,13 @@ class Status(BundleCore):
                 for d in s.exec(select(ResultDocument).where(ResultDocument.application_id == app.id)).all()
             ]
             reason = "全部事项办结 every part completed"
-            self.owner.emit(s, st.inbound, "approved", now, reason=reason, results=results)
-            self.owner.emit(s, st.inbound, "completed", now, reason=reason, documents=docs, results=results)
+            changes = [
+                self.owner.number(st.inbound, "approved", now, reason=reason, results=results),
+                self.owner.number(
+                    st.inbound, "completed", now, reason=reason, documents=docs, results=results
+                ),
+            ]
+            self.owner.emit(s, st.inbound, changes, now)
             return
         if failed:
             reason = "；".join(
@@ -63,7 +68,8 @@ class Status(BundleCore):
         else:
             finished = sum(1 for c in view if c["status"] == "completed")
             reason = f"已办结 {finished}/{len(view)} parts completed"
-        self.owner.emit(s, st.inbound, status, now, reason=reason[:1000], results=results)
+        change = self.owner.number(st.inbound, status, now, reason=reason[:1000], results=results)
+        self.owner.emit(s, st.inbound, [change], now)
 
     def _components_view(self, s: Session, st: RunState) -> list[dict[str, Any]]:
         comps = components(st.defn)

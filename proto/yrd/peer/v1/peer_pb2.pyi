@@ -313,6 +313,7 @@ class StatusItem(_message.Message):
     FORWARD_FIELD_NUMBER: _builtins.int
     CLUE_UPDATE_FIELD_NUMBER: _builtins.int
     DATA_REQUEST_UPDATE_FIELD_NUMBER: _builtins.int
+    RUN_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def status(self) -> Global___StatusUpdate: ...
     @_builtins.property
@@ -325,6 +326,12 @@ class StatusItem(_message.Message):
     def data_request_update(self) -> Global___DataRequestUpdate:
         """The holder's decision on a data request, or the revocation of its grant."""
 
+    @_builtins.property
+    def run(self) -> Global___StatusRun:
+        """Several consecutive changes of one application that its owner decided in one
+        transaction: one envelope, one signature and one receipt instead of one per change.
+        """
+
     def __init__(
         self,
         *,
@@ -332,16 +339,42 @@ class StatusItem(_message.Message):
         forward: _envelope_pb2.Envelope | None = ...,
         clue_update: Global___ClueUpdate | None = ...,
         data_request_update: Global___DataRequestUpdate | None = ...,
+        run: Global___StatusRun | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["clue_update", b"clue_update", "data_request_update", b"data_request_update", "forward", b"forward", "item", b"item", "status", b"status"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["clue_update", b"clue_update", "data_request_update", b"data_request_update", "forward", b"forward", "item", b"item", "run", b"run", "status", b"status"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["clue_update", b"clue_update", "data_request_update", b"data_request_update", "forward", b"forward", "item", b"item", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["clue_update", b"clue_update", "data_request_update", b"data_request_update", "forward", b"forward", "item", b"item", "run", b"run", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_item: _TypeAlias = _typing.Literal["status", "forward", "clue_update", "data_request_update"]  # noqa: Y015
+    _WhichOneofReturnType_item: _TypeAlias = _typing.Literal["status", "forward", "clue_update", "data_request_update", "run"]  # noqa: Y015
     _WhichOneofArgType_item: _TypeAlias = _typing.Literal["item", b"item"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_item) -> _WhichOneofReturnType_item | None: ...
 
 Global___StatusItem: _TypeAlias = StatusItem  # noqa: Y015
+
+@_typing.final
+class StatusRun(_message.Message):
+    """StatusRun is the consecutive changes of ONE application, in sequence order, that its
+    owner numbered in one transaction (docs/protocol.md 10.2). The origin applies them
+    change by change, each once, and refuses the whole run if any part of it is malformed.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    UPDATES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def updates(self) -> _containers.RepeatedCompositeFieldContainer[Global___StatusUpdate]: ...
+    def __init__(
+        self,
+        *,
+        updates: _abc.Iterable[Global___StatusUpdate] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["updates", b"updates"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StatusRun: _TypeAlias = StatusRun  # noqa: Y015
 
 @_typing.final
 class ApplicationTransfer(_message.Message):

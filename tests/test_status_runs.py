@@ -1,0 +1,167 @@
+"""An owner's status changes decided in one transaction travel as one item, a run
+(docs/protocol.md 10.2): the origin applies it change by change, each once, or refuses it
+whole. In process, against a real database: no nodes, no network."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlmodel import Session, col, select
+from yrd.peer.v1 import peer_pb2
+
+from core.db import Database
+from node.cases.bundles.routing import Routing
+from node.cases.origin import apply_status_changes
+from node.models import Application, ApplicationResult, BundlePart, BundleRun, ResultDocument, StatusEvent
+
+APP = "0193a1b2c3d4e5f60718293a4b5c"
+OWNER = "zhejiang"
+Outcome = peer_pb2.ReceiptOutcome
+S = peer_pb2.ApplicationStatus
+
+
+def change(sequence: int, status: int = S.APPLICATION_STATUS_IN_REVIEW, **over: Any) -> peer_pb2.StatusUpdate:
+    fields: dict[str, Any] = {
+        "application_id": APP,
+        "status": status,
+        "changed_at_ms": 1000,
+        "sequence": sequence,
+    }
+    fields.update(over)
+    return peer_pb2.StatusUpdate(**fields)
+
+
+def auto_run() -> list[peer_pb2.StatusUpdate]:
+    """What an automatic decision sends: four changes, the last with a notice."""
+    notice = peer_pb2.Document(name="notice.txt", content_type="text/plain", data=b"approved")
+    return [
+        change(1, S.APPLICATION_STATUS_DELIVERED),
+        change(2, S.APPLICATION_STATUS_IN_REVIEW),
+        change(3, S.APPLICATION_STATUS_APPROVED, results={"licence_no": "L-1"}),
+        change(4, S.APPLICATION_STATUS_COMPLETED, results={"licence_no": "L-2"}, documents=[notice]),
+    ]
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Database:
+    d = Database(f"sqlite:///{tmp_path / 'origin.db'}")
+    d.create_all()
+    d.transact(
+        lambda s: s.add(
+            Application(
+                id=APP, service_id="svc", owner_node=OWNER, status="submitted", submitted_at_ms=0,
+                due_at_ms=0, submitted_by="clerk", idempotency_key="k", purpose="service-delivery",
+            )
+        )
+    )  # fmt: skip
+    return d
+
+
+def apply(
+    db: Database, updates: list[peer_pb2.StatusUpdate], sender: str = OWNER
+) -> tuple[peer_pb2.Receipt, list[int]]:
+    receipt, applied = db.transact(lambda s: apply_status_changes(s, sender, updates))
+    return receipt, [u.sequence for u in applied]
+
+
+def history(db: Database) -> tuple[str, list[tuple[int, str]], int]:
+    """(the status the application shows, its recorded changes, how many documents it has)."""
+
+    def read(s: Session) -> tuple[str, list[tuple[int, str]], int]:
+        app = s.get_one(Application, APP)
+        events = s.exec(
+            select(StatusEvent).where(StatusEvent.application_id == APP).order_by(col(StatusEvent.sequence))
+        )
+        docs = s.exec(select(ResultDocument).where(ResultDocument.application_id == APP)).all()
+        return app.status, [(e.sequence, e.status) for e in events], len(docs)
+
+    return db.transact(read)
+
+
+AUTO_HISTORY = [(1, "delivered"), (2, "in_review"), (3, "approved"), (4, "completed")]
+
+
+def test_a_run_is_applied_once_and_a_resent_run_is_a_duplicate_that_changes_nothing(db: Database) -> None:
+    receipt, applied = apply(db, auto_run())
+    assert (receipt.item_id, receipt.outcome, applied) == (
+        APP,
+        Outcome.RECEIPT_OUTCOME_ACCEPTED,
+        [1, 2, 3, 4],
+    )
+    assert history(db) == ("completed", AUTO_HISTORY, 1)
+    receipt, applied = apply(db, auto_run())
+    assert (receipt.item_id, receipt.outcome, applied) == (APP, Outcome.RECEIPT_OUTCOME_DUPLICATE, [])
+    assert history(db) == ("completed", AUTO_HISTORY, 1)
+
+
+def test_a_run_overlapping_what_arrived_applies_only_the_rest(db: Database) -> None:
+    """The first changes came alone (an older owner, or an earlier run); the rest still apply."""
+    apply(db, [change(1, S.APPLICATION_STATUS_DELIVERED, reason="first copy")])
+    receipt, applied = apply(db, auto_run())
+    assert (receipt.outcome, applied) == (Outcome.RECEIPT_OUTCOME_ACCEPTED, [2, 3, 4])
+    assert history(db) == ("completed", AUTO_HISTORY, 1)
+
+
+def test_a_run_below_what_the_application_shows_fills_the_history_and_keeps_the_status(db: Database) -> None:
+    apply(db, [change(4, S.APPLICATION_STATUS_COMPLETED)])
+    receipt, applied = apply(db, auto_run()[:3])
+    assert (receipt.outcome, applied) == (Outcome.RECEIPT_OUTCOME_ACCEPTED, [1, 2, 3])
+    assert history(db) == ("completed", AUTO_HISTORY, 0)
+
+
+MALFORMED: dict[str, list[peer_pb2.StatusUpdate]] = {
+    "empty": [],
+    "longer than 16": [change(n) for n in range(1, 18)],
+    "two applications": [change(1), change(2, application_id="0193a1b2c3d4e5f60718293a4b5d")],
+    "a gap": [change(1), change(2), change(4)],
+    "decreasing": [change(2), change(1)],
+    "a repeated sequence": [change(1), change(1)],
+    "sequence 0": [change(0), change(1)],
+    "a sequence over the columns' range": [change(2**31 - 1), change(2**31)],
+    "an unknown status": [change(1), change(2, 42), change(3)],
+    "results over the limits": [change(1), change(2, results={f"r{i}": "v" for i in range(121)})],
+    "a result value too long": [change(1, results={"r": "v" * 2001}), change(2)],
+}
+
+
+@pytest.mark.parametrize("updates", MALFORMED.values(), ids=list(MALFORMED))
+def test_a_malformed_run_is_refused_whole_and_nothing_of_it_applied(
+    db: Database, updates: list[peer_pb2.StatusUpdate]
+) -> None:
+    receipt, applied = apply(db, updates)
+    assert (receipt.outcome, receipt.reason_code, applied) == (
+        Outcome.RECEIPT_OUTCOME_REJECTED,
+        "malformed_status",
+        [],
+    )
+    assert history(db) == ("submitted", [], 0)
+
+
+def test_a_run_from_another_than_the_owner_is_an_unknown_application(db: Database) -> None:
+    receipt, applied = apply(db, auto_run(), sender="jiangsu")
+    assert (receipt.item_id, receipt.reason_code, applied) == (APP, "unknown_application", [])
+    assert history(db) == ("submitted", [], 0)
+
+
+def test_a_part_run_at_the_lead_keeps_the_latest_results_and_wakes_its_bundle_once(db: Database) -> None:
+    """A bundle's part is an application of the lead's: its run's results are kept (the
+    highest change's value of each name) and the bundle it belongs to is woken."""
+
+    def start(s: Session) -> None:
+        s.add(BundleRun(id="bundle-1", service_id="bundle-svc", created_at_ms=0, due_at_ms=0))
+        s.add(BundlePart(bundle_id="bundle-1", name="licence", service_id="svc", application_id=APP))
+
+    db.transact(start)
+    # Routing.apply_status reads nothing of the bundle machinery it is part of.
+    routing = Routing.__new__(Routing)
+    receipt = db.transact(lambda s: routing.apply_status(s, OWNER, auto_run()))
+    assert receipt.outcome == Outcome.RECEIPT_OUTCOME_ACCEPTED
+
+    def read(s: Session) -> tuple[list[tuple[str, str, int]], int]:
+        results = s.exec(select(ApplicationResult).where(ApplicationResult.application_id == APP)).all()
+        return [(r.name, r.value, r.sequence) for r in results], s.get_one(BundleRun, "bundle-1").wanted
+
+    assert db.transact(read) == ([("licence_no", "L-2", 4)], 2)  # wanted: 1 when made, one wake
+    assert history(db) == ("completed", AUTO_HISTORY, 1)
