@@ -107,12 +107,10 @@ class Balancer:
 def tight_bundle(directory: Path) -> Path:
     """Jiangsu's shipped bundle with its outbound per-service quota cut to QUOTA, no refill."""
     text = (BUNDLES / "jiangsu.yaml").read_text()
-    old = "    direction: outbound\n    per_minute: 120\n    burst: 40\n"
+    old = "    kind: application\n    per_minute: 120\n    burst: 40\n"
     assert old in text
     path = directory / "jiangsu-tight.yaml"
-    path.write_text(
-        text.replace(old, f"    direction: outbound\n    per_minute: 0.001\n    burst: {QUOTA}\n")
-    )
+    path.write_text(text.replace(old, f"    kind: application\n    per_minute: 0.001\n    burst: {QUOTA}\n"))
     return path
 
 
