@@ -6,7 +6,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from aiohttp import web
-from markupsafe import Markup
 from prometheus_client import REGISTRY
 
 from core.errors import NotFound
@@ -27,6 +26,8 @@ async def console(request: web.Request, principal: Principal) -> web.StreamRespo
     dead = await backend.dead_letters(principal)
     now = request.app[WEB_CLOCK].now_ms()
     sampler = request.app[SAMPLER]
+    from markupsafe import Markup  # with jinja2, which renders the page: loaded at the first page
+
     # Our own markup from numbers only: safe to mark as such.
     charts = {name: Markup(svg_chart(sampler.points(name), now)) for name in SERIES}
     return render(
