@@ -86,7 +86,7 @@ def _recorded(conn: Connection) -> list[str]:
 
 
 def _has_tables(conn: Connection) -> bool:
-    return any(name != "alembic_version" for name in sa.inspect(conn).get_table_names())
+    return any(name != _VERSION_TABLE for name in sa.inspect(conn).get_table_names())
 
 
 @dataclass(frozen=True)

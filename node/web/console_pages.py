@@ -21,13 +21,13 @@ SAMPLER = web.AppKey("yrd_web_sampler", Sampler)
 @routes.get("/web/console")
 @page
 async def console(request: web.Request, principal: Principal) -> web.StreamResponse:
+    from markupsafe import Markup  # comes with jinja2, loaded at the first page (node/web/core.py)
+
     backend = request.app[WEB_BACKEND]
     facts = await backend.console(principal)
     dead = await backend.dead_letters(principal)
     now = request.app[WEB_CLOCK].now_ms()
     sampler = request.app[SAMPLER]
-    from markupsafe import Markup  # with jinja2, which renders the page: loaded at the first page
-
     # Our own markup from numbers only: safe to mark as such.
     charts = {name: Markup(svg_chart(sampler.points(name), now)) for name in SERIES}
     return render(
