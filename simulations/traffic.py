@@ -27,14 +27,15 @@ from simulations.sample_applications import application_body
 
 FINAL = ("completed", "rejected", "refused")
 
-# Allows every inbound and outbound application and sets no quota, so a burst measures
-# the node and not the shipped bundles' per-matter limits (burst 40).
+# Allows every inbound and outbound application and data query and sets no quota, so a
+# burst measures the node and not the shipped bundles' per-matter limits (burst 40).
 OPEN_BUNDLE = """\
 node: {node}
 revision: bench-open
 rules:
   - {{id: allow-outbound, effect: allow, when: {{direction: outbound}}}}
   - {{id: allow-inbound, effect: allow, when: {{direction: inbound}}}}
+  - {{id: allow-data, effect: allow, when: {{direction: [outbound, inbound], kind: data}}}}
 """
 
 

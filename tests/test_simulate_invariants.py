@@ -1,5 +1,6 @@
 """The invariant checker must fail on the breakages it exists to catch: a lost
-application, a duplicated one, a decision that never came back, a tampered audit chain."""
+application, a duplicated one, a decision that never came back, a tampered audit chain,
+a bundle left unfinished, a data disclosure logged twice or at one end only."""
 
 from __future__ import annotations
 
@@ -11,10 +12,18 @@ import pytest
 from sqlmodel import Session, select
 
 from core.db import Database
-from node.models import Application, AuditRecord, InboundApplication, OutboxEntry, StatusEvent
+from node.models import (
+    Application,
+    AuditRecord,
+    BundlePart,
+    DataDisclosure,
+    InboundApplication,
+    OutboxEntry,
+    StatusEvent,
+)
 from node.trust.audit import AuditEntry, append
 from simulations.simulate.faults import Fault
-from simulations.simulate.invariants import check, retried_as_ahead
+from simulations.simulate.invariants import check, late_answers, retried_as_ahead
 from simulations.simulate.node_faults import fault_checks
 
 NODES = ("shanghai", "jiangsu", "zhejiang")
@@ -195,3 +204,104 @@ def test_retries_of_items_stamped_ahead_are_counted_per_sender(dbs: dict[str, Pa
     assert retried_as_ahead(dbs, "shanghai") == 1
     assert retried_as_ahead(dbs, "zhejiang") == 1
     assert retried_as_ahead(dbs, "jiangsu") == 0
+
+
+BUNDLE_CHECK = "every accepted bundle is final at its origin, its parts completed"
+
+
+def bundle(tmp_path: Path, status: str, part_status: str) -> dict[str, Path]:
+    """Shanghai's bundle b1 led by Jiangsu, whose part p1 Jiangsu sent to Zhejiang."""
+    tmp_path.mkdir()
+    paths = {n: tmp_path / f"{n}.db" for n in NODES}
+    write(paths["shanghai"], sent("b1", "jiangsu", status=status))
+    write(paths["jiangsu"], received("b1", "shanghai", status=status))
+    write(paths["jiangsu"], sent("p1", "zhejiang", status=part_status))
+    write(
+        paths["jiangsu"],
+        lambda s: s.add(BundlePart(bundle_id="b1", name="licence", service_id="js.x", application_id="p1")),
+    )
+    write(paths["zhejiang"], received("p1", "jiangsu", status=part_status))
+    return paths
+
+
+def test_a_bundle_left_unfinished_is_caught(tmp_path: Path) -> None:
+    """In review at its origin after the drain, or completed while a part is not: the
+    application checks see nothing wrong with either, the bundle check does."""
+    assert broken(bundle(tmp_path / "ok", "completed", "completed"), {"b1": "shanghai"}) == {}
+    stuck = bundle(tmp_path / "stuck", "in_review", "completed")
+    assert check(stuck, {"b1": "shanghai"}, {"b1": "shanghai"})[-1].problems == [
+        "bundle b1 is in_review at shanghai after the drain"
+    ]
+    early = bundle(tmp_path / "early", "completed", "in_review")
+    problems = {c.name: c.problems for c in check(early, {"b1": "shanghai"}, {"b1": "shanghai"}) if not c.ok}
+    assert problems == {BUNDLE_CHECK: ["bundle b1 is completed but its part licence is in_review"]}
+
+
+def disclosed(
+    side: str, query_id: str, resource: str, holder: str, outcome: str
+) -> Callable[[Session], None]:
+    """One disclosure record of Shanghai's query ``query_id``, at ``side``."""
+    return lambda s: s.add(
+        DataDisclosure(
+            side=side,
+            query_id=query_id,
+            at_ms=1,
+            asker_node="shanghai",
+            asker_department="counter",
+            asked_by="clerk",
+            holder_node=holder,
+            resource_id=resource,
+            subject_ref="ref",
+            purpose="health-check",
+            basis="consent",
+            fields="result" if outcome == "answered" else "",
+            outcome=outcome,
+        )
+    )
+
+
+SCREEN = ("js.nucleic-acid", "zj.vaccination")
+QUERIES = {"q1": ("shanghai", SCREEN)}
+
+
+@pytest.fixture
+def screen(dbs: dict[str, Path]) -> dict[str, Path]:
+    """Shanghai asked q1; Jiangsu answered in time; Zhejiang (paused) after the deadline."""
+    write(dbs["shanghai"], disclosed("asker", "q1", "js.nucleic-acid", "jiangsu", "answered"))
+    write(dbs["shanghai"], disclosed("asker", "q1", "zj.vaccination", "zhejiang", "missing"))
+    write(dbs["jiangsu"], disclosed("holder", "q1", "js.nucleic-acid", "jiangsu", "answered"))
+    write(dbs["zhejiang"], disclosed("holder", "q1", "zj.vaccination", "zhejiang", "answered"))
+    return dbs
+
+
+def disclosure_problems(dbs: dict[str, Path], queries: dict[str, tuple[str, tuple[str, ...]]]) -> list[str]:
+    return [p for c in check(dbs, {"a1": "shanghai"}, {}, queries) for p in c.problems]
+
+
+def test_a_late_answer_is_counted_not_held_against_the_federation(screen: dict[str, Path]) -> None:
+    assert disclosure_problems(screen, QUERIES) == []
+    assert late_answers(screen) == 1
+
+
+def test_a_disclosure_logged_twice_or_without_its_mirror_is_caught(screen: dict[str, Path]) -> None:
+    write(screen["jiangsu"], disclosed("holder", "q1", "js.nucleic-acid", "jiangsu", "answered"))
+    write(screen["zhejiang"], disclosed("holder", "q2", "zj.vaccination", "zhejiang", "answered"))
+    assert disclosure_problems(screen, QUERIES) == [
+        "q1 js.nucleic-acid: 2 records at the holder jiangsu",
+        "q1 js.nucleic-acid: 2 records at the holder jiangsu",
+        "q2 zj.vaccination: 0 mirrors at the asker shanghai",
+    ]
+
+
+def test_an_answer_its_holder_did_not_log_is_caught(screen: dict[str, Path]) -> None:
+    write(screen["shanghai"], disclosed("asker", "q3", "zj.vaccination", "zhejiang", "answered"))
+    assert disclosure_problems(screen, QUERIES) == [
+        "q3 zj.vaccination: answered at the asker, no answered record at zhejiang"
+    ]
+
+
+def test_an_answered_query_its_asker_did_not_log_is_caught(screen: dict[str, Path]) -> None:
+    assert disclosure_problems(screen, {**QUERIES, "q4": ("shanghai", SCREEN)}) == [
+        "q4 js.nucleic-acid: 0 disclosure records at shanghai",
+        "q4 zj.vaccination: 0 disclosure records at shanghai",
+    ]

@@ -1,5 +1,5 @@
 """A short simulation of four node processes with one fault keeps every invariant and
-writes its report."""
+writes its report; bundles and data queries in the mix are checked and counted per kind."""
 
 from __future__ import annotations
 
@@ -14,13 +14,14 @@ from rich.console import Console
 from simulations.simulate.run import Options, simulate
 
 
-async def run(tmp_path: Path, faults: str, duration_s: float) -> tuple[bool, Path, dict[str, Any]]:
-    """Four nodes at 8 applications per second under the ``[[faults]]`` schedule ``faults``."""
+async def run(tmp_path: Path, faults: str, duration_s: float, mix: str) -> tuple[bool, Path, dict[str, Any]]:
+    """Four nodes at 8 submissions per second under the ``[[faults]]`` schedule ``faults``."""
     schedule = tmp_path / "faults.toml"
     schedule.write_text(faults)
     options = Options(
         duration_s=duration_s,
         rate=8.0,
+        mix=mix,
         decide_delay_s=0.2,
         schedule=schedule,
         out=tmp_path / "report",
@@ -36,10 +37,16 @@ async def run(tmp_path: Path, faults: str, duration_s: float) -> tuple[bool, Pat
 @pytest.mark.slow
 async def test_a_short_run_with_a_kill_keeps_every_invariant(tmp_path: Path) -> None:
     kill = '[[faults]]\nkind = "kill"\nat = 1.5\nduration = 1.0\nnode = "jiangsu"\n'
-    ok, out, doc = await run(tmp_path, kill, 5.0)
+    ok, out, doc = await run(tmp_path, kill, 5.0, "auto=2,worklist=1,bundle=1")
     assert ok, doc["invariants"]
     assert all(c["ok"] for c in doc["invariants"])
     assert doc["totals"]["accepted"] > 0
+    # A bundle's worklist parts are decided too: every bundle accepted ends final.
+    bundles = doc["kinds"]["bundle"]
+    assert bundles["accepted"] > 0 and bundles["final"] == bundles["accepted"]
+    assert "every accepted bundle is final at its origin, its parts completed" in {
+        c["name"] for c in doc["invariants"]
+    }
     assert doc["faults"][0]["applied_at_s"] is not None and doc["faults"][0]["reverted_at_s"] is not None
     for name in ("report.html", "throughput.png", "latency.png", "flows.png", "queues.png"):
         assert (out / name).stat().st_size > 0
@@ -49,15 +56,19 @@ async def test_a_short_run_with_a_kill_keeps_every_invariant(tmp_path: Path) -> 
 async def test_a_run_with_clock_skews_and_a_key_rotation_keeps_every_invariant(tmp_path: Path) -> None:
     """Zhejiang's clock runs 45 s ahead (beyond the allowed 30 s), then Anhui's 15 s behind
     (within it), while Jiangsu rotates its key and the others seal to the old one until they
-    have the successor."""
+    have the successor. Health-code screens are asked throughout: the restarts are graceful, so
+    every answer a holder logged has its mirror at the asker."""
     ok, _, doc = await run(
         tmp_path,
         '[[faults]]\nkind = "skew"\nat = 1.0\nduration = 7.0\nnode = "zhejiang"\noffset_ms = 45000\n'
         '[[faults]]\nkind = "skew"\nat = 10.0\nduration = 4.0\nnode = "anhui"\noffset_ms = -15000\n'
         '[[faults]]\nkind = "rotate"\nat = 1.5\nduration = 12.0\nnode = "jiangsu"\n',
         16.0,
+        "auto=3,worklist=1,query=1",
     )
     assert ok, doc["invariants"]
+    queries = doc["kinds"]["query"]
+    assert queries["answered"] > 0 and queries["items"]["answered"] > 0
     faults = {f["label"]: f for f in doc["faults"]}
     assert faults["skew zhejiang +45 s"]["observed"]["clock_skew_refusals"] > 0
     assert faults["skew anhui -15 s"]["observed"]["clock_skew_refusals"] == 0

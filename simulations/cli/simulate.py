@@ -19,9 +19,10 @@ def register(subparsers: Any) -> None:
     sim = subparsers.add_parser(
         "simulate",
         help="run a federation of real nodes under load and faults, check invariants, write a report",
-        description="Start the nodes as separate processes on 127.0.0.1, submit applications at every "
-        "counter for matters owned elsewhere, inject faults, then check from the databases that nothing "
-        "was lost or duplicated and every audit chain verifies.",
+        description="Start the nodes as separate processes on 127.0.0.1, submit applications, bundles "
+        "and data queries at every counter for matters owned and data held elsewhere, inject faults, "
+        "then check from the databases that nothing was lost or duplicated, every disclosure is logged "
+        "at both ends and every audit chain verifies.",
     )
     sim.add_argument(
         "--topology",
@@ -34,7 +35,12 @@ def register(subparsers: Any) -> None:
         "--rate", type=float, help="submissions per second, whole federation (default 20; 4 for delta)"
     )
     sim.add_argument(
-        "--mix", default="auto=3,worklist=1", help="matter kinds and weights (default auto=3,worklist=1)"
+        "--mix",
+        default="auto=3,worklist=1",
+        help="kinds and weights (default auto=3,worklist=1): auto (a matter its owner decides on "
+        "receipt), worklist (one the simulation approves as the owner's clerk), bundle (a 一件事 "
+        "bundle led by another node, its worklist parts approved the same way), query (a consented "
+        "health-code screen of a person the holders have records of)",
     )
     sim.add_argument(
         "--decide-delay",

@@ -15,7 +15,7 @@ from pathlib import Path
 from sqlalchemy import create_engine
 from sqlmodel import Session, select
 
-from node.models import Application, InboundApplication, OutboxEntry, StatusEvent
+from node.models import Application, BundlePart, DataDisclosure, InboundApplication, OutboxEntry, StatusEvent
 from node.trust.audit import load_chain, verify_chain
 from simulations.traffic import open_ro
 
@@ -57,6 +57,8 @@ class NodeState:
     dead_letters: list[OutboxEntry]
     audit_problems: list[str]
     audit_records: int
+    parts: dict[str, list[BundlePart]] = field(default_factory=dict)  # bundle id -> its parts, at the lead
+    disclosures: list[DataDisclosure] = field(default_factory=list)
 
 
 def read_node(path: Path) -> NodeState:
@@ -72,9 +74,13 @@ def read_node(path: Path) -> NodeState:
             dead = list(s.exec(select(OutboxEntry).where(OutboxEntry.state == "dead")))
             chain = load_chain(s)
             audit = [f"seq {p.seq}: {p.problem}" for p in verify_chain(chain)]
+            parts: dict[str, list[BundlePart]] = {}
+            for part in s.exec(select(BundlePart)):
+                parts.setdefault(part.bundle_id, []).append(part)
+            disclosures = list(s.exec(select(DataDisclosure)))
     finally:
         engine.dispose()
-    return NodeState(apps, events, inbound, pending, dead, audit, len(chain))
+    return NodeState(apps, events, inbound, pending, dead, audit, len(chain), parts, disclosures)
 
 
 def sealed_before_opened_after(db_paths: Mapping[str, Path], owner: str, switch_ms: int) -> int:
@@ -92,8 +98,16 @@ def sealed_before_opened_after(db_paths: Mapping[str, Path], owner: str, switch_
     )
 
 
-def check(db_paths: Mapping[str, Path], accepted: Mapping[str, str]) -> list[Check]:
-    """``accepted``: application id -> origin node, for every 201 the counters gave."""
+def check(
+    db_paths: Mapping[str, Path],
+    accepted: Mapping[str, str],
+    bundles: Mapping[str, str] | None = None,
+    queries: Mapping[str, tuple[str, tuple[str, ...]]] | None = None,
+) -> list[Check]:
+    """``accepted``: application id -> origin node, for every 201 the counters gave (bundles
+    included; their parts are applications from the lead, so the checks on applications hold
+    them too); ``bundles``: those of them that were bundles; ``queries``: query id -> (asking
+    node, resources asked), for every query a counter answered 200."""
     nodes = {node_id: read_node(path) for node_id, path in db_paths.items()}
     stored = Check("every accepted application is stored at its origin", True, len(accepted))
     for app_id, origin in accepted.items():
@@ -148,7 +162,116 @@ def check(db_paths: Mapping[str, Path], accepted: Mapping[str, str]) -> list[Che
     for node_id, state in nodes.items():
         for problem in state.audit_problems:
             fail(audit, f"{node_id}: {problem}")
-    return [stored, once, stray, back, drained, dead, audit]
+    checks = [stored, once, stray, back, drained, dead, audit]
+    if bundles:
+        checks.append(_bundles_final(nodes, bundles))
+    if queries is not None:
+        checks += _disclosures(nodes, queries)
+    return checks
+
+
+def _bundles_final(nodes: Mapping[str, NodeState], bundles: Mapping[str, str]) -> Check:
+    """A bundle is one status for several matters: final at its origin after the drain, and
+    when completed, every part the lead made completed at the lead."""
+    final = Check("every accepted bundle is final at its origin, its parts completed", True, len(bundles))
+    for bundle_id, origin in bundles.items():
+        app = nodes[origin].applications.get(bundle_id)
+        if app is None:
+            continue  # "stored at its origin" names it
+        if app.status not in FINAL:
+            fail(final, f"bundle {bundle_id} is {app.status} at {origin} after the drain")
+            continue
+        lead = nodes.get(app.owner_node)
+        if app.status != "completed" or lead is None:
+            continue
+        parts = lead.parts.get(bundle_id, [])
+        if not parts:
+            fail(final, f"bundle {bundle_id} is completed at {origin} but {app.owner_node} made no parts")
+        for part in parts:
+            made = lead.applications.get(part.application_id)
+            if made is None or made.status != "completed":
+                shown = made.status if made else "never made"
+                fail(final, f"bundle {bundle_id} is completed but its part {part.name} is {shown}")
+    return final
+
+
+def _disclosures(
+    nodes: Mapping[str, NodeState], queries: Mapping[str, tuple[str, tuple[str, ...]]]
+) -> list[Check]:
+    """Both ends log each resource asked: the holder what it disclosed, the asker its mirror.
+
+    A holder's record whose mirror says ``missing`` is a holder that answered after the
+    asker's deadline (a paused one, say): expected, and counted by ``late_answers``."""
+    asker_rows: Counter[tuple[str, str, str]] = Counter()  # (asker, query id, resource)
+    asker_answered: dict[tuple[str, str], str] = {}  # (query id, resource) -> holder
+    holder_rows: Counter[tuple[str, str, str]] = Counter()  # (holder, query id, resource)
+    holder_answered: set[tuple[str, str, str]] = set()
+    for node_id, state in nodes.items():
+        for d in state.disclosures:
+            if d.side == "asker":
+                asker_rows[(node_id, d.query_id, d.resource_id)] += 1
+                if d.outcome == "answered":
+                    asker_answered[(d.query_id, d.resource_id)] = d.holder_node
+            else:
+                holder_rows[(node_id, d.query_id, d.resource_id)] += 1
+                if d.outcome == "answered":
+                    holder_answered.add((node_id, d.query_id, d.resource_id))
+
+    logged = Check(
+        "every answered query is logged at its asker, once per resource",
+        True,
+        sum(len(resources) for _, resources in queries.values()),
+    )
+    for query_id, (origin, resources) in queries.items():
+        for resource in resources:
+            if (n := asker_rows[(origin, query_id, resource)]) != 1:
+                fail(logged, f"{query_id} {resource}: {n} disclosure records at {origin}")
+
+    mirrored = Check(
+        "every item a holder answered is logged once there and mirrored once at the asker",
+        True,
+        sum(holder_rows.values()),
+    )
+    for node_id, state in nodes.items():
+        for d in state.disclosures:
+            if d.side != "holder":
+                continue
+            if (n := holder_rows[(node_id, d.query_id, d.resource_id)]) != 1:
+                fail(mirrored, f"{d.query_id} {d.resource_id}: {n} records at the holder {node_id}")
+            elif (n := asker_rows[(d.asker_node, d.query_id, d.resource_id)]) != 1:
+                fail(mirrored, f"{d.query_id} {d.resource_id}: {n} mirrors at the asker {d.asker_node}")
+
+    shown = Check(
+        "nothing answered to an asker that its holder did not log",
+        True,
+        len(asker_answered),
+    )
+    for (query_id, resource), holder in asker_answered.items():
+        if (holder, query_id, resource) not in holder_answered:
+            fail(shown, f"{query_id} {resource}: answered at the asker, no answered record at {holder}")
+    return [logged, mirrored, shown]
+
+
+def late_answers(db_paths: Mapping[str, Path]) -> int:
+    """Items a holder logged as answered whose asker's mirror says ``missing``: answers that
+    came after the asker's deadline (the holder paused or slow), disclosed but never shown."""
+    missing: set[tuple[str, str]] = set()
+    answered: list[tuple[str, str]] = []
+    for path in db_paths.values():
+        conn = open_ro(path)
+        try:
+            rows = conn.execute(
+                "SELECT side, query_id, resource_id FROM data_disclosure WHERE"
+                " (side = 'asker' AND outcome = 'missing') OR (side = 'holder' AND outcome = 'answered')"
+            ).fetchall()
+        finally:
+            conn.close()
+        for side, query_id, resource in rows:
+            if side == "asker":
+                missing.add((query_id, resource))
+            else:
+                answered.append((query_id, resource))
+    return sum(1 for key in answered if key in missing)
 
 
 def retried_as_ahead(db_paths: Mapping[str, Path], sender: str) -> int:

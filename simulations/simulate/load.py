@@ -1,5 +1,9 @@
 """The load: counters submitting at a fixed rate, owners deciding after a delay.
 
+Four kinds, weighted by ``--mix``: ``auto`` and ``worklist`` matters owned by another node,
+``bundle`` (a 一件事 bundle whose lead is another node: the lead makes each part an
+application of its own) and ``query`` (a consented data query, simulations/simulate/queries.py).
+
 Submissions are an open loop (started on the clock, whatever the answers' pace), so a
 paused or killed node shows up as errors and latency, not as a politely slower client.
 A cap on submissions in flight keeps a stalled node from piling up unbounded tasks;
@@ -8,7 +12,8 @@ what the cap turns away is counted as ``shed``.
 Matters with the ``auto`` handler are decided by the owner node itself on receipt; for
 ``worklist`` matters this module plays the owner's clerk: it reads the owner's waiting
 applications from its database (read-only) and, once they have waited ``decide_delay``
-seconds, approves them through the owner's counter API.
+seconds, approves them through the owner's counter API. That includes the worklist parts of
+bundles, which the lead sends to their owners as it sends any application.
 """
 
 from __future__ import annotations
@@ -25,21 +30,20 @@ import aiohttp
 
 from core.errors import ConfigError
 from simulations.cluster import Cluster
+from simulations.simulate.queries import OUTCOMES, Screen, ask, screen_of
 from simulations.traffic import Target, open_ro, submit, targets
 
-HANDLERS = ("auto", "worklist")
+KINDS = ("auto", "worklist", "bundle", "query")
 SUBMIT_TIMEOUT_S = 10.0
 
 
 def parse_mix(text: str) -> dict[str, float]:
-    """``auto=3,worklist=1`` -> weights per handler (a bare name weighs 1)."""
+    """``auto=3,worklist=1`` -> weights per kind (a bare name weighs 1)."""
     mix: dict[str, float] = {}
     for part in (p.strip() for p in text.split(",") if p.strip()):
         name, _, weight = part.partition("=")
-        if name not in HANDLERS:
-            raise ConfigError(
-                f"unknown matter kind {name!r}; expected {' or '.join(HANDLERS)}", field="--mix"
-            )
+        if name not in KINDS:
+            raise ConfigError(f"unknown kind {name!r}; expected one of {', '.join(KINDS)}", field="--mix")
         try:
             mix[name] = float(weight) if weight else 1.0
         except ValueError as e:
@@ -53,6 +57,9 @@ def parse_mix(text: str) -> dict[str, float]:
 
 @dataclass
 class Submission:
+    """One application (an ``auto``, ``worklist`` or ``bundle`` kind) a counter was asked to take."""
+
+    kind: str
     origin: str
     owner: str
     service_id: str
@@ -60,6 +67,28 @@ class Submission:
     answered: float = 0.0
     status: int = 0
     app_id: str = ""
+    error: str = ""
+
+
+@dataclass(frozen=True)
+class Ask:
+    """A query one counter can be asked."""
+
+    origin: str
+    screen: Screen
+
+
+@dataclass
+class Query:
+    """One query a counter was asked; ``outcomes`` counts its merged view's items."""
+
+    origin: str
+    started: float
+    answered: float = 0.0
+    status: int = 0
+    query_id: str = ""
+    resources: tuple[str, ...] = ()
+    outcomes: dict[str, int] = field(default_factory=dict)
     error: str = ""
 
 
@@ -71,6 +100,7 @@ class Load:
     seed: int
     max_in_flight: int = 200
     submissions: list[Submission] = field(default_factory=list)
+    queries: list[Query] = field(default_factory=list)
     shed: int = 0
     decisions: int = 0
     decide_errors: int = 0
@@ -78,16 +108,22 @@ class Load:
     def __post_init__(self) -> None:
         self.rng = random.Random(self.seed)
         specs = [n.spec for n in self.cluster.nodes.values()]
-        self.plans = {kind: targets(specs, (kind,)) for kind in self.mix}
+        self.plans = {kind: targets(specs, (kind,)) for kind in self.mix if kind != "query"}
+        self.screen = screen_of(specs) if "query" in self.mix else None
         self._keys = itertools.count()
 
-    def _pick(self) -> Target | None:
+    def _offers(self, kind: str, origin: str) -> bool:
+        return self.screen is not None if kind == "query" else bool(self.plans[kind][origin])
+
+    def _pick(self) -> tuple[str, Target | Ask] | None:
         origin = self.rng.choice(list(self.cluster.nodes))
-        kinds = [k for k in self.mix if self.plans[k][origin]]
+        kinds = [k for k in self.mix if self._offers(k, origin)]
         if not kinds:
             return None
         kind = self.rng.choices(kinds, weights=[self.mix[k] for k in kinds])[0]
-        return self.rng.choice(self.plans[kind][origin])
+        if kind == "query" and self.screen is not None:
+            return kind, Ask(origin, self.screen)
+        return kind, self.rng.choice(self.plans[kind][origin])
 
     async def run(self, http: aiohttp.ClientSession, seconds: float, t0: float) -> None:
         gate = asyncio.Semaphore(self.max_in_flight)
@@ -97,21 +133,28 @@ class Load:
             delay = t0 + i / self.rate - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
-            target = self._pick()
-            if target is None:
+            picked = self._pick()
+            if picked is None:
                 continue
             if gate.locked():
                 self.shed += 1
                 continue
             await gate.acquire()
-            task = asyncio.create_task(self._one(http, target, gate))
+            kind, target = picked
+            task = asyncio.create_task(
+                self._one(http, kind, target, gate)
+                if isinstance(target, Target)
+                else self._ask(http, target, gate)
+            )
             tasks.add(task)
             task.add_done_callback(tasks.discard)
         await asyncio.gather(*tasks)
 
-    async def _one(self, http: aiohttp.ClientSession, target: Target, gate: asyncio.Semaphore) -> None:
+    async def _one(
+        self, http: aiohttp.ClientSession, kind: str, target: Target, gate: asyncio.Semaphore
+    ) -> None:
         node = self.cluster.nodes[target.origin]
-        sub = Submission(target.origin, target.owner, target.definition.service_id, time.monotonic())
+        sub = Submission(kind, target.origin, target.owner, target.definition.service_id, time.monotonic())
         self.submissions.append(sub)
         try:
             sub.status, doc = await asyncio.wait_for(
@@ -125,6 +168,28 @@ class Load:
             sub.error = type(e).__name__
         finally:
             sub.answered = time.monotonic()
+            gate.release()
+
+    async def _ask(self, http: aiohttp.ClientSession, target: Ask, gate: asyncio.Semaphore) -> None:
+        node = self.cluster.nodes[target.origin]
+        query = Query(target.origin, time.monotonic(), resources=target.screen.resources)
+        self.queries.append(query)
+        try:
+            query.status, doc = await asyncio.wait_for(
+                ask(http, node.http_url, node.token, target.screen, self.rng), SUBMIT_TIMEOUT_S
+            )
+            if query.status == 200:
+                query.query_id = str(doc.get("query_id", ""))
+                for item in doc.get("items") or []:
+                    outcome = str(item.get("outcome", "")) if isinstance(item, dict) else ""
+                    outcome = outcome if outcome in OUTCOMES else "unreadable"
+                    query.outcomes[outcome] = query.outcomes.get(outcome, 0) + 1
+            else:
+                query.error = f"{query.status} {doc.get('code', '')}"
+        except (aiohttp.ClientError, TimeoutError, OSError) as e:
+            query.error = type(e).__name__
+        finally:
+            query.answered = time.monotonic()
             gate.release()
 
     async def decide(self, http: aiohttp.ClientSession, delay_s: float, stop: asyncio.Event) -> None:
@@ -175,5 +240,11 @@ class Load:
         return False
 
 
-def accepted(submissions: Sequence[Submission]) -> dict[str, str]:
-    return {s.app_id: s.origin for s in submissions if s.app_id}
+def accepted(submissions: Sequence[Submission], kind: str | None = None) -> dict[str, str]:
+    """Application id -> origin of every 201 the counters gave (of one kind, if named)."""
+    return {s.app_id: s.origin for s in submissions if s.app_id and kind in (None, s.kind)}
+
+
+def answered(queries: Sequence[Query]) -> dict[str, tuple[str, tuple[str, ...]]]:
+    """Query id -> (asking node, resources asked) of every query a counter answered 200."""
+    return {q.query_id: (q.origin, q.resources) for q in queries if q.query_id}

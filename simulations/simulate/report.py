@@ -21,12 +21,14 @@ from rich.console import Console
 from rich.table import Table
 
 from simulations.simulate.invariants import Check
+from simulations.simulate.queries import OUTCOMES
 from simulations.traffic import percentile
 
 if TYPE_CHECKING:
     from simulations.simulate.run import Run
 
 PLOTS = ("throughput.png", "latency.png", "flows.png", "queues.png")
+WHOLE = {"answered", "no_record"}  # a merged view with only these items is complete
 
 
 def build(run: Run, checks: list[Check]) -> dict[str, Any]:
@@ -80,6 +82,7 @@ def build(run: Run, checks: list[Check]) -> dict[str, Any]:
             {"id": s.node_id, "jurisdiction": s.jurisdiction, "relay": s.relay} for s in run.topology.specs
         ],
         "totals": {**summary(run), "error_kinds": error_kinds},
+        "kinds": _per_kind(run),
         "latency_ms": {
             "p50": round(percentile(latencies, 0.5), 1),
             "p90": round(percentile(latencies, 0.9), 1),
@@ -102,6 +105,50 @@ def build(run: Run, checks: list[Check]) -> dict[str, Any]:
         "flows": flows,
         "max_rss_mb": max((max(s.rss_mb.values(), default=0.0) for s in run.samples), default=0.0),
     }
+
+
+def _ms(values: list[float]) -> dict[str, float]:
+    values.sort()
+    return {"p50_ms": round(percentile(values, 0.5), 1), "p99_ms": round(percentile(values, 0.99), 1)}
+
+
+def _per_kind(run: Run) -> dict[str, dict[str, Any]]:
+    """Each kind of the mix: accepted and final (by final status) for applications, the
+    merged views' items by outcome for queries; latency to final, or to the answer."""
+    final = run.watcher.final
+    kinds: dict[str, dict[str, Any]] = {}
+    for kind in run.load.mix:
+        if kind == "query":
+            continue
+        subs = [s for s in run.load.submissions if s.kind == kind]
+        done = [final[s.app_id] for s in subs if s.app_id in final]
+        by_status: dict[str, int] = {}
+        for status, _ in done:
+            by_status[status] = by_status.get(status, 0) + 1
+        kinds[kind] = {
+            "submitted": len(subs),
+            "accepted": sum(1 for s in subs if s.app_id),
+            "errors": sum(1 for s in subs if s.error),
+            "final": len(done),
+            "by_status": by_status,
+            **_ms([(final[s.app_id][1] - s.started) * 1000 for s in subs if s.app_id in final]),
+        }
+    if "query" in run.load.mix:
+        queries = run.load.queries
+        items = dict.fromkeys(OUTCOMES, 0)
+        for q in queries:
+            for outcome, n in q.outcomes.items():
+                items[outcome] = items.get(outcome, 0) + n
+        kinds["query"] = {
+            "asked": len(queries),
+            "answered": sum(1 for q in queries if q.query_id),
+            "errors": sum(1 for q in queries if q.error),
+            "complete": sum(1 for q in queries if q.query_id and set(q.outcomes) <= WHOLE),
+            "items": items,
+            "late_answers": run.late_answers,
+            **_ms([(q.answered - q.started) * 1000 for q in queries if q.query_id]),
+        }
+    return kinds
 
 
 def _shade(ax: Axes, doc: dict[str, Any]) -> None:
@@ -205,6 +252,10 @@ def _html(doc: dict[str, Any]) -> str:
     totals = "".join(
         f"<tr><td>{html.escape(k)}</td><td>{html.escape(str(v))}</td></tr>" for k, v in doc["totals"].items()
     )
+    kinds = "".join(
+        f"<tr><td>{html.escape(k)}</td><td>{html.escape(json.dumps(v, ensure_ascii=False))}</td></tr>"
+        for k, v in doc["kinds"].items()
+    )
     lat = ", ".join(f"{k} {v} ms" for k, v in doc["latency_ms"].items())
     images = "".join(f'<img src="{p}" alt="{p}">' for p in PLOTS)
     verdict = "all invariants hold" if doc["ok"] else "INVARIANTS BROKEN"
@@ -218,6 +269,7 @@ td{{padding:2px 8px;border-bottom:1px solid #ddd;vertical-align:top}}</style></h
 <p>Latency submit to final at the origin: {lat}. Largest node RSS: {doc["max_rss_mb"]:.0f} MB.</p>
 <h2>Invariants</h2><table><tr><th></th><th>invariant</th><th>checked</th><th>broken</th><th>examples</th></tr>{rows}</table>
 <h2>Totals</h2><table>{totals}</table>
+<h2>Per kind</h2><table>{kinds}</table>
 <h2>Faults</h2><ul>{faults or "<li>none</li>"}</ul>
 <h2>Plots</h2>{images}
 </body></html>
@@ -230,6 +282,22 @@ def write(out: Path, doc: dict[str, Any]) -> Path:
     _plots(out, doc)
     (out / "report.html").write_text(_html(doc), encoding="utf-8")
     return out
+
+
+def print_kinds(console: Console, kinds: dict[str, dict[str, Any]]) -> None:
+    """One line per kind of the mix: what the counters took and what came of it."""
+    table = Table(title="per kind")
+    for name in ("kind", "asked", "accepted / answered", "errors", "final / items", "p50 / p99"):
+        table.add_column(name, justify="left" if name in ("kind", "final / items") else "right")
+    for kind, k in kinds.items():
+        if kind == "query":
+            items = ", ".join(f"{n} {o}" for o, n in k["items"].items())
+            row = [k["asked"], k["answered"], k["errors"], f"{items}; {k['late_answers']} late"]
+        else:
+            statuses = ", ".join(f"{n} {s}" for s, n in sorted(k["by_status"].items()))
+            row = [k["submitted"], k["accepted"], k["errors"], f"{k['final']} final ({statuses})"]
+        table.add_row(kind, *map(str, row), f"{k['p50_ms']:.0f} / {k['p99_ms']:.0f} ms")
+    console.print(table)
 
 
 def print_checks(console: Console, checks: list[Check]) -> None:

@@ -30,7 +30,7 @@ from simulations.cluster import Cluster
 from simulations.local_federation import free_port
 from simulations.simulate import invariants, node_faults, report
 from simulations.simulate.faults import Fault, parse_kinds, random_schedule, schedule_from_file
-from simulations.simulate.load import Load, accepted, parse_mix
+from simulations.simulate.load import Load, accepted, answered, parse_mix
 from simulations.simulate.proxy import LinkFaults, Proxy
 from simulations.simulate.topology import LIGHT_DELIVERY, Topology, resolve
 from simulations.traffic import CompletionWatcher, count_services, open_ro, open_specs, service_count
@@ -77,6 +77,7 @@ class Run:
     samples: list[Sample] = field(default_factory=list)
     drained: bool = False
     settle_s: float = 0.0
+    late_answers: int = 0  # query items a holder answered after the asker's deadline
     proxies: dict[str, Proxy] = field(default_factory=dict)
     links: LinkFaults = field(default_factory=LinkFaults)
 
@@ -112,7 +113,11 @@ async def simulate(options: Options, console: Console | None = None) -> tuple[bo
                 await proxy.stop()
             run.watcher.close()
         paths = {i: n.db_path for i, n in cluster.nodes.items()}
-        checks = invariants.check(paths, accepted(run.load.submissions))
+        subs, queries = run.load.submissions, run.load.queries
+        asked = answered(queries) if "query" in run.load.mix else None
+        checks = invariants.check(paths, accepted(subs), accepted(subs, "bundle"), asked)
+        if asked is not None:
+            run.late_answers = invariants.late_answers(paths)
         checks += node_faults.fault_checks(run.faults, MAX_SKEW_MS)
         for f in run.faults:
             if f.kind == "skew" and f.applied_at_s is not None:
@@ -121,8 +126,10 @@ async def simulate(options: Options, console: Console | None = None) -> tuple[bo
                 f.observed["sealed_before_opened_after"] = invariants.sealed_before_opened_after(
                     paths, f.node, f.observed["switch_ms"]
                 )
-        out = report.write(options.out, report.build(run, checks))
+        doc = report.build(run, checks)
+        out = report.write(options.out, doc)
         ok = all(c.ok for c in checks)
+        report.print_kinds(console, doc["kinds"])
         report.print_checks(console, checks)
         return ok, out
 
@@ -326,6 +333,7 @@ async def _apply(run: Run, fault: Fault) -> None:
 
 
 def summary(run: Run) -> dict[str, Any]:
+    """The applications' totals (every kind but queries, which are not applications)."""
     subs = run.load.submissions
     return {
         "submitted": len(subs),
