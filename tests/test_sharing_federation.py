@@ -14,7 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlmodel import Session, select
 
+from node.models import DataDisclosure
 from simulations.local_federation import PROVINCES
 from tests.support.federation import PASSWORD, Federation
 
@@ -218,3 +220,35 @@ async def test_a_holder_that_does_not_answer_is_missing_within_the_deadline(fed:
     items = await ask(fed, query(HEALTH_SCREEN, consent=consent(HEALTH_SCREEN), deadline_ms=2000))
     assert items["zj.vaccination"]["outcome"] == "missing"
     assert items["sh.health-code"]["outcome"] == "answered"
+
+
+async def test_the_asker_records_the_asking_before_any_holder_hears_the_name(fed: Federation) -> None:
+    """Accountability survives a crash: the asker's mirror is on record, as interrupted, while
+    the holders are being asked, and is settled with each item's outcome when the query ends."""
+
+    class Stuck:
+        async def run(self, fn: Any) -> Any:
+            await asyncio.Event().wait()
+
+    fed.nodes["zhejiang"].backend.data_holder.db = Stuck()  # type: ignore[assignment]
+    asker = fed.nodes["shanghai"].backend.data_asker
+    body = query(HEALTH_SCREEN, consent=consent(HEALTH_SCREEN), deadline_ms=3000)
+    in_flight = asyncio.create_task(fed.call("shanghai", "POST", "/api/v1/queries", json=body))
+
+    def mirror(s: Session) -> list[tuple[str, str, str]]:
+        rows = s.exec(select(DataDisclosure).where(DataDisclosure.side == "asker")).all()
+        return sorted((r.resource_id, r.outcome, r.reason_code) for r in rows)
+
+    for _ in range(600):  # until the asker has written its mirror (bounded, never timed)
+        if await asker.db.run(mirror):
+            break
+        await asyncio.sleep(0.01)
+    # Jiangsu and Shanghai answered at once, Zhejiang hangs: a crash now would leave this.
+    assert await asker.db.run(mirror) == [(r, "missing", "interrupted") for r in sorted(HEALTH_SCREEN)]
+    status, view = await in_flight
+    assert status == 200, view
+    assert await asker.db.run(mirror) == [
+        ("js.nucleic-acid", "answered", ""),
+        ("sh.health-code", "answered", ""),
+        ("zj.vaccination", "missing", "deadline"),
+    ]

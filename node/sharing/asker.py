@@ -136,19 +136,25 @@ class DataAsker:
         subject = peer_pb2.DataSubject(subject_id=req.subject_id, asked_by=asked_by)
         if req.consent is not None:
             subject.consent.CopyFrom(consent_message(req.consent))
+        for holder, idxs in by_holder.items():
+            for i in idxs:
+                items[i] = _item(req.asks[i].resource_id, holder, "missing", "interrupted", _INTERRUPTED)
+        # The mirror is written before any holder hears the subject's name, and settled after:
+        # a crash between the two leaves the asking on record here as well as at the holders.
+        ref = self.holder.ref(req.subject_kind, req.subject_id)
+        await self.db.run(
+            lambda s: self._mirror(s, query_id, department, asked_by, ref, req.purpose, items, now)
+        )
         answers = await asyncio.gather(
             *(
                 self._ask(holder, idxs, query_id, department, req, subject, now)
                 for holder, idxs in by_holder.items()
             )
         )
-        for found in answers:
-            for i, item in found:
-                items[i] = item
-        ref = self.holder.ref(req.subject_kind, req.subject_id)
-        await self.db.run(
-            lambda s: self._mirror(s, query_id, department, asked_by, ref, req.purpose, items, now)
-        )
+        settled = [(i, item) for found in answers for i, item in found]
+        for i, item in settled:
+            items[i] = item
+        await self.db.run(lambda s: _settle_mirror(s, query_id, settled))
         for item in items:
             metrics.DATA_QUERIES.labels(holder=item["holder_node"] or "none", outcome=item["outcome"]).inc()
         metrics.DATA_QUERY_SECONDS.observe(max(0, self.clock.now_ms() - now) / 1000)
@@ -444,6 +450,29 @@ class DataAsker:
             sent.status, sent.note = "refused", f"{receipt.reason_code}: {receipt.reason}"[:500]
             sent.updated_at_ms = at_ms
             s.add(sent)
+
+
+_INTERRUPTED = "the asking node stopped before the holder's answer was recorded"
+_MIRROR = DataDisclosure.__table__  # type: ignore[attr-defined]
+
+
+def _settle_mirror(s: Session, query_id: str, settled: list[tuple[int, dict[str, Any]]]) -> None:
+    """Each asked item's mirror, written as interrupted before the calls, gets its outcome."""
+    for _, item in settled:
+        s.execute(
+            _MIRROR.update()
+            .where(
+                _MIRROR.c.side == "asker",
+                _MIRROR.c.query_id == query_id,
+                _MIRROR.c.resource_id == item["resource_id"],
+            )
+            .values(
+                basis=item.get("basis", ""),
+                fields=",".join(item["fields"] or {}),
+                outcome=item["outcome"],
+                reason_code=item["reason_code"],
+            )
+        )
 
 
 def _well_formed(it: peer_pb2.DataItem) -> bool:
