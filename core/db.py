@@ -11,7 +11,8 @@ its own SAVEPOINT of one shared transaction (a unit that raises is rolled back a
 before), commits once, and only then wakes the event loop, once for the whole group, to
 answer every caller. Under load this turns N commits and N thread hand-offs (the event loop's
 self-pipe write, which the profile in docs/performance.md put at 13-20 % of a node) into
-one; an idle node runs a lone unit at once, so nothing waits for a group to fill.
+one; an idle node runs a lone unit at once, so nothing waits for a group to fill, and as a
+transaction of its own, without the savepoint a group needs.
 
 A node's SQLite file is created once, on purpose (:meth:`Database.create`, by ``yrd node
 init``), 0600 in a 0700 folder since it holds password hashes, sessions and decisions.
@@ -286,6 +287,25 @@ class Database:
                 return
 
     def _commit_group(self, group: list[_Unit]) -> None:
+        results = self._commit_alone(group[0]) if len(group) == 1 else self._commit_together(group)
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Unit, BaseException | None, Any]]] = {}
+        for r in results:
+            by_loop.setdefault(r[0].loop, []).append(r)
+        for loop, answers in by_loop.items():
+            with contextlib.suppress(RuntimeError):  # that loop is closed: nobody is waiting
+                loop.call_soon_threadsafe(_answer, answers)
+
+    def _commit_alone(self, unit: _Unit) -> list[tuple[_Unit, BaseException | None, Any]]:
+        """A unit that found nobody queued behind it (an idle node, a slow trickle) is the whole
+        transaction: it commits or rolls back whole without a SAVEPOINT and its RELEASE, two
+        statements that were all the isolation of a group of one bought."""
+        try:
+            return [(unit, None, self.transact(unit.fn))]
+        except Exception as e:  # rolled back (the unit, its flush or the commit failed)
+            return [(unit, e, None)]
+
+    def _commit_together(self, group: list[_Unit]) -> list[tuple[_Unit, BaseException | None, Any]]:
+        """Each unit in its own SAVEPOINT of one transaction, committed once."""
         results: list[tuple[_Unit, BaseException | None, Any]] = []
         try:
             with self.engine.connect() as conn, conn.begin():
@@ -309,12 +329,7 @@ class Database:
             )
             own = {id(unit): error for unit, error, _ in results if error is not None}
             results = [(unit, own.get(id(unit), e), None) for unit in group]
-        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Unit, BaseException | None, Any]]] = {}
-        for r in results:
-            by_loop.setdefault(r[0].loop, []).append(r)
-        for loop, answers in by_loop.items():
-            with contextlib.suppress(RuntimeError):  # that loop is closed: nobody is waiting
-                loop.call_soon_threadsafe(_answer, answers)
+        return results
 
     def ping(self) -> bool:
         try:

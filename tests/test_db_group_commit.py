@@ -45,6 +45,7 @@ async def test_a_failing_unit_rolls_back_alone_and_the_group_commits_once(db: Da
     gate, started = threading.Event(), threading.Event()
 
     def blocker(s: Session) -> None:
+        s.execute(text("SELECT 1"))  # a transaction to commit, even for a unit alone
         started.set()
         gate.wait()  # holds the worker while the next units queue up behind it
 
@@ -91,3 +92,24 @@ async def test_a_unit_whose_orm_flush_fails_at_its_end_gets_the_error(tmp_path: 
     with pytest.raises(IntegrityError):
         await database.run(add)
     database.close()
+
+
+async def test_a_lone_unit_is_its_own_transaction_without_a_savepoint(db: Database) -> None:
+    statements: list[str] = []
+    event.listen(db.engine, "before_cursor_execute", lambda *a: statements.append(a[2]))
+    savepoints: list[str] = []
+    event.listen(db.engine, "savepoint", lambda _conn, name: savepoints.append(name))
+
+    def failing(s: Session) -> None:
+        s.execute(text("INSERT INTO t (k) VALUES ('b')"))
+        raise Conflict("no", code="test")
+
+    assert await db.run(_insert("a")) == "a"
+    with pytest.raises(Conflict):  # the caller gets its unit's own error, and nothing it wrote holds
+        await db.run(failing)
+    with pytest.raises(IntegrityError):
+        await db.run(_insert("a"))
+    assert await db.run(_insert("c")) == "c"
+    assert _keys(db) == ["a", "c"]
+    assert savepoints == [] and not any("SAVEPOINT" in sql for sql in statements)
+    db.close()

@@ -20,9 +20,12 @@ from nacl.signing import VerifyKey
 from sqlmodel import Session, select
 from yrd.peer.v1 import peer_pb2, peer_pb2_grpc
 
+from core.clock import SystemClock
+from core.db import Database
 from core.errors import InvalidInput
 from node.cases.admission import admit, is_application_id
 from node.cases.origin import apply_delivery_receipt
+from node.cases.owner import Owner
 from node.models import Application, InboundApplication, OutboxEntry
 from node.trust.envelope import seal_envelope, signing_input
 from node.trust.sealing import seal
@@ -290,3 +293,47 @@ async def test_the_counter_refuses_what_the_owner_would(fed: Federation) -> None
             purpose="service-delivery",
         )
     assert err.value.code == "missing_material"
+
+
+def test_an_earlier_copy_is_found_even_while_only_in_the_batchs_session(tmp_path: Path) -> None:
+    """A bundle's row goes into the batch's session, not straight to the table: a second copy
+    later in the batch must still find it (a duplicate, not an integrity error), and the
+    answers to a copy read the stored row's origin, status, reason and rule."""
+    db = Database(f"sqlite:///{tmp_path / 'owner.sqlite'}")
+    db.create_all()
+    owner = Owner(db=db, trust=None, services=dict, policy=None, clock=SystemClock(), wake=print)  # type: ignore[arg-type]
+
+    def row(app_id: str, status: str, reason: str = "", rule_id: str = "") -> InboundApplication:
+        return InboundApplication(
+            id=app_id,
+            origin_node="jiangsu",
+            service_id=SERVICE,
+            service_version=1,
+            handler="bundle",
+            status=status,
+            sequence=2,
+            received_at_ms=1,
+            due_at_ms=2,
+            purpose="p",
+            sealed_payload=b"",
+            reason=reason,
+            rule_id=rule_id,
+        )
+
+    def answer(s: Session, sender: str, app_id: str) -> tuple[int, str, str, str]:
+        t = peer_pb2.ApplicationTransfer(application_id=app_id, origin_node=sender)
+        r = owner.accept(s, sender, t, 3)
+        return r.outcome, r.reason_code, r.reason, r.rule_id
+
+    with db.session() as s, s.begin():
+        s.add(row("a1", "in_review"))
+        s.add(row("a2", "refused", "no", "rule-7"))
+        assert answer(s, "jiangsu", "a1") == (
+            Outcome.RECEIPT_OUTCOME_DUPLICATE,
+            "duplicate",
+            "already received",
+            "",
+        )
+        assert answer(s, "jiangsu", "a2") == (Outcome.RECEIPT_OUTCOME_REJECTED, "refused", "no", "rule-7")
+        assert answer(s, "anhui", "a1")[:2] == (Outcome.RECEIPT_OUTCOME_REJECTED, "id_taken")
+    db.close()

@@ -6,17 +6,20 @@ from __future__ import annotations
 import datetime as dt
 import json
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
-from sqlmodel import select
+from sqlalchemy import event
+from sqlmodel import Session, select
 from yrd.peer.v1 import peer_pb2
 
 from core.clock import SystemClock
 from node.cases.deadlines import CST
 from node.models import Application, AuditRecord, InboundApplication, OutboxEntry
 from node.trust.sealing import unseal
+from policies.decision_log import PolicyDecisionRow
 from simulations.local_federation import PROVINCES
 from simulations.sample_applications import application_body
 from tests.support.federation import PASSWORD, Federation
@@ -120,6 +123,44 @@ async def test_decisions_are_logged_for_operators(fed: Federation) -> None:
     denied = [d for d in log["decisions"] if not d["allowed"]]
     assert denied and denied[0]["deciding_rule"] == "ah-out-not-yet-agreed"
     assert "王" not in json.dumps(log, ensure_ascii=False)  # names never reach the log
+
+
+async def test_an_allowed_submit_logs_its_decision_with_the_application_and_a_replay_none(
+    fed: Federation, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = fed.nodes["jiangsu"].db
+    units: list[list[str]] = []  # the statements of each unit of work, in turn (one worker thread)
+    run = db.run
+
+    async def traced(fn: Callable[[Session], Any]) -> Any:
+        def unit(s: Session) -> Any:
+            units.append([])
+            return fn(s)
+
+        return await run(unit)
+
+    def statement(_conn: object, _cursor: object, sql: str, *_rest: object) -> None:
+        if units:
+            units[-1].append(sql)
+
+    monkeypatch.setattr(db, "run", traced)
+    event.listen(db.engine, "before_cursor_execute", statement)
+    body = body_for(fed, "zj.medical.cross-region-filing")
+    status, created = await fed.submit("jiangsu", body, "one-unit-1")
+    event.remove(db.engine, "before_cursor_execute", statement)
+    monkeypatch.undo()
+    assert status == 201, created
+    logging = [u for u in units if any(sql.startswith("INSERT INTO policy_decision") for sql in u)]
+    assert len(logging) == 1 and any(sql.startswith("INSERT INTO application ") for sql in logging[0])
+
+    def decisions(s: Session) -> list[tuple[str, bool]]:
+        return [(d.decision_id, d.allowed) for d in s.exec(select(PolicyDecisionRow)).all()]
+
+    logged = await db.run(decisions)
+    app = await db.run(lambda s: s.get(Application, created["id"]))
+    assert app is not None and logged == [(app.policy_decision_id, True)]
+    status, again = await fed.submit("jiangsu", body, "one-unit-1")
+    assert again["id"] == created["id"] and await db.run(decisions) == logged
 
 
 async def test_inbound_denial_becomes_a_refusal_at_the_origin_counter(tmp_path: Path) -> None:

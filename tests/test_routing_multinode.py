@@ -9,7 +9,9 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from sqlmodel import select
 
+from policies.decision_log import PolicyDecisionRow
 from simulations.sample_applications import application_body
 from tests.support.federation import Federation, allow_all_specs
 
@@ -157,6 +159,11 @@ async def test_a_counter_pushes_back_with_retry_after_while_the_outbox_to_a_peer
             assert r.status == 429, refused
             assert r.headers["Retry-After"] == "1"
         assert refused["code"] == "outbox_full"
+        # The refused submit's allowing decision is logged all the same, once, like the others.
+        outbound = await fed.nodes["jiangsu"].db.run(
+            lambda s: s.exec(select(PolicyDecisionRow).where(PolicyDecisionRow.direction == "outbound")).all()
+        )
+        assert len(outbound) == 3 and all(d.allowed for d in outbound)
         # A retry of an accepted request is still answered, and other peers are not held back.
         status, again = await fed.submit("jiangsu", body_for(fed, "zj.medical.cross-region-filing", 0), "p0")
         assert (status, again["id"]) in {(200, created[0]), (201, created[0])}

@@ -11,6 +11,7 @@ from yrd.peer.v1.peer_pb2 import ApplicationPayload, Attachment
 
 from core.errors import InvalidInput
 from core.keys import NodeKey
+from node.trust import sealing
 from node.trust.sealing import SEAL_OVERHEAD, seal, unseal
 
 OWNER = NodeKey.from_seed(hashlib.sha256(b"owner").digest())
@@ -52,6 +53,27 @@ def test_too_short(sealed: bytes) -> None:
 def test_unusable_recipient_key(key: bytes) -> None:
     with pytest.raises(InvalidInput, match="recipient_key_invalid"):
         seal(key, b"x")
+
+
+def test_a_recipient_key_is_converted_once_and_a_refused_one_every_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls: list[bytes] = []
+    convert = sealing.crypto_sign_ed25519_pk_to_curve25519
+
+    def counted(key: bytes) -> bytes:
+        calls.append(key)
+        return bytes(convert(key))
+
+    sealing.x25519_public_key.cache_clear()
+    monkeypatch.setattr(sealing, "crypto_sign_ed25519_pk_to_curve25519", counted)
+    for _ in range(3):
+        assert unseal(OWNER, seal(OWNER.public_key, b"x")) == b"x"
+    assert calls == [OWNER.public_key]
+    for _ in range(2):
+        with pytest.raises(InvalidInput, match="recipient_key_invalid"):
+            seal(b"\x02" + bytes(31), b"x")
+    assert len(calls) == 3
 
 
 @settings(max_examples=80)

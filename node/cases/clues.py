@@ -17,10 +17,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+import re
 from collections import Counter as Tally
 from collections.abc import Callable
 from typing import Any
 
+from sqlalchemy import bindparam
+from sqlalchemy import select as sa_select
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlmodel import Session, col, select
 from yrd.peer.v1 import peer_pb2
@@ -56,6 +59,10 @@ from registry.divisions import name_of
 log = logging.getLogger(__name__)
 
 Outcome = peer_pb2.ReceiptOutcome
+# A clue's id is minted here by new_application_id (12 + 16 hex digits), never taken from a peer.
+_CLUE_ID = re.compile(r"[0-9a-f]{28}")
+_CLUE_SENT = ClueSent.__table__  # type: ignore[attr-defined]
+_CLUE_OWNER = sa_select(_CLUE_SENT.c.owner_node).where(_CLUE_SENT.c.id == bindparam("clue_id"))
 FIRST_STEP = 1  # the receiver's steps number from 1; the source's own "submitted" is 0
 OPEN = ("dispatched", "acknowledged", "findings")
 
@@ -254,9 +261,17 @@ class Clues:
     def apply_receipt(
         s: Session, item_id: str, from_node: str, receipt: peer_pb2.Receipt, envelope_bytes: bytes, at_ms: int
     ) -> None:
-        """Keep the receiver's signed receipt for a clue; a refusal is the clue's first step."""
-        sent = s.get(ClueSent, item_id)
-        if sent is None:
+        """Keep the receiver's signed receipt for a clue; a refusal is the clue's first step.
+
+        Called for the receipt of every item this node delivers, nearly all of them an
+        application's: an id not of a clue's form (a data request's, a bundle resubmission's)
+        is passed over without a statement, and one that is (an application id has the same
+        form) is looked for with a prebuilt Core SELECT; the ORM row is loaded only when a
+        refusal becomes the clue's step."""
+        if not _CLUE_ID.fullmatch(item_id):
+            return
+        owner_node = s.connection().execute(_CLUE_OWNER, {"clue_id": item_id}).scalar()
+        if owner_node is None:
             return
         s.add(
             ReceiptRecord(
@@ -270,9 +285,11 @@ class Clues:
                 envelope=envelope_bytes,
             )
         )
-        if from_node == sent.owner_node and receipt.outcome == Outcome.RECEIPT_OUTCOME_REJECTED:
-            note = f"{receipt.reason_code}: {receipt.reason}"
-            record_clue_event(s, sent, FIRST_STEP, "refused", receipt.received_at_ms, note=note)
+        if from_node == owner_node and receipt.outcome == Outcome.RECEIPT_OUTCOME_REJECTED:
+            sent = s.get(ClueSent, item_id)  # found above, in this transaction
+            if sent is not None:
+                note = f"{receipt.reason_code}: {receipt.reason}"
+                record_clue_event(s, sent, FIRST_STEP, "refused", receipt.received_at_ms, note=note)
 
     # -- the receiver ----------------------------------------------------------------------------
 

@@ -18,15 +18,16 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session, col, select
+from yrd.catalogue.v1 import catalogue_pb2
 from yrd.peer.v1 import peer_pb2
 
 from core.clock import Clock
 from core.db import Database
 from core.errors import Conflict, NotFound, PermissionDenied, RateLimited, Unprocessable, clip
 from node import metrics
-from node.cases.admission import admit
+from node.cases.admission import Admitted, admit
 from node.cases.deadlines import add_working_days, iso
-from node.cases.policy_gate import PolicyGate
+from node.cases.policy_gate import Allowed, PolicyGate
 from node.cases.requests import Principal, SubmitRequest
 from node.cases.status_checks import run_problem
 from node.cases.statuses import FINAL, FIRST_OWNER_SEQUENCE, FROM_WIRE, HELD_SEQUENCE
@@ -126,8 +127,47 @@ class Origin:
         )
         now = self.clock.now_ms()
         owner = self.trust.manifest.owner_of(defn.owner).node_id
-        decision, form = await self.policy.outbound(defn, owner, principal, req, admitted.form, now)
+        allowed = await self.policy.outbound(defn, owner, principal, req, admitted.form, now)
         app_id = new_application_id(now)
+        held = allowed.decision.obligations.require_second_approval
+        try:
+            hop, store = self._prepare(
+                principal, idempotency_key, req, admitted, defn, owner, allowed, app_id, now
+            )
+            stored = await self.db.run(store)
+        except Exception as e:
+            await self.policy.log_alone(allowed)  # nothing was stored, so not the decision either
+            if not isinstance(e, IntegrityError):
+                raise
+            # A concurrent request with the same key won the race.
+            found = await self.db.run(
+                lambda s: self._replayed(s, principal.username, idempotency_key, req.digest)
+            )
+            if found is None:
+                raise
+            stored = found
+        if stored.id == app_id:
+            metrics.APPLICATIONS_SUBMITTED.labels(service=defn.service_id).inc()
+            if not held:
+                self.wake(hop)
+        return _submitted(stored)
+
+    def _prepare(
+        self,
+        principal: Principal,
+        idempotency_key: str,
+        req: SubmitRequest,
+        admitted: Admitted,
+        defn: catalogue_pb2.ServiceDefinition,
+        owner: str,
+        allowed: Allowed,
+        app_id: str,
+        now: int,
+    ) -> tuple[str, Callable[[Session], Application | AppHead]]:
+        """The next hop and the unit that stores an allowed application: the application, its
+        outbox entry and the policy decision in one transaction (one hand-off to the database
+        thread), or, should the idempotency key turn out to be taken, the first answer."""
+        decision, form = allowed.decision, allowed.form
         payload = peer_pb2.ApplicationPayload(
             applicant_name=admitted.applicant_name,
             applicant_id_number=admitted.applicant_id_number,
@@ -167,9 +207,12 @@ class Origin:
             policy_decision_id=decision.decision_id,
         )
 
+        # The decision is logged last, after everything that can refuse: a unit that fails
+        # has not logged (nor counted) it, and the caller logs it on its own.
         def store(s: Session) -> Application | AppHead:
             existing = self._replayed(s, principal.username, idempotency_key, req.digest)
             if existing is not None:
+                allowed.log(s)  # the decision was taken all the same
                 return existing
             if not held:
                 self._check_backlog(s, hop, owner)
@@ -199,22 +242,10 @@ class Origin:
                 now_ms=now,
                 held=held,
             )
+            allowed.log(s)
             return row
 
-        try:
-            stored = await self.db.run(store)
-        except IntegrityError:  # a concurrent request with the same key won the race
-            found = await self.db.run(
-                lambda s: self._replayed(s, principal.username, idempotency_key, req.digest)
-            )
-            if found is None:
-                raise
-            stored = found
-        if stored.id == app_id:
-            metrics.APPLICATIONS_SUBMITTED.labels(service=defn.service_id).inc()
-            if not held:
-                self.wake(hop)
-        return _submitted(stored)
+        return hop, store
 
     async def release(self, principal: Principal, app_id: str) -> dict[str, Any]:
         """A second clerk lets a held application go: the four-eyes obligation."""

@@ -30,6 +30,22 @@ from policies.quotas import SqlQuotaBook
 NO_BUNDLE = "no policy bundle is configured for this node; nothing may be shared"
 
 
+@dataclasses.dataclass(frozen=True)
+class Allowed:
+    """The origin's allowing decision and the form with its obligations applied. The caller
+    logs it (:meth:`log`) in the transaction that stores what it allowed, so the two commit
+    together and a submit hands the database thread one unit instead of two; when that
+    transaction does not commit, the caller logs it on its own (:meth:`PolicyGate.log_alone`),
+    since every decision is logged."""
+
+    decision: Decision
+    form: dict[str, Any]
+    logged_input: PolicyInput
+
+    def log(self, s: Session) -> None:
+        DecisionLog.add(s, self.decision, self.logged_input)
+
+
 class PolicyGate:
     def __init__(
         self,
@@ -84,8 +100,9 @@ class PolicyGate:
         req: SubmitRequest,
         form: dict[str, Any],
         now: int,
-    ) -> tuple[Decision, dict[str, Any]]:
-        """(the decision, the form with obligations applied), or PolicyDenied."""
+    ) -> Allowed:
+        """The allowing decision, for the caller to log with what it stores, or PolicyDenied
+        (that decision logged here, on its own: nothing will be stored with it)."""
         inp = PolicyInput(
             direction="outbound",
             peer_node=owner,
@@ -102,10 +119,14 @@ class PolicyGate:
         decision = await asyncio.to_thread(self._decide, inp) if self._off_loop else self._decide(inp)
         if decision is None:
             raise self._deny(None)
-        await self.log.record(decision, inp)
         if not decision.allowed:
+            await self.log.record(decision, inp)
             raise self._deny(decision)
-        return decision, apply_obligations(form, decision.obligations)
+        return Allowed(decision, apply_obligations(form, decision.obligations), inp)
+
+    async def log_alone(self, allowed: Allowed) -> None:
+        """Log an allowing decision whose caller's transaction did not commit."""
+        await self.log.record(allowed.decision, allowed.logged_input)
 
     def inbound(
         self,

@@ -8,6 +8,7 @@ node's key is published.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 from nacl.bindings import crypto_sign_ed25519_pk_to_curve25519, crypto_sign_ed25519_sk_to_curve25519
@@ -20,8 +21,16 @@ from core.keys import NodeKey
 # 32-byte ephemeral public key plus the 16-byte Poly1305 tag.
 SEAL_OVERHEAD = 48
 
+# Distinct recipient keys a node seals to: each member's current and next key. A bound well
+# above a federation's size keeps every one of them converted once.
+_CONVERTED_KEYS = 256
 
+
+@functools.lru_cache(maxsize=_CONVERTED_KEYS)
 def x25519_public_key(ed25519_public_key: bytes) -> bytes:
+    """The recipient's X25519 key, converted once per key: the conversion (a field inversion)
+    costs as much as the seal itself, and every application to an owner seals to the same key.
+    Public keys only, so the cache holds nothing secret; a key that is refused is not cached."""
     if len(ed25519_public_key) != 32:
         raise InvalidInput("an Ed25519 public key is 32 bytes", code="recipient_key_invalid")
     try:
