@@ -63,6 +63,7 @@ MISSING_CODES = (
 )
 UPDATE_STATUSES = ("approved", "refused", "revoked")
 # What a holder's item may say about itself; anything else is a bad answer, not text to show.
+REQUEST_ID_PREFIX = "dr-"
 _BASIS = re.compile(r"((consent|request)(\+grant:dr-[0-9a-f]{28})?)?")
 _CODE = re.compile(r"[a-z0-9_]{0,64}")
 _RULE = re.compile(r"([a-z0-9][a-z0-9._-]{0,79})?")
@@ -341,7 +342,7 @@ class DataAsker:
         problem = resource_problem(res, res.subject_kind, req.fields)
         if problem is not None:
             raise InvalidInput(problem[1], code=problem[0], field="fields")
-        request_id = "dr-" + new_application_id(now)
+        request_id = REQUEST_ID_PREFIX + new_application_id(now)
         transfer = peer_pb2.DataRequestTransfer(
             request_id=request_id,
             asker_node=self.trust.node_id,
@@ -442,7 +443,10 @@ class DataAsker:
     def apply_receipt(
         s: Session, item_id: str, from_node: str, receipt: peer_pb2.Receipt, envelope: bytes, at_ms: int
     ) -> None:
-        """A holder that refuses a request on receipt (not conditional, a field it lacks) ends it."""
+        """A holder that refuses a request on receipt (not conditional, a field it lacks) ends it.
+        Every delivery receipt passes here; only a request's id (``dr-…``) is worth a look-up."""
+        if not item_id.startswith(REQUEST_ID_PREFIX):
+            return
         sent = s.get(DataRequestSent, item_id)
         if sent is None or from_node != sent.holder_node or sent.status != "pending":
             return
