@@ -1,12 +1,17 @@
-"""The stage breakdown of ``yrd bench route``: read from databases shaped like a node's."""
+"""What ``yrd bench route`` measures latency from, and its stage breakdown, read from
+databases shaped like a node's."""
 
 from __future__ import annotations
 
 import sqlite3
+import time
 from pathlib import Path
 
+import aiohttp
+from aiohttp import web
+
 from node.delivery.relaying import DELIVER, NOTIFY_STATUS
-from simulations.bench import stages
+from simulations.bench import route, stages
 
 
 def _node_db(path: Path, applications: list[tuple[str, int]], audit: list[tuple[int, str, str, str]]) -> Path:
@@ -55,3 +60,27 @@ def test_stages_split_the_latency_at_the_marks_each_node_stamped(tmp_path: Path)
         "at_origin": 5.0,
         "owner_reply": 10.0,
     }
+
+
+async def test_a_submit_is_stamped_when_its_headers_are_written_not_when_it_was_built() -> None:
+    async def answer(_request: web.Request) -> web.Response:
+        return web.json_response({})
+
+    app = web.Application()
+    app.router.add_post("/", answer)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        async with aiohttp.ClientSession(trace_configs=[route.sent_stamps()]) as http:
+            stamps: list[float] = []
+            route._HEADERS_SENT.set(stamps)
+            before = time.monotonic()
+            async with http.post(f"http://127.0.0.1:{port}/", json={"a": 1}) as r:
+                await r.read()
+            after = time.monotonic()
+    finally:
+        await runner.cleanup()
+    assert len(stamps) == 1 and before <= stamps[0] <= after

@@ -16,8 +16,9 @@ the figure to compare a code change by. In the closed loop it still depends on t
 neighbours left (a slower run sends smaller batches, which cost more per item); the open
 loop at a fixed ``half_rate`` offers both sides of a comparison the same load.
 
-Latency runs from the moment the harness sends the submit, not from the open loop's slot
-for it: a harness starved of CPU by its neighbours sends late, and counting that lateness
+Latency runs from the moment the submit's request headers are written to the counter's
+socket (aiohttp's trace hook), not from the open loop's slot for it nor from the harness
+building the form: a harness starved of CPU by its neighbours sends late, and counting that
 would charge the nodes for the load generator. How late it was is reported beside
 (``send_lag_ms``), and so is where each application's time went (``stages``, stages.py).
 """
@@ -25,6 +26,7 @@ would charge the nodes for the load generator. How late it was is reported besid
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import itertools
 import os
 import random
@@ -32,6 +34,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 
 import aiohttp
 
@@ -59,6 +62,26 @@ TARGET_RSS_MB = 150.0
 # shared cores well under 1 % while resolving a 50 ms target (20 ms did not).
 POLL_S = 0.005
 DRAIN_TIMEOUT_S = 120.0
+
+
+# Where the trace hook puts the moment a submit's headers went out: set by each submit, read
+# by the hook, which runs in the submitting task (simulations/traffic.py makes the request).
+_HEADERS_SENT: contextvars.ContextVar[list[float]] = contextvars.ContextVar("headers_sent")
+
+
+async def _on_headers_sent(
+    _session: aiohttp.ClientSession, _ctx: SimpleNamespace, _params: aiohttp.TraceRequestHeadersSentParams
+) -> None:
+    stamps = _HEADERS_SENT.get(None)
+    if stamps is not None:
+        stamps.append(time.monotonic())
+
+
+def sent_stamps() -> aiohttp.TraceConfig:
+    """The client trace that stamps each request when its headers are written."""
+    trace = aiohttp.TraceConfig()
+    trace.on_request_headers_sent.append(_on_headers_sent)
+    return trace
 
 
 @dataclass
@@ -117,7 +140,7 @@ class Driver:
     def __init__(self, cluster: Cluster, plan: dict[str, list[Target]], http: aiohttp.ClientSession):
         self.cluster, self.plan, self.http = cluster, plan, http
         self.watcher = CompletionWatcher({i: n.db_path for i, n in cluster.nodes.items()})
-        self.sent: dict[str, float] = {}  # application id -> submit start (monotonic)
+        self.sent: dict[str, float] = {}  # application id -> submit sent (monotonic)
         # The same instants on the wall clock the nodes stamp their databases with.
         self.wall_offset = time.time() - time.monotonic()
         self.rng = random.Random(1)
@@ -131,6 +154,8 @@ class Driver:
         started = time.monotonic()
         if lags is not None:
             lags.append((started - slot) * 1000)
+        headers_sent: list[float] = []
+        _HEADERS_SENT.set(headers_sent)
         try:
             status, doc = await submit(
                 self.http, node.http_url, node.token, target, self.rng, f"b{next(self._keys)}"
@@ -139,7 +164,7 @@ class Driver:
             phase.error(type(e).__name__)
             return
         if status == 201:
-            self.sent[doc["id"]] = started
+            self.sent[doc["id"]] = headers_sent[0] if headers_sent else started
             phase.submitted += 1
         elif status in (403, 429):
             phase.refused += 1
@@ -273,7 +298,9 @@ async def run(
             await cluster.start()
             connector = aiohttp.TCPConnector(limit=concurrency * 2, limit_per_host=concurrency)
             timeout = aiohttp.ClientTimeout(total=60)
-            async with aiohttp.ClientSession(connector=connector, timeout=timeout) as http:
+            async with aiohttp.ClientSession(
+                connector=connector, timeout=timeout, trace_configs=[sent_stamps()]
+            ) as http:
                 await wait_catalogues(cluster, http, expected)
                 driver = Driver(cluster, plan, http)
                 stop = asyncio.Event()
