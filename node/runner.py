@@ -46,10 +46,10 @@ def freeze_start_up_heap() -> None:
 
     A full collection traverses every tracked object, and while it runs the whole process
     stands still, event loop and database thread alike: on a started node under load one cost
-    about 100 ms of CPU (230-570 ms of wall time on the shared development machine) and came
+    about 100 ms of CPU (230-790 ms of wall time on the shared development machine) and came
     every 10-30 s, holding every application passing through the node for that long. Frozen
     objects are not traversed again, so a full collection sees only what was allocated since
-    (3-6 ms of CPU; docs/performance.md, "the tail at half rate"). Garbage left by start-up is
+    (3-5 ms of CPU; docs/performance.md, "the tail at half rate"). Garbage left by start-up is
     collected first, so none of it is frozen with the rest."""
     gc.collect()
     gc.freeze()
