@@ -58,6 +58,8 @@ async def test_bench_route_routes_through_four_node_processes(tmp_path: Path) ->
     assert closed.submitted + closed.errors == 24 and closed.submitted > 0
     assert closed.completed == closed.submitted  # every accepted one reached `completed`
     assert closed.p50_ms <= closed.p99_ms
+    # Where the open loop's applications spent their time, stage by stage (stages.py).
+    assert set(result.half_rate.stages) >= {"counter", "to_owner", "owner_to_origin", "at_origin"}
     assert result.grpc_echo_rate > 0 and result.ratio > 0
     assert set(result.rss_mb) == {"shanghai", "jiangsu", "zhejiang", "anhui"}
     assert all(v > 0 for v in result.rss_mb.values())

@@ -2,6 +2,9 @@
 
 One task per peer, woken when work is enqueued for it and otherwise polling the
 database, so entries written by another replica or left by a crash are picked up too.
+The unit of work that settles an answered batch also claims the next one, so what was
+queued while a batch was in flight goes out without another trip to the database thread
+(under load each trip is a wait for that thread and a wake-up of the event loop).
 A failed call backs off with jitter; the backoff is persisted (PeerState) and every
 entry's next attempt is in the database, so a restart resumes where it stopped. A
 valid call from the peer resets its backoff: it is evidently up.
@@ -40,6 +43,7 @@ from node.delivery.outbox import (
     CLAIM_LEASE_MS,
     TOO_LARGE,
     Backoff,
+    Claim,
     bury,
     claim_batch,
     dead_counts,
@@ -103,6 +107,7 @@ class Delivery:
         )
         self.rng = rng or random.Random()
         self._events: dict[str, asyncio.Event] = {}
+        self._claimed: dict[str, Claim] = {}  # per peer: the next batch, claimed by the last settle
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._backoff_until: dict[str, int] = {}
         self._failures: dict[str, int] = {}
@@ -206,19 +211,35 @@ class Delivery:
 
     async def _run(self, hop: str) -> None:
         event = self._events.setdefault(hop, asyncio.Event())
-        while not self._stopping:
-            event.clear()
-            wait_ms = self._backoff_until.get(hop, 0) - self.clock.now_ms()
-            if wait_ms > 0:
-                await self._wait(event, wait_ms / 1000)
-                continue
-            try:
-                sent = await self._drain_once(hop)
-            except Exception:
-                log.exception("sender for %s failed; will retry", hop)
-                sent = 0
-            if sent == 0 and not await self._wait(event, self.poll_interval_s * 10):
-                return  # idle: the scanner restarts this task when work appears
+        try:
+            while not self._stopping:
+                wait_ms = self._backoff_until.get(hop, 0) - self.clock.now_ms()
+                if wait_ms > 0:
+                    event.clear()
+                    await self._wait(event, wait_ms / 1000)
+                    continue
+                if hop not in self._claimed:
+                    # Before the queue is read: a wake for work committed after the read stays
+                    # set for the wait below. (A claim made by the last settle cleared it then.)
+                    event.clear()
+                try:
+                    sent = await self._drain_once(hop)
+                except Exception:
+                    log.exception("sender for %s failed; will retry", hop)
+                    sent = 0
+                if sent == 0 and not await self._wait(event, self.poll_interval_s * 10):
+                    return  # idle: the scanner restarts this task when work appears
+        finally:
+            await self._unclaim(hop)
+
+    async def _unclaim(self, hop: str) -> None:
+        """Give back a batch claimed for a send that will not happen (the node is stopping),
+        so another replica need not wait out its lease."""
+        claimed = self._claimed.pop(hop, None)
+        ids = [r.id for r in claimed.rows if r.id is not None] if claimed else []
+        if ids:
+            now = self.clock.now_ms()
+            await self.db.run(lambda s: reschedule(s, ids, now, "not sent: the node stopped"))
 
     async def _wait(self, event: asyncio.Event, seconds: float) -> bool:
         with contextlib.suppress(TimeoutError):
@@ -227,10 +248,9 @@ class Delivery:
         return False
 
     async def _drain_once(self, hop: str) -> int:
-        now = self.clock.now_ms()
-        claimed = await self.db.run(
-            lambda s: claim_batch(s, hop, self.batch_size, now, self.max_batch_bytes, self.claim_lease_ms)
-        )
+        claimed = self._claimed.pop(hop, None)
+        if claimed is None:
+            claimed = await self.db.run(lambda s: self._claim(s, hop))
         for o in claimed.oversized:
             dead_letters.report(hop, o.id, o.item_id, TOO_LARGE)
         by_method: dict[str, list[OutboxEntry]] = defaultdict(list)
@@ -238,11 +258,17 @@ class Delivery:
             by_method[row.method].append(row)
         groups = list(by_method.items())
         for i, (method, group) in enumerate(groups):
-            if not await self._send(hop, method, group):
+            if not await self._send(hop, method, group, claim_next=i == len(groups) - 1):
                 # The link is backing off: the other groups wait with it, not for their lease.
                 await self._defer(hop, [row for _, later in groups[i + 1 :] for row in later])
                 break
         return len(claimed.rows) + len(claimed.oversized)
+
+    def _claim(self, s: Session, hop: str) -> Claim:
+        """The next batch for ``hop``, due as of now: the time is read in the unit, so work
+        committed just before it is due too."""
+        now = self.clock.now_ms()
+        return claim_batch(s, hop, self.batch_size, now, self.max_batch_bytes, self.claim_lease_ms)
 
     async def _defer(self, hop: str, rows: list[OutboxEntry]) -> None:
         ids = [r.id for r in rows if r.id is not None]
@@ -250,8 +276,9 @@ class Delivery:
             until = self._backoff_until.get(hop, 0)
             await self.db.run(lambda s: reschedule(s, ids, until, "not sent: the link is backing off"))
 
-    async def _send(self, hop: str, method: str, rows: list[OutboxEntry]) -> bool:
-        """Send one batch and settle what it answered; False when the link failed (backoff set)."""
+    async def _send(self, hop: str, method: str, rows: list[OutboxEntry], claim_next: bool = False) -> bool:
+        """Send one batch and settle what it answered; False when the link failed (backoff set).
+        With ``claim_next`` (the last send of a drain) the settle also claims the next batch."""
         now = self.clock.now_ms()
         me = self.trust.node_id
         envs = [
@@ -263,7 +290,7 @@ class Delivery:
             replies = await self._call(hop, method, envs)
         except grpc.aio.AioRpcError as e:
             if _refused_for_size(e):
-                return await self._split(hop, method, rows, _describe(e))
+                return await self._split(hop, method, rows, _describe(e), claim_next)
             await self._failed(hop, rows, _describe(e))
             return False
         if len(replies) != len(envs):
@@ -282,7 +309,7 @@ class Delivery:
             await self._failed(hop, rows, "no receipt verified")
             return False
         metrics.DELIVERY_BATCHES.labels(peer=hop, result="ok").inc()
-        await self._settle(hop, method, answered, unanswered)
+        await self._settle(hop, method, answered, unanswered, claim_next)
         return True
 
     async def _call(
@@ -300,7 +327,9 @@ class Delivery:
             )
             return list(notified.receipts)
 
-    async def _split(self, hop: str, method: str, rows: list[OutboxEntry], error: str) -> bool:
+    async def _split(
+        self, hop: str, method: str, rows: list[OutboxEntry], error: str, claim_next: bool
+    ) -> bool:
         """A batch the peer (or our own channel) refused for its size: send it in halves, so
         a peer with a smaller limit than ours still gets everything that fits it; a batch of
         one that is still too large becomes a dead letter instead of blocking the queue."""
@@ -318,7 +347,7 @@ class Delivery:
         if not await self._send(hop, method, rows[:half]):
             await self._defer(hop, rows[half:])
             return False
-        return await self._send(hop, method, rows[half:])
+        return await self._send(hop, method, rows[half:], claim_next)
 
     async def _failed(self, hop: str, rows: list[OutboxEntry], error: str) -> None:
         failures = self._failures.get(hop, 0) + 1
@@ -337,18 +366,24 @@ class Delivery:
         await self.db.run(record)
 
     async def _settle(
-        self, hop: str, method: str, answered: list[Answered], unanswered: list[OutboxEntry]
+        self,
+        hop: str,
+        method: str,
+        answered: list[Answered],
+        unanswered: list[OutboxEntry],
+        claim_next: bool,
     ) -> None:
         """Apply the receipts of one answered call: final ones settle their entry (as done, or
         as a dead letter when it failed rather than was decided: see dead_letters.py), the
-        others and the items without a usable receipt are tried again shortly."""
+        others and the items without a usable receipt are tried again shortly. With
+        ``claim_next`` the same unit claims the peer's next batch, for :meth:`_drain_once`."""
         now = self.clock.now_ms()
         retry_at = now + int(self.backoff.delay_s(1, self.rng) * 1000)
         self._failures[hop], self._backoff_until[hop] = 0, 0
         metrics.PEER_BACKOFF.labels(peer=hop).set(0)
         buried: list[tuple[int, str, str]] = []
 
-        def apply(s: Session) -> None:
+        def apply(s: Session) -> Claim | None:
             retry: list[int] = []
             done: list[int] = []
             dead: dict[tuple[str, str], list[int]] = defaultdict(list)
@@ -377,8 +412,15 @@ class Delivery:
             reschedule(s, [r.id for r in unanswered if r.id is not None], retry_at, "no usable receipt")
             audit.append(s, records, now)
             _save_peer(s, hop, 0, 0, "", success_ms=now)
+            return self._claim(s, hop) if claim_next else None
 
-        await self.db.run(apply)
+        if claim_next:
+            # Before the queue is read, as in _run: a wake for work committed after the read
+            # stays set, so that work waits for no poll.
+            self._events.setdefault(hop, asyncio.Event()).clear()
+        claimed = await self.db.run(apply)
+        if claimed is not None:
+            self._claimed[hop] = claimed
         for entry_id, item_id, reason in buried:
             dead_letters.report(hop, entry_id, item_id, reason)
 

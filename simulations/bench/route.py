@@ -15,11 +15,18 @@ the neighbours' load, while the CPU one application costs the nodes moves far le
 the figure to compare a code change by. In the closed loop it still depends on the rate the
 neighbours left (a slower run sends smaller batches, which cost more per item); the open
 loop at a fixed ``half_rate`` offers both sides of a comparison the same load.
+
+Latency runs from the moment the submit's request headers are written to the counter's
+socket (aiohttp's trace hook), not from the open loop's slot for it nor from the harness
+building the form: a harness starved of CPU by its neighbours sends late, and counting that
+would charge the nodes for the load generator. How late it was is reported beside
+(``send_lag_ms``), and so is where each application's time went (``stages``, stages.py).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import itertools
 import os
 import random
@@ -27,11 +34,12 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 
 import aiohttp
 
 from core.errors import Unavailable
-from simulations.bench import echo
+from simulations.bench import echo, stages
 from simulations.cluster import Cluster
 from simulations.local_federation import PROVINCES, free_port
 from simulations.traffic import (
@@ -49,8 +57,31 @@ TARGET_RATE = 2000.0
 TARGET_RATIO = 0.4
 TARGET_P99_MS = 50.0
 TARGET_RSS_MB = 150.0
-POLL_S = 0.02
+# How often the watcher reads the origins for final statuses: the latencies' resolution. One
+# poll of the four databases costs about 20 us of CPU when nothing is new, so 5 ms costs the
+# shared cores well under 1 % while resolving a 50 ms target (20 ms did not).
+POLL_S = 0.005
 DRAIN_TIMEOUT_S = 120.0
+
+
+# Where the trace hook puts the moment a submit's headers went out: set by each submit, read
+# by the hook, which runs in the submitting task (simulations/traffic.py makes the request).
+_HEADERS_SENT: contextvars.ContextVar[list[float]] = contextvars.ContextVar("headers_sent")
+
+
+async def _on_headers_sent(
+    _session: aiohttp.ClientSession, _ctx: SimpleNamespace, _params: aiohttp.TraceRequestHeadersSentParams
+) -> None:
+    stamps = _HEADERS_SENT.get(None)
+    if stamps is not None:
+        stamps.append(time.monotonic())
+
+
+def sent_stamps() -> aiohttp.TraceConfig:
+    """The client trace that stamps each request when its headers are written."""
+    trace = aiohttp.TraceConfig()
+    trace.on_request_headers_sent.append(_on_headers_sent)
+    return trace
 
 
 @dataclass
@@ -67,6 +98,10 @@ class Phase:
     accepted_rate: float = 0.0
     cpu_ms_per_app: float = 0.0
     error_kinds: dict[str, int] = field(default_factory=dict)
+    # Open loop only: how late the harness sent each submit after its slot (p50, p99), and
+    # where the applications' time went (stages.py).
+    send_lag_ms: tuple[float, float] = (0.0, 0.0)
+    stages: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def error(self, kind: str) -> None:
         self.errors += 1
@@ -105,16 +140,22 @@ class Driver:
     def __init__(self, cluster: Cluster, plan: dict[str, list[Target]], http: aiohttp.ClientSession):
         self.cluster, self.plan, self.http = cluster, plan, http
         self.watcher = CompletionWatcher({i: n.db_path for i, n in cluster.nodes.items()})
-        self.sent: dict[str, float] = {}  # application id -> submit start (monotonic)
+        self.sent: dict[str, float] = {}  # application id -> submit sent (monotonic)
+        # The same instants on the wall clock the nodes stamp their databases with.
+        self.wall_offset = time.time() - time.monotonic()
         self.rng = random.Random(1)
         self._keys = itertools.count()
         self._origins = itertools.cycle(sorted(plan))
 
-    async def one(self, phase: Phase) -> None:
+    async def one(self, phase: Phase, lags: list[float] | None = None, slot: float = 0.0) -> None:
         origin = next(self._origins)
         node = self.cluster.nodes[origin]
         target = self.rng.choice(self.plan[origin])
         started = time.monotonic()
+        if lags is not None:
+            lags.append((started - slot) * 1000)
+        headers_sent: list[float] = []
+        _HEADERS_SENT.set(headers_sent)
         try:
             status, doc = await submit(
                 self.http, node.http_url, node.token, target, self.rng, f"b{next(self._keys)}"
@@ -123,7 +164,7 @@ class Driver:
             phase.error(type(e).__name__)
             return
         if status == 201:
-            self.sent[doc["id"]] = started
+            self.sent[doc["id"]] = headers_sent[0] if headers_sent else started
             phase.submitted += 1
         elif status in (403, 429):
             phase.refused += 1
@@ -190,15 +231,18 @@ class Driver:
         start = time.monotonic()
         n = int(rate * seconds)
 
-        async def one() -> None:
+        lags: list[float] = []
+
+        async def one(slot: float) -> None:
             async with gate:
-                await self.one(phase)
+                await self.one(phase, lags, slot)
 
         for i in range(n):
-            delay = start + i / rate - time.monotonic()
+            slot = start + i / rate
+            delay = slot - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
-            task = asyncio.create_task(one())
+            task = asyncio.create_task(one(slot))
             tasks.add(task)
             task.add_done_callback(tasks.discard)
         await asyncio.gather(*tasks)
@@ -208,7 +252,16 @@ class Driver:
         self.summarise(phase, ids, start, submit_seconds)
         if ids:
             phase.cpu_ms_per_app = round((self.cpu() - cpu_before) * 1000 / len(ids), 2)
+        lags.sort()
+        phase.send_lag_ms = (round(percentile(lags, 0.5), 1), round(percentile(lags, 0.99), 1))
+        phase.stages = self.stages(ids)
         return phase
+
+    def stages(self, ids: set[str]) -> dict[str, dict[str, float]]:
+        """Where the time of ``ids`` went, from the nodes' databases (stages.py)."""
+        to_wall_ms = {i: (self.sent[i] + self.wall_offset) * 1000 for i in ids}
+        seen = {i: (self.watcher.final[i][1] + self.wall_offset) * 1000 for i in ids}
+        return stages.breakdown({i: n.db_path for i, n in self.cluster.nodes.items()}, to_wall_ms, seen)
 
 
 async def wait_catalogues(cluster: Cluster, http: aiohttp.ClientSession, expected: int) -> None:
@@ -245,7 +298,9 @@ async def run(
             await cluster.start()
             connector = aiohttp.TCPConnector(limit=concurrency * 2, limit_per_host=concurrency)
             timeout = aiohttp.ClientTimeout(total=60)
-            async with aiohttp.ClientSession(connector=connector, timeout=timeout) as http:
+            async with aiohttp.ClientSession(
+                connector=connector, timeout=timeout, trace_configs=[sent_stamps()]
+            ) as http:
                 await wait_catalogues(cluster, http, expected)
                 driver = Driver(cluster, plan, http)
                 stop = asyncio.Event()

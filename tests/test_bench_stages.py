@@ -1,0 +1,86 @@
+"""What ``yrd bench route`` measures latency from, and its stage breakdown, read from
+databases shaped like a node's."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from pathlib import Path
+
+import aiohttp
+from aiohttp import web
+
+from node.delivery.relaying import DELIVER, NOTIFY_STATUS
+from simulations.bench import route, stages
+
+
+def _node_db(path: Path, applications: list[tuple[str, int]], audit: list[tuple[int, str, str, str]]) -> Path:
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE application (id TEXT PRIMARY KEY, submitted_at_ms INTEGER)")
+    conn.execute(
+        "CREATE TABLE audit_record (seq INTEGER PRIMARY KEY, at_ms INTEGER, direction TEXT,"
+        " peer TEXT, method TEXT, envelope_digest TEXT, detail TEXT)"
+    )
+    conn.executemany("INSERT INTO application VALUES (?, ?)", applications)
+    conn.executemany(
+        "INSERT INTO audit_record (at_ms, direction, method, detail, peer, envelope_digest)"
+        " VALUES (?, ?, ?, ?, '', '')",
+        audit,
+    )
+    conn.commit()
+    conn.close()
+    return path
+
+
+def test_stages_split_the_latency_at_the_marks_each_node_stamped(tmp_path: Path) -> None:
+    origin = _node_db(
+        tmp_path / "origin.db",
+        [("a1", 1_010), ("held", 1_000)],
+        [
+            (1_040, "out", DELIVER, "a1"),  # the owner's receipt settled
+            (1_050, "in", NOTIFY_STATUS, "a1"),  # first status changes
+            (1_070, "in", NOTIFY_STATUS, "a1"),  # the last one: the stage ends here
+        ],
+    )
+    owner = _node_db(
+        tmp_path / "owner.db",
+        [],
+        [(1_030, "in", DELIVER, "a1"), (1_031, "in", DELIVER, "other")],
+    )
+    # "held" was never delivered: it has no stages, and must not shift the others.
+    sent = {"a1": 1_000.0, "held": 1_000.0}
+    seen = {"a1": 1_075.0}
+
+    result = stages.breakdown({"origin": origin, "owner": owner}, sent, seen)
+
+    assert {k: v["p50_ms"] for k, v in result.items()} == {
+        "counter": 10.0,
+        "to_owner": 20.0,
+        "owner_to_origin": 40.0,
+        "at_origin": 5.0,
+        "owner_reply": 10.0,
+    }
+
+
+async def test_a_submit_is_stamped_when_its_headers_are_written_not_when_it_was_built() -> None:
+    async def answer(_request: web.Request) -> web.Response:
+        return web.json_response({})
+
+    app = web.Application()
+    app.router.add_post("/", answer)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        async with aiohttp.ClientSession(trace_configs=[route.sent_stamps()]) as http:
+            stamps: list[float] = []
+            route._HEADERS_SENT.set(stamps)
+            before = time.monotonic()
+            async with http.post(f"http://127.0.0.1:{port}/", json={"a": 1}) as r:
+                await r.read()
+            after = time.monotonic()
+    finally:
+        await runner.cleanup()
+    assert len(stamps) == 1 and before <= stamps[0] <= after
