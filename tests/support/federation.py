@@ -102,8 +102,19 @@ class Federation:
             await node.users.add_user("clerk", PASSWORD, "clerk")
             await node.users.add_user("supervisor", PASSWORD, "supervisor")
             self.tokens[node_id] = await self.login(node_id, "clerk")
-        await self.sync_catalogues()
+        await self._first_catalogues()
         return self
+
+    async def _first_catalogues(self, seconds: float = 5.0) -> None:
+        """Pull until every peer answered once. A node started before its peers has already
+        tried them, and gRPC then backs off reconnecting for a second: a single pull can fail,
+        and pull_all reports that rather than raising. Bounded: a federation a test builds
+        to refuse a peer still starts, as before, once the time is out."""
+        for _ in range(int(seconds / 0.05)):
+            results = [await node.sync.pull_all() for node in self.nodes.values()]
+            if all(r == "ok" for result in results for r in result.values()):
+                return
+            await asyncio.sleep(0.05)
 
     async def sync_catalogues(self) -> None:
         for node in self.nodes.values():
