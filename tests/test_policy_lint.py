@@ -215,11 +215,16 @@ INPUTS = st.builds(
 )
 
 
+# Built once: a strategy made inside ``pairs`` would be built and validated anew for every
+# example, which took most of this test's time.
+SPARSE, DENSE = conditions(absent=2), conditions(absent=1)
+
+
 @st.composite
 def pairs(draw: st.DrawFn) -> tuple[Conditions, Conditions]:
     """A rule and a second one that copies some of its conditions and redraws the rest,
     so that "covers" is often true and the redrawn conditions are what gets tested."""
-    a, other = draw(conditions(absent=2)), draw(conditions(absent=1))
+    a, other = draw(SPARSE), draw(DENSE)
     changed = {f.name: getattr(other, f.name) for f in dataclasses.fields(Conditions) if draw(st.booleans())}
     return a, dataclasses.replace(a, **changed)
 
