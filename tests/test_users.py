@@ -104,11 +104,13 @@ async def test_logout_ends_the_session(store: UserStore) -> None:
     assert (await store.authenticate(other)).username == "li.clerk"
 
 
-@pytest.mark.parametrize("token", ["", "x" * 300, "not-a-token"])
+@pytest.mark.parametrize("token", ["", "x" * 300, "not-a-token", "\udc80abc", "a\ud800"])
 async def test_garbage_tokens_are_invalid(store: UserStore, token: str) -> None:
+    """Lone surrogates are what a header's non-UTF-8 bytes become: a 401, not a 500."""
     with pytest.raises(Unauthenticated) as info:
         await store.authenticate(token)
     assert info.value.code == "invalid_token"
+    await store.logout(token)  # nothing to end, and nothing raised
 
 
 async def test_expired_sessions_are_swept_on_login(store: UserStore, db: Database, clock: FakeClock) -> None:

@@ -85,7 +85,9 @@ class SessionToken(SQLModel, table=True):
 
 
 def token_hash(token: str) -> str:
-    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+    """A header's bytes that are not UTF-8 reach us as lone surrogates (aiohttp decodes with
+    surrogateescape); they hash like any other text and match no session, never raise."""
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def check_username(username: str) -> None:
