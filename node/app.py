@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 import grpc
 from aiohttp import web
+from argon2 import PasswordHasher
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from sqlalchemy.exc import SQLAlchemyError
@@ -353,9 +354,17 @@ def _check_listed(config: NodeConfig, manifest: TrustedManifest, key: NodeKey) -
         )
 
 
-def build_node(config: NodeConfig, clock: Clock | None = None, *, limits_clock: Clock | None = None) -> Node:
+def build_node(
+    config: NodeConfig,
+    clock: Clock | None = None,
+    *,
+    limits_clock: Clock | None = None,
+    hasher: PasswordHasher | None = None,
+) -> Node:
     """``limits_clock`` times the per-peer and per-clerk rate limits (default: ``clock``);
-    a test gives them a FakeClock of their own to move bucket time and nothing else."""
+    a test gives them a FakeClock of their own to move bucket time and nothing else.
+    ``hasher``: argon2 parameters for the accounts (default: argon2-cffi's); a test federation
+    passes cheap ones, as the password checks are the same code whatever they cost."""
     clock = node_clock(config, clock or SystemClock())
     limits_clock = limits_clock or clock
     key = load_key(config.key_file, key_passphrase(os.environ))
@@ -501,7 +510,7 @@ def build_node(config: NodeConfig, clock: Clock | None = None, *, limits_clock: 
     )
     backend.stalled_peers = delivery.stalled_peers
     backend.bundles = bundles
-    users = UserStore(db, clock)
+    users = UserStore(db, clock, hasher)
     limits = config.limits
     server = grpc.aio.server(
         interceptors=[MalformedRequests()],

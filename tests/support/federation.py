@@ -122,8 +122,7 @@ class Federation:
             await node.sync.pull_all()
 
     async def start_node(self, node_id: str) -> Node:
-        node = build_node(self.configs[node_id], self.clock)
-        node.users._hasher = CHEAP_ARGON2  # build_node takes no hasher; UserStore's is injectable
+        node = build_node(self.configs[node_id], self.clock, hasher=CHEAP_ARGON2)
         await node.start()
         self.nodes[node_id] = node
         return node
