@@ -36,8 +36,10 @@ async def run(tmp_path: Path, faults: str, duration_s: float, mix: str) -> tuple
 
 @pytest.mark.slow
 async def test_a_short_run_with_a_kill_keeps_every_invariant(tmp_path: Path) -> None:
+    """Jiangsu, a holder and an asker of data queries, is killed mid-run: whatever it had
+    asked is on record at it (as interrupted) as well as at the holders that answered."""
     kill = '[[faults]]\nkind = "kill"\nat = 1.5\nduration = 1.0\nnode = "jiangsu"\n'
-    ok, out, doc = await run(tmp_path, kill, 5.0, "auto=2,worklist=1,bundle=1")
+    ok, out, doc = await run(tmp_path, kill, 5.0, "auto=2,worklist=1,bundle=1,query=1")
     assert ok, doc["invariants"]
     assert all(c["ok"] for c in doc["invariants"])
     assert doc["totals"]["accepted"] > 0
@@ -56,8 +58,8 @@ async def test_a_short_run_with_a_kill_keeps_every_invariant(tmp_path: Path) -> 
 async def test_a_run_with_clock_skews_and_a_key_rotation_keeps_every_invariant(tmp_path: Path) -> None:
     """Zhejiang's clock runs 45 s ahead (beyond the allowed 30 s), then Anhui's 15 s behind
     (within it), while Jiangsu rotates its key and the others seal to the old one until they
-    have the successor. Health-code screens are asked throughout: the restarts are graceful, so
-    every answer a holder logged has its mirror at the asker."""
+    have the successor. Health-code screens are asked throughout, and every answer a holder
+    logged has its mirror at the asker."""
     ok, _, doc = await run(
         tmp_path,
         '[[faults]]\nkind = "skew"\nat = 1.0\nduration = 7.0\nnode = "zhejiang"\noffset_ms = 45000\n'
