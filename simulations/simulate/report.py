@@ -252,9 +252,10 @@ def _html(doc: dict[str, Any]) -> str:
     totals = "".join(
         f"<tr><td>{html.escape(k)}</td><td>{html.escape(str(v))}</td></tr>" for k, v in doc["totals"].items()
     )
-    kinds = "".join(
-        f"<tr><td>{html.escape(k)}</td><td>{html.escape(json.dumps(v, ensure_ascii=False))}</td></tr>"
-        for k, v in doc["kinds"].items()
+    kinds = "<tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in KIND_COLUMNS) + "</tr>"
+    kinds += "".join(
+        "<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in row) + "</tr>"
+        for row in kind_rows(doc["kinds"])
     )
     lat = ", ".join(f"{k} {v} ms" for k, v in doc["latency_ms"].items())
     images = "".join(f'<img src="{p}" alt="{p}">' for p in PLOTS)
@@ -284,11 +285,13 @@ def write(out: Path, doc: dict[str, Any]) -> Path:
     return out
 
 
-def print_kinds(console: Console, kinds: dict[str, dict[str, Any]]) -> None:
-    """One line per kind of the mix: what the counters took and what came of it."""
-    table = Table(title="per kind")
-    for name in ("kind", "asked", "accepted / answered", "errors", "final / items", "p50 / p99"):
-        table.add_column(name, justify="left" if name in ("kind", "final / items") else "right")
+KIND_COLUMNS = ("kind", "asked", "accepted / answered", "errors", "final / items", "p50 / p99")
+
+
+def kind_rows(kinds: dict[str, dict[str, Any]]) -> list[list[str]]:
+    """One row per kind of the mix (:data:`KIND_COLUMNS`): what the counters took and what
+    came of it, for the printed summary and the HTML report alike."""
+    rows = []
     for kind, k in kinds.items():
         if kind == "query":
             items = ", ".join(f"{n} {o}" for o, n in k["items"].items())
@@ -296,7 +299,16 @@ def print_kinds(console: Console, kinds: dict[str, dict[str, Any]]) -> None:
         else:
             statuses = ", ".join(f"{n} {s}" for s, n in sorted(k["by_status"].items()))
             row = [k["submitted"], k["accepted"], k["errors"], f"{k['final']} final ({statuses})"]
-        table.add_row(kind, *map(str, row), f"{k['p50_ms']:.0f} / {k['p99_ms']:.0f} ms")
+        rows.append([kind, *map(str, row), f"{k['p50_ms']:.0f} / {k['p99_ms']:.0f} ms"])
+    return rows
+
+
+def print_kinds(console: Console, kinds: dict[str, dict[str, Any]]) -> None:
+    table = Table(title="per kind")
+    for name in KIND_COLUMNS:
+        table.add_column(name, justify="left" if name in ("kind", "final / items") else "right")
+    for row in kind_rows(kinds):
+        table.add_row(*row)
     console.print(table)
 
 
