@@ -98,9 +98,13 @@ class CounterBackend(Protocol):
         documents: tuple[Document, ...] = (),
     ) -> dict[str, Any]: ...
 
-    async def verify_certificate(self, principal: Principal, data: bytes) -> dict[str, Any]:
+    async def verify_certificate(
+        self, principal: Principal, data: bytes, *, asked: bool = True
+    ) -> dict[str, Any]:
         """An e-certificate (its file or QR text) checked against this node's manifest
-        offline: ``valid`` or the reason code, and what it says (docs/protocol.md, 15)."""
+        offline: ``valid`` or the reason code, and what it says (docs/protocol.md, 15).
+        ``asked`` False: the verdict a page shows beside a certificate it displays, not a
+        check someone asked for, so the checks metric does not count page views."""
         ...
 
     # -- data sharing (docs/sharing.md; node/counter/backend.py says who may do what) ----------

@@ -557,12 +557,15 @@ class NodeBackend:
             raise NotFound(f"no dead letter {entry_id}", code="unknown_dead_letter", field="id")
         log.info("dead letter %d re-driven by %s", entry_id, principal.username)
 
-    async def verify_certificate(self, principal: Principal, data: bytes) -> dict[str, Any]:
+    async def verify_certificate(
+        self, principal: Principal, data: bytes, *, asked: bool = True
+    ) -> dict[str, Any]:
         """Any counter role checks a certificate; an operator (no personal data) does not.
         Only the manifest is consulted, never a peer, so it works with every link down."""
         require(principal, "verify certificates", CLERK, OWNER_CLERK, SUPERVISOR)
         verdict = certificates.verify(data, self.trust.manifest, self.clock.now_ms())
-        metrics.CERTIFICATES_VERIFIED.labels(result=verdict.reason).inc()
+        if asked:
+            metrics.CERTIFICATES_VERIFIED.labels(result=verdict.reason).inc()
         return verdict.to_api()
 
 
