@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from sqlalchemy import event
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 from sqlmodel import Session, SQLModel, create_engine
 
@@ -164,6 +165,14 @@ def check_sqlite_file(path: Path) -> None:
             code="database_empty",
             field="database_url",
         )
+
+
+def conflict_insert(s: Session, table: Any) -> postgresql.Insert | sqlite.Insert:
+    """An INSERT that takes ``on_conflict_do_nothing`` / ``on_conflict_do_update`` on the
+    session's database: the two dialects this code runs on spell it alike but build it apart."""
+    if s.get_bind().dialect.name == "postgresql":
+        return postgresql.insert(table)
+    return sqlite.insert(table)
 
 
 class Database:

@@ -31,10 +31,10 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from sqlalchemy import BigInteger, case, delete
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Field, Session, SQLModel, col, select
 
 from core.clock import Clock
+from core.db import conflict_insert
 from core.errors import RateLimited
 from node import metrics
 
@@ -85,11 +85,12 @@ def record_failure(s: Session, keys: list[str], now_ms: int, config: ThrottleCon
     """One more failure for each key, counted in one statement per key so two replicas
     failing at once both count; a stale count starts afresh. Forgets stale keys."""
     since = now_ms - round(config.forget_after_s * 1000)
-    dialect = postgresql if s.get_bind().dialect.name == "postgresql" else sqlite
     table = _FAILURES
     out: dict[str, tuple[int, int]] = {}
     for key in keys:
-        insert = dialect.insert(table).values(key=key, failures=1, last_failure_ms=now_ms, locked_until_ms=0)
+        insert = conflict_insert(s, table).values(
+            key=key, failures=1, last_failure_ms=now_ms, locked_until_ms=0
+        )
         failures = s.execute(
             insert.on_conflict_do_update(
                 index_elements=["key"],

@@ -25,12 +25,11 @@ from typing import Any
 import grpc
 from nacl.exceptions import BadSignatureError
 from nacl.signing import VerifyKey
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, col, select
 from yrd.peer.v1 import peer_pb2
 
 from core.clock import Clock
-from core.db import Database
+from core.db import Database, conflict_insert
 from core.errors import EnvelopeRejected, InvalidInput, YrdError, clip
 from node import metrics
 from node.delivery.channels import Channels
@@ -175,8 +174,7 @@ class Checkpoints:
             received_at_ms=now_ms,
         )
         values: dict[str, Any] = row.model_dump()
-        dialect = postgresql if s.get_bind().dialect.name == "postgresql" else sqlite
-        s.execute(dialect.insert(AuditCheckpoint).values(**values).on_conflict_do_nothing())
+        s.execute(conflict_insert(s, AuditCheckpoint).values(**values).on_conflict_do_nothing())
         metrics.AUDIT_CHECKPOINTS.labels(source="own").inc()
         return row
 

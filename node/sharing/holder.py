@@ -17,13 +17,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, col, select
 from yrd.catalogue.v1 import catalogue_pb2
 from yrd.peer.v1 import peer_pb2
 
 from core.clock import Clock
-from core.db import Database
+from core.db import Database, conflict_insert
 from core.errors import Conflict, InvalidInput, NotFound, PolicyDenied, YrdError, clip
 from node import metrics
 from node.cases.deadlines import iso
@@ -304,8 +303,7 @@ class DataHolder:
             "asker_node": asker,
             "outcome": item.outcome,
         }
-        dialect = postgresql if s.get_bind().dialect.name == "postgresql" else sqlite
-        stmt = dialect.insert(DataMeter).values(**values, calls=1)
+        stmt = conflict_insert(s, DataMeter).values(**values, calls=1)
         s.execute(
             stmt.on_conflict_do_update(index_elements=list(values), set_={"calls": col(DataMeter.calls) + 1})
         )

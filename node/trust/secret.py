@@ -13,9 +13,9 @@ import hashlib
 import hmac
 import secrets
 
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session
 
+from core.db import conflict_insert
 from node.models import NodeSecret
 
 
@@ -24,8 +24,7 @@ def local_secret(s: Session) -> bytes:
     nothing when the row exists)."""
     row = s.get(NodeSecret, 1)
     if row is None:
-        dialect = postgresql if s.get_bind().dialect.name == "postgresql" else sqlite
-        fresh = dialect.insert(NodeSecret).values(id=1, secret=secrets.token_bytes(32))
+        fresh = conflict_insert(s, NodeSecret).values(id=1, secret=secrets.token_bytes(32))
         s.execute(fresh.on_conflict_do_nothing())
         row = s.get(NodeSecret, 1)
     assert row is not None  # inserted above, or by whoever won the race
