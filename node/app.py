@@ -551,13 +551,14 @@ def build_node(
         max_attachments=limits.max_attachments,
         max_attachment_bytes=limits.max_attachment_bytes,
     )
+    door_limits = http_limits(limits_clock, limits)
     counter_pb2_grpc.add_CounterServiceServicer_to_server(
-        CounterServicer(backend, users, counter_limits), server
+        CounterServicer(backend, users, counter_limits, door_limits.clerks), server
     )
     reflection.enable_server_reflection(
         (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
     )
-    http_app = build_http_app(backend, users, clock, counter_limits, http_limits(limits_clock, limits))
+    http_app = build_http_app(backend, users, clock, counter_limits, door_limits)
     return Node(
         config=config,
         clock=clock,

@@ -35,6 +35,10 @@ HTTP_SLOW_CLIENTS = Counter(
 COUNTER_REQUESTS_LIMITED = Counter(
     "yrd_http_requests_limited_total", "HTTP requests at the counter refused by the per-account rate limit"
 )
+COUNTER_CALLS_LIMITED = Counter(
+    "yrd_grpc_requests_limited_total",
+    "Calls at the gRPC counter refused by the per-account rate limit (one budget with HTTP's)",
+)
 ENVELOPES_VERIFIED = Counter(
     "yrd_envelopes_verified_total", "Inbound envelopes by verification result", ["result"]
 )

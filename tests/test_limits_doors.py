@@ -11,6 +11,7 @@ from typing import Any
 
 import grpc
 import pytest
+from yrd.counter.v1 import counter_pb2, counter_pb2_grpc
 from yrd.envelope.v1.envelope_pb2 import Envelope
 from yrd.peer.v1 import peer_pb2, peer_pb2_grpc
 
@@ -23,7 +24,7 @@ from node.delivery.relaying import DELIVER
 from node.grpc_errors import REASON_KEY
 from node.trust.envelope import seal_envelope
 from simulations.local_federation import PROVINCES
-from tests.support.federation import Federation, allow_all_specs, node_channel
+from tests.support.federation import Federation, allow_all_specs, bearer, grpc_reason, node_channel
 
 LIMITS = {"peer_burst": 3, "peer_calls_per_s": 1, "clerk_burst": 3, "clerk_requests_per_s": 1}
 
@@ -106,6 +107,28 @@ async def test_a_clerk_past_the_limit_gets_429_while_another_is_served(
     fed.bucket_clock.advance(1.0)
     status, _ = await fed.call("jiangsu", "GET", "/api/v1/services")
     assert status == 200
+
+
+async def test_a_clerk_has_one_budget_at_both_doors(fed: LimitedFederation) -> None:
+    """The gRPC counter spends the same per-account tokens as HTTP: a clerk past the limit at
+    one door is refused at the other too (RESOURCE_EXHAUSTED rate_limited), others are not."""
+    for _ in range(LIMITS["clerk_burst"] - 1):
+        status, _ = await fed.call("jiangsu", "GET", "/api/v1/services")
+        assert status == 200
+    async with node_channel(fed.nodes["jiangsu"]) as ch:
+        stub = counter_pb2_grpc.CounterServiceStub(ch)
+        clerk = bearer(fed.tokens["jiangsu"])
+        await stub.ListServices(counter_pb2.ListServicesRequest(), metadata=clerk)  # the last token
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await stub.ListServices(counter_pb2.ListServicesRequest(), metadata=clerk)
+        assert (err.value.code(), grpc_reason(err.value)) == (
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            "rate_limited",
+        )
+        supervisor = bearer(await fed.login("jiangsu", "supervisor"))
+        await stub.ListServices(counter_pb2.ListServicesRequest(), metadata=supervisor)
+    status, problem = await fed.call("jiangsu", "GET", "/api/v1/services")
+    assert (status, problem["code"]) == (429, "rate_limited")
 
 
 class FakeContext:

@@ -16,7 +16,9 @@ import grpc
 from yrd.counter.v1 import counter_pb2, counter_pb2_grpc
 from yrd.peer.v1 import peer_pb2
 
-from core.errors import Unauthenticated
+from core.errors import RateLimited, Unauthenticated
+from core.ratelimit import RateLimiter
+from node import metrics
 from node.cases.requests import Principal
 from node.cases.statuses import TO_WIRE
 from node.counter import grpc_certificates, grpc_clues, grpc_sharing
@@ -113,13 +115,23 @@ def _status(name: str) -> peer_pb2.ApplicationStatus.ValueType:
 
 
 class CounterServicer(counter_pb2_grpc.CounterServiceServicer):
-    def __init__(self, backend: NodeBackend, users: UserStore, limits: CounterLimits) -> None:
-        self.backend, self.users, self.limits = backend, users, limits
+    def __init__(
+        self, backend: NodeBackend, users: UserStore, limits: CounterLimits, clerks: RateLimiter
+    ) -> None:
+        """``clerks`` is the HTTP door's per-account limiter itself, so an account has one
+        budget of requests whichever door it uses."""
+        self.backend, self.users, self.limits, self.clerks = backend, users, limits, clerks
 
     async def _principal(self, context: Context) -> Principal:
         for key, value in context.invocation_metadata() or ():
             if key == "authorization" and isinstance(value, str) and value.startswith("Bearer "):
-                return await self.users.authenticate(value.removeprefix("Bearer ").strip())
+                principal = await self.users.authenticate(value.removeprefix("Bearer ").strip())
+                try:
+                    self.clerks.check(f"account:{principal.username}", "requests")
+                except RateLimited:
+                    metrics.COUNTER_CALLS_LIMITED.inc()
+                    raise
+                return principal
         raise Unauthenticated("send 'authorization: Bearer <token>' metadata", code="missing_token")
 
     @grpc_errors
