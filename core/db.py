@@ -43,6 +43,7 @@ from typing import Any, TypeVar
 from sqlalchemy import event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import DBAPIError
 from sqlmodel import Session, SQLModel, create_engine
 
 from core.errors import ConfigError, Unavailable
@@ -85,8 +86,16 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
 def _sqlite_begin(conn: Connection) -> None:
     # IMMEDIATE takes the write lock at BEGIN, waiting under busy_timeout for another process
     # (a CLI command) to finish; a deferred transaction that read first could instead fail at
-    # its first write when another writer committed in between.
-    conn.exec_driver_sql("BEGIN IMMEDIATE")
+    # its first write when another writer committed in between. Issued on the driver's own
+    # connection: SQLAlchemy's statement path (events, execution context, result) cost more
+    # than the BEGIN itself, once per transaction (docs/performance.md, "small batches").
+    # Its error (the lock still held by another process after busy_timeout) is raised as
+    # SQLAlchemy's, as a statement's would be.
+    driver: sqlite3.Connection = conn.connection.dbapi_connection  # type: ignore[assignment]
+    try:
+        driver.execute("BEGIN IMMEDIATE")
+    except sqlite3.Error as e:
+        raise DBAPIError.instance("BEGIN IMMEDIATE", None, e, sqlite3.Error) from e
 
 
 @dataclass(frozen=True)
@@ -192,6 +201,7 @@ class Database:
         # SQLite's one group-committing worker, started on first use.
         self._queue: queue.SimpleQueue[_Unit | None] = queue.SimpleQueue()
         self._worker: threading.Thread | None = None
+        self._conn: Connection | None = None  # the worker's own, kept open between groups
         self._closed = False
         self._lock = threading.Lock()
 
@@ -276,6 +286,12 @@ class Database:
 
     def _drain(self) -> None:
         """The SQLite worker: run what is queued in groups until :meth:`close`."""
+        try:
+            self._drain_groups()
+        finally:
+            self._drop_connection()
+
+    def _drain_groups(self) -> None:
         while True:
             first = self._queue.get()
             if first is None:
@@ -304,20 +320,48 @@ class Database:
             with contextlib.suppress(RuntimeError):  # that loop is closed: nobody is waiting
                 loop.call_soon_threadsafe(_answer, answers)
 
+    def _connection(self) -> Connection:
+        """The worker's connection, opened once and kept: a checkout from the pool and its
+        return (with the reset that rolls back) per transaction cost about as much CPU as an
+        empty transaction itself, and a trickle of lone units pays it for every one."""
+        if self._conn is None:
+            self._conn = self.engine.connect()
+        return self._conn
+
+    def _drop_connection(self) -> None:
+        """After a failure, or when the worker stops: back to the pool, whose reset rolls back
+        anything a failed COMMIT or ROLLBACK left open, so the next group starts clean."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                conn.close()
+
     def _commit_alone(self, unit: _Unit) -> list[tuple[_Unit, BaseException | None, Any]]:
         """A unit that found nobody queued behind it (an idle node, a slow trickle) is the whole
         transaction: it commits or rolls back whole without a SAVEPOINT and its RELEASE, two
         statements that were all the isolation of a group of one bought."""
         try:
-            return [(unit, None, self.transact(unit.fn))]
+            conn = self._connection()
+            with conn.begin():
+                # The session joins the connection's transaction, which commits when the block
+                # ends; its rollback (a unit or its flush raising) is the transaction's too.
+                s = Session(bind=conn, expire_on_commit=False, join_transaction_mode="rollback_only")
+                try:
+                    value = unit.fn(s)
+                    s.flush()
+                finally:
+                    s.close()
+            return [(unit, None, value)]
         except Exception as e:  # rolled back (the unit, its flush or the commit failed)
+            self._drop_connection()
             return [(unit, e, None)]
 
     def _commit_together(self, group: list[_Unit]) -> list[tuple[_Unit, BaseException | None, Any]]:
         """Each unit in its own SAVEPOINT of one transaction, committed once."""
         results: list[tuple[_Unit, BaseException | None, Any]] = []
         try:
-            with self.engine.connect() as conn, conn.begin():
+            conn = self._connection()
+            with conn.begin():
                 for unit in group:
                     s = Session(bind=conn, expire_on_commit=False, join_transaction_mode="create_savepoint")
                     try:
@@ -333,6 +377,7 @@ class Database:
                     finally:
                         s.close()
         except Exception as e:  # the commit (or BEGIN) failed: no unit of the group holds
+            self._drop_connection()
             log.warning(
                 "a group of %d database transactions failed to commit: %s", len(group), type(e).__name__
             )
