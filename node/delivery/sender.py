@@ -28,13 +28,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import grpc
-from sqlalchemy import update
+from sqlalchemy import bindparam, update
+from sqlalchemy.sql import Executable
 from sqlmodel import Session, col, select
 from yrd.envelope.v1 import envelope_pb2
 from yrd.peer.v1 import peer_pb2
 
 from core.clock import Clock
-from core.db import Database
+from core.db import Database, conflict_insert
 from core.errors import YrdError
 from node import metrics
 from node.config import PEER_CALL_TIMEOUT_S
@@ -501,8 +502,29 @@ def _describe(e: Exception) -> str:
 
 
 def _save_peer(s: Session, node_id: str, failures: int, until: int, error: str, success_ms: int = 0) -> None:
-    st = s.get(PeerState, node_id) or PeerState(node_id=node_id)
-    st.failures, st.backoff_until_ms, st.last_error = failures, until, error[:500]
-    if success_ms:
-        st.last_success_ms = success_ms
-    s.add(st)
+    """One prebuilt upsert (every settle writes one: an ORM load and flush were two statements,
+    and building the upsert anew each time cost more than running it). A time of success is
+    written only when there is one."""
+    params = {
+        "node_id": node_id,
+        "failures": failures,
+        "backoff_until_ms": until,
+        "last_error": error[:500],
+        "last_success_ms": success_ms,
+    }
+    s.execute(_upsert_peer(s, success=bool(success_ms)), params)
+
+
+_PEER_COLUMNS = ("node_id", "failures", "backoff_until_ms", "last_error", "last_success_ms")
+_upserts: dict[tuple[str, bool], Executable] = {}  # per dialect, and whether it marks a success
+
+
+def _upsert_peer(s: Session, success: bool) -> Executable:
+    key = (s.get_bind().dialect.name, success)
+    if key not in _upserts:
+        insert = conflict_insert(s, PeerState).values({c: bindparam(c) for c in _PEER_COLUMNS})
+        kept = _PEER_COLUMNS[1:] if success else _PEER_COLUMNS[1:-1]
+        _upserts[key] = insert.on_conflict_do_update(
+            index_elements=["node_id"], set_={c: insert.excluded[c] for c in kept}
+        )
+    return _upserts[key]
