@@ -1,8 +1,9 @@
 """The changes an owner decides as it stores an application ride back on the Deliver receipt
-when the origin asked for them and sent the item itself (docs/protocol.md 10.4): no status
+when the origin asked for them and sent the item itself (docs/protocol.md 10.6): no status
 item in the owner's outbox, no NotifyStatus leg, and the origin takes the run in with the
 same checks as a NotifyStatus run, in the transaction that settles its delivery. On real
-nodes (Jiangsu the origin, Zhejiang the owner) over gRPC on 127.0.0.1."""
+nodes (Jiangsu the origin, Zhejiang the owner) over gRPC on 127.0.0.1, on SQLite and, when
+YRD_TEST_PG_URL is set, on PostgreSQL."""
 
 from __future__ import annotations
 
@@ -34,10 +35,14 @@ S = peer_pb2.ApplicationStatus
 Outcome = peer_pb2.ReceiptOutcome
 
 
-@pytest.fixture
-async def fed(tmp_path: Path) -> AsyncIterator[Federation]:
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def fed(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Federation]:
     specs = [s for s in allow_all_specs(tmp_path, PROVINCES) if s.node_id in ("jiangsu", "zhejiang")]
-    f = await Federation(tmp_path, specs).start()
+    urls = {}
+    if request.param == "postgresql":  # skipped unless YRD_TEST_PG_URL is set
+        new_pg_schema = request.getfixturevalue("new_pg_schema")
+        urls = {"jiangsu": new_pg_schema(), "zhejiang": new_pg_schema()}
+    f = await Federation(tmp_path, specs, database_urls=urls).start()
     try:
         yield f
     finally:

@@ -497,7 +497,7 @@ def apply_receipt_run(
     at_ms: int,
     apply_status: ApplyStatus,
 ) -> str | None:
-    """The status run an owner's Deliver receipt carries (docs/protocol.md 10.4), taken in as a
+    """The status run an owner's Deliver receipt carries (docs/protocol.md 10.6), taken in as a
     NotifyStatus run is: checked by ``apply_status`` (10.2 steps 1-5, with the receipt's signer,
     who answered the delivery, as the authenticated sender), each change applied once, in the
     caller's transaction, the one that settles the delivery. The run must be of the receipt's

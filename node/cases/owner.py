@@ -2,7 +2,7 @@
 service's handler, and send every status change back to the origin through the
 outbox (so the origin learns of it even across crashes on either side) or, for the
 changes decided as it is stored, on the receipt itself when the origin asked for that
-(docs/protocol.md 10.4): the run is kept with the application, so a re-sent copy whose
+(docs/protocol.md 10.6): the run is kept with the application, so a re-sent copy whose
 first receipt was lost carries it again."""
 
 from __future__ import annotations

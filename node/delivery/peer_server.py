@@ -85,7 +85,7 @@ def status_changes(item: peer_pb2.StatusItem) -> Sequence[peer_pb2.StatusUpdate]
 # The case code that takes an item in, inside the batch's transaction: the owner accepting an
 # application from ``sender`` (the last argument: True when the envelope of the call is the
 # sender's own, so the receipt reaches the origin and may carry its status run, docs/protocol.md
-# 10.4; False at the destination of a relayed envelope), the origin applying status changes (one
+# 10.6; False at the destination of a relayed envelope), the origin applying status changes (one
 # ``status``, or the changes of a ``run``, one receipt for them all). Injected by the
 # composition root so delivery does not import case handling, which sits above it.
 AcceptApplication = Callable[[Session, str, peer_pb2.ApplicationTransfer, int, bool], peer_pb2.Receipt]

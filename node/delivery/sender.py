@@ -73,7 +73,7 @@ FINAL_OUTCOMES = {
 # What the origin makes of an owner's receipt for a delivered application (kept, and turned
 # into the first owner event; a status run it carries applied), run inside the transaction
 # that settles the outbox entry. It returns None when it used the receipt, or why the receipt
-# is not usable (a carried run that fails its checks, docs/protocol.md 10.4): the entry is then
+# is not usable (a carried run that fails its checks, docs/protocol.md 10.6): the entry is then
 # sent again, as one without a usable receipt, and the handler has written nothing.
 # Injected so delivery does not depend on case handling, which sits above it.
 ReceiptHandler = Callable[[Session, str, str, peer_pb2.Receipt, bytes, int], str | None]

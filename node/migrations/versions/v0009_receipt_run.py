@@ -1,5 +1,5 @@
 """The owner keeps the status run that rode on an application's Deliver receipt
-(docs/protocol.md 10.4), so a re-sent copy is answered with the same run. Nullable: rows
+(docs/protocol.md 10.6), so a re-sent copy is answered with the same run. Nullable: rows
 stored before it sent their changes by NotifyStatus and carry none."""
 
 from __future__ import annotations

@@ -406,7 +406,7 @@ class ApplicationTransfer(_message.Message):
     status_on_receipt: _builtins.bool
     """The origin applies status changes carried on the Deliver receipt (Receipt.status_run):
     the owner may answer with the changes it numbered when it stored the application instead
-    of sending them by NotifyStatus (docs/protocol.md 10.4). A member that does not know
+    of sending them by NotifyStatus (docs/protocol.md 10.6). A member that does not know
     this field ignores it and keeps sending every change by NotifyStatus.
     """
     @_builtins.property
@@ -521,7 +521,7 @@ class Receipt(_message.Message):
     def status_run(self) -> Global___StatusRun:
         """The status changes the owner numbered in the transaction that stored the application,
         for an origin that asked for them (ApplicationTransfer.status_on_receipt) and sent the
-        item itself, not through a relay; the same run again on a DUPLICATE (docs/protocol.md 10.4).
+        item itself, not through a relay; the same run again on a DUPLICATE (docs/protocol.md 10.6).
         """
 
     def __init__(
