@@ -210,8 +210,9 @@ async def test_an_origin_that_did_not_ask_or_a_relayed_item_gets_its_changes_by_
     fed: Federation,
 ) -> None:
     """At the owner: an item without ``status_on_receipt``, and one whose envelope a relay
-    carried (``direct`` false), keep the outbox and get a receipt without a run; a copy
-    through a relay of an item whose run rode gets that run by NotifyStatus, once."""
+    carried (``direct`` false), keep the outbox and get a receipt without a run; a copy of an
+    item whose run rode gets the same run on its receipt, or, through a relay or not asking,
+    by NotifyStatus, once."""
     zj = fed.nodes["zhejiang"]
 
     async def accept(t: peer_pb2.ApplicationTransfer, direct: bool) -> peer_pb2.Receipt:
@@ -227,12 +228,11 @@ async def test_an_origin_that_did_not_ask_or_a_relayed_item_gets_its_changes_by_
     )
     assert [k for k, r in receipts.items() if r.HasField("status_run")] == ["0c-rode"]
     assert await status_items(zj) == ["0a-not-asked#1-4", "0b-relayed#1-4"]
-    copy = transfer(fed, "0c-rode", True)
-    for direct in (True, False, False):
-        again = await accept(copy, direct)
+    for asks, direct in ((True, True), (True, False), (False, True), (True, False)):
+        again = await accept(transfer(fed, "0c-rode", asks), direct)
         assert again.outcome == Outcome.RECEIPT_OUTCOME_DUPLICATE
-        assert again.HasField("status_run") == direct
-        if direct:
+        assert again.HasField("status_run") == (asks and direct)
+        if asks and direct:
             assert again.status_run == receipts["0c-rode"].status_run
     assert await status_items(zj) == ["0a-not-asked#1-4", "0b-relayed#1-4", "0c-rode#1-4"]
 

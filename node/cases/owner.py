@@ -224,8 +224,9 @@ class Owner:
     ) -> None:
         """A copy of an application whose changes rode on its first receipt: that receipt may
         have been lost, so the copy's carries the same run. A copy through a relay cannot
-        carry it (the relay's sender settles it), so the run goes by NotifyStatus, once."""
-        if direct:
+        carry it (the relay's sender settles it), nor one that does not ask for it: then the
+        run goes by NotifyStatus, once."""
+        if direct and t.status_on_receipt:
             receipt.status_run.MergeFromString(run)
             return
         changes = list(peer_pb2.StatusRun.FromString(run).updates)
