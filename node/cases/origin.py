@@ -19,6 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session, col, select
 from yrd.catalogue.v1 import catalogue_pb2
+from yrd.envelope.v1 import envelope_pb2
 from yrd.peer.v1 import peer_pb2
 
 from core.clock import Clock
@@ -34,6 +35,9 @@ from node.cases.statuses import FINAL, FIRST_OWNER_SEQUENCE, FROM_WIRE, HELD_SEQ
 from node.delivery.outbox import enqueue, release
 from node.delivery.relaying import DELIVER, address
 from node.models import Application, OutboxEntry, ReceiptRecord, ResultDocument, StatusEvent, SubmissionDigest
+from node.trust import audit
+from node.trust.audit import AuditEntry
+from node.trust.envelope import request_digest
 from node.trust.keyring import Trust
 from node.trust.sealing import seal
 from registry.lookup import CatalogueIndex
@@ -189,6 +193,7 @@ class Origin:
             consent=req.consent,
             sealed_payload=seal(self.trust.public_key_of(owner, now), payload.SerializeToString()),
             fields_present=sorted(form),
+            status_on_receipt=True,  # apply_receipt_run takes what rides on the receipt
         )
         body = peer_pb2.DeliverItem(application=transfer).SerializeToString()
         hop, body = address(self.trust, owner, DELIVER, body, now)
@@ -475,6 +480,42 @@ def apply_status_changes(
     fresh = _record(s, app, events, {u.sequence: list(u.documents) for u in updates if u.documents})
     outcome = Outcome.RECEIPT_OUTCOME_ACCEPTED if fresh else Outcome.RECEIPT_OUTCOME_DUPLICATE
     return peer_pb2.Receipt(item_id=item_id, outcome=outcome), [u for u in updates if u.sequence in fresh]
+
+
+# What applies an owner's status changes at the origin, as the peer service's NotifyStatus
+# does (apply_status_changes, plus what the bundle runner keeps of them): injected so a run on
+# a receipt is taken in by the very same code.
+ApplyStatus = Callable[[Session, str, Sequence[peer_pb2.StatusUpdate]], peer_pb2.Receipt]
+
+
+def apply_receipt_run(
+    s: Session,
+    app_id: str,
+    from_node: str,
+    receipt: peer_pb2.Receipt,
+    envelope_bytes: bytes,
+    at_ms: int,
+    apply_status: ApplyStatus,
+) -> str | None:
+    """The status run an owner's Deliver receipt carries (docs/protocol.md 10.6), taken in as a
+    NotifyStatus run is: checked by ``apply_status`` (10.2 steps 1-5, with the receipt's signer,
+    who answered the delivery, as the authenticated sender), each change applied once, in the
+    caller's transaction, the one that settles the delivery. The run must be of the receipt's
+    own application. Returns None when there is no run or it was taken in (the audit log then
+    names it, as it names a NotifyStatus item), or why the receipt is not usable: nothing of it
+    is applied and the delivery is sent again."""
+    if not receipt.HasField("status_run"):
+        return None
+    updates = receipt.status_run.updates
+    if updates and updates[0].application_id != app_id:
+        return "malformed_status: a run of another application than the receipt's"
+    answer = apply_status(s, from_node, updates)
+    if answer.outcome == Outcome.RECEIPT_OUTCOME_REJECTED:
+        return f"{answer.reason_code}: {answer.reason}"
+    first, last = updates[0].sequence, updates[-1].sequence
+    digest = request_digest(envelope_pb2.Envelope.FromString(envelope_bytes))
+    audit.append(s, [AuditEntry("in", from_node, DELIVER, digest, f"{app_id}#{first}-{last}")], at_ms)
+    return None
 
 
 def _refused(item_id: str, code: str, reason: str) -> peer_pb2.Receipt:
