@@ -287,6 +287,8 @@ def test_application(case: dict[str, Any]) -> None:
     )
     assert result == case["expect"]
     assert result == "valid" or GRPC_STATUS[result] == "RECEIPT"
+    # Section 9: the case `status-on-receipt` sets 10.1 field 10, which the checks ignore.
+    assert transfer.status_on_receipt == (case["name"] == "status-on-receipt")
 
 
 @pytest.mark.parametrize("case", cases("status"))
