@@ -64,19 +64,21 @@ def read_change(raw: bytes) -> Change:
 
 def read_status_item(raw: bytes) -> list[Change]:
     """The changes a StatusItem carries (3.4, 10.2): its `run`'s, or its one `status`. Of the
-    oneof, the field that occurs last is the one set (section 8)."""
-    last: tuple[int, bytes] | None = None
-    for number, value in wire.known_fields(
+    oneof, the field that occurs last is the one set, and a message field that occurs more than
+    once in a row is merged (section 8), which for protobuf is reading the encodings joined."""
+    number = 0
+    parts: list[bytes] = []
+    for seen, value in wire.known_fields(
         raw, {STATUS_FIELD: wire.LENGTH_DELIMITED, RUN_FIELD: wire.LENGTH_DELIMITED}
     ):
         assert isinstance(value, bytes)
-        last = (number, value)
-    if last is None:
+        parts = [*parts, value] if seen == number else [value]
+        number = seen
+    if not parts:
         raise wire.WireError("neither status nor run")  # malformed_body, 3.4; no vector has it
-    number, value = last
     if number == STATUS_FIELD:
-        return [read_change(value)]
-    return read_run(value)
+        return [read_change(b"".join(parts))]
+    return read_run(b"".join(parts))
 
 
 def read_run(raw: bytes) -> list[Change]:
