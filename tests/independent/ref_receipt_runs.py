@@ -4,7 +4,9 @@ Written from the document alone, like the rest of this package; each rule cites 
 the document leaves a choice open, the choice is named in a comment.
 
 The receipt has already verified as a response (4) to the `Deliver` envelope that carried the
-origin's application, sent directly and with `status_on_receipt` true (10.1 field 10).
+origin's application, sent directly and with `status_on_receipt` true (10.1 field 10). What an
+origin that did not ask does with a run is not said; it would be taken in the same way here
+(RECEIPT_RUN_GAPS.md).
 """
 
 from __future__ import annotations
