@@ -47,6 +47,7 @@ from tests.independent.ref_protocol import (
     verify_response,
     x25519_secret_from_seed,
 )
+from tests.independent.ref_receipt_runs import USABLE, take_receipt
 from tests.independent.ref_status import Origin, apply_status_item
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
@@ -286,6 +287,8 @@ def test_application(case: dict[str, Any]) -> None:
     )
     assert result == case["expect"]
     assert result == "valid" or GRPC_STATUS[result] == "RECEIPT"
+    # Section 9: the case `status-on-receipt` sets 10.1 field 10, which the checks ignore.
+    assert transfer.status_on_receipt == (case["name"] == "status-on-receipt")
 
 
 @pytest.mark.parametrize("case", cases("status"))
@@ -304,7 +307,14 @@ def test_status(case: dict[str, Any]) -> None:
 
 @pytest.mark.parametrize("case", cases("receipt_runs"))
 def test_receipt_run(case: dict[str, Any]) -> None:
-    pytest.skip("section 10.6 (a status run on the Deliver receipt) is not in tests/independent/ yet")
+    section = VECTORS["receipt_runs"]
+    origin = Origin(section["application_id"], section["owner"], set(case["known"]))
+    result, applied = take_receipt(origin, unhex(case["receipt"]), case["sender"])
+    assert (result, applied, origin.shows()) == (case["expect"], case["applied"], case["shows"])
+    if result != USABLE:
+        # 10.6: an unusable receipt is no receipt; nothing of it is recorded.
+        assert GRPC_STATUS[result] == "RECEIPT"
+        assert origin.recorded == set(case["known"])
 
 
 @pytest.mark.parametrize("case", cases("routing"))
