@@ -23,7 +23,15 @@ from yrd.peer.v1 import peer_pb2
 
 from core.clock import Clock
 from core.db import Database
-from core.errors import Conflict, NotFound, PermissionDenied, RateLimited, Unprocessable, clip
+from core.errors import (
+    Conflict,
+    NotFound,
+    PermissionDenied,
+    RateLimited,
+    Unprocessable,
+    YrdError,
+    clip,
+)
 from node import metrics
 from node.cases.admission import Admitted, admit
 from node.cases.deadlines import add_working_days, iso
@@ -88,11 +96,14 @@ class Origin:
         self._backlog = sa_select(func.count()).select_from(waiting)  # built once, run per submit
 
     async def replay(self, principal: Principal, idempotency_key: str, digest: str) -> dict[str, Any] | None:
-        """What an earlier request under this key was answered, or None if there was none.
+        """What an earlier request under this key was answered, or None if there was none; a
+        key reused with a different request is refused rather than answered with the first
+        application.
 
-        Asked first, before any validation or quota, so a client's retry of an accepted
-        request gets the stored answer even if limits or quotas changed since; a key reused
-        with a different request is refused rather than answered with the first application.
+        Asked only of a request refused before the submit's transaction (its form, a policy,
+        a quota): a client's retry of an accepted request gets the stored answer even if the
+        rules tightened since. A request that gets as far as the transaction is looked up in
+        it (:meth:`submit`), not in a transaction of its own.
         """
         found = await self.db.run(lambda s: self._replayed(s, principal.username, idempotency_key, digest))
         return None if found is None else _submitted(found)
@@ -112,22 +123,20 @@ class Origin:
         return app
 
     async def submit(self, principal: Principal, idempotency_key: str, req: SubmitRequest) -> dict[str, Any]:
-        replayed = await self.replay(principal, idempotency_key, req.digest)
-        if replayed is not None:
+        """Store an allowed application once per idempotency key: ``{id, owner_node, status}``.
+
+        A retry is answered from the transaction that would store it, which looks the key up
+        first (one hand-off to the database thread per submit, where a look-up ahead of the
+        checks took two); so the checks and the policy decide a retry again (its decision
+        logged, a quota token spent, as for two racing copies). Only a retry they refuse is
+        looked up on its own (:meth:`replay`), to get the first answer all the same."""
+        try:
+            defn, admitted, owner, allowed, now = await self._allow(principal, req)
+        except YrdError:
+            replayed = await self.replay(principal, idempotency_key, req.digest)
+            if replayed is None:
+                raise
             return replayed
-        defn = self.catalogue.get(req.service_id)
-        admitted = admit(
-            defn,
-            applicant_name=req.applicant_name,
-            applicant_id_number=req.applicant_id_number,
-            form=req.form,
-            materials=[a.material for a in req.attachments],
-            consent=req.consent,
-            purpose=req.purpose,
-        )
-        now = self.clock.now_ms()
-        owner = self.trust.manifest.owner_of(defn.owner).node_id
-        allowed = await self.policy.outbound(defn, owner, principal, req, admitted.form, now)
         app_id = new_application_id(now)
         held = allowed.decision.obligations.require_second_approval
         try:
@@ -151,6 +160,26 @@ class Origin:
             if not held:
                 self.wake(hop)
         return _submitted(stored)
+
+    async def _allow(
+        self, principal: Principal, req: SubmitRequest
+    ) -> tuple[catalogue_pb2.ServiceDefinition, Admitted, str, Allowed, int]:
+        """What a request must pass before anything is stored: the owner's form and materials,
+        then the outbound policy (which refuses with YrdError subclasses)."""
+        defn = self.catalogue.get(req.service_id)
+        admitted = admit(
+            defn,
+            applicant_name=req.applicant_name,
+            applicant_id_number=req.applicant_id_number,
+            form=req.form,
+            materials=[a.material for a in req.attachments],
+            consent=req.consent,
+            purpose=req.purpose,
+        )
+        now = self.clock.now_ms()
+        owner = self.trust.manifest.owner_of(defn.owner).node_id
+        allowed = await self.policy.outbound(defn, owner, principal, req, admitted.form, now)
+        return defn, admitted, owner, allowed, now
 
     def _prepare(
         self,
