@@ -59,12 +59,14 @@ def new_application_id(now_ms: int) -> str:
 @dataclass
 class AppHead:
     """The columns of an application that applying a status change reads and writes, read
-    with one prebuilt Core SELECT instead of loading the whole row as an ORM object."""
+    with one prebuilt Core SELECT instead of loading the whole row as an ORM object; and who
+    submitted it, which tells a bundle's part (node/cases/bundles/routing.py) from the rest."""
 
     id: str
     owner_node: str
     status: str
     status_sequence: int
+    submitted_by: str
 
 
 def _submitted(app: Application | AppHead) -> dict[str, Any]:
@@ -465,6 +467,7 @@ _HEAD_COLUMNS = (
     _APPLICATIONS.c.owner_node,
     _APPLICATIONS.c.status,
     _APPLICATIONS.c.status_sequence,
+    _APPLICATIONS.c.submitted_by,
 )
 _HEAD = sa_select(*_HEAD_COLUMNS).where(_APPLICATIONS.c.id == bindparam("app_id"))
 _BY_KEY = sa_select(*_HEAD_COLUMNS).where(
@@ -488,22 +491,33 @@ def apply_status_changes(
     malformed one refuses them all. Each ``(application, sequence)`` is then applied once,
     so a run that overlaps what arrived before applies only the rest: ``ACCEPTED`` when any
     change was applied, ``DUPLICATE`` when none was."""
+    receipt, applied, _ = apply_status_run(s, sender, updates)
+    return receipt, applied
+
+
+def apply_status_run(
+    s: Session, sender: str, updates: Sequence[peer_pb2.StatusUpdate]
+) -> tuple[peer_pb2.Receipt, list[peer_pb2.StatusUpdate], AppHead | None]:
+    """:func:`apply_status_changes`, with the application's head it read (None when the
+    changes were refused), for a caller that acts on whose application it is."""
     item_id = updates[0].application_id if updates else ""
     problem = run_problem(updates)
     if problem is not None:
-        return _refused(item_id, "malformed_status", problem), []
+        return _refused(item_id, "malformed_status", problem), [], None
     app = _head(s, item_id)
     if app is None or app.owner_node != sender:
-        return _refused(
+        refused = _refused(
             item_id, "unknown_application", "no such application from this origin for that owner"
-        ), []
+        )
+        return refused, [], None
     events = [
         _event(item_id, u.sequence, FROM_WIRE[u.status], u.changed_at_ms, u.reason, u.rule_id)
         for u in updates
     ]
     fresh = _record(s, app, events, {u.sequence: list(u.documents) for u in updates if u.documents})
     outcome = Outcome.RECEIPT_OUTCOME_ACCEPTED if fresh else Outcome.RECEIPT_OUTCOME_DUPLICATE
-    return peer_pb2.Receipt(item_id=item_id, outcome=outcome), [u for u in updates if u.sequence in fresh]
+    receipt = peer_pb2.Receipt(item_id=item_id, outcome=outcome)
+    return receipt, [u for u in updates if u.sequence in fresh], app
 
 
 def _refused(item_id: str, code: str, reason: str) -> peer_pb2.Receipt:
@@ -516,9 +530,17 @@ def apply_delivery_receipt(
     s: Session, app_id: str, from_node: str, receipt: peer_pb2.Receipt, envelope_bytes: bytes, at_ms: int
 ) -> None:
     """Keep the signed receipt and turn the owner's answer into the first owner event."""
+    take_delivery_receipt(s, app_id, from_node, receipt, envelope_bytes, at_ms)
+
+
+def take_delivery_receipt(
+    s: Session, app_id: str, from_node: str, receipt: peer_pb2.Receipt, envelope_bytes: bytes, at_ms: int
+) -> AppHead | None:
+    """:func:`apply_delivery_receipt`, with the application's head it read (None: this node
+    has no application of that id), for a caller that acts on whose application it is."""
     app = _head(s, app_id)
     if app is None:
-        return
+        return None
     s.connection().execute(
         _RECEIPTS.insert(),
         {
@@ -533,7 +555,7 @@ def apply_delivery_receipt(
         },
     )
     if from_node != app.owner_node:
-        return  # a relay's receipt: the owner's own word comes as a status change
+        return app  # a relay's receipt: the owner's own word comes as a status change
     if receipt.outcome in (Outcome.RECEIPT_OUTCOME_ACCEPTED, Outcome.RECEIPT_OUTCOME_DUPLICATE):
         record_event(s, app, sequence=FIRST_OWNER_SEQUENCE, status="delivered", at_ms=receipt.received_at_ms)
     elif receipt.outcome == Outcome.RECEIPT_OUTCOME_REJECTED:
@@ -546,3 +568,4 @@ def apply_delivery_receipt(
             reason=receipt.reason,
             rule_id=receipt.rule_id,
         )
+    return app
