@@ -4,15 +4,17 @@ whole. In process, against a real database: no nodes, no network."""
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import event
 from sqlmodel import Session, col, select
 from yrd.peer.v1 import peer_pb2
 
 from core.db import Database
-from node.cases.bundles.routing import Routing
+from node.cases.bundles.routing import PART_SUBMITTER, Routing
 from node.cases.origin import apply_status_changes
 from node.models import Application, ApplicationResult, BundlePart, BundleRun, ResultDocument, StatusEvent
 
@@ -152,6 +154,9 @@ def test_a_part_run_at_the_lead_keeps_the_latest_results_and_wakes_its_bundle_on
     def start(s: Session) -> None:
         s.add(BundleRun(id="bundle-1", service_id="bundle-svc", created_at_ms=0, due_at_ms=0))
         s.add(BundlePart(bundle_id="bundle-1", name="licence", service_id="svc", application_id=APP))
+        app = s.get_one(Application, APP)
+        app.submitted_by = f"{PART_SUBMITTER}bundle-1"  # as the runner submits a part
+        s.add(app)
 
     db.transact(start)
     # Routing.apply_status reads nothing of the bundle machinery it is part of.
@@ -165,3 +170,32 @@ def test_a_part_run_at_the_lead_keeps_the_latest_results_and_wakes_its_bundle_on
 
     assert db.transact(read) == ([("licence_no", "L-2", 4)], 2)  # wanted: 1 when made, one wake
     assert history(db) == ("completed", AUTO_HISTORY, 1)
+
+
+def test_an_ordinary_application_keeps_its_results_and_wakes_no_bundle(db: Database) -> None:
+    """A clerk's application is no bundle's part (no account name has a colon): its results
+    are kept all the same, and no statement looks for a bundle to wake."""
+    statements: list[str] = []
+
+    def statement(_conn: object, _cursor: object, sql: str, *_rest: object) -> None:
+        statements.append(sql)
+
+    routing = Routing.__new__(Routing)
+    event.listen(db.engine, "before_cursor_execute", statement)
+    try:
+        receipt = db.transact(lambda s: routing.apply_status(s, OWNER, auto_run()))
+    finally:
+        event.remove(db.engine, "before_cursor_execute", statement)
+    assert receipt.outcome == Outcome.RECEIPT_OUTCOME_ACCEPTED
+    assert not [sql for sql in statements if "bundle" in sql]
+
+    def read(s: Session) -> list[tuple[str, str, int]]:
+        results = s.exec(select(ApplicationResult).where(ApplicationResult.application_id == APP)).all()
+        return [(r.name, r.value, r.sequence) for r in results]
+
+    assert db.transact(read) == [("licence_no", "L-2", 4)]
+    # A later change's result replaces it; an earlier change arriving after it does not.
+    for sequence in (6, 5):
+        late = [change(sequence, S.APPLICATION_STATUS_COMPLETED, results={"licence_no": f"L-{sequence}"})]
+        db.transact(functools.partial(routing.apply_status, sender=OWNER, updates=late))
+    assert db.transact(read) == [("licence_no", "L-6", 6)]
