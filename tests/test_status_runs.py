@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -13,10 +14,20 @@ from sqlalchemy import event
 from sqlmodel import Session, col, select
 from yrd.peer.v1 import peer_pb2
 
+from core.clock import SystemClock
 from core.db import Database
 from node.cases.bundles.routing import PART_SUBMITTER, Routing
 from node.cases.origin import apply_status_changes
-from node.models import Application, ApplicationResult, BundlePart, BundleRun, ResultDocument, StatusEvent
+from node.cases.owner import Owner
+from node.models import (
+    Application,
+    ApplicationResult,
+    BundlePart,
+    BundleRun,
+    OutboxEntry,
+    ResultDocument,
+    StatusEvent,
+)
 
 APP = "0193a1b2c3d4e5f60718293a4b5c"
 OWNER = "zhejiang"
@@ -199,3 +210,21 @@ def test_an_ordinary_application_keeps_its_results_and_wakes_no_bundle(db: Datab
         late = [change(sequence, S.APPLICATION_STATUS_COMPLETED, results={"licence_no": f"L-{sequence}"})]
         db.transact(functools.partial(routing.apply_status, sender=OWNER, updates=late))
     assert db.transact(read) == [("licence_no", "L-6", 6)]
+
+
+def test_more_changes_than_a_run_holds_leave_as_consecutive_runs_the_origin_takes_in(db: Database) -> None:
+    """An owner that numbers over 16 changes in one transaction must not send them as one
+    run: the origin refuses a longer run whole (malformed_status), and the changes would be
+    lost with it. They leave as runs of at most 16, each taken in."""
+    trust = SimpleNamespace(next_hop=lambda destination: destination)  # a direct peer
+    owner = Owner(db=db, trust=trust, services=dict, policy=None, clock=SystemClock(), wake=print)  # type: ignore[arg-type]
+    changes = [change(n) for n in range(1, 21)]
+    db.transact(lambda s: owner._send(s, APP, "jiangsu", changes, 1000))
+    entries = db.transact(
+        lambda s: [(e.item_id, e.body) for e in s.exec(select(OutboxEntry).order_by(col(OutboxEntry.id)))]
+    )
+    assert [item_id for item_id, _ in entries] == [f"{APP}#1-16", f"{APP}#17-20"]
+    for _, body in entries:
+        receipt, _applied = apply(db, list(peer_pb2.StatusItem.FromString(body).run.updates))
+        assert receipt.outcome == Outcome.RECEIPT_OUTCOME_ACCEPTED, receipt.reason
+    assert [seq for seq, _ in history(db)[1]] == list(range(1, 21))

@@ -28,6 +28,7 @@ from node.cases.deadlines import add_working_days, iso
 from node.cases.handlers import auto_decision, check_results, issue_results, result_notice
 from node.cases.policy_gate import PolicyGate
 from node.cases.requests import Document, Principal
+from node.cases.status_checks import MAX_RUN
 from node.cases.statuses import FINAL, FIRST_OWNER_SEQUENCE, TO_WIRE
 from node.delivery.outbox import enqueue
 from node.delivery.relaying import NOTIFY_STATUS, address
@@ -206,7 +207,7 @@ class Owner:
     ) -> None:
         """The changes numbered as ``row`` is stored: on ``receipt`` (and kept with the row,
         for a copy's receipt) when given, else through the outbox."""
-        if receipt is None:
+        if receipt is None or len(changes) > MAX_RUN:  # 10.6: a run on a receipt holds at most 16
             self._send(s, row.id, row.origin_node, changes, now)
             return
         receipt.status_run.updates.extend(changes)
@@ -353,21 +354,24 @@ class Owner:
     ) -> None:
         """One outbox item for the changes of one application numbered in one transaction:
         a ``status`` for one change, a ``run`` for several (one envelope, one signature, one
-        receipt), under the id of :func:`_status_item_id`."""
-        if len(changes) == 1:
-            item = peer_pb2.StatusItem(status=changes[0])
-        else:
-            item = peer_pb2.StatusItem(run=peer_pb2.StatusRun(updates=changes))
-        hop, body = address(self.trust, origin, NOTIFY_STATUS, item.SerializeToString(), now)
-        enqueue(
-            s,
-            next_hop=hop,
-            destination=origin,
-            method=NOTIFY_STATUS,
-            item_id=_status_item_id(app_id, changes),
-            body=body,
-            now_ms=now,
-        )
+        receipt), under the id of :func:`_status_item_id`; more than a run may hold go as
+        consecutive runs, since the origin refuses a longer one whole."""
+        for start in range(0, len(changes), MAX_RUN):
+            part = changes[start : start + MAX_RUN]
+            if len(part) == 1:
+                item = peer_pb2.StatusItem(status=part[0])
+            else:
+                item = peer_pb2.StatusItem(run=peer_pb2.StatusRun(updates=part))
+            hop, body = address(self.trust, origin, NOTIFY_STATUS, item.SerializeToString(), now)
+            enqueue(
+                s,
+                next_hop=hop,
+                destination=origin,
+                method=NOTIFY_STATUS,
+                item_id=_status_item_id(app_id, part),
+                body=body,
+                now_ms=now,
+            )
 
     def _apply_decision(
         self,
