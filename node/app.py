@@ -33,7 +33,7 @@ from core.keys import NodeKey, load_key
 from node import metrics, migrations
 from node.cases.bundles.runner import Bundles
 from node.cases.clues import Clues
-from node.cases.origin import Origin, apply_delivery_receipt
+from node.cases.origin import Origin, apply_delivery_receipt, apply_receipt_run
 from node.cases.owner import Owner
 from node.cases.policy_gate import PolicyGate
 from node.cases.webhooks import WebhookDispatcher
@@ -280,14 +280,21 @@ def _data_sharing(
 
 def _receipts_to(bundles: Bundles) -> ReceiptHandler:
     """A receiver's signed receipt, for whichever kind of item it answers (at most one
-    matches): an application, which may be a bundle's part whose run it wakes, or a clue."""
+    matches): an application, which may be a bundle's part whose run it wakes, or a clue.
+    A status run on it is taken in first, by the code that takes NotifyStatus runs in
+    (``bundles.apply_status``); a run that fails its checks makes the receipt unusable, and
+    nothing of it is kept."""
 
     def on_receipt(
         s: Session, item_id: str, from_node: str, receipt: peer_pb2.Receipt, envelope: bytes, at_ms: int
-    ) -> None:
+    ) -> str | None:
+        problem = apply_receipt_run(s, item_id, from_node, receipt, envelope, at_ms, bundles.apply_status)
+        if problem is not None:
+            return problem
         bundles.on_receipt(s, item_id, from_node, receipt, envelope, at_ms)
         Clues.apply_receipt(s, item_id, from_node, receipt, envelope, at_ms)
         DataAsker.apply_receipt(s, item_id, from_node, receipt, envelope, at_ms)
+        return None
 
     return on_receipt
 

@@ -18,6 +18,10 @@ APPLICATIONS_BACKPRESSURED = Counter(
 APPLICATIONS_RECEIVED = Counter(
     "yrd_applications_received_total", "Applications received as owner, by outcome", ["outcome"]
 )
+STATUS_RUNS_ON_RECEIPT = Counter(
+    "yrd_status_runs_on_receipt_total",
+    "Status runs an owner sent on a Deliver receipt instead of by NotifyStatus (docs/protocol.md 10.6)",
+)
 LOGIN_FAILURES = Counter("yrd_login_failures_total", "Counter logins refused for bad credentials")
 LOGIN_THROTTLED = Counter(
     "yrd_login_throttled_total",

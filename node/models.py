@@ -102,6 +102,10 @@ class InboundApplication(SQLModel, table=True):
     fields_present: str = ""
     reason: str = ""
     rule_id: str = ""
+    # The serialized StatusRun that rode on the Deliver receipt instead of the outbox
+    # (docs/protocol.md 10.6), kept so a re-sent copy's DUPLICATE carries the same run;
+    # None when the changes went by NotifyStatus.
+    receipt_run: bytes | None = Field(default=None, sa_column=Column(LargeBinary, nullable=True))
 
 
 class OutboxEntry(SQLModel, table=True):

@@ -925,6 +925,7 @@ def application_vectors() -> dict[str, Any]:
         ("id-with-hyphens", "node-js", transfer(application_id="app-0004"), "valid"),
         ("id-of-64-characters", "node-js", transfer(application_id="a" * 64), "valid"),
         ("fields-present-in-another-order", "node-js", transfer(fields_present=form[::-1]), "valid"),
+        ("status-on-receipt", "node-js", transfer(status_on_receipt=True), "valid"),
         ("origin-is-not-the-sender", "node-zj", transfer(), "origin_mismatch"),
         ("origin-mismatch-and-bad-id", "node-zj", transfer(application_id=""), "origin_mismatch"),
         ("id-empty", "node-js", transfer(application_id=""), "invalid_application_id"),
@@ -1005,25 +1006,32 @@ AUTO_RUN = [
 ]
 
 
-def status_vectors() -> dict[str, Any]:
-    """10.2: the origin node-js holds STATUS_APP, owned by node-sh, with the changes ``known``
-    already recorded; each case's item is applied whole or refused whole."""
+def _change(sequence: int, status: int = peer_pb2.APPLICATION_STATUS_IN_REVIEW, **over: Any) -> Any:
+    """One change of STATUS_APP, made by its owner at APP_NOW."""
+    fields: dict[str, Any] = {
+        "application_id": STATUS_APP,
+        "status": status,
+        "reason": "",
+        "changed_at_ms": APP_NOW,
+        "sequence": sequence,
+    }
+    fields.update(over)
+    return peer_pb2.StatusUpdate(**fields)
 
-    def change(sequence: int, status: int = peer_pb2.APPLICATION_STATUS_IN_REVIEW, **over: Any) -> Any:
-        fields: dict[str, Any] = {
-            "application_id": STATUS_APP,
-            "status": status,
-            "reason": "",
-            "changed_at_ms": APP_NOW,
-            "sequence": sequence,
-        }
-        fields.update(over)
-        return peer_pb2.StatusUpdate(**fields)
 
-    auto = [change(n, s) for n, s in enumerate(AUTO_RUN, start=1)]
+def _auto_changes() -> list[Any]:
+    """An automatic approval's four changes of STATUS_APP, with a named result and a notice."""
+    auto = [_change(n, s) for n, s in enumerate(AUTO_RUN, start=1)]
     auto[2].results["licence_no"] = "SH-2026-0001"
     auto[3].results["licence_no"] = "SH-2026-0001"
     auto[3].documents.add(name="notice.txt", content_type="text/plain", data="准予 approved".encode())
+    return auto
+
+
+def status_vectors() -> dict[str, Any]:
+    """10.2: the origin node-js holds STATUS_APP, owned by node-sh, with the changes ``known``
+    already recorded; each case's item is applied whole or refused whole."""
+    change, auto = _change, _auto_changes()
 
     def run(*updates: Any) -> bytes:
         return peer_pb2.StatusItem(run=peer_pb2.StatusRun(updates=updates)).SerializeToString(
@@ -1155,6 +1163,82 @@ def status_vectors() -> dict[str, Any]:
                 "shows": max([0, *known, *applied]),
             }
             for name, sender, known, item, expect, applied in cases
+        ],
+    }
+
+
+def receipt_run_vectors() -> dict[str, Any]:
+    """10.6: the origin node-js delivered STATUS_APP to its owner node-sh, asking for its status
+    on the receipt, and holds the changes ``known``; each case is the verified receipt of that
+    Deliver envelope, signed by ``sender``: usable (its run recorded, each change once) or not
+    (nothing of it recorded, the item sent again)."""
+    change, auto = _change, _auto_changes()
+    accepted = {"outcome": peer_pb2.RECEIPT_OUTCOME_ACCEPTED, "reason_code": "accepted", "reason": "stored"}
+    duplicate = {"outcome": peer_pb2.RECEIPT_OUTCOME_DUPLICATE, "reason_code": "duplicate"}
+    relayed = {"outcome": peer_pb2.RECEIPT_OUTCOME_ACCEPTED, "reason_code": "relayed"}
+    denied = {
+        "outcome": peer_pb2.RECEIPT_OUTCOME_REJECTED,
+        "reason_code": "rule_deny",
+        "reason": "not for this purpose",
+        "rule_id": "deny-purpose",
+    }
+    refused = change(
+        1, peer_pb2.APPLICATION_STATUS_REFUSED, reason="not for this purpose", rule_id="deny-purpose"
+    )
+
+    def receipt(answer: dict[str, Any], *updates: Any, present: bool = True) -> bytes:
+        r = peer_pb2.Receipt(item_id=STATUS_APP, received_at_ms=APP_NOW, **answer)
+        if present:
+            r.status_run.SetInParent()  # field 7 set, even when the run is empty
+            r.status_run.updates.extend(updates)
+        return r.SerializeToString(deterministic=True)
+
+    sh, zj = "node-sh", "node-zj"
+    other = [change(n, application_id="app-0009") for n in (1, 2)]
+    cases: list[tuple[str, str, list[int], bytes, str, list[int]]] = [
+        ("accepted-with-its-run", sh, [], receipt(accepted, *auto), "usable", [1, 2, 3, 4]),
+        ("accepted-without-a-run", sh, [], receipt(accepted, present=False), "usable", []),
+        ("duplicate-after-a-lost-receipt", sh, [], receipt(duplicate, *auto), "usable", [1, 2, 3, 4]),
+        ("duplicate-already-recorded", sh, [1, 2, 3, 4], receipt(duplicate, *auto), "usable", []),
+        ("duplicate-overlapping", sh, [1, 2], receipt(duplicate, *auto), "usable", [3, 4]),
+        ("refused-by-policy-with-its-change", sh, [], receipt(denied, refused), "usable", [1]),
+        ("run-empty", sh, [], receipt(accepted), "malformed_status", []),
+        ("run-of-17", sh, [], receipt(accepted, *(change(n) for n in range(1, 18))), "malformed_status", []),
+        (
+            "run-with-a-gap",
+            sh,
+            [],
+            receipt(accepted, change(1), change(2), change(4)),
+            "malformed_status",
+            [],
+        ),
+        (
+            "run-with-an-unknown-status",
+            sh,
+            [],
+            receipt(accepted, change(1), change(2, 99)),
+            "malformed_status",
+            [],
+        ),
+        ("run-of-another-application", sh, [], receipt(accepted, *other), "malformed_status", []),
+        ("run-on-a-relay-receipt", zj, [], receipt(relayed, *auto), "unknown_application", []),
+    ]
+    return {
+        "origin": "node-js",
+        "application_id": STATUS_APP,
+        "owner": sh,
+        "cases": [
+            {
+                "name": name,
+                "sender": sender,
+                "known": known,
+                "receipt": r.hex(),
+                "expect": expect,
+                "applied": applied,
+                # A usable receipt from the owner also records its first event (10.4): sequence 1.
+                "shows": max([0, *known, *applied, *([1] if expect == "usable" and sender == sh else [])]),
+            }
+            for name, sender, known, r, expect, applied in cases
         ],
     }
 
@@ -1367,6 +1451,7 @@ def build() -> dict[str, Any]:
         "forwarded": forwarded_vectors(),
         "applications": application_vectors(),
         "status": status_vectors(),
+        "receipt_runs": receipt_run_vectors(),
         "routing": routing_vectors(),
         "signing_keys": signing_key_vectors(),
         "certificates": certificate_vectors(),

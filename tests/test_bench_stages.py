@@ -62,6 +62,30 @@ def test_stages_split_the_latency_at_the_marks_each_node_stamped(tmp_path: Path)
     }
 
 
+def test_a_run_that_rode_on_the_receipt_ends_the_owner_to_origin_stage_when_it_was_taken_in(
+    tmp_path: Path,
+) -> None:
+    origin = _node_db(
+        tmp_path / "origin.db",
+        [("a1", 1_010), ("a2", 1_010)],
+        [
+            (1_045, "in", DELIVER, "a1#1-4"),  # the run on a1's receipt, taken in as it settled
+            (1_045, "out", DELIVER, "a1"),
+            (1_045, "in", DELIVER, "a2#1-2"),  # a2's first changes rode; its decision came later
+            (1_045, "out", DELIVER, "a2"),
+            (1_065, "in", NOTIFY_STATUS, "a2"),
+        ],
+    )
+    owner = _node_db(tmp_path / "owner.db", [], [(1_030, "in", DELIVER, "a1"), (1_030, "in", DELIVER, "a2")])
+    seen = {"a1": 1_050.0, "a2": 1_070.0}
+
+    result = stages.breakdown({"origin": origin, "owner": owner}, {"a1": 1_000.0, "a2": 1_000.0}, seen)
+
+    assert result["owner_to_origin"]["p50_ms"] == 15.0  # a1: 1045 - 1030
+    assert result["owner_to_origin"]["p99_ms"] == 35.0  # a2: its last change, 1065 - 1030
+    assert result["at_origin"]["p50_ms"] == 5.0
+
+
 async def test_a_submit_is_stamped_when_its_headers_are_written_not_when_it_was_built() -> None:
     async def answer(_request: web.Request) -> web.Response:
         return web.json_response({})

@@ -16,6 +16,7 @@ from sqlmodel import Session, select
 from yrd.peer.v1 import peer_pb2
 
 from core.clock import SystemClock
+from core.errors import PolicyDenied
 from node.cases.deadlines import CST
 from node.models import Application, AuditRecord, InboundApplication, OutboxEntry
 from node.trust.sealing import unseal
@@ -125,7 +126,7 @@ async def test_decisions_are_logged_for_operators(fed: Federation) -> None:
     assert "王" not in json.dumps(log, ensure_ascii=False)  # names never reach the log
 
 
-async def test_an_allowed_submit_logs_its_decision_with_the_application_and_a_replay_none(
+async def test_an_allowed_submit_logs_its_decision_with_the_application_and_a_replay_its_own(
     fed: Federation, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     db = fed.nodes["jiangsu"].db
@@ -152,6 +153,9 @@ async def test_an_allowed_submit_logs_its_decision_with_the_application_and_a_re
     assert status == 201, created
     logging = [u for u in units if any(sql.startswith("INSERT INTO policy_decision") for sql in u)]
     assert len(logging) == 1 and any(sql.startswith("INSERT INTO application ") for sql in logging[0])
+    # The key is looked up once, in that same unit: no transaction of its own before it.
+    keyed = [u for u in units if any("application.idempotency_key =" in sql for sql in u)]
+    assert keyed == logging
 
     def decisions(s: Session) -> list[tuple[str, bool]]:
         return [(d.decision_id, d.allowed) for d in s.exec(select(PolicyDecisionRow)).all()]
@@ -159,8 +163,31 @@ async def test_an_allowed_submit_logs_its_decision_with_the_application_and_a_re
     logged = await db.run(decisions)
     app = await db.run(lambda s: s.get(Application, created["id"]))
     assert app is not None and logged == [(app.policy_decision_id, True)]
+    # A retry is found in the transaction that would store it, after the policy was asked
+    # again: that decision is logged (every decision is), the application stays the first's.
     status, again = await fed.submit("jiangsu", body, "one-unit-1")
-    assert again["id"] == created["id"] and await db.run(decisions) == logged
+    assert again["id"] == created["id"]
+    after = await db.run(decisions)
+    assert len(after) == 2 and set(logged) < set(after) and all(allowed for _, allowed in after)
+
+
+async def test_a_retry_the_policy_now_refuses_still_gets_its_first_answer(
+    fed: Federation, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    body = body_for(fed, "zj.medical.cross-region-filing")
+    status, created = await fed.submit("jiangsu", body, "tightened-1")
+    assert status == 201, created
+
+    async def refused(*_args: object) -> None:
+        raise PolicyDenied("no longer agreed", code="denied", rule_id="js-tightened")
+
+    # Rules tightened since: the retry is refused before the submit's transaction, and only
+    # then looked up on its own, to be answered as the first was; a new request is refused.
+    monkeypatch.setattr(fed.nodes["jiangsu"].backend.origin.policy, "outbound", refused)
+    status, again = await fed.submit("jiangsu", body, "tightened-1")
+    assert status == 201 and again["id"] == created["id"]
+    status, problem = await fed.submit("jiangsu", body, "tightened-2")
+    assert status == 403 and problem["code"] == "denied", problem
 
 
 async def test_inbound_denial_becomes_a_refusal_at_the_origin_counter(tmp_path: Path) -> None:

@@ -47,6 +47,7 @@ from tests.independent.ref_protocol import (
     verify_response,
     x25519_secret_from_seed,
 )
+from tests.independent.ref_receipt_runs import USABLE, take_receipt
 from tests.independent.ref_status import Origin, apply_status_item
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
@@ -66,6 +67,7 @@ HANDLED_KINDS = {
     },
     "applications": {"name", "sender", "transfer", "form_fields", "expect"},
     "status": {"name", "sender", "known", "item", "expect", "item_id", "applied", "shows"},
+    "receipt_runs": {"name", "sender", "known", "receipt", "expect", "applied", "shows"},
     "routing": {"name", "division_code", "expect"},
     "signing_keys": {"name", "node_id", "at_ms", "expect"},
     "certificates": {"name", "form", "input", "now_ms", "expect"},
@@ -87,6 +89,7 @@ HANDLED_PARAMETERS = {
     "forwarded": {"manifest", "now_ms"},
     "applications": {"owner", "services", "now_ms", "max_skew_ms", "max_age_ms", "max_ahead_ms"},
     "status": {"origin", "application_id", "owner"},
+    "receipt_runs": {"origin", "application_id", "owner"},
     "routing": {"manifest"},
     "signing_keys": {"manifest"},
     "certificates": {"keys", "signed_manifest", "example"},  # run in tests/test_independent_certificates.py
@@ -284,6 +287,8 @@ def test_application(case: dict[str, Any]) -> None:
     )
     assert result == case["expect"]
     assert result == "valid" or GRPC_STATUS[result] == "RECEIPT"
+    # Section 9: the case `status-on-receipt` sets 10.1 field 10, which the checks ignore.
+    assert transfer.status_on_receipt == (case["name"] == "status-on-receipt")
 
 
 @pytest.mark.parametrize("case", cases("status"))
@@ -298,6 +303,18 @@ def test_status(case: dict[str, Any]) -> None:
         case["shows"],
     )
     assert result in ("accepted", "duplicate") or GRPC_STATUS[result] == "RECEIPT"
+
+
+@pytest.mark.parametrize("case", cases("receipt_runs"))
+def test_receipt_run(case: dict[str, Any]) -> None:
+    section = VECTORS["receipt_runs"]
+    origin = Origin(section["application_id"], section["owner"], set(case["known"]))
+    result, applied = take_receipt(origin, unhex(case["receipt"]), case["sender"])
+    assert (result, applied, origin.shows()) == (case["expect"], case["applied"], case["shows"])
+    if result != USABLE:
+        # 10.6: an unusable receipt is no receipt; nothing of it is recorded.
+        assert GRPC_STATUS[result] == "RECEIPT"
+        assert origin.recorded == set(case["known"])
 
 
 @pytest.mark.parametrize("case", cases("routing"))

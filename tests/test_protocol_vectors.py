@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -15,7 +16,14 @@ from nacl.bindings import crypto_box_easy, crypto_scalarmult_base
 from sqlmodel import Session, col, delete, select
 from yrd.catalogue.v1.catalogue_pb2 import ServiceDefinition
 from yrd.federation.v1.manifest_pb2 import SignedManifest
-from yrd.peer.v1.peer_pb2 import ApplicationPayload, ApplicationTransfer, ReceiptOutcome, StatusItem
+from yrd.peer.v1.peer_pb2 import (
+    ApplicationPayload,
+    ApplicationTransfer,
+    Receipt,
+    ReceiptOutcome,
+    StatusItem,
+    StatusUpdate,
+)
 
 from core.clock import FakeClock
 from core.db import Database
@@ -28,9 +36,9 @@ from node.cases.admission import (
     check_sender,
     check_transfer,
 )
-from node.cases.origin import apply_status_changes
+from node.cases.origin import apply_delivery_receipt, apply_receipt_run, apply_status_changes
 from node.delivery.peer_server import status_changes
-from node.models import Application, ResultDocument, StatusEvent
+from node.models import Application, ReceiptRecord, ResultDocument, StatusEvent
 from node.trust.envelope import EnvelopeVerifier, request_digest, signing_input
 from node.trust.nonces import MemoryNonceStore
 from node.trust.sealing import unseal, x25519_public_key, x25519_secret_key
@@ -238,26 +246,33 @@ def origin_db(tmp_path_factory: pytest.TempPathFactory) -> Database:
     return db
 
 
+def _start(db: Database, app_id: str, owner: str, known: list[int]) -> None:
+    """The origin holding ``app_id``, owned by ``owner``, with the changes ``known`` recorded."""
+
+    def start(s: Session) -> None:
+        for table in (StatusEvent, ResultDocument, ReceiptRecord, Application):
+            s.exec(delete(table))  # type: ignore[call-overload]
+        s.add(
+            Application(
+                id=app_id, service_id="x", owner_node=owner, status="submitted",
+                submitted_at_ms=0, due_at_ms=0, submitted_by="clerk", idempotency_key="k", purpose="p",
+            )
+        )  # fmt: skip
+        s.flush()
+        for sequence in known:
+            s.add(StatusEvent(application_id=app_id, sequence=sequence, status="in_review", at_ms=0))
+        if known:
+            s.get_one(Application, app_id).status_sequence = max(known)
+
+    db.transact(start)
+
+
 @pytest.mark.parametrize("vector", STATUS["cases"], ids=lambda v: v["name"])
 def test_status_vectors(vector: dict[str, Any], origin_db: Database) -> None:
     """The origin's handling of a status item, a single change or a run (protocol §10.2),
     through the code a NotifyStatus envelope reaches, against a real database."""
     app_id = STATUS["application_id"]
-
-    def start(s: Session) -> None:
-        for table in (StatusEvent, ResultDocument, Application):
-            s.exec(delete(table))  # type: ignore[call-overload]
-        s.add(
-            Application(
-                id=app_id, service_id="x", owner_node=STATUS["owner"], status="submitted",
-                submitted_at_ms=0, due_at_ms=0, submitted_by="clerk", idempotency_key="k", purpose="p",
-            )
-        )  # fmt: skip
-        s.flush()
-        for sequence in vector["known"]:
-            s.add(StatusEvent(application_id=app_id, sequence=sequence, status="in_review", at_ms=0))
-        if vector["known"]:
-            s.get_one(Application, app_id).status_sequence = max(vector["known"])
+    _start(origin_db, app_id, STATUS["owner"], vector["known"])
 
     def apply(s: Session) -> tuple[str, str, list[int], int]:
         item = StatusItem.FromString(bytes.fromhex(vector["item"]))
@@ -266,7 +281,6 @@ def test_status_vectors(vector: dict[str, Any], origin_db: Database) -> None:
         shows = s.get_one(Application, app_id).status_sequence
         return outcome, receipt.item_id, [u.sequence for u in applied], shows
 
-    origin_db.transact(start)
     outcome, item_id, applied, shows = origin_db.transact(apply)
     assert (outcome, item_id, applied, shows) == (
         vector["expect"],
@@ -278,6 +292,37 @@ def test_status_vectors(vector: dict[str, Any], origin_db: Database) -> None:
         lambda s: list(s.exec(select(StatusEvent.sequence).where(col(StatusEvent.application_id) == app_id)))
     )
     assert sorted(events) == sorted({*vector["known"], *vector["applied"]})
+
+
+RECEIPT_RUNS = VECTORS["receipt_runs"]
+
+
+@pytest.mark.parametrize("vector", RECEIPT_RUNS["cases"], ids=lambda v: v["name"])
+def test_receipt_run_vectors(vector: dict[str, Any], origin_db: Database) -> None:
+    """The origin's handling of a status run on its Deliver receipt (protocol §10.6), through
+    the code the sender's settle reaches: the run checked and applied, then the receipt kept."""
+    app_id = RECEIPT_RUNS["application_id"]
+    _start(origin_db, app_id, RECEIPT_RUNS["owner"], vector["known"])
+
+    def settle(s: Session) -> tuple[str, list[int], int]:
+        receipt = Receipt.FromString(bytes.fromhex(vector["receipt"]))
+        applied: list[int] = []
+
+        def apply_status(s: Session, sender: str, updates: Sequence[StatusUpdate]) -> Receipt:
+            answer, fresh = apply_status_changes(s, sender, updates)
+            applied.extend(u.sequence for u in fresh)
+            return answer
+
+        problem = apply_receipt_run(s, app_id, vector["sender"], receipt, b"", 0, apply_status)
+        if problem is None:
+            apply_delivery_receipt(s, app_id, vector["sender"], receipt, b"", 0)
+        shows = s.get_one(Application, app_id).status_sequence
+        return ("usable" if problem is None else problem.split(":")[0]), applied, shows
+
+    outcome, applied, shows = origin_db.transact(settle)
+    assert (outcome, applied, shows) == (vector["expect"], vector["applied"], vector["shows"])
+    kept = origin_db.transact(lambda s: len(s.exec(select(ReceiptRecord)).all()))
+    assert kept == (1 if outcome == "usable" else 0)  # an unusable receipt keeps nothing
 
 
 @pytest.mark.parametrize("vector", VECTORS["routing"]["cases"], ids=lambda v: v["name"])

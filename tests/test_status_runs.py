@@ -4,17 +4,30 @@ whole. In process, against a real database: no nodes, no network."""
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from sqlalchemy import event
 from sqlmodel import Session, col, select
 from yrd.peer.v1 import peer_pb2
 
+from core.clock import SystemClock
 from core.db import Database
-from node.cases.bundles.routing import Routing
+from node.cases.bundles.routing import PART_SUBMITTER, Routing
 from node.cases.origin import apply_status_changes
-from node.models import Application, ApplicationResult, BundlePart, BundleRun, ResultDocument, StatusEvent
+from node.cases.owner import Owner
+from node.models import (
+    Application,
+    ApplicationResult,
+    BundlePart,
+    BundleRun,
+    OutboxEntry,
+    ResultDocument,
+    StatusEvent,
+)
 
 APP = "0193a1b2c3d4e5f60718293a4b5c"
 OWNER = "zhejiang"
@@ -152,6 +165,9 @@ def test_a_part_run_at_the_lead_keeps_the_latest_results_and_wakes_its_bundle_on
     def start(s: Session) -> None:
         s.add(BundleRun(id="bundle-1", service_id="bundle-svc", created_at_ms=0, due_at_ms=0))
         s.add(BundlePart(bundle_id="bundle-1", name="licence", service_id="svc", application_id=APP))
+        app = s.get_one(Application, APP)
+        app.submitted_by = f"{PART_SUBMITTER}bundle-1"  # as the runner submits a part
+        s.add(app)
 
     db.transact(start)
     # Routing.apply_status reads nothing of the bundle machinery it is part of.
@@ -165,3 +181,50 @@ def test_a_part_run_at_the_lead_keeps_the_latest_results_and_wakes_its_bundle_on
 
     assert db.transact(read) == ([("licence_no", "L-2", 4)], 2)  # wanted: 1 when made, one wake
     assert history(db) == ("completed", AUTO_HISTORY, 1)
+
+
+def test_an_ordinary_application_keeps_its_results_and_wakes_no_bundle(db: Database) -> None:
+    """A clerk's application is no bundle's part (no account name has a colon): its results
+    are kept all the same, and no statement looks for a bundle to wake."""
+    statements: list[str] = []
+
+    def statement(_conn: object, _cursor: object, sql: str, *_rest: object) -> None:
+        statements.append(sql)
+
+    routing = Routing.__new__(Routing)
+    event.listen(db.engine, "before_cursor_execute", statement)
+    try:
+        receipt = db.transact(lambda s: routing.apply_status(s, OWNER, auto_run()))
+    finally:
+        event.remove(db.engine, "before_cursor_execute", statement)
+    assert receipt.outcome == Outcome.RECEIPT_OUTCOME_ACCEPTED
+    assert not [sql for sql in statements if "bundle" in sql]
+
+    def read(s: Session) -> list[tuple[str, str, int]]:
+        results = s.exec(select(ApplicationResult).where(ApplicationResult.application_id == APP)).all()
+        return [(r.name, r.value, r.sequence) for r in results]
+
+    assert db.transact(read) == [("licence_no", "L-2", 4)]
+    # A later change's result replaces it; an earlier change arriving after it does not.
+    for sequence in (6, 5):
+        late = [change(sequence, S.APPLICATION_STATUS_COMPLETED, results={"licence_no": f"L-{sequence}"})]
+        db.transact(functools.partial(routing.apply_status, sender=OWNER, updates=late))
+    assert db.transact(read) == [("licence_no", "L-6", 6)]
+
+
+def test_more_changes_than_a_run_holds_leave_as_consecutive_runs_the_origin_takes_in(db: Database) -> None:
+    """An owner that numbers over 16 changes in one transaction must not send them as one
+    run: the origin refuses a longer run whole (malformed_status), and the changes would be
+    lost with it. They leave as runs of at most 16, each taken in."""
+    trust = SimpleNamespace(next_hop=lambda destination: destination)  # a direct peer
+    owner = Owner(db=db, trust=trust, services=dict, policy=None, clock=SystemClock(), wake=print)  # type: ignore[arg-type]
+    changes = [change(n) for n in range(1, 21)]
+    db.transact(lambda s: owner._send(s, APP, "jiangsu", changes, 1000))
+    entries = db.transact(
+        lambda s: [(e.item_id, e.body) for e in s.exec(select(OutboxEntry).order_by(col(OutboxEntry.id)))]
+    )
+    assert [item_id for item_id, _ in entries] == [f"{APP}#1-16", f"{APP}#17-20"]
+    for _, body in entries:
+        receipt, _applied = apply(db, list(peer_pb2.StatusItem.FromString(body).run.updates))
+        assert receipt.outcome == Outcome.RECEIPT_OUTCOME_ACCEPTED, receipt.reason
+    assert [seq for seq, _ in history(db)[1]] == list(range(1, 21))

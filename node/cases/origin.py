@@ -19,11 +19,20 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session, col, select
 from yrd.catalogue.v1 import catalogue_pb2
+from yrd.envelope.v1 import envelope_pb2
 from yrd.peer.v1 import peer_pb2
 
 from core.clock import Clock
 from core.db import Database
-from core.errors import Conflict, NotFound, PermissionDenied, RateLimited, Unprocessable, clip
+from core.errors import (
+    Conflict,
+    NotFound,
+    PermissionDenied,
+    RateLimited,
+    Unprocessable,
+    YrdError,
+    clip,
+)
 from node import metrics
 from node.cases.admission import Admitted, admit
 from node.cases.deadlines import add_working_days, iso
@@ -34,6 +43,9 @@ from node.cases.statuses import FINAL, FIRST_OWNER_SEQUENCE, FROM_WIRE, HELD_SEQ
 from node.delivery.outbox import enqueue, release
 from node.delivery.relaying import DELIVER, address
 from node.models import Application, OutboxEntry, ReceiptRecord, ResultDocument, StatusEvent, SubmissionDigest
+from node.trust import audit
+from node.trust.audit import AuditEntry
+from node.trust.envelope import request_digest
 from node.trust.keyring import Trust
 from node.trust.sealing import seal
 from registry.lookup import CatalogueIndex
@@ -51,15 +63,17 @@ def new_application_id(now_ms: int) -> str:
 @dataclass
 class AppHead:
     """The columns of an application that applying a status change reads and writes, read
-    with one prebuilt Core SELECT instead of loading the whole row as an ORM object."""
+    with one prebuilt Core SELECT instead of loading the whole row as an ORM object; and who
+    submitted it, which tells a bundle's part (node/cases/bundles/routing.py) from the rest."""
 
     id: str
     owner_node: str
     status: str
     status_sequence: int
+    submitted_by: str
 
 
-def _submitted(app: Application | AppHead) -> dict[str, Any]:
+def _submitted(app: AppHead) -> dict[str, Any]:
     return {"id": app.id, "owner_node": app.owner_node, "status": app.status}
 
 
@@ -88,11 +102,14 @@ class Origin:
         self._backlog = sa_select(func.count()).select_from(waiting)  # built once, run per submit
 
     async def replay(self, principal: Principal, idempotency_key: str, digest: str) -> dict[str, Any] | None:
-        """What an earlier request under this key was answered, or None if there was none.
+        """What an earlier request under this key was answered, or None if there was none; a
+        key reused with a different request is refused rather than answered with the first
+        application.
 
-        Asked first, before any validation or quota, so a client's retry of an accepted
-        request gets the stored answer even if limits or quotas changed since; a key reused
-        with a different request is refused rather than answered with the first application.
+        Asked only of a request refused before the submit's transaction (its form, a policy,
+        a quota): a client's retry of an accepted request gets the stored answer even if the
+        rules tightened since. A request that gets as far as the transaction is looked up in
+        it (:meth:`submit`), not in a transaction of its own.
         """
         found = await self.db.run(lambda s: self._replayed(s, principal.username, idempotency_key, digest))
         return None if found is None else _submitted(found)
@@ -112,22 +129,20 @@ class Origin:
         return app
 
     async def submit(self, principal: Principal, idempotency_key: str, req: SubmitRequest) -> dict[str, Any]:
-        replayed = await self.replay(principal, idempotency_key, req.digest)
-        if replayed is not None:
+        """Store an allowed application once per idempotency key: ``{id, owner_node, status}``.
+
+        A retry is answered from the transaction that would store it, which looks the key up
+        first (one hand-off to the database thread per submit, where a look-up ahead of the
+        checks took two); so the checks and the policy decide a retry again (its decision
+        logged, a quota token spent, as for two racing copies). Only a retry they refuse is
+        looked up on its own (:meth:`replay`), to get the first answer all the same."""
+        try:
+            defn, admitted, owner, allowed, now = await self._allow(principal, req)
+        except YrdError:
+            replayed = await self.replay(principal, idempotency_key, req.digest)
+            if replayed is None:
+                raise
             return replayed
-        defn = self.catalogue.get(req.service_id)
-        admitted = admit(
-            defn,
-            applicant_name=req.applicant_name,
-            applicant_id_number=req.applicant_id_number,
-            form=req.form,
-            materials=[a.material for a in req.attachments],
-            consent=req.consent,
-            purpose=req.purpose,
-        )
-        now = self.clock.now_ms()
-        owner = self.trust.manifest.owner_of(defn.owner).node_id
-        allowed = await self.policy.outbound(defn, owner, principal, req, admitted.form, now)
         app_id = new_application_id(now)
         held = allowed.decision.obligations.require_second_approval
         try:
@@ -152,6 +167,26 @@ class Origin:
                 self.wake(hop)
         return _submitted(stored)
 
+    async def _allow(
+        self, principal: Principal, req: SubmitRequest
+    ) -> tuple[catalogue_pb2.ServiceDefinition, Admitted, str, Allowed, int]:
+        """What a request must pass before anything is stored: the owner's form and materials,
+        then the outbound policy (which refuses with YrdError subclasses)."""
+        defn = self.catalogue.get(req.service_id)
+        admitted = admit(
+            defn,
+            applicant_name=req.applicant_name,
+            applicant_id_number=req.applicant_id_number,
+            form=req.form,
+            materials=[a.material for a in req.attachments],
+            consent=req.consent,
+            purpose=req.purpose,
+        )
+        now = self.clock.now_ms()
+        owner = self.trust.manifest.owner_of(defn.owner).node_id
+        allowed = await self.policy.outbound(defn, owner, principal, req, admitted.form, now)
+        return defn, admitted, owner, allowed, now
+
     def _prepare(
         self,
         principal: Principal,
@@ -163,7 +198,7 @@ class Origin:
         allowed: Allowed,
         app_id: str,
         now: int,
-    ) -> tuple[str, Callable[[Session], Application | AppHead]]:
+    ) -> tuple[str, Callable[[Session], AppHead]]:
         """The next hop and the unit that stores an allowed application: the application, its
         outbox entry and the policy decision in one transaction (one hand-off to the database
         thread), or, should the idempotency key turn out to be taken, the first answer."""
@@ -189,27 +224,38 @@ class Origin:
             consent=req.consent,
             sealed_payload=seal(self.trust.public_key_of(owner, now), payload.SerializeToString()),
             fields_present=sorted(form),
+            status_on_receipt=True,  # apply_receipt_run takes what rides on the receipt
         )
         body = peer_pb2.DeliverItem(application=transfer).SerializeToString()
         hop, body = address(self.trust, owner, DELIVER, body, now)
         held = decision.obligations.require_second_approval
-        row = Application(
+        head = AppHead(
             id=app_id,
-            service_id=defn.service_id,
             owner_node=owner,
             status="awaiting_approval" if held else "submitted",
             status_sequence=HELD_SEQUENCE if held else 0,
-            submitted_at_ms=now,
-            due_at_ms=add_working_days(now, defn.time_limit_days),
             submitted_by=principal.username,
-            idempotency_key=idempotency_key,
-            purpose=req.purpose,
-            policy_decision_id=decision.decision_id,
         )
+        # The row as the INSERT's parameters: an ORM object built only to be dumped cost more
+        # (its validation and instrumentation) than the statement that writes it.
+        row = {
+            "id": app_id,
+            "owner_node": owner,
+            "status": head.status,
+            "status_sequence": head.status_sequence,
+            "submitted_by": principal.username,
+            "service_id": defn.service_id,
+            "submitted_at_ms": now,
+            "due_at_ms": add_working_days(now, defn.time_limit_days),
+            "idempotency_key": idempotency_key,
+            "purpose": req.purpose,
+            "policy_decision_id": decision.decision_id,
+        }
+        first = _event(app_id, head.status_sequence, head.status, now, "", "")
 
         # The decision is logged last, after everything that can refuse: a unit that fails
         # has not logged (nor counted) it, and the caller logs it on its own.
-        def store(s: Session) -> Application | AppHead:
+        def store(s: Session) -> AppHead:
             existing = self._replayed(s, principal.username, idempotency_key, req.digest)
             if existing is not None:
                 allowed.log(s)  # the decision was taken all the same
@@ -218,20 +264,10 @@ class Origin:
                 self._check_backlog(s, hop, owner)
             # Core INSERTs, like the outbox entry's: nothing left in the session to flush.
             conn = s.connection()
-            conn.execute(_APPLICATIONS.insert(), row.model_dump())
+            conn.execute(_INSERT_APPLICATION, row)
             if req.digest:
-                conn.execute(_DIGESTS.insert(), {"application_id": app_id, "digest": req.digest})
-            conn.execute(
-                _EVENTS.insert(),
-                {
-                    "application_id": app_id,
-                    "sequence": row.status_sequence,
-                    "status": row.status,
-                    "reason": "",
-                    "rule_id": "",
-                    "at_ms": now,
-                },
-            )
+                conn.execute(_INSERT_DIGEST, {"application_id": app_id, "digest": req.digest})
+            conn.execute(_INSERT_FIRST_EVENT, first)
             enqueue(
                 s,
                 next_hop=hop,
@@ -243,7 +279,7 @@ class Origin:
                 held=held,
             )
             allowed.log(s)
-            return row
+            return head
 
         return hop, store
 
@@ -406,7 +442,7 @@ def _record(
         for d in documents.get(sequence, ())
     ]
     if kept:
-        conn.execute(_DOCUMENTS.insert(), kept)
+        conn.execute(_INSERT_DOCUMENT, kept)
     highest = max(fresh)
     if highest > app.status_sequence:
         status = next(e["status"] for e in events if e["sequence"] == highest)
@@ -426,6 +462,11 @@ _DOCUMENTS = ResultDocument.__table__  # type: ignore[attr-defined]
 _APPLICATIONS = Application.__table__  # type: ignore[attr-defined]
 _RECEIPTS = ReceiptRecord.__table__  # type: ignore[attr-defined]
 _DIGESTS = SubmissionDigest.__table__  # type: ignore[attr-defined]
+_INSERT_APPLICATION = _APPLICATIONS.insert()
+_INSERT_DIGEST = _DIGESTS.insert()
+_INSERT_FIRST_EVENT = _EVENTS.insert()
+_INSERT_DOCUMENT = _DOCUMENTS.insert()
+_INSERT_RECEIPT = _RECEIPTS.insert()
 _INSERT_EVENT = {
     name: dialect.insert(_EVENTS).on_conflict_do_nothing().returning(_EVENTS.c.sequence)
     for name, dialect in (("sqlite", sqlite), ("postgresql", postgresql))
@@ -436,6 +477,7 @@ _HEAD_COLUMNS = (
     _APPLICATIONS.c.owner_node,
     _APPLICATIONS.c.status,
     _APPLICATIONS.c.status_sequence,
+    _APPLICATIONS.c.submitted_by,
 )
 _HEAD = sa_select(*_HEAD_COLUMNS).where(_APPLICATIONS.c.id == bindparam("app_id"))
 _BY_KEY = sa_select(*_HEAD_COLUMNS).where(
@@ -459,22 +501,69 @@ def apply_status_changes(
     malformed one refuses them all. Each ``(application, sequence)`` is then applied once,
     so a run that overlaps what arrived before applies only the rest: ``ACCEPTED`` when any
     change was applied, ``DUPLICATE`` when none was."""
+    receipt, applied, _ = apply_status_run(s, sender, updates)
+    return receipt, applied
+
+
+def apply_status_run(
+    s: Session, sender: str, updates: Sequence[peer_pb2.StatusUpdate]
+) -> tuple[peer_pb2.Receipt, list[peer_pb2.StatusUpdate], AppHead | None]:
+    """:func:`apply_status_changes`, with the application's head it read (None when the
+    changes were refused), for a caller that acts on whose application it is."""
     item_id = updates[0].application_id if updates else ""
     problem = run_problem(updates)
     if problem is not None:
-        return _refused(item_id, "malformed_status", problem), []
+        return _refused(item_id, "malformed_status", problem), [], None
     app = _head(s, item_id)
     if app is None or app.owner_node != sender:
-        return _refused(
+        refused = _refused(
             item_id, "unknown_application", "no such application from this origin for that owner"
-        ), []
+        )
+        return refused, [], None
     events = [
         _event(item_id, u.sequence, FROM_WIRE[u.status], u.changed_at_ms, u.reason, u.rule_id)
         for u in updates
     ]
     fresh = _record(s, app, events, {u.sequence: list(u.documents) for u in updates if u.documents})
     outcome = Outcome.RECEIPT_OUTCOME_ACCEPTED if fresh else Outcome.RECEIPT_OUTCOME_DUPLICATE
-    return peer_pb2.Receipt(item_id=item_id, outcome=outcome), [u for u in updates if u.sequence in fresh]
+    receipt = peer_pb2.Receipt(item_id=item_id, outcome=outcome)
+    return receipt, [u for u in updates if u.sequence in fresh], app
+
+
+# What applies an owner's status changes at the origin, as the peer service's NotifyStatus
+# does (apply_status_changes, plus what the bundle runner keeps of them): injected so a run on
+# a receipt is taken in by the very same code.
+ApplyStatus = Callable[[Session, str, Sequence[peer_pb2.StatusUpdate]], peer_pb2.Receipt]
+
+
+def apply_receipt_run(
+    s: Session,
+    app_id: str,
+    from_node: str,
+    receipt: peer_pb2.Receipt,
+    envelope_bytes: bytes,
+    at_ms: int,
+    apply_status: ApplyStatus,
+) -> str | None:
+    """The status run an owner's Deliver receipt carries (docs/protocol.md 10.6), taken in as a
+    NotifyStatus run is: checked by ``apply_status`` (10.2 steps 1-5, with the receipt's signer,
+    who answered the delivery, as the authenticated sender), each change applied once, in the
+    caller's transaction, the one that settles the delivery. The run must be of the receipt's
+    own application. Returns None when there is no run or it was taken in (the audit log then
+    names it, as it names a NotifyStatus item), or why the receipt is not usable: nothing of it
+    is applied and the delivery is sent again."""
+    if not receipt.HasField("status_run"):
+        return None
+    updates = receipt.status_run.updates
+    if updates and updates[0].application_id != app_id:
+        return "malformed_status: a run of another application than the receipt's"
+    answer = apply_status(s, from_node, updates)
+    if answer.outcome == Outcome.RECEIPT_OUTCOME_REJECTED:
+        return f"{answer.reason_code}: {answer.reason}"
+    first, last = updates[0].sequence, updates[-1].sequence
+    digest = request_digest(envelope_pb2.Envelope.FromString(envelope_bytes))
+    audit.append(s, [AuditEntry("in", from_node, DELIVER, digest, f"{app_id}#{first}-{last}")], at_ms)
+    return None
 
 
 def _refused(item_id: str, code: str, reason: str) -> peer_pb2.Receipt:
@@ -487,11 +576,19 @@ def apply_delivery_receipt(
     s: Session, app_id: str, from_node: str, receipt: peer_pb2.Receipt, envelope_bytes: bytes, at_ms: int
 ) -> None:
     """Keep the signed receipt and turn the owner's answer into the first owner event."""
+    take_delivery_receipt(s, app_id, from_node, receipt, envelope_bytes, at_ms)
+
+
+def take_delivery_receipt(
+    s: Session, app_id: str, from_node: str, receipt: peer_pb2.Receipt, envelope_bytes: bytes, at_ms: int
+) -> AppHead | None:
+    """:func:`apply_delivery_receipt`, with the application's head it read (None: this node
+    has no application of that id), for a caller that acts on whose application it is."""
     app = _head(s, app_id)
     if app is None:
-        return
+        return None
     s.connection().execute(
-        _RECEIPTS.insert(),
+        _INSERT_RECEIPT,
         {
             "application_id": app_id,
             "from_node": from_node,
@@ -504,7 +601,7 @@ def apply_delivery_receipt(
         },
     )
     if from_node != app.owner_node:
-        return  # a relay's receipt: the owner's own word comes as a status change
+        return app  # a relay's receipt: the owner's own word comes as a status change
     if receipt.outcome in (Outcome.RECEIPT_OUTCOME_ACCEPTED, Outcome.RECEIPT_OUTCOME_DUPLICATE):
         record_event(s, app, sequence=FIRST_OWNER_SEQUENCE, status="delivered", at_ms=receipt.received_at_ms)
     elif receipt.outcome == Outcome.RECEIPT_OUTCOME_REJECTED:
@@ -517,3 +614,4 @@ def apply_delivery_receipt(
             reason=receipt.reason,
             rule_id=receipt.rule_id,
         )
+    return app

@@ -1,6 +1,9 @@
 """The owner side: store each application once, answer with a receipt, run the
 service's handler, and send every status change back to the origin through the
-outbox (so the origin learns of it even across crashes on either side)."""
+outbox (so the origin learns of it even across crashes on either side) or, for the
+changes decided as it is stored, on the receipt itself when the origin asked for that
+(docs/protocol.md 10.6): the run is kept with the application, so a re-sent copy whose
+first receipt was lost carries it again."""
 
 from __future__ import annotations
 
@@ -25,6 +28,7 @@ from node.cases.deadlines import add_working_days, iso
 from node.cases.handlers import auto_decision, check_results, issue_results, result_notice
 from node.cases.policy_gate import PolicyGate
 from node.cases.requests import Document, Principal
+from node.cases.status_checks import MAX_RUN
 from node.cases.statuses import FINAL, FIRST_OWNER_SEQUENCE, TO_WIRE
 from node.delivery.outbox import enqueue
 from node.delivery.relaying import NOTIFY_STATUS, address
@@ -50,9 +54,9 @@ def _insert(s: Session, row: InboundApplication) -> None:
 _INBOUND = InboundApplication.__table__  # type: ignore[attr-defined]
 # What answering a second copy reads, as one prebuilt Core SELECT: an ORM load of the whole row
 # per item cost more than SQLite took to find it.
-_EXISTING = sa_select(_INBOUND.c.origin_node, _INBOUND.c.status, _INBOUND.c.reason, _INBOUND.c.rule_id).where(
-    _INBOUND.c.id == bindparam("app_id")
-)
+_EXISTING = sa_select(
+    _INBOUND.c.origin_node, _INBOUND.c.status, _INBOUND.c.reason, _INBOUND.c.rule_id, _INBOUND.c.receipt_run
+).where(_INBOUND.c.id == bindparam("app_id"))
 
 
 class Owner:
@@ -74,12 +78,19 @@ class Owner:
 
     # -- receiving ---------------------------------------------------------------------
 
-    def accept(self, s: Session, sender: str, t: peer_pb2.ApplicationTransfer, now: int) -> peer_pb2.Receipt:
+    def accept(
+        self, s: Session, sender: str, t: peer_pb2.ApplicationTransfer, now: int, direct: bool = False
+    ) -> peer_pb2.Receipt:
         """Store one application exactly once; called inside the batch's transaction.
 
         The application is checked exactly as this node's own counter checks one, before
         anything is stored or the policy is asked: what fails gets a REJECTED receipt with
         the check's code and leaves no application row and no policy decision behind.
+
+        ``direct``: the envelope that carried the item is ``sender``'s own, not a relay's, so
+        the receipt reaches the origin itself. Then, when the item asks for it
+        (``status_on_receipt``), the changes numbered here ride on the receipt instead of the
+        outbox; a bundle's go by NotifyStatus all the same (its runner numbers more of them).
         """
         try:
             check_sender(t, sender)
@@ -91,11 +102,15 @@ class Owner:
             if existing.origin_node != sender:
                 return self._receipt(t, Outcome.RECEIPT_OUTCOME_REJECTED, "id_taken", "application id in use")
             if existing.status == "refused":
-                return self._receipt(
+                copy = self._receipt(
                     t, Outcome.RECEIPT_OUTCOME_REJECTED, "refused", existing.reason, existing.rule_id
                 )
-            metrics.APPLICATIONS_RECEIVED.labels(outcome="duplicate").inc()
-            return self._receipt(t, Outcome.RECEIPT_OUTCOME_DUPLICATE, "duplicate", "already received")
+            else:
+                metrics.APPLICATIONS_RECEIVED.labels(outcome="duplicate").inc()
+                copy = self._receipt(t, Outcome.RECEIPT_OUTCOME_DUPLICATE, "duplicate", "already received")
+            if existing.receipt_run is not None:
+                self._run_again(s, t, existing.receipt_run, copy, direct, now)
+            return copy
         try:
             defn, payload, fields = self._admit(t, now)
         except Unavailable as e:  # stamped ahead by a skewed origin: fine once our clock catches up
@@ -117,6 +132,7 @@ class Owner:
             sealed_payload=t.sealed_payload,
             fields_present=",".join(fields),
         )
+        rides = direct and t.status_on_receipt and defn.handler != "bundle"
         # The row is written once, as a Core INSERT after its status changes are numbered (an
         # ORM object would be flushed by the batch's next query, item after item); only a
         # bundle's row goes into the session, where the bundle runner works on it.
@@ -124,15 +140,18 @@ class Owner:
             self.policy.inbound(s, defn, sender, t, now)
         except YrdError as e:
             row.status, row.reason, row.rule_id = "refused", e.reason, str(e.extra.get("rule_id") or "")
-            self._send(s, row, [self.number(row, "refused", now, reason=e.reason, rule_id=row.rule_id)], now)
+            refusal = self._receipt(t, Outcome.RECEIPT_OUTCOME_REJECTED, e.code, e.reason, row.rule_id)
+            changes = [self.number(row, "refused", now, reason=e.reason, rule_id=row.rule_id)]
+            self._send_or_ride(s, row, changes, refusal if rides else None, now)
             _insert(s, row)
             metrics.APPLICATIONS_RECEIVED.labels(outcome="refused").inc()
-            return self._receipt(t, Outcome.RECEIPT_OUTCOME_REJECTED, e.code, e.reason, row.rule_id)
+            return refusal
         # Every change decided here leaves as one item, a run (docs/protocol.md 10.2): an
         # automatic decision is four changes, one signature and one receipt between the nodes.
         changes = [self.number(row, "delivered", now), self.number(row, "in_review", now)]
+        accepted = self._receipt(t, Outcome.RECEIPT_OUTCOME_ACCEPTED, "accepted", "stored")
         if row.handler == "bundle" and self.on_bundle is not None:
-            self._send(s, row, changes, now)
+            self._send(s, row.id, row.origin_node, changes, now)
             s.add(row)
             self.on_bundle(s, row, defn, payload, now)
         else:
@@ -148,10 +167,10 @@ class Owner:
                     body=b"",
                     now_ms=now,
                 )
-            self._send(s, row, changes, now)
+            self._send_or_ride(s, row, changes, accepted if rides else None, now)
             _insert(s, row)
         metrics.APPLICATIONS_RECEIVED.labels(outcome="accepted").inc()
-        return self._receipt(t, Outcome.RECEIPT_OUTCOME_ACCEPTED, "accepted", "stored")
+        return accepted
 
     def _admit(
         self, t: peer_pb2.ApplicationTransfer, now: int
@@ -178,18 +197,61 @@ class Owner:
         fields = check_fields_present(t, form)  # a dict: admit refused anything else
         return defn, payload, fields
 
+    def _send_or_ride(
+        self,
+        s: Session,
+        row: InboundApplication,
+        changes: list[peer_pb2.StatusUpdate],
+        receipt: peer_pb2.Receipt | None,
+        now: int,
+    ) -> None:
+        """The changes numbered as ``row`` is stored: on ``receipt`` (and kept with the row,
+        for a copy's receipt) when given, else through the outbox."""
+        if receipt is None or len(changes) > MAX_RUN:  # 10.6: a run on a receipt holds at most 16
+            self._send(s, row.id, row.origin_node, changes, now)
+            return
+        receipt.status_run.updates.extend(changes)
+        row.receipt_run = receipt.status_run.SerializeToString()
+        metrics.STATUS_RUNS_ON_RECEIPT.inc()
+
+    def _run_again(
+        self,
+        s: Session,
+        t: peer_pb2.ApplicationTransfer,
+        run: bytes,
+        receipt: peer_pb2.Receipt,
+        direct: bool,
+        now: int,
+    ) -> None:
+        """A copy of an application whose changes rode on its first receipt: that receipt may
+        have been lost, so the copy's carries the same run. A copy through a relay cannot
+        carry it (the relay's sender settles it), nor one that does not ask for it: then the
+        run goes by NotifyStatus, once."""
+        if direct and t.status_on_receipt:
+            receipt.status_run.MergeFromString(run)
+            return
+        changes = list(peer_pb2.StatusRun.FromString(run).updates)
+        if not self._queued(s, _status_item_id(t.application_id, changes), t.origin_node):
+            self._send(s, t.application_id, t.origin_node, changes, now)
+
+    @staticmethod
+    def _queued(s: Session, item_id: str, destination: str) -> bool:
+        return (
+            s.exec(
+                select(OutboxEntry.id).where(
+                    OutboxEntry.item_id == item_id, OutboxEntry.destination == destination
+                )
+            ).first()
+            is not None
+        )
+
     def _tell_origin(self, s: Session, t: peer_pb2.ApplicationTransfer, e: YrdError, now: int) -> None:
         """Queue the refusal as the application's first status change, once per id.
 
         The receipt answers whoever carried the item, which is the relay when the origin sits
         behind one; the status change reaches the origin itself. Nothing else is kept."""
         item_id = f"{t.application_id}#{FIRST_OWNER_SEQUENCE}"
-        queued = s.exec(
-            select(OutboxEntry).where(
-                OutboxEntry.item_id == item_id, OutboxEntry.destination == t.origin_node
-            )
-        ).first()
-        if queued is not None:
+        if self._queued(s, item_id, t.origin_node):
             return
         update = peer_pb2.StatusUpdate(
             application_id=t.application_id,
@@ -259,7 +321,7 @@ class Owner:
         """Put changes numbered by :meth:`number` in the outbox for the origin, in this
         transaction, as one item."""
         s.add(row)
-        self._send(s, row, changes, now)
+        self._send(s, row.id, row.origin_node, changes, now)
 
     def number(
         self,
@@ -288,29 +350,28 @@ class Owner:
         )
 
     def _send(
-        self, s: Session, row: InboundApplication, changes: list[peer_pb2.StatusUpdate], now: int
+        self, s: Session, app_id: str, origin: str, changes: list[peer_pb2.StatusUpdate], now: int
     ) -> None:
         """One outbox item for the changes of one application numbered in one transaction:
         a ``status`` for one change, a ``run`` for several (one envelope, one signature, one
-        receipt). Its id names the application and the sequences it carries, so it is unique;
-        a lone change keeps the id ``<application>#<sequence>`` that :meth:`_tell_origin`
-        looks for."""
-        first, last = changes[0].sequence, changes[-1].sequence
-        if len(changes) == 1:
-            item, item_id = peer_pb2.StatusItem(status=changes[0]), f"{row.id}#{first}"
-        else:
-            item = peer_pb2.StatusItem(run=peer_pb2.StatusRun(updates=changes))
-            item_id = f"{row.id}#{first}-{last}"
-        hop, body = address(self.trust, row.origin_node, NOTIFY_STATUS, item.SerializeToString(), now)
-        enqueue(
-            s,
-            next_hop=hop,
-            destination=row.origin_node,
-            method=NOTIFY_STATUS,
-            item_id=item_id,
-            body=body,
-            now_ms=now,
-        )
+        receipt), under the id of :func:`_status_item_id`; more than a run may hold go as
+        consecutive runs, since the origin refuses a longer one whole."""
+        for start in range(0, len(changes), MAX_RUN):
+            part = changes[start : start + MAX_RUN]
+            if len(part) == 1:
+                item = peer_pb2.StatusItem(status=part[0])
+            else:
+                item = peer_pb2.StatusItem(run=peer_pb2.StatusRun(updates=part))
+            hop, body = address(self.trust, origin, NOTIFY_STATUS, item.SerializeToString(), now)
+            enqueue(
+                s,
+                next_hop=hop,
+                destination=origin,
+                method=NOTIFY_STATUS,
+                item_id=_status_item_id(app_id, part),
+                body=body,
+                now_ms=now,
+            )
 
     def _apply_decision(
         self,
@@ -430,7 +491,13 @@ class Owner:
         if decision == "approve":
             check_results(defn, results or {})
             issued = issue_results(defn, row.id, now, results)
-        self._send(s, row, self._apply_decision(row, defn, decision, reason, docs, now, issued), now)
+        self._send(
+            s,
+            row.id,
+            row.origin_node,
+            self._apply_decision(row, defn, decision, reason, docs, now, issued),
+            now,
+        )
         return row
 
     def view(self, s: Session, app_id: str) -> dict[str, Any]:
@@ -440,6 +507,15 @@ class Owner:
                 f"no application {clip(app_id)} received here", code="unknown_application", field="id"
             )
         return self._view(row, self.clock.now_ms())
+
+
+def _status_item_id(app_id: str, changes: list[peer_pb2.StatusUpdate]) -> str:
+    """The outbox id of a status item: the application and the sequences it carries, so it is
+    unique; a lone change's is ``<application>#<sequence>``, which :meth:`Owner._tell_origin`
+    looks for, a run's ``<application>#<first>-<last>`` (the origin's audit names a run that
+    rode on a receipt the same way)."""
+    first, last = changes[0].sequence, changes[-1].sequence
+    return f"{app_id}#{first}" if first == last else f"{app_id}#{first}-{last}"
 
 
 def check_decision(decision: str, reason: str) -> None:

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
+from core.errors import InvalidInput
 from node.cases.clue_checks import ClueRequest
 from node.cases.requests import Attachment, Document, Principal, SubmitRequest
+from node.counter.contract import CounterLimits, parse_submit, request_digest
 from node.sharing.checks import DataRequestIn, QueryRequest
 
 
@@ -26,13 +28,16 @@ class CounterBackend(Protocol):
 
     async def replay(self, principal: Principal, idempotency_key: str, digest: str) -> dict[str, Any] | None:
         """The answer already given under this key (as submit's), None if none; refuses a key
-        reused with a request of another digest (Unprocessable ``idempotency_key_reused``)."""
+        reused with a request of another digest (Unprocessable ``idempotency_key_reused``).
+        For a request refused before ``submit`` (:func:`submit_or_replay`)."""
         ...
 
     async def submit(
         self, principal: Principal, idempotency_key: str, request: SubmitRequest
     ) -> dict[str, Any]:
-        """Store the application (once per idempotency key); ``{id, owner_node, status}``."""
+        """Store the application once per idempotency key; ``{id, owner_node, status}``. A
+        retry gets the first answer, a key reused with another request is refused as by
+        ``replay``."""
         ...
 
     async def release(self, principal: Principal, app_id: str) -> dict[str, Any]:
@@ -179,3 +184,24 @@ class CounterBackend(Protocol):
     async def dead_letters(self, principal: Principal, limit: int = 100) -> list[dict[str, Any]]: ...
 
     async def redrive(self, principal: Principal, entry_id: int) -> None: ...
+
+
+async def submit_or_replay(
+    backend: CounterBackend, principal: Principal, key: str, doc: dict[str, Any], limits: CounterLimits
+) -> dict[str, Any]:
+    """Submit a counter's request document, as every front does.
+
+    A document the contract refuses may be the retry of one accepted under rules since
+    tightened: that one gets its first answer, not a 400 that would make a counter submit
+    again. It is looked up only then: a document that parses goes straight to ``submit``,
+    which answers a retry in the transaction that would store it, so an ordinary submit
+    costs no look-up of its own."""
+    digest = request_digest(doc)
+    try:
+        request = parse_submit(doc, limits, digest)
+    except InvalidInput:
+        replayed = await backend.replay(principal, key, digest)
+        if replayed is None:
+            raise
+        return replayed
+    return await backend.submit(principal, key, request)

@@ -22,6 +22,7 @@ from node import metrics
 from node.cases.requests import Principal
 from node.cases.statuses import TO_WIRE
 from node.counter import grpc_certificates, grpc_clues, grpc_sharing
+from node.counter.api import submit_or_replay
 from node.counter.backend import NodeBackend
 from node.counter.certificate_contract import parse_verify
 from node.counter.clue_contract import parse_clue_action, parse_submit_clue
@@ -31,7 +32,6 @@ from node.counter.contract import (
     parse_decision,
     parse_json_object,
     parse_resubmit,
-    parse_submit,
     request_digest,
 )
 from node.counter.sharing_contract import (
@@ -140,12 +140,7 @@ class CounterServicer(counter_pb2_grpc.CounterServiceServicer):
     ) -> counter_pb2.SubmitApplicationResponse:
         principal = await self._principal(context)
         key = check_idempotency_key(request.idempotency_key, "idempotency_key")
-        doc = submit_document(request)
-        digest = request_digest(doc)
-        # A retry is answered before the request is validated, as at the HTTP door.
-        result = await self.backend.replay(principal, key, digest)
-        if result is None:
-            result = await self.backend.submit(principal, key, parse_submit(doc, self.limits, digest))
+        result = await submit_or_replay(self.backend, principal, key, submit_document(request), self.limits)
         return counter_pb2.SubmitApplicationResponse(
             id=result["id"], owner_node=result["owner_node"], status=_status(result["status"])
         )

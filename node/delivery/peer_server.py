@@ -83,10 +83,12 @@ def status_changes(item: peer_pb2.StatusItem) -> Sequence[peer_pb2.StatusUpdate]
 
 
 # The case code that takes an item in, inside the batch's transaction: the owner accepting an
-# application from ``sender``, the origin applying status changes (one ``status``, or the
-# changes of a ``run``, one receipt for them all). Injected by the composition root so
-# delivery does not import case handling, which sits above it.
-AcceptApplication = Callable[[Session, str, peer_pb2.ApplicationTransfer, int], peer_pb2.Receipt]
+# application from ``sender`` (the last argument: True when the envelope of the call is the
+# sender's own, so the receipt reaches the origin and may carry its status run, docs/protocol.md
+# 10.6; False at the destination of a relayed envelope), the origin applying status changes (one
+# ``status``, or the changes of a ``run``, one receipt for them all). Injected by the
+# composition root so delivery does not import case handling, which sits above it.
+AcceptApplication = Callable[[Session, str, peer_pb2.ApplicationTransfer, int, bool], peer_pb2.Receipt]
 ApplyStatus = Callable[[Session, str, Sequence[peer_pb2.StatusUpdate]], peer_pb2.Receipt]
 # The same for supervision clues (node/cases/clues.py): taking a clue in, applying one of its steps.
 AcceptClue = Callable[[Session, str, peer_pb2.ClueTransfer, int], peer_pb2.Receipt]
@@ -263,7 +265,7 @@ class PeerServicer(peer_pb2_grpc.PeerServiceServicer):
             )
         if item.WhichOneof("item") == "forward":
             return self._forward(s, env, item.forward, method, now, hops)
-        return self._local(s, env.sender, item, now, hops)
+        return self._local(s, env.sender, item, now, hops, direct=True)
 
     def _local(
         self,
@@ -272,9 +274,12 @@ class PeerServicer(peer_pb2_grpc.PeerServiceServicer):
         item: peer_pb2.DeliverItem | peer_pb2.StatusItem,
         now: int,
         hops: set[str],
+        direct: bool,
     ) -> peer_pb2.Receipt:
+        """Act on an item from ``sender``: ``direct`` when the call's envelope is its own (the
+        receipt goes back to it), not a relay's."""
         if isinstance(item, peer_pb2.DeliverItem) and item.HasField("application"):
-            receipt = self.accept(s, sender, item.application, now)
+            receipt = self.accept(s, sender, item.application, now, direct)
             hops.add(self.trust.next_hop(sender))  # what the owner queues goes to the sender
             return receipt
         if isinstance(item, peer_pb2.DeliverItem) and item.HasField("clue"):
@@ -311,7 +316,7 @@ class PeerServicer(peer_pb2_grpc.PeerServiceServicer):
                 return item_receipt(
                     item_id, Outcome.RECEIPT_OUTCOME_REJECTED, "nested_forward", "one relay hop", now
                 )
-            return self._local(s, inner.sender, item, now, hops)
+            return self._local(s, inner.sender, item, now, hops, direct=False)
         enqueue(
             s,
             next_hop=inner.destination,

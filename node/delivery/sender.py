@@ -76,9 +76,12 @@ FINAL_OUTCOMES = {
     Outcome.RECEIPT_OUTCOME_REJECTED,
 }
 # What the origin makes of an owner's receipt for a delivered application (kept, and turned
-# into the first owner event), run inside the transaction that settles the outbox entry.
+# into the first owner event; a status run it carries applied), run inside the transaction
+# that settles the outbox entry. It returns None when it used the receipt, or why the receipt
+# is not usable (a carried run that fails its checks, docs/protocol.md 10.6): the entry is then
+# sent again, as one without a usable receipt, and the handler has written nothing.
 # Injected so delivery does not depend on case handling, which sits above it.
-ReceiptHandler = Callable[[Session, str, str, peer_pb2.Receipt, bytes, int], None]
+ReceiptHandler = Callable[[Session, str, str, peer_pb2.Receipt, bytes, int], str | None]
 
 
 class Delivery:
@@ -437,6 +440,7 @@ class Delivery:
             retry: list[int] = []
             done: list[int] = []
             dead: dict[tuple[str, str], list[int]] = defaultdict(list)
+            unusable: dict[str, list[int]] = defaultdict(list)
             records: list[AuditEntry] = []
             for a in answered:
                 row, receipt = a.row, a.receipt
@@ -446,20 +450,28 @@ class Delivery:
                 if receipt.outcome not in FINAL_OUTCOMES:
                     retry.append(row.id)
                     continue
+                if method == DELIVER:
+                    problem = self.on_receipt(s, row.item_id, hop, receipt, a.reply.SerializeToString(), now)
+                    if problem is not None:
+                        log.warning(
+                            "%s answered outbox entry %d with an unusable receipt: %s", hop, row.id, problem
+                        )
+                        unusable[problem].append(row.id)
+                        continue
                 if is_dead_letter(receipt):
                     reason = receipt.reason_code or "rejected"
                     dead[(reason, receipt.reason)].append(row.id)
                     buried.append((row.id, row.item_id, reason))
                 else:
                     done.append(row.id)
-                if method == DELIVER:
-                    self.on_receipt(s, row.item_id, hop, receipt, a.reply.SerializeToString(), now)
             # Set-based: one UPDATE for the settled entries, one per distinct dead-letter reason.
             settle_all(s, done)
             for (reason, detail), ids in dead.items():
                 bury(s, ids, reason, detail, now)
             reschedule(s, retry, retry_at, "peer asked to retry")
             reschedule(s, [r.id for r in unanswered if r.id is not None], retry_at, "no usable receipt")
+            for problem, ids in unusable.items():
+                reschedule(s, ids, retry_at, f"no usable receipt: {problem}")
             audit.append(s, records, now)
             _save_peer(s, hop, 0, 0, "", success_ms=now)
             return self._claim(s, hop) if claim_next else None

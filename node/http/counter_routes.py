@@ -8,13 +8,8 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from node.counter.contract import (
-    parse_decision,
-    parse_decision_results,
-    parse_resubmit,
-    parse_submit,
-    request_digest,
-)
+from node.counter.api import submit_or_replay
+from node.counter.contract import parse_decision, parse_decision_results, parse_resubmit
 from node.http.context import BACKEND, LIMITS, idempotency_key, json_body, principal_of
 
 routes = web.RouteTableDef()
@@ -38,12 +33,7 @@ async def submit_application(request: web.Request) -> web.Response:
     principal = principal_of(request)
     key = idempotency_key(request)
     doc = await json_body(request)
-    digest = request_digest(doc)
-    backend = request.app[BACKEND]
-    # A retry is answered before the body is validated, so it gets what the first got.
-    created = await backend.replay(principal, key, digest)
-    if created is None:
-        created = await backend.submit(principal, key, parse_submit(doc, request.app[LIMITS], digest))
+    created = await submit_or_replay(request.app[BACKEND], principal, key, doc, request.app[LIMITS])
     return web.json_response(
         created, status=201, headers={"Location": f"/api/v1/applications/{created['id']}"}
     )

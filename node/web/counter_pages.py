@@ -13,7 +13,7 @@ from multidict import MultiMapping
 
 from core.errors import InvalidInput, YrdError
 from node.cases.requests import Principal
-from node.counter.contract import parse_submit, request_digest
+from node.counter.api import submit_or_replay
 from node.web.bundle_pages import part_inputs
 from node.web.certificate_pages import checked_cards
 from node.web.core import WEB_BACKEND, WEB_LIMITS, page, qr_svg, redirect, render
@@ -180,12 +180,10 @@ async def submit(request: web.Request, principal: Principal) -> web.StreamRespon
         "attachments": attachments,
         "consent": consent,
     }
-    backend = request.app[WEB_BACKEND]
-    digest = request_digest(doc)
     try:
-        created = await backend.replay(principal, key, digest)
-        if created is None:
-            created = await backend.submit(principal, key, parse_submit(doc, request.app[WEB_LIMITS], digest))
+        created = await submit_or_replay(
+            request.app[WEB_BACKEND], principal, key, doc, request.app[WEB_LIMITS]
+        )
     except YrdError as e:
         if isinstance(e, InvalidInput) or e.http_status in (409, 422):
             errors = {_error_field(e.field): e.reason}

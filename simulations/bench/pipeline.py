@@ -3,8 +3,9 @@
 Two nodes built in this process (simulations/bench/inproc.py) pass applications through the
 real code on both sides: the origin's ``submit``, its sender's claim, signed batch and settle,
 the owner's peer service taking the batch in (nonces, inbound policy, storage, automatic
-decision, audit, signed receipts), the owner's sender returning the status changes and the
-origin's peer service applying them. Only the transport differs: a batch goes from one
+decision, audit, signed receipts) and the origin's settle taking in the status run that rides
+on each receipt (docs/protocol.md 10.6; the owner's sender still drains whatever it queued
+for the origin by NotifyStatus). Only the transport differs: a batch goes from one
 node's ``Delivery`` to the other's ``PeerServicer`` as a direct call instead of over gRPC,
 and no HTTP is involved.
 

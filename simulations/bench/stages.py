@@ -8,9 +8,12 @@ the moments that bound the stages, on the host's wall clock that every process s
 - ``to_owner``: → the owner's peer service starts on the ``Deliver`` batch holding it (its
   audit record ``in`` ``Deliver``): the origin's transaction and commit, the sender's wake,
   claim and signing, any batch still in flight before it, the network;
-- ``owner_to_origin``: → the origin's peer service starts on the ``NotifyStatus`` batch
-  holding its last status change (its audit record ``in`` ``NotifyStatus``): the owner's
-  accept and commit, its sender's wake, claim and signing, the network;
+- ``owner_to_origin``: → the origin takes in its last status change: its peer service starts
+  on the ``NotifyStatus`` batch holding it (audit record ``in`` ``NotifyStatus``), or, for
+  changes that rode on the ``Deliver`` receipt (docs/protocol.md 10.6), its sender settles
+  that receipt (audit record ``in`` ``Deliver`` ``<id>#<first>-<last>``): the owner's accept
+  and commit, then either its sender's wake, claim and signing and the network, or the
+  receipt's way back and the origin's settle;
 - ``at_origin``: → the harness sees the final status in the origin's database: the
   origin's transaction and commit, plus the watcher's poll interval.
 
@@ -29,6 +32,7 @@ from pathlib import Path
 from node.delivery.relaying import DELIVER, NOTIFY_STATUS
 from simulations.traffic import open_ro, percentile
 
+RODE = "status-on-receipt"  # the key of a run's audit record, apart from the owner's "in Deliver"
 STAGES = ("counter", "to_owner", "owner_to_origin", "at_origin", "owner_reply")
 QUANTILES = {"p50_ms": 0.5, "p90_ms": 0.9, "p99_ms": 0.99}
 
@@ -52,14 +56,17 @@ def breakdown(
         finally:
             conn.close()
         for direction, method, detail, at_ms in rows:
-            audit[(direction, method, detail)] = at_ms
+            rode = method == DELIVER and "#" in detail  # a run taken in on a receipt: "<id>#1-4"
+            key = (direction, RODE, detail.partition("#")[0]) if rode else (direction, method, detail)
+            audit[key] = max(at_ms, audit.get(key, at_ms))
     spans: dict[str, list[float]] = defaultdict(list)
     for app_id, sent in sent_ms.items():
         seen = seen_ms.get(app_id)
+        back = [audit.get(("in", method, app_id)) for method in (NOTIFY_STATUS, RODE)]
         marks = (
             submitted.get(app_id),
             audit.get(("in", DELIVER, app_id)),
-            audit.get(("in", NOTIFY_STATUS, app_id)),
+            max((m for m in back if m is not None), default=None),
         )
         if seen is None or None in marks:
             continue  # refused at the counter or not delivered: no stages to tell

@@ -31,15 +31,18 @@ class Transfer:
     consent: bool
     sealed_payload: bytes
     fields_present: tuple[str, ...]
+    status_on_receipt: bool  # 10.1 field 10: read, never checked (10.6 is the origin's business)
 
 
 def read_transfer(raw: bytes) -> Transfer:
     strings = dict.fromkeys((1, 2, 3, 6), "")
     version = submitted = 0
-    consent = False
+    consent = on_receipt = False
     sealed = b""
     present: list[str] = []
-    schema = dict.fromkeys((1, 2, 3, 6, 8, 9), wire.LENGTH_DELIMITED) | dict.fromkeys((4, 5, 7), wire.VARINT)
+    schema = dict.fromkeys((1, 2, 3, 6, 8, 9), wire.LENGTH_DELIMITED) | dict.fromkeys(
+        (4, 5, 7, 10), wire.VARINT
+    )
     for number, value in wire.known_fields(raw, schema):
         if number in strings:
             assert isinstance(value, bytes)
@@ -52,6 +55,8 @@ def read_transfer(raw: bytes) -> Transfer:
             submitted = wire.as_int64(value)
         elif number == 7:
             consent = value != 0
+        elif number == 10:
+            on_receipt = value != 0
         elif number == 8:
             assert isinstance(value, bytes)
             sealed = value
@@ -59,7 +64,16 @@ def read_transfer(raw: bytes) -> Transfer:
             assert isinstance(value, bytes)
             present.append(wire.as_string(value))
     return Transfer(
-        strings[1], strings[2], strings[3], version, submitted, strings[6], consent, sealed, tuple(present)
+        strings[1],
+        strings[2],
+        strings[3],
+        version,
+        submitted,
+        strings[6],
+        consent,
+        sealed,
+        tuple(present),
+        on_receipt,
     )
 
 

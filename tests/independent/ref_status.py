@@ -37,7 +37,7 @@ class Change:
     results: dict[str, str] = field(default_factory=dict)
 
 
-def _read_change(raw: bytes) -> Change:
+def read_change(raw: bytes) -> Change:
     change = Change()
     schema = {1: wire.LENGTH_DELIMITED, 2: wire.VARINT, 5: wire.VARINT, 8: wire.LENGTH_DELIMITED}
     for number, value in wire.known_fields(raw, schema):
@@ -64,20 +64,27 @@ def _read_change(raw: bytes) -> Change:
 
 def read_status_item(raw: bytes) -> list[Change]:
     """The changes a StatusItem carries (3.4, 10.2): its `run`'s, or its one `status`. Of the
-    oneof, the field that occurs last is the one set (section 8)."""
-    last: tuple[int, bytes] | None = None
-    for number, value in wire.known_fields(
+    oneof, the field that occurs last is the one set, and a message field that occurs more than
+    once in a row is merged (section 8), which for protobuf is reading the encodings joined."""
+    number = 0
+    parts: list[bytes] = []
+    for seen, value in wire.known_fields(
         raw, {STATUS_FIELD: wire.LENGTH_DELIMITED, RUN_FIELD: wire.LENGTH_DELIMITED}
     ):
         assert isinstance(value, bytes)
-        last = (number, value)
-    if last is None:
+        parts = [*parts, value] if seen == number else [value]
+        number = seen
+    if not parts:
         raise wire.WireError("neither status nor run")  # malformed_body, 3.4; no vector has it
-    number, value = last
     if number == STATUS_FIELD:
-        return [_read_change(value)]
-    updates = wire.known_fields(value, {1: wire.LENGTH_DELIMITED})
-    return [_read_change(raw_change) for _, raw_change in updates if isinstance(raw_change, bytes)]
+        return [read_change(b"".join(parts))]
+    return read_run(b"".join(parts))
+
+
+def read_run(raw: bytes) -> list[Change]:
+    """The changes of a StatusRun (3.4: `repeated StatusUpdate updates = 1`), in the order carried."""
+    updates = wire.known_fields(raw, {1: wire.LENGTH_DELIMITED})
+    return [read_change(raw_change) for _, raw_change in updates if isinstance(raw_change, bytes)]
 
 
 def _results_within_bounds(results: dict[str, str]) -> bool:
@@ -119,6 +126,19 @@ class Origin:
         return max(self.recorded, default=0)
 
 
+def check_held(origin: Origin, changes: list[Change], sender: str) -> None:
+    """10.2 step 5: the origin holds the application, and its owner is the authenticated sender."""
+    if changes[0].application_id != origin.application_id or sender != origin.owner:
+        raise Rejected("unknown_application", "step 5")
+
+
+def record(origin: Origin, changes: list[Change]) -> list[int]:
+    """10.2 step 6: record each change the origin lacks; return their sequences, in order."""
+    applied = [c.sequence for c in changes if c.sequence not in origin.recorded]
+    origin.recorded.update(applied)
+    return applied
+
+
 def apply_status_item(origin: Origin, raw: bytes, sender: str) -> tuple[str, str, list[int]]:
     """10.2 and 10.4: (outcome or reason code, the receipt's item_id, the sequences recorded)."""
     changes = read_status_item(raw)
@@ -126,10 +146,8 @@ def apply_status_item(origin: Origin, raw: bytes, sender: str) -> tuple[str, str
     item_id = changes[0].application_id if changes else ""
     try:
         check_changes(changes)
-        if item_id != origin.application_id or sender != origin.owner:
-            raise Rejected("unknown_application", "step 5")
+        check_held(origin, changes, sender)
     except Rejected as refused:
         return refused.code, item_id, []
-    applied = [c.sequence for c in changes if c.sequence not in origin.recorded]  # step 6
-    origin.recorded.update(applied)
+    applied = record(origin, changes)
     return ("accepted" if applied else "duplicate"), item_id, applied

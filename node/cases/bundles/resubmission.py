@@ -39,10 +39,13 @@ RESUBMIT_PURPOSE = "bundle-resubmit"
 class Resubmission(Status):
     # -- at the lead: a clerk's correction arrives (inside the receiver's transaction) ----------
 
-    def accept(self, s: Session, sender: str, t: peer_pb2.ApplicationTransfer, now: int) -> peer_pb2.Receipt:
-        """An application for the owner, or a bundle part's resubmission for the runner."""
+    def accept(
+        self, s: Session, sender: str, t: peer_pb2.ApplicationTransfer, now: int, direct: bool = False
+    ) -> peer_pb2.Receipt:
+        """An application for the owner (``direct``: see ``Owner.accept``), or a bundle part's
+        resubmission for the runner."""
         if t.purpose != RESUBMIT_PURPOSE:
-            return self.owner.accept(s, sender, t, now)
+            return self.owner.accept(s, sender, t, now, direct)
         try:
             check_sender(t, sender)
             return self._resubmission(s, sender, t, now)

@@ -393,6 +393,7 @@ class ApplicationTransfer(_message.Message):
     CONSENT_FIELD_NUMBER: _builtins.int
     SEALED_PAYLOAD_FIELD_NUMBER: _builtins.int
     FIELDS_PRESENT_FIELD_NUMBER: _builtins.int
+    STATUS_ON_RECEIPT_FIELD_NUMBER: _builtins.int
     application_id: _builtins.str
     origin_node: _builtins.str
     service_id: _builtins.str
@@ -402,6 +403,12 @@ class ApplicationTransfer(_message.Message):
     consent: _builtins.bool
     sealed_payload: _builtins.bytes
     """Sealed ApplicationPayload (see docs/protocol.md)."""
+    status_on_receipt: _builtins.bool
+    """The origin applies status changes carried on the Deliver receipt (Receipt.status_run):
+    the owner may answer with the changes it numbered when it stored the application instead
+    of sending them by NotifyStatus (docs/protocol.md 10.6). A member that does not know
+    this field ignores it and keeps sending every change by NotifyStatus.
+    """
     @_builtins.property
     def fields_present(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Names of form fields present, so the owner's policy can see what was sent."""
@@ -418,10 +425,11 @@ class ApplicationTransfer(_message.Message):
         consent: _builtins.bool = ...,
         sealed_payload: _builtins.bytes = ...,
         fields_present: _abc.Iterable[_builtins.str] | None = ...,
+        status_on_receipt: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["application_id", b"application_id", "consent", b"consent", "fields_present", b"fields_present", "origin_node", b"origin_node", "purpose", b"purpose", "sealed_payload", b"sealed_payload", "service_id", b"service_id", "service_version", b"service_version", "submitted_at_ms", b"submitted_at_ms"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["application_id", b"application_id", "consent", b"consent", "fields_present", b"fields_present", "origin_node", b"origin_node", "purpose", b"purpose", "sealed_payload", b"sealed_payload", "service_id", b"service_id", "service_version", b"service_version", "status_on_receipt", b"status_on_receipt", "submitted_at_ms", b"submitted_at_ms"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -501,6 +509,7 @@ class Receipt(_message.Message):
     REASON_FIELD_NUMBER: _builtins.int
     RECEIVED_AT_MS_FIELD_NUMBER: _builtins.int
     RULE_ID_FIELD_NUMBER: _builtins.int
+    STATUS_RUN_FIELD_NUMBER: _builtins.int
     item_id: _builtins.str
     outcome: Global___ReceiptOutcome.ValueType
     reason_code: _builtins.str
@@ -508,6 +517,13 @@ class Receipt(_message.Message):
     received_at_ms: _builtins.int
     rule_id: _builtins.str
     """The rule that decided, when a policy refused."""
+    @_builtins.property
+    def status_run(self) -> Global___StatusRun:
+        """The status changes the owner numbered in the transaction that stored the application,
+        for an origin that asked for them (ApplicationTransfer.status_on_receipt) and sent the
+        item itself, not through a relay; the same run again on a DUPLICATE (docs/protocol.md 10.6).
+        """
+
     def __init__(
         self,
         *,
@@ -517,10 +533,11 @@ class Receipt(_message.Message):
         reason: _builtins.str = ...,
         received_at_ms: _builtins.int = ...,
         rule_id: _builtins.str = ...,
+        status_run: Global___StatusRun | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["status_run", b"status_run"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["item_id", b"item_id", "outcome", b"outcome", "reason", b"reason", "reason_code", b"reason_code", "received_at_ms", b"received_at_ms", "rule_id", b"rule_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["item_id", b"item_id", "outcome", b"outcome", "reason", b"reason", "reason_code", b"reason_code", "received_at_ms", b"received_at_ms", "rule_id", b"rule_id", "status_run", b"status_run"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
