@@ -28,6 +28,7 @@ from node.models import OutboxEntry, PeerState
 CLAIM_LEASE_MS = 30_000  # the default of [delivery] claim_lease_s
 # The key under which a unit's session carries the sender's Handoff (Database.session_info).
 HANDOFF = "yrd.outbox.handoff"
+_UNHANDED = "yrd.outbox.unhanded"  # the peers a session queued due entries for, not handed over
 
 
 class Handoff(Protocol):
@@ -114,6 +115,16 @@ def enqueue(
             claimed_until_ms=leased_until,
         )
         after_commit(session, partial(handoff.take, entry))
+    elif not held and not next_hop.startswith("~"):
+        session.info.setdefault(_UNHANDED, set()).add(next_hop)
+
+
+def unhanded_hops(session: Session) -> set[str]:
+    """The peers whose senders must be woken once this session's unit commits: those it queued
+    due entries for that no sender took in memory (a handed-over entry wakes its sender
+    itself; local ``~`` queues have their own workers)."""
+    hops: set[str] = session.info.get(_UNHANDED, set())
+    return hops
 
 
 _INSERT = OutboxEntry.__table__.insert()  # type: ignore[attr-defined]
