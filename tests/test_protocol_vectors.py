@@ -251,7 +251,7 @@ def _start(db: Database, app_id: str, owner: str, known: list[int]) -> None:
 
     def start(s: Session) -> None:
         for table in (StatusEvent, ResultDocument, ReceiptRecord, Application):
-            s.exec(delete(table))  # type: ignore[call-overload]
+            s.exec(delete(table))
         s.add(
             Application(
                 id=app_id, service_id="x", owner_node=owner, status="submitted",

@@ -31,6 +31,8 @@ from tests.support.federation import Federation, allow_all_specs
 
 SERVICE = "zj.medical.cross-region-filing"  # decided by the automatic handler: four changes
 WORKLIST = "zj.industrial-licence"
+# What the origin shows of an automatic decision, its own submit first.
+AUTO_HISTORY = [(0, "submitted"), (1, "delivered"), (2, "in_review"), (3, "approved"), (4, "completed")]
 S = peer_pb2.ApplicationStatus
 Outcome = peer_pb2.ReceiptOutcome
 
@@ -123,13 +125,7 @@ async def test_an_automatic_decision_rides_on_the_receipt_and_the_owner_queues_n
     js, zj = fed.nodes["jiangsu"], fed.nodes["zhejiang"]
     app_id = await submit(fed, SERVICE, "ride-1")
     view = await fed.wait_status("jiangsu", app_id, {"completed"})
-    assert history(view) == [
-        (0, "submitted"),
-        (1, "delivered"),
-        (2, "in_review"),
-        (3, "approved"),
-        (4, "completed"),
-    ]
+    assert history(view) == AUTO_HISTORY
     assert view["documents"] and view["documents"][0]["name"] == "result-notice.txt"
     assert [(r["from_node"], r["outcome"]) for r in view["receipts"]] == [("zhejiang", "accepted")]
     assert await status_items(zj) == []  # nothing left the owner by NotifyStatus
@@ -147,13 +143,7 @@ async def test_a_lost_receipt_is_answered_as_a_duplicate_with_the_same_run_appli
     js.delivery.channels = AnswerAs(js, zj, lose=1)  # type: ignore[assignment]
     app_id = await submit(fed, SERVICE, "ride-2")
     view = await fed.wait_status("jiangsu", app_id, {"completed"})
-    assert history(view) == [
-        (0, "submitted"),
-        (1, "delivered"),
-        (2, "in_review"),
-        (3, "approved"),
-        (4, "completed"),
-    ]
+    assert history(view) == AUTO_HISTORY
     assert [r["outcome"] for r in view["receipts"]] == ["duplicate"]  # the first answer never came
     assert await status_items(zj) == []
     events = await js.db.run(
