@@ -43,6 +43,8 @@ from typing import Any, TypeVar
 from sqlalchemy import event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm.session import JoinTransactionMode
 from sqlmodel import Session, SQLModel, create_engine
 
 from core.errors import ConfigError, Unavailable
@@ -85,8 +87,16 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
 def _sqlite_begin(conn: Connection) -> None:
     # IMMEDIATE takes the write lock at BEGIN, waiting under busy_timeout for another process
     # (a CLI command) to finish; a deferred transaction that read first could instead fail at
-    # its first write when another writer committed in between.
-    conn.exec_driver_sql("BEGIN IMMEDIATE")
+    # its first write when another writer committed in between. Issued on the driver's own
+    # connection: SQLAlchemy's statement path (events, execution context, result) cost more
+    # than the BEGIN itself, once per transaction (docs/performance.md, "small batches").
+    # Its error (the lock still held by another process after busy_timeout) is raised as
+    # SQLAlchemy's, as a statement's would be.
+    driver: sqlite3.Connection = conn.connection.dbapi_connection  # type: ignore[assignment]
+    try:
+        driver.execute("BEGIN IMMEDIATE")
+    except sqlite3.Error as e:
+        raise DBAPIError.instance("BEGIN IMMEDIATE", None, e, sqlite3.Error) from e
 
 
 @dataclass(frozen=True)
@@ -96,15 +106,55 @@ class _Unit:
     loop: asyncio.AbstractEventLoop
 
 
-def _answer(results: list[tuple[_Unit, BaseException | None, Any]]) -> None:
-    """On the event loop: hand each caller its unit's value or error."""
-    for unit, error, value in results:
-        if unit.future.done():  # the caller was cancelled; the unit ran (or failed) all the same
+Callback = Callable[[], None]
+# Where a unit's session keeps what is to run once its transaction has committed (after_commit).
+_AFTER_COMMIT = "yrd.after_commit"
+
+
+def after_commit(session: Session, callback: Callback) -> None:
+    """Run ``callback`` once the transaction of ``session``'s unit has committed, on the event
+    loop of the unit's caller and before the caller hears back; never when it rolled back
+    (the unit, its savepoint or the group's commit failed). Only for units run by
+    :meth:`Database.run`: what happens after the commit is the caller's, and in memory
+    (e.g. handing a new outbox entry to its sender), so it is lost with the process, and
+    whatever it stands for must be recoverable from the database."""
+    session.info.setdefault(_AFTER_COMMIT, []).append(callback)
+
+
+def _committed(session: Session) -> list[Callback]:
+    callbacks: list[Callback] = session.info.get(_AFTER_COMMIT, [])
+    return callbacks
+
+
+def _run_callbacks(callbacks: list[Callback]) -> None:
+    for callback in callbacks:
+        try:
+            callback()
+        except Exception:  # the transaction holds; only what was to follow it in memory is lost
+            log.exception("a callback after a commit failed")
+
+
+@dataclass(frozen=True)
+class _Done:
+    """A unit's outcome: its value or error, and what is to run after its commit."""
+
+    unit: _Unit
+    error: BaseException | None
+    value: Any = None
+    callbacks: tuple[Callback, ...] = ()
+
+
+def _answer(results: list[_Done]) -> None:
+    """On the event loop: run what follows each commit, then hand each caller its unit's value
+    or error."""
+    for done in results:
+        _run_callbacks(list(done.callbacks))
+        if done.unit.future.done():  # the caller was cancelled; the unit ran (or failed) all the same
             continue
-        if error is not None:
-            unit.future.set_exception(error)
+        if done.error is not None:
+            done.unit.future.set_exception(done.error)
         else:
-            unit.future.set_result(value)
+            done.unit.future.set_result(done.value)
 
 
 @contextlib.contextmanager
@@ -192,6 +242,10 @@ class Database:
         # SQLite's one group-committing worker, started on first use.
         self._queue: queue.SimpleQueue[_Unit | None] = queue.SimpleQueue()
         self._worker: threading.Thread | None = None
+        self._conn: Connection | None = None  # the worker's own, kept open between groups
+        # What every session of a unit run by run() carries in its info, for the helpers that
+        # units call (e.g. the outbox's hand-off to the sender, node/delivery/outbox.py).
+        self.session_info: dict[str, Any] = {}
         self._closed = False
         self._lock = threading.Lock()
 
@@ -268,14 +322,29 @@ class Database:
                 self._queue.put(_Unit(fn, future, loop))
             return await future
         try:
-            return await loop.run_in_executor(self._pool, self.transact, fn)
+            value, callbacks = await loop.run_in_executor(self._pool, self._transact_pooled, fn)
         except RuntimeError as e:
             if "shutdown" in str(e):
                 raise Unavailable("database is closed", code="db_closed") from e
             raise
+        _run_callbacks(callbacks)
+        return value
+
+    def _transact_pooled(self, fn: Callable[[Session], T]) -> tuple[T, list[Callback]]:
+        """PostgreSQL's unit on a pool thread; what follows its commit runs back on the loop."""
+        with Session(self.engine, expire_on_commit=False, info=dict(self.session_info)) as s:
+            with s.begin():
+                value = fn(s)
+            return value, _committed(s)
 
     def _drain(self) -> None:
         """The SQLite worker: run what is queued in groups until :meth:`close`."""
+        try:
+            self._drain_groups()
+        finally:
+            self._drop_connection()
+
+    def _drain_groups(self) -> None:
         while True:
             first = self._queue.get()
             if first is None:
@@ -297,29 +366,63 @@ class Database:
 
     def _commit_group(self, group: list[_Unit]) -> None:
         results = self._commit_alone(group[0]) if len(group) == 1 else self._commit_together(group)
-        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Unit, BaseException | None, Any]]] = {}
+        by_loop: dict[asyncio.AbstractEventLoop, list[_Done]] = {}
         for r in results:
-            by_loop.setdefault(r[0].loop, []).append(r)
+            by_loop.setdefault(r.unit.loop, []).append(r)
         for loop, answers in by_loop.items():
             with contextlib.suppress(RuntimeError):  # that loop is closed: nobody is waiting
                 loop.call_soon_threadsafe(_answer, answers)
 
-    def _commit_alone(self, unit: _Unit) -> list[tuple[_Unit, BaseException | None, Any]]:
+    def _connection(self) -> Connection:
+        """The worker's connection, opened once and kept: a checkout from the pool and its
+        return (with the reset that rolls back) per transaction cost about as much CPU as an
+        empty transaction itself, and a trickle of lone units pays it for every one."""
+        if self._conn is None:
+            self._conn = self.engine.connect()
+        return self._conn
+
+    def _drop_connection(self) -> None:
+        """After a failure, or when the worker stops: back to the pool, whose reset rolls back
+        anything a failed COMMIT or ROLLBACK left open, so the next group starts clean."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                conn.close()
+
+    def _commit_alone(self, unit: _Unit) -> list[_Done]:
         """A unit that found nobody queued behind it (an idle node, a slow trickle) is the whole
         transaction: it commits or rolls back whole without a SAVEPOINT and its RELEASE, two
         statements that were all the isolation of a group of one bought."""
         try:
-            return [(unit, None, self.transact(unit.fn))]
+            conn = self._connection()
+            with conn.begin():
+                # The session joins the connection's transaction, which commits when the block
+                # ends; its rollback (a unit or its flush raising) is the transaction's too.
+                s = self._unit_session(conn, "rollback_only")
+                try:
+                    value = unit.fn(s)
+                    s.flush()
+                    callbacks = _committed(s)
+                finally:
+                    s.close()
+            return [_Done(unit, None, value, tuple(callbacks))]
         except Exception as e:  # rolled back (the unit, its flush or the commit failed)
-            return [(unit, e, None)]
+            self._drop_connection()
+            return [_Done(unit, e)]
 
-    def _commit_together(self, group: list[_Unit]) -> list[tuple[_Unit, BaseException | None, Any]]:
+    def _unit_session(self, conn: Connection, join: JoinTransactionMode) -> Session:
+        return Session(
+            bind=conn, expire_on_commit=False, join_transaction_mode=join, info=dict(self.session_info)
+        )
+
+    def _commit_together(self, group: list[_Unit]) -> list[_Done]:
         """Each unit in its own SAVEPOINT of one transaction, committed once."""
-        results: list[tuple[_Unit, BaseException | None, Any]] = []
+        results: list[_Done] = []
         try:
-            with self.engine.connect() as conn, conn.begin():
+            conn = self._connection()
+            with conn.begin():
                 for unit in group:
-                    s = Session(bind=conn, expire_on_commit=False, join_transaction_mode="create_savepoint")
+                    s = self._unit_session(conn, "create_savepoint")
                     try:
                         with s.begin():
                             value = unit.fn(s)
@@ -327,17 +430,18 @@ class Database:
                             # release is rolled back but not raised by the session (SQLAlchemy
                             # 2.1 with join_transaction_mode="create_savepoint").
                             s.flush()
-                        results.append((unit, None, value))
+                        results.append(_Done(unit, None, value, tuple(_committed(s))))
                     except Exception as e:  # rolled back to its savepoint; the others go on
-                        results.append((unit, e, None))
+                        results.append(_Done(unit, e))
                     finally:
                         s.close()
         except Exception as e:  # the commit (or BEGIN) failed: no unit of the group holds
+            self._drop_connection()
             log.warning(
                 "a group of %d database transactions failed to commit: %s", len(group), type(e).__name__
             )
-            own = {id(unit): error for unit, error, _ in results if error is not None}
-            results = [(unit, own.get(id(unit), e), None) for unit in group]
+            own = {id(r.unit): r.error for r in results if r.error is not None}
+            results = [_Done(unit, own.get(id(unit), e)) for unit in group]
         return results
 
     def ping(self) -> bool:

@@ -113,3 +113,36 @@ async def test_a_lone_unit_is_its_own_transaction_without_a_savepoint(db: Databa
     assert _keys(db) == ["a", "c"]
     assert savepoints == [] and not any("SAVEPOINT" in sql for sql in statements)
     db.close()
+
+
+async def test_the_worker_keeps_one_connection_and_starts_afresh_after_a_failed_commit(
+    tmp_path: Path,
+) -> None:
+    database = Database(f"sqlite:///{tmp_path / 'fk.sqlite'}")
+    with database.engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE p (id INTEGER PRIMARY KEY)")
+        conn.exec_driver_sql(
+            "CREATE TABLE c (id INTEGER PRIMARY KEY,"
+            " p INTEGER REFERENCES p(id) DEFERRABLE INITIALLY DEFERRED)"
+        )
+    checkouts: list[int] = []
+    event.listen(database.engine, "checkout", lambda *_a: checkouts.append(1))
+
+    def orphan(s: Session) -> None:  # accepted by the statement, refused by the COMMIT
+        s.execute(text("INSERT INTO c (id, p) VALUES (1, 99)"))
+
+    def parent(s: Session) -> int:
+        s.execute(text("INSERT INTO p (id) VALUES (1)"))
+        return 1
+
+    for _ in range(3):
+        await database.run(lambda s: s.execute(text("SELECT 1")))
+    assert len(checkouts) == 1  # one connection for the worker, not one per transaction
+    with pytest.raises(IntegrityError):
+        await database.run(orphan)
+    assert await database.run(parent) == 1  # a clean transaction on a fresh connection
+    with database.engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT count(*) FROM c").scalar() == 0
+        assert conn.exec_driver_sql("SELECT count(*) FROM p").scalar() == 1
+    assert len(checkouts) == 3  # the worker's second, then this check's own
+    database.close()

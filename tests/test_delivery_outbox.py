@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
-from sqlmodel import select
+from sqlmodel import Session, select
 
 from core.clock import FakeClock
 from core.db import Database
@@ -16,6 +16,7 @@ from node.app import build_node
 from node.cli.main import main
 from node.delivery.outbox import (
     ENVELOPE_OVERHEAD_BYTES,
+    HANDOFF,
     TOO_LARGE,
     claim_batch,
     dead_counts,
@@ -24,6 +25,7 @@ from node.delivery.outbox import (
     redrive,
     settle,
     stalled_hops,
+    unhanded_hops,
 )
 from node.models import OutboxEntry, PeerState
 from simulations.local_federation import PROVINCES, prepare
@@ -172,3 +174,26 @@ def test_claimed_rows_wait_out_the_configured_lease_before_another_replica_takes
     assert not db.transact(lambda s: claim_batch(s, "zhejiang", 32, 10 + lease_ms - 1, 100 * KB)).rows
     again = db.transact(lambda s: claim_batch(s, "zhejiang", 32, 10 + lease_ms, 100 * KB))
     assert [(r.item_id, r.attempts) for r in again.rows] == [("a", 2)]
+
+
+def test_the_peers_to_wake_are_those_whose_new_entries_no_sender_took(db: Database) -> None:
+    class Taker:
+        lease_ms = 30_000
+
+        def takes(self, next_hop: str, body_bytes: int) -> bool:
+            return next_hop == "anhui"
+
+        def take(self, entry: OutboxEntry) -> None:
+            return None
+
+    def queue(s: Session) -> set[str]:
+        s.info[HANDOFF] = Taker()
+        for hop, item, held in (("zhejiang", "a", False), ("anhui", "b", False), ("shanghai", "c", True)):
+            enqueue(
+                s, next_hop=hop, destination=hop, method="m", item_id=item, body=b"x", now_ms=1, held=held
+            )
+        enqueue(s, next_hop="~webhook", destination="jiangsu", method="m", item_id="d", body=b"", now_ms=1)
+        return unhanded_hops(s)
+
+    # anhui's entry is handed over (it wakes its sender itself), shanghai's is held, ~ is local
+    assert db.transact(queue) == {"zhejiang"}

@@ -10,14 +10,17 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from sqlmodel import Session, select
 from yrd.envelope.v1 import envelope_pb2
 from yrd.peer.v1 import peer_pb2
 
 from node.app import Node
 from node.cases.requests import Principal
 from node.counter.contract import CounterLimits, parse_submit, request_digest
+from node.delivery.outbox import enqueue
 from node.delivery.peer_server import PeerServicer
 from node.delivery.relaying import DELIVER
+from node.models import OutboxEntry
 from simulations.bench.inproc import origin_and_owner
 from simulations.sample_applications import application_body
 
@@ -41,7 +44,7 @@ class _OwnerOnTheLine:
         )
         self.during_call, self.trace, self.calls = during_call, trace, 0
         self.delivered: list[str] = []
-        self.both_delivered = asyncio.Event()
+        self.both_delivered, self.sent = asyncio.Event(), asyncio.Event()
 
     def peer(self, _hop: str) -> _OwnerOnTheLine:
         return self
@@ -56,6 +59,7 @@ class _OwnerOnTheLine:
         envelopes = [envelope_pb2.Envelope.FromString(e.SerializeToString()) for e in request.envelopes]
         replies = await self.servicer._batch(envelopes, DELIVER)
         self.delivered += [peer_pb2.Receipt.FromString(r.body).item_id for r in replies]
+        self.sent.set()
         if len(self.delivered) == 2:
             self.both_delivered.set()
         return peer_pb2.DeliverResponse(receipts=replies)
@@ -107,3 +111,86 @@ async def test_work_queued_during_a_call_goes_next_with_no_claim_of_its_own_and_
         # thread: the first call's settle, which also claimed it.
         queued, second = trace.index("queued"), len(trace) - 1 - trace[::-1].index("send")
         assert trace[queued + 1 : second] == ["db"]
+
+
+async def test_a_new_entry_is_handed_to_the_sender_and_goes_out_with_no_claim(tmp_path: Path) -> None:
+    async with origin_and_owner(tmp_path) as (origin, owner):
+        service = next(
+            d for d in origin.index.all() if d.handler == "auto" and d.service_id.startswith("js.")
+        )
+
+        async def during_call(_call: int) -> None:
+            return None
+
+        line = _OwnerOnTheLine(owner, during_call, [])
+        delivery = origin.delivery
+        delivery.channels = line  # type: ignore[assignment]
+        delivery.poll_interval_s = 3600  # nothing found by a poll or the scanner in time
+        origin.backend.origin.wake = delivery.wake
+        claims: list[str] = []
+        claimed, loop = asyncio.Event(), asyncio.get_running_loop()
+        claim = delivery._claim
+
+        def counted_claim(s: Session, hop: str) -> Any:
+            claims.append(hop)
+            loop.call_soon_threadsafe(claimed.set)  # asked on the database thread
+            return claim(s, hop)
+
+        delivery._claim = counted_claim  # type: ignore[method-assign]
+        await delivery.start()
+        try:
+            body = application_body(service, random.Random(1))
+            request = parse_submit(body, CounterLimits(), request_digest(body))
+            created = await origin.backend.origin.submit(Principal("clerk", "clerk"), "k1", request)
+            async with asyncio.timeout(30):  # a guard against hanging, not a measure of speed
+                await line.sent.wait()
+                await claimed.wait()  # the settle's claim of the next batch
+        finally:
+            await delivery.stop()
+        assert line.delivered == [created["id"]]
+        # Leased in the submit's own transaction and handed over after its commit: the one
+        # claim was the settle's, which found nothing more to send.
+        assert claims == ["jiangsu"]
+        entry = await origin.db.run(lambda s: s.exec(select(OutboxEntry)).one())
+        assert (entry.state, entry.attempts, entry.claimed_until_ms) == ("done", 1, 0)
+
+
+async def test_what_was_handed_over_and_not_sent_is_given_back_when_the_node_stops(tmp_path: Path) -> None:
+    async with origin_and_owner(tmp_path) as (origin, _owner):
+        delivery = origin.delivery
+        await delivery.start()
+        now = delivery.clock.now_ms()
+        delivery._backoff_until["jiangsu"] = now + 3_600_000  # the link is down: nothing is sent
+
+        def put(s: Session) -> None:
+            enqueue(
+                s,
+                next_hop="jiangsu",
+                destination="jiangsu",
+                method=DELIVER,
+                item_id="a",
+                body=b"x",
+                now_ms=now,
+            )
+
+        await origin.db.run(put)
+        leased = await origin.db.run(lambda s: s.exec(select(OutboxEntry)).one())
+        assert leased.claimed_until_ms > 0 and leased.attempts == 1  # the sender's first claim
+        stale = OutboxEntry(
+            id=99,
+            next_hop="jiangsu",
+            destination="jiangsu",
+            method=DELIVER,
+            item_id="b",
+            body=b"x",
+            created_at_ms=1,
+            next_attempt_ms=1,
+            claimed_until_ms=1,
+        )
+        delivery._handed["jiangsu"].append(stale)
+        # An entry whose lease lapsed (a long backoff) is left to a claim, which may take it again.
+        assert [e.item_id for e in delivery._take_handed("jiangsu")] == ["a"]
+        delivery._handed["jiangsu"] = [leased]
+        await delivery.stop()
+        given_back = await origin.db.run(lambda s: s.exec(select(OutboxEntry)).one())
+        assert (given_back.state, given_back.claimed_until_ms) == ("pending", 0)

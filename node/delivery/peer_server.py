@@ -21,7 +21,7 @@ from core.db import Database
 from core.errors import EnvelopeRejected, InvalidInput, NotFound
 from node import metrics
 from node.delivery import checkpoints
-from node.delivery.outbox import enqueue
+from node.delivery.outbox import enqueue, unhanded_hops
 from node.delivery.peer_client import parse_body
 from node.delivery.peer_limits import PeerLimits
 from node.delivery.relaying import DELIVER, NOTIFY_STATUS, forward_item
@@ -194,7 +194,7 @@ class PeerServicer(peer_pb2_grpc.PeerServiceServicer):
         if len(refused) == len(envelopes):
             raise refused[0]
         now = self.clock.now_ms()
-        hops: set[str] = set()
+        hops: set[str] = set()  # whose senders to wake: what the unit queued and did not hand over
         acted: set[str] = set()
 
         def work(s: Session) -> list[Env]:
@@ -210,7 +210,7 @@ class PeerServicer(peer_pb2_grpc.PeerServiceServicer):
                 rejected = refused.get(i)
                 if rejected is None:
                     metrics.ENVELOPES_VERIFIED.labels(result="ok").inc()
-                    receipt = self._item(s, env, method, now, hops)
+                    receipt = self._item(s, env, method, now)
                     acted.add(env.sender)
                 else:
                     receipt = item_receipt(
@@ -229,6 +229,7 @@ class PeerServicer(peer_pb2_grpc.PeerServiceServicer):
             if not acted:  # every nonce replayed: roll back, answer as a wholly refused call
                 raise refused[0]
             audit.append(s, records, now)
+            hops.update(unhanded_hops(s))
             return answers
 
         answers = await self.db.run(work)
@@ -255,7 +256,7 @@ class PeerServicer(peer_pb2_grpc.PeerServiceServicer):
             in_reply_to=request_digest(env),
         )
 
-    def _item(self, s: Session, env: Env, method: str, now: int, hops: set[str]) -> peer_pb2.Receipt:
+    def _item(self, s: Session, env: Env, method: str, now: int) -> peer_pb2.Receipt:
         """Act on one verified envelope; ``env.sender`` is authenticated."""
         item = _parse_item(method, env.body)
         if item is None or item.WhichOneof("item") is None:
@@ -264,8 +265,8 @@ class PeerServicer(peer_pb2_grpc.PeerServiceServicer):
                 envelope_item_id(env), Outcome.RECEIPT_OUTCOME_REJECTED, "malformed_body", why, now
             )
         if item.WhichOneof("item") == "forward":
-            return self._forward(s, env, item.forward, method, now, hops)
-        return self._local(s, env.sender, item, now, hops, direct=True)
+            return self._forward(s, env, item.forward, method, now)
+        return self._local(s, env.sender, item, now, direct=True)
 
     def _local(
         self,
@@ -273,19 +274,14 @@ class PeerServicer(peer_pb2_grpc.PeerServiceServicer):
         sender: str,
         item: peer_pb2.DeliverItem | peer_pb2.StatusItem,
         now: int,
-        hops: set[str],
         direct: bool,
     ) -> peer_pb2.Receipt:
         """Act on an item from ``sender``: ``direct`` when the call's envelope is its own (the
         receipt goes back to it), not a relay's."""
         if isinstance(item, peer_pb2.DeliverItem) and item.HasField("application"):
-            receipt = self.accept(s, sender, item.application, now, direct)
-            hops.add(self.trust.next_hop(sender))  # what the owner queues goes to the sender
-            return receipt
+            return self.accept(s, sender, item.application, now, direct)
         if isinstance(item, peer_pb2.DeliverItem) and item.HasField("clue"):
-            receipt = self.accept_clue(s, sender, item.clue, now)
-            hops.add(self.trust.next_hop(sender))  # the clue's steps go back to its source
-            return receipt
+            return self.accept_clue(s, sender, item.clue, now)
         if isinstance(item, peer_pb2.DeliverItem) and item.HasField("data_request"):
             return self.accept_data_request(s, sender, item.data_request, now)
         assert isinstance(item, peer_pb2.StatusItem)  # the oneof's only other local fields
@@ -295,9 +291,7 @@ class PeerServicer(peer_pb2_grpc.PeerServiceServicer):
             return self.apply_data_update(s, sender, item.data_request_update)
         return self.apply_status(s, sender, status_changes(item))
 
-    def _forward(
-        self, s: Session, outer: Env, inner: Env, method: str, now: int, hops: set[str]
-    ) -> peer_pb2.Receipt:
+    def _forward(self, s: Session, outer: Env, inner: Env, method: str, now: int) -> peer_pb2.Receipt:
         """A relayed envelope: open it when it is for us, pass it on when we relay for its
         destination. The origin's signature travels intact; the outer hop gave freshness,
         so the inner envelope's age is not held against it (retries may wait at a relay)."""
@@ -316,7 +310,7 @@ class PeerServicer(peer_pb2_grpc.PeerServiceServicer):
                 return item_receipt(
                     item_id, Outcome.RECEIPT_OUTCOME_REJECTED, "nested_forward", "one relay hop", now
                 )
-            return self._local(s, inner.sender, item, now, hops, direct=False)
+            return self._local(s, inner.sender, item, now, direct=False)
         enqueue(
             s,
             next_hop=inner.destination,
@@ -326,7 +320,6 @@ class PeerServicer(peer_pb2_grpc.PeerServiceServicer):
             body=forward_item(method, inner),
             now_ms=now,
         )
-        hops.add(inner.destination)
         return item_receipt(
             item_id, Outcome.RECEIPT_OUTCOME_ACCEPTED, "relayed", f"relayed by {outer.destination}", now
         )

@@ -2,9 +2,11 @@
 
 One task per peer, woken when work is enqueued for it and otherwise polling the
 database, so entries written by another replica or left by a crash are picked up too.
-The unit of work that settles an answered batch also claims the next one, so what was
-queued while a batch was in flight goes out without another trip to the database thread
-(under load each trip is a wait for that thread and a wake-up of the event loop).
+What this node enqueues is handed over in memory, already leased to it by the enqueuing
+transaction (outbox.py, :class:`~node.delivery.outbox.Handoff`), so a new entry goes out
+without a claim of its own; the unit of work that settles an answered batch also claims the
+next one from the database (retries, other replicas' and older work). Under load each trip
+to the database thread is a wait for that thread and a wake-up of the event loop.
 A failed call backs off with jitter; the backoff is persisted (PeerState) and every
 entry's next attempt is in the database, so a restart resumes where it stopped. A
 valid call from the peer resets its backoff: it is evidently up.
@@ -26,13 +28,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import grpc
-from sqlalchemy import update
+from sqlalchemy import bindparam, update
+from sqlalchemy.sql import Executable
 from sqlmodel import Session, col, select
 from yrd.envelope.v1 import envelope_pb2
 from yrd.peer.v1 import peer_pb2
 
 from core.clock import Clock
-from core.db import Database
+from core.db import Database, conflict_insert
 from core.errors import YrdError
 from node import metrics
 from node.config import PEER_CALL_TIMEOUT_S
@@ -41,12 +44,14 @@ from node.delivery.channels import Channels
 from node.delivery.dead_letters import is_dead_letter
 from node.delivery.outbox import (
     CLAIM_LEASE_MS,
+    HANDOFF,
     TOO_LARGE,
     Backoff,
     Claim,
     bury,
     claim_batch,
     dead_counts,
+    envelope_cost,
     hops_with_work,
     pending_count,
     release_all_claims,
@@ -111,6 +116,7 @@ class Delivery:
         self.rng = rng or random.Random()
         self._events: dict[str, asyncio.Event] = {}
         self._claimed: dict[str, Claim] = {}  # per peer: the next batch, claimed by the last settle
+        self._handed: dict[str, list[OutboxEntry]] = {}  # per peer: new entries leased to us (take)
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._backoff_until: dict[str, int] = {}
         self._failures: dict[str, int] = {}
@@ -128,11 +134,13 @@ class Delivery:
             self._backoff_until[st.node_id] = st.backoff_until_ms
             self._failures[st.node_id] = st.failures
         self._scanner = asyncio.create_task(self._scan(), name="outbox-scan")
+        self.db.session_info[HANDOFF] = self
 
     async def stop(self) -> None:
         """Stop taking new batches; a call in flight finishes (its rows are settled or
         their lease lapses, so nothing is lost either way)."""
         self._stopping = True
+        self.db.session_info.pop(HANDOFF, None)
         for ev in self._events.values():
             ev.set()
         tasks = [t for t in [self._scanner, *self._tasks.values()] if t is not None]
@@ -148,6 +156,43 @@ class Delivery:
         task = self._tasks.get(hop)
         if task is None or task.done():
             self._tasks[hop] = asyncio.create_task(self._run(hop), name=f"sender-{hop}")
+
+    # -- the outbox's hand-off (outbox.Handoff) -------------------------------------------
+
+    @property
+    def lease_ms(self) -> int:
+        return self.claim_lease_ms
+
+    def takes(self, next_hop: str, body_bytes: int) -> bool:
+        """Every peer's new entry that fits a batch (local ``~`` queues have their own
+        workers; an entry too large is left to the claim, which makes it a dead letter)."""
+        return (
+            not self._stopping
+            and not next_hop.startswith("~")
+            and envelope_cost(body_bytes) <= self.max_batch_bytes
+        )
+
+    def take(self, entry: OutboxEntry) -> None:
+        self._handed.setdefault(entry.next_hop, []).append(entry)
+        self.wake(entry.next_hop)
+
+    def _take_handed(self, hop: str) -> list[OutboxEntry]:
+        """The entries handed over for ``hop`` that make one batch, oldest first. One whose lease
+        would lapse before a call could end is left to a claim: it may be claimed again."""
+        handed = self._handed.pop(hop, [])
+        fresh_until = self.clock.now_ms() + int(PEER_CALL_TIMEOUT_S * 1000)
+        batch: list[OutboxEntry] = []
+        total = 0
+        for i, entry in enumerate(handed):
+            if entry.claimed_until_ms <= fresh_until:
+                continue
+            cost = envelope_cost(len(entry.body))
+            if len(batch) == self.batch_size or total + cost > self.max_batch_bytes:
+                self._handed[hop] = handed[i:]  # the next batch's, woken for at once
+                break
+            batch.append(entry)
+            total += cost
+        return batch
 
     def peer_seen(self, node_id: str) -> None:
         """A peer that just called us is up: forget its backoff and retry its work now."""
@@ -236,10 +281,11 @@ class Delivery:
             await self._unclaim(hop)
 
     async def _unclaim(self, hop: str) -> None:
-        """Give back a batch claimed for a send that will not happen (the node is stopping),
-        so another replica need not wait out its lease."""
+        """Give back a batch claimed or handed over for a send that will not happen (the node
+        is stopping), so another replica need not wait out its lease."""
         claimed = self._claimed.pop(hop, None)
-        ids = [r.id for r in claimed.rows if r.id is not None] if claimed else []
+        rows = (claimed.rows if claimed else []) + self._handed.pop(hop, [])
+        ids = [r.id for r in rows if r.id is not None]
         if ids:
             now = self.clock.now_ms()
             await self.db.run(lambda s: reschedule(s, ids, now, "not sent: the node stopped"))
@@ -252,6 +298,10 @@ class Delivery:
 
     async def _drain_once(self, hop: str) -> int:
         claimed = self._claimed.pop(hop, None)
+        if claimed is None or not (claimed.rows or claimed.oversized):
+            handed = self._take_handed(hop)
+            if handed:
+                claimed = Claim(handed, [])
         if claimed is None:
             claimed = await self.db.run(lambda s: self._claim(s, hop))
         for o in claimed.oversized:
@@ -464,8 +514,29 @@ def _describe(e: Exception) -> str:
 
 
 def _save_peer(s: Session, node_id: str, failures: int, until: int, error: str, success_ms: int = 0) -> None:
-    st = s.get(PeerState, node_id) or PeerState(node_id=node_id)
-    st.failures, st.backoff_until_ms, st.last_error = failures, until, error[:500]
-    if success_ms:
-        st.last_success_ms = success_ms
-    s.add(st)
+    """One prebuilt upsert (every settle writes one: an ORM load and flush were two statements,
+    and building the upsert anew each time cost more than running it). A time of success is
+    written only when there is one."""
+    params = {
+        "node_id": node_id,
+        "failures": failures,
+        "backoff_until_ms": until,
+        "last_error": error[:500],
+        "last_success_ms": success_ms,
+    }
+    s.execute(_upsert_peer(s, success=bool(success_ms)), params)
+
+
+_PEER_COLUMNS = ("node_id", "failures", "backoff_until_ms", "last_error", "last_success_ms")
+_upserts: dict[tuple[str, bool], Executable] = {}  # per dialect, and whether it marks a success
+
+
+def _upsert_peer(s: Session, success: bool) -> Executable:
+    key = (s.get_bind().dialect.name, success)
+    if key not in _upserts:
+        insert = conflict_insert(s, PeerState).values({c: bindparam(c) for c in _PEER_COLUMNS})
+        kept = _PEER_COLUMNS[1:] if success else _PEER_COLUMNS[1:-1]
+        _upserts[key] = insert.on_conflict_do_update(
+            index_elements=["node_id"], set_={c: insert.excluded[c] for c in kept}
+        )
+    return _upserts[key]
