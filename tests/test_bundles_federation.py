@@ -30,6 +30,10 @@ PARTS = {"licence", "seal", "tax", "social", "hq_filing"}
 @pytest.fixture
 async def fed(tmp_path: Path) -> AsyncIterator[Federation]:
     f = await Federation(tmp_path, allow_all_specs(tmp_path)).start()
+    for node in f.nodes.values():
+        # Bundles move only when something stirred their runner: a change that gives a bundle
+        # work without stirring it would stall these tests instead of waiting for a full look.
+        node.bundles.full_look_s = 3600
     try:
         yield f
     finally:
@@ -324,3 +328,27 @@ async def test_the_lead_checks_every_resubmission_a_member_sends(fed: Federation
         }
     )
     assert set(parts.values()) == {1}  # nothing was started again
+
+
+async def test_an_idle_lead_does_not_look_for_bundles_every_poll(fed: Federation) -> None:
+    """The runner looks in the database when a unit of its process gave a bundle work (or a
+    bundle still waits), not five times a second on a node with nothing to move."""
+    lead = fed.nodes["jiangsu"]  # the lead department's node runs the bundle
+    looks = 0
+    run_once = lead.bundles.run_once
+
+    async def counted() -> int:
+        nonlocal looks
+        looks += 1
+        return await run_once()
+
+    lead.bundles.run_once = counted  # type: ignore[method-assign]
+    await asyncio.sleep(10 * lead.bundles.poll_interval_s)
+    assert looks == 0
+    status, created = await fed.submit("anhui", bundle_body(fed), "idle-then-one")
+    assert status == 201, created
+    # The licence completing moves the runner to start the parts that wait for it.
+    done = {"completed"}
+    parts = {n: done for n in ("licence", "seal", "tax", "social")}
+    await wait_parts(fed, "anhui", str(created["id"]), parts)
+    assert looks > 0

@@ -118,6 +118,7 @@ class Resubmission(Status):
         part.attempt, part.application_id, part.failure = doc["attempt"], "", ""
         part.sealed_correction = t.sealed_payload
         run.wanted += 1
+        self._stir(s)
         s.add(part)
         s.add(run)
         metrics.BUNDLE_PARTS.labels(outcome="resubmitted").inc()

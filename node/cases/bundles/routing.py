@@ -128,12 +128,12 @@ class Routing(BundleCore):
         if app is not None:
             self._touch(s, app)
 
-    @staticmethod
-    def _touch(s: Session, app: AppHead) -> None:
+    def _touch(self, s: Session, app: AppHead) -> None:
         """Wake the bundle whose part this is. Most applications are nobody's part, which
         who submitted them tells without a statement."""
         if app.submitted_by.startswith(PART_SUBMITTER):
             s.connection().execute(_TOUCH, {"app_id": app.id})
+            self._stir(s)
 
     async def _submit_part(self, st: RunState, comp: catalogue_pb2.BundleComponent, part: BundlePart) -> None:
         target = self.catalogue.get(comp.service_id)  # NotFound: not synced yet, retried

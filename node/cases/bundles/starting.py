@@ -37,6 +37,7 @@ class Starting(BundleCore):
         then starts without parts, says so in the bundle's status, and the runner looks
         again (``_look_again``) until the part is known or the wait is over."""
         run = BundleRun(id=row.id, service_id=defn.service_id, created_at_ms=now, due_at_ms=now)
+        self._stir(s)  # wanted starts at 1: the runner starts its parts
         waiting = self._verdict(s, row, defn, run, now)
         if waiting:
             s.add(run)

@@ -12,7 +12,7 @@ from yrd.catalogue.v1 import catalogue_pb2
 from yrd.peer.v1 import peer_pb2
 
 from core.clock import Clock
-from core.db import Database
+from core.db import Database, after_commit
 from core.errors import NotFound
 from node.cases.origin import Origin
 from node.cases.owner import Owner
@@ -27,6 +27,9 @@ Outcome = peer_pb2.ReceiptOutcome
 ServiceDefinition = catalogue_pb2.ServiceDefinition
 
 FAILED = frozenset({"rejected", "needs_materials", "refused"})
+# How often the runner looks for bundles to move when nothing in this process stirred it: what
+# another process changed (a replica sharing PostgreSQL, a CLI command) is seen within this.
+FULL_LOOK_S = 5.0
 
 
 @dataclass
@@ -71,6 +74,18 @@ class BundleCore:
         )
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
+        # Whether a committed unit of this process may have left a bundle to move (a run
+        # started, a part's change or receipt, a resubmission), or one still waits: the runner
+        # looks in the database only then, or every full_look_s.
+        self._stirred = True
+        self.full_look_s = FULL_LOOK_S
+
+    def _stir(self, s: Session) -> None:
+        """Have the runner look once ``s``'s transaction, which gives a bundle work, commits."""
+        after_commit(s, self._mark_stirred)
+
+    def _mark_stirred(self) -> None:
+        self._stirred = True
 
     def _lookup(self, service_id: str) -> ServiceDefinition | None:
         try:
