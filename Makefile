@@ -19,8 +19,12 @@ $(STAMP): pyproject.toml | $(BIN)/python
 demo: $(STAMP)
 	$(BIN)/yrd demo $(ARGS)
 
+# Two workers, each stealing from the other's queue when its own runs dry, so the long
+# multi-process tests do not leave one worker idle at the end.
+TEST_WORKERS ?= 2
+
 test: $(STAMP)
-	$(BIN)/pytest $(ARGS)
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist worksteal $(ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

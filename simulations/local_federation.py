@@ -76,8 +76,15 @@ PROVINCES = (
 # connection can be taken between our check and the node's bind, one of ours cannot. Ports are
 # handed out in turn from a random start, so one process never hands out a port twice (two
 # nodes of one federation, checked free one after the other, would otherwise often get the
-# same port) and two processes rarely start near each other.
-_PORTS = range(20000, 32768)
+# same port) and two processes rarely start near each other. Processes that run side by side
+# for long (parallel test workers and the nodes they start) can be given shares that never
+# meet: ``YRD_PORTS=low-high`` (inclusive) narrows the range for a process and its children.
+def _port_range() -> range:
+    low, _, high = os.environ.get("YRD_PORTS", "20000-32767").partition("-")
+    return range(int(low), int(high) + 1)
+
+
+_PORTS = _port_range()
 _turn = itertools.count(random.SystemRandom().randrange(len(_PORTS)))
 _turn_lock = threading.Lock()
 

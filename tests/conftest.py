@@ -14,6 +14,14 @@ from hypothesis import settings
 
 PG_URL = os.environ.get("YRD_TEST_PG_URL", "")
 
+# `make test` runs the suite in parallel workers (pytest-xdist). Each takes its own share of
+# the ports nodes are laid out on (simulations/local_federation.py), and the nodes it starts as
+# processes inherit it: a port one worker found free is never the one another is about to bind.
+if worker := os.environ.get("PYTEST_XDIST_WORKER"):
+    _share = (32768 - 20000) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])
+    _low = 20000 + int(worker.removeprefix("gw")) * _share
+    os.environ["YRD_PORTS"] = f"{_low}-{_low + _share - 1}"
+
 # No wall-clock limits in tests: these machines are shared and noisy, so hypothesis's default
 # 200 ms deadline per example would fail correct code under load.
 settings.register_profile("yrd", deadline=None)

@@ -143,6 +143,8 @@ class Delivery:
         self.db.session_info.pop(HANDOFF, None)
         for ev in self._events.values():
             ev.set()
+        if self._scanner is not None:  # reads and wakes only: nothing of it needs finishing
+            self._scanner.cancel()
         tasks = [t for t in [self._scanner, *self._tasks.values()] if t is not None]
         if tasks:
             _done, pending = await asyncio.wait(tasks, timeout=PEER_CALL_TIMEOUT_S + 1)
