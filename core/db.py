@@ -1,18 +1,20 @@
 """The node's database: SQLite by default, PostgreSQL for replicas sharing one database.
 
-SQLModel is synchronous, so every unit of work runs in a worker thread via
-:meth:`Database.run`. A unit of work either commits whole or not at all, which is what
-makes "application + outbox entry in one transaction" hold.
+SQLModel is synchronous; :meth:`Database.run` is how async code runs a unit of work. A unit
+either commits whole or not at all, which is what makes "application + outbox entry in one
+transaction" hold.
 
-PostgreSQL gets a small pool of threads, one transaction per unit. SQLite gets exactly one
-worker (it allows one writer; a single thread also removes "database is locked" retries),
-and that worker *group-commits*: it takes every unit queued while it was busy, runs each in
-its own SAVEPOINT of one shared transaction (a unit that raises is rolled back alone, as
-before), commits once, and only then wakes the event loop, once for the whole group, to
-answer every caller. Under load this turns N commits and N thread hand-offs (the event loop's
-self-pipe write, which the profile in docs/performance.md put at 13-20 % of a node) into
-one; an idle node runs a lone unit at once, so nothing waits for a group to fill, and as a
-transaction of its own, without the savepoint a group needs.
+PostgreSQL gets a small pool of threads, one transaction per unit: its statements wait on the
+network, and the event loop must not wait with them.
+
+SQLite runs its units on the event loop itself, in the loop iteration after they were asked
+for. Its statements wait on nothing (WAL with ``synchronous=NORMAL``: a commit appends to the
+log without an fsync), so a worker thread bought no parallelism, only costs: a queue and a
+self-pipe write per hand-off, and the interpreter lock passed between the loop and the worker
+at every statement (docs/performance.md, "Sixth round"). One iteration's units are committed
+together, each in its own SAVEPOINT of one transaction (a unit that raises is rolled back alone),
+and their callers hear after that commit; a unit asked for alone is the whole transaction,
+without the savepoint a group needs. Units are short by design: the loop waits for each.
 
 A node's SQLite file is created once, on purpose (:meth:`Database.create`, by ``yrd node
 init``), 0600 in a 0700 folder since it holds password hashes, sessions and decisions.
@@ -32,7 +34,6 @@ import concurrent.futures
 import contextlib
 import logging
 import os
-import queue
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator
@@ -64,8 +65,8 @@ def normalise_url(url: str) -> str:
     raise ConfigError(f"unsupported database URL scheme in {url.split('://', 1)[0]!r}", field="database_url")
 
 
-# Units of work the SQLite worker commits together at most; bounds how long one group holds
-# the write lock and how much one failed commit takes down with it.
+# Units of work committed together at most; bounds how long one group holds the write lock
+# (and the event loop) and how much one failed commit takes down with it.
 MAX_GROUP = 64
 
 
@@ -103,7 +104,6 @@ def _sqlite_begin(conn: Connection) -> None:
 class _Unit:
     fn: Callable[[Session], Any]
     future: asyncio.Future[Any]
-    loop: asyncio.AbstractEventLoop
 
 
 Callback = Callable[[], None]
@@ -239,10 +239,10 @@ class Database:
             event.listen(self.engine, "connect", _sqlite_pragmas)
             event.listen(self.engine, "begin", _sqlite_begin)
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="yrd-db")
-        # SQLite's one group-committing worker, started on first use.
-        self._queue: queue.SimpleQueue[_Unit | None] = queue.SimpleQueue()
-        self._worker: threading.Thread | None = None
-        self._conn: Connection | None = None  # the worker's own, kept open between groups
+        # SQLite: the units asked for on each event loop since its last group, and the one
+        # connection every group uses, kept open between groups.
+        self._pending: dict[asyncio.AbstractEventLoop, list[_Unit]] = {}
+        self._conn: Connection | None = None
         # What every session of a unit run by run() carries in its info, for the helpers that
         # units call (e.g. the outbox's hand-off to the sender, node/delivery/outbox.py).
         self.session_info: dict[str, Any] = {}
@@ -308,18 +308,18 @@ class Database:
             return fn(s)
 
     async def run(self, fn: Callable[[Session], T]) -> T:
-        """Run ``fn`` in one transaction on a database worker thread (on SQLite, in its own
-        savepoint of a group commit: its effects are committed when this returns)."""
+        """Run ``fn`` in one transaction: on SQLite on this event loop, in the next iteration
+        (with the other units asked for in this one, each in its own savepoint), on PostgreSQL on
+        a worker thread. Its effects are committed when this returns."""
         loop = asyncio.get_running_loop()
         if self.is_sqlite:
+            if self._closed:
+                raise Unavailable("database is closed", code="db_closed")
             future: asyncio.Future[T] = loop.create_future()
-            with self._lock:
-                if self._closed:
-                    raise Unavailable("database is closed", code="db_closed")
-                if self._worker is None:
-                    self._worker = threading.Thread(target=self._drain, name="yrd-db", daemon=True)
-                    self._worker.start()
-                self._queue.put(_Unit(fn, future, loop))
+            pending = self._pending.setdefault(loop, [])
+            if not pending:
+                loop.call_soon(self._commit_pending, loop)
+            pending.append(_Unit(fn, future))
             return await future
         try:
             value, callbacks = await loop.run_in_executor(self._pool, self._transact_pooled, fn)
@@ -337,52 +337,25 @@ class Database:
                 value = fn(s)
             return value, _committed(s)
 
-    def _drain(self) -> None:
-        """The SQLite worker: run what is queued in groups until :meth:`close`."""
-        try:
-            self._drain_groups()
-        finally:
-            self._drop_connection()
-
-    def _drain_groups(self) -> None:
-        while True:
-            first = self._queue.get()
-            if first is None:
-                return
-            group = [first]
-            stop = False
-            while len(group) < MAX_GROUP:
-                try:
-                    unit = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if unit is None:
-                    stop = True
-                    break
-                group.append(unit)
-            self._commit_group(group)
-            if stop:
-                return
-
-    def _commit_group(self, group: list[_Unit]) -> None:
-        results = self._commit_alone(group[0]) if len(group) == 1 else self._commit_together(group)
-        by_loop: dict[asyncio.AbstractEventLoop, list[_Done]] = {}
-        for r in results:
-            by_loop.setdefault(r.unit.loop, []).append(r)
-        for loop, answers in by_loop.items():
-            with contextlib.suppress(RuntimeError):  # that loop is closed: nobody is waiting
-                loop.call_soon_threadsafe(_answer, answers)
+    def _commit_pending(self, loop: asyncio.AbstractEventLoop) -> None:
+        """On ``loop``: commit the units asked for there since the last group, and answer them."""
+        units = self._pending.pop(loop, [])
+        for start in range(0, len(units), MAX_GROUP):
+            group = units[start : start + MAX_GROUP]
+            with self._lock:  # one connection: a Database shared by two threads' loops takes turns
+                results = self._commit_alone(group[0]) if len(group) == 1 else self._commit_together(group)
+            _answer(results)
 
     def _connection(self) -> Connection:
-        """The worker's connection, opened once and kept: a checkout from the pool and its
-        return (with the reset that rolls back) per transaction cost about as much CPU as an
-        empty transaction itself, and a trickle of lone units pays it for every one."""
+        """SQLite's connection, opened once and kept: a checkout from the pool and its return
+        (with the reset that rolls back) per transaction cost about as much CPU as an empty
+        transaction itself, and a trickle of lone units pays it for every one."""
         if self._conn is None:
             self._conn = self.engine.connect()
         return self._conn
 
     def _drop_connection(self) -> None:
-        """After a failure, or when the worker stops: back to the pool, whose reset rolls back
+        """After a failure, or when the database closes: back to the pool, whose reset rolls back
         anything a failed COMMIT or ROLLBACK left open, so the next group starts clean."""
         conn, self._conn = self._conn, None
         if conn is not None:
@@ -453,12 +426,13 @@ class Database:
             return False
 
     def close(self) -> None:
+        """Refuse new units; what was asked for and not yet run still commits first (its callers
+        hear unless their loop is gone)."""
+        self._closed = True
+        for loop in list(self._pending):
+            with contextlib.suppress(RuntimeError):  # that loop is closed: nobody is waiting
+                self._commit_pending(loop)
         with self._lock:
-            self._closed = True
-            worker = self._worker
-            if worker is not None:
-                self._queue.put(None)  # after everything already queued, which still runs
-        if worker is not None:
-            worker.join()
+            self._drop_connection()
         self._pool.shutdown(wait=True)
         self.engine.dispose()

@@ -45,7 +45,7 @@ def freeze_start_up_heap() -> None:
     process) out of the cyclic garbage collector's reach.
 
     A full collection traverses every tracked object, and while it runs the whole process
-    stands still, event loop and database thread alike: on a started node under load one cost
+    stands still, event loop and database work alike: on a started node under load one cost
     about 100 ms of CPU (230-790 ms of wall time on the shared development machine) and came
     every 10-30 s, holding every application passing through the node for that long. Frozen
     objects are not traversed again, so a full collection sees only what was allocated since

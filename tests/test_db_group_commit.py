@@ -1,5 +1,6 @@
-"""SQLite's worker commits the units queued while it was busy as one group: each unit still
-commits or rolls back whole, and its caller hears only after the group's commit."""
+"""SQLite's units run on the event loop, and those asked for in one loop iteration commit as one
+group: each unit still commits or rolls back whole, and its caller hears only after the group's
+commit."""
 
 from __future__ import annotations
 
@@ -42,40 +43,34 @@ def _insert(k: str) -> Callable[[Session], str]:
 async def test_a_failing_unit_rolls_back_alone_and_the_group_commits_once(db: Database) -> None:
     commits: list[int] = []
     event.listen(db.engine, "commit", lambda _conn: commits.append(1))
-    gate, started = threading.Event(), threading.Event()
-
-    def blocker(s: Session) -> None:
-        s.execute(text("SELECT 1"))  # a transaction to commit, even for a unit alone
-        started.set()
-        gate.wait()  # holds the worker while the next units queue up behind it
+    threads: set[int] = set()
 
     def failing(s: Session) -> None:
+        threads.add(threading.get_ident())
         s.execute(text("INSERT INTO t (k) VALUES ('b')"))
         raise Conflict("no", code="test")
 
-    first = asyncio.ensure_future(db.run(blocker))
-    await asyncio.to_thread(started.wait)
     units = [
         asyncio.ensure_future(db.run(_insert("a"))),
         asyncio.ensure_future(db.run(failing)),
         asyncio.ensure_future(db.run(_insert("c"))),
         asyncio.ensure_future(db.run(_insert("a"))),  # a duplicate key
     ]
-    await asyncio.sleep(0)
-    gate.set()
-    await first
     results = await asyncio.gather(*units, return_exceptions=True)
     assert results[0] == "a" and results[2] == "c"
     assert isinstance(results[1], Conflict)
     assert "IntegrityError" in type(results[3]).__name__
     assert _keys(db) == ["a", "c"]
-    assert len(commits) == 2  # the blocker's group, then the four units together
+    assert len(commits) == 1  # the four units, asked for in one loop iteration, together
+    assert threads == {threading.get_ident()}  # on the loop: no hand-off to a worker thread
     db.close()
 
 
-async def test_a_closed_database_refuses_new_work_after_finishing_what_was_queued(db: Database) -> None:
-    assert await db.run(_insert("x")) == "x"
+async def test_a_closed_database_refuses_new_work_after_finishing_what_was_asked_for(db: Database) -> None:
+    asked = asyncio.ensure_future(db.run(_insert("x")))
+    await asyncio.sleep(0)  # the unit is asked for; its group would commit in the next iteration
     db.close()
+    assert await asked == "x"
     assert _keys(db) == ["x"]
     with pytest.raises(Unavailable):
         await db.run(_insert("y"))
@@ -115,7 +110,7 @@ async def test_a_lone_unit_is_its_own_transaction_without_a_savepoint(db: Databa
     db.close()
 
 
-async def test_the_worker_keeps_one_connection_and_starts_afresh_after_a_failed_commit(
+async def test_sqlite_keeps_one_connection_and_starts_afresh_after_a_failed_commit(
     tmp_path: Path,
 ) -> None:
     database = Database(f"sqlite:///{tmp_path / 'fk.sqlite'}")
@@ -137,12 +132,12 @@ async def test_the_worker_keeps_one_connection_and_starts_afresh_after_a_failed_
 
     for _ in range(3):
         await database.run(lambda s: s.execute(text("SELECT 1")))
-    assert len(checkouts) == 1  # one connection for the worker, not one per transaction
+    assert len(checkouts) == 1  # one connection, not one per transaction
     with pytest.raises(IntegrityError):
         await database.run(orphan)
     assert await database.run(parent) == 1  # a clean transaction on a fresh connection
     with database.engine.connect() as conn:
         assert conn.exec_driver_sql("SELECT count(*) FROM c").scalar() == 0
         assert conn.exec_driver_sql("SELECT count(*) FROM p").scalar() == 1
-    assert len(checkouts) == 3  # the worker's second, then this check's own
+    assert len(checkouts) == 3  # the second after the failure, then this check's own
     database.close()

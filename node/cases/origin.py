@@ -132,7 +132,7 @@ class Origin:
         """Store an allowed application once per idempotency key: ``{id, owner_node, status}``.
 
         A retry is answered from the transaction that would store it, which looks the key up
-        first (one hand-off to the database thread per submit, where a look-up ahead of the
+        first (one unit of work per submit, where a look-up ahead of the
         checks took two); so the checks and the policy decide a retry again (its decision
         logged, a quota token spent, as for two racing copies). Only a retry they refuse is
         looked up on its own (:meth:`replay`), to get the first answer all the same."""

@@ -34,7 +34,7 @@ NO_BUNDLE = "no policy bundle is configured for this node; nothing may be shared
 class Allowed:
     """The origin's allowing decision and the form with its obligations applied. The caller
     logs it (:meth:`log`) in the transaction that stores what it allowed, so the two commit
-    together and a submit hands the database thread one unit instead of two; when that
+    together and a submit is one unit of work instead of two; when that
     transaction does not commit, the caller logs it on its own (:meth:`PolicyGate.log_alone`),
     since every decision is logged."""
 

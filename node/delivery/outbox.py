@@ -6,7 +6,7 @@ lease runs out, and the receiver's idempotency absorbs the resend.
 A node's own sender also takes new entries without claiming them: when a unit run by
 ``Database.run`` enqueues, the entry is written already leased to this process and handed to
 the sender in memory once the transaction commits (:class:`Handoff`). At low rates, where
-every batch is one entry, that is one trip to the database thread and three statements less
+every batch is one entry, that is one unit of work and three statements less
 per send; the lease makes the hand-off as safe as a claim (lost with the process, the entry
 is sent again once the lease runs out, or at once after a SQLite node's restart).
 """
@@ -38,7 +38,7 @@ class Handoff(Protocol):
     def lease_ms(self) -> int: ...
 
     def takes(self, next_hop: str, body_bytes: int) -> bool:
-        """Whether an entry for ``next_hop`` goes to this sender (asked on the database thread)."""
+        """Whether an entry for ``next_hop`` goes to this sender (asked inside the enqueuing unit)."""
         ...
 
     def take(self, entry: OutboxEntry) -> None:

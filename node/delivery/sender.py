@@ -5,8 +5,8 @@ database, so entries written by another replica or left by a crash are picked up
 What this node enqueues is handed over in memory, already leased to it by the enqueuing
 transaction (outbox.py, :class:`~node.delivery.outbox.Handoff`), so a new entry goes out
 without a claim of its own; the unit of work that settles an answered batch also claims the
-next one from the database (retries, other replicas' and older work). Under load each trip
-to the database thread is a wait for that thread and a wake-up of the event loop.
+next one from the database (retries, other replicas' and older work). Each unit of work is
+a wait for the database's next group (core/db.py), so the sender asks for as few as it can.
 A failed call backs off with jitter; the backoff is persisted (PeerState) and every
 entry's next attempt is in the database, so a restart resumes where it stopped. A
 valid call from the peer resets its backoff: it is evidently up.

@@ -36,7 +36,7 @@ _RUNS = BundleRun.__table__  # type: ignore[attr-defined]
 _PARTS = BundlePart.__table__  # type: ignore[attr-defined]
 _RESULTS = ApplicationResult.__table__  # type: ignore[attr-defined]
 # One prebuilt statement for a part's status changes and receipts at the lead: an ORM lookup
-# of the part and then its run cost 6-7 % of the database thread under load (docs/performance.md).
+# of the part and then its run cost 6-7 % of the database's time under load (docs/performance.md).
 _TOUCH = (
     _RUNS.update()
     .where(
