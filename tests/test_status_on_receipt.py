@@ -20,6 +20,7 @@ from sqlmodel import Session, col, select
 from yrd.envelope.v1 import envelope_pb2
 from yrd.peer.v1 import peer_pb2
 
+import node.cases.owner as owner_module
 from node.app import Node
 from node.delivery.relaying import DELIVER, NOTIFY_STATUS
 from node.models import AuditRecord, InboundApplication, OutboxEntry, StatusEvent
@@ -194,6 +195,22 @@ def transfer(fed: Federation, app_id: str, status_on_receipt: bool) -> peer_pb2.
         fields_present=sorted(body["form"]),
         status_on_receipt=status_on_receipt,
     )
+
+
+async def test_a_run_too_large_for_a_receipt_goes_by_notify_status(
+    fed: Federation, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """10.6 "Sizes": a run over the bound (here lowered below the automatic decision's, whose
+    result notice is a few KiB; in service, large result documents) is not put on the receipt,
+    so a full batch of receipts never nears the origin's message limit; it goes as a status
+    item, and the origin ends with the same history."""
+    monkeypatch.setattr(owner_module, "MAX_RUN_BYTES_ON_RECEIPT", 256)
+    app_id = await submit(fed, SERVICE, "too-large-1")
+    view = await fed.wait_status("jiangsu", app_id, {"completed"})
+    assert history(view) == AUTO_HISTORY
+    assert await status_items(fed.nodes["zhejiang"]) == [f"{app_id}#1-4"]
+    kept = await fed.nodes["zhejiang"].db.run(lambda s: s.get_one(InboundApplication, app_id).receipt_run)
+    assert kept is None
 
 
 async def test_an_origin_that_did_not_ask_or_a_relayed_item_gets_its_changes_by_notify_status(

@@ -28,7 +28,7 @@ from node.cases.deadlines import add_working_days, iso
 from node.cases.handlers import auto_decision, check_results, issue_results, result_notice
 from node.cases.policy_gate import PolicyGate
 from node.cases.requests import Document, Principal
-from node.cases.status_checks import MAX_RUN
+from node.cases.status_checks import MAX_RUN, MAX_RUN_BYTES_ON_RECEIPT
 from node.cases.statuses import FINAL, FIRST_OWNER_SEQUENCE, TO_WIRE
 from node.delivery.outbox import enqueue
 from node.delivery.relaying import NOTIFY_STATUS, address
@@ -206,12 +206,15 @@ class Owner:
         now: int,
     ) -> None:
         """The changes numbered as ``row`` is stored: on ``receipt`` (and kept with the row,
-        for a copy's receipt) when given, else through the outbox."""
-        if receipt is None or len(changes) > MAX_RUN:  # 10.6: a run on a receipt holds at most 16
+        for a copy's receipt) when given and small enough (10.6: at most 16 changes and
+        64 KiB), else through the outbox."""
+        rides = receipt is not None and len(changes) <= MAX_RUN
+        run = peer_pb2.StatusRun(updates=changes).SerializeToString() if rides else b""
+        if receipt is None or not rides or len(run) > MAX_RUN_BYTES_ON_RECEIPT:
             self._send(s, row.id, row.origin_node, changes, now)
             return
-        receipt.status_run.updates.extend(changes)
-        row.receipt_run = receipt.status_run.SerializeToString()
+        receipt.status_run.MergeFromString(run)
+        row.receipt_run = run
         metrics.STATUS_RUNS_ON_RECEIPT.inc()
 
     def _run_again(

@@ -18,6 +18,11 @@ from node.cases.statuses import FIRST_OWNER_SEQUENCE, FROM_WIRE
 # At most this many changes in one run. An owner decides an application in a handful of
 # steps (the automatic handler: four), so 16 leaves room and bounds the work one item asks for.
 MAX_RUN = 16
+# At most this many bytes (the serialized StatusRun) ride on one Deliver receipt (protocol 10.6,
+# "Sizes"): with the 64 receipts of a full batch a DeliverResponse stays near 4 MiB, inside any
+# member's message limit. A larger run (large result documents) goes by NotifyStatus, whose
+# batches are bounded by the peer's limit and halved when refused.
+MAX_RUN_BYTES_ON_RECEIPT = 64 * 1024
 MAX_RESULTS = 120
 MAX_RESULT_NAME = 100
 MAX_RESULT_VALUE = 2000
