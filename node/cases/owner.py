@@ -208,14 +208,15 @@ class Owner:
         """The changes numbered as ``row`` is stored: on ``receipt`` (and kept with the row,
         for a copy's receipt) when given and small enough (10.6: at most 16 changes and
         64 KiB), else through the outbox."""
-        rides = receipt is not None and len(changes) <= MAX_RUN
-        run = peer_pb2.StatusRun(updates=changes).SerializeToString() if rides else b""
-        if receipt is None or not rides or len(run) > MAX_RUN_BYTES_ON_RECEIPT:
-            self._send(s, row.id, row.origin_node, changes, now)
-            return
-        receipt.status_run.MergeFromString(run)
-        row.receipt_run = run
-        metrics.STATUS_RUNS_ON_RECEIPT.inc()
+        if receipt is not None and len(changes) <= MAX_RUN:
+            receipt.status_run.updates.extend(changes)
+            run = receipt.status_run.SerializeToString()
+            if len(run) <= MAX_RUN_BYTES_ON_RECEIPT:
+                row.receipt_run = run
+                metrics.STATUS_RUNS_ON_RECEIPT.inc()
+                return
+            receipt.ClearField("status_run")
+        self._send(s, row.id, row.origin_node, changes, now)
 
     def _run_again(
         self,
