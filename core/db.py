@@ -44,8 +44,8 @@ from typing import Any, TypeVar
 from sqlalchemy import event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm.session import JoinTransactionMode
+from sqlalchemy.pool import PoolProxiedConnection
 from sqlmodel import Session, SQLModel, create_engine
 
 from core.errors import ConfigError, Unavailable
@@ -85,19 +85,15 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
-def _sqlite_begin(conn: Connection) -> None:
+def _sqlite_begin(dbapi_connection: PoolProxiedConnection) -> None:
     # IMMEDIATE takes the write lock at BEGIN, waiting under busy_timeout for another process
     # (a CLI command) to finish; a deferred transaction that read first could instead fail at
-    # its first write when another writer committed in between. Issued on the driver's own
-    # connection: SQLAlchemy's statement path (events, execution context, result) cost more
-    # than the BEGIN itself, once per transaction (docs/performance.md, "small batches").
-    # Its error (the lock still held by another process after busy_timeout) is raised as
-    # SQLAlchemy's, as a statement's would be.
-    driver: sqlite3.Connection = conn.connection.dbapi_connection  # type: ignore[assignment]
-    try:
-        driver.execute("BEGIN IMMEDIATE")
-    except sqlite3.Error as e:
-        raise DBAPIError.instance("BEGIN IMMEDIATE", None, e, sqlite3.Error) from e
+    # its first write when another writer committed in between. Installed as the dialect's
+    # do_begin, not as a "begin" engine event: any engine event makes SQLAlchemy dispatch
+    # events around every statement, 5-15 us each and about 35 statements per routed
+    # application (docs/performance.md, "Seventh round"). SQLAlchemy wraps do_begin, so a
+    # failure (the lock still held after busy_timeout) is raised as its own DBAPIError.
+    dbapi_connection.driver_connection.execute("BEGIN IMMEDIATE")  # type: ignore[union-attr]
 
 
 @dataclass(frozen=True)
@@ -237,7 +233,7 @@ class Database:
         self.engine: Engine = create_engine(self.url, **kwargs)
         if self.is_sqlite:
             event.listen(self.engine, "connect", _sqlite_pragmas)
-            event.listen(self.engine, "begin", _sqlite_begin)
+            self.engine.dialect.do_begin = _sqlite_begin  # type: ignore[method-assign]
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="yrd-db")
         # SQLite: the units asked for on each event loop since its last group, and the one
         # connection every group uses, kept open between groups.

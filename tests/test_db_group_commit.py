@@ -5,6 +5,7 @@ commit."""
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -141,3 +142,27 @@ async def test_sqlite_keeps_one_connection_and_starts_afresh_after_a_failed_comm
         assert conn.exec_driver_sql("SELECT count(*) FROM p").scalar() == 1
     assert len(checkouts) == 3  # the second after the failure, then this check's own
     database.close()
+
+
+async def test_a_unit_holds_the_write_lock_from_its_start_and_statements_dispatch_no_events(
+    db: Database,
+) -> None:
+    """BEGIN IMMEDIATE comes from the dialect, not from an engine event: another writer is kept
+    out before the unit writes, and the engine has no listener to dispatch per statement."""
+    path = db.sqlite_path
+    assert path is not None
+    assert not db.engine._has_events  # the cost the dialect hook avoids
+
+    def read_then_try_another_writer(s: Session) -> str:
+        s.execute(text("SELECT count(*) FROM t"))  # a read only: a deferred BEGIN takes no lock
+        other = sqlite3.connect(path, timeout=0, isolation_level=None)
+        try:
+            other.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as e:
+            return str(e)
+        finally:
+            other.close()
+        return "another writer got in"
+
+    assert await db.run(read_then_try_another_writer) == "database is locked"
+    db.close()
