@@ -17,6 +17,7 @@ from sqlalchemy import BigInteger
 from sqlmodel import Field, Session, SQLModel, col, select
 
 from core.db import Database
+from core.statements import driver, insert_into
 from policies.model import Decision, PolicyInput
 
 DECISIONS = Counter(
@@ -77,7 +78,7 @@ def row_for(decision: Decision, inp: PolicyInput) -> dict[str, Any]:
     }
 
 
-_INSERT = PolicyDecisionRow.__table__.insert()  # type: ignore[attr-defined]
+_INSERT = insert_into(PolicyDecisionRow.__table__)  # type: ignore[attr-defined]
 
 
 def row_as_dict(row: PolicyDecisionRow) -> dict[str, Any]:
@@ -98,9 +99,9 @@ class DecisionLog:
     @staticmethod
     def add(s: Session, decision: Decision, inp: PolicyInput) -> None:
         """Log inside the caller's transaction, e.g. the owner's, so the decision commits
-        or rolls back with the application it decided. Written at once as one Core INSERT
-        (no ORM object left for the transaction's next query to flush)."""
-        s.connection().execute(_INSERT, row_for(decision, inp))
+        or rolls back with the application it decided. Written at once, on the driver
+        (core/statements.py; no ORM object left for the transaction's next query to flush)."""
+        driver(s).execute(_INSERT, row_for(decision, inp))
         DECISIONS.labels(inp.direction, decision.code).inc()
 
     async def recent(self, limit: int = 100, since_ms: int = 0) -> list[dict[str, Any]]:

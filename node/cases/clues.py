@@ -40,6 +40,7 @@ from core.errors import (
     YrdError,
     clip,
 )
+from core.statements import Statement, driver
 from node import metrics
 from node.cases.clue_checks import DAY_MS, HOUR_MS, ClueRequest, check_clue, check_clue_sender, check_transfer
 from node.cases.deadlines import iso
@@ -62,7 +63,7 @@ Outcome = peer_pb2.ReceiptOutcome
 # A clue's id is minted here by new_application_id (12 + 16 hex digits), never taken from a peer.
 _CLUE_ID = re.compile(r"[0-9a-f]{28}")
 _CLUE_SENT = ClueSent.__table__  # type: ignore[attr-defined]
-_CLUE_OWNER = sa_select(_CLUE_SENT.c.owner_node).where(_CLUE_SENT.c.id == bindparam("clue_id"))
+_CLUE_OWNER = Statement(sa_select(_CLUE_SENT.c.owner_node).where(_CLUE_SENT.c.id == bindparam("clue_id")))
 FIRST_STEP = 1  # the receiver's steps number from 1; the source's own "submitted" is 0
 OPEN = ("dispatched", "acknowledged", "findings")
 
@@ -270,7 +271,8 @@ class Clues:
         refusal becomes the clue's step."""
         if not _CLUE_ID.fullmatch(item_id):
             return
-        owner_node = s.connection().execute(_CLUE_OWNER, {"clue_id": item_id}).scalar()
+        found = driver(s).first(_CLUE_OWNER, {"clue_id": item_id})
+        owner_node = None if found is None else found[0]
         if owner_node is None:
             return
         s.add(

@@ -14,7 +14,6 @@ from typing import Any
 
 from sqlalchemy import bindparam, func
 from sqlalchemy import select as sa_select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session, col, select
@@ -33,6 +32,7 @@ from core.errors import (
     YrdError,
     clip,
 )
+from core.statements import Statement, driver, insert_into
 from node import metrics
 from node.cases.admission import Admitted, admit
 from node.cases.deadlines import add_working_days, iso
@@ -99,7 +99,7 @@ class Origin:
             .limit(max_outbox_depth)
             .subquery()
         )
-        self._backlog = sa_select(func.count()).select_from(waiting)  # built once, run per submit
+        self._backlog = Statement(sa_select(func.count()).select_from(waiting))  # built once, run per submit
 
     async def replay(self, principal: Principal, idempotency_key: str, digest: str) -> dict[str, Any] | None:
         """What an earlier request under this key was answered, or None if there was none; a
@@ -263,11 +263,11 @@ class Origin:
             if not held:
                 self._check_backlog(s, hop, owner)
             # Core INSERTs, like the outbox entry's: nothing left in the session to flush.
-            conn = s.connection()
-            conn.execute(_INSERT_APPLICATION, row)
+            sql = driver(s)
+            sql.execute(_INSERT_APPLICATION, row)
             if req.digest:
-                conn.execute(_INSERT_DIGEST, {"application_id": app_id, "digest": req.digest})
-            conn.execute(_INSERT_FIRST_EVENT, first)
+                sql.execute(_INSERT_DIGEST, {"application_id": app_id, "digest": req.digest})
+            sql.execute(_INSERT_FIRST_EVENT, first)
             enqueue(
                 s,
                 next_hop=hop,
@@ -316,7 +316,7 @@ class Origin:
         (429, Retry-After) instead of queueing them for minutes. Counted up to the bound only."""
         if not self.max_outbox_depth:
             return
-        depth = s.connection().execute(self._backlog, {"hop": hop}).scalar_one()
+        depth = driver(s).scalar(self._backlog, {"hop": hop})
         if depth >= self.max_outbox_depth:
             metrics.APPLICATIONS_BACKPRESSURED.inc()
             raise RateLimited(
@@ -327,7 +327,7 @@ class Origin:
 
     @staticmethod
     def _by_idempotency_key(s: Session, username: str, key: str) -> AppHead | None:
-        found = s.connection().execute(_BY_KEY, {"username": username, "key": key}).first()
+        found = driver(s).first(_BY_KEY, {"username": username, "key": key})
         return None if found is None else AppHead(*found)
 
     async def get(self, app_id: str) -> dict[str, Any]:
@@ -427,13 +427,13 @@ def _record(
 
     Once is the unique key on (application, sequence): ``INSERT ... ON CONFLICT DO NOTHING
     RETURNING`` inserts the first copy only, and for exactly one of two racing replicas, with
-    no SELECT before it; several changes go in one statement (an executemany the driver
-    sends as one multi-row INSERT). The statements run on the session's connection (no code
+    no SELECT before it; each change is one such statement on the driver's cursor
+    (core/statements.py). The statements run on the session's connection (no code
     adds events as ORM objects, so none waits unflushed in the session to be missed), and
     the application's new status (its highest change) is written with them and set on
     ``app`` as committed state, so the session has nothing left to flush for it."""
-    conn = s.connection()
-    fresh = {row[0] for row in conn.execute(_INSERT_EVENT[conn.dialect.name], events)}
+    sql = driver(s)
+    fresh = {row[0] for row in sql.returning_each(_INSERT_EVENT, events)}
     if not fresh:
         return fresh
     kept = [
@@ -442,11 +442,11 @@ def _record(
         for d in documents.get(sequence, ())
     ]
     if kept:
-        conn.execute(_INSERT_DOCUMENT, kept)
+        sql.executemany(_INSERT_DOCUMENT, kept)
     highest = max(fresh)
     if highest > app.status_sequence:
         status = next(e["status"] for e in events if e["sequence"] == highest)
-        conn.execute(_SET_STATUS, {"app_id": app.id, "status": status, "status_sequence": highest})
+        sql.execute(_SET_STATUS, {"app_id": app.id, "status": status, "status_sequence": highest})
         if isinstance(app, AppHead):
             app.status, app.status_sequence = status, highest
         else:
@@ -462,16 +462,17 @@ _DOCUMENTS = ResultDocument.__table__  # type: ignore[attr-defined]
 _APPLICATIONS = Application.__table__  # type: ignore[attr-defined]
 _RECEIPTS = ReceiptRecord.__table__  # type: ignore[attr-defined]
 _DIGESTS = SubmissionDigest.__table__  # type: ignore[attr-defined]
-_INSERT_APPLICATION = _APPLICATIONS.insert()
-_INSERT_DIGEST = _DIGESTS.insert()
-_INSERT_FIRST_EVENT = _EVENTS.insert()
-_INSERT_DOCUMENT = _DOCUMENTS.insert()
-_INSERT_RECEIPT = _RECEIPTS.insert()
-_INSERT_EVENT = {
-    name: dialect.insert(_EVENTS).on_conflict_do_nothing().returning(_EVENTS.c.sequence)
-    for name, dialect in (("sqlite", sqlite), ("postgresql", postgresql))
-}
-_SET_STATUS = _APPLICATIONS.update().where(_APPLICATIONS.c.id == bindparam("app_id"))
+_INSERT_APPLICATION = insert_into(_APPLICATIONS)
+_INSERT_DIGEST = insert_into(_DIGESTS)
+_INSERT_FIRST_EVENT = insert_into(_EVENTS)
+_INSERT_DOCUMENT = insert_into(_DOCUMENTS)
+_INSERT_RECEIPT = insert_into(_RECEIPTS)
+_INSERT_EVENT = insert_into(_EVENTS, on_conflict_do_nothing=True, returning=(_EVENTS.c.sequence,))
+_SET_STATUS = Statement(
+    _APPLICATIONS.update()
+    .where(_APPLICATIONS.c.id == bindparam("app_id"))
+    .values(status=bindparam("status"), status_sequence=bindparam("status_sequence"))
+)
 _HEAD_COLUMNS = (
     _APPLICATIONS.c.id,
     _APPLICATIONS.c.owner_node,
@@ -479,15 +480,17 @@ _HEAD_COLUMNS = (
     _APPLICATIONS.c.status_sequence,
     _APPLICATIONS.c.submitted_by,
 )
-_HEAD = sa_select(*_HEAD_COLUMNS).where(_APPLICATIONS.c.id == bindparam("app_id"))
-_BY_KEY = sa_select(*_HEAD_COLUMNS).where(
-    _APPLICATIONS.c.submitted_by == bindparam("username"),
-    _APPLICATIONS.c.idempotency_key == bindparam("key"),
+_HEAD = Statement(sa_select(*_HEAD_COLUMNS).where(_APPLICATIONS.c.id == bindparam("app_id")))
+_BY_KEY = Statement(
+    sa_select(*_HEAD_COLUMNS).where(
+        _APPLICATIONS.c.submitted_by == bindparam("username"),
+        _APPLICATIONS.c.idempotency_key == bindparam("key"),
+    )
 )
 
 
 def _head(s: Session, app_id: str) -> AppHead | None:
-    found = s.connection().execute(_HEAD, {"app_id": app_id}).first()
+    found = driver(s).first(_HEAD, {"app_id": app_id})
     return None if found is None else AppHead(*found)
 
 
@@ -587,7 +590,7 @@ def take_delivery_receipt(
     app = _head(s, app_id)
     if app is None:
         return None
-    s.connection().execute(
+    driver(s).execute(
         _INSERT_RECEIPT,
         {
             "application_id": app_id,

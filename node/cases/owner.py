@@ -21,6 +21,7 @@ from yrd.peer.v1 import peer_pb2
 from core.clock import Clock
 from core.db import Database
 from core.errors import Conflict, InvalidInput, NotFound, Unavailable, YrdError, clip
+from core.statements import Statement, driver, insert_into
 from node import metrics
 from node.cases.admission import admit, check_fields_present, check_sender, check_transfer
 from node.cases.certificates import certificate_document
@@ -48,15 +49,22 @@ WEBHOOK_HOP = "~webhook"  # not a node id (node ids are [a-z0-9-]), so no sender
 
 
 def _insert(s: Session, row: InboundApplication) -> None:
-    s.connection().execute(_INBOUND.insert(), row.model_dump())
+    driver(s).execute(_INSERT_INBOUND, row.model_dump())
 
 
 _INBOUND = InboundApplication.__table__  # type: ignore[attr-defined]
 # What answering a second copy reads, as one prebuilt Core SELECT: an ORM load of the whole row
 # per item cost more than SQLite took to find it.
-_EXISTING = sa_select(
-    _INBOUND.c.origin_node, _INBOUND.c.status, _INBOUND.c.reason, _INBOUND.c.rule_id, _INBOUND.c.receipt_run
-).where(_INBOUND.c.id == bindparam("app_id"))
+_EXISTING = Statement(
+    sa_select(
+        _INBOUND.c.origin_node,
+        _INBOUND.c.status,
+        _INBOUND.c.reason,
+        _INBOUND.c.rule_id,
+        _INBOUND.c.receipt_run,
+    ).where(_INBOUND.c.id == bindparam("app_id"))
+)
+_INSERT_INBOUND = insert_into(_INBOUND)
 
 
 class Owner:
@@ -97,19 +105,18 @@ class Owner:
         except YrdError as e:
             return self._refuse(t, sender, e)  # no origin to tell, or no id safe to name
         s.flush()  # a bundle's row this batch added is in the session only: found as s.get would
-        existing = s.connection().execute(_EXISTING, {"app_id": t.application_id}).first()
+        existing = driver(s).first(_EXISTING, {"app_id": t.application_id})
         if existing is not None:
-            if existing.origin_node != sender:
+            origin_node, status, reason, rule_id, receipt_run = existing
+            if origin_node != sender:
                 return self._receipt(t, Outcome.RECEIPT_OUTCOME_REJECTED, "id_taken", "application id in use")
-            if existing.status == "refused":
-                copy = self._receipt(
-                    t, Outcome.RECEIPT_OUTCOME_REJECTED, "refused", existing.reason, existing.rule_id
-                )
+            if status == "refused":
+                copy = self._receipt(t, Outcome.RECEIPT_OUTCOME_REJECTED, "refused", reason, rule_id)
             else:
                 metrics.APPLICATIONS_RECEIVED.labels(outcome="duplicate").inc()
                 copy = self._receipt(t, Outcome.RECEIPT_OUTCOME_DUPLICATE, "duplicate", "already received")
-            if existing.receipt_run is not None:
-                self._run_again(s, t, existing.receipt_run, copy, direct, now)
+            if receipt_run is not None:
+                self._run_again(s, t, bytes(receipt_run), copy, direct, now)
             return copy
         try:
             defn, payload, fields = self._admit(t, now)

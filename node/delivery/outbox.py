@@ -23,6 +23,7 @@ from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
 from core.db import after_commit
+from core.statements import driver, insert_into
 from node.models import OutboxEntry, PeerState
 
 CLAIM_LEASE_MS = 30_000  # the default of [delivery] claim_lease_s
@@ -72,7 +73,7 @@ def enqueue(
 ) -> None:
     """Add an entry; a ``held`` one waits (state "held") until :func:`release` makes it due.
 
-    Written at once on the session's connection (a Core INSERT, not an ORM object): the
+    Written at once on the session's connection (on the driver, core/statements.py): the
     entry is in the transaction when this returns, visible to the caller's next query, and
     costs no object and no flush step (an owner's accept queues four of them). When the
     session carries a sender's :class:`Handoff` that takes it, the entry is written as that
@@ -81,7 +82,7 @@ def enqueue(
     leased_until = 0
     if handoff is not None and not held and handoff.takes(next_hop, len(body)):
         leased_until = now_ms + handoff.lease_ms
-    inserted = session.connection().execute(
+    entry_id = driver(session).scalar(
         _INSERT,
         {
             "next_hop": next_hop,
@@ -100,10 +101,8 @@ def enqueue(
         },
     )
     if handoff is not None and leased_until:
-        key = inserted.inserted_primary_key
-        assert key is not None  # one row, an integer key: SQLite's rowid, PostgreSQL's RETURNING
         entry = OutboxEntry(
-            id=key[0],
+            id=entry_id,
             next_hop=next_hop,
             destination=destination,
             method=method,
@@ -127,7 +126,7 @@ def unhanded_hops(session: Session) -> set[str]:
     return hops
 
 
-_INSERT = OutboxEntry.__table__.insert()  # type: ignore[attr-defined]
+_INSERT = insert_into(OutboxEntry.__table__, returning=(OutboxEntry.__table__.c.id,))  # type: ignore[attr-defined]
 
 
 def release(session: Session, item_id: str, now_ms: int) -> None:

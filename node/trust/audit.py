@@ -34,6 +34,7 @@ from sqlalchemy import select as sa_select
 from sqlalchemy import text
 from sqlmodel import Session, col, select
 
+from core.statements import Statement, driver, insert_into
 from core.wire import i64, lp
 from node.models import AuditRecord
 
@@ -73,8 +74,8 @@ def record_hash(prev_hash: str, seq: int, at_ms: int, e: AuditRecord | AuditEntr
 def append(session: Session, entries: Iterable[AuditEntry], at_ms: int) -> None:
     """Append entries to the chain within the caller's transaction.
 
-    Records are written with one executemany on the session's connection, not as ORM
-    objects: a batch's records cost one statement rather than an object and a flush step
+    Records are written with one executemany on the driver (core/statements.py), not as
+    ORM objects: a batch's records cost one statement rather than an object and a flush step
     each. Only this function writes records, so none waits unflushed in the session and the
     head read here is the chain's."""
     entries = list(entries)
@@ -83,7 +84,8 @@ def append(session: Session, entries: Iterable[AuditEntry], at_ms: int) -> None:
     bind = session.get_bind()
     if bind.dialect.name == "postgresql":
         session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _ADVISORY_KEY})
-    last = session.execute(_HEAD).first()
+    sql = driver(session)
+    last = sql.first(_HEAD, {})
     seq, prev = (last[0], last[1]) if last else (0, GENESIS)
     rows = []
     for e in entries:
@@ -104,12 +106,12 @@ def append(session: Session, entries: Iterable[AuditEntry], at_ms: int) -> None:
             }
         )
         prev = h
-    session.connection().execute(_INSERT, rows)
+    sql.executemany(_INSERT, rows)
 
 
 _TABLE = AuditRecord.__table__  # type: ignore[attr-defined]
-_HEAD = sa_select(_TABLE.c.seq, _TABLE.c.hash).order_by(_TABLE.c.seq.desc()).limit(1)
-_INSERT = _TABLE.insert()
+_HEAD = Statement(sa_select(_TABLE.c.seq, _TABLE.c.hash).order_by(_TABLE.c.seq.desc()).limit(1))
+_INSERT = insert_into(_TABLE, numbered=True)  # the chain numbers its records
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,191 @@
+"""Statements of the per-application path, compiled once and run on the driver's own cursor.
+
+SQLAlchemy's Core path costs, per statement, far more than SQLite takes to run it: a cache key
+built from the statement, a look-up in the compiled cache, an execution context, the
+parameters processed and a result object around the cursor. Under load that was 35 % of a
+node's CPU against 10 % in the driver itself (docs/performance.md, "Seventh round"). The
+statements an application passes through many times are therefore declared as
+:class:`Statement`: still built with SQLAlchemy Core from the models' tables (one declaration
+of each table, SQL that follows the dialect), but compiled once per dialect and executed on
+the DB-API cursor of the unit's connection, inside the unit's transaction or savepoint.
+
+What that path does not do, callers do: every parameter is given (no column default is
+filled in), values are what the driver takes (the tables on this path hold text, integers
+and bytes only), and rows come back as plain tuples. Driver errors are raised as SQLAlchemy's
+(``IntegrityError`` and the rest), as the Core path raises them, and a listener for
+``before_cursor_execute`` still sees each statement (tests count statements that way).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Column, Table, bindparam
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, Dialect
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import SessionTransaction
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.elements import BindParameter, ClauseElement
+from sqlalchemy.sql.schema import ScalarElementColumnDefault
+from sqlmodel import Session
+
+Params = Mapping[str, Any]
+Row = tuple[Any, ...]
+
+
+@dataclass(frozen=True)
+class _Compiled:
+    sql: str
+    # qmark drivers (sqlite3) take a sequence in this order; named ones (psycopg) the mapping.
+    order: tuple[str, ...] | None
+    # Values the statement itself holds (a literal in a WHERE), under their bind names.
+    constants: Mapping[str, Any]
+
+
+class Statement:
+    """A Core statement compiled on first use per dialect, then run by :class:`Driver`; given as
+    one construct, or one per dialect name where they spell it apart (``ON CONFLICT``)."""
+
+    __slots__ = ("_by_dialect", "statement")
+
+    def __init__(self, statement: ClauseElement | Mapping[str, ClauseElement]) -> None:
+        self.statement = statement
+        self._by_dialect: dict[str, _Compiled] = {}
+
+    def compiled(self, dialect: Dialect) -> _Compiled:
+        found = self._by_dialect.get(dialect.name)
+        if found is None:
+            found = self._by_dialect[dialect.name] = self._compile(dialect)
+        return found
+
+    def _compile(self, dialect: Dialect) -> _Compiled:
+        construct = (
+            self.statement if isinstance(self.statement, ClauseElement) else self.statement[dialect.name]
+        )
+        compiled = construct.compile(dialect=dialect)
+        assert isinstance(compiled, SQLCompiler)
+        binds = compiled.binds  # by the names the SQL uses (an anonymous literal's is made up)
+        if any(b.expanding for b in binds.values()):
+            raise TypeError("an expanding IN parameter cannot be compiled once; use the Core path")
+        constants = {name: b.effective_value for name, b in binds.items() if not b.required}
+        order = tuple(compiled.positiontup or ()) if compiled.positional else None
+        return _Compiled(compiled.string, order, constants)
+
+
+def insert_into(
+    table: Table,
+    *,
+    numbered: bool = False,
+    on_conflict_do_nothing: bool = False,
+    returning: Sequence[Column[Any]] = (),
+) -> Statement:
+    """An INSERT of one row of ``table``, every column a parameter named as the column except
+    an integer key the database numbers (unless the caller numbers rows itself: ``numbered``);
+    a column with a scalar default takes it when not given, as on the Core path.
+    ``on_conflict_do_nothing`` makes it insert only a row whose keys are new (with
+    ``returning``, the rows returned are the ones inserted)."""
+    auto = None if numbered else table.autoincrement_column
+    values: dict[str, BindParameter[Any]] = {
+        c.name: bindparam(c.name, c.default.arg, type_=c.type)
+        if isinstance(c.default, ScalarElementColumnDefault)
+        else bindparam(c.name, type_=c.type)
+        for c in table.columns
+        if c is not auto
+    }
+    if not on_conflict_do_nothing:
+        plain = table.insert().values(values)
+        return Statement(plain.returning(*returning) if returning else plain)
+    per_dialect: dict[str, ClauseElement] = {}
+    for name, dialect in (("sqlite", sqlite), ("postgresql", postgresql)):
+        stmt = dialect.insert(table).values(values).on_conflict_do_nothing()
+        per_dialect[name] = stmt.returning(*returning) if returning else stmt
+    return Statement(per_dialect)
+
+
+class Driver:
+    """The DB-API cursor of one session's connection, for :class:`Statement`s."""
+
+    __slots__ = ("_conn", "_cursor", "_dialect", "_error", "transaction")
+
+    def __init__(self, conn: Connection, transaction: SessionTransaction | None) -> None:
+        self.transaction = transaction
+        self._conn = conn
+        self._dialect = conn.dialect
+        self._cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        self._error: type[Exception] = conn.dialect.loaded_dbapi.Error
+
+    def _args(self, c: _Compiled, params: Params) -> Any:
+        if c.constants:
+            params = {**c.constants, **params}
+        if c.order is None:
+            return params
+        return tuple(params[name] for name in c.order)
+
+    def _execute(self, stmt: Statement, params: Params) -> Any:
+        c = stmt.compiled(self._dialect)
+        args = self._args(c, params)
+        if self._conn._has_events or self._conn.engine._has_events:  # only where someone listens
+            self._conn.dispatch.before_cursor_execute(self._conn, self._cursor, c.sql, args, None, False)
+        try:
+            self._cursor.execute(c.sql, args)
+        except self._error as e:
+            raise DBAPIError.instance(c.sql, args, e, self._error, dialect=self._dialect) from e
+        return self._cursor
+
+    def execute(self, stmt: Statement, params: Params) -> int:
+        """Run a statement that returns no rows; the number of rows it changed."""
+        count: int = self._execute(stmt, params).rowcount
+        return count
+
+    def executemany(self, stmt: Statement, rows: Sequence[Params]) -> None:
+        """Run a statement that returns no rows once per parameter set, in one driver call."""
+        if not rows:
+            return
+        c = stmt.compiled(self._dialect)
+        args = [self._args(c, params) for params in rows]
+        if self._conn._has_events or self._conn.engine._has_events:
+            self._conn.dispatch.before_cursor_execute(self._conn, self._cursor, c.sql, args, None, True)
+        try:
+            self._cursor.executemany(c.sql, args)
+        except self._error as e:
+            raise DBAPIError.instance(c.sql, args, e, self._error, dialect=self._dialect) from e
+
+    def first(self, stmt: Statement, params: Params) -> Row | None:
+        row: Row | None = self._execute(stmt, params).fetchone()
+        return row
+
+    def scalar(self, stmt: Statement, params: Params) -> Any:
+        """The first column of the one row the statement returns."""
+        row = self._execute(stmt, params).fetchone()
+        if row is None:
+            raise LookupError("the statement returned no row")
+        return row[0]
+
+    def all(self, stmt: Statement, params: Params) -> list[Row]:
+        rows: list[Row] = self._execute(stmt, params).fetchall()
+        return rows
+
+    def returning_each(self, stmt: Statement, rows: Sequence[Params]) -> list[Row]:
+        """Run an ``INSERT ... RETURNING`` once per parameter set; the rows it returned."""
+        found: list[Row] = []
+        for params in rows:
+            found.extend(self._execute(stmt, params).fetchall())
+        return found
+
+
+_DRIVER = "yrd.driver"
+
+
+def driver(session: Session) -> Driver:
+    """The driver of ``session``'s connection, in its transaction (begun now if not yet: in a
+    group of units that is the unit's SAVEPOINT, which the statements must run inside)."""
+    found: Driver | None = session.info.get(_DRIVER)
+    if found is not None and found.transaction is session.get_transaction():
+        return found
+    conn = session.connection()
+    made = Driver(conn, session.get_transaction())
+    session.info[_DRIVER] = made
+    return made
