@@ -13,9 +13,11 @@ import datetime
 import functools
 import re
 import unicodedata
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
+import fastjsonschema
 from jsonschema import Draft202012Validator, ValidationError
 from yrd.catalogue.v1 import catalogue_pb2
 
@@ -151,11 +153,25 @@ def form_json_schema(fields: Sequence[FormField]) -> dict[str, Any]:
     }
 
 
+@dataclass(frozen=True)
+class _Validators:
+    """One form schema twice: compiled to Python code (fastjsonschema), which says only
+    whether a form conforms, in a tenth of the time; and jsonschema's validator, which lists
+    every problem of a form the first refused, to name the field to fix."""
+
+    conforms: Callable[[object], object]
+    explains: Draft202012Validator
+
+
 @functools.lru_cache(maxsize=256)
-def _validator(serialized_fields: tuple[bytes, ...]) -> Draft202012Validator:
+def _validators(serialized_fields: tuple[bytes, ...]) -> _Validators:
     """Building the schema costs more than checking a form against it; forms of one
-    service arrive over and over, so the validator is kept per distinct field list."""
-    return Draft202012Validator(form_json_schema([FormField.FromString(b) for b in serialized_fields]))
+    service arrive over and over, so the validators are kept per distinct field list."""
+    schema = form_json_schema([FormField.FromString(b) for b in serialized_fields])
+    # Formats are not asserted, as jsonschema does not assert them: each field's pattern and
+    # _check_format hold the real rules.
+    conforms = fastjsonschema.compile(schema, use_default=False, use_formats=False)
+    return _Validators(conforms, Draft202012Validator(schema))
 
 
 def _schema_problem(
@@ -187,16 +203,18 @@ def _schema_problem(
 
 
 def _check_format(field: FormField, value: Any) -> tuple[Any, str | None]:
-    """The normalised value and the problem a schema cannot see, if any."""
+    """The normalised value and the problem a schema cannot see, if any. The field types are
+    read as the module's constants: through the enum's wrapper each costs a __getattr__,
+    four per field of every form checked."""
     kind = field.type
-    if kind == FieldType.FIELD_TYPE_INTEGER:
+    if kind == catalogue_pb2.FIELD_TYPE_INTEGER:
         return int(value), None
-    if kind == FieldType.FIELD_TYPE_DATE and parse_date(value) is None:
+    if kind == catalogue_pb2.FIELD_TYPE_DATE and parse_date(value) is None:
         return value, "不是有效日期 / not a real calendar date"
-    if kind == FieldType.FIELD_TYPE_RESIDENT_ID:
+    if kind == catalogue_pb2.FIELD_TYPE_RESIDENT_ID:
         problem = resident_id_problem(value)
         return value.upper(), None if problem is None else f"居民身份证号码{problem}"
-    if kind == FieldType.FIELD_TYPE_DIVISION and not is_valid_code(value):
+    if kind == catalogue_pb2.FIELD_TYPE_DIVISION and not is_valid_code(value):
         return value, "行政区划代码不存在 / not a GB/T 2260 division code"
     return value, None
 
@@ -214,8 +232,12 @@ def validate_form(fields: Sequence[FormField], form: object) -> dict[str, Any]:
         if value == "" and known is not None and not known.required:
             continue
         cleaned[key] = value
-    validator = _validator(tuple(f.SerializeToString(deterministic=True) for f in fields))
-    problems = [_schema_problem(e, fields, cleaned) for e in validator.iter_errors(cleaned)]
+    validators = _validators(tuple(f.SerializeToString(deterministic=True) for f in fields))
+    try:
+        validators.conforms(cleaned)
+        problems: list[tuple[int, str, str]] = []
+    except fastjsonschema.JsonSchemaValueException:
+        problems = [_schema_problem(e, fields, cleaned) for e in validators.explains.iter_errors(cleaned)]
     flawed = {name for _, name, _ in problems}
     result: dict[str, Any] = {}
     for rank, field in enumerate(fields):

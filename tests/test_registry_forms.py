@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 from typing import Any
 
+import fastjsonschema
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -15,6 +16,7 @@ from core.division_table import DIVISIONS
 from core.errors import InvalidInput
 from registry.divisions import is_valid_code, name_of, province_of, require_code
 from registry.forms import (
+    _validators,
     form_json_schema,
     is_valid_phone,
     parse_date,
@@ -302,3 +304,27 @@ def test_random_applicants_raise_nothing_but_invalid_input(name: str, id_number:
         validate_applicant(name, id_number)
     except InvalidInput as e:
         assert e.field in ("applicant.name", "applicant.id_number")
+
+
+# Values near each field's rules: the edges where two validators could disagree.
+NEAR = (
+    st.sampled_from([*GOOD.values(), "", " ", "2026-02-30", "１３８１２３４５６７８", "320500\n", "x" * 11])
+    | st.integers(min_value=-2, max_value=10_002)
+    | st.sampled_from([0.0, 2.0, 2.5, -0.0, 1e3, float("inf"), float("nan"), True, False, None])
+    | st.text(max_size=12)
+)
+
+
+@given(
+    st.dictionaries(st.sampled_from([f.name for f in FIELDS]) | st.text(max_size=4), NEAR | JSON, max_size=9)
+)
+def test_the_compiled_schema_accepts_exactly_what_jsonschema_accepts(form: dict[str, Any]) -> None:
+    """A form the compiled check passes is never one jsonschema would refuse (its problems
+    would go unreported), and one it refuses is one jsonschema can explain."""
+    validators = _validators(tuple(f.SerializeToString(deterministic=True) for f in FIELDS))
+    try:
+        validators.conforms(form)
+        conforms = True
+    except fastjsonschema.JsonSchemaValueException:
+        conforms = False
+    assert conforms == (not list(validators.explains.iter_errors(form)))
