@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+from collections.abc import Sequence
 from typing import Any
 
 import aiohttp
@@ -21,8 +22,7 @@ from core.clock import Clock
 from core.db import Database
 from core.errors import Conflict, YrdError
 from node.cases.owner import WEBHOOK_HOP, Owner, check_decision
-from node.delivery.outbox import Backoff, claim, reschedule, settle
-from node.models import OutboxEntry
+from node.delivery.outbox import Backoff, Sendable, claim, reschedule, settle
 
 log = logging.getLogger(__name__)
 TIMEOUT = aiohttp.ClientTimeout(total=15)
@@ -69,10 +69,10 @@ class WebhookDispatcher:
             if not rows:
                 await self.clock.sleep(self.poll_interval_s)
 
-    def _claim(self, s: Session) -> list[OutboxEntry]:
+    def _claim(self, s: Session) -> Sequence[Sendable]:
         return claim(s, WEBHOOK_HOP, 8, self.clock.now_ms())
 
-    async def _deliver(self, row: OutboxEntry) -> None:
+    async def _deliver(self, row: Sendable) -> None:
         assert row.id is not None and self._session is not None and self.url is not None
         entry_id = row.id
         view = await self.db.run(lambda s: self.owner.view(s, row.item_id))
@@ -108,7 +108,7 @@ class WebhookDispatcher:
         if origin is not None:
             self.owner.wake(self.owner.trust.next_hop(origin))
 
-    async def _retry(self, row: OutboxEntry, error: str) -> None:
+    async def _retry(self, row: Sendable, error: str) -> None:
         assert row.id is not None
         entry_id = row.id
         delay = self.backoff.delay_s(row.attempts, self.rng)

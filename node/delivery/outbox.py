@@ -14,6 +14,7 @@ is sent again once the lease runs out, or at once after a SQLite node's restart)
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Protocol
@@ -32,6 +33,40 @@ HANDOFF = "yrd.outbox.handoff"
 _UNHANDED = "yrd.outbox.unhanded"  # the peers a session queued due entries for, not handed over
 
 
+class Sendable(Protocol):
+    """What sending an outbox entry reads: a row a claim loaded, or a new entry handed to the
+    sender in memory (:class:`Handed`)."""
+
+    @property
+    def id(self) -> int | None: ...
+    @property
+    def next_hop(self) -> str: ...
+    @property
+    def method(self) -> str: ...
+    @property
+    def item_id(self) -> str: ...
+    @property
+    def body(self) -> bytes: ...
+    @property
+    def attempts(self) -> int: ...
+    @property
+    def claimed_until_ms(self) -> int: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Handed:
+    """A new entry leased to a sender in the transaction that queued it: a plain value, since
+    an ORM object (instrumented state, attribute events) cost more to build than the INSERT."""
+
+    id: int
+    next_hop: str
+    method: str
+    item_id: str
+    body: bytes
+    attempts: int
+    claimed_until_ms: int
+
+
 class Handoff(Protocol):
     """A sender that takes new entries in memory, leased to it in the enqueuing transaction."""
 
@@ -42,7 +77,7 @@ class Handoff(Protocol):
         """Whether an entry for ``next_hop`` goes to this sender (asked inside the enqueuing unit)."""
         ...
 
-    def take(self, entry: OutboxEntry) -> None:
+    def take(self, entry: Handed) -> None:
         """The committed entry, on the event loop."""
         ...
 
@@ -101,18 +136,7 @@ def enqueue(
         },
     )
     if handoff is not None and leased_until:
-        entry = OutboxEntry(
-            id=entry_id,
-            next_hop=next_hop,
-            destination=destination,
-            method=method,
-            item_id=item_id,
-            body=body,
-            created_at_ms=now_ms,
-            next_attempt_ms=now_ms,
-            attempts=1,
-            claimed_until_ms=leased_until,
-        )
+        entry = Handed(entry_id, next_hop, method, item_id, body, 1, leased_until)
         after_commit(session, partial(handoff.take, entry))
     elif not held and not next_hop.startswith("~"):
         session.info.setdefault(_UNHANDED, set()).add(next_hop)
@@ -156,7 +180,7 @@ class Oversized:
 
 @dataclass(frozen=True)
 class Claim:
-    rows: list[OutboxEntry]
+    rows: Sequence[Sendable]
     oversized: list[Oversized]
 
 
@@ -164,7 +188,7 @@ def envelope_cost(body_bytes: int) -> int:
     return body_bytes + ENVELOPE_OVERHEAD_BYTES
 
 
-def claim(session: Session, next_hop: str, limit: int, now_ms: int) -> list[OutboxEntry]:
+def claim(session: Session, next_hop: str, limit: int, now_ms: int) -> Sequence[Sendable]:
     """:func:`claim_batch` without a byte budget, for local queues whose bodies are empty."""
     return claim_batch(session, next_hop, limit, now_ms, max_bytes=None).rows
 

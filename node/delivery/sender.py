@@ -48,6 +48,8 @@ from node.delivery.outbox import (
     TOO_LARGE,
     Backoff,
     Claim,
+    Handed,
+    Sendable,
     bury,
     claim_batch,
     dead_counts,
@@ -116,7 +118,7 @@ class Delivery:
         self.rng = rng or random.Random()
         self._events: dict[str, asyncio.Event] = {}
         self._claimed: dict[str, Claim] = {}  # per peer: the next batch, claimed by the last settle
-        self._handed: dict[str, list[OutboxEntry]] = {}  # per peer: new entries leased to us (take)
+        self._handed: dict[str, list[Handed]] = {}  # per peer: new entries leased to us (take)
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._backoff_until: dict[str, int] = {}
         self._failures: dict[str, int] = {}
@@ -174,16 +176,16 @@ class Delivery:
             and envelope_cost(body_bytes) <= self.max_batch_bytes
         )
 
-    def take(self, entry: OutboxEntry) -> None:
+    def take(self, entry: Handed) -> None:
         self._handed.setdefault(entry.next_hop, []).append(entry)
         self.wake(entry.next_hop)
 
-    def _take_handed(self, hop: str) -> list[OutboxEntry]:
+    def _take_handed(self, hop: str) -> list[Handed]:
         """The entries handed over for ``hop`` that make one batch, oldest first. One whose lease
         would lapse before a call could end is left to a claim: it may be claimed again."""
         handed = self._handed.pop(hop, [])
         fresh_until = self.clock.now_ms() + int(PEER_CALL_TIMEOUT_S * 1000)
-        batch: list[OutboxEntry] = []
+        batch: list[Handed] = []
         total = 0
         for i, entry in enumerate(handed):
             if entry.claimed_until_ms <= fresh_until:
@@ -286,7 +288,7 @@ class Delivery:
         """Give back a batch claimed or handed over for a send that will not happen (the node
         is stopping), so another replica need not wait out its lease."""
         claimed = self._claimed.pop(hop, None)
-        rows = (claimed.rows if claimed else []) + self._handed.pop(hop, [])
+        rows: list[Sendable] = [*(claimed.rows if claimed else []), *self._handed.pop(hop, [])]
         ids = [r.id for r in rows if r.id is not None]
         if ids:
             now = self.clock.now_ms()
@@ -308,7 +310,7 @@ class Delivery:
             claimed = await self.db.run(lambda s: self._claim(s, hop))
         for o in claimed.oversized:
             dead_letters.report(hop, o.id, o.item_id, TOO_LARGE)
-        by_method: dict[str, list[OutboxEntry]] = defaultdict(list)
+        by_method: dict[str, list[Sendable]] = defaultdict(list)
         for row in claimed.rows:
             by_method[row.method].append(row)
         groups = list(by_method.items())
@@ -325,13 +327,13 @@ class Delivery:
         now = self.clock.now_ms()
         return claim_batch(s, hop, self.batch_size, now, self.max_batch_bytes, self.claim_lease_ms)
 
-    async def _defer(self, hop: str, rows: list[OutboxEntry]) -> None:
+    async def _defer(self, hop: str, rows: list[Sendable]) -> None:
         ids = [r.id for r in rows if r.id is not None]
         if ids:
             until = self._backoff_until.get(hop, 0)
             await self.db.run(lambda s: reschedule(s, ids, until, "not sent: the link is backing off"))
 
-    async def _send(self, hop: str, method: str, rows: list[OutboxEntry], claim_next: bool = False) -> bool:
+    async def _send(self, hop: str, method: str, rows: list[Sendable], claim_next: bool = False) -> bool:
         """Send one batch and settle what it answered; False when the link failed (backoff set).
         With ``claim_next`` (the last send of a drain) the settle also claims the next batch."""
         now = self.clock.now_ms()
@@ -352,7 +354,7 @@ class Delivery:
             await self._failed(hop, rows, f"{len(replies)} receipts for {len(envs)} envelopes")
             return False
         answered: list[Answered] = []
-        unanswered: list[OutboxEntry] = []
+        unanswered: list[Sendable] = []
         for row, req, rep in zip(rows, envs, replies, strict=True):
             try:
                 self.verifier.verify_response(rep, req)
@@ -382,9 +384,7 @@ class Delivery:
             )
             return list(notified.receipts)
 
-    async def _split(
-        self, hop: str, method: str, rows: list[OutboxEntry], error: str, claim_next: bool
-    ) -> bool:
+    async def _split(self, hop: str, method: str, rows: list[Sendable], error: str, claim_next: bool) -> bool:
         """A batch the peer (or our own channel) refused for its size: send it in halves, so
         a peer with a smaller limit than ours still gets everything that fits it; a batch of
         one that is still too large becomes a dead letter instead of blocking the queue."""
@@ -404,7 +404,7 @@ class Delivery:
             return False
         return await self._send(hop, method, rows[half:], claim_next)
 
-    async def _failed(self, hop: str, rows: list[OutboxEntry], error: str) -> None:
+    async def _failed(self, hop: str, rows: list[Sendable], error: str) -> None:
         failures = self._failures.get(hop, 0) + 1
         delay_s = self.backoff.delay_s(failures, self.rng)
         until = self.clock.now_ms() + int(delay_s * 1000)
@@ -425,7 +425,7 @@ class Delivery:
         hop: str,
         method: str,
         answered: list[Answered],
-        unanswered: list[OutboxEntry],
+        unanswered: list[Sendable],
         claim_next: bool,
     ) -> None:
         """Apply the receipts of one answered call: final ones settle their entry (as done, or
@@ -493,7 +493,7 @@ class Delivery:
 class Answered:
     """One entry of a batch with its request and the peer's verified receipt."""
 
-    row: OutboxEntry
+    row: Sendable
     request: envelope_pb2.Envelope
     reply: envelope_pb2.Envelope
     receipt: peer_pb2.Receipt
