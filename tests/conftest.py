@@ -18,8 +18,12 @@ PG_URL = os.environ.get("YRD_TEST_PG_URL", "")
 # the ports nodes are laid out on (simulations/local_federation.py), and the nodes it starts as
 # processes inherit it: a port one worker found free is never the one another is about to bind.
 if worker := os.environ.get("PYTEST_XDIST_WORKER"):
-    _share = (32768 - 20000) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])
-    _low = 20000 + int(worker.removeprefix("gw")) * _share
+    _count = int(os.environ["PYTEST_XDIST_WORKER_COUNT"])
+    _share = (32768 - 20000) // _count
+    # A worker that replaces a crashed one is numbered past the count (gw2 of two): it wraps
+    # round to a share in the range, which a live worker may hold too (a collision is then
+    # possible, as without shares), rather than ports past it, in the kernel's ephemeral range.
+    _low = 20000 + int(worker.removeprefix("gw")) % _count * _share
     os.environ["YRD_PORTS"] = f"{_low}-{_low + _share - 1}"
 
 # No wall-clock limits in tests: these machines are shared and noisy, so hypothesis's default

@@ -66,6 +66,12 @@ def dead_lettered(reason: str) -> float:
     return REGISTRY.get_sample_value("yrd_outbox_dead_lettered_total", {"reason": reason}) or 0.0
 
 
+# Once in a CI run (of about 60 runs of this test seen), grpc's core aborted the worker's
+# process inside grpc.aio's UnaryUnaryCall.__init__ while the sender created a call for a
+# half; no message, nothing of ours on the C side. After such a crash the test runs once more
+# in a new worker (pytest-rerunfailures reruns a crashed test without matching its filter);
+# a failure in Python matches no filter here (no exception is so named) and is never rerun.
+@pytest.mark.flaky(reruns=1, only_rerun=["ProcessAbortedBelowPython"])
 async def test_a_batch_refused_for_size_is_halved_and_an_item_too_large_alone_is_set_aside(
     fed: Federation, caplog: pytest.LogCaptureFixture
 ) -> None:
