@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import random
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
+from sqlmodel import select
+
 from core.db import Database
+from node.delivery.catalogue_sync import store_catalogue
 from node.delivery.outbox import claim, enqueue
+from node.models import PeerCatalogue
 from node.trust.audit import AuditEntry, append, load_chain, verify_chain
 from simulations.local_federation import PROVINCES
 from simulations.sample_applications import application_body
@@ -68,3 +74,35 @@ async def test_routing_with_both_nodes_on_postgres(tmp_path: Path, new_pg_schema
         assert [h["status"] for h in view["history"]][-1] == "completed"
     finally:
         await fed.close()
+
+
+def test_two_transactions_storing_one_peers_catalogue_both_succeed(new_pg_schema: Callable[[], str]) -> None:
+    """The second waits on the first's row and then updates it: no key error. A merge (SELECT,
+    then INSERT) failed here: both found no row, and the second INSERT hit the first's key."""
+    db = Database(new_pg_schema())
+    db.create_all()
+    first = db.session()
+    first.begin()
+    store_catalogue(first, "zhejiang", b"d1", b"c1", 1)
+    errors: list[BaseException] = []
+
+    def second() -> None:
+        try:
+            db.transact(lambda s: store_catalogue(s, "zhejiang", b"d2", b"c2", 2))
+        except BaseException as e:  # reported to the test's thread
+            errors.append(e)
+
+    waiter = threading.Thread(target=second)
+    waiter.start()
+    for _ in range(400):  # until the second transaction waits on the first's row lock
+        with db.engine.connect() as conn:
+            if conn.exec_driver_sql("SELECT count(*) FROM pg_locks WHERE NOT granted").scalar():
+                break
+        time.sleep(0.025)
+    first.commit()
+    first.close()
+    waiter.join()
+    assert errors == []
+    rows = db.transact(lambda s: [(r.digest, r.fetched_at_ms) for r in s.exec(select(PeerCatalogue)).all()])
+    assert rows == [(b"d2", 2)]
+    db.close()

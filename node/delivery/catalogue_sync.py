@@ -19,7 +19,7 @@ from yrd.catalogue.v1 import catalogue_pb2
 from yrd.peer.v1 import peer_pb2
 
 from core.clock import Clock
-from core.db import Database
+from core.db import Database, conflict_insert
 from core.errors import NotFound, YrdError
 from node import metrics
 from node.delivery.channels import Channels
@@ -175,14 +175,7 @@ class CatalogueSync:
         self._adopt(peer, catalogue, answer.digest)
         now = self.clock.now_ms()
 
-        def persist(s: Session) -> None:
-            s.merge(
-                PeerCatalogue(
-                    node_id=peer, digest=answer.digest, catalogue=answer.catalogue, fetched_at_ms=now
-                )
-            )
-
-        await self.db.run(persist)
+        await self.db.run(lambda s: store_catalogue(s, peer, answer.digest, answer.catalogue, now))
         log.info("catalogue of %s updated: %d entries", peer, len(catalogue.entries))
         return True
 
@@ -213,3 +206,19 @@ class CatalogueSync:
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
+
+
+def store_catalogue(s: Session, peer: str, digest: bytes, catalogue: bytes, now_ms: int) -> None:
+    """Keep a peer's catalogue as fetched. An upsert, not a merge (SELECT, then INSERT or
+    UPDATE): the periodic pull and one asked for (health, a test, a replica's) can store one
+    peer's catalogue at once, and on PostgreSQL both merges found no row and the second INSERT
+    failed on the key."""
+    insert = conflict_insert(s, PeerCatalogue).values(
+        node_id=peer, digest=digest, catalogue=catalogue, fetched_at_ms=now_ms
+    )
+    s.execute(
+        insert.on_conflict_do_update(
+            index_elements=["node_id"],
+            set_={c: insert.excluded[c] for c in ("digest", "catalogue", "fetched_at_ms")},
+        )
+    )
