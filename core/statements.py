@@ -9,9 +9,10 @@ statements an application passes through many times are therefore declared as
 of each table, SQL that follows the dialect), but compiled once per dialect and executed on
 the DB-API cursor of the unit's connection, inside the unit's transaction or savepoint.
 
-What that path does not do, callers do: every parameter is given (no column default is
-filled in), values are what the driver takes (the tables on this path hold text, integers
-and bytes only), and rows come back as plain tuples. Driver errors are raised as SQLAlchemy's
+What that path does not do, callers do: every parameter the statement holds no value for is
+given (a server default is never left to fill one; :func:`insert_into` carries the columns'
+scalar defaults), values are what the driver takes (the tables on this path hold text,
+integers and bytes only), and rows come back as plain tuples. Driver errors are raised as SQLAlchemy's
 (``IntegrityError`` and the rest), as the Core path raises them, and a listener for
 ``before_cursor_execute`` still sees each statement (tests count statements that way).
 """
@@ -135,10 +136,9 @@ class Driver:
             raise DBAPIError.instance(c.sql, args, e, self._error, dialect=self._dialect) from e
         return self._cursor
 
-    def execute(self, stmt: Statement, params: Params) -> int:
-        """Run a statement that returns no rows; the number of rows it changed."""
-        count: int = self._execute(stmt, params).rowcount
-        return count
+    def execute(self, stmt: Statement, params: Params) -> None:
+        """Run a statement that returns no rows."""
+        self._execute(stmt, params)
 
     def executemany(self, stmt: Statement, rows: Sequence[Params]) -> None:
         """Run a statement that returns no rows once per parameter set, in one driver call."""

@@ -33,26 +33,6 @@ HANDOFF = "yrd.outbox.handoff"
 _UNHANDED = "yrd.outbox.unhanded"  # the peers a session queued due entries for, not handed over
 
 
-class Sendable(Protocol):
-    """What sending an outbox entry reads: a row a claim loaded, or a new entry handed to the
-    sender in memory (:class:`Handed`)."""
-
-    @property
-    def id(self) -> int | None: ...
-    @property
-    def next_hop(self) -> str: ...
-    @property
-    def method(self) -> str: ...
-    @property
-    def item_id(self) -> str: ...
-    @property
-    def body(self) -> bytes: ...
-    @property
-    def attempts(self) -> int: ...
-    @property
-    def claimed_until_ms(self) -> int: ...
-
-
 @dataclass(frozen=True, slots=True)
 class Handed:
     """A new entry leased to a sender in the transaction that queued it: a plain value, since
@@ -65,6 +45,10 @@ class Handed:
     body: bytes
     attempts: int
     claimed_until_ms: int
+
+
+# What sending an outbox entry reads: a row a claim loaded, or a new entry handed over.
+Sendable = OutboxEntry | Handed
 
 
 class Handoff(Protocol):
