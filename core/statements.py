@@ -81,13 +81,15 @@ def insert_into(
     *,
     numbered: bool = False,
     on_conflict_do_nothing: bool = False,
+    on_conflict_update: Sequence[str] = (),
     returning: Sequence[Column[Any]] = (),
 ) -> Statement:
     """An INSERT of one row of ``table``, every column a parameter named as the column except
     an integer key the database numbers (unless the caller numbers rows itself: ``numbered``);
     a column with a scalar default takes it when not given, as on the Core path.
     ``on_conflict_do_nothing`` makes it insert only a row whose keys are new (with
-    ``returning``, the rows returned are the ones inserted)."""
+    ``returning``, the rows returned are the ones inserted); ``on_conflict_update`` names the
+    columns that a row whose primary key exists takes from this one (an upsert)."""
     auto = None if numbered else table.autoincrement_column
     values: dict[str, BindParameter[Any]] = {
         c.name: bindparam(c.name, c.default.arg, type_=c.type)
@@ -96,12 +98,20 @@ def insert_into(
         for c in table.columns
         if c is not auto
     }
-    if not on_conflict_do_nothing:
+    if not (on_conflict_do_nothing or on_conflict_update):
         plain = table.insert().values(values)
         return Statement(plain.returning(*returning) if returning else plain)
     per_dialect: dict[str, ClauseElement] = {}
     for name, dialect in (("sqlite", sqlite), ("postgresql", postgresql)):
-        stmt = dialect.insert(table).values(values).on_conflict_do_nothing()
+        insert = dialect.insert(table).values(values)
+        stmt = (
+            insert.on_conflict_do_update(
+                index_elements=list(table.primary_key.columns),
+                set_={c: insert.excluded[c] for c in on_conflict_update},
+            )
+            if on_conflict_update
+            else insert.on_conflict_do_nothing()
+        )
         per_dialect[name] = stmt.returning(*returning) if returning else stmt
     return Statement(per_dialect)
 

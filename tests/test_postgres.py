@@ -13,7 +13,7 @@ from sqlmodel import select
 from core.db import Database
 from node.delivery.catalogue_sync import store_catalogue
 from node.delivery.outbox import claim, enqueue
-from node.models import PeerCatalogue
+from node.models import OutboxEntry, PeerCatalogue
 from node.trust.audit import AuditEntry, append, load_chain, verify_chain
 from simulations.local_federation import PROVINCES
 from simulations.sample_applications import application_body
@@ -45,6 +45,39 @@ def test_replicas_claim_disjoint_outbox_rows(new_pg_schema: Callable[[], str]) -
         assert not {r.id for r in first} & {r.id for r in second}
         # Leases keep the rows claimed after the transactions ended.
         assert db.transact(lambda s: claim(s, "zhejiang", 10, 200)) == []
+    finally:
+        db.close()
+
+
+def test_a_claim_skips_and_drops_the_rows_another_replica_holds_inside_its_range(
+    new_pg_schema: Callable[[], str],
+) -> None:
+    """A claim reads bodies by the range of ids it chose; a row inside that range locked by
+    another replica was not chosen, and is not sent twice."""
+    db = Database(new_pg_schema())
+    db.create_all()
+    try:
+        db.transact(
+            lambda s: [
+                enqueue(
+                    s,
+                    next_hop="zhejiang",
+                    destination="zhejiang",
+                    method="m",
+                    item_id=str(i),
+                    body=b"x",
+                    now_ms=1,
+                )
+                for i in range(8)
+            ]
+        )
+        with db.session() as a, a.begin(), db.session() as b, b.begin():
+            held = a.exec(select(OutboxEntry).where(OutboxEntry.item_id == "2").with_for_update()).one()
+            taken = claim(b, "zhejiang", 5, 100)
+        assert [r.item_id for r in taken] == ["0", "1", "3", "4", "5"]
+        assert held.attempts == 0
+        leased = db.transact(lambda s: s.get(OutboxEntry, held.id))
+        assert leased is not None and leased.claimed_until_ms == 0  # still due: not this claim's
     finally:
         db.close()
 
