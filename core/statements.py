@@ -19,7 +19,8 @@ integers and bytes only), and rows come back as plain tuples. Driver errors are 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import operator
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,10 +41,18 @@ Row = tuple[Any, ...]
 @dataclass(frozen=True)
 class _Compiled:
     sql: str
-    # qmark drivers (sqlite3) take a sequence in this order; named ones (psycopg) the mapping.
-    order: tuple[str, ...] | None
+    # qmark drivers (sqlite3) take a sequence, which this takes out of the parameters in the
+    # SQL's order (an itemgetter: a generator per statement cost more than the driver's
+    # execute); named ones (psycopg) take the mapping itself.
+    positional: Callable[[Params], Any] | None
     # Values the statement itself holds (a literal in a WHERE), under their bind names.
     constants: Mapping[str, Any]
+
+
+def _in_order(names: Sequence[str]) -> Callable[[Params], Any]:
+    if len(names) == 1:  # itemgetter of one name gives the value, not a 1-tuple
+        return lambda params: (params[names[0]],)
+    return operator.itemgetter(*names) if names else lambda _params: ()
 
 
 class Statement:
@@ -72,8 +81,8 @@ class Statement:
         if any(b.expanding for b in binds.values()):
             raise TypeError("an expanding IN parameter cannot be compiled once; use the Core path")
         constants = {name: b.effective_value for name, b in binds.items() if not b.required}
-        order = tuple(compiled.positiontup or ()) if compiled.positional else None
-        return _Compiled(compiled.string, order, constants)
+        positional = _in_order(compiled.positiontup or ()) if compiled.positional else None
+        return _Compiled(compiled.string, positional, constants)
 
 
 def insert_into(
@@ -81,13 +90,15 @@ def insert_into(
     *,
     numbered: bool = False,
     on_conflict_do_nothing: bool = False,
+    on_conflict_update: Sequence[str] = (),
     returning: Sequence[Column[Any]] = (),
 ) -> Statement:
     """An INSERT of one row of ``table``, every column a parameter named as the column except
     an integer key the database numbers (unless the caller numbers rows itself: ``numbered``);
     a column with a scalar default takes it when not given, as on the Core path.
     ``on_conflict_do_nothing`` makes it insert only a row whose keys are new (with
-    ``returning``, the rows returned are the ones inserted)."""
+    ``returning``, the rows returned are the ones inserted); ``on_conflict_update`` names the
+    columns that a row whose primary key exists takes from this one (an upsert)."""
     auto = None if numbered else table.autoincrement_column
     values: dict[str, BindParameter[Any]] = {
         c.name: bindparam(c.name, c.default.arg, type_=c.type)
@@ -96,12 +107,20 @@ def insert_into(
         for c in table.columns
         if c is not auto
     }
-    if not on_conflict_do_nothing:
+    if not (on_conflict_do_nothing or on_conflict_update):
         plain = table.insert().values(values)
         return Statement(plain.returning(*returning) if returning else plain)
     per_dialect: dict[str, ClauseElement] = {}
     for name, dialect in (("sqlite", sqlite), ("postgresql", postgresql)):
-        stmt = dialect.insert(table).values(values).on_conflict_do_nothing()
+        insert = dialect.insert(table).values(values)
+        stmt = (
+            insert.on_conflict_do_update(
+                index_elements=list(table.primary_key.columns),
+                set_={c: insert.excluded[c] for c in on_conflict_update},
+            )
+            if on_conflict_update
+            else insert.on_conflict_do_nothing()
+        )
         per_dialect[name] = stmt.returning(*returning) if returning else stmt
     return Statement(per_dialect)
 
@@ -121,9 +140,7 @@ class Driver:
     def _args(self, c: _Compiled, params: Params) -> Any:
         if c.constants:
             params = {**c.constants, **params}
-        if c.order is None:
-            return params
-        return tuple(params[name] for name in c.order)
+        return params if c.positional is None else c.positional(params)
 
     def _execute(self, stmt: Statement, params: Params) -> Any:
         c = stmt.compiled(self._dialect)

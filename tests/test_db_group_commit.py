@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import event, text
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlmodel import Session
 
 from core.db import Database
@@ -165,4 +165,27 @@ async def test_a_unit_holds_the_write_lock_from_its_start_and_statements_dispatc
         return "another writer got in"
 
     assert await db.run(read_then_try_another_writer) == "database is locked"
+    db.close()
+
+
+async def test_a_groups_savepoints_run_on_the_driver_and_fail_as_sqlalchemy_errors(db: Database) -> None:
+    """SAVEPOINT and RELEASE come from the dialect's hooks on the driver's connection (not
+    SQLAlchemy's statement path: no statement event sees them), still announced as savepoint
+    events, and a failing one reaches its unit as SQLAlchemy's error, not the driver's."""
+    statements: list[str] = []
+    event.listen(db.engine, "before_cursor_execute", lambda *a: statements.append(a[2]))
+    released: list[str] = []
+    event.listen(db.engine, "release_savepoint", lambda _conn, name, _ctx: released.append(name))
+
+    def releases_its_own_savepoint(s: Session) -> None:  # the second of the connection's group
+        s.connection().exec_driver_sql("RELEASE SAVEPOINT sa_savepoint_2")
+
+    results = await asyncio.gather(
+        db.run(_insert("a")), db.run(releases_its_own_savepoint), db.run(_insert("c")), return_exceptions=True
+    )
+    assert results[0] == "a" and results[2] == "c"
+    assert isinstance(results[1], OperationalError) and "no such savepoint" in str(results[1])
+    assert released == ["sa_savepoint_1", "sa_savepoint_2", "sa_savepoint_3"]
+    assert [sql for sql in statements if "SAVEPOINT" in sql] == ["RELEASE SAVEPOINT sa_savepoint_2"]
+    assert _keys(db) == ["a", "c"]
     db.close()

@@ -17,7 +17,7 @@ from yrd.peer.v1 import peer_pb2
 from node.app import Node
 from node.cases.requests import Principal
 from node.counter.contract import CounterLimits, parse_submit, request_digest
-from node.delivery.outbox import Handed, enqueue
+from node.delivery.outbox import Leased, enqueue
 from node.delivery.peer_server import PeerServicer
 from node.delivery.relaying import DELIVER
 from node.models import OutboxEntry
@@ -176,12 +176,12 @@ async def test_what_was_handed_over_and_not_sent_is_given_back_when_the_node_sto
         await origin.db.run(put)
         leased = await origin.db.run(lambda s: s.exec(select(OutboxEntry)).one())
         assert leased.claimed_until_ms > 0 and leased.attempts == 1  # the sender's first claim
-        stale = Handed(99, "jiangsu", DELIVER, "b", b"x", attempts=1, claimed_until_ms=1)
+        stale = Leased(99, "jiangsu", DELIVER, "b", b"x", attempts=1, claimed_until_ms=1)
         delivery._handed["jiangsu"].append(stale)
         # An entry whose lease lapsed (a long backoff) is left to a claim, which may take it again.
         assert [e.item_id for e in delivery._take_handed("jiangsu")] == ["a"]
         delivery._handed["jiangsu"] = [
-            Handed(leased.id or 0, "jiangsu", DELIVER, "a", b"x", leased.attempts, leased.claimed_until_ms)
+            Leased(leased.id or 0, "jiangsu", DELIVER, "a", b"x", leased.attempts, leased.claimed_until_ms)
         ]
         await delivery.stop()
         given_back = await origin.db.run(lambda s: s.exec(select(OutboxEntry)).one())

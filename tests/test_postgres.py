@@ -8,12 +8,15 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from sqlmodel import select
+import pytest
+from sqlmodel import Session, select
+from yrd.catalogue.v1 import catalogue_pb2
 
 from core.db import Database
 from node.delivery.catalogue_sync import store_catalogue
 from node.delivery.outbox import claim, enqueue
-from node.models import PeerCatalogue
+from node.models import DataRecordRow, OutboxEntry, PeerCatalogue
+from node.sharing.records import store_records
 from node.trust.audit import AuditEntry, append, load_chain, verify_chain
 from simulations.local_federation import PROVINCES
 from simulations.sample_applications import application_body
@@ -49,6 +52,39 @@ def test_replicas_claim_disjoint_outbox_rows(new_pg_schema: Callable[[], str]) -
         db.close()
 
 
+def test_a_claim_skips_and_drops_the_rows_another_replica_holds_inside_its_range(
+    new_pg_schema: Callable[[], str],
+) -> None:
+    """A claim reads bodies by the range of ids it chose; a row inside that range locked by
+    another replica was not chosen, and is not sent twice."""
+    db = Database(new_pg_schema())
+    db.create_all()
+    try:
+        db.transact(
+            lambda s: [
+                enqueue(
+                    s,
+                    next_hop="zhejiang",
+                    destination="zhejiang",
+                    method="m",
+                    item_id=str(i),
+                    body=b"x",
+                    now_ms=1,
+                )
+                for i in range(8)
+            ]
+        )
+        with db.session() as a, a.begin(), db.session() as b, b.begin():
+            held = a.exec(select(OutboxEntry).where(OutboxEntry.item_id == "2").with_for_update()).one()
+            taken = claim(b, "zhejiang", 5, 100)
+        assert [r.item_id for r in taken] == ["0", "1", "3", "4", "5"]
+        assert held.attempts == 0
+        leased = db.transact(lambda s: s.get(OutboxEntry, held.id))
+        assert leased is not None and leased.claimed_until_ms == 0  # still due: not this claim's
+    finally:
+        db.close()
+
+
 def test_audit_chain_on_postgres(new_pg_schema: Callable[[], str]) -> None:
     db = Database(new_pg_schema())
     db.create_all()
@@ -76,19 +112,50 @@ async def test_routing_with_both_nodes_on_postgres(tmp_path: Path, new_pg_schema
         await fed.close()
 
 
-def test_two_transactions_storing_one_peers_catalogue_both_succeed(new_pg_schema: Callable[[], str]) -> None:
+def _catalogue_store(value: int) -> Callable[[Session], object]:
+    return lambda s: store_catalogue(s, "zhejiang", b"d%d" % value, b"c", value)
+
+
+def _catalogue_row(s: Session) -> list[object]:
+    return [(r.digest, r.fetched_at_ms) for r in s.exec(select(PeerCatalogue)).all()]
+
+
+def _records_store(value: int) -> Callable[[Session], object]:
+    resources = {"js.nucleic-acid": catalogue_pb2.DataResource(subject_kind="person")}
+    records = {"js.nucleic-acid": [("320102199001011234", {"result": f"r{value}"}, value)]}
+    return lambda s: store_records(s, b"k" * 32, resources, records)
+
+
+def _records_row(s: Session) -> list[object]:
+    return [(r.fields_json, r.updated_at_ms) for r in s.exec(select(DataRecordRow)).all()]
+
+
+@pytest.mark.parametrize(
+    ("store", "read", "expected"),
+    [
+        (_catalogue_store, _catalogue_row, [(b"d2", 2)]),
+        (_records_store, _records_row, [('{"result": "r2"}', 2)]),
+    ],
+    ids=["peer catalogue", "shared data records"],
+)
+def test_two_transactions_storing_one_keyed_row_both_succeed(
+    new_pg_schema: Callable[[], str],
+    store: Callable[[int], Callable[[Session], object]],
+    read: Callable[[Session], list[object]],
+    expected: list[object],
+) -> None:
     """The second waits on the first's row and then updates it: no key error. A merge (SELECT,
     then INSERT) failed here: both found no row, and the second INSERT hit the first's key."""
     db = Database(new_pg_schema())
     db.create_all()
     first = db.session()
     first.begin()
-    store_catalogue(first, "zhejiang", b"d1", b"c1", 1)
+    store(1)(first)
     errors: list[BaseException] = []
 
     def second() -> None:
         try:
-            db.transact(lambda s: store_catalogue(s, "zhejiang", b"d2", b"c2", 2))
+            db.transact(store(2))
         except BaseException as e:  # reported to the test's thread
             errors.append(e)
 
@@ -103,6 +170,5 @@ def test_two_transactions_storing_one_peers_catalogue_both_succeed(new_pg_schema
     first.close()
     waiter.join()
     assert errors == []
-    rows = db.transact(lambda s: [(r.digest, r.fetched_at_ms) for r in s.exec(select(PeerCatalogue)).all()])
-    assert rows == [(b"d2", 2)]
+    assert db.transact(read) == expected
     db.close()

@@ -22,7 +22,7 @@ from core.clock import Clock
 from core.db import Database
 from core.errors import Conflict, YrdError
 from node.cases.owner import WEBHOOK_HOP, Owner, check_decision
-from node.delivery.outbox import Backoff, Sendable, claim, reschedule, settle
+from node.delivery.outbox import Backoff, Leased, claim, reschedule, settle
 
 log = logging.getLogger(__name__)
 TIMEOUT = aiohttp.ClientTimeout(total=15)
@@ -69,11 +69,11 @@ class WebhookDispatcher:
             if not rows:
                 await self.clock.sleep(self.poll_interval_s)
 
-    def _claim(self, s: Session) -> Sequence[Sendable]:
+    def _claim(self, s: Session) -> Sequence[Leased]:
         return claim(s, WEBHOOK_HOP, 8, self.clock.now_ms())
 
-    async def _deliver(self, row: Sendable) -> None:
-        assert row.id is not None and self._session is not None and self.url is not None
+    async def _deliver(self, row: Leased) -> None:
+        assert self._session is not None and self.url is not None
         entry_id = row.id
         view = await self.db.run(lambda s: self.owner.view(s, row.item_id))
         try:
@@ -108,8 +108,7 @@ class WebhookDispatcher:
         if origin is not None:
             self.owner.wake(self.owner.trust.next_hop(origin))
 
-    async def _retry(self, row: Sendable, error: str) -> None:
-        assert row.id is not None
+    async def _retry(self, row: Leased, error: str) -> None:
         entry_id = row.id
         delay = self.backoff.delay_s(row.attempts, self.rng)
         log.warning("webhook for %s failed (%r); retry in %.1fs", row.item_id, error, delay)

@@ -19,12 +19,12 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Protocol
 
-from sqlalchemy import func, update
+from sqlalchemy import bindparam, func, update
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
 from core.db import after_commit
-from core.statements import driver, insert_into
+from core.statements import Statement, driver, insert_into
 from node.models import OutboxEntry, PeerState
 
 CLAIM_LEASE_MS = 30_000  # the default of [delivery] claim_lease_s
@@ -34,9 +34,10 @@ _UNHANDED = "yrd.outbox.unhanded"  # the peers a session queued due entries for,
 
 
 @dataclass(frozen=True, slots=True)
-class Handed:
-    """A new entry leased to a sender in the transaction that queued it: a plain value, since
-    an ORM object (instrumented state, attribute events) cost more to build than the INSERT."""
+class Leased:
+    """An entry leased to a sender, by a claim or in the transaction that queued it: a plain
+    value, since an ORM object (instrumented state, attribute events) cost more to build than
+    the INSERT."""
 
     id: int
     next_hop: str
@@ -45,10 +46,6 @@ class Handed:
     body: bytes
     attempts: int
     claimed_until_ms: int
-
-
-# What sending an outbox entry reads: a row a claim loaded, or a new entry handed over.
-Sendable = OutboxEntry | Handed
 
 
 class Handoff(Protocol):
@@ -61,7 +58,7 @@ class Handoff(Protocol):
         """Whether an entry for ``next_hop`` goes to this sender (asked inside the enqueuing unit)."""
         ...
 
-    def take(self, entry: Handed) -> None:
+    def take(self, entry: Leased) -> None:
         """The committed entry, on the event loop."""
         ...
 
@@ -120,7 +117,7 @@ def enqueue(
         },
     )
     if handoff is not None and leased_until:
-        entry = Handed(entry_id, next_hop, method, item_id, body, 1, leased_until)
+        entry = Leased(entry_id, next_hop, method, item_id, body, 1, leased_until)
         after_commit(session, partial(handoff.take, entry))
     elif not held and not next_hop.startswith("~"):
         session.info.setdefault(_UNHANDED, set()).add(next_hop)
@@ -134,7 +131,8 @@ def unhanded_hops(session: Session) -> set[str]:
     return hops
 
 
-_INSERT = insert_into(OutboxEntry.__table__, returning=(OutboxEntry.__table__.c.id,))  # type: ignore[attr-defined]
+_TABLE = OutboxEntry.__table__  # type: ignore[attr-defined]
+_INSERT = insert_into(_TABLE, returning=(_TABLE.c.id,))
 
 
 def release(session: Session, item_id: str, now_ms: int) -> None:
@@ -164,7 +162,7 @@ class Oversized:
 
 @dataclass(frozen=True)
 class Claim:
-    rows: Sequence[Sendable]
+    rows: Sequence[Leased]
     oversized: list[Oversized]
 
 
@@ -172,7 +170,7 @@ def envelope_cost(body_bytes: int) -> int:
     return body_bytes + ENVELOPE_OVERHEAD_BYTES
 
 
-def claim(session: Session, next_hop: str, limit: int, now_ms: int) -> Sequence[Sendable]:
+def claim(session: Session, next_hop: str, limit: int, now_ms: int) -> Sequence[Leased]:
     """:func:`claim_batch` without a byte budget, for local queues whose bodies are empty."""
     return claim_batch(session, next_hop, limit, now_ms, max_bytes=None).rows
 
@@ -182,37 +180,27 @@ def claim_batch(
     next_hop: str,
     limit: int,
     now_ms: int,
-    max_bytes: int | None,
+    max_bytes: int | None = None,
     lease_ms: int = CLAIM_LEASE_MS,
 ) -> Claim:
-    """Claim due rows for one peer, oldest first: at most ``limit`` rows whose envelopes
-    together fit in ``max_bytes`` (the peer's message limit), so no batch is refused for its
-    size. A row too large to send even alone is made a dead letter in this same transaction
+    """Claim up to ``limit`` due entries for ``next_hop`` whose envelopes fit in ``max_bytes``
+    together, oldest first, stopping at the first entry that would overflow the budget.
+
+    An entry too large to send even alone is made a dead letter in this same transaction
     and reported in :attr:`Claim.oversized`; it never blocks the rows behind it.
 
-    Sizes are read before bodies, so a claim loads only the bodies it will send.
+    Sizes are read before bodies, so a claim loads only the bodies it will send (and those
+    of entries between them that it did not choose, at most ``limit`` in all).
     ``FOR UPDATE SKIP LOCKED`` lets replicas on PostgreSQL claim disjoint rows at once
     (SQLite ignores it and has a single writer); the lease keeps the rows claimed after
-    this transaction ends, while the network call is under way.
+    this transaction ends, while the network call is under way. Every statement runs on the
+    driver (core/statements.py): a sender claims after each batch it settles.
     """
-    size = func.length(OutboxEntry.body)
-    stmt = (
-        select(OutboxEntry.id, OutboxEntry.item_id, size)
-        .where(
-            OutboxEntry.next_hop == next_hop,
-            OutboxEntry.state == "pending",
-            col(OutboxEntry.next_attempt_ms) <= now_ms,
-            col(OutboxEntry.claimed_until_ms) <= now_ms,
-        )
-        .order_by(col(OutboxEntry.id))
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-    )
+    run = driver(session)
     chosen: list[int] = []
     oversized: list[Oversized] = []
     total = 0
-    for entry_id, item_id, body_bytes in session.exec(stmt).all():
-        assert entry_id is not None
+    for entry_id, item_id, body_bytes in run.all(_DUE, {"hop": next_hop, "now": now_ms, "limit": limit}):
         cost = envelope_cost(int(body_bytes))
         if max_bytes is None:
             chosen.append(entry_id)
@@ -226,35 +214,64 @@ def claim_batch(
         total += cost
     for o in oversized:
         bury(session, [o.id], TOO_LARGE, f"{o.size_bytes} bytes exceed the {max_bytes}-byte limit", now_ms)
-    rows: list[OutboxEntry] = []
-    if chosen:
-        rows = list(
-            session.exec(
-                select(OutboxEntry).where(col(OutboxEntry.id).in_(chosen)).order_by(col(OutboxEntry.id))
-            ).all()
+    if not chosen:
+        return Claim([], oversized)
+    until = now_ms + lease_ms
+    run.executemany(_LEASE, [{"id": i, "until": until} for i in chosen])
+    wanted = set(chosen)
+    # The chosen rows lie in one range of ids; rows in it that were not chosen (too large, or
+    # locked by another replica) are read and dropped, not sent.
+    rows = run.all(_BODIES, {"hop": next_hop, "first": chosen[0], "last": chosen[-1]})
+    return Claim([Leased(*row) for row in rows if row[0] in wanted], oversized)
+
+
+_DUE = Statement(
+    sa_select(_TABLE.c.id, _TABLE.c.item_id, func.length(_TABLE.c.body))
+    .where(
+        _TABLE.c.next_hop == bindparam("hop"),
+        _TABLE.c.state == "pending",
+        _TABLE.c.next_attempt_ms <= bindparam("now"),
+        _TABLE.c.claimed_until_ms <= bindparam("now"),
+    )
+    .order_by(_TABLE.c.id)
+    .limit(bindparam("limit"))
+    .with_for_update(skip_locked=True)
+)
+_LEASE = Statement(
+    _TABLE.update()
+    .where(_TABLE.c.id == bindparam("id"))
+    .values(claimed_until_ms=bindparam("until"), attempts=_TABLE.c.attempts + 1)
+)
+_BODIES = Statement(
+    sa_select(
+        *(
+            _TABLE.c[name]
+            for name in ("id", "next_hop", "method", "item_id", "body", "attempts", "claimed_until_ms")
         )
-    for row in rows:
-        row.claimed_until_ms = now_ms + lease_ms
-        row.attempts += 1
-        session.add(row)
-    return Claim(rows, oversized)
+    )
+    .where(_TABLE.c.next_hop == bindparam("hop"), _TABLE.c.id.between(bindparam("first"), bindparam("last")))
+    .order_by(_TABLE.c.id)
+)
 
 
 def bury(session: Session, entry_ids: list[int], reason: str, detail: str, now_ms: int) -> None:
     """Make entries dead letters: out of the queue, kept with their reason code for an
     operator to read and re-drive (:func:`redrive`)."""
-    if entry_ids:
-        session.execute(
-            update(OutboxEntry)
-            .where(col(OutboxEntry.id).in_(entry_ids))
-            .values(
-                state="dead",
-                dead_reason=reason,
-                dead_at_ms=now_ms,
-                claimed_until_ms=0,
-                last_error=detail[:500],
-            )
-        )
+    params = {"reason": reason, "at": now_ms, "error": detail[:500]}
+    driver(session).executemany(_BURY, [{"id": i, **params} for i in entry_ids])
+
+
+_BURY = Statement(
+    _TABLE.update()
+    .where(_TABLE.c.id == bindparam("id"))
+    .values(
+        state="dead",
+        dead_reason=bindparam("reason"),
+        dead_at_ms=bindparam("at"),
+        claimed_until_ms=0,
+        last_error=bindparam("error"),
+    )
+)
 
 
 @dataclass(frozen=True)
@@ -342,22 +359,23 @@ def settle(session: Session, entry_id: int) -> None:
 
 
 def settle_all(session: Session, entry_ids: list[int]) -> None:
-    """Mark entries done in one statement: a whole answered batch costs one UPDATE, not one each."""
-    if entry_ids:
-        session.execute(
-            update(OutboxEntry)
-            .where(col(OutboxEntry.id).in_(entry_ids))
-            .values(state="done", claimed_until_ms=0)
-        )
+    """Mark entries done: one driver call for a whole answered batch (core/statements.py)."""
+    driver(session).executemany(_SETTLE, [{"id": i} for i in entry_ids])
 
 
 def reschedule(session: Session, entry_ids: list[int], next_attempt_ms: int, error: str) -> None:
-    if entry_ids:
-        session.execute(
-            update(OutboxEntry)
-            .where(col(OutboxEntry.id).in_(entry_ids))
-            .values(next_attempt_ms=next_attempt_ms, claimed_until_ms=0, last_error=error[:500])
-        )
+    params = {"at": next_attempt_ms, "error": error[:500]}
+    driver(session).executemany(_RESCHEDULE, [{"id": i, **params} for i in entry_ids])
+
+
+_SETTLE = Statement(
+    _TABLE.update().where(_TABLE.c.id == bindparam("id")).values(state="done", claimed_until_ms=0)
+)
+_RESCHEDULE = Statement(
+    _TABLE.update()
+    .where(_TABLE.c.id == bindparam("id"))
+    .values(next_attempt_ms=bindparam("at"), claimed_until_ms=0, last_error=bindparam("error"))
+)
 
 
 def release_all_claims(session: Session) -> None:

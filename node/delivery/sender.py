@@ -28,15 +28,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import grpc
-from sqlalchemy import bindparam, update
-from sqlalchemy.sql import Executable
+from sqlalchemy import update
 from sqlmodel import Session, col, select
 from yrd.envelope.v1 import envelope_pb2
 from yrd.peer.v1 import peer_pb2
 
 from core.clock import Clock
-from core.db import Database, conflict_insert
+from core.db import Database
 from core.errors import YrdError
+from core.statements import driver, insert_into
 from node import metrics
 from node.config import PEER_CALL_TIMEOUT_S
 from node.delivery import dead_letters
@@ -48,8 +48,7 @@ from node.delivery.outbox import (
     TOO_LARGE,
     Backoff,
     Claim,
-    Handed,
-    Sendable,
+    Leased,
     bury,
     claim_batch,
     dead_counts,
@@ -118,7 +117,7 @@ class Delivery:
         self.rng = rng or random.Random()
         self._events: dict[str, asyncio.Event] = {}
         self._claimed: dict[str, Claim] = {}  # per peer: the next batch, claimed by the last settle
-        self._handed: dict[str, list[Handed]] = {}  # per peer: new entries leased to us (take)
+        self._handed: dict[str, list[Leased]] = {}  # per peer: new entries leased to us (take)
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._backoff_until: dict[str, int] = {}
         self._failures: dict[str, int] = {}
@@ -176,16 +175,16 @@ class Delivery:
             and envelope_cost(body_bytes) <= self.max_batch_bytes
         )
 
-    def take(self, entry: Handed) -> None:
+    def take(self, entry: Leased) -> None:
         self._handed.setdefault(entry.next_hop, []).append(entry)
         self.wake(entry.next_hop)
 
-    def _take_handed(self, hop: str) -> list[Handed]:
+    def _take_handed(self, hop: str) -> list[Leased]:
         """The entries handed over for ``hop`` that make one batch, oldest first. One whose lease
         would lapse before a call could end is left to a claim: it may be claimed again."""
         handed = self._handed.pop(hop, [])
         fresh_until = self.clock.now_ms() + int(PEER_CALL_TIMEOUT_S * 1000)
-        batch: list[Handed] = []
+        batch: list[Leased] = []
         total = 0
         for i, entry in enumerate(handed):
             if entry.claimed_until_ms <= fresh_until:
@@ -288,8 +287,8 @@ class Delivery:
         """Give back a batch claimed or handed over for a send that will not happen (the node
         is stopping), so another replica need not wait out its lease."""
         claimed = self._claimed.pop(hop, None)
-        rows: list[Sendable] = [*(claimed.rows if claimed else []), *self._handed.pop(hop, [])]
-        ids = [r.id for r in rows if r.id is not None]
+        rows: list[Leased] = [*(claimed.rows if claimed else []), *self._handed.pop(hop, [])]
+        ids = [r.id for r in rows]
         if ids:
             now = self.clock.now_ms()
             await self.db.run(lambda s: reschedule(s, ids, now, "not sent: the node stopped"))
@@ -310,7 +309,7 @@ class Delivery:
             claimed = await self.db.run(lambda s: self._claim(s, hop))
         for o in claimed.oversized:
             dead_letters.report(hop, o.id, o.item_id, TOO_LARGE)
-        by_method: dict[str, list[Sendable]] = defaultdict(list)
+        by_method: dict[str, list[Leased]] = defaultdict(list)
         for row in claimed.rows:
             by_method[row.method].append(row)
         groups = list(by_method.items())
@@ -327,13 +326,13 @@ class Delivery:
         now = self.clock.now_ms()
         return claim_batch(s, hop, self.batch_size, now, self.max_batch_bytes, self.claim_lease_ms)
 
-    async def _defer(self, hop: str, rows: list[Sendable]) -> None:
-        ids = [r.id for r in rows if r.id is not None]
+    async def _defer(self, hop: str, rows: list[Leased]) -> None:
+        ids = [r.id for r in rows]
         if ids:
             until = self._backoff_until.get(hop, 0)
             await self.db.run(lambda s: reschedule(s, ids, until, "not sent: the link is backing off"))
 
-    async def _send(self, hop: str, method: str, rows: list[Sendable], claim_next: bool = False) -> bool:
+    async def _send(self, hop: str, method: str, rows: list[Leased], claim_next: bool = False) -> bool:
         """Send one batch and settle what it answered; False when the link failed (backoff set).
         With ``claim_next`` (the last send of a drain) the settle also claims the next batch."""
         now = self.clock.now_ms()
@@ -354,7 +353,7 @@ class Delivery:
             await self._failed(hop, rows, f"{len(replies)} receipts for {len(envs)} envelopes")
             return False
         answered: list[Answered] = []
-        unanswered: list[Sendable] = []
+        unanswered: list[Leased] = []
         for row, req, rep in zip(rows, envs, replies, strict=True):
             try:
                 self.verifier.verify_response(rep, req)
@@ -384,14 +383,13 @@ class Delivery:
             )
             return list(notified.receipts)
 
-    async def _split(self, hop: str, method: str, rows: list[Sendable], error: str, claim_next: bool) -> bool:
+    async def _split(self, hop: str, method: str, rows: list[Leased], error: str, claim_next: bool) -> bool:
         """A batch the peer (or our own channel) refused for its size: send it in halves, so
         a peer with a smaller limit than ours still gets everything that fits it; a batch of
         one that is still too large becomes a dead letter instead of blocking the queue."""
         metrics.DELIVERY_BATCHES.labels(peer=hop, result="split").inc()
         if len(rows) == 1:
             row = rows[0]
-            assert row.id is not None
             entry_id = row.id
             now = self.clock.now_ms()
             await self.db.run(lambda s: bury(s, [entry_id], TOO_LARGE, error, now))
@@ -404,7 +402,7 @@ class Delivery:
             return False
         return await self._send(hop, method, rows[half:], claim_next)
 
-    async def _failed(self, hop: str, rows: list[Sendable], error: str) -> None:
+    async def _failed(self, hop: str, rows: list[Leased], error: str) -> None:
         failures = self._failures.get(hop, 0) + 1
         delay_s = self.backoff.delay_s(failures, self.rng)
         until = self.clock.now_ms() + int(delay_s * 1000)
@@ -412,7 +410,7 @@ class Delivery:
         metrics.DELIVERY_BATCHES.labels(peer=hop, result="error").inc()
         metrics.PEER_BACKOFF.labels(peer=hop).set(delay_s)
         log.warning("delivery to %s failed (%r); attempt %d, retry in %.1fs", hop, error, failures, delay_s)
-        ids = [r.id for r in rows if r.id is not None]
+        ids = [r.id for r in rows]
 
         def record(s: Session) -> None:
             reschedule(s, ids, until, error)
@@ -425,7 +423,7 @@ class Delivery:
         hop: str,
         method: str,
         answered: list[Answered],
-        unanswered: list[Sendable],
+        unanswered: list[Leased],
         claim_next: bool,
     ) -> None:
         """Apply the receipts of one answered call: final ones settle their entry (as done, or
@@ -448,7 +446,6 @@ class Delivery:
                 row, receipt = a.row, a.receipt
                 records.append(AuditEntry("out", hop, method, request_digest(a.request), row.item_id))
                 records.append(AuditEntry("in", hop, method, request_digest(a.reply), receipt.reason_code))
-                assert row.id is not None
                 if receipt.outcome not in FINAL_OUTCOMES:
                     retry.append(row.id)
                     continue
@@ -471,7 +468,7 @@ class Delivery:
             for (reason, detail), ids in dead.items():
                 bury(s, ids, reason, detail, now)
             reschedule(s, retry, retry_at, "peer asked to retry")
-            reschedule(s, [r.id for r in unanswered if r.id is not None], retry_at, "no usable receipt")
+            reschedule(s, [r.id for r in unanswered], retry_at, "no usable receipt")
             for problem, ids in unusable.items():
                 reschedule(s, ids, retry_at, f"no usable receipt: {problem}")
             audit.append(s, records, now)
@@ -493,7 +490,7 @@ class Delivery:
 class Answered:
     """One entry of a batch with its request and the peer's verified receipt."""
 
-    row: Sendable
+    row: Leased
     request: envelope_pb2.Envelope
     reply: envelope_pb2.Envelope
     receipt: peer_pb2.Receipt
@@ -516,9 +513,9 @@ def _describe(e: Exception) -> str:
 
 
 def _save_peer(s: Session, node_id: str, failures: int, until: int, error: str, success_ms: int = 0) -> None:
-    """One prebuilt upsert (every settle writes one: an ORM load and flush were two statements,
-    and building the upsert anew each time cost more than running it). A time of success is
-    written only when there is one."""
+    """One upsert on the driver (every settle writes one: an ORM load and flush were two
+    statements, and SQLAlchemy's statement path cost more than running it). A time of success
+    is written only when there is one."""
     params = {
         "node_id": node_id,
         "failures": failures,
@@ -526,19 +523,9 @@ def _save_peer(s: Session, node_id: str, failures: int, until: int, error: str, 
         "last_error": error[:500],
         "last_success_ms": success_ms,
     }
-    s.execute(_upsert_peer(s, success=bool(success_ms)), params)
+    driver(s).execute(_SUCCEEDED if success_ms else _FAILED, params)
 
 
-_PEER_COLUMNS = ("node_id", "failures", "backoff_until_ms", "last_error", "last_success_ms")
-_upserts: dict[tuple[str, bool], Executable] = {}  # per dialect, and whether it marks a success
-
-
-def _upsert_peer(s: Session, success: bool) -> Executable:
-    key = (s.get_bind().dialect.name, success)
-    if key not in _upserts:
-        insert = conflict_insert(s, PeerState).values({c: bindparam(c) for c in _PEER_COLUMNS})
-        kept = _PEER_COLUMNS[1:] if success else _PEER_COLUMNS[1:-1]
-        _upserts[key] = insert.on_conflict_do_update(
-            index_elements=["node_id"], set_={c: insert.excluded[c] for c in kept}
-        )
-    return _upserts[key]
+_KEPT = ("failures", "backoff_until_ms", "last_error")
+_SUCCEEDED = insert_into(PeerState.__table__, on_conflict_update=(*_KEPT, "last_success_ms"))  # type: ignore[attr-defined]
+_FAILED = insert_into(PeerState.__table__, on_conflict_update=_KEPT)  # type: ignore[attr-defined]

@@ -24,6 +24,8 @@ SEAL_OVERHEAD = 48
 # Distinct recipient keys a node seals to: each member's current and next key. A bound well
 # above a federation's size keeps every one of them converted once.
 _CONVERTED_KEYS = 256
+# A node's own keys: the current one and those of a rotation under way.
+_OWN_KEYS = 8
 
 
 @functools.lru_cache(maxsize=_CONVERTED_KEYS)
@@ -49,6 +51,14 @@ def seal(recipient_public_key: bytes, plaintext: bytes) -> bytes:
     return bytes(box.encrypt(plaintext))
 
 
+@functools.lru_cache(maxsize=_OWN_KEYS)
+def _opener(key: NodeKey) -> SealedBox[PrivateKey]:
+    """The box that opens payloads sealed to ``key``, made once per key: deriving the X25519
+    secret and its public half (a scalar multiplication) cost more than the opening itself,
+    once per payload. It holds no more than the node's key, which the process holds anyway."""
+    return SealedBox(PrivateKey(x25519_secret_key(key)))
+
+
 def unseal(keys: NodeKey | Sequence[NodeKey], sealed: bytes) -> bytes:
     """Open with the first of ``keys`` that fits. A node passes its current key first and
     then its other ones (node/trust/keyring.py), because an origin seals to the key the
@@ -59,9 +69,8 @@ def unseal(keys: NodeKey | Sequence[NodeKey], sealed: bytes) -> bytes:
             "sealed payload is too short", code="sealed_payload_invalid", field="sealed_payload"
         )
     for key in [keys] if isinstance(keys, NodeKey) else keys:
-        box = SealedBox(PrivateKey(x25519_secret_key(key)))
         try:
-            return bytes(box.decrypt(sealed))
+            return bytes(_opener(key).decrypt(sealed))
         except CryptoError:
             continue
     raise InvalidInput(
