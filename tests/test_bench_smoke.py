@@ -4,12 +4,20 @@ machine is shared and noisy, so a threshold would only test the neighbours)."""
 from __future__ import annotations
 
 import json
+import random
 from pathlib import Path
 
 import pytest
 
+from node.cases.requests import Principal
 from node.cli.main import main
+from node.config import LimitsConfig
+from node.counter.contract import CounterLimits, parse_submit, request_digest
+from node.delivery.outbox import enqueue
+from node.delivery.relaying import DELIVER
 from simulations.bench import crypto, http, pipeline, route, store
+from simulations.bench.inproc import OWNER, origin_and_owner
+from simulations.sample_applications import application_body
 
 
 def test_bench_crypto_measures_all_four_operations() -> None:
@@ -30,6 +38,24 @@ async def test_bench_store_runs_the_real_transactions(tmp_path: Path) -> None:
 async def test_bench_http_submits_through_the_counter(tmp_path: Path) -> None:
     result = await http.run(count=12, concurrency=3, work_dir=tmp_path)
     assert result.errors == 0 and result.per_s > 0
+
+
+async def test_the_layer_benches_nodes_take_submissions_past_the_outbox_bound(tmp_path: Path) -> None:
+    """Nothing drains their outbox, so the production bound (2,000 waiting entries) would have
+    refused every submission past it: a bench of 3,000 timed 1,000 refusals as submissions."""
+    async with origin_and_owner(tmp_path) as (origin, _owner):
+        waiting = LimitsConfig().max_outbox_depth
+        origin.db.transact(
+            lambda s: [
+                enqueue(s, next_hop=OWNER, destination=OWNER, method=DELIVER, item_id=i, body=b"x", now_ms=1)
+                for i in map(str, range(waiting))
+            ]
+        )
+        services = [d for d in origin.index.all() if d.handler == "auto" and d.service_id.startswith("js.")]
+        body = application_body(services[0], random.Random(1))
+        req = parse_submit(body, CounterLimits(), request_digest(body))
+        stored = await origin.backend.origin.submit(Principal("clerk", "clerk"), "past-the-bound", req)
+        assert stored["owner_node"] == OWNER
 
 
 async def test_bench_pipeline_carries_every_application_to_completed(tmp_path: Path) -> None:

@@ -37,9 +37,12 @@ async def origin_and_owner(root: Path) -> AsyncIterator[tuple[Node, Node]]:
     spec = next(s for s in specs if s.node_id == OWNER)
     origin.index.replace_node(OWNER, load_catalogue_file(spec.catalogue)[1])
     for node in (origin, owner):
-        # No delivery loop: new outbox rows stay put instead of waking a sender.
+        # No delivery loop: new outbox rows stay put instead of waking a sender, and the
+        # outbox has no bound (0), since nothing drains it: the default bound of 2,000 waiting
+        # entries refused every submission past it, and a bench of more timed its refusals.
         node.backend.origin.wake = _no_wake
         node.backend.owner.wake = _no_wake
+        node.backend.origin.max_outbox_depth = 0
     try:
         yield origin, owner
     finally:
