@@ -50,3 +50,5 @@ def test_results_are_bounded_in_count_name_and_value() -> None:
     assert results_problem({"n" * 101: "v"}) is not None
     assert results_problem({"credit_code": "9" * 2001}) is not None
     assert results_problem({COMPONENTS_KEY: "x" * (64 * 1024 + 1)}) is not None
+    # Characters, not bytes (protocol 10.5): 2,000 and 65,536 Chinese characters pass.
+    assert results_problem({"credit_code": "证" * 2000, COMPONENTS_KEY: "证" * 64 * 1024}) is None
