@@ -23,24 +23,17 @@ from simulations.sample_applications import application_body
 from tests.support.federation import Federation, allow_all_specs
 
 
+def _queue(db: Database, count: int) -> None:
+    """``count`` due entries for Zhejiang, item ids "0", "1", ..."""
+    entry = {"next_hop": "zhejiang", "destination": "zhejiang", "method": "m", "body": b"x", "now_ms": 1}
+    db.transact(lambda s: [enqueue(s, item_id=str(i), **entry) for i in range(count)])
+
+
 def test_replicas_claim_disjoint_outbox_rows(new_pg_schema: Callable[[], str]) -> None:
     db = Database(new_pg_schema())
     db.create_all()
     try:
-        db.transact(
-            lambda s: [
-                enqueue(
-                    s,
-                    next_hop="zhejiang",
-                    destination="zhejiang",
-                    method="m",
-                    item_id=str(i),
-                    body=b"x",
-                    now_ms=1,
-                )
-                for i in range(10)
-            ]
-        )
+        _queue(db, 10)
         with db.session() as a, a.begin(), db.session() as b, b.begin():
             first = claim(a, "zhejiang", 6, 100)  # holds row locks until its transaction ends
             second = claim(b, "zhejiang", 6, 100)  # SKIP LOCKED: takes what is left
@@ -60,20 +53,7 @@ def test_a_claim_skips_and_drops_the_rows_another_replica_holds_inside_its_range
     db = Database(new_pg_schema())
     db.create_all()
     try:
-        db.transact(
-            lambda s: [
-                enqueue(
-                    s,
-                    next_hop="zhejiang",
-                    destination="zhejiang",
-                    method="m",
-                    item_id=str(i),
-                    body=b"x",
-                    now_ms=1,
-                )
-                for i in range(8)
-            ]
-        )
+        _queue(db, 8)
         with db.session() as a, a.begin(), db.session() as b, b.begin():
             held = a.exec(select(OutboxEntry).where(OutboxEntry.item_id == "2").with_for_update()).one()
             taken = claim(b, "zhejiang", 5, 100)
