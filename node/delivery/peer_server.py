@@ -222,7 +222,8 @@ class PeerServicer(peer_pb2_grpc.PeerServiceServicer):
                     )
                 reply = self._reply(env, receipt, now)
                 answers.append(reply)
-                records.append(AuditEntry("in", env.sender, method, request_digest(env), receipt.item_id))
+                # The reply's in_reply_to is the request's digest (_reply): not hashed again.
+                records.append(AuditEntry("in", env.sender, method, reply.in_reply_to, receipt.item_id))
                 records.append(
                     AuditEntry("out", env.sender, method, request_digest(reply), receipt.reason_code)
                 )
@@ -391,7 +392,7 @@ class PeerServicer(peer_pb2_grpc.PeerServiceServicer):
         now = self.clock.now_ms()
         reply = answer(self.trust.key, env, body, now, sender=self.trust.node_id)
         records = [
-            AuditEntry("in", env.sender, method, request_digest(env)),
+            AuditEntry("in", env.sender, method, reply.in_reply_to),  # the request's digest (answer)
             AuditEntry("out", env.sender, method, request_digest(reply)),
         ]
         await self.db.run(lambda s: audit.append(s, records, now))

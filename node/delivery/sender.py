@@ -444,7 +444,8 @@ class Delivery:
             records: list[AuditEntry] = []
             for a in answered:
                 row, receipt = a.row, a.receipt
-                records.append(AuditEntry("out", hop, method, request_digest(a.request), row.item_id))
+                # The verified reply's in_reply_to is the request's digest (verify_response).
+                records.append(AuditEntry("out", hop, method, a.reply.in_reply_to, row.item_id))
                 records.append(AuditEntry("in", hop, method, request_digest(a.reply), receipt.reason_code))
                 if receipt.outcome not in FINAL_OUTCOMES:
                     retry.append(row.id)
