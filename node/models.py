@@ -46,7 +46,7 @@ class StatusEvent(SQLModel, table=True):
     __tablename__ = "status_event"
 
     id: int | None = Field(default=None, primary_key=True)
-    application_id: str = Field(index=True)
+    application_id: str  # looked up by uq_status_seq's index, which leads with it
     sequence: int
     status: str
     reason: str = ""
@@ -263,7 +263,7 @@ class ClueTask(SQLModel, table=True):
     __tablename__ = "clue_task"
 
     id: int | None = Field(default=None, primary_key=True)
-    clue_id: str = Field(index=True)
+    clue_id: str  # looked up by its unique constraint's index, which leads with it
     domain: str
     department: str = Field(index=True)
     level: str
@@ -285,7 +285,7 @@ class ClueEvent(SQLModel, table=True):
     __tablename__ = "clue_event"
 
     id: int | None = Field(default=None, primary_key=True)
-    clue_id: str = Field(index=True)
+    clue_id: str  # looked up by its unique constraint's index, which leads with it
     sequence: int
     step: str
     department: str = ""
