@@ -70,6 +70,20 @@ def test_a_claim_fits_the_byte_budget_and_sets_aside_what_never_fits(db: Databas
     assert db.transact(dead_counts) == {"zhejiang": 1}
 
 
+def test_a_claim_sends_exactly_what_it_chose_even_beside_a_row_leased_to_the_same_millisecond(
+    db: Database,
+) -> None:
+    """A claim reads its bodies by the range of ids it chose and the lease it gave them; a row
+    in that range that another claim leased until the same millisecond is not taken again."""
+    for item, due in (("a", 150), ("b", 150), ("c", 1), ("d", 1)):
+        put(db, item, 10, now_ms=due)
+    first = db.transact(lambda s: claim_batch(s, "zhejiang", 1, 100, None, lease_ms=1000))
+    assert [r.item_id for r in first.rows] == ["c"]  # leased until 1,100
+    second = db.transact(lambda s: claim_batch(s, "zhejiang", 8, 200, None, lease_ms=900))
+    assert [r.item_id for r in second.rows] == ["a", "b", "d"]  # also until 1,100; "c" lies between
+    assert {r.claimed_until_ms for r in second.rows} == {1100} and {r.attempts for r in second.rows} == {1}
+
+
 def test_a_redriven_dead_letter_is_due_again_once(db: Database) -> None:
     put(db, "huge", 200 * KB)
     db.transact(lambda s: claim_batch(s, "zhejiang", 32, 10, 100 * KB))

@@ -180,7 +180,7 @@ def claim_batch(
     next_hop: str,
     limit: int,
     now_ms: int,
-    max_bytes: int | None = None,
+    max_bytes: int | None,
     lease_ms: int = CLAIM_LEASE_MS,
 ) -> Claim:
     """Claim up to ``limit`` due entries for ``next_hop`` whose envelopes fit in ``max_bytes``
@@ -189,8 +189,7 @@ def claim_batch(
     An entry too large to send even alone is made a dead letter in this same transaction
     and reported in :attr:`Claim.oversized`; it never blocks the rows behind it.
 
-    Sizes are read before bodies, so a claim loads only the bodies it will send (and those
-    of entries between them that it did not choose, at most ``limit`` in all).
+    Sizes are read before bodies, so a claim loads only the bodies it will send.
     ``FOR UPDATE SKIP LOCKED`` lets replicas on PostgreSQL claim disjoint rows at once
     (SQLite ignores it and has a single writer); the lease keeps the rows claimed after
     this transaction ends, while the network call is under way. Every statement runs on the
@@ -218,10 +217,12 @@ def claim_batch(
         return Claim([], oversized)
     until = now_ms + lease_ms
     run.executemany(_LEASE, [{"id": i, "until": until} for i in chosen])
+    # The chosen rows lie in one range of ids and now carry this lease; a row in that range
+    # that was not chosen (set aside as too large, or held by another replica's claim) does
+    # not, unless another replica leased it to the same millisecond, which the check by id
+    # drops: what is sent is exactly what was chosen.
     wanted = set(chosen)
-    # The chosen rows lie in one range of ids; rows in it that were not chosen (too large, or
-    # locked by another replica) are read and dropped, not sent.
-    rows = run.all(_BODIES, {"hop": next_hop, "first": chosen[0], "last": chosen[-1]})
+    rows = run.all(_BODIES, {"hop": next_hop, "first": chosen[0], "last": chosen[-1], "until": until})
     return Claim([Leased(*row) for row in rows if row[0] in wanted], oversized)
 
 
@@ -249,7 +250,11 @@ _BODIES = Statement(
             for name in ("id", "next_hop", "method", "item_id", "body", "attempts", "claimed_until_ms")
         )
     )
-    .where(_TABLE.c.next_hop == bindparam("hop"), _TABLE.c.id.between(bindparam("first"), bindparam("last")))
+    .where(
+        _TABLE.c.next_hop == bindparam("hop"),
+        _TABLE.c.id.between(bindparam("first"), bindparam("last")),
+        _TABLE.c.claimed_until_ms == bindparam("until"),
+    )
     .order_by(_TABLE.c.id)
 )
 
