@@ -19,8 +19,9 @@ from yrd.catalogue.v1 import catalogue_pb2
 from yrd.peer.v1 import peer_pb2
 
 from core.clock import Clock
-from core.db import Database, conflict_insert
+from core.db import Database
 from core.errors import NotFound, YrdError
+from core.statements import driver, insert_into
 from node import metrics
 from node.delivery.channels import Channels
 from node.delivery.peer_client import parse_body, signed_call
@@ -213,12 +214,8 @@ def store_catalogue(s: Session, peer: str, digest: bytes, catalogue: bytes, now_
     UPDATE): the periodic pull and one asked for (health, a test, a replica's) can store one
     peer's catalogue at once, and on PostgreSQL both merges found no row and the second INSERT
     failed on the key."""
-    insert = conflict_insert(s, PeerCatalogue).values(
-        node_id=peer, digest=digest, catalogue=catalogue, fetched_at_ms=now_ms
-    )
-    s.execute(
-        insert.on_conflict_do_update(
-            index_elements=["node_id"],
-            set_={c: insert.excluded[c] for c in ("digest", "catalogue", "fetched_at_ms")},
-        )
-    )
+    params = {"node_id": peer, "digest": digest, "catalogue": catalogue, "fetched_at_ms": now_ms}
+    driver(s).execute(_UPSERT, params)
+
+
+_UPSERT = insert_into(PeerCatalogue.__table__, on_conflict_update=("digest", "catalogue", "fetched_at_ms"))  # type: ignore[attr-defined]
