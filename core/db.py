@@ -102,7 +102,7 @@ def _sqlite_verb(verb: str) -> Callable[[Connection, str], None]:
 
     Each unit of a group opens and releases a SAVEPOINT; through SQLAlchemy's execution path
     (a ``SavepointClause`` compiled from its cache, a cursor, a result) those two statements
-    cost 20-30 us, against 2 us on the driver (docs/performance.md, "Eighth round"). The names
+    cost 27 us, against 1 us on the driver (timeit; docs/performance.md, "Eighth round"). The names
     are SQLAlchemy's own (``sa_savepoint_N``); errors are raised as its DBAPIError, as they
     were."""
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from functools import partial
 from typing import Protocol
 
@@ -244,12 +244,7 @@ _LEASE = Statement(
     .values(claimed_until_ms=bindparam("until"), attempts=_TABLE.c.attempts + 1)
 )
 _BODIES = Statement(
-    sa_select(
-        *(
-            _TABLE.c[name]
-            for name in ("id", "next_hop", "method", "item_id", "body", "attempts", "claimed_until_ms")
-        )
-    )
+    sa_select(*(_TABLE.c[f.name] for f in fields(Leased)))  # in Leased's order: rows become Leased
     .where(
         _TABLE.c.next_hop == bindparam("hop"),
         _TABLE.c.id.between(bindparam("first"), bindparam("last")),
