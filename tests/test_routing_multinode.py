@@ -9,8 +9,9 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from sqlmodel import select
+from sqlmodel import Session, select
 
+from node.models import Application
 from policies.decision_log import PolicyDecisionRow
 from simulations.sample_applications import application_body
 from tests.support.federation import Federation, allow_all_specs
@@ -100,6 +101,20 @@ async def test_same_idempotency_key_creates_one_application(fed: Federation) -> 
     await fed.wait_status("shanghai", first[1]["id"], {"in_review"})
     _, work = await fed.call("zhejiang", "GET", "/api/v1/worklist", user="supervisor")
     assert [a["id"] for a in work["applications"]].count(first[1]["id"]) == 1
+
+
+async def test_racing_copies_of_one_request_store_one_application_and_answer_both(fed: Federation) -> None:
+    """Copies submitted at once share a group commit: the second's INSERT finds the first's
+    key in the same transaction and answers with its application."""
+    body = body_for(fed, "zj.industrial-licence")
+    answers = await asyncio.gather(*(fed.submit("shanghai", body, "raced-key") for _ in range(4)))
+    assert [status for status, _ in answers] == [201] * 4, answers
+    assert len({created["id"] for _, created in answers}) == 1
+
+    def stored(s: Session) -> int:
+        return len(s.exec(select(Application).where(Application.idempotency_key == "raced-key")).all())
+
+    assert await fed.nodes["shanghai"].db.run(stored) == 1
 
 
 async def test_a_peer_down_for_a_while_drains_its_queue_when_back(fed: Federation) -> None:
