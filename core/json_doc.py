@@ -13,6 +13,7 @@ door and an owner reading the same form from a peer take or refuse the same byte
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -66,6 +67,18 @@ def _walk(doc: Any) -> Iterator[tuple[str, int, Any]]:
             stack.extend((f"{path}[{i}]", depth + 1, item) for i, item in enumerate(value))
 
 
+# A lone surrogate in a parsed string comes only from a \u escape of D800-DFFF (strict UTF-8
+# decoding refuses an encoded one), and a document nests no deeper than it has brackets: a
+# text with neither needs no walk over its values, which cost as much as parsing it. A match
+# inside a string, or after an escaped backslash, only sends a text the long way.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def needs_walk(text: str) -> bool:
+    """Whether a UTF-8 ``text`` could parse to what :func:`check_values` refuses."""
+    return text.count("[") + text.count("{") > MAX_JSON_DEPTH or _SURROGATE_ESCAPE.search(text) is not None
+
+
 def parse_json(raw: bytes | str, field: str = "body") -> Any:
     """A JSON document in UTF-8 with unique names, bounded nesting and only real Unicode text;
     InvalidInput naming ``field`` (or the place inside it) otherwise."""
@@ -76,6 +89,14 @@ def parse_json(raw: bytes | str, field: str = "body") -> Any:
         raise InvalidInput(f"duplicate key {clip(e.key)}", code="duplicate_key", field=field) from e
     except (ValueError, RecursionError) as e:  # UnicodeDecodeError is a ValueError
         raise InvalidInput(f"{field} is not valid UTF-8 JSON", code="malformed_json", field=field) from e
+    # A str given (not bytes decoded here) may hold a lone surrogate unescaped.
+    if needs_walk(text) or (isinstance(raw, str) and not is_unicode(raw)):
+        check_values(doc, field)
+    return doc
+
+
+def check_values(doc: Any, field: str) -> None:
+    """Refuse a parsed document nested too deep or holding a lone surrogate, naming where."""
     for path, depth, value in _walk(doc):
         where = f"{field}.{path}" if field != "body" and path else path or field
         if depth > MAX_JSON_DEPTH:
@@ -84,7 +105,6 @@ def parse_json(raw: bytes | str, field: str = "body") -> Any:
             raise InvalidInput(
                 "text must be valid Unicode (no lone surrogates)", code="bad_text", field=where
             )
-    return doc
 
 
 def parse_json_object(raw: bytes | str, field: str = "body") -> dict[str, Any]:
