@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import random
 import threading
 import time
@@ -16,7 +15,7 @@ from yrd.catalogue.v1 import catalogue_pb2
 from core.db import Database
 from node.delivery.catalogue_sync import store_catalogue
 from node.delivery.outbox import claim, enqueue
-from node.models import Application, DataRecordRow, OutboxEntry, PeerCatalogue
+from node.models import DataRecordRow, OutboxEntry, PeerCatalogue
 from node.sharing.records import store_records
 from node.trust.audit import AuditEntry, append, load_chain, verify_chain
 from simulations.local_federation import PROVINCES
@@ -89,28 +88,6 @@ async def test_routing_with_both_nodes_on_postgres(tmp_path: Path, new_pg_schema
         assert status == 201, created
         view = await fed.wait_status("jiangsu", created["id"], {"completed"})
         assert [h["status"] for h in view["history"]][-1] == "completed"
-    finally:
-        await fed.close()
-
-
-async def test_racing_copies_of_one_request_on_postgres_store_one_application(
-    tmp_path: Path, new_pg_schema: Callable[[], str]
-) -> None:
-    """Each copy's transaction is its own here: the later INSERT waits on the earlier's key
-    and, once it commits, stores nothing and answers with the earlier's application."""
-    specs = [s for s in allow_all_specs(tmp_path, PROVINCES) if s.node_id in ("jiangsu", "zhejiang")]
-    fed = await Federation(tmp_path, specs, database_urls={"jiangsu": new_pg_schema()}).start()
-    try:
-        defn = fed.nodes["jiangsu"].index.get("zj.medical.cross-region-filing")
-        body = application_body(defn, random.Random(5))
-        answers = await asyncio.gather(*(fed.submit("jiangsu", body, "pg-raced") for _ in range(4)))
-        assert [status for status, _ in answers] == [201] * 4, answers
-        assert len({created["id"] for _, created in answers}) == 1
-
-        def stored(s: Session) -> int:
-            return len(s.exec(select(Application).where(Application.idempotency_key == "pg-raced")).all())
-
-        assert await fed.nodes["jiangsu"].db.run(stored) == 1
     finally:
         await fed.close()
 

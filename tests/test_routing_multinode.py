@@ -103,18 +103,28 @@ async def test_same_idempotency_key_creates_one_application(fed: Federation) -> 
     assert [a["id"] for a in work["applications"]].count(first[1]["id"]) == 1
 
 
-async def test_racing_copies_of_one_request_store_one_application_and_answer_both(fed: Federation) -> None:
-    """Copies submitted at once share a group commit: the second's INSERT finds the first's
-    key in the same transaction and answers with its application."""
-    body = body_for(fed, "zj.industrial-licence")
-    answers = await asyncio.gather(*(fed.submit("shanghai", body, "raced-key") for _ in range(4)))
-    assert [status for status, _ in answers] == [201] * 4, answers
-    assert len({created["id"] for _, created in answers}) == 1
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+async def test_racing_copies_of_one_request_store_one_application_and_answer_both(
+    tmp_path: Path, request: pytest.FixtureRequest, database: str
+) -> None:
+    """On SQLite the copies share a group commit, and the second's INSERT finds the first's
+    key in the same transaction; on PostgreSQL each has its own, and the later INSERT waits
+    for the earlier's key. Either way one application is stored and every copy gets its id."""
+    urls = {"jiangsu": request.getfixturevalue("new_pg_schema")()} if database == "postgresql" else {}
+    specs = [s for s in allow_all_specs(tmp_path) if s.node_id in ("jiangsu", "zhejiang")]
+    fed = await Federation(tmp_path, specs, database_urls=urls).start()
+    try:
+        body = body_for(fed, "zj.industrial-licence")
+        answers = await asyncio.gather(*(fed.submit("jiangsu", body, "raced-key") for _ in range(4)))
+        assert [status for status, _ in answers] == [201] * 4, answers
+        assert len({created["id"] for _, created in answers}) == 1
 
-    def stored(s: Session) -> int:
-        return len(s.exec(select(Application).where(Application.idempotency_key == "raced-key")).all())
+        def stored(s: Session) -> int:
+            return len(s.exec(select(Application).where(Application.idempotency_key == "raced-key")).all())
 
-    assert await fed.nodes["shanghai"].db.run(stored) == 1
+        assert await fed.nodes["jiangsu"].db.run(stored) == 1
+    finally:
+        await fed.close()
 
 
 async def test_a_peer_down_for_a_while_drains_its_queue_when_back(fed: Federation) -> None:
