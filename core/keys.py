@@ -13,6 +13,7 @@ travel in the file so that stronger settings later still open older files.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import stat
@@ -41,7 +42,9 @@ def key_id_for(public_key: bytes) -> str:
 class NodeKey:
     signing_key: SigningKey
 
-    @property
+    # Kept once computed (the key never changes): every envelope a node signs names its key id,
+    # which a SHA-256 of the public key gave afresh each time.
+    @functools.cached_property
     def public_key(self) -> bytes:
         return bytes(self.signing_key.verify_key)
 
@@ -49,7 +52,7 @@ class NodeKey:
     def verify_key(self) -> VerifyKey:
         return self.signing_key.verify_key
 
-    @property
+    @functools.cached_property
     def key_id(self) -> str:
         return key_id_for(self.public_key)
 

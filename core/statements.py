@@ -91,6 +91,7 @@ def insert_into(
     numbered: bool = False,
     on_conflict_do_nothing: bool = False,
     on_conflict_update: Sequence[str] = (),
+    conflict_on: Sequence[Column[Any]] = (),
     returning: Sequence[Column[Any]] = (),
 ) -> Statement:
     """An INSERT of one row of ``table``, every column a parameter named as the column except
@@ -98,7 +99,9 @@ def insert_into(
     a column with a scalar default takes it when not given, as on the Core path.
     ``on_conflict_do_nothing`` makes it insert only a row whose keys are new (with
     ``returning``, the rows returned are the ones inserted); ``on_conflict_update`` names the
-    columns that a row whose primary key exists takes from this one (an upsert)."""
+    columns that a row whose primary key exists takes from this one (an upsert).
+    ``conflict_on`` names the unique key whose conflict is meant (by default any key's for
+    doing nothing, the primary key's for an upsert); a conflict on another still raises."""
     auto = None if numbered else table.autoincrement_column
     values: dict[str, BindParameter[Any]] = {
         c.name: bindparam(c.name, c.default.arg, type_=c.type)
@@ -115,11 +118,11 @@ def insert_into(
         insert = dialect.insert(table).values(values)
         stmt = (
             insert.on_conflict_do_update(
-                index_elements=list(table.primary_key.columns),
+                index_elements=list(conflict_on or table.primary_key.columns),
                 set_={c: insert.excluded[c] for c in on_conflict_update},
             )
             if on_conflict_update
-            else insert.on_conflict_do_nothing()
+            else insert.on_conflict_do_nothing(index_elements=list(conflict_on) or None)
         )
         per_dialect[name] = stmt.returning(*returning) if returning else stmt
     return Statement(per_dialect)

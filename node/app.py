@@ -291,7 +291,8 @@ def _receipts_to(bundles: Bundles) -> ReceiptHandler:
         problem = apply_receipt_run(s, item_id, from_node, receipt, envelope, at_ms, bundles.apply_status)
         if problem is not None:
             return problem
-        bundles.on_receipt(s, item_id, from_node, receipt, envelope, at_ms)
+        if bundles.on_receipt(s, item_id, from_node, receipt, envelope, at_ms):
+            return None  # an application's: no clue or data request has its id
         Clues.apply_receipt(s, item_id, from_node, receipt, envelope, at_ms)
         DataAsker.apply_receipt(s, item_id, from_node, receipt, envelope, at_ms)
         return None

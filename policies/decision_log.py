@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import orjson
 from prometheus_client import Counter
 from sqlalchemy import BigInteger
 from sqlmodel import Field, Session, SQLModel, col, select
@@ -59,9 +60,11 @@ def row_for(decision: Decision, inp: PolicyInput) -> dict[str, Any]:
         "allowed": decision.allowed,
         "code": decision.code,
         "deciding_rule": decision.deciding_rule,
-        "rule_ids": json.dumps(list(decision.rule_ids)),
+        # orjson: three documents per decision, two decisions per routed application, where
+        # the standard library's json.dumps cost 3-5 us each (an encoder built per call).
+        "rule_ids": orjson.dumps(decision.rule_ids).decode(),
         "reason": decision.reason,
-        "obligations": json.dumps(decision.obligations.as_dict(), sort_keys=True),
+        "obligations": orjson.dumps(decision.obligations.as_dict(), option=orjson.OPT_SORT_KEYS).decode(),
         "bundle_revision": decision.bundle_revision,
         "direction": inp.direction,
         "peer_node": inp.peer_node,
@@ -73,7 +76,7 @@ def row_for(decision: Decision, inp: PolicyInput) -> dict[str, Any]:
         "service_department": inp.service_department if inp.kind == "application" else inp.domain,
         "purpose": inp.purpose,
         "role": inp.role,
-        "fields": json.dumps(sorted(inp.fields)),
+        "fields": orjson.dumps(sorted(inp.fields)).decode(),
         "consent": inp.consent,
     }
 

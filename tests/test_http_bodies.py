@@ -10,7 +10,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from core.errors import InvalidInput
-from node.counter.contract import CounterLimits, parse_decision, parse_json_object, parse_submit
+from core.json_doc import parse_json_object
+from node.counter.contract import CounterLimits, parse_decision, parse_submit
 
 LIMITS = CounterLimits(max_attachments=3, max_attachment_bytes=64)
 

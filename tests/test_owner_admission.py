@@ -23,6 +23,7 @@ from yrd.peer.v1 import peer_pb2, peer_pb2_grpc
 from core.clock import SystemClock
 from core.db import Database
 from core.errors import InvalidInput
+from core.json_doc import MAX_JSON_DEPTH
 from node.cases.admission import admit, is_application_id
 from node.cases.origin import apply_delivery_receipt
 from node.cases.owner import Owner
@@ -337,3 +338,55 @@ def test_an_earlier_copy_is_found_even_while_only_in_the_batchs_session(tmp_path
         assert answer(s, "jiangsu", "a2") == (Outcome.RECEIPT_OUTCOME_REJECTED, "refused", "no", "rule-7")
         assert answer(s, "anhui", "a1")[:2] == (Outcome.RECEIPT_OUTCOME_REJECTED, "id_taken")
     db.close()
+
+
+# JSON that Python's json.loads takes but a counter refuses (core/json_doc.py): the text of a
+# form with its first field written twice, one field's text a lone surrogate escape, a field
+# nested too deep, and bytes that are not UTF-8.
+def _hostile_forms(form: dict[str, Any]) -> dict[str, bytes]:
+    first = next(iter(form))
+    members = [f"{json.dumps(k)}: {json.dumps(v)}" for k, v in form.items()]
+    text_field = next(k for k, v in form.items() if isinstance(v, str))
+    nested: Any = "x"
+    for _ in range(MAX_JSON_DEPTH + 1):
+        nested = [nested]
+    return {
+        "repeated name": ("{" + ", ".join([*members, members[0]]) + "}").encode(),
+        "lone surrogate": json.dumps({**form, text_field: "\ud800"}).encode(),
+        "nested too deep": json.dumps({**form, first: nested}).encode(),
+        "not UTF-8": json.dumps(form, ensure_ascii=False).encode("utf-16"),
+    }
+
+
+async def test_an_owner_reads_a_peers_form_json_as_strictly_as_its_counter_reads_a_body(
+    fed: Federation,
+) -> None:
+    """The class: JSON from a peer parsed laxer than the counter's door parses its clients'.
+    A repeated name and a lone surrogate were stored (the surrogate then broke every page
+    that wrote the form); each is now refused at step 8 with the form's code."""
+    m = Member(fed)
+    now = m.js.clock.now_ms()
+    for name, raw in _hostile_forms(dict(m.body["form"])).items():
+        t = m.transfer()
+        payload = peer_pb2.ApplicationPayload(
+            applicant_name=m.body["applicant"]["name"],
+            applicant_id_number=m.body["applicant"]["id_number"],
+            form_json=raw,
+            attachments=[
+                peer_pb2.Attachment(
+                    material=a["material"], filename="s.pdf", content_type="application/pdf", data=b"%"
+                )
+                for a in m.body["attachments"]
+            ],
+        )
+        t.sealed_payload = seal(m.js.trust.public_key_of("zhejiang", now), payload.SerializeToString())
+        receipt = await m.deliver(t)
+        assert (receipt.outcome, receipt.reason_code) == (
+            Outcome.RECEIPT_OUTCOME_REJECTED,
+            "invalid_form_field",
+        ), (
+            name,
+            receipt.reason,
+        )
+    rows, decisions, _ = await m.kept_by_owner()
+    assert (rows, decisions) == (0, 0)

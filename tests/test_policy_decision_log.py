@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -102,7 +103,7 @@ async def test_only_names_are_stored(db: Database) -> None:
         "fields",
         "consent",
     }
-    assert row.fields == '["bank", "phone"]'
+    assert json.loads(row.fields) == ["bank", "phone"]
 
 
 async def test_add_commits_or_rolls_back_with_the_callers_transaction(db: Database) -> None:

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from core.clock import FakeClock
-from policies.engine import PolicyEngine, local_time
+from policies.engine import PolicyEngine, local_time, new_decision_id
 from policies.explain import explain
 from policies.model import PolicyInput
 from policies.schema import parse_bundle
@@ -215,3 +215,13 @@ def test_the_index_finds_exactly_the_rules_a_full_scan_finds(i: PolicyInput) -> 
     any_allow = any(t.matched and t.effect == "allow" for t in ex.traces)
     if any_deny or not any_allow:
         assert not ex.decision.allowed
+
+
+def test_decision_ids_are_unique_and_sort_by_the_time_decided() -> None:
+    """Time first, so each new id lands at the end of the decision log's key index; the random
+    rest keeps two decisions of one millisecond (on two replicas) apart."""
+    at = [1_700_000_000_000 + step for step in (0, 0, 1, 999, 86_400_000)]
+    ids = [new_decision_id(ms) for ms in at]
+    assert len(set(ids)) == len(ids)
+    assert [i[:15] for i in ids] == sorted(i[:15] for i in ids)
+    assert ids[2:] == sorted(ids[2:]) and all(len(i) <= 40 for i in ids)

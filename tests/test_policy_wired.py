@@ -153,9 +153,11 @@ async def test_an_allowed_submit_logs_its_decision_with_the_application_and_a_re
     assert status == 201, created
     logging = [u for u in units if any(sql.startswith("INSERT INTO policy_decision") for sql in u)]
     assert len(logging) == 1 and any(sql.startswith("INSERT INTO application ") for sql in logging[0])
-    # The key is looked up once, in that same unit: no transaction of its own before it.
-    keyed = [u for u in units if any("application.idempotency_key =" in sql for sql in u)]
+    # The key is checked in that same unit, by the INSERT's conflict on its unique index: no
+    # transaction of its own before it, and no look-up while the key is new.
+    keyed = [u for u in units if any("idempotency_key" in sql for sql in u)]
     assert keyed == logging
+    assert not any("application.idempotency_key =" in sql for sql in logging[0])
 
     def decisions(s: Session) -> list[tuple[str, bool]]:
         return [(d.decision_id, d.allowed) for d in s.exec(select(PolicyDecisionRow)).all()]

@@ -9,8 +9,9 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from sqlmodel import select
+from sqlmodel import Session, select
 
+from node.models import Application
 from policies.decision_log import PolicyDecisionRow
 from simulations.sample_applications import application_body
 from tests.support.federation import Federation, allow_all_specs
@@ -100,6 +101,30 @@ async def test_same_idempotency_key_creates_one_application(fed: Federation) -> 
     await fed.wait_status("shanghai", first[1]["id"], {"in_review"})
     _, work = await fed.call("zhejiang", "GET", "/api/v1/worklist", user="supervisor")
     assert [a["id"] for a in work["applications"]].count(first[1]["id"]) == 1
+
+
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+async def test_racing_copies_of_one_request_store_one_application_and_answer_both(
+    tmp_path: Path, request: pytest.FixtureRequest, database: str
+) -> None:
+    """On SQLite the copies share a group commit, and the second's INSERT finds the first's
+    key in the same transaction; on PostgreSQL each has its own, and the later INSERT waits
+    for the earlier's key. Either way one application is stored and every copy gets its id."""
+    urls = {"jiangsu": request.getfixturevalue("new_pg_schema")()} if database == "postgresql" else {}
+    specs = [s for s in allow_all_specs(tmp_path) if s.node_id in ("jiangsu", "zhejiang")]
+    fed = await Federation(tmp_path, specs, database_urls=urls).start()
+    try:
+        body = body_for(fed, "zj.industrial-licence")
+        answers = await asyncio.gather(*(fed.submit("jiangsu", body, "raced-key") for _ in range(4)))
+        assert [status for status, _ in answers] == [201] * 4, answers
+        assert len({created["id"] for _, created in answers}) == 1
+
+        def stored(s: Session) -> int:
+            return len(s.exec(select(Application).where(Application.idempotency_key == "raced-key")).all())
+
+        assert await fed.nodes["jiangsu"].db.run(stored) == 1
+    finally:
+        await fed.close()
 
 
 async def test_a_peer_down_for_a_while_drains_its_queue_when_back(fed: Federation) -> None:

@@ -264,10 +264,10 @@ class Clues:
     ) -> None:
         """Keep the receiver's signed receipt for a clue; a refusal is the clue's first step.
 
-        Called for the receipt of every item this node delivers, nearly all of them an
-        application's: an id not of a clue's form (a data request's, a bundle resubmission's)
-        is passed over without a statement, and one that is (an application id has the same
-        form) is looked for with a prebuilt Core SELECT; the ORM row is loaded only when a
+        Called for the receipt of every item this node delivers that is not one of its
+        applications (node/app.py asks the applications first): an id not of a clue's form (a
+        data request's, a bundle resubmission's) is passed over without a statement, and one
+        that is is looked for with a prebuilt Core SELECT; the ORM row is loaded only when a
         refusal becomes the clue's step."""
         if not _CLUE_ID.fullmatch(item_id):
             return

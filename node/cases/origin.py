@@ -14,7 +14,6 @@ from typing import Any
 
 from sqlalchemy import bindparam, func
 from sqlalchemy import select as sa_select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session, col, select
 from yrd.catalogue.v1 import catalogue_pb2
@@ -131,11 +130,11 @@ class Origin:
     async def submit(self, principal: Principal, idempotency_key: str, req: SubmitRequest) -> dict[str, Any]:
         """Store an allowed application once per idempotency key: ``{id, owner_node, status}``.
 
-        A retry is answered from the transaction that would store it, which looks the key up
-        first (one unit of work per submit, where a look-up ahead of the
-        checks took two); so the checks and the policy decide a retry again (its decision
-        logged, a quota token spent, as for two racing copies). Only a retry they refuse is
-        looked up on its own (:meth:`replay`), to get the first answer all the same."""
+        A retry is answered from the transaction that would store it, whose INSERT finds the
+        key taken (one unit of work per submit, where a look-up ahead of the checks took two);
+        so the checks and the policy decide a retry again (its decision logged, a quota token
+        spent, as for two racing copies). Only a retry they refuse is looked up on its own
+        (:meth:`replay`), to get the first answer all the same."""
         try:
             defn, admitted, owner, allowed, now = await self._allow(principal, req)
         except YrdError:
@@ -150,17 +149,9 @@ class Origin:
                 principal, idempotency_key, req, admitted, defn, owner, allowed, app_id, now
             )
             stored = await self.db.run(store)
-        except Exception as e:
+        except Exception:
             await self.policy.log_alone(allowed)  # nothing was stored, so not the decision either
-            if not isinstance(e, IntegrityError):
-                raise
-            # A concurrent request with the same key won the race.
-            found = await self.db.run(
-                lambda s: self._replayed(s, principal.username, idempotency_key, req.digest)
-            )
-            if found is None:
-                raise
-            stored = found
+            raise
         if stored.id == app_id:
             metrics.APPLICATIONS_SUBMITTED.labels(service=defn.service_id).inc()
             if not held:
@@ -256,15 +247,18 @@ class Origin:
         # The decision is logged last, after everything that can refuse: a unit that fails
         # has not logged (nor counted) it, and the caller logs it on its own.
         def store(s: Session) -> AppHead:
-            existing = self._replayed(s, principal.username, idempotency_key, req.digest)
-            if existing is not None:
+            # Core INSERTs, like the outbox entry's: nothing left in the session to flush.
+            sql = driver(s)
+            # The key's unique index finds a retry: the INSERT stores nothing when the key is
+            # taken, by an earlier request or a racing copy (on PostgreSQL it waits for the
+            # copy's transaction), and only then is the first answer looked up.
+            if sql.first(_INSERT_APPLICATION, row) is None:
+                existing = self._replayed(s, principal.username, idempotency_key, req.digest)
+                assert existing is not None, "the key was taken, so its application is there"
                 allowed.log(s)  # the decision was taken all the same
                 return existing
             if not held:
                 self._check_backlog(s, hop, owner)
-            # Core INSERTs, like the outbox entry's: nothing left in the session to flush.
-            sql = driver(s)
-            sql.execute(_INSERT_APPLICATION, row)
             if req.digest:
                 sql.execute(_INSERT_DIGEST, {"application_id": app_id, "digest": req.digest})
             sql.execute(_INSERT_FIRST_EVENT, first)
@@ -462,7 +456,12 @@ _DOCUMENTS = ResultDocument.__table__  # type: ignore[attr-defined]
 _APPLICATIONS = Application.__table__  # type: ignore[attr-defined]
 _RECEIPTS = ReceiptRecord.__table__  # type: ignore[attr-defined]
 _DIGESTS = SubmissionDigest.__table__  # type: ignore[attr-defined]
-_INSERT_APPLICATION = insert_into(_APPLICATIONS)
+_INSERT_APPLICATION = insert_into(
+    _APPLICATIONS,
+    on_conflict_do_nothing=True,
+    conflict_on=(_APPLICATIONS.c.submitted_by, _APPLICATIONS.c.idempotency_key),
+    returning=(_APPLICATIONS.c.id,),
+)
 _INSERT_DIGEST = insert_into(_DIGESTS)
 _INSERT_FIRST_EVENT = insert_into(_EVENTS)
 _INSERT_DOCUMENT = insert_into(_DOCUMENTS)

@@ -22,6 +22,7 @@ from yrd.peer.v1 import peer_pb2
 from core.clock import Clock
 from core.db import Database
 from core.errors import Conflict, InvalidInput, NotFound, Unavailable, YrdError, clip
+from core.json_doc import parse_json_object
 from core.statements import Statement, driver, insert_into
 from node import metrics
 from node.cases.admission import admit, check_fields_present, check_sender, check_transfer
@@ -221,12 +222,10 @@ class Owner:
         YrdError of the first check that fails, in the order of docs/protocol.md §10.3."""
         defn = check_transfer(t, self.services().get(t.service_id), now_ms=now, max_skew_ms=self.max_skew_ms)
         payload = self._open(t.sealed_payload)
-        try:
-            form = json.loads(payload.form_json.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError, RecursionError) as e:
-            raise InvalidInput(
-                "form_json is not a UTF-8 JSON object", code="invalid_form_field", field="form"
-            ) from e
+        try:  # parsed as the counter parses its clients' JSON: by the same code
+            form = parse_json_object(payload.form_json, field="form")
+        except InvalidInput as e:
+            raise InvalidInput(f"form_json: {e}", code="invalid_form_field", field=e.field) from e
         admit(
             defn,
             applicant_name=payload.applicant_name,

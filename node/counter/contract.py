@@ -18,7 +18,6 @@ import base64
 import hashlib
 import json
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -37,6 +36,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from core.errors import InvalidInput, clip
+from core.json_doc import is_unicode
 from node.cases import requests
 from node.cases.statuses import TO_WIRE
 
@@ -44,8 +44,6 @@ MIB = 1024 * 1024
 MAX_TEXT_CHARS = 512
 MAX_REASON_CHARS = 4000
 MAX_FILENAME_CHARS = 255
-# Forms are flat records; nesting deeper than this is an attack on the parser, not a form.
-MAX_JSON_DEPTH = 32
 DECISIONS = ("approve", "reject", "need_materials")
 DEFAULT_PURPOSE = "service-delivery"
 
@@ -79,16 +77,8 @@ class CounterLimits:
 # --- field types ------------------------------------------------------------------------------
 
 
-def _is_unicode(value: str) -> bool:
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:  # a lone surrogate such as "\udc80" survives json.loads
-        return False
-    return True
-
-
 def _text(value: str) -> str:
-    if not _is_unicode(value):
+    if not is_unicode(value):
         raise PydanticCustomError("bad_text", "must be valid Unicode text (no lone surrogates)")
     if not value.strip():
         raise PydanticCustomError("bad_type", "must be a non-empty string")
@@ -98,7 +88,7 @@ def _text(value: str) -> str:
 
 
 def _reason(value: str) -> str:
-    if not _is_unicode(value):
+    if not is_unicode(value):
         raise PydanticCustomError("bad_text", "must be valid Unicode text (no lone surrogates)")
     if _REASON_CONTROL.search(value):
         raise PydanticCustomError("bad_text", "must not hold control characters other than line breaks")
@@ -403,59 +393,6 @@ class Decisions(_Open):
 
 
 # --- raw input to values --------------------------------------------------------------------
-
-
-class _DuplicateKey(ValueError):
-    def __init__(self, key: str) -> None:
-        super().__init__(key)
-        self.key = key
-
-
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    obj: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in obj:  # last-wins would let "consent": false, "consent": true mean yes
-            raise _DuplicateKey(key)
-        obj[key] = value
-    return obj
-
-
-def _walk(doc: Any) -> Iterator[tuple[str, int, Any]]:
-    """Every (path, depth, value) of a parsed JSON document, keys included; iterative, so a
-    deep document costs no recursion, and it stops descending past MAX_JSON_DEPTH."""
-    stack: list[tuple[str, int, Any]] = [("", 0, doc)]
-    while stack:
-        path, depth, value = stack.pop()
-        yield path, depth, value
-        if depth > MAX_JSON_DEPTH:
-            continue
-        if isinstance(value, dict):
-            for key, item in value.items():
-                yield f"{path}.{key}".lstrip("."), depth + 1, key
-                stack.append((f"{path}.{key}".lstrip("."), depth + 1, item))
-        elif isinstance(value, list):
-            stack.extend((f"{path}[{i}]", depth + 1, item) for i, item in enumerate(value))
-
-
-def parse_json_object(raw: bytes | str, field: str = "body") -> dict[str, Any]:
-    """A JSON object with unique keys, bounded nesting and only real Unicode text."""
-    try:
-        doc = json.loads(raw, object_pairs_hook=_no_duplicates)
-    except _DuplicateKey as e:
-        raise InvalidInput(f"duplicate key {clip(e.key)}", code="duplicate_key", field=field) from e
-    except (ValueError, RecursionError) as e:
-        raise InvalidInput(f"{field} is not valid JSON", code="malformed_json", field=field) from e
-    if not isinstance(doc, dict):
-        raise InvalidInput(f"{field} must be a JSON object", code="not_an_object", field=field)
-    for path, depth, value in _walk(doc):
-        where = f"{field}.{path}" if field != "body" and path else path or field
-        if depth > MAX_JSON_DEPTH:
-            raise InvalidInput(f"nested deeper than {MAX_JSON_DEPTH} levels", code="too_deep", field=where)
-        if isinstance(value, str) and not _is_unicode(value):
-            raise InvalidInput(
-                "text must be valid Unicode (no lone surrogates)", code="bad_text", field=where
-            )
-    return doc
 
 
 def _path(loc: tuple[int | str, ...]) -> str:

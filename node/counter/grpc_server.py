@@ -17,6 +17,7 @@ from yrd.counter.v1 import counter_pb2, counter_pb2_grpc
 from yrd.peer.v1 import peer_pb2
 
 from core.errors import RateLimited, Unauthenticated
+from core.json_doc import parse_json_object
 from core.ratelimit import RateLimiter
 from node import metrics
 from node.cases.requests import Principal
@@ -30,7 +31,6 @@ from node.counter.contract import (
     CounterLimits,
     check_idempotency_key,
     parse_decision,
-    parse_json_object,
     parse_resubmit,
     request_digest,
 )

@@ -10,9 +10,10 @@ from typing import Any
 from aiohttp import web
 
 from core.clock import Clock
+from core.json_doc import parse_json_object
 from node.cases.requests import Principal
 from node.counter.api import CounterBackend
-from node.counter.contract import CounterLimits, check_idempotency_key, parse_json_object
+from node.counter.contract import CounterLimits, check_idempotency_key
 from node.counter.users import UserStore
 
 BACKEND = web.AppKey[CounterBackend]("yrd_backend")

@@ -11,7 +11,6 @@ us with no field we did not ask for. Every item, answered or not, leaves a mirro
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import re
 from collections.abc import Callable
@@ -25,6 +24,7 @@ from yrd.peer.v1 import peer_pb2
 from core.clock import Clock
 from core.db import Database
 from core.errors import InvalidInput, NotFound, PolicyDenied, Unprocessable, YrdError, clip
+from core.json_doc import parse_json_object
 from node import metrics
 from node.cases.deadlines import iso
 from node.cases.origin import new_application_id
@@ -521,9 +521,6 @@ def _item(resource_id: str, holder: str, outcome: str, code: str, reason: str) -
 
 def _json_object(data: bytes) -> dict[str, Any]:
     try:
-        value = json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as e:
-        raise InvalidInput("record is not JSON", code="bad_answer") from e
-    if not isinstance(value, dict):
-        raise InvalidInput("record is not a JSON object", code="bad_answer")
-    return value
+        return parse_json_object(data, field="record")
+    except InvalidInput as e:
+        raise InvalidInput(f"record is not a JSON object as section 1 has it: {e}", code="bad_answer") from e

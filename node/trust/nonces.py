@@ -13,11 +13,11 @@ from collections.abc import Sequence
 from typing import ClassVar, Protocol
 
 from sqlalchemy import BigInteger, delete
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Field, Session, SQLModel
 
 from core.db import Database
 from core.errors import ConfigError
+from core.statements import driver, insert_into
 
 
 class NonceStore(Protocol):
@@ -139,15 +139,12 @@ class SqlNonceStore:
         rows = [{"sender": s, "nonce": n, "created_at_ms": seen[i][2]} for (s, n), i in first.items()]
         # RETURNING, not rowcount: drivers disagree on rowcount for INSERT (psycopg gives -1).
         # ON CONFLICT DO NOTHING waits for a racing replica's transaction, so of two replicas
-        # recording one nonce exactly one wins, whichever commits first. An executemany with
-        # RETURNING is sent as multi-row INSERTs (SQLAlchemy's "insertmanyvalues").
-        stmt = _INSERT[session.get_bind().dialect.name]
-        stored = {(r[0], bytes(r[1])) for r in session.connection().execute(stmt, rows)}
+        # recording one nonce exactly one wins, whichever commits first. One INSERT per nonce
+        # on the driver (core/statements.py): SQLAlchemy's multi-row "insertmanyvalues" path
+        # cost more per batch than the rows it wrote.
+        stored = {(r[0], bytes(r[1])) for r in driver(session).returning_each(_INSERT, rows)}
         return [first[(s, n)] == i and (s, n) in stored for i, (s, n, _at) in enumerate(seen)]
 
 
 _TABLE = SeenNonce.__table__  # type: ignore[attr-defined]
-_INSERT = {
-    name: dialect.insert(_TABLE).on_conflict_do_nothing().returning(_TABLE.c.sender, _TABLE.c.nonce)
-    for name, dialect in (("sqlite", sqlite), ("postgresql", postgresql))
-}
+_INSERT = insert_into(_TABLE, on_conflict_do_nothing=True, returning=(_TABLE.c.sender, _TABLE.c.nonce))

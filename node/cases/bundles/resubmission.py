@@ -15,6 +15,7 @@ from yrd.catalogue.v1 import catalogue_pb2
 from yrd.peer.v1 import peer_pb2
 
 from core.errors import Conflict, InvalidInput, NotFound, Unavailable, YrdError, clip
+from core.json_doc import parse_json_object
 from node import metrics
 from node.cases.admission import admit, check_sender, check_transfer
 from node.cases.bundles.routing import build_form
@@ -70,7 +71,7 @@ class Resubmission(Status):
             payload = peer_pb2.ApplicationPayload.FromString(
                 unseal(self.trust.opening_keys(), t.sealed_payload)
             )
-            doc = json.loads(payload.form_json.decode("utf-8"))
+            doc = parse_json_object(payload.form_json, field="form_json")
         except (YrdError, DecodeError, ValueError) as e:  # not ours to open, not a payload, not JSON
             raise InvalidInput("the sealed resubmission does not open", code="sealed_payload_invalid") from e
         if not (

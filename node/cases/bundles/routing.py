@@ -20,6 +20,7 @@ from yrd.catalogue.v1 import catalogue_pb2
 from yrd.peer.v1 import peer_pb2
 
 from core.errors import Conflict, InvalidInput, PolicyDenied, Unprocessable
+from core.statements import Statement, driver
 from node import metrics
 from node.cases.bundles.state import BundleCore, RunState, ServiceDefinition
 from node.cases.origin import AppHead, apply_status_run, take_delivery_receipt
@@ -61,10 +62,12 @@ def _keep_results(insert: sqlite.Insert | postgresql.Insert) -> sqlite.Insert | 
 # WHERE``): one statement for all of a run's results, with no read before it and nothing
 # left in the session to flush, where an ORM get per name and a flush cost 1.2 % of the
 # pipeline's samples (docs/performance.md "Fifth round").
-_KEEP_RESULTS = {
-    name: _keep_results(dialect.insert(_RESULTS))
-    for name, dialect in (("sqlite", sqlite), ("postgresql", postgresql))
-}
+_KEEP_RESULTS = Statement(
+    {
+        name: _keep_results(dialect.insert(_RESULTS))
+        for name, dialect in (("sqlite", sqlite), ("postgresql", postgresql))
+    }
+)
 
 log = logging.getLogger(__name__)
 
@@ -111,22 +114,25 @@ class Routing(BundleCore):
         latest: dict[str, tuple[int, str]] = {}
         for update in applied:  # in sequence order: a later change's value wins
             latest.update({name: (update.sequence, value) for name, value in update.results.items()})
-        conn = s.connection()
         if latest:
             kept = [
                 {"application_id": app.id, "name": name, "value": value, "sequence": sequence}
                 for name, (sequence, value) in latest.items()
             ]
-            conn.execute(_KEEP_RESULTS[conn.dialect.name], kept)
+            driver(s).executemany(_KEEP_RESULTS, kept)
         self._touch(s, app)
         return receipt
 
     def on_receipt(
         self, s: Session, app_id: str, from_node: str, receipt: peer_pb2.Receipt, envelope: bytes, at_ms: int
-    ) -> None:
+    ) -> bool:
+        """Take the receipt of an application's delivery; False when no application of this
+        node has that id (the item is another kind's: a clue, a data request)."""
         app = take_delivery_receipt(s, app_id, from_node, receipt, envelope, at_ms)
-        if app is not None:
-            self._touch(s, app)
+        if app is None:
+            return False
+        self._touch(s, app)
+        return True
 
     def _touch(self, s: Session, app: AppHead) -> None:
         """Wake the bundle whose part this is. Most applications are nobody's part, which

@@ -13,7 +13,8 @@ from typing import Any
 from sqlmodel import Session, col, select
 from yrd.peer.v1 import peer_pb2
 
-from core.errors import NotFound
+from core.errors import InvalidInput, NotFound
+from core.json_doc import parse_json
 from node.cases.bundles.state import FAILED, BundleCore, RunState
 from node.cases.deadlines import bundle_due_ms, iso
 from node.cases.status_checks import COMPONENTS_KEY
@@ -171,8 +172,8 @@ def parse_snapshot(raw: str | None) -> list[dict[str, Any]] | None:
     if raw is None:
         return None
     try:
-        doc = json.loads(raw)
-    except ValueError:
+        doc = parse_json(raw, field="yrd.components")
+    except InvalidInput:
         doc = None
     if isinstance(doc, list) and all(
         isinstance(c, dict)
