@@ -1193,11 +1193,24 @@ def receipt_run_vectors() -> dict[str, Any]:
             r.status_run.updates.extend(updates)
         return r.SerializeToString(deterministic=True)
 
+    stale = {"outcome": peer_pb2.RECEIPT_OUTCOME_REJECTED, "reason_code": "unknown_version"}
+    retry = {"outcome": peer_pb2.RECEIPT_OUTCOME_RETRY, "reason_code": "stamped_ahead"}
     sh, zj = "node-sh", "node-zj"
     other = [change(n, application_id="app-0009") for n in (1, 2)]
+    # Field 7 twice: a second occurrence of it appended to the bytes, which protobuf merges
+    # (section 8) into one run of the changes of both.
+    in_two_parts = receipt(accepted, *auto[:2]) + peer_pb2.Receipt(
+        status_run=peer_pb2.StatusRun(updates=auto[2:])
+    ).SerializeToString(deterministic=True)
     cases: list[tuple[str, str, list[int], bytes, str, list[int]]] = [
         ("accepted-with-its-run", sh, [], receipt(accepted, *auto), "usable", [1, 2, 3, 4]),
         ("accepted-without-a-run", sh, [], receipt(accepted, present=False), "usable", []),
+        ("rejected-without-a-run", sh, [], receipt(stale, present=False), "usable", []),
+        ("duplicate-without-a-run", sh, [], receipt(duplicate, present=False), "usable", []),
+        ("relayed-without-a-run", zj, [], receipt(relayed, present=False), "usable", []),
+        ("run-in-two-parts", sh, [], in_two_parts, "usable", [1, 2, 3, 4]),
+        ("run-starting-above-1", sh, [], receipt(accepted, *auto[1:]), "usable", [2, 3, 4]),
+        ("retry-with-a-run", sh, [], receipt(retry, *auto), "not_settled", []),
         ("duplicate-after-a-lost-receipt", sh, [], receipt(duplicate, *auto), "usable", [1, 2, 3, 4]),
         ("duplicate-already-recorded", sh, [1, 2, 3, 4], receipt(duplicate, *auto), "usable", []),
         ("duplicate-overlapping", sh, [1, 2], receipt(duplicate, *auto), "usable", [3, 4]),
