@@ -1444,6 +1444,43 @@ def certificate_vectors() -> dict[str, Any]:
     }
 
 
+def json_text_vectors() -> list[dict[str, str]]:
+    """Section 1, JSON text: texts a receiver takes and texts it refuses, whatever field
+    carries them. Each is what a careless encoder or a hostile member could send."""
+
+    def nest(open_: str, close: str, depth: int) -> str:
+        return open_ * depth + "1" + close * depth
+
+    deep_objects = '{"a":' * 32 + "1" + "}" * 32
+    cases: list[tuple[str, bytes, str]] = [
+        ("object", '{"name": "张三", "n": 7, "ok": true, "none": null}'.encode(), "valid"),
+        ("array-at-the-top", b"[1, 2, 3]", "valid"),
+        ("arrays-32-deep", nest("[", "]", 32).encode(), "valid"),
+        ("objects-32-deep", deep_objects.encode(), "valid"),
+        ("surrogate-pair-escaped", b'{"smile": "\\ud83d\\ude00"}', "valid"),
+        ("escaped-backslash-then-u-d800", b'{"text": "\\\\ud800"}', "valid"),
+        ("large-integer", b'{"n": 123456789012345678901234567890}', "valid"),
+        ("arrays-33-deep", nest("[", "]", 33).encode(), "invalid"),
+        ("objects-33-deep", ('{"a":' * 33 + "1" + "}" * 33).encode(), "invalid"),
+        ("repeated-name", b'{"consent": false, "consent": true}', "invalid"),
+        ("repeated-name-nested", b'{"a": {"b": 1, "b": 1}}', "invalid"),
+        ("repeated-name-by-escape", b'{"a": 1, "\\u0061": 2}', "invalid"),
+        ("lone-high-surrogate-escaped", b'{"text": "\\ud800"}', "invalid"),
+        ("lone-low-surrogate-escaped", b'{"text": "\\udc80"}', "invalid"),
+        ("surrogates-in-the-wrong-order", b'{"text": "\\ude00\\ud83d"}', "invalid"),
+        ("lone-surrogate-in-a-name", b'{"\\udbff": 1}', "invalid"),
+        ("surrogate-encoded-in-utf-8", b'{"text": "\xed\xa0\x80"}', "invalid"),
+        ("overlong-utf-8", b'{"text": "\xc0\xaf"}', "invalid"),
+        ("utf-16", '{"name": "张三"}'.encode("utf-16"), "invalid"),
+        ("byte-order-mark", "\ufeff{}".encode(), "invalid"),
+        ("nan", b'{"n": NaN}', "invalid"),
+        ("infinity", b'{"n": -Infinity}', "invalid"),
+        ("number-beyond-binary64", b'{"n": 1e400}', "invalid"),
+        ("trailing-comma", b'{"a": 1,}', "invalid"),
+    ]
+    return [{"name": name, "text": text.hex(), "expect": expect} for name, text, expect in cases]
+
+
 def build() -> dict[str, Any]:
     table, anchors, successors = manifests()
     sealed_valid, sealed_invalid, sealed = sealed_vectors()
@@ -1465,6 +1502,7 @@ def build() -> dict[str, Any]:
         "applications": application_vectors(),
         "status": status_vectors(),
         "receipt_runs": receipt_run_vectors(),
+        "json_text": json_text_vectors(),
         "routing": routing_vectors(),
         "signing_keys": signing_key_vectors(),
         "certificates": certificate_vectors(),

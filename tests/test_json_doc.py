@@ -27,6 +27,7 @@ HOSTILE: dict[str, tuple[bytes, str]] = {
     ),
     "not UTF-8": ('{"name": "张三"}'.encode("utf-16"), "malformed_json"),
     "NaN is no JSON number": (b'{"n": NaN}', "malformed_json"),
+    "a number beyond binary64": (b'{"n": 1e400}', "malformed_json"),
 }
 
 

@@ -28,6 +28,7 @@ from yrd.peer.v1.peer_pb2 import (
 from core.clock import FakeClock
 from core.db import Database
 from core.errors import EnvelopeRejected, InvalidInput, ManifestRejected, NotFound, YrdError
+from core.json_doc import parse_json
 from core.keys import NodeKey
 from node.cases.admission import (
     MAX_AHEAD_MS,
@@ -326,6 +327,17 @@ def test_receipt_run_vectors(vector: dict[str, Any], origin_db: Database) -> Non
     assert (outcome, applied, shows) == (vector["expect"], vector["applied"], vector["shows"])
     kept = origin_db.transact(lambda s: len(s.exec(select(ReceiptRecord)).all()))
     assert kept == (1 if outcome == "usable" else 0)  # an unusable receipt keeps nothing
+
+
+@pytest.mark.parametrize("vector", VECTORS["json_text"], ids=lambda v: v["name"])
+def test_json_text_vectors(vector: dict[str, Any]) -> None:
+    """Section 1, JSON text: what every door and every peer's text is parsed by."""
+    try:
+        parse_json(bytes.fromhex(vector["text"]), "text")
+        verdict = "valid"
+    except InvalidInput:
+        verdict = "invalid"
+    assert verdict == vector["expect"]
 
 
 @pytest.mark.parametrize("vector", VECTORS["routing"]["cases"], ids=lambda v: v["name"])
