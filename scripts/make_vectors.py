@@ -1477,6 +1477,18 @@ def json_text_vectors() -> list[dict[str, str]]:
         ("infinity", b'{"n": -Infinity}', "invalid"),
         ("number-beyond-binary64", b'{"n": 1e400}', "invalid"),
         ("trailing-comma", b'{"a": 1,}', "invalid"),
+        # Settled after tests/independent/JSON_TEXT_GAPS.md:
+        ("empty-arrays-32-deep", ("[" * 32 + "]" * 32).encode(), "valid"),
+        ("empty-arrays-33-deep", ("[" * 33 + "]" * 33).encode(), "invalid"),
+        ("integer-beyond-binary64", b'{"n": 1' + b"0" * 309 + b"}", "invalid"),
+        ("largest-binary64", b'{"n": 1.7976931348623157e308}', "valid"),
+        ("just-beyond-the-largest-binary64", b'{"n": 1.7976931348623159e308}', "invalid"),
+        ("underflowing-to-zero", b'{"n": 1e-400, "m": -0}', "valid"),
+        ("surrogates-apart", b'{"text": "\\ud83dx\\ude00"}', "invalid"),
+        ("code-point-above-10ffff", b'{"text": "\xf4\x90\x80\x80"}', "invalid"),
+        ("byte-order-mark-inside-a-string", '{"text": "\ufeff"}'.encode(), "valid"),
+        ("escaped-nul", b'{"text": "\\u0000"}', "valid"),
+        ("names-equal-only-when-normalised", '{"\u00e9": 1, "e\u0301": 2}'.encode(), "valid"),
     ]
     return [{"name": name, "text": text.hex(), "expect": expect} for name, text, expect in cases]
 

@@ -19,6 +19,7 @@ from nacl.exceptions import CryptoError
 from tests.independent import edwards
 from tests.independent.primitives import GRPC_STATUS, Rejected, key_id_for, public_key_for
 from tests.independent.ref_cases import check_transfer, owner_of, read_transfer, signing_key_id
+from tests.independent.ref_json import NotJsonText, read_json_text
 from tests.independent.ref_manifest import (
     MANIFEST_DOMAIN,
     Manifest,
@@ -68,6 +69,7 @@ HANDLED_KINDS = {
     "applications": {"name", "sender", "transfer", "form_fields", "expect"},
     "status": {"name", "sender", "known", "item", "expect", "item_id", "applied", "shows"},
     "receipt_runs": {"name", "sender", "known", "receipt", "expect", "applied", "shows"},
+    "json_text": {"name", "text", "expect"},
     "routing": {"name", "division_code", "expect"},
     "signing_keys": {"name", "node_id", "at_ms", "expect"},
     "certificates": {"name", "form", "input", "now_ms", "expect"},
@@ -316,6 +318,17 @@ def test_receipt_run(case: dict[str, Any]) -> None:
         # further; nothing of either is recorded.
         assert result == NOT_SETTLED or GRPC_STATUS[result] == "RECEIPT"
         assert origin.recorded == set(case["known"])
+
+
+@pytest.mark.parametrize("case", cases("json_text"))
+def test_json_text(case: dict[str, Any]) -> None:
+    try:
+        read_json_text(unhex(case["text"]))
+    except NotJsonText:
+        result = "invalid"
+    else:
+        result = "valid"
+    assert result == case["expect"]
 
 
 @pytest.mark.parametrize("case", cases("routing"))
