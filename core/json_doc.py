@@ -1,18 +1,19 @@
 """Strict JSON documents: what a counter parses its clients' JSON by, and a node its peers'.
 
-RFC 8259 leaves open what a parser does with a repeated name, an escaped lone surrogate or
-deep nesting, and Python's ``json.loads`` takes all three and more: the last name wins (so
-``"consent": false, "consent": true`` would mean yes), ``"\\udc80"`` becomes text that
-cannot be encoded again (the first page or log line that writes it fails), nesting
-recurses, and ``NaN`` or ``Infinity``, which are not JSON, pass a schema's bounds (every
-comparison with NaN is false). A document with any of them is refused here, so a counter's
-door and an owner reading the same form from a peer take or refuse the same bytes
-(docs/protocol.md, section 1).
+RFC 8259 leaves open what a parser does with a repeated name, an escaped lone surrogate, deep
+nesting or a number too large for its floats, and Python's ``json.loads`` takes them all: the
+last name wins (so ``"consent": false, "consent": true`` would mean yes), ``"\\udc80"``
+becomes text that cannot be encoded again (the first page or log line that writes it fails),
+nesting recurses, and ``1e400`` becomes infinity, as do ``NaN`` and ``Infinity``, which are not
+JSON at all; NaN passes a schema's bounds (every comparison with it is false). A document
+with any of them is refused here, so a counter's door and an owner reading the same form from
+a peer take or refuse the same bytes (docs/protocol.md, section 1).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Iterator
 from typing import Any
@@ -50,6 +51,24 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is no JSON number")  # json.loads takes NaN and Infinity
 
 
+def _finite(literal: str) -> float:
+    value = float(literal)
+    if math.isinf(value):  # 1e400 is a JSON number that json.loads makes infinite
+        raise ValueError(f"{literal[:20]} is beyond a binary64 number")
+    return value
+
+
+# Every integer of up to 308 digits is below the largest binary64 (about 1.8e308).
+_BINARY64_DIGITS = 308
+
+
+def _integer(literal: str) -> int:
+    value = int(literal)  # beyond 4,300 digits Python itself refuses (ValueError)
+    if len(literal) > _BINARY64_DIGITS:
+        float(value)  # OverflowError beyond the largest binary64, as 1e400 is for _finite
+    return value
+
+
 def _walk(doc: Any) -> Iterator[tuple[str, int, Any]]:
     """Every (path, depth, value) of a parsed JSON document, keys included; iterative, so a
     deep document costs no recursion, and it stops descending past MAX_JSON_DEPTH."""
@@ -84,10 +103,16 @@ def parse_json(raw: bytes | str, field: str = "body") -> Any:
     InvalidInput naming ``field`` (or the place inside it) otherwise."""
     try:
         text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
-        doc = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
+        doc = json.loads(
+            text,
+            object_pairs_hook=_no_duplicates,
+            parse_constant=_no_constant,
+            parse_float=_finite,
+            parse_int=_integer,
+        )
     except _DuplicateKey as e:
         raise InvalidInput(f"duplicate key {clip(e.key)}", code="duplicate_key", field=field) from e
-    except (ValueError, RecursionError) as e:  # UnicodeDecodeError is a ValueError
+    except (ValueError, OverflowError, RecursionError) as e:  # UnicodeDecodeError is a ValueError
         raise InvalidInput(f"{field} is not valid UTF-8 JSON", code="malformed_json", field=field) from e
     # A str given (not bytes decoded here) may hold a lone surrogate unescaped.
     if needs_walk(text) or (isinstance(raw, str) and not is_unicode(raw)):
@@ -99,7 +124,9 @@ def check_values(doc: Any, field: str) -> None:
     """Refuse a parsed document nested too deep or holding a lone surrogate, naming where."""
     for path, depth, value in _walk(doc):
         where = f"{field}.{path}" if field != "body" and path else path or field
-        if depth > MAX_JSON_DEPTH:
+        # The document itself is an array or object at depth 0: one at depth 32 lies inside
+        # 32 others, which is one too many, even empty; any other value may lie inside 32.
+        if depth > MAX_JSON_DEPTH or (depth == MAX_JSON_DEPTH and isinstance(value, (dict, list))):
             raise InvalidInput(f"nested deeper than {MAX_JSON_DEPTH} levels", code="too_deep", field=where)
         if isinstance(value, str) and not is_unicode(value):
             raise InvalidInput(

@@ -1193,11 +1193,24 @@ def receipt_run_vectors() -> dict[str, Any]:
             r.status_run.updates.extend(updates)
         return r.SerializeToString(deterministic=True)
 
+    stale = {"outcome": peer_pb2.RECEIPT_OUTCOME_REJECTED, "reason_code": "unknown_version"}
+    retry = {"outcome": peer_pb2.RECEIPT_OUTCOME_RETRY, "reason_code": "stamped_ahead"}
     sh, zj = "node-sh", "node-zj"
     other = [change(n, application_id="app-0009") for n in (1, 2)]
+    # Field 7 twice: a second occurrence of it appended to the bytes, which protobuf merges
+    # (section 8) into one run of the changes of both.
+    in_two_parts = receipt(accepted, *auto[:2]) + peer_pb2.Receipt(
+        status_run=peer_pb2.StatusRun(updates=auto[2:])
+    ).SerializeToString(deterministic=True)
     cases: list[tuple[str, str, list[int], bytes, str, list[int]]] = [
         ("accepted-with-its-run", sh, [], receipt(accepted, *auto), "usable", [1, 2, 3, 4]),
         ("accepted-without-a-run", sh, [], receipt(accepted, present=False), "usable", []),
+        ("rejected-without-a-run", sh, [], receipt(stale, present=False), "usable", []),
+        ("duplicate-without-a-run", sh, [], receipt(duplicate, present=False), "usable", []),
+        ("relayed-without-a-run", zj, [], receipt(relayed, present=False), "usable", []),
+        ("run-in-two-parts", sh, [], in_two_parts, "usable", [1, 2, 3, 4]),
+        ("run-starting-above-1", sh, [], receipt(accepted, *auto[1:]), "usable", [2, 3, 4]),
+        ("retry-with-a-run", sh, [], receipt(retry, *auto), "not_settled", []),
         ("duplicate-after-a-lost-receipt", sh, [], receipt(duplicate, *auto), "usable", [1, 2, 3, 4]),
         ("duplicate-already-recorded", sh, [1, 2, 3, 4], receipt(duplicate, *auto), "usable", []),
         ("duplicate-overlapping", sh, [1, 2], receipt(duplicate, *auto), "usable", [3, 4]),
@@ -1431,6 +1444,55 @@ def certificate_vectors() -> dict[str, Any]:
     }
 
 
+def json_text_vectors() -> list[dict[str, str]]:
+    """Section 1, JSON text: texts a receiver takes and texts it refuses, whatever field
+    carries them. Each is what a careless encoder or a hostile member could send."""
+
+    def nest(open_: str, close: str, depth: int) -> str:
+        return open_ * depth + "1" + close * depth
+
+    deep_objects = '{"a":' * 32 + "1" + "}" * 32
+    cases: list[tuple[str, bytes, str]] = [
+        ("object", '{"name": "张三", "n": 7, "ok": true, "none": null}'.encode(), "valid"),
+        ("array-at-the-top", b"[1, 2, 3]", "valid"),
+        ("arrays-32-deep", nest("[", "]", 32).encode(), "valid"),
+        ("objects-32-deep", deep_objects.encode(), "valid"),
+        ("surrogate-pair-escaped", b'{"smile": "\\ud83d\\ude00"}', "valid"),
+        ("escaped-backslash-then-u-d800", b'{"text": "\\\\ud800"}', "valid"),
+        ("large-integer", b'{"n": 123456789012345678901234567890}', "valid"),
+        ("arrays-33-deep", nest("[", "]", 33).encode(), "invalid"),
+        ("objects-33-deep", ('{"a":' * 33 + "1" + "}" * 33).encode(), "invalid"),
+        ("repeated-name", b'{"consent": false, "consent": true}', "invalid"),
+        ("repeated-name-nested", b'{"a": {"b": 1, "b": 1}}', "invalid"),
+        ("repeated-name-by-escape", b'{"a": 1, "\\u0061": 2}', "invalid"),
+        ("lone-high-surrogate-escaped", b'{"text": "\\ud800"}', "invalid"),
+        ("lone-low-surrogate-escaped", b'{"text": "\\udc80"}', "invalid"),
+        ("surrogates-in-the-wrong-order", b'{"text": "\\ude00\\ud83d"}', "invalid"),
+        ("lone-surrogate-in-a-name", b'{"\\udbff": 1}', "invalid"),
+        ("surrogate-encoded-in-utf-8", b'{"text": "\xed\xa0\x80"}', "invalid"),
+        ("overlong-utf-8", b'{"text": "\xc0\xaf"}', "invalid"),
+        ("utf-16", '{"name": "张三"}'.encode("utf-16"), "invalid"),
+        ("byte-order-mark", "\ufeff{}".encode(), "invalid"),
+        ("nan", b'{"n": NaN}', "invalid"),
+        ("infinity", b'{"n": -Infinity}', "invalid"),
+        ("number-beyond-binary64", b'{"n": 1e400}', "invalid"),
+        ("trailing-comma", b'{"a": 1,}', "invalid"),
+        # Settled after tests/independent/JSON_TEXT_GAPS.md:
+        ("empty-arrays-32-deep", ("[" * 32 + "]" * 32).encode(), "valid"),
+        ("empty-arrays-33-deep", ("[" * 33 + "]" * 33).encode(), "invalid"),
+        ("integer-beyond-binary64", b'{"n": 1' + b"0" * 309 + b"}", "invalid"),
+        ("largest-binary64", b'{"n": 1.7976931348623157e308}', "valid"),
+        ("just-beyond-the-largest-binary64", b'{"n": 1.7976931348623159e308}', "invalid"),
+        ("underflowing-to-zero", b'{"n": 1e-400, "m": -0}', "valid"),
+        ("surrogates-apart", b'{"text": "\\ud83dx\\ude00"}', "invalid"),
+        ("code-point-above-10ffff", b'{"text": "\xf4\x90\x80\x80"}', "invalid"),
+        ("byte-order-mark-inside-a-string", '{"text": "\ufeff"}'.encode(), "valid"),
+        ("escaped-nul", b'{"text": "\\u0000"}', "valid"),
+        ("names-equal-only-when-normalised", '{"\u00e9": 1, "e\u0301": 2}'.encode(), "valid"),
+    ]
+    return [{"name": name, "text": text.hex(), "expect": expect} for name, text, expect in cases]
+
+
 def build() -> dict[str, Any]:
     table, anchors, successors = manifests()
     sealed_valid, sealed_invalid, sealed = sealed_vectors()
@@ -1452,6 +1514,7 @@ def build() -> dict[str, Any]:
         "applications": application_vectors(),
         "status": status_vectors(),
         "receipt_runs": receipt_run_vectors(),
+        "json_text": json_text_vectors(),
         "routing": routing_vectors(),
         "signing_keys": signing_key_vectors(),
         "certificates": certificate_vectors(),

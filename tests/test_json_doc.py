@@ -27,6 +27,7 @@ HOSTILE: dict[str, tuple[bytes, str]] = {
     ),
     "not UTF-8": ('{"name": "张三"}'.encode("utf-16"), "malformed_json"),
     "NaN is no JSON number": (b'{"n": NaN}', "malformed_json"),
+    "a number beyond binary64": (b'{"n": 1e400}', "malformed_json"),
 }
 
 
@@ -38,8 +39,10 @@ def test_what_json_loads_takes_and_a_door_refuses(raw: bytes, code: str) -> None
 
 
 def test_nesting_up_to_the_bound_and_real_text_are_taken() -> None:
-    deep = "[" * MAX_JSON_DEPTH + "]" * MAX_JSON_DEPTH
+    deep = "[" * (MAX_JSON_DEPTH - 1) + "]" * (MAX_JSON_DEPTH - 1)  # inside the object: 32 in all
     assert parse_json(f'{{"a": "张三 😀", "b": {deep}}}'.encode())["a"] == "张三 😀"
+    with pytest.raises(InvalidInput):
+        parse_json(f'{{"b": [{deep}]}}'.encode())  # one more, though empty
 
 
 @pytest.mark.parametrize("raw", [raw for raw, _ in HOSTILE.values()], ids=list(HOSTILE))

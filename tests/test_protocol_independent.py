@@ -19,6 +19,7 @@ from nacl.exceptions import CryptoError
 from tests.independent import edwards
 from tests.independent.primitives import GRPC_STATUS, Rejected, key_id_for, public_key_for
 from tests.independent.ref_cases import check_transfer, owner_of, read_transfer, signing_key_id
+from tests.independent.ref_json import NotJsonText, read_json_text
 from tests.independent.ref_manifest import (
     MANIFEST_DOMAIN,
     Manifest,
@@ -47,7 +48,7 @@ from tests.independent.ref_protocol import (
     verify_response,
     x25519_secret_from_seed,
 )
-from tests.independent.ref_receipt_runs import USABLE, take_receipt
+from tests.independent.ref_receipt_runs import NOT_SETTLED, USABLE, take_receipt
 from tests.independent.ref_status import Origin, apply_status_item
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
@@ -68,6 +69,7 @@ HANDLED_KINDS = {
     "applications": {"name", "sender", "transfer", "form_fields", "expect"},
     "status": {"name", "sender", "known", "item", "expect", "item_id", "applied", "shows"},
     "receipt_runs": {"name", "sender", "known", "receipt", "expect", "applied", "shows"},
+    "json_text": {"name", "text", "expect"},
     "routing": {"name", "division_code", "expect"},
     "signing_keys": {"name", "node_id", "at_ms", "expect"},
     "certificates": {"name", "form", "input", "now_ms", "expect"},
@@ -312,9 +314,21 @@ def test_receipt_run(case: dict[str, Any]) -> None:
     result, applied = take_receipt(origin, unhex(case["receipt"]), case["sender"])
     assert (result, applied, origin.shows()) == (case["expect"], case["applied"], case["shows"])
     if result != USABLE:
-        # 10.6: an unusable receipt is no receipt; nothing of it is recorded.
-        assert GRPC_STATUS[result] == "RECEIPT"
+        # 10.6: an unusable receipt is no receipt, and one that settles nothing is read no
+        # further; nothing of either is recorded.
+        assert result == NOT_SETTLED or GRPC_STATUS[result] == "RECEIPT"
         assert origin.recorded == set(case["known"])
+
+
+@pytest.mark.parametrize("case", cases("json_text"))
+def test_json_text(case: dict[str, Any]) -> None:
+    try:
+        read_json_text(unhex(case["text"]))
+    except NotJsonText:
+        result = "invalid"
+    else:
+        result = "valid"
+    assert result == case["expect"]
 
 
 @pytest.mark.parametrize("case", cases("routing"))
