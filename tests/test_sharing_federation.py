@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 from sqlmodel import Session, select
 
@@ -220,6 +221,26 @@ async def test_a_holder_that_does_not_answer_is_missing_within_the_deadline(fed:
     items = await ask(fed, query(HEALTH_SCREEN, consent=consent(HEALTH_SCREEN), deadline_ms=2000))
     assert items["zj.vaccination"]["outcome"] == "missing"
     assert items["sh.health-code"]["outcome"] == "answered"
+
+
+async def test_a_holder_call_whose_grpc_deadline_fires_first_is_missing_by_the_deadline(
+    fed: Federation, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The call carries the query's deadline and so does the wait for it: under load gRPC's
+    timer fired first, and the holder that did not answer in time was called unreachable."""
+    asker = fed.nodes["shanghai"].backend.data_asker
+
+    async def expired(*_args: object) -> None:
+        raise grpc.aio.AioRpcError(
+            grpc.StatusCode.DEADLINE_EXCEEDED, grpc.aio.Metadata(), grpc.aio.Metadata(), "Deadline Exceeded"
+        )
+
+    monkeypatch.setattr(asker, "_call_in_slot", expired)
+    items = await ask(fed, query(HEALTH_SCREEN, consent=consent(HEALTH_SCREEN), deadline_ms=500))
+    assert (items["zj.vaccination"]["outcome"], items["zj.vaccination"]["reason_code"]) == (
+        "missing",
+        "deadline",
+    )
 
 
 async def test_the_asker_records_the_asking_before_any_holder_hears_the_name(fed: Federation) -> None:

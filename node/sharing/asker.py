@@ -220,6 +220,13 @@ class DataAsker:
         except TimeoutError:
             return all_items("missing", "deadline", f"{holder} did not answer within {req.deadline_ms} ms")
         except grpc.aio.AioRpcError as e:
+            if e.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+                # The call's own deadline is the same as wait_for's: whichever timer fires first,
+                # the holder did not answer in time (under load gRPC's came first and this was
+                # reported as "unreachable").
+                return all_items(
+                    "missing", "deadline", f"{holder} did not answer within {req.deadline_ms} ms"
+                )
             code = str(dict(e.trailing_metadata() or ()).get(REASON_KEY, ""))
             if e.code() in MISSING_CODES:
                 code = code if code and _CODE.fullmatch(code) else "unreachable"
