@@ -254,7 +254,8 @@ class Origin:
             # copy's transaction), and only then is the first answer looked up.
             if sql.first(_INSERT_APPLICATION, row) is None:
                 existing = self._replayed(s, principal.username, idempotency_key, req.digest)
-                assert existing is not None, "the key was taken, so its application is there"
+                if existing is None:  # taken by a row not to be read (none is deleted): retry
+                    raise Conflict("this idempotency key is in use; try again", code="idempotency_key_in_use")
                 allowed.log(s)  # the decision was taken all the same
                 return existing
             if not held:
