@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from core.errors import InvalidInput
 from core.json_doc import parse_json_object
-from node.counter.contract import CounterLimits, parse_decision, parse_submit
+from node.counter.contract import CounterLimits, parse_decision, parse_submit, request_digest
 
 LIMITS = CounterLimits(max_attachments=3, max_attachment_bytes=64)
 
@@ -104,3 +104,51 @@ def test_decision_documents_share_the_attachment_limits() -> None:
 @pytest.mark.parametrize("raw", [b"", b"\xff\xfe", b"[" * 100_000, b'"text"', b"null"])
 def test_only_json_objects_are_bodies(raw: bytes) -> None:
     assert field_of(parse_json_object, raw) == "body"
+
+
+# Digests that requests stored before request_digest was rewritten (a loop over a stack, a
+# scalar's text written directly): a retry across an upgrade must still match its first answer.
+_STORED_DIGESTS: list[tuple[Any, str]] = [
+    ({}, "f6442079068da1287c0ba7585ad3b841ae5da71c0792a75b1881d4892b4ee823"),
+    ([], "f3b570de2ed32d6634efbaea4f4f23370b0c92750738e36f7626a1ae938fd9bc"),
+    (
+        {
+            "service_id": "js.x",
+            "applicant": {"name": "张三", "id_number": "11010519491231002X"},
+            "consent": True,
+            "form": {
+                "a": 1,
+                "b": -7,
+                "c": 2.5,
+                "d": None,
+                "e": False,
+                "f": "",
+                "g": [1, "1", True, 1.0, [], {}],
+            },
+            "attachments": [{"material": "m", "data": "QUJD"}],
+        },
+        "e074fea83c64abb438b33e71a9a8fc93134d93a93a5d43a62425cc90f58a9f76",
+    ),
+    (
+        {
+            "n": [10000000000000000000000000000000000000000, -0.0, 1e-300, 123456789.125],
+            "t": "line\nnext é 😀",
+        },
+        "767d7e856367f6ee05bd2f9afb225dc2413ea040445bdd38bf3362f3e2956d59",
+    ),
+    (
+        {"z": 1, "a": 2, "m": {"y": [3, {"k": "v"}], "b": None}},
+        "02493c971420e1e96a344aa4eb058f96bc7b25dec7aa2cdb14711dc48efb675f",
+    ),
+]
+
+
+@pytest.mark.parametrize(("doc", "digest"), _STORED_DIGESTS)
+def test_a_request_digest_is_the_one_stored_before(doc: Any, digest: str) -> None:
+    assert request_digest(doc) == digest
+
+
+def test_a_request_digest_ignores_key_order_and_tells_true_from_1() -> None:
+    assert request_digest({"a": 1, "b": [True, None]}) == request_digest({"b": [True, None], "a": 1})
+    assert request_digest({"a": 1}) != request_digest({"a": True})
+    assert request_digest({"a": 1}) != request_digest({"a": 1.0}) != request_digest({"a": "1"})

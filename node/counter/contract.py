@@ -442,30 +442,38 @@ def request_digest(doc: dict[str, Any]) -> str:
     of key order and spacing, computed before validation so a retry can be answered first.
 
     Each value is fed as a tagged, length-prefixed record rather than re-serialised as JSON:
-    re-escaping megabytes of base64 cost more than everything else about a submission."""
-    h = hashlib.sha256()
-    _feed(h, doc)
-    return h.hexdigest()
+    re-escaping megabytes of base64 cost more than everything else about a submission. The
+    records are gathered by a loop over a stack and hashed at once, and a scalar's text is
+    written directly, where a call per value and ``json.dumps`` per number or boolean cost
+    about 3 µs a value: a body of 8 MiB of small numbers took 4 s. The bytes are the same
+    (the stored digests of earlier requests still match; tests/test_http_bodies.py)."""
+    chunks: list[bytes] = []
+    stack: list[Any] = [doc]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, dict):
+            chunks.append(b"{%d:" % len(value))
+            for key in sorted(value, reverse=True):  # popped in key order
+                stack.append(value[key])
+                stack.append(key)
+        elif isinstance(value, list):
+            chunks.append(b"[%d:" % len(value))
+            stack.extend(reversed(value))
+        elif isinstance(value, str):
+            data = value.encode("utf-8", "surrogatepass")
+            chunks.append(b"s%d:" % len(data))
+            chunks.append(data)
+        else:  # bool, int, float, None: their JSON text, which tells true from 1
+            text = _SCALAR_TEXT.get(value) if value is None or type(value) is bool else None
+            if text is None:
+                text = str(value).encode() if type(value) is int else json.dumps(value).encode()
+            chunks.append(b"v%d:" % len(text))
+            chunks.append(text)
+    return hashlib.sha256(b"".join(chunks)).hexdigest()
 
 
-def _feed(h: Any, value: Any) -> None:
-    if isinstance(value, dict):
-        h.update(b"{%d:" % len(value))
-        for key in sorted(value):
-            _feed(h, key)
-            _feed(h, value[key])
-    elif isinstance(value, list):
-        h.update(b"[%d:" % len(value))
-        for item in value:
-            _feed(h, item)
-    elif isinstance(value, str):
-        data = value.encode("utf-8", "surrogatepass")
-        h.update(b"s%d:" % len(data))
-        h.update(data)
-    else:  # bool, int, float, None: short, and json.dumps tells them apart (true vs 1)
-        text = json.dumps(value).encode()
-        h.update(b"v%d:" % len(text))
-        h.update(text)
+# Looked up only for None and booleans (1 == True would find True's text for the integer 1).
+_SCALAR_TEXT: dict[object, bytes] = {None: b"null", True: b"true", False: b"false"}
 
 
 def parse_submit(doc: dict[str, Any], limits: CounterLimits, digest: str) -> requests.SubmitRequest:
