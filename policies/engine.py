@@ -9,9 +9,8 @@ hammering a refused route cannot use up its own budget for legitimate traffic.
 
 from __future__ import annotations
 
-import secrets
-
 from core.clock import Clock
+from core.ids import new_id
 from policies.index import RuleIndex
 from policies.model import (
     CODE_ALLOWED,
@@ -124,11 +123,9 @@ class PolicyEngine:
 
 
 def new_decision_id(at_ms: int) -> str:
-    """The decision's time, then randomness, as an application id is: the randomness keeps ids
-    from several replicas apart, and the time prefix makes each new id land at the end of the
-    log's key index, where a random id wrote a page of its own somewhere in it per decision
-    (two per routed application)."""
-    return f"pd-{at_ms:012x}{secrets.token_hex(8)}"
+    """An id minted as the node's other ids are (time first, so the decision log's key index
+    grows at its end: two decisions per routed application), marked as a decision's."""
+    return "pd-" + new_id(at_ms)
 
 
 def _merge(rules: list[Rule]) -> Obligations:

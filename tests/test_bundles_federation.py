@@ -16,8 +16,8 @@ import pytest
 from sqlmodel import select
 from yrd.peer.v1 import peer_pb2
 
+from core.ids import new_id
 from node.cases.bundles.resubmission import RESUBMIT_PURPOSE
-from node.cases.origin import new_application_id
 from node.models import BundlePart, InboundApplication
 from node.trust.sealing import seal
 from simulations.sample_applications import application_body
@@ -288,7 +288,7 @@ async def test_the_lead_checks_every_resubmission_a_member_sends(fed: Federation
         now = fed.clock.now_ms()
         payload = peer_pb2.ApplicationPayload(form_json=json.dumps(doc).encode())
         return peer_pb2.ApplicationTransfer(
-            application_id=new_application_id(now),
+            application_id=new_id(now),
             origin_node=origin,
             service_id=BUNDLE,
             service_version=version,

@@ -14,7 +14,7 @@ from subprocess import PIPE, STDOUT
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from node.cases.origin import new_application_id
+from core.ids import new_id
 from simulations.sample_applications import application_body
 from tests.support.federation import Federation
 from tests.test_web_pages import WORKLIST_SERVICE, start_web_federation
@@ -79,7 +79,7 @@ async def test_metrics_pass_promtool_and_our_naming_rules(fed: Federation) -> No
         for sample in family.samples:
             for value in sample.labels.values():
                 assert not ID_LIKE.search(value), (family.name, value)
-    app_id = new_application_id(fed.clock.now_ms())
+    app_id = new_id(fed.clock.now_ms())
     assert app_id[:10] not in text
     promtool = shutil.which("promtool")
     if promtool is None:

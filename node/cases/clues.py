@@ -40,11 +40,11 @@ from core.errors import (
     YrdError,
     clip,
 )
+from core.ids import new_id
 from core.statements import Statement, driver
 from node import metrics
 from node.cases.clue_checks import DAY_MS, HOUR_MS, ClueRequest, check_clue, check_clue_sender, check_transfer
 from node.cases.deadlines import iso
-from node.cases.origin import new_application_id
 from node.cases.policy_gate import PolicyGate
 from node.cases.requests import Document, Principal
 from node.delivery.outbox import enqueue
@@ -60,7 +60,7 @@ from registry.divisions import name_of
 log = logging.getLogger(__name__)
 
 Outcome = peer_pb2.ReceiptOutcome
-# A clue's id is minted here by new_application_id (12 + 16 hex digits), never taken from a peer.
+# A clue's id is minted here by core.ids.new_id (12 + 16 hex digits), never taken from a peer.
 _CLUE_ID = re.compile(r"[0-9a-f]{28}")
 _CLUE_SENT = ClueSent.__table__  # type: ignore[attr-defined]
 _CLUE_OWNER = Statement(sa_select(_CLUE_SENT.c.owner_node).where(_CLUE_SENT.c.id == bindparam("clue_id")))
@@ -126,7 +126,7 @@ class Clues:
             await self.policy.clue_outbound(
                 owner, req.domains, req.region_code, req.source, principal.role, now
             )
-        clue_id = new_application_id(now)
+        clue_id = new_id(now)
         detail = peer_pb2.ClueDetail(
             description=req.description,
             reporter_name=req.reporter_name,

@@ -7,7 +7,6 @@ from __future__ import annotations
 import base64
 import json
 import logging
-import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -31,6 +30,7 @@ from core.errors import (
     YrdError,
     clip,
 )
+from core.ids import new_id
 from core.statements import Statement, driver, insert_into
 from node import metrics
 from node.cases.admission import Admitted, admit
@@ -52,11 +52,6 @@ from registry.lookup import CatalogueIndex
 log = logging.getLogger(__name__)
 
 Outcome = peer_pb2.ReceiptOutcome
-
-
-def new_application_id(now_ms: int) -> str:
-    """Time-ordered and unguessable: 12 hex digits of milliseconds, 16 of randomness."""
-    return f"{now_ms:012x}{secrets.token_hex(8)}"
 
 
 @dataclass
@@ -142,7 +137,7 @@ class Origin:
             if replayed is None:
                 raise
             return replayed
-        app_id = new_application_id(now)
+        app_id = new_id(now)
         held = allowed.decision.obligations.require_second_approval
         try:
             hop, store = self._prepare(

@@ -225,7 +225,7 @@ class Owner:
         try:  # parsed as the counter parses its clients' JSON: by the same code
             form = parse_json_object(payload.form_json, field="form")
         except InvalidInput as e:
-            raise InvalidInput(f"form_json: {e}", code="invalid_form_field", field=e.field) from e
+            raise InvalidInput(f"form_json: {e.reason}", code="invalid_form_field", field=e.field) from e
         admit(
             defn,
             applicant_name=payload.applicant_name,

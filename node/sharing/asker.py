@@ -24,10 +24,10 @@ from yrd.peer.v1 import peer_pb2
 from core.clock import Clock
 from core.db import Database
 from core.errors import InvalidInput, NotFound, PolicyDenied, Unprocessable, YrdError, clip
+from core.ids import new_id
 from core.json_doc import parse_json_object
 from node import metrics
 from node.cases.deadlines import iso
-from node.cases.origin import new_application_id
 from node.cases.policy_gate import PolicyGate
 from node.delivery.channels import Channels
 from node.delivery.outbox import enqueue
@@ -55,12 +55,9 @@ log = logging.getLogger(__name__)
 
 Outcome = peer_pb2.ReceiptOutcome
 QUERY_DATA = "/yrd.peer.v1.PeerService/QueryData"
-# Not an answer (down, too slow, too busy to take the call): the item is missing, not refused.
-MISSING_CODES = (
-    grpc.StatusCode.UNAVAILABLE,
-    grpc.StatusCode.DEADLINE_EXCEEDED,
-    grpc.StatusCode.RESOURCE_EXHAUSTED,
-)
+# Not an answer (down, or too busy to take the call): the item is missing, not refused; a call
+# past its deadline is missing by the deadline.
+MISSING_CODES = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED)
 UPDATE_STATUSES = ("approved", "refused", "revoked")
 # What a holder's item may say about itself; anything else is a bad answer, not text to show.
 REQUEST_ID_PREFIX = "dr-"
@@ -119,7 +116,7 @@ class DataAsker:
         holder, outcome and (when answered) the fields and when the holder last updated them."""
         now = self.clock.now_ms()
         check_query(req, now)
-        query_id = "q-" + new_application_id(now)
+        query_id = "q-" + new_id(now)
         items: list[dict[str, Any]] = [{} for _ in req.asks]
         by_holder: dict[str, list[int]] = {}
         for i, ask in enumerate(req.asks):
@@ -217,13 +214,10 @@ class DataAsker:
             else:
                 timeout_s = req.deadline_ms / 1000
                 answer = await asyncio.wait_for(self._call_in_slot(holder, q, timeout_s), timeout_s)
-        except TimeoutError:
-            return all_items("missing", "deadline", f"{holder} did not answer within {req.deadline_ms} ms")
-        except grpc.aio.AioRpcError as e:
-            if e.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
-                # The call's own deadline is the same as wait_for's: whichever timer fires first,
-                # the holder did not answer in time (under load gRPC's came first and this was
-                # reported as "unreachable").
+        except (TimeoutError, grpc.aio.AioRpcError) as e:
+            # The call carries the same deadline as the wait for it: whichever timer fires first,
+            # the holder did not answer in time (under load gRPC's came first).
+            if isinstance(e, TimeoutError) or e.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
                 return all_items(
                     "missing", "deadline", f"{holder} did not answer within {req.deadline_ms} ms"
                 )
@@ -349,7 +343,7 @@ class DataAsker:
         problem = resource_problem(res, res.subject_kind, req.fields)
         if problem is not None:
             raise InvalidInput(problem[1], code=problem[0], field="fields")
-        request_id = REQUEST_ID_PREFIX + new_application_id(now)
+        request_id = REQUEST_ID_PREFIX + new_id(now)
         transfer = peer_pb2.DataRequestTransfer(
             request_id=request_id,
             asker_node=self.trust.node_id,
@@ -530,4 +524,6 @@ def _json_object(data: bytes) -> dict[str, Any]:
     try:
         return parse_json_object(data, field="record")
     except InvalidInput as e:
-        raise InvalidInput(f"record is not a JSON object as section 1 has it: {e}", code="bad_answer") from e
+        raise InvalidInput(
+            f"record is not a JSON object (protocol section 1): {e.reason}", code="bad_answer"
+        ) from e

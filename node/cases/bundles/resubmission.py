@@ -15,13 +15,13 @@ from yrd.catalogue.v1 import catalogue_pb2
 from yrd.peer.v1 import peer_pb2
 
 from core.errors import Conflict, InvalidInput, NotFound, Unavailable, YrdError, clip
+from core.ids import new_id
 from core.json_doc import parse_json_object
 from node import metrics
 from node.cases.admission import admit, check_sender, check_transfer
 from node.cases.bundles.routing import build_form
 from node.cases.bundles.state import FAILED, Outcome
 from node.cases.bundles.status import Status
-from node.cases.origin import new_application_id
 from node.cases.requests import Attachment, Principal
 from node.delivery.outbox import enqueue
 from node.delivery.peer_server import item_receipt
@@ -190,7 +190,7 @@ class Resubmission(Status):
             ],
         )
         transfer = peer_pb2.ApplicationTransfer(
-            application_id=new_application_id(now),
+            application_id=new_id(now),
             origin_node=self.trust.node_id,
             service_id=defn.service_id,
             service_version=defn.version,
