@@ -47,13 +47,17 @@ def skew_refusals(cluster: Cluster, since: dict[str, int]) -> Counter[tuple[str,
 async def skew(cluster: Cluster, fault: Fault, now: Callable[[], float]) -> None:
     """Restart the node with ``[clock] offset_ms``, keep it so for the window, restart it on
     the host's clock. The window is the skewed process's life; the refusals counted are the
-    ones it took part in, either way."""
+    ones it took part in, either way.
+
+    The skewed node serves for the fault's whole duration, counted from when it is ready: a
+    graceful stop can wait seconds for a call to a paused peer, and a window that the stop
+    and the start had eaten would see no traffic, so no refusal to judge either way."""
+    fault.applied_at_s = round(now(), 2)
     await cluster.stop_node(fault.node)
     cluster.configure(fault.node, {"clock": {"offset_ms": fault.offset_ms}})
     since = log_offsets(cluster)
-    fault.applied_at_s = round(now(), 2)
     await cluster.restart(fault.node)
-    await asyncio.sleep(max(0.0, fault.start_s + fault.duration_s - now()))
+    await asyncio.sleep(fault.duration_s)
     await cluster.stop_node(fault.node)
     fault.reverted_at_s = round(now(), 2)
     pairs = {f"{a}<-{b}": n for (a, b), n in skew_refusals(cluster, since).items() if fault.node in (a, b)}
