@@ -74,10 +74,13 @@ class BundleCore:
         )
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
-        # Whether a committed unit of this process may have left a bundle to move (a run
-        # started, a part's change or receipt, a resubmission), or one still waits: the runner
-        # looks in the database only then, or every full_look_s.
-        self._stirred = True
+        # Set when a committed unit of this process may have left a bundle to move (a run
+        # started, a part's change or receipt, a resubmission): the runner looks at once. A
+        # bundle that still waits (a catalogue, the database) is looked at again after the poll
+        # interval (``_again``); anything else at the latest every full_look_s.
+        self._stirred = asyncio.Event()
+        self._stirred.set()
+        self._again = False
         self.full_look_s = FULL_LOOK_S
 
     def _stir(self, s: Session) -> None:
@@ -85,7 +88,7 @@ class BundleCore:
         after_commit(s, self._mark_stirred)
 
     def _mark_stirred(self) -> None:
-        self._stirred = True
+        self._stirred.set()
 
     def _lookup(self, service_id: str) -> ServiceDefinition | None:
         try:
