@@ -481,6 +481,7 @@ def build_node(
         backoff=Backoff(config.delivery.initial_backoff_s, config.delivery.max_backoff_s),
         poll_interval_s=config.delivery.poll_interval_s,
     )
+    owner.on_webhook = webhooks.wake
     # Supervision clues (docs/clues.md): the node's signed dispatch rules, verified by its own key.
     rules = None
     if config.dispatch_rules is not None:

@@ -20,7 +20,7 @@ from yrd.catalogue.v1 import catalogue_pb2
 from yrd.peer.v1 import peer_pb2
 
 from core.clock import Clock
-from core.db import Database
+from core.db import Database, after_commit
 from core.errors import Conflict, InvalidInput, NotFound, Unavailable, YrdError, clip
 from core.json_doc import parse_json_object
 from core.statements import Statement, driver, insert_into
@@ -116,8 +116,10 @@ class Owner:
     ) -> None:
         self.db, self.trust, self.services, self.policy = db, trust, services, policy
         self.clock, self.wake, self.max_skew_ms = clock, wake, max_skew_ms
-        # Set by the composition root: what starts a bundle (handler "bundle") once stored.
+        # Set by the composition root: what starts a bundle (handler "bundle") once stored, and
+        # what wakes the webhook dispatcher once an application for it is committed.
         self.on_bundle: BundleStart | None = None
+        self.on_webhook: Callable[[], None] | None = None
 
     # -- receiving ---------------------------------------------------------------------
 
@@ -210,6 +212,8 @@ class Owner:
                     body=b"",
                     now_ms=now,
                 )
+                if self.on_webhook is not None:
+                    after_commit(s, self.on_webhook)
             self._send_or_ride(s, row, changes, accepted if rides else None, now)
             _insert(s, row)
         metrics.APPLICATIONS_RECEIVED.labels(outcome="accepted").inc()

@@ -10,6 +10,7 @@ The department answers 200 with ``{"decision": approve|reject|need_materials,
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 from collections.abc import Sequence
@@ -44,6 +45,7 @@ class WebhookDispatcher:
         self.backoff, self.poll_interval_s, self.rng = backoff, poll_interval_s, rng or random.Random()
         self._task: asyncio.Task[None] | None = None
         self._session: aiohttp.ClientSession | None = None
+        self._queued = asyncio.Event()  # an application for the department was committed
 
     def start(self) -> None:
         if self.url:
@@ -57,8 +59,17 @@ class WebhookDispatcher:
         if self._session is not None:
             await self._session.close()
 
+    def wake(self) -> None:
+        """Look at once: the owner committed an application for the department."""
+        self._queued.set()
+
     async def _run(self) -> None:
+        """Claim and deliver; when nothing is due, wait for a wake or the poll interval (for
+        retries coming due). A new application waited for the poll interval before, which
+        the simulation's city nodes set to 2 s."""
         while True:
+            # Before the queue is read: a wake for work committed after the read stays set.
+            self._queued.clear()
             try:
                 rows = await self.db.run(self._claim)
                 for row in rows:
@@ -67,7 +78,8 @@ class WebhookDispatcher:
                 log.exception("webhook dispatch failed; will retry")
                 rows = []
             if not rows:
-                await self.clock.sleep(self.poll_interval_s)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._queued.wait(), self.poll_interval_s)
 
     def _claim(self, s: Session) -> Sequence[Leased]:
         return claim(s, WEBHOOK_HOP, 8, self.clock.now_ms())
