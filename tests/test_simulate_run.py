@@ -62,8 +62,8 @@ async def test_a_run_with_clock_skews_and_a_key_rotation_keeps_every_invariant(t
     logged has its mirror at the asker."""
     ok, _, doc = await run(
         tmp_path,
-        '[[faults]]\nkind = "skew"\nat = 1.0\nduration = 7.0\nnode = "zhejiang"\noffset_ms = 45000\n'
-        '[[faults]]\nkind = "skew"\nat = 10.0\nduration = 4.0\nnode = "anhui"\noffset_ms = -15000\n'
+        '[[faults]]\nkind = "skew"\nat = 1.0\nduration = 5.0\nnode = "zhejiang"\noffset_ms = 45000\n'
+        '[[faults]]\nkind = "skew"\nat = 11.0\nduration = 4.0\nnode = "anhui"\noffset_ms = -15000\n'
         '[[faults]]\nkind = "rotate"\nat = 1.5\nduration = 12.0\nnode = "jiangsu"\n',
         16.0,
         "auto=3,worklist=1,query=1",
@@ -73,7 +73,10 @@ async def test_a_run_with_clock_skews_and_a_key_rotation_keeps_every_invariant(t
     assert queries["answered"] > 0 and queries["items"]["answered"] > 0
     faults = {f["label"]: f for f in doc["faults"]}
     assert faults["skew zhejiang +45 s"]["observed"]["clock_skew_refusals"] > 0
-    assert faults["skew anhui -15 s"]["observed"]["clock_skew_refusals"] == 0
+    # A skewed node serves for its whole duration once it is ready, so on a loaded machine the
+    # two windows can meet; refusals between the two skewed nodes are then Zhejiang's 45 s.
+    within = faults["skew anhui -15 s"]["observed"]["refused"]
+    assert not [pair for pair in within if "zhejiang" not in pair], within
     rotated = faults["rotate jiangsu"]["observed"]
     assert set(rotated["versions"].values()) == {2} and rotated["old_key"] != rotated["new_key"]
     assert {c["name"] for c in doc["invariants"]} >= {
