@@ -70,6 +70,26 @@ def test_bench_cli_refuses_a_bad_count(capsys: pytest.CaptureFixture[str]) -> No
     assert "--count" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("argv", "field"),
+    [
+        (["--sweep", "60,fast"], "--sweep"),
+        (["--sweep", "0"], "--sweep"),
+        (["--sweep", "nan"], "--sweep"),
+        (["--sweep", "inf"], "--sweep"),
+        (["--sweep", "1e9"], "--sweep"),
+        (["--half-rate", "1e9"], "--half-rate"),
+    ],
+)
+def test_bench_route_refuses_a_rate_it_cannot_offer(
+    argv: list[str], field: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Refused before any node starts: an open loop schedules a task per slot, so a rate of
+    millions would fill memory, and nan or inf none at all."""
+    assert main(["bench", "route", *argv]) == 2
+    assert field in capsys.readouterr().err
+
+
 def test_bench_crypto_cli_prints_json(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["bench", "crypto", "--seconds", "0.02", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["crypto_bound_apps_per_s"] > 0
@@ -78,7 +98,13 @@ def test_bench_crypto_cli_prints_json(capsys: pytest.CaptureFixture[str]) -> Non
 @pytest.mark.slow
 async def test_bench_route_routes_through_four_node_processes(tmp_path: Path) -> None:
     result = await route.run(
-        concurrency=4, count=24, half_rate_seconds=1.0, echo_seconds=0.3, warmup=4, work_dir=tmp_path
+        concurrency=4,
+        count=24,
+        half_rate_seconds=1.0,
+        echo_seconds=0.3,
+        warmup=4,
+        sweep=[8.0],
+        work_dir=tmp_path,
     )
     closed = result.closed_loop
     assert closed.submitted + closed.errors == 24 and closed.submitted > 0
@@ -86,6 +112,11 @@ async def test_bench_route_routes_through_four_node_processes(tmp_path: Path) ->
     assert closed.p50_ms <= closed.p99_ms
     # Where the open loop's applications spent their time, stage by stage (stages.py).
     assert set(result.half_rate.stages) >= {"counter", "to_owner", "owner_to_origin", "at_origin"}
+    # Every phase says how full the nodes' calls were, read from their metrics.
+    (swept,) = result.sweep
+    assert swept.offered_rate == 8.0 and swept.completed == swept.submitted > 0
+    for phase in (closed, result.half_rate, swept):
+        assert phase.envelopes_per_call >= 1
     assert result.grpc_echo_rate > 0 and result.ratio > 0
     assert set(result.rss_mb) == {"shanghai", "jiangsu", "zhejiang", "anhui"}
     assert all(v > 0 for v in result.rss_mb.values())

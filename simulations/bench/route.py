@@ -6,8 +6,15 @@ signed delivery over gRPC, the owner's inbound policy, storage, automatic decisi
 its status updates, the signed receipts, and the ``completed`` event stored at the origin.
 
 Phases, in one run: a warm-up; a closed loop of ``concurrency`` clients (the rate and
-latencies); an open loop at half that rate (the p99 the target speaks of); the bare
-grpc.aio echo with the same concurrency (the yardstick); each node's RSS.
+latencies); an open loop at half that rate (the p99 the target speaks of); optionally a
+sweep of open loops at given rates (``--sweep``: what the nodes spend per application at
+each load); the bare grpc.aio echo with the same concurrency (the yardstick); each node's RSS.
+
+Each phase also reports how many envelopes the nodes' calls carried on average
+(``envelopes_per_call``, from their ``yrd_delivery_batch_size_envelopes`` metric): an
+application's CPU depends less on the code than on that, since a call and its transactions
+cost about as much as the application in it when it travels alone (docs/performance.md,
+"Tenth round").
 
 It also reports the node processes' CPU time per routed application in each loop
 (``cpu_ms_per_app``, from /proc): on a machine shared with other work the rates move with
@@ -27,16 +34,19 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import itertools
 import os
 import random
 import tempfile
 import time
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
 
 import aiohttp
+from prometheus_client.parser import text_string_to_metric_families
 
 from core.errors import Unavailable
 from simulations.bench import echo, stages
@@ -62,6 +72,7 @@ TARGET_RSS_MB = 150.0
 # shared cores well under 1 % while resolving a 50 ms target (20 ms did not).
 POLL_S = 0.005
 DRAIN_TIMEOUT_S = 120.0
+BATCH_SIZE_METRIC = "yrd_delivery_batch_size_envelopes"
 
 
 # Where the trace hook puts the moment a submit's headers went out: set by each submit, read
@@ -98,8 +109,10 @@ class Phase:
     accepted_rate: float = 0.0
     cpu_ms_per_app: float = 0.0
     error_kinds: dict[str, int] = field(default_factory=dict)
-    # Open loop only: how late the harness sent each submit after its slot (p50, p99), and
-    # where the applications' time went (stages.py).
+    envelopes_per_call: float = 0.0  # the nodes' Deliver and NotifyStatus calls, on average
+    # Open loop only: the rate asked for, how late the harness sent each submit after its slot
+    # (p50, p99), and where the applications' time went (stages.py).
+    offered_rate: float = 0.0
     send_lag_ms: tuple[float, float] = (0.0, 0.0)
     stages: dict[str, dict[str, float]] = field(default_factory=dict)
 
@@ -117,6 +130,7 @@ class RouteResult:
     half_rate_target: float
     grpc_echo_rate: float
     ratio: float
+    sweep: list[Phase] = field(default_factory=list)
     rss_mb: dict[str, float] = field(default_factory=dict)
     targets: dict[str, float] = field(default_factory=dict)
 
@@ -252,6 +266,7 @@ class Driver:
         self.summarise(phase, ids, start, submit_seconds)
         if ids:
             phase.cpu_ms_per_app = round((self.cpu() - cpu_before) * 1000 / len(ids), 2)
+        phase.offered_rate = rate
         lags.sort()
         phase.send_lag_ms = (round(percentile(lags, 0.5), 1), round(percentile(lags, 0.99), 1))
         phase.stages = self.stages(ids)
@@ -262,6 +277,38 @@ class Driver:
         to_wall_ms = {i: (self.sent[i] + self.wall_offset) * 1000 for i in ids}
         seen = {i: (self.watcher.final[i][1] + self.wall_offset) * 1000 for i in ids}
         return stages.breakdown({i: n.db_path for i, n in self.cluster.nodes.items()}, to_wall_ms, seen)
+
+
+async def calls_and_envelopes(cluster: Cluster, http: aiohttp.ClientSession) -> tuple[float, float]:
+    """The calls the nodes' senders made so far and the envelopes they carried, from each
+    node's /metrics (a node that does not answer counts nothing)."""
+    calls = envelopes = 0.0
+    for node in cluster.nodes.values():
+        try:
+            async with http.get(f"{node.http_url}/metrics") as r:
+                text = await r.text()
+        except aiohttp.ClientError:
+            continue
+        for family in text_string_to_metric_families(text):
+            if family.name == BATCH_SIZE_METRIC:
+                for sample in family.samples:
+                    if sample.name == f"{BATCH_SIZE_METRIC}_count":
+                        calls += sample.value
+                    elif sample.name == f"{BATCH_SIZE_METRIC}_sum":
+                        envelopes += sample.value
+    return calls, envelopes
+
+
+async def measured(
+    cluster: Cluster, http: aiohttp.ClientSession, phase: Callable[[], Awaitable[Phase]]
+) -> Phase:
+    """Run ``phase`` and add the envelopes its calls carried on average."""
+    calls_before, envelopes_before = await calls_and_envelopes(cluster, http)
+    done = await phase()
+    calls, envelopes = await calls_and_envelopes(cluster, http)
+    if calls > calls_before:
+        done.envelopes_per_call = round((envelopes - envelopes_before) / (calls - calls_before), 2)
+    return done
 
 
 async def wait_catalogues(cluster: Cluster, http: aiohttp.ClientSession, expected: int) -> None:
@@ -285,6 +332,7 @@ async def run(
     half_rate: float | None = None,
     echo_seconds: float = 5.0,
     warmup: int = 40,
+    sweep: Sequence[float] = (),
     work_dir: Path | None = None,
 ) -> RouteResult:
     with tempfile.TemporaryDirectory(prefix="yrd-bench-route-", dir=work_dir) as tmp:
@@ -307,9 +355,23 @@ async def run(
                 watcher = asyncio.create_task(driver.watch(stop))
                 try:
                     await driver.closed_loop(min(concurrency, warmup), warmup, None)
-                    closed = await driver.closed_loop(concurrency, count, duration)
+                    closed = await measured(
+                        cluster, http, functools.partial(driver.closed_loop, concurrency, count, duration)
+                    )
                     half = half_rate or max(1.0, closed.rate / 2)
-                    half_phase = await driver.open_loop(half, half_rate_seconds, concurrency * 4)
+                    half_phase = await measured(
+                        cluster,
+                        http,
+                        functools.partial(driver.open_loop, half, half_rate_seconds, concurrency * 4),
+                    )
+                    swept = [
+                        await measured(
+                            cluster,
+                            http,
+                            functools.partial(driver.open_loop, rate, half_rate_seconds, concurrency * 4),
+                        )
+                        for rate in sweep
+                    ]
                 finally:
                     stop.set()
                     await watcher
@@ -326,6 +388,7 @@ async def run(
         half_rate_target=round(half, 1),
         grpc_echo_rate=round(echo_rate, 1),
         ratio=round(closed.rate / echo_rate, 4) if echo_rate else 0.0,
+        sweep=swept,
         rss_mb=rss,
         targets={
             "rate": TARGET_RATE,

@@ -19,6 +19,9 @@ from typing import Any
 from core.errors import InvalidInput
 
 TARGET_MEDIAN_US = 20.0
+# An open loop's rate at most: ten times the routing target. The loop schedules a task per
+# slot, so a rate of millions would fill memory before the first answer.
+MAX_RATE = 20_000.0
 
 
 def register(subparsers: Any) -> None:
@@ -84,6 +87,13 @@ def register_layers(sub: Any) -> None:
         "(to compare CPU per application at one load)",
     )
     route.add_argument("--echo-seconds", type=float, default=5.0, help="bare gRPC echo time (default 5 s)")
+    route.add_argument(
+        "--sweep",
+        default="",
+        metavar="RATES",
+        help="comma-separated open-loop rates per second, each for --half-rate-seconds after the "
+        "half rate: CPU per application, envelopes per call and latency at each load",
+    )
     route.set_defaults(handler=route_command)
     crypto = sub.add_parser("crypto", help="sign, verify, seal and unseal per second")
     crypto.add_argument("--seconds", type=float, default=1.0, help="per operation (default 1 s)")
@@ -130,6 +140,9 @@ def route_command(args: argparse.Namespace) -> int:
     _positive("--half-rate-seconds", args.half_rate_seconds, 0.1)
     _positive("--echo-seconds", args.echo_seconds, 0.1)
     _positive("--half-rate", args.half_rate, 0.1)
+    if args.half_rate is not None and not args.half_rate <= MAX_RATE:
+        raise InvalidInput(f"must be at most {MAX_RATE:g}", field="--half-rate")
+    sweep = _rates(args.sweep)
     result = asyncio.run(
         route.run(
             concurrency=args.concurrency,
@@ -138,6 +151,7 @@ def route_command(args: argparse.Namespace) -> int:
             half_rate_seconds=args.half_rate_seconds,
             half_rate=args.half_rate,
             echo_seconds=args.echo_seconds,
+            sweep=sweep,
         )
     )
     closed, half = result.closed_loop, result.half_rate
@@ -152,9 +166,30 @@ def route_command(args: argparse.Namespace) -> int:
             _verdict(
                 "max node RSS MB", max(result.rss_mb.values()), route.TARGET_RSS_MB, higher_is_better=False
             ),
+            *(
+                f"at {p.offered_rate:g}/s: {p.cpu_ms_per_app:g} ms of CPU per application, "
+                f"{p.envelopes_per_call:g} envelopes per call, p50 {p.p50_ms:g} ms, p99 {p.p99_ms:g} ms"
+                for p in result.sweep
+            ),
         ],
     )
     return 0
+
+
+def _rates(text: str) -> list[float]:
+    """``--sweep``'s rates, each a positive number of applications per second."""
+    rates = []
+    for part in (p.strip() for p in text.split(",") if p.strip()):
+        try:
+            rate = float(part)
+        except ValueError:
+            raise InvalidInput(
+                f"{part!r} is not a number of applications per second", field="--sweep"
+            ) from None
+        if not 0.1 <= rate <= MAX_RATE:  # also refuses nan and inf
+            raise InvalidInput(f"{part!r}: each rate must be from 0.1 to {MAX_RATE:g}", field="--sweep")
+        rates.append(rate)
+    return rates
 
 
 def crypto_command(args: argparse.Namespace) -> int:
