@@ -6,8 +6,11 @@ from __future__ import annotations
 import json
 import random
 from pathlib import Path
+from types import SimpleNamespace
 
+import aiohttp
 import pytest
+from aiohttp import web
 
 from node.cases.requests import Principal
 from node.cli.main import main
@@ -17,6 +20,7 @@ from node.delivery.outbox import enqueue
 from node.delivery.relaying import DELIVER
 from simulations.bench import crypto, http, pipeline, route, store
 from simulations.bench.inproc import OWNER, origin_and_owner
+from simulations.local_federation import free_port
 from simulations.sample_applications import application_body
 
 
@@ -120,3 +124,44 @@ async def test_bench_route_routes_through_four_node_processes(tmp_path: Path) ->
     assert result.grpc_echo_rate > 0 and result.ratio > 0
     assert set(result.rss_mb) == {"shanghai", "jiangsu", "zhejiang", "anhui"}
     assert all(v > 0 for v in result.rss_mb.values())
+
+
+async def test_envelopes_per_call_count_only_the_nodes_whose_metrics_read() -> None:
+    """A node down, or one whose /metrics does not parse, counts nothing; the others' batch
+    histogram gives the calls and the envelopes they carried."""
+    exposition = (
+        "# HELP yrd_delivery_batch_size_envelopes Envelopes per outbound call\n"
+        "# TYPE yrd_delivery_batch_size_envelopes histogram\n"
+        'yrd_delivery_batch_size_envelopes_bucket{le="1.0"} 3.0\n'
+        'yrd_delivery_batch_size_envelopes_bucket{le="+Inf"} 4.0\n'
+        "yrd_delivery_batch_size_envelopes_count 4.0\n"
+        "yrd_delivery_batch_size_envelopes_sum 9.0\n"
+    )
+    garbled = 'yrd_delivery_batch_size_envelopes_count{le="1" 4\n'
+
+    async def good(_request: web.Request) -> web.Response:
+        return web.Response(text=exposition)
+
+    async def bad(_request: web.Request) -> web.Response:
+        return web.Response(text=garbled)
+
+    app = web.Application()
+    app.router.add_get("/good/metrics", good)
+    app.router.add_get("/garbled/metrics", bad)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    base = f"http://127.0.0.1:{port}"
+    nodes = {
+        "good": SimpleNamespace(http_url=f"{base}/good"),
+        "garbled": SimpleNamespace(http_url=f"{base}/garbled"),
+        "down": SimpleNamespace(http_url=f"http://127.0.0.1:{free_port()}"),
+    }
+    try:
+        async with aiohttp.ClientSession() as session:
+            cluster = SimpleNamespace(nodes=nodes)
+            assert await route.calls_and_envelopes(cluster, session) == (4.0, 9.0)  # type: ignore[arg-type]
+    finally:
+        await runner.cleanup()

@@ -281,15 +281,16 @@ class Driver:
 
 async def calls_and_envelopes(cluster: Cluster, http: aiohttp.ClientSession) -> tuple[float, float]:
     """The calls the nodes' senders made so far and the envelopes they carried, from each
-    node's /metrics (a node that does not answer counts nothing)."""
+    node's /metrics (a node that does not answer, or answers what does not parse, counts
+    nothing)."""
     calls = envelopes = 0.0
     for node in cluster.nodes.values():
         try:
             async with http.get(f"{node.http_url}/metrics") as r:
-                text = await r.text()
-        except aiohttp.ClientError:
+                families = list(text_string_to_metric_families(await r.text()))
+        except (aiohttp.ClientError, TimeoutError, ValueError):
             continue
-        for family in text_string_to_metric_families(text):
+        for family in families:
             if family.name == BATCH_SIZE_METRIC:
                 for sample in family.samples:
                     if sample.name == f"{BATCH_SIZE_METRIC}_count":
