@@ -14,8 +14,10 @@ from typing import Any
 
 import pytest
 from sqlmodel import select
+from yrd.catalogue.v1.catalogue_pb2 import ServiceDefinition
 from yrd.peer.v1 import peer_pb2
 
+from core.errors import NotFound
 from core.ids import new_id
 from node.cases.bundles.resubmission import RESUBMIT_PURPOSE
 from node.models import BundlePart, InboundApplication
@@ -151,6 +153,26 @@ async def reject_then_resubmit(fed: Federation, bundle_id: str, filing_id: str, 
         json={"form": {"nonsense": "x"}},
     )
     assert (status, problem["field"]) == (400, "form.nonsense"), problem
+
+    # Until the counter has pulled the part owner's catalogue it cannot check the correction:
+    # it says so, and a retry goes through (a 404 on a field the clerk never sent, before).
+    index = fed.nodes["anhui"].bundles.catalogue
+    known = index.get
+
+    def not_pulled(service_id: str) -> ServiceDefinition:
+        if service_id == "sh.market.branch-filing":
+            raise NotFound("not pulled", code="unknown_service", field="service_id")
+        return known(service_id)
+
+    index.get = not_pulled  # type: ignore[method-assign]
+    status, problem = await fed.call(
+        "anhui",
+        "POST",
+        f"/api/v1/applications/{bundle_id}/components/hq_filing/resubmit",
+        json={"form": {"company_name": "上海示例科技股份有限公司"}},
+    )
+    index.get = known  # type: ignore[method-assign]
+    assert (status, problem["code"]) == (503, "catalogue_not_synced"), problem
 
     # The clerk corrects that part only.
     status, answer = await fed.call(

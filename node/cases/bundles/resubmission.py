@@ -155,7 +155,13 @@ class Resubmission(Status):
             raise Conflict(
                 f"part {name} is {part['status']}, not failed", code="component_not_failed", field="component"
             )
-        target = self.catalogue.get(part["service_id"])
+        try:
+            target = self.catalogue.get(part["service_id"])
+        except NotFound as e:  # the lead knows the part's owner; this counter has not pulled it yet
+            raise Unavailable(
+                f"part {name}'s service {clip(part['service_id'])} is not in this node's catalogue yet",
+                code="catalogue_not_synced",
+            ) from e
         optional = [
             catalogue_pb2.FormField(
                 name=f.name,
