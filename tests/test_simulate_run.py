@@ -50,6 +50,10 @@ async def test_a_short_run_with_a_kill_keeps_every_invariant(tmp_path: Path) -> 
         c["name"] for c in doc["invariants"]
     }
     assert doc["faults"][0]["applied_at_s"] is not None and doc["faults"][0]["reverted_at_s"] is not None
+    # The latencies' resolution is stated, and is finer than an automatic matter's p50 (which
+    # was under the 100 ms the origins were read at).
+    assert doc["options"]["latency_resolution_ms"] == 10
+    assert "read every 10 ms" in (out / "report.html").read_text()
     for name in ("report.html", "throughput.png", "latency.png", "flows.png", "queues.png"):
         assert (out / name).stat().st_size > 0
 

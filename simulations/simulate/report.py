@@ -22,7 +22,7 @@ from rich.table import Table
 
 from simulations.simulate.invariants import Check
 from simulations.simulate.queries import OUTCOMES
-from simulations.traffic import percentile
+from simulations.traffic import completion_poll_s, percentile
 
 if TYPE_CHECKING:
     from simulations.simulate.run import Run
@@ -77,6 +77,7 @@ def build(run: Run, checks: list[Check]) -> dict[str, Any]:
             "mix": run.load.mix,
             "decide_delay_s": run.options.decide_delay_s,
             "seed": run.options.seed,
+            "latency_resolution_ms": round(completion_poll_s(len(run.topology.specs)) * 1000),
         },
         "nodes": [
             {"id": s.node_id, "jurisdiction": s.jurisdiction, "relay": s.relay} for s in run.topology.specs
@@ -258,6 +259,7 @@ def _html(doc: dict[str, Any]) -> str:
         for row in kind_rows(doc["kinds"])
     )
     lat = ", ".join(f"{k} {v} ms" for k, v in doc["latency_ms"].items())
+    resolution = doc["options"]["latency_resolution_ms"]
     images = "".join(f'<img src="{p}" alt="{p}">' for p in PLOTS)
     verdict = "all invariants hold" if doc["ok"] else "INVARIANTS BROKEN"
     return f"""<!doctype html>
@@ -267,7 +269,8 @@ img{{max-width:100%;display:block;margin:1em 0}}
 td{{padding:2px 8px;border-bottom:1px solid #ddd;vertical-align:top}}</style></head><body>
 <h1>yrd simulate: {html.escape(doc["options"]["topology"])}, {doc["options"]["nodes"]} nodes — {verdict}</h1>
 <p>{html.escape(json.dumps(doc["options"], ensure_ascii=False))}</p>
-<p>Latency submit to final at the origin: {lat}. Largest node RSS: {doc["max_rss_mb"]:.0f} MB.</p>
+<p>Latency submit to final at the origin (read every {resolution} ms): {lat}.
+Largest node RSS: {doc["max_rss_mb"]:.0f} MB.</p>
 <h2>Invariants</h2><table><tr><th></th><th>invariant</th><th>checked</th><th>broken</th><th>examples</th></tr>{rows}</table>
 <h2>Totals</h2><table>{totals}</table>
 <h2>Per kind</h2><table>{kinds}</table>

@@ -33,7 +33,14 @@ from simulations.simulate.faults import Fault, parse_kinds, random_schedule, sch
 from simulations.simulate.load import Load, accepted, answered, parse_mix
 from simulations.simulate.proxy import LinkFaults, Proxy
 from simulations.simulate.topology import LIGHT_DELIVERY, Topology, resolve
-from simulations.traffic import CompletionWatcher, count_services, open_ro, open_specs, service_count
+from simulations.traffic import (
+    CompletionWatcher,
+    completion_poll_s,
+    count_services,
+    open_ro,
+    open_specs,
+    service_count,
+)
 
 log = logging.getLogger(__name__)
 
@@ -278,10 +285,11 @@ async def _sample(run: Run, stop: asyncio.Event) -> None:
                 queues[node_id] = -1
         rss = {i: n.rss_mb() or 0.0 for i, n in run.cluster.nodes.items()}
         run.samples.append(Sample(round(run.now(), 2), queues, rss))
-        # Completions are polled ten times as often as queues: their stamp is the latency.
-        for _ in range(10):
+        # Completions are polled far more often than queues: their stamp is the latency.
+        poll_s = completion_poll_s(len(run.cluster.nodes))
+        for _ in range(max(1, round(SAMPLE_S / poll_s))):
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), SAMPLE_S / 10)
+                await asyncio.wait_for(stop.wait(), poll_s)
             run.watcher.poll()
     for conn in conns.values():
         conn.close()
