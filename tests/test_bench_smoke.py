@@ -22,6 +22,7 @@ from simulations.bench import crypto, http, pipeline, route, store
 from simulations.bench.inproc import OWNER, origin_and_owner
 from simulations.local_federation import free_port
 from simulations.sample_applications import application_body
+from tests.support.web_server import served
 
 
 def test_bench_crypto_measures_all_four_operations() -> None:
@@ -148,20 +149,11 @@ async def test_envelopes_per_call_count_only_the_nodes_whose_metrics_read() -> N
     app = web.Application()
     app.router.add_get("/good/metrics", good)
     app.router.add_get("/garbled/metrics", bad)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    base = f"http://127.0.0.1:{port}"
-    nodes = {
-        "good": SimpleNamespace(http_url=f"{base}/good"),
-        "garbled": SimpleNamespace(http_url=f"{base}/garbled"),
-        "down": SimpleNamespace(http_url=f"http://127.0.0.1:{free_port()}"),
-    }
-    try:
-        async with aiohttp.ClientSession() as session:
-            cluster = SimpleNamespace(nodes=nodes)
-            assert await route.calls_and_envelopes(cluster, session) == (4.0, 9.0)  # type: ignore[arg-type]
-    finally:
-        await runner.cleanup()
+    async with served(app) as base, aiohttp.ClientSession() as session:
+        nodes = {
+            "good": SimpleNamespace(http_url=f"{base}/good"),
+            "garbled": SimpleNamespace(http_url=f"{base}/garbled"),
+            "down": SimpleNamespace(http_url=f"http://127.0.0.1:{free_port()}"),
+        }
+        cluster = SimpleNamespace(nodes=nodes)
+        assert await route.calls_and_envelopes(cluster, session) == (4.0, 9.0)  # type: ignore[arg-type]

@@ -12,6 +12,7 @@ from aiohttp import web
 
 from node.delivery.relaying import DELIVER, NOTIFY_STATUS
 from simulations.bench import route, stages
+from tests.support.web_server import served
 
 
 def _node_db(path: Path, applications: list[tuple[str, int]], audit: list[tuple[int, str, str, str]]) -> Path:
@@ -92,19 +93,11 @@ async def test_a_submit_is_stamped_when_its_headers_are_written_not_when_it_was_
 
     app = web.Application()
     app.router.add_post("/", answer)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    try:
-        async with aiohttp.ClientSession(trace_configs=[route.sent_stamps()]) as http:
-            stamps: list[float] = []
-            route._HEADERS_SENT.set(stamps)
-            before = time.monotonic()
-            async with http.post(f"http://127.0.0.1:{port}/", json={"a": 1}) as r:
-                await r.read()
-            after = time.monotonic()
-    finally:
-        await runner.cleanup()
+    async with served(app) as base, aiohttp.ClientSession(trace_configs=[route.sent_stamps()]) as http:
+        stamps: list[float] = []
+        route._HEADERS_SENT.set(stamps)
+        before = time.monotonic()
+        async with http.post(f"{base}/", json={"a": 1}) as r:
+            await r.read()
+        after = time.monotonic()
     assert len(stamps) == 1 and before <= stamps[0] <= after

@@ -18,6 +18,7 @@ from aiohttp import web
 from simulations.local_federation import PROVINCES, SAMPLES
 from simulations.sample_applications import application_body
 from tests.support.federation import Federation, allow_all_specs
+from tests.support.web_server import served
 
 Department = Callable[[list[dict[str, Any]]], web.Response]
 
@@ -46,25 +47,17 @@ async def federation_with_department(
 
     app = web.Application()
     app.router.add_post("/decide", department)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-
     specs = [s for s in allow_all_specs(tmp_path, PROVINCES) if s.node_id in ("jiangsu", "zhejiang")]
     specs = [
         dataclasses.replace(s, catalogue=webhook_catalogue(tmp_path)) if s.node_id == "zhejiang" else s
         for s in specs
     ]
-    fed = await Federation(
-        tmp_path, specs, extra={"handlers": {"webhook_url": f"http://127.0.0.1:{port}/decide"}}
-    ).start()
-    try:
-        yield fed, calls
-    finally:
-        await fed.close()
-        await runner.cleanup()
+    async with served(app) as base:
+        fed = await Federation(tmp_path, specs, extra={"handlers": {"webhook_url": f"{base}/decide"}}).start()
+        try:
+            yield fed, calls
+        finally:
+            await fed.close()
 
 
 def approve() -> web.Response:
