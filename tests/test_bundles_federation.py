@@ -165,13 +165,15 @@ async def reject_then_resubmit(fed: Federation, bundle_id: str, filing_id: str, 
         return known(service_id)
 
     index.get = not_pulled  # type: ignore[method-assign]
-    status, problem = await fed.call(
-        "anhui",
-        "POST",
-        f"/api/v1/applications/{bundle_id}/components/hq_filing/resubmit",
-        json={"form": {"company_name": "上海示例科技股份有限公司"}},
-    )
-    index.get = known  # type: ignore[method-assign]
+    try:
+        status, problem = await fed.call(
+            "anhui",
+            "POST",
+            f"/api/v1/applications/{bundle_id}/components/hq_filing/resubmit",
+            json={"form": {"company_name": "上海示例科技股份有限公司"}},
+        )
+    finally:
+        index.get = known  # type: ignore[method-assign]
     assert (status, problem["code"]) == (503, "catalogue_not_synced"), problem
 
     # The clerk corrects that part only.

@@ -139,9 +139,8 @@ def route_command(args: argparse.Namespace) -> int:
     _positive("--duration", args.duration, 0.1)
     _positive("--half-rate-seconds", args.half_rate_seconds, 0.1)
     _positive("--echo-seconds", args.echo_seconds, 0.1)
-    _positive("--half-rate", args.half_rate, 0.1)
-    if args.half_rate is not None and not args.half_rate <= MAX_RATE:
-        raise InvalidInput(f"must be at most {MAX_RATE:g}", field="--half-rate")
+    if args.half_rate is not None:
+        _rate("--half-rate", args.half_rate)
     sweep = _rates(args.sweep)
     result = asyncio.run(
         route.run(
@@ -176,19 +175,23 @@ def route_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def _rate(name: str, rate: float) -> float:
+    """An open loop's rate, from 0.1 to MAX_RATE applications per second."""
+    if not 0.1 <= rate <= MAX_RATE:  # also refuses nan and inf
+        raise InvalidInput(f"{rate:g}: a rate must be from 0.1 to {MAX_RATE:g} per second", field=name)
+    return rate
+
+
 def _rates(text: str) -> list[float]:
-    """``--sweep``'s rates, each a positive number of applications per second."""
+    """``--sweep``'s comma-separated rates."""
     rates = []
     for part in (p.strip() for p in text.split(",") if p.strip()):
         try:
-            rate = float(part)
-        except ValueError:
+            rates.append(_rate("--sweep", float(part)))
+        except ValueError:  # float() of what is not a number; InvalidInput is no ValueError
             raise InvalidInput(
                 f"{part!r} is not a number of applications per second", field="--sweep"
             ) from None
-        if not 0.1 <= rate <= MAX_RATE:  # also refuses nan and inf
-            raise InvalidInput(f"{part!r}: each rate must be from 0.1 to {MAX_RATE:g}", field="--sweep")
-        rates.append(rate)
     return rates
 
 

@@ -12,8 +12,8 @@ what the cap turns away is counted as ``shed``.
 Matters with the ``auto`` handler are decided by the owner node itself on receipt; for
 ``worklist`` matters this module plays the owner's clerk: it reads the owner's waiting
 applications from its database (read-only) and, once they have waited ``decide_delay``
-seconds, approves them through the owner's counter API, several at a time. That includes the worklist parts of
-bundles, which the lead sends to their owners as it sends any application.
+seconds, approves them through the owner's counter API, several at a time. That includes the
+worklist parts of bundles, which the lead sends to their owners as it sends any application.
 """
 
 from __future__ import annotations

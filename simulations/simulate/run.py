@@ -271,6 +271,7 @@ async def _settle(run: Run, tick: Callable[[], None]) -> bool:
 
 async def _sample(run: Run, stop: asyncio.Event) -> None:
     conns: dict[str, sqlite3.Connection] = {}
+    poll_s = completion_poll_s(len(run.topology.specs))  # as the report states it
     while not stop.is_set():
         run.watcher.poll()
         queues: dict[str, int] = {}
@@ -286,7 +287,6 @@ async def _sample(run: Run, stop: asyncio.Event) -> None:
         rss = {i: n.rss_mb() or 0.0 for i, n in run.cluster.nodes.items()}
         run.samples.append(Sample(round(run.now(), 2), queues, rss))
         # Completions are polled far more often than queues: their stamp is the latency.
-        poll_s = completion_poll_s(len(run.cluster.nodes))
         for _ in range(max(1, round(SAMPLE_S / poll_s))):
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), poll_s)
