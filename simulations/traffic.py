@@ -9,6 +9,7 @@ the very nodes being measured, and the status event row is what ``completed`` me
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import random
 import sqlite3
@@ -96,9 +97,23 @@ def targets(specs: Sequence[NodeSpec], handlers: Sequence[str] = ("auto",)) -> d
 async def submit(
     http: aiohttp.ClientSession, url: str, token: str, target: Target, rng: random.Random, key: str
 ) -> tuple[int, dict[str, Any]]:
-    body = application_body(target.definition, rng)
-    headers = {"Authorization": f"Bearer {token}", "Idempotency-Key": key}
-    async with http.post(f"{url}/api/v1/applications", json=body, headers=headers) as r:
+    return await post_application(http, url, token, application_json(target, rng), key)
+
+
+def application_json(target: Target, rng: random.Random) -> bytes:
+    """The request body of a new application for ``target``, as the counter receives it."""
+    return json.dumps(application_body(target.definition, rng), ensure_ascii=False).encode()
+
+
+async def post_application(
+    http: aiohttp.ClientSession, url: str, token: str, body: bytes, key: str
+) -> tuple[int, dict[str, Any]]:
+    headers = {
+        "Authorization": f"Bearer {token}",
+        "Idempotency-Key": key,
+        "Content-Type": "application/json",
+    }
+    async with http.post(f"{url}/api/v1/applications", data=body, headers=headers) as r:
         doc = await r.json(content_type=None)
         return r.status, doc if isinstance(doc, dict) else {}
 
