@@ -122,6 +122,8 @@ async def test_bench_route_routes_through_four_node_processes(tmp_path: Path) ->
     assert swept.offered_rate == 8.0 and swept.completed == swept.submitted > 0
     for phase in (closed, result.half_rate, swept):
         assert phase.envelopes_per_call >= 1
+        # What the phase cost, the nodes' CPU and the harness's apart.
+        assert phase.cpu_ms_per_app > 0 and phase.harness_cpu_ms_per_app > 0
     assert result.grpc_echo_rate > 0 and result.ratio > 0
     assert set(result.rss_mb) == {"shanghai", "jiangsu", "zhejiang", "anhui"}
     assert all(v > 0 for v in result.rss_mb.values())

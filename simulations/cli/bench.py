@@ -163,10 +163,17 @@ def route_command(args: argparse.Namespace) -> int:
             _verdict("ratio to bare gRPC", result.ratio, route.TARGET_RATIO),
             _verdict("p99 ms at half rate", half.p99_ms, route.TARGET_P99_MS, higher_is_better=False),
             _verdict(
+                "CPU ms per application, nodes and harness",
+                closed.cpu_ms_per_app + closed.harness_cpu_ms_per_app,
+                route.TARGET_CPU_MS_PER_APP,
+                higher_is_better=False,
+            ),
+            _verdict(
                 "max node RSS MB", max(result.rss_mb.values()), route.TARGET_RSS_MB, higher_is_better=False
             ),
             *(
-                f"at {p.offered_rate:g}/s: {p.cpu_ms_per_app:g} ms of CPU per application, "
+                f"at {p.offered_rate:g}/s: {p.cpu_ms_per_app:g} ms of the nodes' CPU per application "
+                f"({p.harness_cpu_ms_per_app:g} ms the harness's), "
                 f"{p.envelopes_per_call:g} envelopes per call, p50 {p.p50_ms:g} ms, p99 {p.p99_ms:g} ms"
                 for p in result.sweep
             ),
