@@ -545,6 +545,7 @@ def build_node(
             accept_data_request=data_holder.accept_request,
             apply_data_update=data_asker.apply_update,
             answer_query=data_holder.answer,
+            forward_query=delivery.channels.relay_query,
             limits=PeerLimits(
                 trust,
                 limits_clock,

@@ -9,7 +9,7 @@ peer's pinned certificates and checks that they name the peer (node/trust/tls.py
 from __future__ import annotations
 
 import grpc
-from yrd.peer.v1 import peer_pb2_grpc
+from yrd.peer.v1 import peer_pb2, peer_pb2_grpc
 
 from node.trust.keyring import Trust
 from node.trust.tls import TlsIdentity, channel_credentials
@@ -50,6 +50,16 @@ class Channels:
         stub = peer_pb2_grpc.PeerServiceStub(channel)
         self._open[node_id] = (target, channel, stub)
         return stub
+
+    async def relay_query(
+        self, destination: str, request: peer_pb2.QueryDataRequest, within_s: float
+    ) -> peer_pb2.QueryDataResponse:
+        """A data query passed on, unchanged, to a member this node relays for (docs/protocol.md
+        14.1)."""
+        response: peer_pb2.QueryDataResponse = await self.peer(destination).QueryData(
+            request, timeout=within_s
+        )
+        return response
 
     async def close(self) -> None:
         for channel in [c for _, c, _ in self._open.values()] + self._stale:

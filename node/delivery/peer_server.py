@@ -20,12 +20,13 @@ from core.clock import Clock
 from core.db import Database
 from core.errors import EnvelopeRejected, InvalidInput, NotFound
 from node import metrics
+from node.config import PEER_CALL_TIMEOUT_S
 from node.delivery import checkpoints
 from node.delivery.outbox import enqueue, unhanded_hops
 from node.delivery.peer_client import parse_body
 from node.delivery.peer_limits import PeerLimits
 from node.delivery.relaying import DELIVER, NOTIFY_STATUS, forward_item
-from node.grpc_errors import grpc_errors
+from node.grpc_errors import REASON_KEY, grpc_errors
 from node.trust import audit
 from node.trust.audit import AuditEntry
 from node.trust.envelope import EnvelopeVerifier, answer, request_digest, seal_envelope
@@ -98,6 +99,10 @@ ApplyClueUpdate = Callable[[Session, str, peer_pb2.ClueUpdate], peer_pb2.Receipt
 AcceptDataRequest = Callable[[Session, str, peer_pb2.DataRequestTransfer, int], peer_pb2.Receipt]
 ApplyDataUpdate = Callable[[Session, str, peer_pb2.DataRequestUpdate], peer_pb2.Receipt]
 AnswerQuery = Callable[[str, peer_pb2.DataQuery], Awaitable[peer_pb2.DataAnswer]]
+# A relay's call to a member it relays for (docs/protocol.md 14.1): the asker's request passed on
+# unchanged within the seconds given, the member's response returned unchanged. Injected by the
+# composition root, which holds the channels; without it this node relays no queries.
+ForwardQuery = Callable[[str, peer_pb2.QueryDataRequest, float], Awaitable[peer_pb2.QueryDataResponse]]
 
 
 def _no_clues(s: Session, sender: str, item: object, *now: int) -> peer_pb2.Receipt:
@@ -131,6 +136,7 @@ class PeerServicer(peer_pb2_grpc.PeerServiceServicer):
         accept_data_request: AcceptDataRequest = _no_clues,
         apply_data_update: ApplyDataUpdate = _no_clues,
         answer_query: AnswerQuery = _no_queries,
+        forward_query: ForwardQuery | None = None,
         limits: PeerLimits | None = None,
     ) -> None:
         self.db, self.trust, self.verifier = db, trust, verifier
@@ -139,7 +145,7 @@ class PeerServicer(peer_pb2_grpc.PeerServiceServicer):
         self.max_batch = max_batch
         self.accept_clue, self.apply_clue_update = accept_clue, apply_clue_update
         self.accept_data_request, self.apply_data_update = accept_data_request, apply_data_update
-        self.answer_query = answer_query
+        self.answer_query, self.forward_query = answer_query, forward_query
 
         self.limits = limits
 
@@ -381,12 +387,49 @@ class PeerServicer(peer_pb2_grpc.PeerServiceServicer):
         every other, the per-peer limits applied, the answer signed and bound to the request."""
         env = request.envelope
         with self._admit(context, [env]):
+            if env.destination != self.trust.node_id and self.forward_query is not None:
+                return await self._relay_query(request, context)
             await self._verify(env, QUERY_DATA)
             query = parse_body(peer_pb2.DataQuery, env.body)
             answer_body = await self.answer_query(env.sender, query)
         return peer_pb2.QueryDataResponse(
             envelope=await self._answer(env, answer_body.SerializeToString(), QUERY_DATA)
         )
+
+    async def _relay_query(
+        self, request: peer_pb2.QueryDataRequest, context: grpc.aio.ServicerContext[object, object]
+    ) -> peer_pb2.QueryDataResponse:
+        """A query for a member this node relays for (docs/protocol.md 14.1): checked as a relay
+        checks a forwarded envelope, passed on unchanged within what is left of the caller's
+        deadline, the member's answer (or refusal) passed back unchanged. The member checks the
+        rest (time window, nonce) and answers the asker, who verifies the answer as the member's;
+        this node reads neither the subject, sealed to the member, nor the records."""
+        env = request.envelope
+        try:
+            self.verifier.verify_forwarded(env, QUERY_DATA)
+        except EnvelopeRejected as e:
+            _count_refusal(env, e)
+            raise
+        assert self.forward_query is not None
+        # The asker's own deadline (a query's is at most 30 s); the call holds one of the asker's
+        # per-peer slots here for as long, so a long one spends only its own budget.
+        remaining = context.time_remaining()
+        within_s = PEER_CALL_TIMEOUT_S if remaining is None else remaining
+        try:
+            response = await self.forward_query(env.destination, request, within_s)
+        except grpc.aio.AioRpcError as e:
+            # The member's own status (a refusal, its deadline, its absence) is the asker's answer.
+            reason = dict(e.trailing_metadata() or ()).get(REASON_KEY, "")
+            context.set_trailing_metadata(((REASON_KEY, str(reason)),) if reason else ())
+            await context.abort(e.code(), e.details() or "")
+        digest = request_digest(env)
+        records = [
+            AuditEntry("in", env.sender, QUERY_DATA, digest, f"relayed to {env.destination}"),
+            AuditEntry("out", env.destination, QUERY_DATA, digest, f"relayed from {env.sender}"),
+        ]
+        now = self.clock.now_ms()
+        await self.db.run(lambda s: audit.append(s, records, now))
+        return response
 
     async def _answer(self, env: Env, body: bytes, method: str) -> Env:
         now = self.clock.now_ms()

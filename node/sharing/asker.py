@@ -1,11 +1,12 @@
 """The asker's side of data sharing (docs/sharing.md): one screen's query fanned out to every
 holder at once and merged, data requests sent to holders, and their decisions taken in.
 
-Each holder gets one signed QueryData call (this node's own resources go through the same
-holder code, without the network), answered within the query's deadline or shown as missing:
-a screen is never held up by the slowest province. What comes back is checked before it is
-shown: bound to our request by its signature, about the resources asked, each record sealed to
-us with no field we did not ask for. Every item, answered or not, leaves a mirror record.
+Each holder gets one signed QueryData call (through its relay when the manifest names one;
+this node's own resources go through the same holder code, without the network), answered
+within the query's deadline or shown as missing: a screen is never held up by the slowest
+province. What comes back is checked before it is shown: bound to our request by its signature,
+about the resources asked, each record sealed to us with no field we did not ask for. Every
+item, answered or not, leaves a mirror record.
 """
 
 from __future__ import annotations
@@ -209,8 +210,6 @@ class DataAsker:
             q.sealed_subject = seal(self.trust.public_key_of(holder, now), subject.SerializeToString())
             if holder == self.trust.node_id:
                 answer = await self.holder.answer(holder, q)
-            elif self.trust.next_hop(holder) != holder:
-                return all_items("refused", "no_direct_route", f"{holder} is reachable only through a relay")
             else:
                 timeout_s = req.deadline_ms / 1000
                 answer = await asyncio.wait_for(self._call_in_slot(holder, q, timeout_s), timeout_s)
@@ -251,7 +250,8 @@ class DataAsker:
             body=q.SerializeToString(),
             now_ms=self.clock.now_ms(),
         )
-        call = self.channels.peer(holder).QueryData(
+        # A holder behind a relay is called through it, with the same envelope (protocol 14.1).
+        call = self.channels.peer(self.trust.next_hop(holder)).QueryData(
             peer_pb2.QueryDataRequest(envelope=env), timeout=timeout_s
         )
         response = await asyncio.wait_for(call, timeout_s)

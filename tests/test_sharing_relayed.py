@@ -1,0 +1,115 @@
+"""A data holder behind a relay (docs/protocol.md 14.1): the asker's signed query goes to the
+relay unchanged, the relay checks it as a forwarded envelope and passes it on, and the holder's
+signed answer comes back unchanged. Here Zhejiang is reached only through Jiangsu."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import grpc
+import pytest
+from sqlmodel import col, select
+from yrd.envelope.v1.envelope_pb2 import Envelope
+from yrd.peer.v1 import peer_pb2, peer_pb2_grpc
+
+from core.keys import NodeKey
+from node.app import Node
+from node.models import AuditRecord, DataDisclosure
+from node.trust.envelope import seal_envelope
+from simulations.local_federation import PROVINCES
+from tests.support.federation import Federation, grpc_reason, node_channel
+from tests.test_sharing_federation import HEALTH_SCREEN, ask, consent, query
+
+QUERY_DATA = "/yrd.peer.v1.PeerService/QueryData"
+
+
+@pytest.fixture
+async def fed(tmp_path: Path) -> AsyncIterator[Federation]:
+    specs = [dataclasses.replace(s, relay="jiangsu") if s.node_id == "zhejiang" else s for s in PROVINCES]
+    f = await Federation(tmp_path, specs).start()
+    try:
+        yield f
+    finally:
+        await f.close()
+
+
+async def relay_records(node: Node) -> list[tuple[str, str, str]]:
+    stmt = (
+        select(AuditRecord)
+        .where(AuditRecord.method == QUERY_DATA, col(AuditRecord.detail).startswith("relayed"))
+        .order_by(col(AuditRecord.seq))
+    )
+    return await node.db.run(lambda s: [(r.direction, r.peer, r.detail) for r in s.exec(stmt).all()])
+
+
+def query_envelope(
+    fed: Federation, destination: str, *, key: NodeKey | None = None, now_ms: int | None = None
+) -> Envelope:
+    """Shanghai's signed query for ``destination`` (an empty DataQuery: the holder refuses it)."""
+    shanghai = fed.nodes["shanghai"]
+    return seal_envelope(
+        key or shanghai.trust.key,
+        sender="shanghai",
+        destination=destination,
+        method=QUERY_DATA,
+        body=peer_pb2.DataQuery().SerializeToString(),
+        now_ms=shanghai.clock.now_ms() if now_ms is None else now_ms,
+    )
+
+
+async def relay_call(fed: Federation, env: Envelope) -> grpc.aio.AioRpcError:
+    async with node_channel(fed.nodes["jiangsu"]) as ch:
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await peer_pb2_grpc.PeerServiceStub(ch).QueryData(peer_pb2.QueryDataRequest(envelope=env))
+    return err.value
+
+
+async def test_a_holder_behind_a_relay_answers_through_it(fed: Federation) -> None:
+    assert fed.nodes["shanghai"].trust.next_hop("zhejiang") == "jiangsu"
+    items = await ask(fed, query(HEALTH_SCREEN, consent=consent(HEALTH_SCREEN)))
+    assert all(i["outcome"] == "answered" for i in items.values()), items
+    assert items["zj.vaccination"]["holder_node"] == "zhejiang"
+    assert items["zj.vaccination"]["fields"]["doses"] == 3
+    # The holder saw the asker, not the relay: its disclosure log names Shanghai.
+    zj = fed.nodes["zhejiang"]
+    stmt = select(DataDisclosure).where(DataDisclosure.side == "holder")
+    held = await zj.db.run(lambda s: [(d.asker_node, d.resource_id, d.outcome) for d in s.exec(stmt).all()])
+    assert held == [("shanghai", "zj.vaccination", "answered")]
+    # The relay kept a record of what it passed on, and of nothing it answered itself.
+    assert await relay_records(fed.nodes["jiangsu"]) == [
+        ("in", "shanghai", "relayed to zhejiang"),
+        ("out", "zhejiang", "relayed from shanghai"),
+    ]
+
+    # Without consent the holder refuses for itself, through the relay as directly.
+    refused = await ask(fed, query(HEALTH_SCREEN))
+    assert refused["zj.vaccination"]["reason_code"] == "consent_missing"
+
+
+async def test_a_relayed_holder_that_is_down_is_missing(fed: Federation) -> None:
+    await fed.stop_node("zhejiang")
+    items = await ask(fed, query(HEALTH_SCREEN, consent=consent(HEALTH_SCREEN), deadline_ms=2000))
+    assert items["zj.vaccination"]["outcome"] == "missing"
+    assert items["js.nucleic-acid"]["outcome"] == "answered"
+
+
+async def test_the_relay_passes_on_only_signed_queries_for_members_it_relays_for(fed: Federation) -> None:
+    # Anhui is not behind Jiangsu: Jiangsu is neither its addressee nor its relay.
+    err = await relay_call(fed, query_envelope(fed, "anhui"))
+    assert (err.code(), grpc_reason(err)) == (grpc.StatusCode.UNAUTHENTICATED, "wrong_destination")
+    # A query not signed by the member it names goes no further than the relay.
+    forged = query_envelope(fed, "zhejiang", key=NodeKey.generate())
+    err = await relay_call(fed, forged)
+    assert err.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert grpc_reason(err) in {"unknown_key", "bad_signature"}
+    assert await relay_records(fed.nodes["jiangsu"]) == []
+
+
+async def test_the_holders_own_refusal_comes_back_through_the_relay(fed: Federation) -> None:
+    """The relay checks no time window (the holder does): a query signed an hour ago reaches
+    Zhejiang, whose refusal, status and reason alike, is what the asker gets."""
+    stale = query_envelope(fed, "zhejiang", now_ms=fed.nodes["shanghai"].clock.now_ms() - 3_600_000)
+    err = await relay_call(fed, stale)
+    assert (err.code(), grpc_reason(err)) == (grpc.StatusCode.UNAUTHENTICATED, "clock_skew")
