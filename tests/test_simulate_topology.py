@@ -10,13 +10,16 @@ from pathlib import Path
 import pytest
 
 from core.errors import ConfigError
+from node.sharing.records import read_records_file
 from registry.catalogue import load_catalogue_file
+from registry.data_catalogue import load_data_resources
 from registry.divisions import is_valid_code, name_of
 from registry.manifest import load_signed_manifest, verify_anchor
 from simulations.local_federation import prepare
 from simulations.simulate.faults import MIN_ROTATE_S, parse_kinds, random_schedule, schedule_from_file
 from simulations.simulate.proxy import LinkFaults, Proxy
-from simulations.simulate.topology import Topology, delta, from_file
+from simulations.simulate.queries import screen_of
+from simulations.simulate.topology import Topology, delta, from_file, persons_on_record
 from simulations.traffic import open_specs, owner_of
 
 
@@ -49,6 +52,28 @@ def test_every_city_owns_an_auto_matter_routed_to_it(topo: Topology) -> None:
             assert owner == spec.node_id, f"{d.service_id} published by {spec.node_id} routes to {owner}"
             owners[owner] = owners.get(owner, 0) + (d.handler == "auto")
     assert all(owners.get(s.node_id, 0) >= 1 for s in topo.specs if s.node_id in topo.light)
+
+
+def test_every_city_holds_residence_permits_that_a_query_asks_through_its_relay(topo: Topology) -> None:
+    persons = persons_on_record()
+    assert "310101199003071230" in persons
+    cities = [s for s in topo.specs if s.node_id in topo.light]
+    for city in cities:
+        (permits,) = load_data_resources(city.catalogue)
+        assert (permits.holder, permits.subject_kind, permits.sharing) == (
+            city.jurisdiction,
+            "person",
+            "unconditional",
+        )
+        assert city.records is not None
+        held = read_records_file(city.records, city.node_id, {permits.resource_id: permits})
+        assert len(held[permits.resource_id]) == len(persons)
+    screen = screen_of(topo.specs)
+    assert screen is not None
+    # The provinces' screen, and one city's permits beside it in each query.
+    assert set(screen.resources) == {"sh.health-code", "js.nucleic-acid", "zj.vaccination"}
+    assert len(screen.relayed) == 40 and all(".residence-permit" in r for r in screen.relayed)
+    assert set(screen.subjects) <= set(persons)
 
 
 def test_the_delta_manifest_verifies_and_relays_cities_through_their_province(

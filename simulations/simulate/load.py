@@ -25,12 +25,13 @@ import sqlite3
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 import aiohttp
 
 from core.errors import ConfigError
 from simulations.cluster import Cluster
-from simulations.simulate.queries import OUTCOMES, Screen, ask, screen_of
+from simulations.simulate.queries import OUTCOMES, Screen, ask, query_body, screen_of
 from simulations.traffic import Target, open_ro, submit, targets
 
 KINDS = ("auto", "worklist", "bundle", "query")
@@ -176,11 +177,14 @@ class Load:
 
     async def _ask(self, http: aiohttp.ClientSession, target: Ask, gate: asyncio.Semaphore) -> None:
         node = self.cluster.nodes[target.origin]
-        query = Query(target.origin, time.monotonic(), resources=target.screen.resources)
+        screen = target.screen
+        body = query_body(screen, self.rng.choice(screen.subjects), datetime.now(UTC), self.rng)
+        asked = tuple(str(r["id"]) for r in body["resources"])
+        query = Query(target.origin, time.monotonic(), resources=asked)
         self.queries.append(query)
         try:
             query.status, doc = await asyncio.wait_for(
-                ask(http, node.http_url, node.token, target.screen, self.rng), SUBMIT_TIMEOUT_S
+                ask(http, node.http_url, node.token, body), SUBMIT_TIMEOUT_S
             )
             if query.status == 200:
                 query.query_id = str(doc.get("query_id", ""))

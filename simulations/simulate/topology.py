@@ -20,6 +20,7 @@ A topology file lists nodes::
 from __future__ import annotations
 
 import copy
+import json
 import tomllib
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -30,6 +31,7 @@ import tomli_w
 
 from core.division_table import DIVISIONS
 from core.errors import ConfigError
+from registry.data_catalogue import load_data_resources
 from registry.divisions import is_valid_code, name_of
 from simulations.local_federation import PROVINCES, SAMPLES, NodeSpec
 
@@ -73,7 +75,8 @@ def _write(path: Path, doc: dict[str, Any]) -> Path:
 
 
 def city_catalogue(root: Path, code: str, node_id: str) -> Path:
-    """The province's sample services owned by this city, and one auto matter of its own."""
+    """The province's sample services owned by this city, one auto matter of its own, and
+    its residence permits as a data resource."""
     province = PROVINCE_OF[code[:2]]
     sample = _sample(province)
     own = [s for s in sample["services"] if s["owner"].startswith(code[:4])]
@@ -81,8 +84,70 @@ def city_catalogue(root: Path, code: str, node_id: str) -> Path:
     extra = copy.deepcopy(template)
     extra["id"] = f"{SERVICE_PREFIX[code[:2]]}.c{code}.{template['id'].split('.', 1)[1]}"
     extra["owner"] = code
-    extra["name"] = f"{template['name']}（{name_of(code).removeprefix(name_of(province.jurisdiction))}）"
-    return _write(root / "catalogues" / f"{node_id}.toml", {"node_id": node_id, "services": [*own, extra]})
+    extra["name"] = f"{template['name']}（{_short_name(code)}）"
+    doc = {"node_id": node_id, "services": [*own, extra], "data": [residence_permits(code)]}
+    return _write(root / "catalogues" / f"{node_id}.toml", doc)
+
+
+def _short_name(code: str) -> str:
+    return name_of(code).removeprefix(name_of(PROVINCE_OF[code[:2]].jurisdiction))
+
+
+def residence_permits(code: str) -> dict[str, Any]:
+    """A city's residence permits (居住证), held by its public security bureau and shared with
+    the person's consent: what a counter elsewhere in the delta reaches through the city's
+    province, its relay (docs/protocol.md 14.1)."""
+    return {
+        "id": f"{SERVICE_PREFIX[code[:2]]}.c{code}.residence-permit",
+        "name": f"居住证（{_short_name(code)}）",
+        "name_en": "Residence permit",
+        "holder": code,
+        "department": f"{name_of(code)}公安局",
+        "subject_kind": "person",
+        "update_frequency": "daily",
+        "sharing": "unconditional",
+        "fields": [
+            {
+                "name": "permit_status",
+                "label": "居住证状态",
+                "type": "enum",
+                "choices": ["有效", "过期", "注销"],
+            },
+            {"name": "issued_on", "label": "签发日期", "type": "date"},
+        ],
+    }
+
+
+def persons_on_record() -> list[str]:
+    """The persons the provinces' sample records know, whom the cities' permits are for."""
+    persons: set[str] = set()
+    for spec in PROVINCES:
+        if spec.records is None:
+            continue
+        kinds = {r.resource_id: r.subject_kind for r in load_data_resources(spec.catalogue)}
+        doc = json.loads(spec.records.read_text(encoding="utf-8"))
+        persons.update(r["subject"] for r in doc["records"] if kinds.get(r["resource"]) == "person")
+    return sorted(persons)
+
+
+def city_records(root: Path, code: str, node_id: str, persons: Sequence[str]) -> Path:
+    """One residence permit for each person, as the city's bureau would load them."""
+    resource = residence_permits(code)["id"]
+    records = [
+        {
+            "resource": resource,
+            "subject": person,
+            "updated_at": "2026-11-01T00:00:00+08:00",
+            "fields": {"permit_status": "有效", "issued_on": "2026-03-01"},
+        }
+        for person in persons
+    ]
+    path = root / "records" / f"{node_id}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(
+        json.dumps({"node_id": node_id, "records": records}, ensure_ascii=False), encoding="utf-8"
+    )
+    return path
 
 
 def province_catalogue(root: Path, province: NodeSpec, cities: Sequence[str]) -> Path:
@@ -93,7 +158,9 @@ def province_catalogue(root: Path, province: NodeSpec, cities: Sequence[str]) ->
     return _write(root / "catalogues" / f"{province.node_id}.toml", {**sample, "services": services})
 
 
-def city_spec(root: Path, code: str, relay: str | None, node_id: str | None = None) -> NodeSpec:
+def city_spec(
+    root: Path, code: str, relay: str | None, persons: Sequence[str], node_id: str | None = None
+) -> NodeSpec:
     province = PROVINCE_OF[code[:2]]
     node_id = node_id or city_node_id(code)
     return NodeSpec(
@@ -104,6 +171,7 @@ def city_spec(root: Path, code: str, relay: str | None, node_id: str | None = No
         catalogue=city_catalogue(root, code, node_id),
         bundle=None,
         relay=province.node_id if relay is None else relay,
+        records=city_records(root, code, node_id, persons),
     )
 
 
@@ -114,11 +182,12 @@ def provinces() -> Topology:
 def delta(root: Path) -> Topology:
     codes = city_codes()
     provs = tuple(replace(p, catalogue=province_catalogue(root, p, codes)) for p in PROVINCES)
-    cities = tuple(city_spec(root, code, None) for code in codes)
+    persons = persons_on_record()
+    cities = tuple(city_spec(root, code, None, persons) for code in codes)
     return Topology("delta", provs + cities, frozenset(c.node_id for c in cities))
 
 
-def _node_from(table: dict[str, Any], i: int, base: Path, root: Path) -> NodeSpec:
+def _node_from(table: dict[str, Any], i: int, base: Path, root: Path, persons: Sequence[str]) -> NodeSpec:
     where = f"nodes[{i}]"
     node_id, code = table.get("id"), table.get("jurisdiction")
     if not isinstance(node_id, str) or not node_id:
@@ -138,8 +207,9 @@ def _node_from(table: dict[str, Any], i: int, base: Path, root: Path) -> NodeSpe
         province = PROVINCE_OF[code[:2]]
         path = base / catalogue if catalogue else SAMPLES / f"{province.node_id}.toml"
         return replace(province, node_id=node_id, catalogue=path, relay=relay, bundle=None)
-    spec = city_spec(root, code, relay, node_id)
-    return replace(spec, catalogue=base / catalogue) if catalogue else spec
+    spec = city_spec(root, code, relay, persons, node_id)
+    # A catalogue of the file's own replaces the city's, its records with it.
+    return replace(spec, catalogue=base / catalogue, records=None) if catalogue else spec
 
 
 def from_file(path: Path, root: Path) -> Topology:
@@ -150,7 +220,8 @@ def from_file(path: Path, root: Path) -> Topology:
     nodes = doc.get("nodes")
     if not isinstance(nodes, list) or len(nodes) < 2:
         raise ConfigError("a topology needs at least two [[nodes]]", field="--topology")
-    specs = tuple(_node_from(t, i, path.parent, root) for i, t in enumerate(nodes))
+    persons = persons_on_record()
+    specs = tuple(_node_from(t, i, path.parent, root, persons) for i, t in enumerate(nodes))
     ids = [s.node_id for s in specs]
     if len(set(ids)) != len(ids):
         raise ConfigError("node ids must be unique", field="--topology")
