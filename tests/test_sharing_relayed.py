@@ -80,7 +80,7 @@ async def test_a_holder_behind_a_relay_answers_through_it(fed: Federation) -> No
     # The relay kept a record of what it passed on, and of nothing it answered itself.
     assert await relay_records(fed.nodes["jiangsu"]) == [
         ("in", "shanghai", "relayed to zhejiang"),
-        ("out", "zhejiang", "relayed from shanghai"),
+        ("out", "zhejiang", "relayed from shanghai: OK"),
     ]
 
     # Without consent the holder refuses for itself, through the relay as directly.
@@ -113,3 +113,8 @@ async def test_the_holders_own_refusal_comes_back_through_the_relay(fed: Federat
     stale = query_envelope(fed, "zhejiang", now_ms=fed.nodes["shanghai"].clock.now_ms() - 3_600_000)
     err = await relay_call(fed, stale)
     assert (err.code(), grpc_reason(err)) == (grpc.StatusCode.UNAUTHENTICATED, "clock_skew")
+    # The relay's record says it passed the query on, and what came back.
+    assert await relay_records(fed.nodes["jiangsu"]) == [
+        ("in", "shanghai", "relayed to zhejiang"),
+        ("out", "zhejiang", "relayed from shanghai: UNAUTHENTICATED"),
+    ]

@@ -419,17 +419,22 @@ class PeerServicer(peer_pb2_grpc.PeerServiceServicer):
             response = await self.forward_query(env.destination, request, within_s)
         except grpc.aio.AioRpcError as e:
             # The member's own status (a refusal, its deadline, its absence) is the asker's answer.
+            await self._relayed(env, e.code().name)
             reason = dict(e.trailing_metadata() or ()).get(REASON_KEY, "")
             context.set_trailing_metadata(((REASON_KEY, str(reason)),) if reason else ())
             await context.abort(e.code(), e.details() or "")
+        await self._relayed(env, "OK")
+        return response
+
+    async def _relayed(self, env: Env, status: str) -> None:
+        """The relay's own record of a query it passed on, whatever the member answered."""
         digest = request_digest(env)
         records = [
             AuditEntry("in", env.sender, QUERY_DATA, digest, f"relayed to {env.destination}"),
-            AuditEntry("out", env.destination, QUERY_DATA, digest, f"relayed from {env.sender}"),
+            AuditEntry("out", env.destination, QUERY_DATA, digest, f"relayed from {env.sender}: {status}"),
         ]
         now = self.clock.now_ms()
         await self.db.run(lambda s: audit.append(s, records, now))
-        return response
 
     async def _answer(self, env: Env, body: bytes, method: str) -> Env:
         now = self.clock.now_ms()
