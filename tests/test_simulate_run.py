@@ -11,10 +11,13 @@ from typing import Any
 import pytest
 from rich.console import Console
 
+from simulations.simulate.load import Surge, slot_offsets
 from simulations.simulate.run import Options, simulate
 
 
-async def run(tmp_path: Path, faults: str, duration_s: float, mix: str) -> tuple[bool, Path, dict[str, Any]]:
+async def run(
+    tmp_path: Path, faults: str, duration_s: float, mix: str, surge: Surge | None = None
+) -> tuple[bool, Path, dict[str, Any]]:
     """Four nodes at 8 submissions per second under the ``[[faults]]`` schedule ``faults``."""
     schedule = tmp_path / "faults.toml"
     schedule.write_text(faults)
@@ -28,6 +31,7 @@ async def run(tmp_path: Path, faults: str, duration_s: float, mix: str) -> tuple
         work_dir=tmp_path / "work",
         drain_timeout_s=90.0,
         progress=False,
+        surge=surge,
     )
     (tmp_path / "work").mkdir()
     ok, out = await simulate(options, Console(file=io.StringIO()))
@@ -39,8 +43,13 @@ async def test_a_short_run_with_a_kill_keeps_every_invariant(tmp_path: Path) -> 
     """Jiangsu, a holder and an asker of data queries, is killed mid-run: whatever it had
     asked is on record at it (as interrupted) as well as at the holders that answered."""
     kill = '[[faults]]\nkind = "kill"\nat = 1.5\nduration = 1.0\nnode = "jiangsu"\n'
-    ok, out, doc = await run(tmp_path, kill, 5.0, "auto=2,worklist=1,bundle=1,query=1")
+    surge = Surge(3.0, 3.0, 1.0)  # three times the rate in the second after the kill
+    ok, out, doc = await run(tmp_path, kill, 5.0, "auto=2,worklist=1,bundle=1,query=1", surge)
     assert ok, doc["invariants"]
+    # Every slot of the schedule, the surge's included, was an application, a query or shed.
+    asked = doc["totals"]["submitted"] + doc["totals"]["shed"] + doc["kinds"]["query"]["asked"]
+    assert asked == len(list(slot_offsets(8.0, 5.0, surge))) > 8 * 5
+    assert doc["options"]["surge"] == {"factor": 3.0, "start_s": 3.0, "seconds": 1.0}
     assert all(c["ok"] for c in doc["invariants"])
     assert doc["totals"]["accepted"] > 0
     # A bundle's worklist parts are decided too: every bundle accepted ends final.

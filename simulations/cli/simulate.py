@@ -48,6 +48,11 @@ def register(subparsers: Any) -> None:
         default=1.0,
         help="seconds a worklist matter waits before its owner approves it (default 1)",
     )
+    sim.add_argument(
+        "--surge",
+        help="FACTOR@START+SECONDS: that many times the rate from START seconds into the load, for "
+        "SECONDS (e.g. 10@20+15, Monday morning's ten times the usual load)",
+    )
     sim.add_argument("--faults", default="", help="comma-separated: kill,pause,partition,latency,skew,rotate")
     sim.add_argument("--schedule", type=Path, help="a TOML file of [[faults]] instead of random ones")
     sim.add_argument("--seed", type=int, default=1, help="seed of the load and the random faults")
@@ -63,6 +68,7 @@ def register(subparsers: Any) -> None:
 
 
 def simulate_command(args: argparse.Namespace) -> int:
+    from simulations.simulate.load import parse_surge
     from simulations.simulate.run import Options, simulate
 
     for name, value, minimum in (
@@ -73,6 +79,7 @@ def simulate_command(args: argparse.Namespace) -> int:
     ):
         if value is not None and value < minimum:
             raise InvalidInput(f"must be at least {minimum:g}", field=name)
+    surge = parse_surge(args.surge, args.duration) if args.surge is not None else None
     if args.work_dir is not None:
         args.work_dir.mkdir(parents=True, exist_ok=True)
     options = Options(
@@ -88,6 +95,7 @@ def simulate_command(args: argparse.Namespace) -> int:
         work_dir=args.work_dir.resolve() if args.work_dir else None,
         drain_timeout_s=args.drain_timeout,
         progress=not args.no_progress,
+        surge=surge,
     )
     ok, out = asyncio.run(simulate(options))
     print(f"report: {out / 'report.html'}")

@@ -20,10 +20,11 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import math
 import random
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -58,6 +59,56 @@ def parse_mix(text: str) -> dict[str, float]:
     if not mix or sum(mix.values()) <= 0:
         raise ConfigError("needs at least one kind with a positive weight", field="--mix")
     return mix
+
+
+@dataclass(frozen=True)
+class Surge:
+    """A window of the run in which counters submit ``factor`` times the rate: Monday morning,
+    or the day a new policy opens applications, seen with the hours around it in one report."""
+
+    factor: float
+    start_s: float
+    seconds: float
+
+    def as_dict(self) -> dict[str, float]:
+        return {"factor": self.factor, "start_s": self.start_s, "seconds": self.seconds}
+
+
+MAX_SURGE = 100.0
+
+
+def parse_surge(text: str, duration_s: float) -> Surge:
+    """``10@20+15``: ten times the rate from 20 s into the load, for 15 s."""
+    factor, at, rest = text.partition("@")
+    start, plus, seconds = rest.partition("+")
+    try:
+        if not (at and plus):
+            raise ValueError(text)
+        surge = Surge(float(factor), float(start), float(seconds))
+    except ValueError as e:
+        raise ConfigError("must be FACTOR@START+SECONDS, e.g. 10@20+15", field="--surge") from e
+    if not 1 < surge.factor <= MAX_SURGE:  # also refuses nan
+        raise ConfigError(f"the factor must be above 1 and at most {MAX_SURGE:g}", field="--surge")
+    if not (surge.start_s >= 0 and surge.seconds > 0 and surge.start_s + surge.seconds <= duration_s):
+        raise ConfigError(f"the window must lie within the {duration_s:g} s of load", field="--surge")
+    return surge
+
+
+def slot_offsets(rate: float, seconds: float, surge: Surge | None) -> Iterator[float]:
+    """When each submission is due, in seconds from the start of the load: each window at its
+    own rate, each slot counted from its window's start (a sum of 1/rate would drift)."""
+    if surge is None:
+        windows = [(0.0, seconds, rate)]
+    else:
+        end = surge.start_s + surge.seconds
+        windows = [
+            (0.0, surge.start_s, rate),
+            (surge.start_s, end, rate * surge.factor),
+            (end, seconds, rate),
+        ]
+    for start, stop, per_s in windows:
+        for k in range(math.ceil((stop - start) * per_s - 1e-9)):
+            yield start + k / per_s
 
 
 @dataclass
@@ -103,6 +154,7 @@ class Load:
     rate: float
     mix: dict[str, float]
     seed: int
+    surge: Surge | None = None
     max_in_flight: int = 200
     submissions: list[Submission] = field(default_factory=list)
     queries: list[Query] = field(default_factory=list)
@@ -133,9 +185,8 @@ class Load:
     async def run(self, http: aiohttp.ClientSession, seconds: float, t0: float) -> None:
         gate = asyncio.Semaphore(self.max_in_flight)
         tasks: set[asyncio.Task[None]] = set()
-        total = int(self.rate * seconds)
-        for i in range(total):
-            delay = t0 + i / self.rate - time.monotonic()
+        for offset in slot_offsets(self.rate, seconds, self.surge):
+            delay = t0 + offset - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
             picked = self._pick()

@@ -77,6 +77,7 @@ def build(run: Run, checks: list[Check]) -> dict[str, Any]:
             "mix": run.load.mix,
             "decide_delay_s": run.options.decide_delay_s,
             "seed": run.options.seed,
+            "surge": run.load.surge.as_dict() if run.load.surge is not None else None,
             "latency_resolution_ms": round(completion_poll_s(len(run.topology.specs)) * 1000),
         },
         "nodes": [
@@ -153,6 +154,12 @@ def _per_kind(run: Run) -> dict[str, dict[str, Any]]:
 
 
 def _shade(ax: Axes, doc: dict[str, Any]) -> None:
+    surge = doc["options"]["surge"]
+    if surge is not None:
+        end = surge["start_s"] + surge["seconds"]
+        ax.axvspan(
+            surge["start_s"], end, color="0.5", alpha=0.12, hatch="//", label=f"surge ×{surge['factor']:g}"
+        )
     for i, f in enumerate(doc["faults"]):
         if f["applied_at_s"] is None:
             continue

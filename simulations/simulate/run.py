@@ -30,7 +30,7 @@ from simulations.cluster import Cluster
 from simulations.local_federation import free_port
 from simulations.simulate import invariants, node_faults, report
 from simulations.simulate.faults import Fault, parse_kinds, random_schedule, schedule_from_file
-from simulations.simulate.load import Load, accepted, answered, parse_mix
+from simulations.simulate.load import Load, Surge, accepted, answered, parse_mix
 from simulations.simulate.proxy import LinkFaults, Proxy
 from simulations.simulate.topology import LIGHT_DELIVERY, Topology, resolve
 from simulations.traffic import (
@@ -63,6 +63,7 @@ class Options:
     work_dir: Path | None = None
     drain_timeout_s: float = 90.0
     progress: bool = True
+    surge: Surge | None = None  # a window of the load at a multiple of the rate
 
 
 @dataclass
@@ -166,7 +167,7 @@ async def _start(
     console.print(f"laying out {len(topology.specs)} nodes ({topology.name})")
     await cluster.prepare(grpc_ports=manifest_ports, extra_for=extra_for)
     rate = options.rate or default_rate(topology)
-    load = Load(cluster, rate, parse_mix(options.mix), options.seed)
+    load = Load(cluster, rate, parse_mix(options.mix), options.seed, surge=options.surge)
     watcher = CompletionWatcher({i: n.db_path for i, n in cluster.nodes.items()})
     run = Run(options, topology, cluster, faults, load, watcher)
     if links_needed:
