@@ -5,6 +5,7 @@ sender retries the same envelopes unchanged)."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
@@ -417,6 +418,10 @@ class PeerServicer(peer_pb2_grpc.PeerServiceServicer):
         within_s = PEER_CALL_TIMEOUT_S if remaining is None else remaining
         try:
             response = await self.forward_query(env.destination, request, within_s)
+        except asyncio.CancelledError:
+            # The asker's call ended first (its deadline passed, or it gave up): recorded all the same.
+            await self._relayed(env, "CANCELLED")
+            raise
         except grpc.aio.AioRpcError as e:
             # The member's own status (a refusal, its deadline, its absence) is the asker's answer.
             await self._relayed(env, e.code().name)
