@@ -205,23 +205,14 @@ def predict_call(
     decision = relay_decision(inner, manifest=manifest, receiver=receiver)
     if isinstance(decision, Refuse):
         return Prediction(answered_by=receiver, forwarded=False, refusal=decision)
-    if isinstance(decision, Addressee):
-        refusal = addressee_decision(
-            inner,
-            manifest=manifest,
-            receiver=receiver,
-            now_ms=now_ms,
-            max_skew_ms=max_skew_ms,
-            nonces=receiver_nonces,
-        )
-        return Prediction(answered_by=receiver, forwarded=False, refusal=refusal)
-    holder = decision.destination
+    forwarded = not isinstance(decision, Addressee)
+    answered_by = decision.destination if isinstance(decision, Forward) else receiver
     refusal = addressee_decision(
         inner,
         manifest=manifest,
-        receiver=holder,
+        receiver=answered_by,
         now_ms=now_ms,
         max_skew_ms=max_skew_ms,
-        nonces=holder_nonces,
+        nonces=holder_nonces if forwarded else receiver_nonces,
     )
-    return Prediction(answered_by=holder, forwarded=True, refusal=refusal)
+    return Prediction(answered_by=answered_by, forwarded=forwarded, refusal=refusal)
