@@ -4,6 +4,7 @@ signed answer comes back unchanged. Here Zhejiang is reached only through Jiangs
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -86,6 +87,31 @@ async def test_a_holder_behind_a_relay_answers_through_it(fed: Federation) -> No
     # Without consent the holder refuses for itself, through the relay as directly.
     refused = await ask(fed, query(HEALTH_SCREEN))
     assert refused["zj.vaccination"]["reason_code"] == "consent_missing"
+
+
+async def test_calls_to_holders_behind_one_relay_share_the_slots_of_that_relay(
+    fed: Federation, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Jiangsu's resource and Zhejiang's (behind Jiangsu) are both asked of Jiangsu: the asker's
+    slots for it bound them together, as Jiangsu's per-peer cap counts them together."""
+    asker = fed.nodes["shanghai"].backend.data_asker
+    asker.calls_per_holder = 1
+    in_flight: dict[str, int] = {}
+    most: dict[str, int] = {}
+
+    async def slow_call(holder: str, *_args: object) -> None:
+        hop = fed.nodes["shanghai"].trust.next_hop(holder)
+        in_flight[hop] = in_flight.get(hop, 0) + 1
+        most[hop] = max(most.get(hop, 0), in_flight[hop])
+        await asyncio.sleep(0.05)
+        in_flight[hop] -= 1
+        raise grpc.aio.AioRpcError(grpc.StatusCode.UNAVAILABLE, grpc.aio.Metadata(), grpc.aio.Metadata())
+
+    monkeypatch.setattr(asker, "_call", slow_call)
+    both = ["js.nucleic-acid", "zj.vaccination"]
+    items = await ask(fed, query(both, consent=consent(both), deadline_ms=3000))
+    assert {i["outcome"] for i in items.values()} == {"missing"}
+    assert most == {"jiangsu": 1}
 
 
 async def test_a_relayed_holder_that_is_down_is_missing(fed: Federation) -> None:

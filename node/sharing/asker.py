@@ -105,8 +105,9 @@ class DataAsker:
     ) -> None:
         self.db, self.trust, self.index, self.holder, self.policy = db, trust, index, holder, policy
         self.channels, self.verifier, self.clock, self.wake = channels, verifier, clock, wake
-        # Calls in flight to one holder: a burst of screens waits here (within each deadline)
-        # rather than meeting the holder's per-peer cap, which deliveries to it share.
+        # Calls in flight to one node (a holder, or the relay of holders behind it): a burst of
+        # screens waits here (within each deadline) rather than meeting that node's per-peer cap,
+        # which deliveries to it share.
         self.calls_per_holder = calls_per_holder
         self._slots: dict[str, asyncio.Semaphore] = {}
 
@@ -237,7 +238,10 @@ class DataAsker:
     async def _call_in_slot(
         self, holder: str, q: peer_pb2.DataQuery, timeout_s: float
     ) -> peer_pb2.DataAnswer:
-        slots = self._slots.setdefault(holder, asyncio.Semaphore(self.calls_per_holder))
+        # Counted per node called, which is the relay for the holders behind it: their calls all
+        # meet that relay's per-peer cap for this node, beside this node's deliveries to it.
+        hop = self.trust.next_hop(holder)
+        slots = self._slots.setdefault(hop, asyncio.Semaphore(self.calls_per_holder))
         async with slots:
             return await self._call(holder, q, timeout_s)
 
