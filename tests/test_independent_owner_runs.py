@@ -78,7 +78,6 @@ from tests.independent.ref_owner_runs import (
     resident_id,
     run_fits,
     seal_to,
-    signed_request,
     signed_response,
 )
 from tests.independent.ref_protocol import (
@@ -86,6 +85,7 @@ from tests.independent.ref_protocol import (
     NonceStore,
     envelope_digest,
     read_envelope,
+    signed_request,
     verify_request,
     verify_response,
 )

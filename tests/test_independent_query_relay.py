@@ -34,7 +34,7 @@ from yrd.envelope.v1.envelope_pb2 import Envelope as PbEnvelope
 from yrd.peer.v1 import peer_pb2, peer_pb2_grpc
 
 from simulations.local_federation import PROVINCES
-from tests.independent.primitives import key_id_for, public_key_for
+from tests.independent.primitives import public_key_for
 from tests.independent.ref_manifest import Manifest, verify_anchor
 from tests.independent.ref_protocol import (
     Envelope,
@@ -43,7 +43,7 @@ from tests.independent.ref_protocol import (
     open_sealed,
     read_envelope,
     seal_with_ephemeral,
-    sign_envelope,
+    signed_request,
     verify_response,
 )
 from tests.independent.ref_query_relay import (
@@ -163,18 +163,16 @@ def signed(
     if body is None:  # a query for the holder it names, or for Zhejiang when it names none here
         holder = destination if destination in RESOURCE else HOLDER
         body = data_query(w, asker=sender, holder=holder, at_ms=now_ms())
-    unsigned = Envelope(
+    return signed_request(
         sender=sender,
-        key_id=key_id_for(public_key_for(seed)),
+        seed=seed,
         destination=destination,
         method=method,
-        created_at_ms=at,
-        nonce=nonce if nonce is not None else os.urandom(16),
         body=body,
+        at_ms=at,
+        nonce=nonce,
         in_reply_to=in_reply_to,
-        signature=b"",
     )
-    return dataclasses.replace(unsigned, signature=sign_envelope(unsigned, seed))
 
 
 def flip(data: bytes, index: int = 0) -> bytes:

@@ -30,7 +30,12 @@ from tests.independent import wire
 from tests.independent.edwards import x25519_public_from_ed25519
 from tests.independent.primitives import Rejected, key_id_for, public_key_for
 from tests.independent.ref_cases import Transfer, check_transfer
-from tests.independent.ref_protocol import Envelope, envelope_digest, seal_with_ephemeral, sign_envelope
+from tests.independent.ref_protocol import (
+    Envelope,
+    envelope_digest,
+    seal_with_ephemeral,
+    sign_envelope,
+)
 
 DELIVER = "/yrd.peer.v1.PeerService/Deliver"  # 3.4
 NOTIFY_STATUS = "/yrd.peer.v1.PeerService/NotifyStatus"
@@ -107,24 +112,6 @@ def encode_envelope(env: Envelope) -> bytes:
         field_bytes(8, env.in_reply_to),
         field_bytes(9, env.signature),
     ))  # fmt: skip
-
-
-def signed_request(
-    *, sender: str, seed: bytes, destination: str, method: str, body: bytes, at_ms: int
-) -> Envelope:
-    """3.1: a fresh request (random 16-byte nonce, empty `in_reply_to`), signed with `seed`."""
-    unsigned = Envelope(
-        sender=sender,
-        key_id=key_id_for(public_key_for(seed)),
-        destination=destination,
-        method=method,
-        created_at_ms=at_ms,
-        nonce=os.urandom(16),
-        body=body,
-        in_reply_to=b"",
-        signature=b"",
-    )
-    return replace(unsigned, signature=sign_envelope(unsigned, seed))
 
 
 def signed_response(*, request: Envelope, seed: bytes, body: bytes, at_ms: int) -> Envelope:

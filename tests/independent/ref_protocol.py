@@ -7,14 +7,24 @@ of the document. Where the document leaves a choice open, the choice is named in
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from nacl import bindings
 from nacl.exceptions import CryptoError
 
 from tests.independent import wire
-from tests.independent.primitives import SIGNATURE_BYTES, Rejected, ed25519_sign, ed25519_verify, i64, lp
+from tests.independent.primitives import (
+    SIGNATURE_BYTES,
+    Rejected,
+    ed25519_sign,
+    ed25519_verify,
+    i64,
+    key_id_for,
+    lp,
+    public_key_for,
+)
 from tests.independent.ref_manifest import REVOKED, Manifest, MemberKey
 
 ENVELOPE_DOMAIN = b"yrd-envelope-v1\x00"
@@ -64,6 +74,33 @@ def envelope_digest(env: Envelope) -> bytes:
 
 def sign_envelope(env: Envelope, seed: bytes) -> bytes:
     return ed25519_sign(seed, envelope_signing_input(env))
+
+
+def signed_request(
+    *,
+    sender: str,
+    seed: bytes,
+    destination: str,
+    method: str,
+    body: bytes,
+    at_ms: int,
+    nonce: bytes | None = None,
+    in_reply_to: bytes = b"",
+) -> Envelope:
+    """3.1: a request signed with `seed` and naming its key; a fresh random 16-byte nonce and an
+    empty `in_reply_to` unless a case needs others."""
+    unsigned = Envelope(
+        sender=sender,
+        key_id=key_id_for(public_key_for(seed)),
+        destination=destination,
+        method=method,
+        created_at_ms=at_ms,
+        nonce=os.urandom(NONCE_BYTES) if nonce is None else nonce,
+        body=body,
+        in_reply_to=in_reply_to,
+        signature=b"",
+    )
+    return replace(unsigned, signature=sign_envelope(unsigned, seed))
 
 
 class NonceStore:
