@@ -50,6 +50,7 @@ async def test_a_short_run_with_a_kill_keeps_every_invariant(tmp_path: Path) -> 
     asked = doc["totals"]["submitted"] + doc["totals"]["shed"] + doc["kinds"]["query"]["asked"]
     assert asked == len(list(slot_offsets(8.0, 5.0, surge))) > 8 * 5
     assert doc["options"]["surge"] == {"factor": 3.0, "start_s": 3.0, "seconds": 1.0}
+    assert "Surge: 3 times the rate from 3 s for 1 s" in (out / "report.html").read_text()
     assert all(c["ok"] for c in doc["invariants"])
     assert doc["totals"]["accepted"] > 0
     # A bundle's worklist parts are decided too: every bundle accepted ends final.

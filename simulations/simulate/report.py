@@ -260,6 +260,13 @@ def _html(doc: dict[str, Any]) -> str:
     totals = "".join(
         f"<tr><td>{html.escape(k)}</td><td>{html.escape(str(v))}</td></tr>" for k, v in doc["totals"].items()
     )
+    surge = doc["options"]["surge"]
+    load = (
+        f"<p>Surge: {surge['factor']:g} times the rate from {surge['start_s']:g} s "
+        f"for {surge['seconds']:g} s (hatched on the time plots).</p>"
+        if surge is not None
+        else ""
+    )
     kinds = "<tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in KIND_COLUMNS) + "</tr>"
     kinds += "".join(
         "<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in row) + "</tr>"
@@ -281,7 +288,7 @@ Largest node RSS: {doc["max_rss_mb"]:.0f} MB.</p>
 <h2>Invariants</h2><table><tr><th></th><th>invariant</th><th>checked</th><th>broken</th><th>examples</th></tr>{rows}</table>
 <h2>Totals</h2><table>{totals}</table>
 <h2>Per kind</h2><table>{kinds}</table>
-<h2>Faults</h2><ul>{faults or "<li>none</li>"}</ul>
+<h2>Faults</h2><ul>{faults or "<li>none</li>"}</ul>{load}
 <h2>Plots</h2>{images}
 </body></html>
 """
