@@ -17,6 +17,7 @@ from yrd.peer.v1 import peer_pb2, peer_pb2_grpc
 
 from core.keys import NodeKey
 from node.app import Node
+from node.delivery.channels import Channels
 from node.models import AuditRecord, DataDisclosure
 from node.trust.envelope import seal_envelope
 from simulations.local_federation import PROVINCES
@@ -26,10 +27,14 @@ from tests.test_sharing_federation import HEALTH_SCREEN, ask, consent, query
 QUERY_DATA = "/yrd.peer.v1.PeerService/QueryData"
 
 
+def relayed_federation(root: Path) -> Federation:
+    specs = [dataclasses.replace(s, relay="jiangsu") if s.node_id == "zhejiang" else s for s in PROVINCES]
+    return Federation(root, specs)
+
+
 @pytest.fixture
 async def fed(tmp_path: Path) -> AsyncIterator[Federation]:
-    specs = [dataclasses.replace(s, relay="jiangsu") if s.node_id == "zhejiang" else s for s in PROVINCES]
-    f = await Federation(tmp_path, specs).start()
+    f = await relayed_federation(tmp_path).start()
     try:
         yield f
     finally:
@@ -144,3 +149,51 @@ async def test_the_holders_own_refusal_comes_back_through_the_relay(fed: Federat
         ("in", "shanghai", "relayed to zhejiang"),
         ("out", "zhejiang", "relayed from shanghai: UNAUTHENTICATED"),
     ]
+
+
+async def test_a_relay_passes_on_at_most_half_a_members_call_cap_so_its_deliveries_keep_the_rest(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Zhejiang counts every query Jiangsu relays to it as Jiangsu's call, from whichever asker:
+    a stuck holder must not fill Jiangsu's whole budget there and starve its deliveries. Past
+    half the cap (8 // 2) the relay refuses at once, too_many_calls, passing nothing on."""
+    held, release = [0, 0], asyncio.Event()  # in flight now, most at once
+
+    async def stuck(self: Channels, destination: str, request: object, within_s: float) -> object:
+        held[0] += 1
+        held[1] = max(held)
+        try:
+            await release.wait()
+        finally:
+            held[0] -= 1
+        raise grpc.aio.AioRpcError(grpc.StatusCode.UNAVAILABLE, grpc.aio.Metadata(), grpc.aio.Metadata())
+
+    monkeypatch.setattr(Channels, "relay_query", stuck)  # before the nodes bind it
+    fed = await relayed_federation(tmp_path).start()
+    try:
+        async with node_channel(fed.nodes["jiangsu"]) as ch:
+            stub = peer_pb2_grpc.PeerServiceStub(ch)
+
+            async def one() -> str:
+                request = peer_pb2.QueryDataRequest(envelope=query_envelope(fed, "zhejiang"))
+                try:
+                    await stub.QueryData(request, timeout=10)
+                except grpc.aio.AioRpcError as e:
+                    return grpc_reason(e) or e.code().name
+                return "answered"
+
+            calls = [asyncio.create_task(one()) for _ in range(6)]
+            # The holder stays stuck until every call has either been passed on or refused.
+            for _ in range(200):
+                if held[0] + sum(t.done() for t in calls) == len(calls):
+                    break
+                await asyncio.sleep(0.05)
+            release.set()
+            outcomes = [await t for t in calls]
+        assert held[1] == 4
+        assert sorted(outcomes) == ["UNAVAILABLE"] * 4 + ["too_many_calls"] * 2
+        # Only what was passed on is on the relay's record.
+        records = await relay_records(fed.nodes["jiangsu"])
+        assert [r[2] for r in records if r[0] == "out"] == ["relayed from shanghai: UNAVAILABLE"] * 4
+    finally:
+        await fed.close()

@@ -39,6 +39,10 @@ class PeerLimits:
         self.trust = trust
         self.rate = RateLimiter(clock, rate=rate, burst=burst, max_keys=1024)
         self.concurrent = ConcurrencyLimiter(max_concurrent)
+        # Queries this node relays to one member, from all askers together: that member counts
+        # them all as this node's calls, so they may hold half its per-peer cap (taking ours as
+        # its) and this node's own deliveries to it keep the other half.
+        self.relayed = ConcurrencyLimiter(max(1, max_concurrent // 2))
 
     def caller(
         self, context: grpc.aio.ServicerContext[Any, Any], envelopes: Sequence[envelope_pb2.Envelope]
@@ -62,6 +66,16 @@ class PeerLimits:
         try:
             self.rate.check(caller, "calls")
             with self.concurrent.hold(caller):
+                yield
+        except RateLimited as e:
+            metrics.PEER_CALLS_LIMITED.labels(reason=e.code).inc()
+            raise
+
+    @contextmanager
+    def relaying(self, destination: str) -> Iterator[None]:
+        """Hold one relayed query to ``destination``, or raise RateLimited (``too_many_calls``)."""
+        try:
+            with self.relayed.hold(destination):
                 yield
         except RateLimited as e:
             metrics.PEER_CALLS_LIMITED.labels(reason=e.code).inc()

@@ -172,6 +172,10 @@ class PeerServicer(peer_pb2_grpc.PeerServiceServicer):
         """The per-peer limits (node/delivery/peer_limits.py), checked before any work."""
         return contextlib.nullcontext() if self.limits is None else self.limits.admit(context, envelopes)
 
+    def _relaying(self, destination: str) -> Any:
+        """The bound on queries relayed to one member (node/delivery/peer_limits.py)."""
+        return contextlib.nullcontext() if self.limits is None else self.limits.relaying(destination)
+
     async def _verify(self, env: Env, method: str) -> None:
         """A single-envelope call (catalogue, manifest): every check, the nonce included."""
         try:
@@ -417,7 +421,8 @@ class PeerServicer(peer_pb2_grpc.PeerServiceServicer):
         remaining = context.time_remaining()
         within_s = PEER_CALL_TIMEOUT_S if remaining is None else remaining
         try:
-            response = await self.forward_query(env.destination, request, within_s)
+            with self._relaying(env.destination):
+                response = await self.forward_query(env.destination, request, within_s)
         except asyncio.CancelledError:
             # The asker's call ended first (its deadline passed, or it gave up): recorded all the same.
             await self._relayed(env, "CANCELLED")

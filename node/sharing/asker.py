@@ -243,9 +243,11 @@ class DataAsker:
         hop = self.trust.next_hop(holder)
         slots = self._slots.setdefault(hop, asyncio.Semaphore(self.calls_per_holder))
         async with slots:
-            return await self._call(holder, q, timeout_s)
+            return await self._call(holder, hop, q, timeout_s)
 
-    async def _call(self, holder: str, q: peer_pb2.DataQuery, timeout_s: float) -> peer_pb2.DataAnswer:
+    async def _call(
+        self, holder: str, hop: str, q: peer_pb2.DataQuery, timeout_s: float
+    ) -> peer_pb2.DataAnswer:
         env = seal_envelope(
             self.trust.key,
             sender=self.trust.node_id,
@@ -255,9 +257,7 @@ class DataAsker:
             now_ms=self.clock.now_ms(),
         )
         # A holder behind a relay is called through it, with the same envelope (protocol 14.1).
-        call = self.channels.peer(self.trust.next_hop(holder)).QueryData(
-            peer_pb2.QueryDataRequest(envelope=env), timeout=timeout_s
-        )
+        call = self.channels.peer(hop).QueryData(peer_pb2.QueryDataRequest(envelope=env), timeout=timeout_s)
         response = await asyncio.wait_for(call, timeout_s)
         self.verifier.verify_response(response.envelope, env)
         return parse_body(peer_pb2.DataAnswer, response.envelope.body)

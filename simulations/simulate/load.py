@@ -79,14 +79,15 @@ MAX_SURGE = 100.0
 
 def parse_surge(text: str, duration_s: float) -> Surge:
     """``10@20+15``: ten times the rate from 20 s into the load, for 15 s."""
+    shape = ConfigError("must be FACTOR@START+SECONDS, e.g. 10@20+15", field="--surge")
     factor, at, rest = text.partition("@")
     start, plus, seconds = rest.partition("+")
+    if not (at and plus):
+        raise shape
     try:
-        if not (at and plus):
-            raise ValueError(text)
         surge = Surge(float(factor), float(start), float(seconds))
     except ValueError as e:
-        raise ConfigError("must be FACTOR@START+SECONDS, e.g. 10@20+15", field="--surge") from e
+        raise shape from e
     if not 1 < surge.factor <= MAX_SURGE:  # also refuses nan
         raise ConfigError(f"the factor must be above 1 and at most {MAX_SURGE:g}", field="--surge")
     if not (surge.start_s >= 0 and surge.seconds > 0 and surge.start_s + surge.seconds <= duration_s):
