@@ -98,18 +98,18 @@ def needs_walk(text: str) -> bool:
     return text.count("[") + text.count("{") > MAX_JSON_DEPTH or _SURROGATE_ESCAPE.search(text) is not None
 
 
+# Built once: ``json.loads`` with hooks builds a decoder (and its scanner) on every call.
+_DECODER = json.JSONDecoder(
+    object_pairs_hook=_no_duplicates, parse_constant=_no_constant, parse_float=_finite, parse_int=_integer
+)
+
+
 def parse_json(raw: bytes | str, field: str = "body") -> Any:
     """A JSON document in UTF-8 with unique names, bounded nesting and only real Unicode text;
     InvalidInput naming ``field`` (or the place inside it) otherwise."""
     try:
         text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
-        doc = json.loads(
-            text,
-            object_pairs_hook=_no_duplicates,
-            parse_constant=_no_constant,
-            parse_float=_finite,
-            parse_int=_integer,
-        )
+        doc = _DECODER.decode(text)
     except _DuplicateKey as e:
         raise InvalidInput(f"duplicate key {clip(e.key)}", code="duplicate_key", field=field) from e
     except (ValueError, OverflowError, RecursionError) as e:  # UnicodeDecodeError is a ValueError

@@ -148,7 +148,7 @@ class Origin:
             await self.policy.log_alone(allowed)  # nothing was stored, so not the decision either
             raise
         if stored.id == app_id:
-            metrics.APPLICATIONS_SUBMITTED.labels(service=defn.service_id).inc()
+            metrics.APPLICATIONS_SUBMITTED.labels(defn.service_id).inc()
             if not held:
                 self.wake(hop)
         return _submitted(stored)

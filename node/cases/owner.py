@@ -150,7 +150,7 @@ class Owner:
             if status == "refused":
                 copy = self._receipt(t, Outcome.RECEIPT_OUTCOME_REJECTED, "refused", reason, rule_id)
             else:
-                metrics.APPLICATIONS_RECEIVED.labels(outcome="duplicate").inc()
+                metrics.APPLICATIONS_RECEIVED.labels("duplicate").inc()
                 copy = self._receipt(t, Outcome.RECEIPT_OUTCOME_DUPLICATE, "duplicate", "already received")
             if receipt_run is not None:
                 self._run_again(s, t, bytes(receipt_run), copy, direct, now)
@@ -188,7 +188,7 @@ class Owner:
             changes = [self.number(row, "refused", now, reason=e.reason, rule_id=row.rule_id)]
             self._send_or_ride(s, row, changes, refusal if rides else None, now)
             _insert(s, row)
-            metrics.APPLICATIONS_RECEIVED.labels(outcome="refused").inc()
+            metrics.APPLICATIONS_RECEIVED.labels("refused").inc()
             return refusal
         # Every change decided here leaves as one item, a run (docs/protocol.md 10.2): an
         # automatic decision is four changes, one signature and one receipt between the nodes.
@@ -216,7 +216,7 @@ class Owner:
                     after_commit(s, self.on_webhook)
             self._send_or_ride(s, row, changes, accepted if rides else None, now)
             _insert(s, row)
-        metrics.APPLICATIONS_RECEIVED.labels(outcome="accepted").inc()
+        metrics.APPLICATIONS_RECEIVED.labels("accepted").inc()
         return accepted
 
     def _admit(
@@ -326,7 +326,7 @@ class Owner:
         well formed and the sender's own, a status change to the origin are all it leaves."""
         # %r: the id is the peer's text and may hold a newline or anything else.
         log.info("refused application %r from %s: %s", t.application_id[:100], sender, e.code)
-        metrics.APPLICATIONS_RECEIVED.labels(outcome="refused").inc()
+        metrics.APPLICATIONS_RECEIVED.labels("refused").inc()
         reason = f"{e.field}: {e.reason}" if e.field else e.reason
         return self._receipt(t, Outcome.RECEIPT_OUTCOME_REJECTED, e.code, reason)
 
@@ -434,7 +434,7 @@ class Owner:
         payload: peer_pb2.ApplicationPayload | None = None,
     ) -> list[peer_pb2.StatusUpdate]:
         """The changes a decision makes, numbered on ``row``; the caller sends them."""
-        metrics.DECISION_SECONDS.labels(handler=row.handler).observe(max(0, now - row.received_at_ms) / 1000)
+        metrics.DECISION_SECONDS.labels(row.handler).observe(max(0, now - row.received_at_ms) / 1000)
         if decision == "approve":
             approved = self.number(row, "approved", now, reason=reason, results=results)
             docs = documents or [result_notice(row.id, defn, now)]

@@ -364,7 +364,7 @@ class Delivery:
         if not answered:
             await self._failed(hop, rows, "no receipt verified")
             return False
-        metrics.DELIVERY_BATCHES.labels(peer=hop, result="ok").inc()
+        metrics.DELIVERY_BATCHES.labels(hop, "ok").inc()
         await self._settle(hop, method, answered, unanswered, claim_next)
         return True
 
@@ -372,7 +372,7 @@ class Delivery:
         self, hop: str, method: str, envs: list[envelope_pb2.Envelope]
     ) -> list[envelope_pb2.Envelope]:
         stub = self.channels.peer(hop)
-        with metrics.DELIVERY_SECONDS.labels(peer=hop).time():
+        with metrics.DELIVERY_SECONDS.labels(hop).time():
             if method == DELIVER:
                 delivered = await stub.Deliver(
                     peer_pb2.DeliverRequest(envelopes=envs), timeout=PEER_CALL_TIMEOUT_S
@@ -387,7 +387,7 @@ class Delivery:
         """A batch the peer (or our own channel) refused for its size: send it in halves, so
         a peer with a smaller limit than ours still gets everything that fits it; a batch of
         one that is still too large becomes a dead letter instead of blocking the queue."""
-        metrics.DELIVERY_BATCHES.labels(peer=hop, result="split").inc()
+        metrics.DELIVERY_BATCHES.labels(hop, "split").inc()
         if len(rows) == 1:
             row = rows[0]
             entry_id = row.id
@@ -407,7 +407,7 @@ class Delivery:
         delay_s = self.backoff.delay_s(failures, self.rng)
         until = self.clock.now_ms() + int(delay_s * 1000)
         self._failures[hop], self._backoff_until[hop] = failures, until
-        metrics.DELIVERY_BATCHES.labels(peer=hop, result="error").inc()
+        metrics.DELIVERY_BATCHES.labels(hop, "error").inc()
         metrics.PEER_BACKOFF.labels(peer=hop).set(delay_s)
         log.warning("delivery to %s failed (%r); attempt %d, retry in %.1fs", hop, error, failures, delay_s)
         ids = [r.id for r in rows]

@@ -11,14 +11,17 @@ from aiohttp.typedefs import Handler, Middleware
 from prometheus_client import Counter, Histogram
 
 from core.clock import Clock
+from node.metrics import Labelled
 
-HTTP_REQUESTS = Counter(
-    "yrd_http_requests_total",
-    "HTTP requests answered, by route, method and status",
-    ["route", "method", "status"],
+HTTP_REQUESTS = Labelled(
+    Counter(
+        "yrd_http_requests_total",
+        "HTTP requests answered, by route, method and status",
+        ["route", "method", "status"],
+    )
 )
-HTTP_REQUEST_DURATION = Histogram(
-    "yrd_http_request_duration_seconds", "Time to answer an HTTP request, by route", ["route"]
+HTTP_REQUEST_DURATION = Labelled(
+    Histogram("yrd_http_request_duration_seconds", "Time to answer an HTTP request, by route", ["route"])
 )
 
 UNMATCHED_ROUTE = "<unmatched>"
