@@ -23,9 +23,9 @@ the figure to compare a code change by. In the closed loop it still depends on t
 neighbours left (a slower run sends smaller batches, which cost more per item); the open
 loop at a fixed ``half_rate`` offers both sides of a comparison the same load.
 
-Latency runs from the moment the submit's request headers are written to the counter's
-socket (aiohttp's trace hook), not from the open loop's slot for it nor from the harness
-building the form: a harness starved of CPU by its neighbours sends late, and counting that
+Latency runs from the moment the submit's request is handed to the counter's socket
+(submitter.py, the harness's lean client), not from the open loop's slot for it nor from the
+harness building the form: a harness starved of CPU by its neighbours sends late, and counting that
 would charge the nodes for the load generator. How late it was is reported beside
 (``send_lag_ms``), and so is where each application's time went (``stages``, stages.py).
 """
@@ -33,7 +33,6 @@ would charge the nodes for the load generator. How late it was is reported besid
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import functools
 import itertools
 import os
@@ -43,13 +42,13 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from types import SimpleNamespace
 
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
 from core.errors import Unavailable
 from simulations.bench import echo, stages
+from simulations.bench.submitter import Submitter
 from simulations.cluster import Cluster
 from simulations.local_federation import PROVINCES, free_port
 from simulations.traffic import (
@@ -59,7 +58,6 @@ from simulations.traffic import (
     count_services,
     open_specs,
     percentile,
-    post_application,
     service_count,
     targets,
 )
@@ -76,26 +74,6 @@ TARGET_CPU_MS_PER_APP = 1.0
 POLL_S = 0.005
 DRAIN_TIMEOUT_S = 120.0
 BATCH_SIZE_METRIC = "yrd_delivery_batch_size_envelopes"
-
-
-# Where the trace hook puts the moment a submit's headers went out: set by each submit, read
-# by the hook, which runs in the submitting task (simulations/traffic.py makes the request).
-_HEADERS_SENT: contextvars.ContextVar[list[float]] = contextvars.ContextVar("headers_sent")
-
-
-async def _on_headers_sent(
-    _session: aiohttp.ClientSession, _ctx: SimpleNamespace, _params: aiohttp.TraceRequestHeadersSentParams
-) -> None:
-    stamps = _HEADERS_SENT.get(None)
-    if stamps is not None:
-        stamps.append(time.monotonic())
-
-
-def sent_stamps() -> aiohttp.TraceConfig:
-    """The client trace that stamps each request when its headers are written."""
-    trace = aiohttp.TraceConfig()
-    trace.on_request_headers_sent.append(_on_headers_sent)
-    return trace
 
 
 @dataclass
@@ -164,8 +142,11 @@ BODIES_PER_ORIGIN = 1024
 class Driver:
     """Submits through the counters and matches completions seen by the watcher."""
 
-    def __init__(self, cluster: Cluster, plan: dict[str, list[Target]], http: aiohttp.ClientSession):
-        self.cluster, self.http = cluster, http
+    def __init__(self, cluster: Cluster, plan: dict[str, list[Target]], concurrency: int):
+        self.cluster = cluster
+        self.submitters = {
+            i: Submitter.for_url(n.http_url, n.token, concurrency) for i, n in cluster.nodes.items()
+        }
         self.watcher = CompletionWatcher({i: n.db_path for i, n in cluster.nodes.items()})
         self.sent: dict[str, float] = {}  # application id -> submit sent (monotonic)
         # The same instants on the wall clock the nodes stamp their databases with.
@@ -182,27 +163,25 @@ class Driver:
 
     async def one(self, phase: Phase, lags: list[float] | None = None, slot: float = 0.0) -> None:
         origin = next(self._origins)
-        node = self.cluster.nodes[origin]
         body = next(self._bodies[origin])
-        started = time.monotonic()
         if lags is not None:
-            lags.append((started - slot) * 1000)
-        headers_sent: list[float] = []
-        _HEADERS_SENT.set(headers_sent)
+            lags.append((time.monotonic() - slot) * 1000)
         try:
-            status, doc = await post_application(
-                self.http, node.http_url, node.token, body, f"b{next(self._keys)}"
-            )
-        except (aiohttp.ClientError, TimeoutError) as e:
+            status, doc, sent = await self.submitters[origin].submit(body, f"b{next(self._keys)}")
+        except OSError as e:  # SubmitFailed is a ConnectionError
             phase.error(type(e).__name__)
             return
-        if status == 201:
-            self.sent[doc["id"]] = headers_sent[0] if headers_sent else started
+        if status == 201 and isinstance(doc.get("id"), str):
+            self.sent[doc["id"]] = sent
             phase.submitted += 1
         elif status in (403, 429):
             phase.refused += 1
         else:
             phase.error(f"{status} {doc.get('code', '')}")
+
+    def close(self) -> None:
+        for submitter in self.submitters.values():
+            submitter.close()
 
     async def watch(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -370,13 +349,9 @@ async def run(
         expected = service_count(specs)
         try:
             await cluster.start()
-            connector = aiohttp.TCPConnector(limit=concurrency * 2, limit_per_host=concurrency)
-            timeout = aiohttp.ClientTimeout(total=60)
-            async with aiohttp.ClientSession(
-                connector=connector, timeout=timeout, trace_configs=[sent_stamps()]
-            ) as http:
+            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as http:
                 await wait_catalogues(cluster, http, expected)
-                driver = Driver(cluster, plan, http)
+                driver = Driver(cluster, plan, concurrency)
                 stop = asyncio.Event()
                 watcher = asyncio.create_task(driver.watch(stop))
                 try:
@@ -402,6 +377,7 @@ async def run(
                     stop.set()
                     await watcher
                     driver.watcher.close()
+                    driver.close()
             rss = {i: round(n.rss_mb() or 0.0, 1) for i, n in cluster.nodes.items()}
         finally:
             await cluster.stop()
