@@ -51,10 +51,11 @@ def data_query(
     *,
     subject: str = PERSON,
     consent_: peer_pb2.DataConsent | None = None,
+    asked_by: str = "mallory",
     **over: Any,
 ) -> peer_pb2.DataQuery:
     now = sender.clock.now_ms()
-    sealed = peer_pb2.DataSubject(subject_id=subject, consent=consent_ or consent(), asked_by="mallory")
+    sealed = peer_pb2.DataSubject(subject_id=subject, consent=consent_ or consent(), asked_by=asked_by)
     fields: dict[str, Any] = {
         "query_id": "q-" + f"{now:012x}" + "0" * 16,
         "asker_node": sender.trust.node_id,
@@ -103,6 +104,32 @@ async def test_a_malformed_query_is_refused_whole_with_its_reason(fed: Federatio
         ({"asker_department": "counter\x1b[2J"}, "invalid_department"),
     ):
         assert await refused_whole(js, sh, data_query(js, sh, **over)) == code, over
+
+
+async def test_a_query_wrong_in_every_way_gets_the_codes_in_the_documented_order(fed: Federation) -> None:
+    """docs/protocol.md 14.1 gives the order the holder checks in: each problem mended in turn
+    reveals the next, so two implementations answer one query with one code."""
+    js, sh = fed.nodes["jiangsu"], fed.nodes["shanghai"]
+    bad_consent = consent()
+    bad_consent.purpose = "Marketing!"
+    problems: list[tuple[str, dict[str, Any]]] = [
+        ("sender_mismatch", {"asker_node": "zhejiang"}),
+        ("invalid_query_id", {"query_id": "Q/1"}),
+        ("stale_query", {"asked_at_ms": 0}),
+        ("invalid_department", {"asker_department": "counter\x1b[2J"}),
+        ("sealed_payload_invalid", {"sealed_subject": b"\x00" * 80}),
+        ("invalid_subject_kind", {"subject_kind": "thing"}),
+        ("invalid_subject", {"subject": "310101199003071231"}),
+        ("invalid_purpose", {"purpose": "Marketing!"}),
+        ("invalid_resources", {"asks": [peer_pb2.DataAsk(resource_id=f"sh.r{i:03d}") for i in range(17)]}),
+        ("invalid_consent", {"consent_": bad_consent}),
+        ("invalid_asked_by", {"asked_by": ""}),
+    ]
+    for i, (code, _) in enumerate(problems):
+        over: dict[str, Any] = {}
+        for _code, problem in problems[i:]:
+            over.update(problem)
+        assert await refused_whole(js, sh, data_query(js, sh, **over)) == code, code
 
 
 async def test_each_resource_is_refused_on_its_own(fed: Federation) -> None:

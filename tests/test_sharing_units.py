@@ -15,7 +15,7 @@ from core.errors import ConfigError, InvalidInput
 from core.keys import NodeKey
 from node.counter.contract import CounterLimits
 from node.counter.sharing_contract import parse_decision, parse_query
-from node.sharing.checks import Consent, consent_problem
+from node.sharing.checks import Consent, check_consent_shape, consent_problem
 from node.sharing.holder import meter_day
 from node.sharing.records import read_records_file
 from node.trust.secret import local_secret
@@ -200,6 +200,32 @@ def test_the_contract_wants_times_with_their_offset() -> None:
     assert parse_query(body, LIMITS).consent.until_ms == 1_798_732_799_000  # type: ignore[union-attr]
     with pytest.raises(InvalidInput):
         parse_decision({"decision": "refuse", "fields": ["balance"]}, LIMITS)
+
+
+@pytest.mark.parametrize(
+    ("consent", "field"),
+    [
+        ({"given_by": ""}, "consent.given_by"),
+        ({"subject_id": ""}, "consent.subject_id"),
+        ({"purpose": "Health Check"}, "consent.purpose"),
+        ({"resources": []}, "consent.resources"),
+        ({"until_ms": 0}, "consent.until"),
+    ],
+)
+def test_every_malformed_part_of_a_consent_is_invalid_consent_naming_the_part(
+    consent: dict[str, object], field: str
+) -> None:
+    good: dict[str, object] = {
+        "given_by": "张三",
+        "subject_id": PERSON,
+        "resources": ("js.nucleic-acid",),
+        "purpose": "health-check",
+        "until_ms": 1_798_732_799_000,
+        "recorded_at_ms": 1_700_000_000_000,
+    }
+    with pytest.raises(InvalidInput) as caught:
+        check_consent_shape(Consent(**{**good, **consent}))  # type: ignore[arg-type]
+    assert (caught.value.code, caught.value.field) == ("invalid_consent", field)
 
 
 DATA_BUNDLE = """\

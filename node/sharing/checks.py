@@ -167,7 +167,8 @@ def check_consent_shape(c: Consent) -> None:
     check_line(c.given_by, MAX_TEXT, "invalid_consent", "consent.given_by")
     if not c.subject_id or len(c.subject_id) > 18:
         raise InvalidInput("the consenting person's id", code="invalid_consent", field="consent.subject_id")
-    check_purpose(c.purpose, "consent.purpose")
+    if not PURPOSE.fullmatch(c.purpose):  # the consent's, so its code is the consent's (protocol 14.1)
+        raise InvalidInput("a purpose code", code="invalid_consent", field="consent.purpose")
     if not 1 <= len(c.resources) <= MAX_ASKS or not all(SERVICE_ID.fullmatch(r) for r in c.resources):
         raise InvalidInput(
             f"between 1 and {MAX_ASKS} resource ids", code="invalid_consent", field="consent.resources"
