@@ -117,7 +117,10 @@ class Submitter:
 
     @classmethod
     def for_url(cls, url: str, token: str, connections: int) -> Submitter:
-        """For a counter at ``http://host:port`` (the cluster's ``http_url``)."""
+        """For a counter at ``http://host:port`` (the cluster's ``http_url``; the benchmark's
+        counters serve plain HTTP on 127.0.0.1)."""
+        if not url.startswith("http://"):
+            raise ValueError(f"the benchmark's submitter speaks plain HTTP only, not {url}")
         host, _, port = url.removeprefix("http://").rpartition(":")
         return cls(host, int(port), token, connections)
 
