@@ -200,8 +200,8 @@ _DRIVER = "yrd.driver"
 
 
 def driver(session: Session) -> Driver:
-    """The driver of ``session``'s connection, in its transaction (begun now if not yet: in a
-    group of units that is the unit's SAVEPOINT, which the statements must run inside)."""
+    """The driver of ``session``'s connection, in its transaction (begun now if not yet), or
+    the one :func:`bind_driver` gave a session whose transaction has not begun."""
     found: Driver | None = session.info.get(_DRIVER)
     if found is not None and found.transaction is session.get_transaction():
         return found
@@ -209,3 +209,13 @@ def driver(session: Session) -> Driver:
     made = Driver(conn, session.get_transaction())
     session.info[_DRIVER] = made
     return made
+
+
+def bind_driver(session: Session, conn: Connection) -> None:
+    """Give a unit's session, before its transaction begins, the driver of ``conn``, on which
+    the caller has already opened the unit's transaction or SAVEPOINT (core/db.py). A unit
+    that runs only statements (:class:`Statement`) then never begins the session's own transaction: its
+    SessionTransaction and, in a group, a nested transaction and its savepoint cost 35-50 µs
+    a unit, where the statements themselves cost a few (docs/performance.md, "Twelfth
+    round"). A unit that does use the ORM begins it as before, inside the caller's."""
+    session.info[_DRIVER] = Driver(conn, None)

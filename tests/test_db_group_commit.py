@@ -11,12 +11,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from sqlalchemy import event, text
+from sqlalchemy import Column, MetaData, String, Table, event, text
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlmodel import Session
 
 from core.db import Database
 from core.errors import Conflict, Unavailable
+from core.statements import driver, insert_into
 from node.counter.users import UserAccount
 
 
@@ -188,4 +189,82 @@ async def test_a_groups_savepoints_run_on_the_driver_and_fail_as_sqlalchemy_erro
     assert released == ["sa_savepoint_1", "sa_savepoint_2", "sa_savepoint_3"]
     assert [sql for sql in statements if "SAVEPOINT" in sql] == ["RELEASE SAVEPOINT sa_savepoint_2"]
     assert _keys(db) == ["a", "c"]
+    db.close()
+
+
+_T = Table("t", MetaData(), Column("k", String, primary_key=True))
+_INSERT_T = insert_into(_T)
+
+
+def _insert_on_driver(k: str) -> Callable[[Session], str]:
+    def unit(s: Session) -> str:
+        driver(s).execute(_INSERT_T, {"k": k})
+        return k
+
+    return unit
+
+
+async def test_a_unit_of_statements_alone_begins_no_sqlalchemy_savepoint_and_still_rolls_back_alone(
+    db: Database,
+) -> None:
+    """A unit that runs only statements on the driver is held by the group's own SAVEPOINT on
+    the driver, without the session's transaction objects; one that uses the session begins
+    its savepoint inside it as before. Either rolls back alone, whatever it wrote by either way."""
+    savepoints: list[str] = []
+    event.listen(db.engine, "savepoint", lambda _conn, name: savepoints.append(name))
+
+    def statements_then_fail(s: Session) -> None:
+        driver(s).execute(_INSERT_T, {"k": "b"})
+        raise Conflict("no", code="test")
+
+    def statements_then_orm_then_fail(s: Session) -> None:
+        driver(s).execute(_INSERT_T, {"k": "d"})
+        s.execute(text("INSERT INTO t (k) VALUES ('e')"))
+        driver(s).execute(_INSERT_T, {"k": "f"})
+        raise Conflict("no", code="test")
+
+    def statements_then_a_failing_flush(s: Session) -> None:
+        driver(s).execute(_INSERT_T, {"k": "g"})
+        s.add(UserAccount(username="li", role="clerk", password_hash="x", created_at_ms=1))
+
+    UserAccount.__table__.create(db.engine)  # type: ignore[attr-defined]
+    await db.run(
+        lambda s: s.add(UserAccount(username="li", role="clerk", password_hash="x", created_at_ms=1))
+    )
+    savepoints.clear()
+    results = await asyncio.gather(
+        db.run(_insert_on_driver("a")),
+        db.run(statements_then_fail),
+        db.run(_insert("c")),
+        db.run(statements_then_orm_then_fail),
+        db.run(statements_then_a_failing_flush),
+        db.run(_insert_on_driver("h")),
+        return_exceptions=True,
+    )
+    assert results[0] == "a" and results[2] == "c" and results[5] == "h"
+    assert isinstance(results[1], Conflict) and isinstance(results[3], Conflict)
+    assert isinstance(results[4], IntegrityError)
+    assert _keys(db) == ["a", "c", "h"]
+    assert len(savepoints) == 3  # the three units that used the session, and only those
+    db.close()
+
+
+async def test_a_unit_that_breaks_the_groups_savepoint_fails_the_whole_group(db: Database) -> None:
+    """Should the group's ROLLBACK TO fail, committing would keep what the failing unit wrote:
+    the group fails whole instead, and nothing of it holds."""
+
+    def breaks_it(s: Session) -> None:
+        driver(s).execute(_INSERT_T, {"k": "b"})
+        s.connection().exec_driver_sql("RELEASE SAVEPOINT yrd_unit")  # its savepoint is gone
+        raise Conflict("no", code="test")
+
+    results = await asyncio.gather(
+        db.run(_insert_on_driver("a")),
+        db.run(breaks_it),
+        db.run(_insert_on_driver("c")),
+        return_exceptions=True,
+    )
+    assert all(isinstance(r, Exception) for r in results)
+    assert _keys(db) == []
+    assert await db.run(_insert_on_driver("d")) == "d"  # a new group starts afresh
     db.close()
