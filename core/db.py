@@ -98,6 +98,16 @@ def _sqlite_begin(dbapi_connection: PoolProxiedConnection) -> None:
     dbapi_connection.driver_connection.execute("BEGIN IMMEDIATE")  # type: ignore[union-attr]
 
 
+def _on_driver(connection: Connection, sql: str) -> None:
+    """A savepoint statement (SAVEPOINT, RELEASE, ROLLBACK TO) on the driver's connection, its
+    error raised as SQLAlchemy's DBAPIError: the group's own and the session's (the dialect
+    hooks of :func:`_sqlite_verb`) alike."""
+    try:
+        connection.connection.driver_connection.execute(sql)  # type: ignore[union-attr]
+    except sqlite3.Error as e:
+        raise DBAPIError.instance(sql, (), e, sqlite3.Error, dialect=connection.dialect) from e
+
+
 def _sqlite_verb(verb: str) -> Callable[[Connection, str], None]:
     """A dialect hook that runs ``<verb> <savepoint>`` on the driver's connection.
 
@@ -108,22 +118,9 @@ def _sqlite_verb(verb: str) -> Callable[[Connection, str], None]:
     were."""
 
     def run(connection: Connection, name: str) -> None:
-        sql = f"{verb} {name}"
-        try:
-            connection.connection.driver_connection.execute(sql)  # type: ignore[union-attr]
-        except sqlite3.Error as e:
-            raise DBAPIError.instance(sql, (), e, sqlite3.Error, dialect=connection.dialect) from e
+        _on_driver(connection, f"{verb} {name}")
 
     return run
-
-
-def _on_driver(connection: Connection, sql: str) -> None:
-    """A statement of the unit protocol (SAVEPOINT, RELEASE, ROLLBACK TO) on the driver's
-    connection, its error raised as SQLAlchemy's DBAPIError as the dialect hooks raise theirs."""
-    try:
-        connection.connection.driver_connection.execute(sql)  # type: ignore[union-attr]
-    except sqlite3.Error as e:
-        raise DBAPIError.instance(sql, (), e, sqlite3.Error, dialect=connection.dialect) from e
 
 
 @dataclass(frozen=True)

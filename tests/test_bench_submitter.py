@@ -152,3 +152,32 @@ async def test_a_counter_that_does_not_answer_whole_fails_that_submit_and_its_co
             submitter.close()
     assert after[:2] == (201, {"id": "y"})
     assert connections == 2
+
+
+async def test_a_kept_connection_the_counter_closed_while_idle_is_dropped_not_failed() -> None:
+    connections = 0
+    closed = asyncio.Event()
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        await _read_request(reader)
+        writer.write(b'HTTP/1.1 201 Created\r\nContent-Length: 11\r\n\r\n{"id": "z"}')
+        await writer.drain()
+        writer.close()  # as a keep-alive timeout would, with no Connection: close said
+        closed.set()
+
+    async with raw_server(handler) as port:
+        submitter = Submitter("127.0.0.1", port, "tok", connections=1)
+        try:
+            first = await submitter.submit(b"{}", "k1")
+            await closed.wait()
+            for _ in range(1000):  # until the close reaches the kept connection (at most 10 s)
+                if not submitter._idle[0].reusable:
+                    break
+                await asyncio.sleep(0.01)
+            second = await asyncio.wait_for(submitter.submit(b"{}", "k2"), timeout=10)
+        finally:
+            submitter.close()
+    assert first[:2] == second[:2] == (201, {"id": "z"})
+    assert connections == 2

@@ -119,11 +119,9 @@ def check_subject(subject_kind: str, subject_id: str, field: str = "subject.id")
         raise InvalidInput(e.reason, code="invalid_subject", field=field) from e
 
 
-def check_purpose(purpose: str, field: str = "purpose") -> None:
+def check_purpose(purpose: str, field: str = "purpose", code: str = "invalid_purpose") -> None:
     if not PURPOSE.fullmatch(purpose):
-        raise InvalidInput(
-            "a purpose code of a-z, 0-9, '_', '-' (at most 64)", code="invalid_purpose", field=field
-        )
+        raise InvalidInput("a purpose code of a-z, 0-9, '_', '-' (at most 64)", code=code, field=field)
 
 
 def check_fields(fields: Sequence[str], field: str) -> None:
@@ -167,8 +165,7 @@ def check_consent_shape(c: Consent) -> None:
     check_line(c.given_by, MAX_TEXT, "invalid_consent", "consent.given_by")
     if not c.subject_id or len(c.subject_id) > 18:
         raise InvalidInput("the consenting person's id", code="invalid_consent", field="consent.subject_id")
-    if not PURPOSE.fullmatch(c.purpose):  # the consent's, so its code is the consent's (protocol 14.1)
-        raise InvalidInput("a purpose code", code="invalid_consent", field="consent.purpose")
+    check_purpose(c.purpose, "consent.purpose", "invalid_consent")  # the consent's code (protocol 14.1)
     if not 1 <= len(c.resources) <= MAX_ASKS or not all(SERVICE_ID.fullmatch(r) for r in c.resources):
         raise InvalidInput(
             f"between 1 and {MAX_ASKS} resource ids", code="invalid_consent", field="consent.resources"

@@ -135,7 +135,7 @@ class Submitter:
             body,
         )
         async with self._gate:
-            conn = self._idle.pop() if self._idle else await self._connect()
+            conn = self._take_idle() or await self._connect()
             try:
                 status, raw, sent = await conn.exchange(request)
             finally:
@@ -148,6 +148,16 @@ class Submitter:
         except orjson.JSONDecodeError:
             doc = {}
         return status, doc if isinstance(doc, dict) else {}, sent
+
+    def _take_idle(self) -> _Connection | None:
+        """A kept connection still open; those the counter closed while they idled (its
+        keep-alive timeout, a restart) are dropped here rather than fail a submit never sent."""
+        while self._idle:
+            conn = self._idle.pop()
+            if conn.reusable:
+                return conn
+            self._open.discard(conn)
+        return None
 
     async def _connect(self) -> _Connection:
         _transport, conn = await asyncio.get_running_loop().create_connection(
