@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 import pytest
+import uvloop
 from aiohttp import web
 
 from simulations.bench.submitter import SubmitFailed, Submitter
@@ -74,6 +75,29 @@ async def test_a_submit_sends_the_counters_request_and_reads_its_json_answer_on_
         ("Bearer tok", "k2", "application/json", '{"名": 2}'.encode()),
     ]
     assert len(peers) == 1  # the second submit reused the first one's connection
+
+
+def test_submits_go_through_on_uvloop_whose_transports_are_not_asyncio_transports() -> None:
+    """The nodes run on uvloop, and a tool built on this client may too: a connection made on
+    it failed before its first byte was sent."""
+
+    async def answer(request: web.Request) -> web.Response:
+        return web.json_response({"id": (await request.json())["n"]}, status=201)
+
+    async def scenario() -> list[tuple[int, dict[str, object]]]:
+        app = web.Application()
+        app.router.add_post("/api/v1/applications", answer)
+        async with served(app) as base:
+            submitter = Submitter.for_url(base, "tok", connections=2)
+            try:
+                answers = await asyncio.gather(
+                    *(submitter.submit(b'{"n": %d}' % i, f"k{i}") for i in range(4))
+                )
+            finally:
+                submitter.close()
+        return [(status, doc) for status, doc, _sent in answers]
+
+    assert uvloop.run(scenario()) == [(201, {"id": i}) for i in range(4)]
 
 
 async def test_an_answer_that_is_not_a_json_object_reads_as_an_empty_document() -> None:
