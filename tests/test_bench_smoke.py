@@ -4,7 +4,9 @@ machine is shared and noisy, so a threshold would only test the neighbours)."""
 from __future__ import annotations
 
 import json
+import os
 import random
+import threading
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -122,8 +124,9 @@ async def test_bench_route_routes_through_four_node_processes(tmp_path: Path) ->
     assert swept.offered_rate == 8.0 and swept.completed == swept.submitted > 0
     for phase in (closed, result.half_rate, swept):
         assert phase.envelopes_per_call >= 1
-        # What the phase cost, the nodes' CPU and the harness's apart.
+        # What the phase cost, the nodes' CPU and context switches and the harness's apart.
         assert phase.cpu_ms_per_app > 0 and phase.harness_cpu_ms_per_app > 0
+        assert phase.switches_per_app > 0 and phase.harness_switches_per_app > 0
     assert result.grpc_echo_rate > 0 and result.ratio > 0
     assert set(result.rss_mb) == {"shanghai", "jiangsu", "zhejiang", "anhui"}
     assert all(v > 0 for v in result.rss_mb.values())
@@ -159,3 +162,25 @@ async def test_envelopes_per_call_count_only_the_nodes_whose_metrics_read() -> N
         }
         cluster = SimpleNamespace(nodes=nodes)
         assert await route.calls_and_envelopes(cluster, session) == (4.0, 9.0)  # type: ignore[arg-type]
+
+
+def test_context_switches_count_every_thread_of_a_process() -> None:
+    """A thread that waits switches out each time: its process's count grows by its switches,
+    not only by the main thread's (which /proc/PID/status alone would give)."""
+    woken, done, release = threading.Event(), threading.Event(), threading.Event()
+
+    def wait_in_turns() -> None:
+        for _ in range(50):
+            woken.wait(0.001)
+        done.set()
+        release.wait(10)  # alive when counted: an ended thread's switches leave with it
+
+    before = route.context_switches(os.getpid())
+    worker = threading.Thread(target=wait_in_turns)
+    worker.start()
+    done.wait(10)
+    after = route.context_switches(os.getpid())
+    release.set()
+    worker.join()
+    assert after - before >= 50
+    assert route.context_switches(2**22 + 1) == 0  # no such process: nothing, not an error

@@ -92,6 +92,12 @@ class Phase:
     # The harness's own (this process: load, watcher, HTTP client), which shares the cores: the
     # target's 1 ms per application at 2,000/s on two cores counts it too.
     harness_cpu_ms_per_app: float = 0.0
+    # Context switches of every thread, the nodes' and the harness's apart. Five busy processes
+    # and gRPC's threads take turns on two cores, and each turn refills caches the others
+    # emptied: the same node code costs about twice as much CPU here as in one process
+    # (docs/performance.md, "Thirteenth round").
+    switches_per_app: float = 0.0
+    harness_switches_per_app: float = 0.0
     error_kinds: dict[str, int] = field(default_factory=dict)
     envelopes_per_call: float = 0.0  # the nodes' Deliver and NotifyStatus calls, on average
     # Open loop only: the rate asked for, how late the harness sent each submit after its slot
@@ -130,6 +136,33 @@ def cpu_seconds(pid: int) -> float:
         return 0.0
     fields = stat.rsplit(")", 1)[1].split()  # after the command name, which may hold spaces
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def context_switches(pid: int) -> int:
+    """Voluntary and involuntary context switches of every thread of one process so far (a
+    thread that has ended takes its count with it)."""
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except OSError:
+        return 0
+    total = 0
+    for task in tasks:
+        try:
+            status = (task / "status").read_text()
+        except OSError:  # the thread ended
+            continue
+        total += sum(int(line.split()[1]) for line in status.splitlines() if "ctxt_switches:" in line)
+    return total
+
+
+@dataclass(frozen=True)
+class Usage:
+    """What the node processes together and this harness have used so far."""
+
+    nodes_cpu_s: float
+    harness_cpu_s: float
+    nodes_switches: int
+    harness_switches: int
 
 
 # Request bodies made per origin before the first phase, then used in turn (each submit has its
@@ -211,7 +244,7 @@ class Driver:
     async def closed_loop(self, concurrency: int, count: int | None, duration: float | None) -> Phase:
         phase = Phase()
         before = set(self.sent)
-        cpu_before = self.cpu()
+        used_before = self.usage()
         issued = itertools.count()
         start = time.monotonic()
         stop_at = start + duration if duration else float("inf")
@@ -225,26 +258,32 @@ class Driver:
         ids = set(self.sent) - before
         await self.drain(ids)
         self.summarise(phase, ids, start, submit_seconds)
-        self.charge(phase, ids, cpu_before)
+        self.charge(phase, ids, used_before)
         return phase
 
-    def cpu(self) -> tuple[float, float]:
-        """CPU seconds used so far by all node processes together, and by this harness."""
-        nodes = sum(cpu_seconds(n.process.pid) for n in self.cluster.nodes.values() if n.process is not None)
-        return nodes, time.process_time()
+    def usage(self) -> Usage:
+        pids = [n.process.pid for n in self.cluster.nodes.values() if n.process is not None]
+        return Usage(
+            nodes_cpu_s=sum(cpu_seconds(pid) for pid in pids),
+            harness_cpu_s=time.process_time(),
+            nodes_switches=sum(context_switches(pid) for pid in pids),
+            harness_switches=context_switches(os.getpid()),
+        )
 
-    def charge(self, phase: Phase, ids: set[str], before: tuple[float, float]) -> None:
-        """The CPU the phase's applications cost the nodes and the harness, each per application."""
+    def charge(self, phase: Phase, ids: set[str], before: Usage) -> None:
+        """What the phase's applications cost the nodes and the harness, each per application."""
         if ids:
-            (nodes, harness), (nodes_before, harness_before) = self.cpu(), before
-            phase.cpu_ms_per_app = round((nodes - nodes_before) * 1000 / len(ids), 2)
-            phase.harness_cpu_ms_per_app = round((harness - harness_before) * 1000 / len(ids), 2)
+            now, n = self.usage(), len(ids)
+            phase.cpu_ms_per_app = round((now.nodes_cpu_s - before.nodes_cpu_s) * 1000 / n, 2)
+            phase.harness_cpu_ms_per_app = round((now.harness_cpu_s - before.harness_cpu_s) * 1000 / n, 2)
+            phase.switches_per_app = round((now.nodes_switches - before.nodes_switches) / n, 2)
+            phase.harness_switches_per_app = round((now.harness_switches - before.harness_switches) / n, 2)
 
     async def open_loop(self, rate: float, seconds: float, max_in_flight: int) -> Phase:
         """Submissions started at a fixed rate, whatever the answers' pace (up to a cap)."""
         phase = Phase()
         before = set(self.sent)
-        cpu_before = self.cpu()
+        used_before = self.usage()
         gate = asyncio.Semaphore(max_in_flight)
         tasks: set[asyncio.Task[None]] = set()
         start = time.monotonic()
@@ -269,7 +308,7 @@ class Driver:
         ids = set(self.sent) - before
         await self.drain(ids)
         self.summarise(phase, ids, start, submit_seconds)
-        self.charge(phase, ids, cpu_before)
+        self.charge(phase, ids, used_before)
         phase.offered_rate = rate
         lags.sort()
         phase.send_lag_ms = (round(percentile(lags, 0.5), 1), round(percentile(lags, 0.99), 1))

@@ -174,6 +174,8 @@ def route_command(args: argparse.Namespace) -> int:
             *(
                 f"at {p.offered_rate:g}/s: {p.cpu_ms_per_app:g} ms of the nodes' CPU per application "
                 f"({p.harness_cpu_ms_per_app:g} ms the harness's), "
+                f"{p.switches_per_app:g} context switches per application "
+                f"({p.harness_switches_per_app:g} the harness's), "
                 f"{p.envelopes_per_call:g} envelopes per call, p50 {p.p50_ms:g} ms, p99 {p.p99_ms:g} ms"
                 for p in result.sweep
             ),
