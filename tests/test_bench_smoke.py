@@ -44,7 +44,9 @@ async def test_bench_store_runs_the_real_transactions(tmp_path: Path) -> None:
 
 async def test_bench_http_submits_through_the_counter(tmp_path: Path) -> None:
     result = await http.run(count=12, concurrency=3, work_dir=tmp_path)
-    assert result.errors == 0 and result.per_s > 0
+    assert result.errors == 0 and result.per_s > 0 and result.cpu_ms_per_submit > 0
+    # Beside it, the same client against a bare handler: what aiohttp itself costs.
+    assert result.bare_errors == 0 and result.bare_per_s > 0 and result.bare_cpu_ms_per_request > 0
 
 
 async def test_the_layer_benches_nodes_take_submissions_past_the_outbox_bound(tmp_path: Path) -> None:
