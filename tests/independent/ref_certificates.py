@@ -22,6 +22,7 @@ from tests.independent.primitives import (
     lp,
 )
 from tests.independent.ref_manifest import REVOKED, Manifest
+from tests.independent.wire import field_bytes, field_string, field_varint
 
 CERTIFICATE_DOMAIN = b"yrd-certificate-v1\x00"
 TEXT_PREFIX = b"YRDC1:"
@@ -114,44 +115,26 @@ def sign_certificate(c: Certificate, seed: bytes) -> SignedCertificate:
 # CertifiedField are those of 15.1's second table.
 
 
-def _varint(value: int) -> bytes:
-    value &= (1 << 64) - 1  # int64 negatives go out as ten bytes, two's complement
-    out = bytearray()
-    while True:
-        byte, value = value & 0x7F, value >> 7
-        out.append(byte | (0x80 if value else 0))
-        if not value:
-            return bytes(out)
-
-
 def ld_field(number: int, data: bytes) -> bytes:
-    """One length-delimited field: its key, the varint length, the bytes."""
-    return _varint(number << 3 | _LD) + _varint(len(data)) + data
-
-
-def _int_field(number: int, value: int) -> bytes:
-    """proto3 leaves a zero scalar out."""
-    return _varint(number << 3 | _VARINT) + _varint(value) if value else b""
-
-
-def _str_field(number: int, value: str) -> bytes:
-    return ld_field(number, value.encode("utf-8")) if value else b""
+    """One length-delimited field, written even when empty."""
+    return field_bytes(number, data, always=True)
 
 
 def encode_certificate(c: Certificate) -> bytes:
     holder = (
-        _int_field(1, c.holder.kind)
-        + _str_field(2, c.holder.display_name)
-        + _str_field(3, c.holder.display_id)
+        field_varint(1, c.holder.kind)
+        + field_string(2, c.holder.display_name)
+        + field_string(3, c.holder.display_id)
     )
     fields = b"".join(
-        ld_field(5, _str_field(1, f.name) + _str_field(2, f.label) + _str_field(3, f.value)) for f in c.fields
+        ld_field(5, field_string(1, f.name) + field_string(2, f.label) + field_string(3, f.value))
+        for f in c.fields
     )
     return b"".join((
-        _str_field(1, c.certificate_id), _str_field(2, c.name), _str_field(3, c.name_en), ld_field(4, holder),
-        fields, _int_field(6, c.issued_at_ms), _int_field(7, c.valid_until_ms), _str_field(8, c.issuer),
-        _str_field(9, c.department), _str_field(10, c.service_id), _str_field(11, c.application_id),
-        _str_field(12, c.key_id),
+        field_string(1, c.certificate_id), field_string(2, c.name), field_string(3, c.name_en),
+        ld_field(4, holder), fields, field_varint(6, c.issued_at_ms), field_varint(7, c.valid_until_ms),
+        field_string(8, c.issuer), field_string(9, c.department), field_string(10, c.service_id),
+        field_string(11, c.application_id), field_string(12, c.key_id),
     ))  # fmt: skip
 
 

@@ -36,6 +36,7 @@ from tests.independent.ref_protocol import (
     seal_with_ephemeral,
     sign_envelope,
 )
+from tests.independent.wire import field_bytes, field_string, field_varint
 
 DELIVER = "/yrd.peer.v1.PeerService/Deliver"  # 3.4
 NOTIFY_STATUS = "/yrd.peer.v1.PeerService/NotifyStatus"
@@ -62,39 +63,6 @@ MAX_AGE_MS = 30 * 86_400_000
 MAX_AHEAD_MS = 3_600_000
 # 10.1 field 1: 1 to 64 characters of 0-9 a-z -, the first not '-' (ASCII only).
 _APPLICATION_ID = re.compile(r"[0-9a-z][0-9a-z-]{0,63}")
-
-
-# Section 1: the writing side of proto3's wire format.
-
-
-def varint(value: int) -> bytes:
-    """Unsigned LEB128; a negative int64 is written as its 64-bit two's complement (section 3, field 5)."""
-    value &= (1 << 64) - 1
-    out = bytearray()
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
-
-
-def field_varint(number: int, value: int) -> bytes:
-    """A scalar; proto3 leaves a default (0, false) out, and a reader reads it back as the default."""
-    return varint(number << 3 | wire.VARINT) + varint(value) if value else b""
-
-
-def field_bytes(number: int, data: bytes, *, always: bool = False) -> bytes:
-    """A string, bytes or message field; `always` writes an empty one (a oneof member, field 7 set)."""
-    if not data and not always:
-        return b""
-    return varint(number << 3 | wire.LENGTH_DELIMITED) + varint(len(data)) + data
-
-
-def field_string(number: int, text: str) -> bytes:
-    return field_bytes(number, text.encode("utf-8"))
 
 
 # Section 3: the envelope, its writing and a request signed by a member.

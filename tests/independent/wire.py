@@ -1,4 +1,5 @@
-"""A minimal proto3 wire-format reader, enough to read a SignedManifest without a protobuf library.
+"""A minimal proto3 wire-format reader and writer, enough for the independent implementations
+to read and write the messages they exchange without a protobuf library.
 
 It follows the protobuf encoding rules rather than a stricter reading: unknown fields are skipped
 (they stay covered by the manifest signatures, docs/protocol.md 6.1), and so is a known field
@@ -106,3 +107,34 @@ def known_fields(buf: bytes, schema: dict[int, int]) -> Iterator[tuple[int, int 
     for field in iter_fields(buf):
         if schema.get(field.number) == field.wire_type:
             yield field.number, field.value
+
+
+# The writing side: what the independent implementations send.
+
+
+def write_varint(value: int) -> bytes:
+    """Unsigned LEB128; a negative int64 is written as its 64-bit two's complement (ten bytes)."""
+    value &= _UINT64_LIMIT - 1
+    out = bytearray()
+    while True:
+        byte, value = value & 0x7F, value >> 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+def field_varint(number: int, value: int) -> bytes:
+    """A scalar; proto3 leaves a default (0, false) out, and a reader reads it back as the default."""
+    return write_varint(number << 3 | VARINT) + write_varint(value) if value else b""
+
+
+def field_bytes(number: int, data: bytes, *, always: bool = False) -> bytes:
+    """A string, bytes or message field, left out when empty unless ``always`` (a oneof member,
+    an element of a repeated field, a message that is present though empty)."""
+    if not data and not always:
+        return b""
+    return write_varint(number << 3 | LENGTH_DELIMITED) + write_varint(len(data)) + data
+
+
+def field_string(number: int, text: str) -> bytes:
+    return field_bytes(number, text.encode("utf-8"))
