@@ -119,6 +119,42 @@ async def test_calls_to_holders_behind_one_relay_share_the_slots_of_that_relay(
     assert most == {"jiangsu": 1}
 
 
+async def test_a_stuck_holder_behind_a_relay_leaves_the_others_behind_it_half_the_slots(
+    fed: Federation, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Zhejiang (behind Jiangsu) hangs: the screens asking it hold at most half of the asker's
+    slots for Jiangsu, so a screen asking Jiangsu's own resource is still called, not left
+    waiting for Zhejiang's calls to time out."""
+    asker = fed.nodes["shanghai"].backend.data_asker
+    asker.calls_per_holder = 2
+    entered, release = asyncio.Event(), asyncio.Event()
+    in_flight, most, called = [0], [0], []
+
+    async def call(holder: str, *_args: object) -> None:
+        called.append(holder)
+        if holder == "zhejiang":
+            in_flight[0] += 1
+            most[0] = max(most[0], in_flight[0])
+            entered.set()
+            await release.wait()
+            in_flight[0] -= 1
+        raise grpc.aio.AioRpcError(grpc.StatusCode.UNAVAILABLE, grpc.aio.Metadata(), grpc.aio.Metadata())
+
+    monkeypatch.setattr(asker, "_call", call)
+    zj = ["zj.vaccination"]
+    stuck = [
+        asyncio.create_task(ask(fed, query(zj, consent=consent(zj), deadline_ms=20_000))) for _ in range(3)
+    ]
+    await entered.wait()
+    js = ["js.nucleic-acid"]
+    items = await ask(fed, query(js, consent=consent(js), deadline_ms=3000))
+    release.set()
+    await asyncio.gather(*stuck)
+    assert "jiangsu" in called  # called while Zhejiang's calls hung, not skipped at its deadline
+    assert items["js.nucleic-acid"]["reason_code"] == "unreachable"
+    assert most == [1]
+
+
 async def test_a_relayed_holder_that_is_down_is_missing(fed: Federation) -> None:
     await fed.stop_node("zhejiang")
     items = await ask(fed, query(HEALTH_SCREEN, consent=consent(HEALTH_SCREEN), deadline_ms=2000))

@@ -12,6 +12,7 @@ item, answered or not, leaves a mirror record.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 from collections.abc import Callable
@@ -110,6 +111,10 @@ class DataAsker:
         # which deliveries to it share.
         self.calls_per_holder = calls_per_holder
         self._slots: dict[str, asyncio.Semaphore] = {}
+        # A holder behind a relay takes at most half of that relay's slots: one that is stuck
+        # leaves the other holders behind the relay the rest, as the relay keeps half of its
+        # budget toward one member for its deliveries (node/delivery/peer_limits.py).
+        self._behind: dict[str, asyncio.Semaphore] = {}
 
     # -- one screen ------------------------------------------------------------------------------
 
@@ -242,7 +247,12 @@ class DataAsker:
         # meet that relay's per-peer cap for this node, beside this node's deliveries to it.
         hop = self.trust.next_hop(holder)
         slots = self._slots.setdefault(hop, asyncio.Semaphore(self.calls_per_holder))
-        async with slots:
+        own: contextlib.nullcontext[None] | asyncio.Semaphore = (
+            contextlib.nullcontext()
+            if hop == holder
+            else self._behind.setdefault(holder, asyncio.Semaphore(max(1, self.calls_per_holder // 2)))
+        )
+        async with own, slots:
             return await self._call(holder, hop, q, timeout_s)
 
     async def _call(
